@@ -1,0 +1,40 @@
+# The README's two commands: `make run` and `make test`. Each sets up everything it needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+FLOWPAY := $(BIN)/flowpay
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test install infra lint down status clean
+
+run: infra  ## install, start the whole local stack, print where everything is
+	$(FLOWPAY) dev up
+
+test: infra lint  ## install, start PostgreSQL and Kafka, run the whole suite
+	$(BIN)/pytest
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+infra: install
+	$(FLOWPAY) dev up --infra-only
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+down: install
+	$(FLOWPAY) dev down
+
+status: install
+	$(FLOWPAY) dev status
+
+clean: down
+	rm -rf .flowpay

@@ -1,0 +1,1 @@
+"""The ``flowpay`` operator CLI: thin commands over the services' own modules."""

@@ -1,0 +1,3 @@
+from flowpay_cli.main import run
+
+run()

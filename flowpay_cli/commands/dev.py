@@ -1,0 +1,70 @@
+"""`flowpay dev`: the local stack of real PostgreSQL, real Kafka and FlowPay's roles."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from flowpay_cli.context import settings, state
+from flowpay_cli.output import console, print_json, print_table
+from workers.core.lifecycle import install_stop_handlers
+from workers.core.logs import setup_logging
+from workers.devstack import roles, stack
+
+app = typer.Typer(help="Run the local stack (PostgreSQL, Kafka, every role) as plain processes.")
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+@app.command()
+def up(
+    ctx: typer.Context,
+    infra_only: Annotated[
+        bool, typer.Option("--infra-only", help="Only PostgreSQL and Kafka.")
+    ] = False,
+) -> None:
+    """Install and start whatever is not running; reuse what is."""
+    config = settings(ctx)
+    with console.status("starting the stack") as spinner:
+        stack.up(
+            config,
+            infra_only=infra_only,
+            config_file=state(ctx).resolved_config_file,
+            say=lambda step: spinner.update(f"starting the stack: {step}"),
+        )
+    _show(ctx, as_json=False)
+
+
+@app.command()
+def down(ctx: typer.Context) -> None:
+    """Stop what `dev up` started, by the PIDs it recorded."""
+    stopped = stack.down(settings(ctx))
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@app.command()
+def status(ctx: typer.Context, as_json: Json = False) -> None:
+    """Each component's state, PID, endpoint and log file."""
+    _show(ctx, as_json=as_json)
+
+
+@app.command(hidden=True)
+def supervise(ctx: typer.Context) -> None:
+    """Keep every role running (started by `dev up`)."""
+    config = settings(ctx)
+    setup_logging(config.log_level, "supervisor")
+    roles.supervise(config, install_stop_handlers(config.worker.grace_period_s))
+
+
+def _show(ctx: typer.Context, *, as_json: bool) -> None:
+    config = settings(ctx)
+    if as_json:
+        print_json(stack.as_json(config))
+        return
+    print_table(
+        "FlowPay local stack",
+        ["component", "state", "pid", "endpoint", "log"],
+        [(c.name, c.state, c.pid, c.endpoint, c.log) for c in stack.status(config)],
+    )
+    print_table("endpoints", ["name", "value"], stack.endpoints(config).items())

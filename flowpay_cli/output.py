@@ -1,0 +1,34 @@
+"""How the CLI prints: rich tables for people, ``--json`` for scripts, one line for errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    console.print(table)
+
+
+def error_line(message: str) -> None:
+    first, _, rest = message.partition("\n")
+    err_console.print(f"[bold red]error:[/] {first}", markup=True, highlight=False, soft_wrap=True)
+    if rest:
+        err_console.print(rest, style="dim", markup=False, highlight=False, soft_wrap=True)

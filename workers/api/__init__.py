@@ -1,0 +1,1 @@
+"""The API service: merchant HTTP API, idempotent intake, status read model."""

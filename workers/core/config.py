@@ -1,0 +1,141 @@
+"""Configuration: defaults < flowpay.toml < FLOWPAY_* environment variables.
+
+The TOML file comes from ``--config``, else ``FLOWPAY_CONFIG``, else ``./flowpay.toml`` when it
+exists. Nested keys use ``__`` in the environment: ``FLOWPAY_KAFKA__PARTITIONS=12``.
+Every key and its default is documented in ``flowpay.toml.example``.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from workers.core.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path("flowpay.toml")
+_toml_path: ContextVar[Path | None] = ContextVar("flowpay_toml_path", default=None)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    # None means "the dev stack's private PostgreSQL cluster".
+    url: SecretStr | None = None
+    pool_min_size: int = Field(default=1, ge=0)
+    pool_max_size: int = Field(default=10, ge=1)
+
+
+class KafkaSettings(_Section):
+    # None means "the dev stack's broker".
+    bootstrap_servers: str | None = None
+    topic_prefix: str = Field(default="flowpay", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    partitions: int = Field(default=6, ge=1, le=10_000)
+    client_id: str = "flowpay"
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    # What clients (``flowpay pay``) use; None means http://<host>:<port>.
+    base_url: str | None = None
+    idempotency_ttl_hours: int = Field(default=24, ge=1)
+    max_body_bytes: int = Field(default=65536, ge=1024)
+
+
+class WorkerSettings(_Section):
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+    poll_timeout_s: float = Field(default=0.5, gt=0)
+    grace_period_s: float = Field(default=10.0, ge=0)
+    # Unexpected handler errors are retried this often before the message is dead-lettered.
+    max_attempts: int = Field(default=5, ge=1)
+    retry_max_backoff_s: float = Field(default=30.0, gt=0)
+
+
+class DevSettings(_Section):
+    home: Path = Path(".flowpay")
+    pg_port: int = Field(default=55432, ge=1, le=65535)
+    kafka_port: int = Field(default=59092, ge=1, le=65535)
+    kafka_controller_port: int = Field(default=59093, ge=1, le=65535)
+    kafka_version: str = Field(default="4.1.1", pattern=r"^\d+\.\d+\.\d+$")
+    # An existing Kafka distribution (its libs/ is used); KAFKA_HOME is honoured too.
+    kafka_home: Path | None = None
+    kafka_heap: str = Field(default="512m", pattern=r"^\d+[mg]$")
+    start_timeout_s: float = Field(default=90.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FLOWPAY_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    database: DatabaseSettings = DatabaseSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    api: ApiSettings = ApiSettings()
+    worker: WorkerSettings = WorkerSettings()
+    dev: DevSettings = DevSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _toml_path.get()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def config_path(explicit: Path | None = None) -> Path | None:
+    """The TOML file to read, or None when there is none to read."""
+    if explicit is not None:
+        return explicit
+    from_env = os.environ.get("FLOWPAY_CONFIG")
+    if from_env:
+        return Path(from_env)
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Settings from every source; a bad value raises ConfigError naming the key."""
+    chosen = config_path(path)
+    if chosen is not None and not chosen.is_file():
+        raise ConfigError(f"config file {chosen} does not exist")
+    token = _toml_path.set(chosen)
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    except ValueError as exc:  # a TOML syntax error
+        raise ConfigError(f"config file {chosen}: {exc}") from None
+    finally:
+        _toml_path.reset(token)
+
+
+def _describe(exc: ValidationError) -> str:
+    # Only the key and the reason: the offending input may be a secret.
+    first = exc.errors(include_input=False, include_url=False)[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(root)"
+    more = exc.error_count() - 1
+    tail = f" (and {more} more)" if more else ""
+    return f"config: {key}: {first['msg']}{tail}"

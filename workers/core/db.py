@@ -1,0 +1,63 @@
+"""PostgreSQL access: connection URL, connections and pools, schema, error mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool
+
+from workers.core.config import Settings
+from workers.core.errors import ConstraintViolation, TransientError
+from workers.core.sql import schema_sql
+
+# Serialises concurrent `db init` runs (any constant unique to FlowPay).
+_SCHEMA_LOCK = 0x466C6F77
+
+
+def database_url(settings: Settings) -> str:
+    """The configured database, else the dev stack's private cluster."""
+    if settings.database.url is not None:
+        return settings.database.url.get_secret_value()
+    return f"postgresql://flowpay@127.0.0.1:{settings.dev.pg_port}/flowpay"
+
+
+def connect(
+    settings: Settings, *, autocommit: bool = False
+) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(database_url(settings), autocommit=autocommit, connect_timeout=10)
+
+
+def make_pool(settings: Settings, *, name: str) -> ConnectionPool:
+    return ConnectionPool(
+        database_url(settings),
+        min_size=settings.database.pool_min_size,
+        max_size=settings.database.pool_max_size,
+        name=name,
+        open=True,
+    )
+
+
+def apply_schema(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Apply schema.sql; every statement in it is idempotent, so it may run any number of times."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+        conn.execute(schema_sql().encode())
+
+
+@contextmanager
+def mapped_errors() -> Iterator[None]:
+    """Turn PostgreSQL errors into FlowPay's typed exceptions.
+
+    Constraint errors keep the constraint's name, so callers decide by name what a clash means.
+    A lost connection is transient: the runner retries it.
+    """
+    try:
+        yield
+    except pg_errors.IntegrityError as exc:
+        name = exc.diag.constraint_name or "unknown"
+        raise ConstraintViolation(name, f"constraint {name} violated") from exc
+    except psycopg.OperationalError as exc:
+        raise TransientError(f"database unavailable: {exc}") from exc

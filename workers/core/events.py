@@ -1,0 +1,217 @@
+"""The event contract: one envelope, one typed payload per event type, one codec.
+
+On Kafka an event is the CloudEvents Kafka binding in binary mode: the attributes travel as
+``ce_*`` headers, and the value is JSON. FlowPay's value carries the whole envelope too, so a
+message is self-describing when replayed or dead-lettered; the key is the payment id.
+"""
+
+from __future__ import annotations
+
+import builtins
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
+
+from workers.core.errors import MalformedEvent, UnknownEventType
+from workers.core.money import MAX_AMOUNT
+
+SCHEMA_VERSION: Final = 1
+CONTENT_TYPE: Final = "application/json"
+
+Amount = StrictInt
+
+
+class EventType(StrEnum):
+    INITIATED = "payment.initiated"
+    PROCESSING = "payment.processing"
+    SUCCEEDED = "payment.succeeded"
+    FAILED = "payment.failed"
+    REFUND_REQUESTED = "payment.refund_requested"
+    REFUNDED = "payment.refunded"
+    REFUND_FAILED = "payment.refund_failed"
+    CHARGE_REVERSED = "payment.charge_reversed"
+
+
+class EventData(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Initiated(EventData):
+    amount: Amount = Field(gt=0, le=MAX_AMOUNT)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    payment_method: str = Field(min_length=1, max_length=255)
+    description: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class Processing(EventData):
+    pass
+
+
+class Succeeded(EventData):
+    charge_id: str = Field(min_length=1)
+
+
+class Failed(EventData):
+    reason: Literal["card_declined", "insufficient_funds", "gateway_timeout", "gateway_error"]
+
+
+class RefundRequested(EventData):
+    refund_id: str = Field(min_length=1)
+    amount: Amount = Field(gt=0, le=MAX_AMOUNT)
+    reason: str | None = None
+
+
+class Refunded(EventData):
+    refund_id: str = Field(min_length=1)
+    amount: Amount = Field(gt=0, le=MAX_AMOUNT)
+    refunded_total: Amount = Field(gt=0, le=MAX_AMOUNT)
+
+
+class RefundFailed(EventData):
+    refund_id: str = Field(min_length=1)
+    reason: str = Field(min_length=1)
+
+
+class ChargeReversed(EventData):
+    charge_id: str = Field(min_length=1)
+    amount: Amount = Field(gt=0, le=MAX_AMOUNT)
+
+
+PAYLOADS: Final[dict[EventType, type[EventData]]] = {
+    EventType.INITIATED: Initiated,
+    EventType.PROCESSING: Processing,
+    EventType.SUCCEEDED: Succeeded,
+    EventType.FAILED: Failed,
+    EventType.REFUND_REQUESTED: RefundRequested,
+    EventType.REFUNDED: Refunded,
+    EventType.REFUND_FAILED: RefundFailed,
+    EventType.CHARGE_REVERSED: ChargeReversed,
+}
+
+D = TypeVar("D", bound=EventData)
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: uuid.UUID
+    type: EventType
+    payment_id: str = Field(min_length=1, max_length=255)
+    merchant_id: str = Field(min_length=1, max_length=255)
+    occurred_at: datetime
+    schema_version: int = Field(ge=1, le=SCHEMA_VERSION)
+    correlation_id: str = Field(min_length=1, max_length=255)
+    source: str = Field(min_length=1)
+    data: EventData
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_payload(cls, values: Any) -> Any:
+        if isinstance(values, dict) and isinstance(values.get("data"), dict):
+            payload = _payload_for(values.get("type"))
+            if payload is not None:
+                values = {**values, "data": payload.model_validate(values["data"])}
+        return values
+
+    @model_validator(mode="after")
+    def _payload_matches_type(self) -> Event:
+        if type(self.data) is not PAYLOADS[self.type]:
+            raise ValueError(f"data of a {self.type} event must be {PAYLOADS[self.type].__name__}")
+        return self
+
+    def payload(self, kind: builtins.type[D]) -> D:
+        """The payload as ``kind``; raises MalformedEvent if it is another kind."""
+        if not isinstance(self.data, kind):
+            raise MalformedEvent(f"{self.type} does not carry {kind.__name__}")
+        return self.data
+
+
+def _payload_for(type_name: object) -> builtins.type[EventData] | None:
+    try:
+        return PAYLOADS[EventType(str(type_name))]
+    except ValueError:
+        return None
+
+
+def new_event(
+    type_: EventType,
+    *,
+    payment_id: str,
+    merchant_id: str,
+    data: EventData,
+    source: str,
+    correlation_id: str | None = None,
+) -> Event:
+    return Event(
+        event_id=uuid.uuid4(),
+        type=type_,
+        payment_id=payment_id,
+        merchant_id=merchant_id,
+        occurred_at=datetime.now(UTC),
+        schema_version=SCHEMA_VERSION,
+        correlation_id=correlation_id or str(uuid.uuid4()),
+        source=source,
+        data=data,
+    )
+
+
+# As confluent-kafka types them; FlowPay itself always writes bytes.
+Headers = list[tuple[str, str | bytes | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    key: bytes
+    value: bytes
+    headers: Headers
+
+
+def encode(event: Event) -> Encoded:
+    headers: Headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", str(event.event_id).encode()),
+        ("ce_source", event.source.encode()),
+        ("ce_type", event.type.value.encode()),
+        ("ce_subject", event.payment_id.encode()),
+        ("ce_time", event.occurred_at.isoformat().encode()),
+        ("ce_merchantid", event.merchant_id.encode()),
+        ("ce_correlationid", event.correlation_id.encode()),
+        ("ce_schemaversion", str(event.schema_version).encode()),
+        ("content-type", CONTENT_TYPE.encode()),
+    ]
+    return Encoded(event.payment_id.encode(), event.model_dump_json().encode(), headers)
+
+
+def header(headers: Headers | None, name: str) -> str | None:
+    for key, value in headers or ():
+        if key == name:
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    return None
+
+
+def decode(value: bytes | None, headers: Headers | None = None) -> Event:
+    """Parse one Kafka message; raises MalformedEvent or UnknownEventType, never anything else."""
+    if not value:
+        raise MalformedEvent("empty message value")
+    try:
+        event = Event.model_validate_json(value)
+    except ValidationError as exc:
+        raise _classify(exc) from None
+    declared = header(headers, "ce_type")
+    if declared is not None and declared != event.type.value:
+        raise MalformedEvent(f"header ce_type {declared!r} disagrees with body type {event.type}")
+    return event
+
+
+def _classify(exc: ValidationError) -> MalformedEvent | UnknownEventType:
+    for error in exc.errors(include_url=False):
+        if error["loc"] == ("type",) and error["type"] == "enum":
+            return UnknownEventType(f"unknown event type {error.get('input')!r}")
+    first = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(root)"
+    return MalformedEvent(f"{where}: {first['msg']}")

@@ -1,0 +1,175 @@
+"""Every Kafka call FlowPay makes goes through this module (confluent-kafka / librdkafka).
+
+Keeping the client behind these few functions keeps the choice of client in one file.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType  # type: ignore[attr-defined]
+from confluent_kafka.cimpl import NewTopic
+
+from workers.core.config import Settings
+from workers.core.errors import StackError, TransientError
+from workers.core.events import Headers
+from workers.core.topics import topic_configs
+
+__all__ = ["Consumer", "KafkaError", "KafkaException", "Message", "Producer", "TopicPartition"]
+
+
+def bootstrap_servers(settings: Settings) -> str:
+    """The configured brokers, else the dev stack's."""
+    return settings.kafka.bootstrap_servers or f"127.0.0.1:{settings.dev.kafka_port}"
+
+
+def _common(settings: Settings, role: str) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap_servers(settings),
+        "client.id": f"{settings.kafka.client_id}-{role}",
+        "broker.address.family": "v4",
+        # librdkafka's own lines go through Python logging, not straight to stderr.
+        "logger": logging.getLogger(f"librdkafka.{role}"),
+    }
+
+
+def make_producer(settings: Settings, role: str, **overrides: Any) -> Producer:
+    """An idempotent producer: acks=all, no duplicates or reordering on its own retries."""
+    config = {
+        **_common(settings, role),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        # Keep retrying through a broker outage; the caller decides when to give up.
+        "message.timeout.ms": 300_000,
+        **overrides,
+    }
+    return Producer(config)
+
+
+def make_consumer(settings: Settings, group: str, role: str, **overrides: Any) -> Consumer:
+    """A consumer that never commits by itself: the runner commits after the effect is durable."""
+    config = {
+        **_common(settings, role),
+        "group.id": group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        **overrides,
+    }
+    return Consumer(config)
+
+
+def make_admin(settings: Settings, *, quiet: bool = False) -> AdminClient:
+    """An admin client; ``quiet`` silences librdkafka, for probes that expect refusals."""
+    config = _common(settings, "admin")
+    if quiet:
+        config["log_level"] = 0
+    return AdminClient(config)
+
+
+def produce_sync(
+    producer: Producer,
+    topic: str,
+    *,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Headers | None = None,
+    timeout_s: float = 30.0,
+) -> Message:
+    """Produce one message and wait for its acknowledgement; TransientError if it is not acked."""
+    outcome: list[tuple[KafkaError | None, Message]] = []
+    producer.produce(
+        topic,
+        key=key,
+        value=value,
+        headers=headers,
+        on_delivery=lambda e, m: outcome.append((e, m)),
+    )
+    producer.flush(timeout_s)
+    if not outcome:
+        raise TransientError(f"no acknowledgement from Kafka for {topic} within {timeout_s}s")
+    error, message = outcome[0]
+    if error is not None:
+        raise TransientError(f"produce to {topic} failed: {error}")
+    return message
+
+
+def wait_ready(settings: Settings, timeout_s: float) -> None:
+    """Block until the brokers answer a metadata request, or raise StackError."""
+    admin = make_admin(settings, quiet=True)
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin.list_topics(timeout=2)
+            return
+        except KafkaException as exc:
+            last = exc
+            time.sleep(0.2)
+    raise StackError(f"Kafka at {bootstrap_servers(settings)} did not answer: {last}")
+
+
+def is_ready(settings: Settings, timeout_s: float = 2.0) -> bool:
+    try:
+        make_admin(settings, quiet=True).list_topics(timeout=timeout_s)
+    except KafkaException:
+        return False
+    return True
+
+
+def create_topics(settings: Settings, names: Iterable[str] | None = None) -> dict[str, str]:
+    """Create FlowPay's topics; {name: "created" | "exists"}. Safe to run any number of times."""
+    configs = topic_configs(settings)
+    wanted: Sequence[str] = list(names) if names is not None else list(configs)
+    admin = make_admin(settings)
+    new = [
+        NewTopic(
+            name,
+            num_partitions=settings.kafka.partitions,
+            replication_factor=-1,
+            config=configs.get(name, {}),
+        )
+        for name in wanted
+    ]
+    result: dict[str, str] = {}
+    for name, future in admin.create_topics(new, request_timeout=30).items():
+        try:
+            future.result()
+            result[name] = "created"
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise StackError(f"cannot create topic {name}: {exc.args[0].str()}") from None
+            result[name] = "exists"
+    return result
+
+
+def describe_topics(settings: Settings, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Partition count and retention of each topic that exists."""
+    admin = make_admin(settings)
+    metadata = admin.list_topics(timeout=10).topics
+    present = [n for n in names if n in metadata]
+    described: dict[str, dict[str, Any]] = {}
+    if not present:
+        return described
+    resources = [ConfigResource(ResourceType.TOPIC, n) for n in present]
+    for resource, future in admin.describe_configs(resources).items():
+        entries = future.result()
+        described[resource.name] = {
+            "partitions": len(metadata[resource.name].partitions),
+            "retention.ms": entries["retention.ms"].value,
+        }
+    return described

@@ -1,0 +1,45 @@
+"""Money: integer minor units and an ISO 4217 currency. Never a float."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import iso4217
+
+MAX_AMOUNT: Final = 10**12
+
+
+class UnknownCurrency(ValueError):
+    """Not an active ISO 4217 currency with minor units."""
+
+
+def currency_exponent(code: str) -> int:
+    """Minor-unit exponent of an ISO 4217 code: USD -> 2, JPY -> 0, KWD -> 3."""
+    if len(code) != 3 or not code.isascii() or not code.isupper():
+        raise UnknownCurrency(f"{code!r} is not an upper-case ISO 4217 code")
+    try:
+        exponent = iso4217.Currency(code).exponent
+    except ValueError:
+        raise UnknownCurrency(f"{code!r} is not an ISO 4217 currency") from None
+    if exponent is None:  # funds, metals, XXX: not money a card can be charged in
+        raise UnknownCurrency(f"{code!r} has no minor unit")
+    return int(exponent)
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    amount: int
+    currency: str
+
+    def __post_init__(self) -> None:
+        if type(self.amount) is not int:
+            raise TypeError("amount must be an int of minor units")
+        currency_exponent(self.currency)
+
+    def __str__(self) -> str:
+        exponent = currency_exponent(self.currency)
+        sign = "-" if self.amount < 0 else ""
+        whole, minor = divmod(abs(self.amount), 10**exponent)
+        text = f"{whole}.{minor:0{exponent}d}" if exponent else str(whole)
+        return f"{sign}{text} {self.currency}"

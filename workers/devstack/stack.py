@@ -1,0 +1,149 @@
+"""The whole local stack: bring it up, take it down, say how it is."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from workers.core.config import Settings
+from workers.core.db import apply_schema, connect, database_url
+from workers.core.errors import StackError
+from workers.core.kafka import bootstrap_servers, create_topics
+from workers.devstack import kafka, postgres, roles
+from workers.devstack.paths import StackPaths
+from workers.devstack.procs import alive, read_pid
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    state: str  # running | stopped | external
+    pid: int | None
+    endpoint: str
+    log: str
+
+
+def up(settings: Settings, *, infra_only: bool, config_file: Path | None, say: Progress) -> None:
+    """Start whatever is not running; reuse what is. Safe to run any number of times."""
+    StackPaths.of(settings).logs.mkdir(parents=True, exist_ok=True)
+    if settings.database.url is None:
+        say("PostgreSQL")
+        postgres.up(settings)
+    say("schema")
+    init_database(settings)
+    if settings.kafka.bootstrap_servers is None:
+        say("Kafka")
+        kafka.up(settings)
+    say("topics")
+    create_topics(settings)
+    if not infra_only:
+        say("roles")
+        roles.start_supervisor(settings, config_file)
+
+
+def init_database(settings: Settings) -> None:
+    try:
+        with connect(settings) as conn:
+            apply_schema(conn)
+    except Exception as exc:
+        if isinstance(exc, StackError):
+            raise
+        raise StackError(f"cannot apply the schema: {exc}") from None
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop what the stack started, by recorded PIDs; returns the names of what was stopped."""
+    stopped = []
+    if roles.stop_supervisor(settings):
+        stopped.append("roles")
+    if settings.kafka.bootstrap_servers is None and kafka.down(settings):
+        stopped.append("kafka")
+    if settings.database.url is None and postgres.down(settings):
+        stopped.append("postgres")
+    return stopped
+
+
+def status(settings: Settings) -> list[Component]:
+    paths = StackPaths.of(settings)
+    components = [_postgres(settings), _kafka(settings)]
+    supervisor_pid = read_pid(paths.supervisor_pid)
+    components.append(
+        Component(
+            "supervisor",
+            _state(alive(supervisor_pid, roles.SUPERVISOR_MARKER)),
+            supervisor_pid,
+            "",
+            str(paths.supervisor_log),
+        )
+    )
+    pids = roles.role_pids(settings)
+    for role in roles.ROLES:
+        pid = pids.get(role.name)
+        components.append(
+            Component(
+                role.name,
+                _state(alive(pid, roles.role_marker(role))),
+                pid,
+                _endpoint(settings, role.name),
+                str(paths.role_log(role.name)),
+            )
+        )
+    return components
+
+
+def endpoints(settings: Settings) -> dict[str, str]:
+    return {
+        "database_url": _redacted_url(settings),
+        "kafka_bootstrap_servers": bootstrap_servers(settings),
+        "api_url": api_url(settings),
+    }
+
+
+def api_url(settings: Settings) -> str:
+    return settings.api.base_url or f"http://{settings.api.host}:{settings.api.port}"
+
+
+def as_json(settings: Settings) -> dict[str, Any]:
+    return {
+        "components": [asdict(c) for c in status(settings)],
+        "endpoints": endpoints(settings),
+    }
+
+
+def _postgres(settings: Settings) -> Component:
+    if settings.database.url is not None:
+        return Component("postgres", "external", None, _redacted_url(settings), "")
+    pg = postgres.status(settings)
+    return Component("postgres", _state(pg.running), pg.pid, _redacted_url(settings), str(pg.log))
+
+
+def _kafka(settings: Settings) -> Component:
+    if settings.kafka.bootstrap_servers is not None:
+        return Component("kafka", "external", None, bootstrap_servers(settings), "")
+    status_ = kafka.status(settings)
+    return Component(
+        "kafka", _state(status_.running), status_.pid, status_.bootstrap_servers, str(status_.log)
+    )
+
+
+def _endpoint(settings: Settings, role: str) -> str:
+    return api_url(settings) if role == "api" else ""
+
+
+def _state(running: bool) -> str:
+    return "running" if running else "stopped"
+
+
+def _redacted_url(settings: Settings) -> str:
+    """The database URL without its password: status output must never show a secret."""
+    url = urlsplit(database_url(settings))
+    if url.password is None:
+        return url.geturl()
+    host = url.hostname or ""
+    port = f":{url.port}" if url.port else ""
+    return url._replace(netloc=f"{url.username or ''}:***@{host}{port}").geturl()

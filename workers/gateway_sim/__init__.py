@@ -1,0 +1,1 @@
+"""The gateway simulator: a real HTTP gateway with fault injection."""

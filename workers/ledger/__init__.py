@@ -1,0 +1,1 @@
+"""The ledger: a double-entry ledger rebuilt from the event log."""

@@ -1,0 +1,1 @@
+"""The notifier: signed webhooks to merchants."""

@@ -1,0 +1,1 @@
+"""The processor: the payment state machine and the gateway."""
