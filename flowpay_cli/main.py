@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from flowpay_cli.commands import dev, infra, pending
+from flowpay_cli.commands import dev, health, infra, pending
 from flowpay_cli.context import state
 from flowpay_cli.output import error_line
 from workers.core.errors import FlowPayError
@@ -46,6 +46,7 @@ def main(
 app.add_typer(dev.app, name="dev")
 app.add_typer(infra.db_app, name="db")
 app.add_typer(infra.topics_app, name="topics")
+app.command("health")(health.health)
 pending.register(app)
 
 

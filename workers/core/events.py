@@ -14,7 +14,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
 
 from workers.core.errors import MalformedEvent, UnknownEventType
 from workers.core.money import MAX_AMOUNT
@@ -107,7 +115,7 @@ class Event(BaseModel):
     schema_version: int = Field(ge=1, le=SCHEMA_VERSION)
     correlation_id: str = Field(min_length=1, max_length=255)
     source: str = Field(min_length=1)
-    data: EventData
+    data: SerializeAsAny[EventData]
 
     @model_validator(mode="before")
     @classmethod

@@ -25,6 +25,7 @@ import psycopg
 from workers.core.config import Settings
 from workers.core.errors import EventError, PermanentError, TransientError
 from workers.core.events import Event, Headers, decode
+from workers.core.heartbeat import Heartbeat
 from workers.core.kafka import (
     Consumer,
     KafkaError,
@@ -67,9 +68,11 @@ class ConsumerRunner:
     def run(self, stop: threading.Event) -> None:
         consumer = make_consumer(self.settings, self.group, self.role)
         consumer.subscribe(self.subscribe_to)
+        heartbeat = Heartbeat(self.role)
         log.info("%s consuming %s as group %s", self.role, self.subscribe_to, self.group)
         try:
             while not stop.is_set():
+                heartbeat.beat()
                 batch = consumer.consume(
                     self.settings.worker.batch_size, self.settings.worker.poll_timeout_s
                 )
@@ -85,6 +88,8 @@ class ConsumerRunner:
         done: dict[tuple[str, int], int] = {}
         try:
             for message in batch:
+                if stop.is_set():
+                    break  # the rest was never started: it will be redelivered
                 error = message.error()
                 if error is not None:
                     self._log_error(error)

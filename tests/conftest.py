@@ -1,0 +1,110 @@
+"""Fixtures on the real stack: the project's own PostgreSQL and Kafka, started once per session.
+
+Tests isolate themselves: a fresh database cloned from a template, and topics under a unique prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+from pydantic import SecretStr
+
+from workers.core.config import Settings, load_settings
+from workers.core.db import apply_schema, database_url
+from workers.core.kafka import create_topics
+from workers.devstack import stack
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE_DB = "flowpay_test_template"
+
+
+def override(settings: Settings, section: str, **values: Any) -> Settings:
+    """A copy of ``settings`` with some keys of one section changed."""
+    current = getattr(settings, section)
+    return settings.model_copy(update={section: current.model_copy(update=values)})
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    """Environment that makes a `flowpay` subprocess use the same database and topics."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWPAY_")}
+    env["FLOWPAY_DATABASE__URL"] = database_url(settings)
+    env["FLOWPAY_KAFKA__TOPIC_PREFIX"] = settings.kafka.topic_prefix
+    env["FLOWPAY_KAFKA__BOOTSTRAP_SERVERS"] = settings.kafka.bootstrap_servers or (
+        f"127.0.0.1:{settings.dev.kafka_port}"
+    )
+    env["FLOWPAY_DEV__HOME"] = str(settings.dev.home.resolve())
+    return env
+
+
+def flowpay(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flowpay_cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    settings = load_settings()
+    stack.up(settings, infra_only=True, config_file=None, say=lambda _step: None)
+    return settings
+
+
+def _server_url(settings: Settings, dbname: str) -> str:
+    return make_conninfo(database_url(settings), dbname=dbname)
+
+
+@pytest.fixture(scope="session")
+def template_db(base_settings: Settings) -> str:
+    with psycopg.connect(_server_url(base_settings, "postgres"), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+    with psycopg.connect(_server_url(base_settings, TEMPLATE_DB)) as conn:
+        apply_schema(conn)
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+def fresh_db(base_settings: Settings, template_db: str) -> Iterator[str]:
+    """A database of its own, with the schema applied, dropped after the test."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(_server_url(base_settings, "postgres"), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+    yield _server_url(base_settings, name)
+    with psycopg.connect(_server_url(base_settings, "postgres"), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def topic_prefix(base_settings: Settings) -> str:
+    """A unique prefix whose topics exist."""
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    create_topics(override(base_settings, "kafka", topic_prefix=prefix))
+    return prefix
+
+
+@pytest.fixture
+def settings(base_settings: Settings, fresh_db: str, topic_prefix: str) -> Settings:
+    """Settings for one test: its own database and its own topics on the shared stack."""
+    isolated = override(base_settings, "database", url=SecretStr(fresh_db))
+    return override(isolated, "kafka", topic_prefix=topic_prefix)
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    with psycopg.connect(database_url(settings), autocommit=True) as conn:
+        yield conn

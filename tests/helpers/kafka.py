@@ -1,0 +1,54 @@
+"""Reading and writing topics from tests, with real clients."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from workers.core.config import Settings
+from workers.core.kafka import Message, TopicPartition, make_consumer, make_producer, produce_sync
+
+
+def produce_raw(
+    settings: Settings,
+    topic: str,
+    values: list[bytes | None],
+    *,
+    key: bytes = b"k",
+    headers: list[tuple[str, str | bytes | None]] | None = None,
+) -> None:
+    producer = make_producer(settings, "test")
+    for value in values:
+        produce_sync(producer, topic, key=key, value=value, headers=headers)
+
+
+def read_topic(settings: Settings, topic: str, count: int, timeout_s: float = 30.0) -> list[Message]:
+    """The first ``count`` messages of ``topic`` (all partitions), waiting up to ``timeout_s``."""
+    consumer = make_consumer(settings, f"reader-{uuid.uuid4().hex}", "test-reader")
+    consumer.subscribe([topic])
+    got: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(got) < count and time.monotonic() < deadline:
+            for message in consumer.consume(count - len(got), 0.5):
+                if message.error() is None:
+                    got.append(message)
+    finally:
+        consumer.close()
+    return got
+
+
+def committed_total(settings: Settings, group: str, topic: str) -> int:
+    """Sum over partitions of the group's committed offsets on ``topic`` (0 where none)."""
+    consumer = make_consumer(settings, group, "test-offsets")
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+    finally:
+        consumer.close()
+    return sum(max(tp.offset, 0) for tp in committed)
+
+
+def headers_of(message: Message) -> dict[str, str]:
+    raw = message.headers() or []
+    return {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in raw}

@@ -1,0 +1,316 @@
+"""The deployment files agree with the code: Dockerfile, docker-compose.yml, flowpay.toml.example.
+
+No Docker engine is needed: the files are only parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+import yaml
+from pydantic import BaseModel
+
+from flowpay_cli.main import app
+from workers.core.config import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+EXAMPLE = ROOT / "flowpay.toml.example"
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _no_flowpay_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings read FLOWPAY_* variables; the ones of whoever runs the tests must not count."""
+    for name in list(os.environ):
+        if name.startswith("FLOWPAY_"):
+            monkeypatch.delenv(name)
+
+
+def _resolve(argv: list[str]) -> list[str]:
+    """The command path `flowpay ARGV` runs, e.g. ["db", "init"]; fails on an unknown name."""
+    command: Any = typer.main.get_command(app)
+    path: list[str] = []
+    for word in argv:
+        subcommands = getattr(command, "commands", None)
+        if subcommands is None or word.startswith("-"):
+            break  # a leaf command: the rest are its arguments
+        assert word in subcommands, f"`flowpay {' '.join([*path, word])}` is not a command"
+        command = subcommands[word]
+        path.append(word)
+    assert path, f"`flowpay {' '.join(argv)}` names no command"
+    assert getattr(command, "commands", None) is None, f"`flowpay {' '.join(path)}` is a group"
+    return path
+
+
+def _top_level_commands() -> set[str]:
+    group: Any = typer.main.get_command(app)
+    return {c.name for c in group.commands.values()}
+
+
+def _compose_services() -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = yaml.safe_load(COMPOSE.read_text())["services"]
+    return services
+
+
+def _flowpay_services() -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in _compose_services().items() if "build" in s}
+
+
+def _long_running(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in services.items() if s.get("restart", "no") != "no"}
+
+
+def _healthcheck_test(service: dict[str, Any]) -> list[str]:
+    health = service.get("healthcheck") or {}
+    assert not health.get("disable", False)
+    test = health.get("test") or []
+    return [test] if isinstance(test, str) else list(test)
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        keyword, _, args = (pending + line).partition(" ")
+        instructions.append((keyword.upper(), args.strip()))
+        pending = ""
+    return instructions
+
+
+def _final_stage() -> list[tuple[str, str]]:
+    instructions = _dockerfile_instructions()
+    last_from = max(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM")
+    return instructions[last_from:]
+
+
+def _field_paths(
+    model: type[BaseModel], prefix: tuple[str, ...] = ()
+) -> dict[tuple[str, ...], Any]:
+    """Every leaf setting as (section, ..., key) -> its default."""
+    paths: dict[tuple[str, ...], Any] = {}
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            paths.update(_field_paths(annotation, (*prefix, name)))
+        else:
+            paths[(*prefix, name)] = field.default
+    return paths
+
+
+def _example_sections() -> dict[str, list[str]]:
+    """The example's lines per TOML table; "" holds the top-level lines before any table."""
+    sections: dict[str, list[str]] = {"": []}
+    current = ""
+    for line in EXAMPLE.read_text().splitlines():
+        header = re.fullmatch(r"\[([A-Za-z0-9_.]+)\]\s*", line)
+        if header:
+            current = header.group(1)
+            sections.setdefault(current, [])
+        else:
+            sections[current].append(line)
+    return sections
+
+
+def _key_line(lines: list[str], key: str, commented: bool) -> int:
+    pattern = rf"# {re.escape(key)} = \S.*" if commented else rf"{re.escape(key)} = \S.*"
+    matches = [i for i, line in enumerate(lines) if re.fullmatch(pattern, line)]
+    assert len(matches) == 1, f"expected one `{pattern}` line, found {len(matches)}"
+    return matches[0]
+
+
+# --- docker-compose.yml ------------------------------------------------------------------------
+
+
+def test_every_built_service_runs_a_real_flowpay_command() -> None:
+    names = _top_level_commands()
+    services = _flowpay_services()
+    assert services
+    for name, service in services.items():
+        command = service.get("command")
+        assert isinstance(command, list), f"{name}: command must be an exec-form list"
+        assert command[0] in names, f"{name}: `flowpay {command[0]}` is not a command"
+        _resolve(command)
+
+
+def test_every_long_running_command_has_a_service() -> None:
+    roles = {n for n in _top_level_commands() if n.startswith(("run-", "serve-"))}
+    running = {s["command"][0] for s in _long_running(_flowpay_services()).values()}
+    assert roles <= running, f"no compose service runs {sorted(roles - running)}"
+
+
+def test_long_running_roles_have_healthchecks() -> None:
+    roles = _long_running(_flowpay_services())
+    assert roles
+    for name, service in roles.items():
+        test = _healthcheck_test(service)
+        assert test, f"{name}: no healthcheck"
+        assert test[0] in ("CMD", "CMD-SHELL"), f"{name}: healthcheck test {test}"
+        assert len(test) > 1, f"{name}: empty healthcheck command"
+
+
+def test_flowpay_healthchecks_are_real_commands_for_their_own_role() -> None:
+    # Depends on `flowpay health ROLE` existing in the CLI.
+    checked = 0
+    for name, service in _long_running(_flowpay_services()).items():
+        test = _healthcheck_test(service)
+        if test[1:2] != ["flowpay"]:
+            continue
+        assert _resolve(test[2:]) == ["health"], f"{name}: healthcheck {test}"
+        assert test[3:] == [name], f"{name}: healthcheck checks another role: {test}"
+        checked += 1
+    assert checked, "no role is checked with `flowpay health`"
+
+
+def test_http_roles_check_healthz_on_the_port_they_serve() -> None:
+    checked = 0
+    for name, service in _long_running(_flowpay_services()).items():
+        command = service["command"]
+        if not command[0].startswith("serve-"):
+            continue
+        port = command[command.index("--port") + 1]
+        test = " ".join(_healthcheck_test(service))
+        assert f"http://127.0.0.1:{port}/healthz" in test, f"{name}: healthcheck {test}"
+        checked += 1
+    assert checked
+
+
+def test_infrastructure_has_healthchecks() -> None:
+    services = _compose_services()
+    for name in ("kafka", "postgres"):
+        test = _healthcheck_test(services[name])
+        assert len(test) > 1, f"{name}: no healthcheck"
+    assert "/opt/kafka/bin/kafka-broker-api-versions.sh" in _healthcheck_test(services["kafka"])
+    assert "pg_isready" in " ".join(_healthcheck_test(services["postgres"]))
+
+
+def test_startup_order_waits_for_setup() -> None:
+    services = _flowpay_services()
+    jobs = {name for name, s in services.items() if s.get("restart") == "no"}
+    assert {s["command"][0] for n, s in services.items() if n in jobs} == {"db", "topics"}
+    for name in jobs:
+        depends = services[name]["depends_on"]
+        for infra in ("kafka", "postgres"):
+            assert depends[infra]["condition"] == "service_healthy", f"{name} -> {infra}"
+    for name, service in _long_running(services).items():
+        depends = service["depends_on"]
+        for job in jobs:
+            assert depends[job]["condition"] == "service_completed_successfully", name
+
+
+def test_flowpay_env_names_real_settings_and_real_services() -> None:
+    paths = {"__".join(path).upper() for path in _field_paths(Settings)}
+    services = _compose_services()
+    for name, service in _flowpay_services().items():
+        env = service["environment"]
+        for key in env:
+            if key.startswith("FLOWPAY_"):
+                assert key.removeprefix("FLOWPAY_") in paths, f"{name}: unknown setting {key}"
+        db_host = re.search(r"@([^:/]+)", env["FLOWPAY_DATABASE__URL"])
+        assert db_host is not None, f"{name}: no host in FLOWPAY_DATABASE__URL"
+        assert db_host.group(1) in services, f"{name}: database host {db_host.group(1)}"
+        for server in env["FLOWPAY_KAFKA__BOOTSTRAP_SERVERS"].split(","):
+            assert server.rsplit(":", 1)[0] in services, f"{name}: broker {server}"
+
+
+# --- Dockerfile --------------------------------------------------------------------------------
+
+
+def test_dockerfile_bases_are_python_311_or_newer_slim() -> None:
+    instructions = _dockerfile_instructions()
+    stages: set[str] = set()
+    froms = [args for keyword, args in instructions if keyword == "FROM"]
+    assert froms
+    for args in froms:
+        words = [w for w in args.split() if not w.startswith("--")]
+        image = words[0]
+        if image.lower() in stages:
+            continue
+        match = re.fullmatch(r"(?:docker\.io/(?:library/)?)?python:3\.(\d+)(?:\.\d+)*-slim", image)
+        assert match is not None, f"FROM {image}: not a python:3.X-slim image"
+        assert int(match.group(1)) >= 11, f"FROM {image}: older than Python 3.11"
+        if len(words) == 3 and words[1].upper() == "AS":
+            stages.add(words[2].lower())
+
+
+def test_dockerfile_runs_as_non_root() -> None:
+    users = [args for keyword, args in _final_stage() if keyword == "USER"]
+    assert users, "the final stage has no USER"
+    user = users[-1].split(":")[0].strip()
+    assert user not in ("root", "0", ""), f"USER {users[-1]}"
+
+
+def test_dockerfile_entrypoint_is_flowpay() -> None:
+    entrypoints = [args for keyword, args in _final_stage() if keyword == "ENTRYPOINT"]
+    assert entrypoints, "no ENTRYPOINT"
+    assert json.loads(entrypoints[-1]) == ["flowpay"]
+
+
+def test_dockerfile_copies_what_the_wheel_build_needs() -> None:
+    copied = " ".join(args for keyword, args in _dockerfile_instructions() if keyword == "COPY")
+    # pyproject force-includes schema.sql and names README.md as the readme.
+    for needed in ("pyproject.toml", "README.md", "schema.sql", "workers", "flowpay_cli"):
+        assert re.search(rf"(^|\s){re.escape(needed)}/?(\s|$)", copied), f"{needed} not copied"
+
+
+# --- flowpay.toml.example ----------------------------------------------------------------------
+
+
+def test_example_config_loads_to_the_defaults() -> None:
+    assert load_settings(EXAMPLE) == Settings()
+
+
+def test_example_config_documents_every_setting() -> None:
+    parsed = tomllib.loads(EXAMPLE.read_text())
+    sections = _example_sections()
+    for path, default in _field_paths(Settings).items():
+        *tables, key = path
+        section = ".".join(tables)
+        assert section in sections, f"no [{section}] table"
+        lines = sections[section]
+        table = parsed
+        for name in tables:
+            table = table[name]
+        if default is None:
+            assert key not in table, f"{'.'.join(path)} defaults to None: comment it out"
+            index = _key_line(lines, key, commented=True)
+        else:
+            assert key in table, f"{'.'.join(path)} missing"
+            index = _key_line(lines, key, commented=False)
+        env = "FLOWPAY_" + "__".join(path).upper()
+        comment = lines[index - 1] if index > 0 else ""
+        assert comment.startswith("# "), f"{'.'.join(path)}: no comment line above it"
+        assert env in comment, f"{'.'.join(path)}: its comment does not name {env}"
+
+
+def test_example_config_commented_values_are_valid(tmp_path: Path) -> None:
+    none_keys = {path for path, default in _field_paths(Settings).items() if default is None}
+    assert none_keys
+    text = EXAMPLE.read_text()
+    for *_, key in none_keys:
+        text = re.sub(rf"(?m)^# ({re.escape(key)} = )", r"\1", text)
+    uncommented = tmp_path / "flowpay.toml"
+    uncommented.write_text(text)
+    settings = load_settings(uncommented).model_dump()
+    for path in none_keys:
+        value: Any = settings
+        for name in path:
+            value = value[name]
+        assert value is not None, f"{'.'.join(path)}: the example value was not read"

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from workers.core.config import Settings
+from workers.core.db import apply_schema, mapped_errors
+from workers.core.errors import ConstraintViolation
+from workers.core.kafka import create_topics, describe_topics
+from workers.core.sql import parse_queries
+from workers.core.topics import topics
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+
+def test_schema_applies_twice_and_keeps_data(db: Conn) -> None:
+    db.execute("INSERT INTO api.merchants (id, name) VALUES ('mer_keep', 'Keep')")
+    apply_schema(db)
+    apply_schema(db)
+    assert db.execute("SELECT name FROM api.merchants WHERE id = 'mer_keep'").fetchone() == ("Keep",)
+
+
+def test_each_service_has_its_own_schema(db: Conn) -> None:
+    names = {r[0] for r in db.execute("SELECT schema_name FROM information_schema.schemata")}
+    assert {"api", "processor", "ledger", "notifier"} <= names
+
+
+def test_every_amount_column_is_bigint(db: Conn) -> None:
+    rows = db.execute(
+        """SELECT table_schema, table_name, column_name, data_type
+           FROM information_schema.columns
+           WHERE table_schema IN ('api', 'processor', 'ledger', 'notifier')
+             AND (column_name LIKE '%amount%' OR column_name LIKE '%balance%')"""
+    ).fetchall()
+    assert rows, "no amount columns found"
+    assert all(r[3] == "bigint" for r in rows), rows
+
+
+def test_database_refuses_a_non_positive_amount_by_named_constraint(db: Conn) -> None:
+    db.execute("INSERT INTO api.merchants (id, name) VALUES ('mer_a', 'A')")
+    with pytest.raises(ConstraintViolation) as raised, mapped_errors():
+        db.execute(
+            "INSERT INTO api.payments (id, merchant_id, amount, currency, payment_method)"
+            " VALUES ('pay_1', 'mer_a', 0, 'USD', 'pm_card_visa')"
+        )
+    assert raised.value.constraint == "payments_amount_range"
+
+
+def test_named_queries_parse_and_refuse_duplicates() -> None:
+    queries = parse_queries("-- name: one\nSELECT 1;\n\n-- name: two\nSELECT\n  2;\n")
+    assert dict(queries) == {"one": "SELECT 1;", "two": "SELECT\n  2;"}
+    with pytest.raises(ValueError, match="twice"):
+        parse_queries("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;\n")
+
+
+def test_topics_are_created_once_with_partitions_and_infinite_retention(
+    base_settings: Settings, topic_prefix: str
+) -> None:
+    settings = base_settings.model_copy(
+        update={"kafka": base_settings.kafka.model_copy(update={"topic_prefix": topic_prefix + "x"})}
+    )
+    names = topics(settings)
+    assert create_topics(settings) == {names.payments: "created", names.dead_letters: "created"}
+    assert create_topics(settings) == {names.payments: "exists", names.dead_letters: "exists"}
+    described = describe_topics(settings, names.all())
+    assert described[names.payments] == {"partitions": 6, "retention.ms": "-1"}
+    assert described[names.dead_letters]["retention.ms"] == "-1"
