@@ -45,7 +45,9 @@ def env_for(settings: Settings) -> dict[str, str]:
     return env
 
 
-def flowpay(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def flowpay(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "flowpay_cli", *args],
         capture_output=True,

@@ -19,7 +19,11 @@ MISSION_COMMANDS = [
 def test_help_lists_every_command_of_the_mission_with_one_line_each() -> None:
     done = flowpay("--help")
     assert done.returncode == 0
-    listed = {line.split()[0] for line in done.stdout.splitlines() if line.startswith("  ") and line.split()}
+    listed = {
+        line.split()[0]
+        for line in done.stdout.splitlines()
+        if line.startswith("  ") and line.split()
+    }
     assert set(MISSION_COMMANDS) <= listed
 
 

@@ -69,7 +69,7 @@ def test_garbage_is_malformed(value: bytes) -> None:
 
 
 def test_unknown_type_is_its_own_error() -> None:
-    with pytest.raises(UnknownEventType, match="payment.teleported"):
+    with pytest.raises(UnknownEventType, match=r"payment\.teleported"):
         decode(body(initiated(), type="payment.teleported"))
 
 
@@ -108,7 +108,11 @@ def test_event_travels_through_kafka_with_key_and_headers(settings: Settings) ->
     encoded = encode(event)
     topic = topics(settings).payments
     produce_sync(
-        make_producer(settings, "test"), topic, key=encoded.key, value=encoded.value, headers=encoded.headers
+        make_producer(settings, "test"),
+        topic,
+        key=encoded.key,
+        value=encoded.value,
+        headers=encoded.headers,
     )
     [message] = read_topic(settings, topic, 1)
     assert message.key() == b"pay_123"

@@ -191,7 +191,9 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float = 60) -> None:
         time.sleep(0.05)
 
 
-def test_sigterm_drains_commits_what_was_done_and_exits_cleanly(settings: Settings, db: Conn) -> None:
+def test_sigterm_drains_commits_what_was_done_and_exits_cleanly(
+    settings: Settings, db: Conn
+) -> None:
     publish(settings, [event(n) for n in range(40)], key=b"k")
     worker = _start_worker(settings, delay_s=0.2)
     _wait_for(lambda: len(_handled(db)) >= 3)

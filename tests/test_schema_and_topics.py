@@ -19,7 +19,9 @@ def test_schema_applies_twice_and_keeps_data(db: Conn) -> None:
     db.execute("INSERT INTO api.merchants (id, name) VALUES ('mer_keep', 'Keep')")
     apply_schema(db)
     apply_schema(db)
-    assert db.execute("SELECT name FROM api.merchants WHERE id = 'mer_keep'").fetchone() == ("Keep",)
+    assert db.execute("SELECT name FROM api.merchants WHERE id = 'mer_keep'").fetchone() == (
+        "Keep",
+    )
 
 
 def test_each_service_has_its_own_schema(db: Conn) -> None:
@@ -59,7 +61,9 @@ def test_topics_are_created_once_with_partitions_and_infinite_retention(
     base_settings: Settings, topic_prefix: str
 ) -> None:
     settings = base_settings.model_copy(
-        update={"kafka": base_settings.kafka.model_copy(update={"topic_prefix": topic_prefix + "x"})}
+        update={
+            "kafka": base_settings.kafka.model_copy(update={"topic_prefix": topic_prefix + "x"})
+        }
     )
     names = topics(settings)
     assert create_topics(settings) == {names.payments: "created", names.dead_letters: "created"}

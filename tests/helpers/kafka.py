@@ -22,7 +22,9 @@ def produce_raw(
         produce_sync(producer, topic, key=key, value=value, headers=headers)
 
 
-def read_topic(settings: Settings, topic: str, count: int, timeout_s: float = 30.0) -> list[Message]:
+def read_topic(
+    settings: Settings, topic: str, count: int, timeout_s: float = 30.0
+) -> list[Message]:
     """The first ``count`` messages of ``topic`` (all partitions), waiting up to ``timeout_s``."""
     consumer = make_consumer(settings, f"reader-{uuid.uuid4().hex}", "test-reader")
     consumer.subscribe([topic])

@@ -19,7 +19,9 @@ from workers.core.lifecycle import install_stop_handlers
 from workers.core.logs import setup_logging
 from workers.core.runner import ConsumerRunner
 
-TABLE = "CREATE TABLE IF NOT EXISTS public.handled (n bigserial PRIMARY KEY, event_id uuid NOT NULL)"
+TABLE = (
+    "CREATE TABLE IF NOT EXISTS public.handled (n bigserial PRIMARY KEY, event_id uuid NOT NULL)"
+)
 
 
 def main() -> None:
