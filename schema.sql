@@ -65,13 +65,15 @@ CREATE TABLE IF NOT EXISTS api.idempotency_keys (
     request_hash    bytea       NOT NULL,
     response_status integer,
     response_body   bytea,
+    response_location text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     completed_at    timestamptz,
     CONSTRAINT idempotency_keys_pkey PRIMARY KEY (merchant_id, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_by_age ON api.idempotency_keys (created_at);
 
--- Events waiting for the relay. Written in the same transaction as the change they describe.
+-- Events waiting for the relay. Written in the same transaction as the change they describe;
+-- every service that emits events has one of these, of the same shape, in its own schema.
 CREATE TABLE IF NOT EXISTS api.outbox (
     id           bigserial   PRIMARY KEY,
     event_id     uuid        NOT NULL CONSTRAINT api_outbox_event_unique UNIQUE,
@@ -88,3 +90,29 @@ CREATE TABLE IF NOT EXISTS api.processed_events (
     event_id     uuid        PRIMARY KEY,
     processed_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- ---------------------------------------------------------------------------------------------
+-- outboxes: the relay is woken by NOTIFY on insert (channel flowpay_outbox, payload = schema)
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS processor.outbox (
+    id           bigserial   PRIMARY KEY,
+    event_id     uuid        NOT NULL CONSTRAINT processor_outbox_event_unique UNIQUE,
+    message_key  bytea       NOT NULL,
+    value        bytea       NOT NULL,
+    headers      jsonb       NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    published_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS processor_outbox_unpublished ON processor.outbox (id) WHERE published_at IS NULL;
+
+CREATE OR REPLACE FUNCTION api.notify_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('flowpay_outbox', TG_TABLE_SCHEMA);
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE TRIGGER api_outbox_notify AFTER INSERT ON api.outbox
+    FOR EACH STATEMENT EXECUTE FUNCTION api.notify_outbox();
+CREATE OR REPLACE TRIGGER processor_outbox_notify AFTER INSERT ON processor.outbox
+    FOR EACH STATEMENT EXECUTE FUNCTION api.notify_outbox();

@@ -63,6 +63,17 @@ class WorkerSettings(_Section):
     retry_max_backoff_s: float = Field(default=30.0, gt=0)
 
 
+class OutboxSettings(_Section):
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    # Fallback when a NOTIFY is missed; the relay is normally woken at once.
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    # How long the relay waits for Kafka to acknowledge a batch before backing off.
+    delivery_timeout_s: float = Field(default=30.0, gt=0)
+    # Published rows are kept this long (for audits), then pruned.
+    retention_hours: float = Field(default=24.0, ge=0)
+    prune_interval_s: float = Field(default=300.0, gt=0)
+
+
 class DevSettings(_Section):
     home: Path = Path(".flowpay")
     pg_port: int = Field(default=55432, ge=1, le=65535)
@@ -88,6 +99,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     api: ApiSettings = ApiSettings()
     worker: WorkerSettings = WorkerSettings()
+    outbox: OutboxSettings = OutboxSettings()
     dev: DevSettings = DevSettings()
 
     @classmethod

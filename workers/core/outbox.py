@@ -1,0 +1,39 @@
+"""The write side of the transactional outbox: stage events in the caller's transaction.
+
+Each emitting service has ``<schema>.outbox``; the relay (``workers.outbox``) publishes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Final
+
+from psycopg import AsyncCursor, Cursor, sql
+from psycopg.types.json import Jsonb
+
+from workers.core.events import Event, encode
+from workers.core.sql import load_queries
+
+NOTIFY_CHANNEL: Final = "flowpay_outbox"
+EMITTING_SCHEMAS: Final = ("api", "processor")
+
+
+def insert_statement(schema: str) -> sql.Composed:
+    return load_queries("workers.core")["outbox_insert"].format(schema=sql.Identifier(schema))
+
+
+def outbox_row(event: Event) -> tuple[Any, ...]:
+    encoded = encode(event)
+    headers = [
+        [name, value.decode() if isinstance(value, bytes) else value]
+        for name, value in encoded.headers
+    ]
+    return (event.event_id, encoded.key, encoded.value, Jsonb(headers))
+
+
+def stage(cursor: Cursor[Any], schema: str, events: Iterable[Event]) -> None:
+    cursor.executemany(insert_statement(schema), [outbox_row(e) for e in events])
+
+
+async def stage_async(cursor: AsyncCursor[Any], schema: str, events: Iterable[Event]) -> None:
+    await cursor.executemany(insert_statement(schema), [outbox_row(e) for e in events])

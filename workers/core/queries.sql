@@ -1,0 +1,6 @@
+-- Shared SQL. {schema} is the emitting service's own schema.
+
+-- name: outbox_insert
+INSERT INTO {schema}.outbox (event_id, message_key, value, headers)
+VALUES (%s, %s, %s, %s)
+ON CONFLICT (event_id) DO NOTHING;
