@@ -116,3 +116,18 @@ CREATE OR REPLACE TRIGGER api_outbox_notify AFTER INSERT ON api.outbox
     FOR EACH STATEMENT EXECUTE FUNCTION api.notify_outbox();
 CREATE OR REPLACE TRIGGER processor_outbox_notify AFTER INSERT ON processor.outbox
     FOR EACH STATEMENT EXECUTE FUNCTION api.notify_outbox();
+
+-- ---------------------------------------------------------------------------------------------
+-- notifier: merchants' webhook endpoints (Standard Webhooks secrets, whsec_...)
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS notifier.endpoints (
+    id          text        PRIMARY KEY,
+    merchant_id text        NOT NULL,
+    url         text        NOT NULL CHECK (url ~ '^https?://'),
+    secret      text        NOT NULL CHECK (secret LIKE 'whsec_%'),
+    status      text        NOT NULL DEFAULT 'enabled' CHECK (status IN ('enabled', 'disabled')),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    disabled_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS endpoints_by_merchant ON notifier.endpoints (merchant_id);

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from flowpay_cli.commands import dev, health, infra, pending
+from flowpay_cli.commands import api, dev, health, infra, pay, pending
 from flowpay_cli.context import state
 from flowpay_cli.output import error_line
 from workers.core.errors import FlowPayError
@@ -47,6 +47,9 @@ app.add_typer(dev.app, name="dev")
 app.add_typer(infra.db_app, name="db")
 app.add_typer(infra.topics_app, name="topics")
 app.command("health")(health.health)
+app.command("serve-api")(api.serve_api)
+app.command("pay")(pay.pay)
+app.add_typer(api.merchants_app, name="merchants")
 pending.register(app)
 
 

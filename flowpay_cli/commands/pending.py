@@ -9,19 +9,16 @@ import typer
 from workers.core.errors import FlowPayError
 
 PENDING: dict[str, str] = {
-    "serve-api": "Serve the merchant HTTP API.",
     "run-outbox": "Relay stored events from the outboxes to Kafka.",
     "run-processor": "Run the payment state machine against the gateway.",
     "run-ledger": "Post payment events to the double-entry ledger.",
     "run-notifier": "Deliver signed webhooks to merchants.",
     "serve-gateway-sim": "Serve the payment gateway simulator.",
-    "pay": "Send scripted test payments through the API.",
     "refund": "Request a refund of a payment.",
     "status": "Show one payment's whole history.",
     "replay": "Rebuild the ledger by replaying the event log.",
     "dlq": "Inspect and replay dead letters.",
     "ledger": "Check the ledger and show balances.",
-    "merchants": "Create and list merchants.",
     "webhooks": "Inspect and retry webhook deliveries.",
 }
 

@@ -52,6 +52,8 @@ class ApiSettings(_Section):
     base_url: str | None = None
     idempotency_ttl_hours: int = Field(default=24, ge=1)
     max_body_bytes: int = Field(default=65536, ge=1024)
+    # Keep the payment status view current from the event log inside serve-api.
+    read_model: bool = True
 
 
 class WorkerSettings(_Section):

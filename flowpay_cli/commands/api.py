@@ -1,0 +1,90 @@
+"""`flowpay serve-api` and `flowpay merchants`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from flowpay_cli.context import settings, state
+from flowpay_cli.output import console, print_json, print_table
+from workers.api import merchants as merchant_store
+from workers.api.server import serve
+from workers.core.db import connect
+from workers.core.logs import setup_logging
+from workers.notifier.endpoints import check_url, register_endpoint
+
+merchants_app = typer.Typer(help="Create and list merchants.")
+Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def serve_api(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default: api.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: api.port).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Server processes (default: api.workers).")
+    ] = None,
+) -> None:
+    """Serve the merchant HTTP API (and its status read model)."""
+    config = settings(ctx)
+    setup_logging(config.log_level, "api")
+    serve(
+        config,
+        host=host or config.api.host,
+        port=port or config.api.port,
+        workers=workers or config.api.workers,
+        config_file=state(ctx).resolved_config_file,
+    )
+
+
+@merchants_app.command("create")
+def merchants_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option("--name", help="The merchant's name.")],
+    webhook_url: Annotated[
+        str | None, typer.Option("--webhook-url", help="Where to send webhooks.")
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Create a merchant; prints its API key once (and its webhook secret once)."""
+    config = settings(ctx)
+    if not 1 <= len(name) <= 200:
+        raise typer.BadParameter("must be 1 to 200 characters", param_hint="--name")
+    if webhook_url is not None:
+        check_url(webhook_url)  # before anything is created
+    with connect(config) as conn:
+        merchant = merchant_store.create_merchant(conn, name)
+    created = {"id": merchant.id, "name": merchant.name, "api_key": merchant.api_key}
+    if webhook_url is not None:
+        created |= _register_webhook(ctx, merchant.id, webhook_url)
+    if as_json:
+        print_json(created)
+        return
+    print_table("merchant created", ["field", "value"], created.items())
+    console.print("[yellow]The API key (and webhook secret) are shown only this once.[/]")
+
+
+def _register_webhook(ctx: typer.Context, merchant_id: str, url: str) -> dict[str, str]:
+    with connect(settings(ctx)) as conn:
+        endpoint = register_endpoint(conn, merchant_id, url)
+    return {
+        "webhook_endpoint_id": endpoint.id,
+        "webhook_url": endpoint.url,
+        "webhook_secret": endpoint.secret,
+    }
+
+
+@merchants_app.command("list")
+def merchants_list(ctx: typer.Context, as_json: Json = False) -> None:
+    """Every merchant, with its number of active API keys."""
+    with connect(settings(ctx)) as conn:
+        rows = merchant_store.list_merchants(conn)
+    if as_json:
+        print_json([vars(r) for r in rows])
+        return
+    print_table(
+        "merchants",
+        ["id", "name", "created", "active keys"],
+        [(r.id, r.name, r.created_at, r.active_keys) for r in rows],
+    )

@@ -1,0 +1,226 @@
+"""The merchant HTTP API (FastAPI). Routes stay thin: parsing, auth and idempotency live beside."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from starlette.exceptions import HTTPException
+
+from workers.api import payments, read_model
+from workers.api.auth import Authenticator
+from workers.api.errors import API_ERROR, ApiError
+from workers.api.idempotency import Answer, check_key, request_hash, run_once
+from workers.api.schemas import PaymentCreate, RefundCreate, parse_body
+from workers.core.config import Settings, load_settings
+from workers.core.db import database_url
+
+log = logging.getLogger(__name__)
+JSON = "application/json"
+
+
+class Services:
+    """What the routes share in one server process."""
+
+    def __init__(self, settings: Settings, pool: AsyncConnectionPool[Any]) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.auth = Authenticator(pool)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            database_url(settings),
+            min_size=settings.database.pool_min_size,
+            max_size=settings.database.pool_max_size,
+            open=False,
+            name="api",
+        )
+        await pool.open()
+        app.state.services = Services(settings, pool)
+        stop = threading.Event()
+        thread = read_model.start(settings, stop) if settings.api.read_model else None
+        try:
+            yield
+        finally:
+            stop.set()
+            if thread is not None:
+                thread.join(settings.worker.grace_period_s)
+            await pool.close()
+
+    app = FastAPI(title="FlowPay API", version="1", lifespan=lifespan)
+    _install_error_handlers(app)
+    _install_routes(app, settings)
+    return app
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def _correlation_id(request: Request) -> str:
+    given = request.headers.get("x-request-id", "")
+    return given if 0 < len(given) <= 200 and given.isprintable() else str(uuid.uuid4())
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if body and content_type != JSON:
+        raise ApiError(415, "unsupported_media_type", "Send the body as application/json")
+    return body
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "request_too_large", f"Request bodies are limited to {limit} bytes")
+
+
+def _answer(answer: Answer, correlation_id: str) -> Response:
+    headers = {"X-Request-Id": correlation_id}
+    if answer.location:
+        headers["Location"] = answer.location
+    if answer.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(answer.body, status_code=answer.status, media_type=JSON, headers=headers)
+
+
+def _json(payload: Any, correlation_id: str, status: int = 200) -> Response:
+    return Response(
+        payments.dumps(payload), status, media_type=JSON, headers={"X-Request-Id": correlation_id}
+    )
+
+
+def _install_routes(app: FastAPI, settings: Settings) -> None:
+    limit = settings.api.max_body_bytes
+
+    @app.post("/v1/payments", status_code=202)
+    async def create_payment(request: Request) -> Response:
+        raw = await _read_body(request, limit)
+        services = _services(request)
+        merchant_id = await services.auth.merchant_for(request.headers.get("authorization"))
+        key = check_key(request.headers.get("idempotency-key"))
+        body = parse_body(PaymentCreate, raw)
+        correlation_id = _correlation_id(request)
+        fingerprint = request_hash("POST", request.url.path, body.model_dump(mode="json"))
+        answer = await run_once(
+            services.pool, merchant_id, key, fingerprint,
+            lambda conn: payments.create_payment(conn, merchant_id, body, correlation_id),
+        )  # fmt: skip
+        return _answer(answer, correlation_id)
+
+    @app.get("/v1/payments/{payment_id}")
+    async def get_payment(request: Request, payment_id: str) -> Response:
+        services = _services(request)
+        merchant_id = await services.auth.merchant_for(request.headers.get("authorization"))
+        payment = await payments.get_payment(services.pool, merchant_id, payment_id)
+        return _json(payment, _correlation_id(request))
+
+    @app.get("/v1/payments")
+    async def list_payments(
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=100)] = 10,
+        starting_after: Annotated[str | None, Query(max_length=255)] = None,
+        status: Annotated[
+            str | None, Query(pattern="^(" + "|".join(payments.STATUSES) + ")$")
+        ] = None,
+    ) -> Response:
+        services = _services(request)
+        merchant_id = await services.auth.merchant_for(request.headers.get("authorization"))
+        page = await payments.list_payments(
+            services.pool, merchant_id, limit=limit, starting_after=starting_after, status=status
+        )
+        return _json(page, _correlation_id(request))
+
+    @app.post("/v1/payments/{payment_id}/refunds", status_code=202)
+    async def create_refund(request: Request, payment_id: str) -> Response:
+        raw = await _read_body(request, limit)
+        services = _services(request)
+        merchant_id = await services.auth.merchant_for(request.headers.get("authorization"))
+        key = check_key(request.headers.get("idempotency-key"))
+        body = parse_body(RefundCreate, raw)
+        correlation_id = _correlation_id(request)
+        fingerprint = request_hash("POST", request.url.path, body.model_dump(mode="json"))
+
+        async def refund(conn: AsyncConnection[Any]) -> Answer:
+            return await payments.request_refund(
+                conn, merchant_id, payment_id, body, correlation_id
+            )
+
+        answer = await run_once(services.pool, merchant_id, key, fingerprint, refund)
+        return _answer(answer, correlation_id)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> dict[str, str]:
+        async with _services(request).pool.connection(timeout=5) as conn:
+            await conn.execute("SELECT 1")
+        return {"status": "ready"}
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.envelope(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_query(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first: Any = exc.errors()[0]
+        param = str(first["loc"][-1])
+        error = ApiError(422, "parameter_invalid", f"{param}: {first['msg']}", param=param)
+        return JSONResponse(error.envelope(), status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "resource_missing", 405: "method_not_allowed"}.get(
+            exc.status_code, "invalid_request"
+        )
+        error = ApiError(exc.status_code, code, str(exc.detail))
+        return JSONResponse(error.envelope(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        error = ApiError(
+            503, "service_unavailable", "Temporarily unavailable; retry", type_=API_ERROR
+        )
+        return JSONResponse(error.envelope(), status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        error = ApiError(500, "internal_error", "Something went wrong on our side", type_=API_ERROR)
+        return JSONResponse(error.envelope(), status_code=500)
+
+
+def app_from_environment() -> FastAPI:
+    """uvicorn's factory for server processes: settings from FLOWPAY_CONFIG and FLOWPAY_*."""
+    return create_app(load_settings())

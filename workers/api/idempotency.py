@@ -1,0 +1,109 @@
+"""Idempotency keys, scoped to (merchant, key), in the spirit of Stripe's.
+
+One transaction per request: take the key's advisory lock (another request holding it -> 409
+``idempotency_key_in_use``), read what a finished request with the key answered (same request
+-> that answer byte for byte; another request -> 422 ``idempotency_key_reused``), else do the
+work and store its answer in the same transaction as the work itself. A request that fails
+before or during the work stores nothing, so its key can be used again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg import errors as pg_errors
+from psycopg_pool import AsyncConnectionPool
+
+from workers.api.errors import ApiError
+from workers.core.sql import load_queries
+
+Q = load_queries("workers.api")
+MAX_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+    location: str | None = None
+    replayed: bool = False
+
+
+Work = Callable[[AsyncConnection[Any]], Awaitable[Answer]]
+
+
+def check_key(key: str | None) -> str:
+    if key is None:
+        raise ApiError(
+            400, "idempotency_key_missing", "POST requests need an Idempotency-Key header"
+        )
+    if not 1 <= len(key) <= MAX_KEY_LENGTH or not all("!" <= c <= "~" for c in key):
+        raise ApiError(
+            400,
+            "idempotency_key_invalid",
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} visible ASCII characters",
+        )
+    return key
+
+
+def request_hash(method: str, path: str, canonical_body: Any) -> bytes:
+    body = json.dumps(canonical_body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"{method}\n{path}\n{body}".encode()).digest()
+
+
+def _lock_id(merchant_id: str, key: str) -> int:
+    digest = hashlib.sha256(f"{merchant_id}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+async def run_once(
+    pool: AsyncConnectionPool[Any], merchant_id: str, key: str, fingerprint: bytes, work: Work
+) -> Answer:
+    """Do ``work`` once per (merchant, key); later identical requests get its stored answer."""
+    ids = {"merchant_id": merchant_id, "key": key}
+    async with pool.connection() as conn, conn.transaction():
+        cursor = await conn.execute(
+            Q["idempotency_begin"], {**ids, "lock": _lock_id(merchant_id, key)}
+        )
+        locked, stored_hash, status, body, location = await cursor.fetchone() or (False,) * 5
+        if not locked:
+            raise _in_use()
+        if stored_hash is not None:
+            return _replay(fingerprint, bytes(stored_hash), status, body, location)
+        answer = await work(conn)
+        try:
+            await conn.execute(
+                Q["idempotency_insert"],
+                {**ids, "request_hash": fingerprint, "status": answer.status,
+                 "body": answer.body, "location": answer.location},
+            )  # fmt: skip
+        except pg_errors.UniqueViolation:
+            raise _in_use() from None
+        return answer
+
+
+def _replay(
+    fingerprint: bytes, stored_hash: bytes, status: int | None, body: Any, location: Any
+) -> Answer:
+    if stored_hash != fingerprint:
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            "This Idempotency-Key was used with a different request",
+        )
+    if status is None:
+        raise _in_use()
+    return Answer(int(status), bytes(body), location, replayed=True)
+
+
+def _in_use() -> ApiError:
+    return ApiError(
+        409,
+        "idempotency_key_in_use",
+        "A request with this Idempotency-Key is still in flight; retry it shortly",
+    )

@@ -1,0 +1,193 @@
+"""Payment intake: create, read, list and refund, as the HTTP API and the CLI do them.
+
+Creating a payment stores its intent and its ``payment.initiated`` event (in ``api.outbox``)
+in one transaction; refunds store the request and ``payment.refund_requested`` likewise. The
+processor decides what happens next; this service learns it back from the event log.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from workers.api.errors import ApiError, not_found
+from workers.api.idempotency import Answer
+from workers.api.schemas import PaymentCreate, RefundCreate
+from workers.core.events import EventType, Initiated, RefundRequested, new_event
+from workers.core.ids import new_id
+from workers.core.outbox import stage_async
+from workers.core.sql import load_queries
+
+Q = load_queries("workers.api")
+SOURCE: Final = "flowpay/api"
+STATUSES: Final = ("initiated", "processing", "succeeded", "failed", "refunded")
+
+
+def dumps(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def payment_object(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "object": "payment",
+        "status": row["status"],
+        "amount": row["amount"],
+        "currency": row["currency"],
+        "payment_method": row["payment_method"],
+        "description": row["description"],
+        "metadata": row["metadata"],
+        "refunded_amount": row["refunded_amount"],
+        "failure_reason": row["failure_reason"],
+        "created_at": timestamp(row["created_at"]),
+        "updated_at": timestamp(row["updated_at"]),
+    }
+
+
+async def create_payment(
+    conn: AsyncConnection[Any], merchant_id: str, body: PaymentCreate, correlation_id: str
+) -> Answer:
+    now = datetime.now(UTC)
+    payment_id = new_id("pay")
+    fields = body.model_dump()
+    event = new_event(
+        EventType.INITIATED,
+        payment_id=payment_id,
+        merchant_id=merchant_id,
+        data=Initiated(**fields),
+        source=SOURCE,
+        correlation_id=correlation_id,
+    )
+    params = {**fields, "id": payment_id, "merchant_id": merchant_id, "created_at": now}
+    await conn.execute(Q["payment_insert"], {**params, "metadata": Jsonb(body.metadata)})
+    async with conn.cursor() as cursor:
+        await stage_async(cursor, "api", [event])
+    row = {
+        **params,
+        "status": "initiated",
+        "refunded_amount": 0,
+        "failure_reason": None,
+        "updated_at": now,
+    }
+    return Answer(202, dumps(payment_object(row)), f"/v1/payments/{payment_id}")
+
+
+async def get_payment(
+    pool: AsyncConnectionPool[Any], merchant_id: str, payment_id: str
+) -> dict[str, Any]:
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            Q["payment_get"], {"id": payment_id, "merchant_id": merchant_id}
+        )
+        row = await cursor.fetchone()
+        names = [c.name for c in cursor.description or ()]
+    if row is None:
+        raise not_found("payment")
+    return payment_object(dict(zip(names, row, strict=True)))
+
+
+async def list_payments(
+    pool: AsyncConnectionPool[Any],
+    merchant_id: str,
+    *,
+    limit: int,
+    starting_after: str | None,
+    status: str | None,
+) -> dict[str, Any]:
+    params = {
+        "merchant_id": merchant_id,
+        "limit": limit + 1,
+        "starting_after": starting_after,
+        "status": status,
+    }
+    async with pool.connection() as conn:
+        if starting_after is not None:
+            found = await conn.execute(
+                Q["payment_exists"], {"id": starting_after, "merchant_id": merchant_id}
+            )
+            if await found.fetchone() is None:
+                raise not_found("payment", param="starting_after")
+        cursor = await conn.execute(Q["payments_list"], params)
+        rows = await cursor.fetchall()
+        names = [c.name for c in cursor.description or ()]
+    data = [payment_object(dict(zip(names, r, strict=True))) for r in rows[:limit]]
+    return {"object": "list", "data": data, "has_more": len(rows) > limit}
+
+
+async def request_refund(
+    conn: AsyncConnection[Any],
+    merchant_id: str,
+    payment_id: str,
+    body: RefundCreate,
+    correlation_id: str,
+) -> Answer:
+    cursor = await conn.execute(Q["payment_lock"], {"id": payment_id, "merchant_id": merchant_id})
+    row = await cursor.fetchone()
+    if row is None:
+        raise not_found("payment")
+    status, amount, _currency, refunded, pending = row
+    left = int(amount) - int(refunded) - int(pending)
+    if status != "succeeded" or left <= 0:
+        why = f"it is {status}" if status != "succeeded" else "nothing is left to refund"
+        raise ApiError(
+            409, "payment_not_refundable", f"Payment {payment_id} cannot be refunded: {why}"
+        )
+    refund_amount = body.amount if body.amount is not None else left
+    if refund_amount > left:
+        raise ApiError(
+            422, "amount_too_large", f"amount: at most {left} is left to refund", param="amount"
+        )
+    return await _record_refund(
+        conn, merchant_id, payment_id, refund_amount, body.reason, correlation_id
+    )
+
+
+async def _record_refund(
+    conn: AsyncConnection[Any],
+    merchant_id: str,
+    payment_id: str,
+    amount: int,
+    reason: str | None,
+    correlation_id: str,
+) -> Answer:
+    now = datetime.now(UTC)
+    refund_id = new_id("re")
+    event = new_event(
+        EventType.REFUND_REQUESTED,
+        payment_id=payment_id,
+        merchant_id=merchant_id,
+        data=RefundRequested(refund_id=refund_id, amount=amount, reason=reason),
+        source=SOURCE,
+        correlation_id=correlation_id,
+    )
+    await conn.execute(
+        Q["refund_insert"],
+        {
+            "id": refund_id,
+            "payment_id": payment_id,
+            "amount": amount,
+            "reason": reason,
+            "created_at": now,
+        },
+    )
+    async with conn.cursor() as cursor:
+        await stage_async(cursor, "api", [event])
+    refund = {
+        "id": refund_id,
+        "object": "refund",
+        "payment_id": payment_id,
+        "amount": amount,
+        "reason": reason,
+        "status": "requested",
+        "created_at": timestamp(now),
+    }
+    return Answer(202, dumps(refund))

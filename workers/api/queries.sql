@@ -1,0 +1,94 @@
+-- The API service's SQL: merchants, keys, payments, refunds, idempotency, read model.
+
+-- name: merchant_insert
+INSERT INTO api.merchants (id, name) VALUES (%(id)s, %(name)s);
+
+-- name: api_key_insert
+INSERT INTO api.api_keys (id, merchant_id, key_hash, key_prefix)
+VALUES (%(id)s, %(merchant_id)s, %(key_hash)s, %(key_prefix)s);
+
+-- name: merchants_list
+SELECT m.id, m.name, m.created_at,
+       count(k.id) FILTER (WHERE k.revoked_at IS NULL) AS active_keys
+FROM api.merchants m LEFT JOIN api.api_keys k ON k.merchant_id = m.id
+GROUP BY m.id ORDER BY m.created_at, m.id;
+
+-- name: api_key_lookup
+SELECT merchant_id, key_hash FROM api.api_keys
+WHERE key_hash = %(key_hash)s AND revoked_at IS NULL;
+
+-- name: idempotency_begin
+-- Takes the key's lock for this transaction (or learns another request holds it) and reads
+-- what a finished request with this key answered, in one round trip.
+SELECT pg_try_advisory_xact_lock(%(lock)s) AS locked,
+       k.request_hash, k.response_status, k.response_body, k.response_location
+FROM (SELECT 1) AS one
+LEFT JOIN api.idempotency_keys k ON k.merchant_id = %(merchant_id)s AND k.key = %(key)s;
+
+-- name: idempotency_insert
+INSERT INTO api.idempotency_keys
+    (merchant_id, key, request_hash, response_status, response_body, response_location, completed_at)
+VALUES (%(merchant_id)s, %(key)s, %(request_hash)s, %(status)s, %(body)s, %(location)s, now());
+
+-- name: payment_insert
+INSERT INTO api.payments
+    (id, merchant_id, amount, currency, payment_method, description, metadata, created_at, updated_at)
+VALUES (%(id)s, %(merchant_id)s, %(amount)s, %(currency)s, %(payment_method)s, %(description)s,
+        %(metadata)s, %(created_at)s, %(created_at)s);
+
+-- name: payment_get
+SELECT id, status, amount, currency, payment_method, description, metadata, refunded_amount,
+       failure_reason, created_at, updated_at
+FROM api.payments WHERE id = %(id)s AND merchant_id = %(merchant_id)s;
+
+-- name: payment_lock
+-- The refund check reads what is left under a row lock, so two refunds cannot both pass it.
+SELECT p.status, p.amount, p.currency, p.refunded_amount,
+       coalesce((SELECT sum(r.amount) FROM api.refunds r
+                 WHERE r.payment_id = p.id AND r.status = 'requested'), 0)::bigint AS pending
+FROM api.payments p WHERE p.id = %(id)s AND p.merchant_id = %(merchant_id)s
+FOR UPDATE;
+
+-- name: payments_list
+SELECT id, status, amount, currency, payment_method, description, metadata, refunded_amount,
+       failure_reason, created_at, updated_at
+FROM api.payments
+WHERE merchant_id = %(merchant_id)s
+  AND (%(starting_after)s::text IS NULL OR id < %(starting_after)s)
+  AND (%(status)s::text IS NULL OR status = %(status)s)
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: payment_exists
+SELECT 1 FROM api.payments WHERE id = %(id)s AND merchant_id = %(merchant_id)s;
+
+-- name: refund_insert
+INSERT INTO api.refunds (id, payment_id, amount, reason, created_at, updated_at)
+VALUES (%(id)s, %(payment_id)s, %(amount)s, %(reason)s, %(created_at)s, %(created_at)s);
+
+-- name: refund_get
+SELECT r.id, r.payment_id, r.amount, r.reason, r.status, r.failure_reason, r.created_at
+FROM api.refunds r JOIN api.payments p ON p.id = r.payment_id
+WHERE r.id = %(id)s AND p.merchant_id = %(merchant_id)s;
+
+-- name: event_mark_processed
+INSERT INTO api.processed_events (event_id) VALUES (%(event_id)s) ON CONFLICT DO NOTHING;
+
+-- name: status_advance
+-- Status moves only forward; a redelivered or late event changes nothing.
+UPDATE api.payments
+SET status = %(status)s, failure_reason = %(failure_reason)s, updated_at = %(at)s
+WHERE id = %(payment_id)s AND status = ANY(%(from_statuses)s);
+
+-- name: payment_refunded
+UPDATE api.payments
+SET refunded_amount = greatest(refunded_amount, %(refunded_total)s),
+    status = CASE WHEN greatest(refunded_amount, %(refunded_total)s) >= amount
+                  THEN 'refunded' ELSE status END,
+    updated_at = %(at)s
+WHERE id = %(payment_id)s;
+
+-- name: refund_resolve
+UPDATE api.refunds
+SET status = %(status)s, failure_reason = %(failure_reason)s, updated_at = %(at)s
+WHERE id = %(refund_id)s AND status = 'requested';

@@ -1,0 +1,102 @@
+"""The API's own view of each payment, kept from the payment event log (consumer group ``api``).
+
+It runs as a thread inside ``serve-api`` (one per server process, all in the one group), so the
+API needs no role of its own. Each event is applied at most once: its id goes into
+``api.processed_events`` in the same transaction as its effect, and a clash means "already done".
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Final
+
+from psycopg import Connection
+from psycopg_pool import ConnectionPool
+
+from workers.core.config import Settings
+from workers.core.db import make_pool
+from workers.core.events import (
+    Event,
+    EventType,
+    Failed,
+    Refunded,
+    RefundFailed,
+)
+from workers.core.kafka import Message
+from workers.core.runner import ConsumerRunner
+from workers.core.sql import load_queries
+from workers.core.topics import GROUP_API
+
+Q = load_queries("workers.api")
+
+# The statuses each event may move a payment from; anything else is stale and ignored.
+_ADVANCES: Final = {
+    EventType.PROCESSING: ("processing", ("initiated",)),
+    EventType.SUCCEEDED: ("succeeded", ("initiated", "processing")),
+    EventType.FAILED: ("failed", ("initiated", "processing")),
+}
+
+
+class ReadModel:
+    def __init__(self, pool: ConnectionPool[Any]) -> None:
+        self.pool = pool
+
+    def handle(self, event: Event, _message: Message) -> None:
+        with self.pool.connection() as conn, conn.transaction():
+            fresh = conn.execute(Q["event_mark_processed"], {"event_id": event.event_id}).rowcount
+            if fresh:
+                apply(conn, event)
+
+
+def apply(conn: Connection[Any], event: Event) -> None:
+    at = event.occurred_at
+    if event.type in _ADVANCES:
+        status, from_statuses = _ADVANCES[event.type]
+        reason = event.payload(Failed).reason if event.type is EventType.FAILED else None
+        conn.execute(
+            Q["status_advance"],
+            {"payment_id": event.payment_id, "status": status, "failure_reason": reason,
+             "from_statuses": list(from_statuses), "at": at},
+        )  # fmt: skip
+    elif event.type is EventType.REFUNDED:
+        refunded = event.payload(Refunded)
+        conn.execute(
+            Q["payment_refunded"],
+            {"payment_id": event.payment_id, "refunded_total": refunded.refunded_total, "at": at},
+        )
+        _resolve_refund(conn, refunded.refund_id, "succeeded", None, event)
+    elif event.type is EventType.REFUND_FAILED:
+        failed = event.payload(RefundFailed)
+        _resolve_refund(conn, failed.refund_id, "failed", failed.reason, event)
+
+
+def _resolve_refund(
+    conn: Connection[Any], refund_id: str, status: str, reason: str | None, event: Event
+) -> None:
+    conn.execute(
+        Q["refund_resolve"],
+        {
+            "refund_id": refund_id,
+            "status": status,
+            "failure_reason": reason,
+            "at": event.occurred_at,
+        },
+    )
+
+
+def start(settings: Settings, stop: threading.Event) -> threading.Thread:
+    """Run the read model in a background thread until ``stop`` is set."""
+    pool = make_pool(settings, name="api-read-model")
+    runner = ConsumerRunner(
+        settings, group=GROUP_API, role="api-read-model", handler=ReadModel(pool).handle
+    )
+
+    def run() -> None:
+        try:
+            runner.run(stop)
+        finally:
+            pool.close()
+
+    thread = threading.Thread(target=run, name="api-read-model", daemon=True)
+    thread.start()
+    return thread

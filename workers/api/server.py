@@ -1,0 +1,28 @@
+"""Run the API under uvicorn, with one or more server processes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import uvicorn
+
+from workers.core.config import Settings
+
+
+def serve(
+    settings: Settings, *, host: str, port: int, workers: int, config_file: Path | None
+) -> None:
+    if config_file is not None:
+        # Each server process loads its own settings through the factory.
+        os.environ["FLOWPAY_CONFIG"] = str(config_file.resolve())
+    uvicorn.run(
+        "workers.api.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.worker.grace_period_s),
+    )

@@ -1,0 +1,29 @@
+-- The outbox relay's SQL. {schema} is an emitting service's schema (workers.core.outbox).
+
+-- name: listen
+LISTEN {channel};
+
+-- name: try_lock
+-- One relay at a time per schema: two relays taking alternate batches would reorder a payment.
+SELECT pg_try_advisory_xact_lock(%s);
+
+-- name: claim_batch
+SELECT id, message_key, value, headers
+FROM {schema}.outbox
+WHERE published_at IS NULL
+ORDER BY id
+LIMIT %s
+FOR UPDATE SKIP LOCKED;
+
+-- name: mark_published
+UPDATE {schema}.outbox SET published_at = now() WHERE id = ANY(%s);
+
+-- name: prune_outbox
+DELETE FROM {schema}.outbox
+WHERE published_at < now() - make_interval(secs => %s);
+
+-- name: prune_idempotency_keys
+-- Only completed keys: an in-flight one still guards a request that has not answered yet.
+DELETE FROM api.idempotency_keys
+WHERE created_at < now() - make_interval(secs => %s)
+  AND response_status IS NOT NULL;

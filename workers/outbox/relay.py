@@ -1,0 +1,212 @@
+"""The outbox relay loop: publish every emitting schema's outbox to Kafka, at least once.
+
+A batch is claimed (``FOR UPDATE SKIP LOCKED``), produced, acknowledged and marked published
+in one transaction; anything short of every acknowledgement rolls the transaction back and the
+batch goes again later. A crash between producing and committing repeats events, never loses
+them; consumers dedupe by event id. One relay at a time works on a schema (a transaction-level
+advisory lock), so several relays neither double-publish nor reorder one payment's events.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from types import TracebackType
+
+import backoff
+import psycopg
+
+from workers.core.config import Settings
+from workers.core.db import connect
+from workers.core.heartbeat import Heartbeat
+from workers.core.lifecycle import install_stop_handlers
+from workers.core.logs import setup_logging
+from workers.core.outbox import EMITTING_SCHEMAS
+from workers.core.topics import topics
+from workers.outbox import store
+from workers.outbox.publisher import ROLE, BatchPublisher, NotAcknowledged
+from workers.outbox.store import Conn, Pruned
+
+log = logging.getLogger(__name__)
+
+# Outages are retried for ever, so the cap only bounds how late the relay notices a recovery.
+_MAX_BACKOFF_S = 5.0
+# The longest the wait for work goes without looking at the stop event.
+_WAIT_SLICE_S = 0.5
+
+
+def serve(settings: Settings) -> None:
+    """Run the relay in this process until SIGTERM/SIGINT (what ``flowpay run-outbox`` does)."""
+    setup_logging(settings.log_level, ROLE)
+    stop = install_stop_handlers(settings.worker.grace_period_s)
+    OutboxRelay(settings).run(stop)
+
+
+class OutboxRelay:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topic = topics(settings).payments
+        self.failures = 0  # failed attempts since start, for tests and diagnostics
+        self._stop = threading.Event()
+        self._publisher = BatchPublisher(settings)
+        self._heartbeat = Heartbeat(ROLE)
+        self._conn: Conn | None = None
+        self._listener: Conn | None = None
+        self._next_prune = 0.0
+        self._delays = _delays()
+        self._outage_since: float | None = None
+        self._since_outage: int | None = None  # events published while catching up
+
+    def __enter__(self) -> OutboxRelay:
+        return self
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def run(self, stop: threading.Event) -> None:
+        """Publish until ``stop`` is set, riding out Kafka and PostgreSQL outages; then close."""
+        self._stop = stop
+        log.info("relaying outboxes %s to %s", ", ".join(EMITTING_SCHEMAS), self.topic)
+        try:
+            while not stop.is_set():
+                self._heartbeat.beat()
+                try:
+                    self._step()
+                except (psycopg.OperationalError, NotAcknowledged) as exc:
+                    self._back_off(exc)
+        finally:
+            self.close()
+        log.info("outbox relay stopped")
+
+    def publish_once(self) -> int:
+        """One round: at most one batch from each schema. Returns how many events it published."""
+        return self._round(self._connect())[0]
+
+    def prune(self) -> Pruned:
+        pruned = store.prune(self._connect(), self.settings)
+        log.debug(
+            "pruned %d outbox rows, %d idempotency keys",
+            pruned.outbox_rows,
+            pruned.idempotency_keys,
+        )
+        return pruned
+
+    def close(self) -> None:
+        self._publisher.close()
+        self._disconnect()
+
+    def _step(self) -> None:
+        conn = self._connect()
+        if time.monotonic() >= self._next_prune:
+            self.prune()
+            self._next_prune = time.monotonic() + self.settings.outbox.prune_interval_s
+        published, more = self._round(conn)
+        self._recovered(published, more)
+        if not more:
+            self._wait_for_work()
+
+    def _round(self, conn: Conn) -> tuple[int, bool]:
+        """Publish one batch per schema; ``more`` when a full batch says rows may be waiting."""
+        total, more = 0, False
+        for schema in EMITTING_SCHEMAS:
+            if self._stop.is_set():
+                break
+            count = self._publish_batch(conn, schema)
+            total += count
+            more = more or count >= self.settings.outbox.batch_size
+        return total, more
+
+    def _publish_batch(self, conn: Conn, schema: str) -> int:
+        with conn.transaction():
+            if not store.try_lock(conn, schema):
+                return 0  # another relay is on this schema; it will drain it
+            rows = store.claim(conn, schema, self.settings.outbox.batch_size)
+            if not rows:
+                return 0
+            self._publisher.publish(self.topic, rows, self._stop, self._heartbeat.beat)
+            store.mark_published(conn, schema, [row.id for row in rows])
+        log.debug(
+            "published %d events from %s.outbox (up to id %d)", len(rows), schema, rows[-1].id
+        )
+        return len(rows)
+
+    def _wait_for_work(self) -> None:
+        """Until a NOTIFY, the poll interval or a stop request, whichever comes first."""
+        listener = self._listen()
+        deadline = time.monotonic() + self.settings.outbox.poll_interval_s
+        while not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if list(listener.notifies(timeout=min(remaining, _WAIT_SLICE_S), stop_after=1)):
+                # One round serves every notification already queued.
+                list(listener.notifies(timeout=0))
+                return
+            self._heartbeat.beat()
+
+    def _connect(self) -> Conn:
+        """The working connection, (re)opened with the listener when either was lost."""
+        # The listener first, so nothing committed after the next round goes unnoticed.
+        self._listen()
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.settings, autocommit=True)
+        return self._conn
+
+    def _listen(self) -> Conn:
+        if self._listener is None or self._listener.closed:
+            self._listener = connect(self.settings, autocommit=True)
+            store.listen(self._listener)
+        return self._listener
+
+    def _disconnect(self) -> None:
+        for conn in (self._conn, self._listener):
+            if conn is not None:
+                conn.close()
+        self._conn = self._listener = None
+
+    def _back_off(self, exc: Exception) -> None:
+        if isinstance(exc, psycopg.OperationalError):
+            self._disconnect()  # a broken connection does not always know it is broken
+        if self._stop.is_set():
+            log.info("stopping with a batch unconfirmed; it will be published again: %s", exc)
+            return
+        self.failures += 1
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+        delay = next(self._delays)
+        log.warning("%s; retrying in %.1fs", _one_line(exc), delay)
+        self._stop.wait(delay)
+
+    def _recovered(self, published: int, more: bool) -> None:
+        if self._outage_since is not None:
+            log.info(
+                "publishing again after %.0fs of failures; catching up",
+                time.monotonic() - self._outage_since,
+            )
+            self._outage_since = None
+            self._delays = _delays()
+            self._since_outage = 0
+        if self._since_outage is not None:
+            self._since_outage += published
+            if not more:
+                log.info("caught up: %d events published since the outage", self._since_outage)
+                self._since_outage = None
+
+
+def _delays() -> Iterator[float]:
+    """Exponential backoff with full jitter, capped; endless."""
+    for value in backoff.expo(base=2, factor=0.2, max_value=_MAX_BACKOFF_S):
+        if value is not None:  # backoff's generators open with a bare yield
+            yield backoff.full_jitter(value)
+
+
+def _one_line(exc: Exception) -> str:
+    # psycopg's messages run over several lines; a log line should not.
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,0 +1,87 @@
+"""The relay's side of the outbox tables: claim, mark published, prune."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import args_row
+
+from workers.core.config import Settings
+from workers.core.events import Headers
+from workers.core.outbox import EMITTING_SCHEMAS, NOTIFY_CHANNEL
+from workers.core.sql import load_queries
+
+Conn = psycopg.Connection[tuple[object, ...]]
+
+# High half of every relay advisory key: FlowPay's tag, so the keys clash with no one else's.
+_LOCK_NAMESPACE = 0x466C6F77 << 32
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    key: bytes
+    value: bytes
+    headers: Headers
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    outbox_rows: int
+    idempotency_keys: int
+
+
+def lock_key(schema: str) -> int:
+    """The advisory lock key of one schema's outbox; derived, so a new schema needs no entry."""
+    return _LOCK_NAMESPACE | zlib.crc32(f"outbox:{schema}".encode())
+
+
+@cache
+def query(name: str, schema: str = "api") -> sql.Composed:
+    return load_queries("workers.outbox")[name].format(
+        schema=sql.Identifier(schema), channel=sql.Identifier(NOTIFY_CHANNEL)
+    )
+
+
+def listen(conn: Conn) -> None:
+    conn.execute(query("listen"))
+
+
+def try_lock(conn: Conn, schema: str) -> bool:
+    row = conn.execute(query("try_lock", schema), (lock_key(schema),)).fetchone()
+    return row is not None and row[0] is True
+
+
+def claim(conn: Conn, schema: str, limit: int) -> list[OutboxRow]:
+    """The oldest unpublished rows, locked until the caller's transaction ends."""
+    with conn.cursor(row_factory=args_row(_outbox_row)) as cursor:
+        return cursor.execute(query("claim_batch", schema), (limit,)).fetchall()
+
+
+def mark_published(conn: Conn, schema: str, ids: list[int]) -> None:
+    conn.execute(query("mark_published", schema), (ids,))
+
+
+def prune(conn: Conn, settings: Settings) -> Pruned:
+    """Delete published rows past retention and completed idempotency keys past their TTL."""
+    retention_s = settings.outbox.retention_hours * 3600
+    ttl_s = settings.api.idempotency_ttl_hours * 3600
+    rows = 0
+    with conn.transaction():
+        for schema in EMITTING_SCHEMAS:
+            rows += conn.execute(query("prune_outbox", schema), (retention_s,)).rowcount
+        keys = conn.execute(query("prune_idempotency_keys"), (ttl_s,)).rowcount
+    return Pruned(outbox_rows=rows, idempotency_keys=keys)
+
+
+def _outbox_row(id_: int, key: bytes, value: bytes, headers: list[list[Any]]) -> OutboxRow:
+    # Stored as JSON strings (workers.core.outbox.outbox_row); Kafka wants bytes back.
+    pairs: Headers = [
+        (str(name), None if text is None else str(text).encode()) for name, text in headers
+    ]
+    return OutboxRow(id=id_, key=key, value=value, headers=pairs)
