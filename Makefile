@@ -7,8 +7,9 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test install infra lint down status clean
 
-run: infra  ## install, start the whole local stack, print where everything is
+run: infra  ## install, start the whole local stack, print where everything is, send a demo payment
 	$(FLOWPAY) dev up
+	$(FLOWPAY) pay --amount 1999 --currency USD
 
 test: infra lint  ## install, start PostgreSQL and Kafka, run the whole suite
 	$(BIN)/pytest

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from flowpay_cli.commands import api, dev, health, infra, pay, pending
+from flowpay_cli.commands import api, dev, health, infra, outbox, pay, pending
 from flowpay_cli.context import state
 from flowpay_cli.output import error_line
 from workers.core.errors import FlowPayError
@@ -49,6 +49,7 @@ app.add_typer(infra.topics_app, name="topics")
 app.command("health")(health.health)
 app.command("serve-api")(api.serve_api)
 app.command("pay")(pay.pay)
+app.command("run-outbox")(outbox.run_outbox)
 app.add_typer(api.merchants_app, name="merchants")
 pending.register(app)
 

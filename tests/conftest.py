@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from filelock import FileLock
 from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
@@ -60,9 +61,11 @@ def flowpay(
 
 
 @pytest.fixture(scope="session")
-def base_settings() -> Settings:
+def base_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     settings = load_settings()
-    stack.up(settings, infra_only=True, config_file=None, say=lambda _step: None)
+    # pytest-xdist workers share one stack: the first to get the lock starts it.
+    with FileLock(str(tmp_path_factory.getbasetemp().parent / "flowpay-stack.lock")):
+        stack.up(settings, infra_only=True, config_file=None, say=lambda _step: None)
     return settings
 
 
@@ -71,39 +74,59 @@ def _server_url(settings: Settings, dbname: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def template_db(base_settings: Settings) -> str:
-    with psycopg.connect(_server_url(base_settings, "postgres"), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
-    with psycopg.connect(_server_url(base_settings, TEMPLATE_DB)) as conn:
-        apply_schema(conn)
-    return TEMPLATE_DB
-
-
-@pytest.fixture
-def fresh_db(base_settings: Settings, template_db: str) -> Iterator[str]:
-    """A database of its own, with the schema applied, dropped after the test."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(_server_url(base_settings, "postgres"), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
-    yield _server_url(base_settings, name)
+def template_db(base_settings: Settings, worker_id: str) -> str:
+    name = f"{TEMPLATE_DB}_{worker_id}"
     with psycopg.connect(_server_url(base_settings, "postgres"), autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    with psycopg.connect(_server_url(base_settings, name)) as conn:
+        apply_schema(conn)
+    return name
+
+
+def _new_database(base: Settings, template: str) -> str:
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(_server_url(base, "postgres"), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+    return name
+
+
+def _drop_database(base: Settings, name: str) -> None:
+    with psycopg.connect(_server_url(base, "postgres"), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _new_topics(base: Settings) -> str:
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    create_topics(override(base, "kafka", topic_prefix=prefix))
+    return prefix
+
+
+def _isolated(base: Settings, dbname: str, prefix: str) -> Settings:
+    with_db = override(base, "database", url=SecretStr(_server_url(base, dbname)))
+    return override(with_db, "kafka", topic_prefix=prefix)
 
 
 @pytest.fixture
 def topic_prefix(base_settings: Settings) -> str:
     """A unique prefix whose topics exist."""
-    prefix = f"t{uuid.uuid4().hex[:12]}"
-    create_topics(override(base_settings, "kafka", topic_prefix=prefix))
-    return prefix
+    return _new_topics(base_settings)
 
 
 @pytest.fixture
-def settings(base_settings: Settings, fresh_db: str, topic_prefix: str) -> Settings:
+def settings(base_settings: Settings, template_db: str) -> Iterator[Settings]:
     """Settings for one test: its own database and its own topics on the shared stack."""
-    isolated = override(base_settings, "database", url=SecretStr(fresh_db))
-    return override(isolated, "kafka", topic_prefix=topic_prefix)
+    name = _new_database(base_settings, template_db)
+    yield _isolated(base_settings, name, _new_topics(base_settings))
+    _drop_database(base_settings, name)
+
+
+@pytest.fixture(scope="module")
+def module_settings(base_settings: Settings, template_db: str) -> Iterator[Settings]:
+    """Like ``settings``, shared by one module's tests (for servers worth starting once)."""
+    name = _new_database(base_settings, template_db)
+    yield _isolated(base_settings, name, _new_topics(base_settings))
+    _drop_database(base_settings, name)
 
 
 @pytest.fixture

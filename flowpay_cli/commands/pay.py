@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import statistics
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -20,9 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from flowpay_cli.context import settings
 from flowpay_cli.output import console, print_json, print_table
 from workers.api.client import TERMINAL, ApiClient, Reply
-from workers.core.config import Settings
-from workers.core.errors import ConfigError
-from workers.devstack.paths import StackPaths
+from workers.devstack.demo import demo_api_key
 from workers.devstack.stack import api_url
 
 EXIT_FAILED = 1
@@ -84,29 +79,6 @@ def pay(
         _show_summary(tally, as_json)
     if tally.failures:
         raise typer.Exit(EXIT_FAILED)
-
-
-def demo_api_key(config: Settings) -> str:
-    """The demo merchant's key that `flowpay dev up` keeps for local use."""
-    path = demo_key_file(config)
-    try:
-        return str(json.loads(path.read_text())["api_key"])
-    except (OSError, ValueError, KeyError):
-        raise ConfigError(
-            "no API key: pass --api-key, set FLOWPAY_API_KEY, or run 'flowpay dev up'"
-        ) from None
-
-
-def demo_key_file(config: Settings) -> Path:
-    return StackPaths.of(config).home / "demo-merchant.json"
-
-
-def write_demo_key(config: Settings, merchant_id: str, api_key: str) -> None:
-    path = demo_key_file(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump({"merchant_id": merchant_id, "api_key": api_key}, out)
 
 
 def _keys(given: str | None, count: int) -> list[str]:

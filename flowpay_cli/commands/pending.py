@@ -9,7 +9,6 @@ import typer
 from workers.core.errors import FlowPayError
 
 PENDING: dict[str, str] = {
-    "run-outbox": "Relay stored events from the outboxes to Kafka.",
     "run-processor": "Run the payment state machine against the gateway.",
     "run-ledger": "Post payment events to the double-entry ledger.",
     "run-notifier": "Deliver signed webhooks to merchants.",

@@ -23,7 +23,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(args: list[str], env: dict[str, str], health_url: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def running(
+    args: list[str], env: dict[str, str], health_url: str | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``flowpay <args>`` until the block ends; wait for ``health_url`` to answer first."""
     # A file, not a pipe: a chatty server must never block on a full pipe.
     log = tempfile.NamedTemporaryFile(prefix="flowpay-test-", suffix=".log", delete=False)  # noqa: SIM115
@@ -51,7 +53,9 @@ def _wait_healthy(process: subprocess.Popen[bytes], url: str, log: Path) -> None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}: {log.read_text()[-2000:]}")
+            raise RuntimeError(
+                f"server exited with {process.returncode}: {log.read_text()[-2000:]}"
+            )
         try:
             if httpx.get(url, timeout=1).status_code == 200:
                 return

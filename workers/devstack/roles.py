@@ -27,8 +27,11 @@ class Role:
     argv: tuple[str, ...]  # the flowpay subcommand that runs it
 
 
-# Each service issue adds its role here once `flowpay <command>` runs it.
-ROLES: tuple[Role, ...] = ()
+# Each service adds its role here once `flowpay <command>` runs it.
+ROLES: tuple[Role, ...] = (
+    Role("api", ("serve-api",)),
+    Role("outbox", ("run-outbox",)),
+)
 
 
 def flowpay_argv(*args: str) -> list[str]:

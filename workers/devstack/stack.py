@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from workers.core.config import Settings
 from workers.core.db import apply_schema, connect, database_url
 from workers.core.errors import StackError
 from workers.core.kafka import bootstrap_servers, create_topics
-from workers.devstack import kafka, postgres, roles
+from workers.devstack import demo, kafka, postgres, roles
 from workers.devstack.paths import StackPaths
-from workers.devstack.procs import alive, read_pid
+from workers.devstack.procs import alive, read_pid, tail
 
 Progress = Callable[[str], None]
 
@@ -42,8 +45,30 @@ def up(settings: Settings, *, infra_only: bool, config_file: Path | None, say: P
     say("topics")
     create_topics(settings)
     if not infra_only:
+        say("demo merchant")
+        demo.ensure_demo_merchant(settings)
         say("roles")
         roles.start_supervisor(settings, config_file)
+        say("API")
+        _wait_http(
+            f"{api_url(settings)}/readyz",
+            settings.dev.start_timeout_s,
+            StackPaths.of(settings).role_log("api"),
+        )
+
+
+def _wait_http(url: str, timeout_s: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise StackError(
+        f"{url} did not answer within {timeout_s:.0f}s; last lines of {log}:\n{tail(log)}"
+    )
 
 
 def init_database(settings: Settings) -> None:

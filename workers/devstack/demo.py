@@ -1,0 +1,50 @@
+"""The local stack's demo merchant, so `flowpay pay` works right after `flowpay dev up`.
+
+Its API key is kept in ``<dev.home>/demo-merchant.json`` (mode 0600), on this machine only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from workers.api.merchants import create_merchant
+from workers.core.config import Settings
+from workers.core.db import connect
+from workers.core.errors import ConfigError
+from workers.devstack.paths import StackPaths
+
+DEMO_NAME = "Demo merchant"
+
+
+def key_file(settings: Settings) -> Path:
+    return StackPaths.of(settings).home / "demo-merchant.json"
+
+
+def demo_api_key(settings: Settings) -> str:
+    try:
+        return str(json.loads(key_file(settings).read_text())["api_key"])
+    except (OSError, ValueError, KeyError):
+        raise ConfigError(
+            "no API key: pass --api-key, set FLOWPAY_API_KEY, or run 'flowpay dev up'"
+        ) from None
+
+
+def ensure_demo_merchant(settings: Settings) -> str:
+    """The demo merchant's id, creating it (and its key file) the first time."""
+    path = key_file(settings)
+    with connect(settings) as conn:
+        if path.exists():
+            merchant_id = str(json.loads(path.read_text())["merchant_id"])
+            found = conn.execute(
+                "SELECT 1 FROM api.merchants WHERE id = %s", (merchant_id,)
+            ).fetchone()
+            if found is not None:
+                return merchant_id
+        merchant = create_merchant(conn, DEMO_NAME)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"merchant_id": merchant.id, "api_key": merchant.api_key}, out)
+    return merchant.id
