@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from flowpay_cli.commands import api, dev, health, infra, outbox, pay, pending
+from flowpay_cli.commands import api, dev, gateway_sim, health, infra, outbox, pay, pending
 from flowpay_cli.context import state
 from flowpay_cli.output import error_line
 from workers.core.errors import FlowPayError
@@ -50,6 +50,7 @@ app.command("health")(health.health)
 app.command("serve-api")(api.serve_api)
 app.command("pay")(pay.pay)
 app.command("run-outbox")(outbox.run_outbox)
+app.command("serve-gateway-sim")(gateway_sim.serve_gateway_sim)
 app.add_typer(api.merchants_app, name="merchants")
 pending.register(app)
 

@@ -12,7 +12,6 @@ PENDING: dict[str, str] = {
     "run-processor": "Run the payment state machine against the gateway.",
     "run-ledger": "Post payment events to the double-entry ledger.",
     "run-notifier": "Deliver signed webhooks to merchants.",
-    "serve-gateway-sim": "Serve the payment gateway simulator.",
     "refund": "Request a refund of a payment.",
     "status": "Show one payment's whole history.",
     "replay": "Rebuild the ledger by replaying the event log.",

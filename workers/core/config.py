@@ -76,6 +76,42 @@ class OutboxSettings(_Section):
     prune_interval_s: float = Field(default=300.0, gt=0)
 
 
+class GatewaySettings(_Section):
+    # None means the dev stack's gateway simulator (http://<gateway_sim.host>:<gateway_sim.port>).
+    url: str | None = None
+    # Bearer token sent to the gateway, if it wants one.
+    api_key: SecretStr | None = None
+    timeout_s: float = Field(default=5.0, gt=0)
+    # Retries of one call on timeouts, lost connections and 5xx, with jittered exponential backoff.
+    max_retries: int = Field(default=3, ge=0, le=20)
+    backoff_base_s: float = Field(default=0.2, gt=0)
+    backoff_max_s: float = Field(default=5.0, gt=0)
+    # HTTP connections to the gateway at most.
+    max_connections: int = Field(default=256, ge=1)
+
+
+class GatewaySimSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8100, ge=1, le=65535)
+    # SQLite file of the simulator's charges and refunds; None means <dev.home>/gateway-sim.sqlite3.
+    db_path: Path | None = None
+    # How long a "timeout" fault holds a request before it (late) performs the charge.
+    timeout_hold_s: float = Field(default=30.0, ge=0)
+
+
+class ProcessorSettings(_Section):
+    max_in_flight: int = Field(default=256, ge=1, le=10_000)
+    # How often the reconciler looks for payments whose outcome is unknown.
+    reconcile_interval_s: float = Field(default=5.0, gt=0)
+    # Re-checks of an unknown outcome back off from the first delay to the last, doubling.
+    recheck_first_s: float = Field(default=60.0, gt=0)
+    recheck_max_s: float = Field(default=3600.0, gt=0)
+    # With no charge found this long after the first attempt, the payment fails (gateway_timeout).
+    unknown_deadline_s: float = Field(default=86_400.0, gt=0)
+    # Failed payments are watched this long for a charge that lands late (then reversed).
+    reversal_window_s: float = Field(default=86_400.0, gt=0)
+
+
 class DevSettings(_Section):
     home: Path = Path(".flowpay")
     pg_port: int = Field(default=55432, ge=1, le=65535)
@@ -102,6 +138,9 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     worker: WorkerSettings = WorkerSettings()
     outbox: OutboxSettings = OutboxSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    gateway_sim: GatewaySimSettings = GatewaySimSettings()
+    processor: ProcessorSettings = ProcessorSettings()
     dev: DevSettings = DevSettings()
 
     @classmethod
