@@ -92,6 +92,61 @@ CREATE TABLE IF NOT EXISTS api.processed_events (
 );
 
 -- ---------------------------------------------------------------------------------------------
+-- processor: the payment state machine's own record, refunds, and every gateway attempt
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS processor.payments (
+    payment_id      text        PRIMARY KEY,
+    merchant_id     text        NOT NULL,
+    amount          bigint      NOT NULL CHECK (amount > 0 AND amount <= 1000000000000),
+    currency        text        NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    payment_method  text        NOT NULL,
+    correlation_id  text        NOT NULL,
+    state           text        NOT NULL CONSTRAINT processor_payments_state_known
+                                CHECK (state IN ('initiated', 'processing', 'succeeded', 'failed', 'refunded')),
+    charge_id       text,
+    failure_reason  text,
+    refunded_amount bigint      NOT NULL DEFAULT 0 CONSTRAINT processor_payments_refund_range
+                                CHECK (refunded_amount >= 0 AND refunded_amount <= amount),
+    -- Non-null: the reconciler owns this payment (unknown outcome, or a watch for a late charge).
+    next_check_at   timestamptz,
+    checks          integer     NOT NULL DEFAULT 0,
+    reversed_charge_id text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT processor_payments_charged_when_succeeded
+        CHECK (state NOT IN ('succeeded', 'refunded') OR charge_id IS NOT NULL),
+    CONSTRAINT processor_payments_fully_refunded
+        CHECK (state <> 'refunded' OR refunded_amount = amount)
+);
+CREATE INDEX IF NOT EXISTS processor_payments_due ON processor.payments (next_check_at)
+    WHERE next_check_at IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS processor.refunds (
+    refund_id         text        PRIMARY KEY,
+    -- No foreign key: a refund request for a payment never seen is still answered (refused).
+    payment_id        text        NOT NULL,
+    amount            bigint      NOT NULL CHECK (amount > 0 AND amount <= 1000000000000),
+    status            text        NOT NULL CHECK (status IN ('requested', 'succeeded', 'failed')),
+    gateway_refund_id text,
+    failure_reason    text,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    updated_at        timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS processor_refunds_by_payment ON processor.refunds (payment_id);
+
+CREATE TABLE IF NOT EXISTS processor.attempts (
+    id          bigserial   PRIMARY KEY,
+    payment_id  text        NOT NULL,
+    kind        text        NOT NULL CHECK (kind IN ('charge', 'lookup', 'refund', 'reversal')),
+    outcome     text        NOT NULL,
+    detail      text,
+    duration_ms integer     NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS processor_attempts_by_payment ON processor.attempts (payment_id, id);
+
+-- ---------------------------------------------------------------------------------------------
 -- outboxes: the relay is woken by NOTIFY on insert (channel flowpay_outbox, payload = schema)
 -- ---------------------------------------------------------------------------------------------
 

@@ -8,7 +8,18 @@ from typing import Annotated
 
 import typer
 
-from flowpay_cli.commands import api, dev, gateway_sim, health, infra, outbox, pay, pending
+from flowpay_cli.commands import (
+    api,
+    dev,
+    gateway_sim,
+    health,
+    infra,
+    outbox,
+    pay,
+    payments,
+    pending,
+    processor,
+)
 from flowpay_cli.context import state
 from flowpay_cli.output import error_line
 from workers.core.errors import FlowPayError
@@ -51,6 +62,9 @@ app.command("serve-api")(api.serve_api)
 app.command("pay")(pay.pay)
 app.command("run-outbox")(outbox.run_outbox)
 app.command("serve-gateway-sim")(gateway_sim.serve_gateway_sim)
+app.command("run-processor")(processor.run_processor)
+app.command("refund")(payments.refund)
+app.command("status")(payments.status)
 app.add_typer(api.merchants_app, name="merchants")
 pending.register(app)
 

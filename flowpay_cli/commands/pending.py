@@ -9,11 +9,8 @@ import typer
 from workers.core.errors import FlowPayError
 
 PENDING: dict[str, str] = {
-    "run-processor": "Run the payment state machine against the gateway.",
     "run-ledger": "Post payment events to the double-entry ledger.",
     "run-notifier": "Deliver signed webhooks to merchants.",
-    "refund": "Request a refund of a payment.",
-    "status": "Show one payment's whole history.",
     "replay": "Rebuild the ledger by replaying the event log.",
     "dlq": "Inspect and replay dead letters.",
     "ledger": "Check the ledger and show balances.",

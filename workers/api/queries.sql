@@ -92,3 +92,15 @@ WHERE id = %(payment_id)s;
 UPDATE api.refunds
 SET status = %(status)s, failure_reason = %(failure_reason)s, updated_at = %(at)s
 WHERE id = %(refund_id)s AND status = 'requested';
+
+-- name: payment_any
+SELECT id, merchant_id, status, amount, currency, payment_method, description, metadata,
+       refunded_amount, failure_reason, created_at, updated_at
+FROM api.payments WHERE id = %(id)s;
+
+-- name: payment_merchant
+SELECT merchant_id FROM api.payments WHERE id = %(id)s;
+
+-- name: refund_any
+SELECT id, payment_id, amount, reason, status, failure_reason, created_at, updated_at
+FROM api.refunds WHERE id = %(id)s;

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Final
 
-from psycopg import AsyncCursor, Cursor, sql
+from psycopg import AsyncCursor, Connection, Cursor, sql
 from psycopg.types.json import Jsonb
 
-from workers.core.events import Event, encode
+from workers.core.events import Event, decode, encode
 from workers.core.sql import load_queries
 
 NOTIFY_CHANNEL: Final = "flowpay_outbox"
@@ -37,3 +37,10 @@ def stage(cursor: Cursor[Any], schema: str, events: Iterable[Event]) -> None:
 
 async def stage_async(cursor: AsyncCursor[Any], schema: str, events: Iterable[Event]) -> None:
     await cursor.executemany(insert_statement(schema), [outbox_row(e) for e in events])
+
+
+def events_of(conn: Connection[Any], schema: str, payment_id: str) -> list[tuple[Event, bool]]:
+    """The events ``schema`` emitted for a payment, oldest first, and whether each is published."""
+    query = load_queries("workers.core")["outbox_events_of"].format(schema=sql.Identifier(schema))
+    rows = conn.execute(query, (payment_id.encode(),)).fetchall()
+    return [(decode(bytes(value)), published is not None) for value, published in rows]

@@ -4,3 +4,6 @@
 INSERT INTO {schema}.outbox (event_id, message_key, value, headers)
 VALUES (%s, %s, %s, %s)
 ON CONFLICT (event_id) DO NOTHING;
+
+-- name: outbox_events_of
+SELECT value, published_at FROM {schema}.outbox WHERE message_key = %s ORDER BY id;

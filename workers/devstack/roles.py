@@ -31,6 +31,8 @@ class Role:
 ROLES: tuple[Role, ...] = (
     Role("api", ("serve-api",)),
     Role("outbox", ("run-outbox",)),
+    Role("gateway-sim", ("serve-gateway-sim",)),
+    Role("processor", ("run-processor",)),
 )
 
 

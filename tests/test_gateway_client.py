@@ -1,0 +1,143 @@
+"""The gateway client on its own, over httpx's mock transport (the one place a mock is right)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from tests.conftest import override
+from workers.core.config import Settings
+from workers.processor.gateway import (
+    Charged,
+    ChargeRequest,
+    Declined,
+    GatewayUnreachable,
+    HttpGateway,
+    RefundDone,
+    Rejected,
+    Unknown,
+    charge_key,
+)
+
+REQUEST = ChargeRequest("pay_1", 1999, "USD", "pm_card_visa")
+Reply = Callable[[httpx.Request], httpx.Response]
+
+
+def gateway(reply: Reply, calls: list[httpx.Request], retries: int = 2) -> HttpGateway:
+    def record(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return reply(request)
+
+    settings = override(
+        Settings(), "gateway", url="http://gw.test", max_retries=retries, backoff_base_s=0.001
+    )
+    return HttpGateway(settings, transport=httpx.MockTransport(record))
+
+
+def charge(gw: HttpGateway) -> object:
+    async def go() -> object:
+        try:
+            return await gw.charge(REQUEST)
+        finally:
+            await gw.close()
+
+    return asyncio.run(go())
+
+
+def test_success_sends_the_payment_derived_key_and_reference() -> None:
+    calls: list[httpx.Request] = []
+    outcome = charge(
+        gateway(lambda r: httpx.Response(200, json={"id": "ch_1", "status": "succeeded"}), calls)
+    )
+    assert outcome == Charged("ch_1")
+    [request] = calls
+    assert request.headers["Idempotency-Key"] == charge_key("pay_1")
+    assert json.loads(request.content) == {
+        "amount": 1999, "currency": "USD", "payment_method": "pm_card_visa", "reference": "pay_1",
+    }  # fmt: skip
+
+
+def test_decline_is_final_and_not_retried() -> None:
+    calls: list[httpx.Request] = []
+    reply = httpx.Response(
+        200, json={"id": "ch_2", "status": "declined", "decline_code": "insufficient_funds"}
+    )
+    assert charge(gateway(lambda r: reply, calls)) == Declined("insufficient_funds")
+    assert len(calls) == 1
+
+
+def test_5xx_is_retried_with_the_same_key_then_succeeds() -> None:
+    calls: list[httpx.Request] = []
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        if len(calls) < 3:
+            return httpx.Response(503)
+        return httpx.Response(200, json={"id": "ch_3", "status": "succeeded"})
+
+    assert charge(gateway(flaky, calls, retries=3)) == Charged("ch_3")
+    assert len({r.headers["Idempotency-Key"] for r in calls}) == 1
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [(httpx.ReadTimeout("slow"), "timeout"), (httpx.RemoteProtocolError("dropped"), "connection")],
+)
+def test_exhausted_retries_leave_the_outcome_unknown(error: Exception, reason: str) -> None:
+    calls: list[httpx.Request] = []
+
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    assert charge(gateway(fail, calls, retries=2)) == Unknown(reason)
+    assert len(calls) == 3
+
+
+def test_a_4xx_is_a_rejection_not_retried() -> None:
+    calls: list[httpx.Request] = []
+    outcome = charge(gateway(lambda r: httpx.Response(422, json={"error": {}}), calls))
+    assert isinstance(outcome, Rejected)
+    assert len(calls) == 1
+
+
+def test_refund_and_lookup() -> None:
+    calls: list[httpx.Request] = []
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/refunds":
+            return httpx.Response(200, json={"id": "re_9"})
+        assert request.url.params["reference"] == "pay_1"
+        data = [{"id": "ch_1", "status": "succeeded", "amount": 1999, "decline_code": None}]
+        return httpx.Response(200, json={"data": data})
+
+    gw = gateway(reply, calls)
+
+    async def go() -> tuple[object, object]:
+        try:
+            return await gw.refund("ch_1", 500, "k"), await gw.find_charges("pay_1")
+        finally:
+            await gw.close()
+
+    refunded, found = asyncio.run(go())
+    assert refunded == RefundDone("re_9")
+    assert [c.id for c in found] == ["ch_1"]  # type: ignore[attr-defined]
+
+
+def test_lookup_without_an_answer_raises() -> None:
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    gw = gateway(down, [])
+
+    async def go() -> None:
+        try:
+            await gw.find_charges("pay_1")
+        finally:
+            await gw.close()
+
+    with pytest.raises(GatewayUnreachable):
+        asyncio.run(go())

@@ -1,0 +1,217 @@
+"""The payment gateway, behind one small interface; ``HttpGateway`` speaks a Stripe-style API.
+
+A real provider's adapter is one more class with these three methods. Every call carries an
+idempotency key derived from the payment (or refund) id, so repeating a call never charges twice.
+Timeouts, dropped connections and 5xx are retried with jittered exponential backoff; when the
+retries run out the outcome is *unknown*, never "failed": the caller looks the charge up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import backoff
+import httpx
+
+from workers.core.config import GatewaySettings, Settings
+from workers.core.ids import derived_key
+
+
+@dataclass(frozen=True)
+class ChargeRequest:
+    payment_id: str
+    amount: int
+    currency: str
+    payment_method: str
+
+
+@dataclass(frozen=True)
+class Charged:
+    charge_id: str
+
+
+@dataclass(frozen=True)
+class Declined:
+    code: str  # card_declined | insufficient_funds
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """The gateway refused the request itself (4xx): retrying the same request cannot help."""
+
+    detail: str
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """No answer after every retry: the gateway may or may not have acted."""
+
+    reason: str  # timeout | connection | http_5xx
+
+
+@dataclass(frozen=True)
+class RefundDone:
+    refund_id: str
+
+
+@dataclass(frozen=True)
+class GatewayCharge:
+    id: str
+    status: str  # succeeded | declined
+    amount: int
+    decline_code: str | None
+
+
+ChargeOutcome = Charged | Declined | Rejected | Unknown
+RefundOutcome = RefundDone | Rejected | Unknown
+
+
+class GatewayUnreachable(Exception):
+    """A lookup got no answer."""
+
+
+class Gateway(Protocol):
+    async def charge(self, request: ChargeRequest) -> ChargeOutcome: ...
+
+    async def refund(self, charge_id: str, amount: int, key: str) -> RefundOutcome: ...
+
+    async def find_charges(self, reference: str) -> list[GatewayCharge]: ...
+
+    async def close(self) -> None: ...
+
+
+def charge_key(payment_id: str) -> str:
+    return derived_key("charge", payment_id)
+
+
+def refund_key(refund_id: str) -> str:
+    return derived_key("refund", refund_id)
+
+
+def gateway_url(settings: Settings) -> str:
+    return settings.gateway.url or f"http://{settings.gateway_sim.host}:{settings.gateway_sim.port}"
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# httpx's pool costs grow with its size, so connections are spread over several small clients.
+_CONNECTIONS_PER_CLIENT = 16
+
+
+class HttpGateway:
+    def __init__(
+        self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.config: GatewaySettings = settings.gateway
+        headers = {}
+        if self.config.api_key is not None:
+            headers["Authorization"] = f"Bearer {self.config.api_key.get_secret_value()}"
+        shards = max(1, -(-self.config.max_connections // _CONNECTIONS_PER_CLIENT))
+        per_client = min(self.config.max_connections, _CONNECTIONS_PER_CLIENT)
+        self._clients = [
+            httpx.AsyncClient(
+                base_url=gateway_url(settings),
+                headers=headers,
+                timeout=self.config.timeout_s,
+                limits=httpx.Limits(
+                    max_connections=per_client, max_keepalive_connections=per_client
+                ),
+                transport=transport,
+            )
+            for _ in range(shards)
+        ]
+        self._next = itertools.cycle(self._clients)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.aclose() for c in self._clients))
+
+    async def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        body = {
+            "amount": request.amount,
+            "currency": request.currency,
+            "payment_method": request.payment_method,
+            "reference": request.payment_id,
+        }
+        try:
+            reply = await self._retrying(
+                lambda: self._post("/v1/charges", body, charge_key(request.payment_id))
+            )
+        except _Retryable as exc:
+            return Unknown(exc.reason)
+        if reply.status_code != 200:
+            return Rejected(f"HTTP {reply.status_code}: {reply.text[:200]}")
+        charge = reply.json()
+        if charge.get("status") == "succeeded":
+            return Charged(str(charge["id"]))
+        return Declined(str(charge.get("decline_code") or "card_declined"))
+
+    async def refund(self, charge_id: str, amount: int, key: str) -> RefundOutcome:
+        body = {"charge": charge_id, "amount": amount}
+        try:
+            reply = await self._retrying(lambda: self._post("/v1/refunds", body, key))
+        except _Retryable as exc:
+            return Unknown(exc.reason)
+        if reply.status_code != 200:
+            return Rejected(f"HTTP {reply.status_code}: {reply.text[:200]}")
+        return RefundDone(str(reply.json()["id"]))
+
+    async def find_charges(self, reference: str) -> list[GatewayCharge]:
+        try:
+            reply = await self._retrying(lambda: self._get("/v1/charges", {"reference": reference}))
+        except _Retryable as exc:
+            raise GatewayUnreachable(exc.reason) from None
+        if reply.status_code != 200:
+            raise GatewayUnreachable(f"HTTP {reply.status_code}")
+        return [
+            GatewayCharge(str(c["id"]), str(c["status"]), int(c["amount"]), c.get("decline_code"))
+            for c in reply.json()["data"]
+        ]
+
+    async def _retrying(self, call: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
+        async def attempt() -> httpx.Response:  # a coroutine function, so backoff awaits it
+            return await call()
+
+        retried = backoff.on_exception(
+            backoff.expo,
+            _Retryable,
+            max_tries=self.config.max_retries + 1,
+            factor=self.config.backoff_base_s,
+            max_value=self.config.backoff_max_s,
+            jitter=backoff.full_jitter,
+            logger=None,
+        )(attempt)
+        response: httpx.Response = await retried()
+        return response
+
+    async def _post(self, path: str, body: dict[str, Any], key: str) -> httpx.Response:
+        return await self._send("POST", path, json=body, headers={"Idempotency-Key": key})
+
+    async def _get(self, path: str, params: dict[str, str]) -> httpx.Response:
+        return await self._send("GET", path, params=params)
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await next(self._next).request(method, path, **kwargs)
+        except httpx.TimeoutException:
+            raise _Retryable("timeout") from None
+        except httpx.TransportError:
+            raise _Retryable("connection") from None
+        if response.status_code >= 500 or response.status_code == 429:
+            raise _Retryable(f"http_{response.status_code}")
+        return response
+
+
+async def timed(call: Awaitable[Any]) -> tuple[Any, int]:
+    """The call's result and how long it took, in milliseconds."""
+    started = time.perf_counter()
+    result = await call
+    return result, int((time.perf_counter() - started) * 1000)

@@ -1,0 +1,78 @@
+-- The processor's SQL. Every state change is `UPDATE ... WHERE state = <expected>`.
+
+-- name: payment_insert
+-- A payment is recorded once, already moved to processing; a redelivery inserts nothing.
+INSERT INTO processor.payments
+    (payment_id, merchant_id, amount, currency, payment_method, correlation_id, state)
+VALUES (%(payment_id)s, %(merchant_id)s, %(amount)s, %(currency)s, %(payment_method)s,
+        %(correlation_id)s, %(state)s)
+ON CONFLICT (payment_id) DO NOTHING;
+
+-- name: payment_get
+SELECT payment_id, merchant_id, amount, currency, payment_method, correlation_id, state,
+       charge_id, failure_reason, refunded_amount, next_check_at, checks, reversed_charge_id,
+       created_at, updated_at
+FROM processor.payments WHERE payment_id = %(payment_id)s;
+
+-- name: payment_settle
+-- processing -> succeeded | failed, once; the reconciler lets go of it at the same time.
+UPDATE processor.payments
+SET state = %(state)s, charge_id = %(charge_id)s, failure_reason = %(failure_reason)s,
+    next_check_at = %(next_check_at)s, updated_at = now()
+WHERE payment_id = %(payment_id)s AND state = 'processing';
+
+-- name: payment_defer
+-- The outcome is unknown: hand the payment to the reconciler.
+UPDATE processor.payments
+SET next_check_at = now() + make_interval(secs => %(after_s)s), checks = checks + %(counted)s,
+    updated_at = now()
+WHERE payment_id = %(payment_id)s AND state = %(state)s;
+
+-- name: payments_due
+-- Claims payments whose check is due, with a lease so that one reconciler handles each.
+UPDATE processor.payments p
+SET next_check_at = now() + make_interval(secs => %(lease_s)s)
+FROM (SELECT payment_id FROM processor.payments
+      WHERE next_check_at <= now()
+      ORDER BY next_check_at LIMIT %(limit)s
+      FOR UPDATE SKIP LOCKED) due
+WHERE p.payment_id = due.payment_id
+RETURNING p.payment_id;
+
+-- name: payment_release
+UPDATE processor.payments SET next_check_at = NULL, updated_at = now()
+WHERE payment_id = %(payment_id)s;
+
+-- name: payment_reversed
+UPDATE processor.payments
+SET reversed_charge_id = %(charge_id)s, next_check_at = NULL, updated_at = now()
+WHERE payment_id = %(payment_id)s AND state = 'failed' AND reversed_charge_id IS NULL;
+
+-- name: refund_get
+SELECT refund_id, payment_id, amount, status, gateway_refund_id, failure_reason
+FROM processor.refunds WHERE refund_id = %(refund_id)s;
+
+-- name: refund_insert
+INSERT INTO processor.refunds (refund_id, payment_id, amount, status, failure_reason)
+VALUES (%(refund_id)s, %(payment_id)s, %(amount)s, %(status)s, %(failure_reason)s)
+ON CONFLICT (refund_id) DO NOTHING;
+
+-- name: refund_settle
+UPDATE processor.refunds
+SET status = %(status)s, gateway_refund_id = %(gateway_refund_id)s,
+    failure_reason = %(failure_reason)s, updated_at = now()
+WHERE refund_id = %(refund_id)s AND status = 'requested';
+
+-- name: payment_refunded
+UPDATE processor.payments
+SET refunded_amount = refunded_amount + %(amount)s, state = %(state)s, updated_at = now()
+WHERE payment_id = %(payment_id)s AND state = 'succeeded'
+RETURNING refunded_amount;
+
+-- name: attempt_insert
+INSERT INTO processor.attempts (payment_id, kind, outcome, detail, duration_ms)
+VALUES (%(payment_id)s, %(kind)s, %(outcome)s, %(detail)s, %(duration_ms)s);
+
+-- name: attempts_of
+SELECT kind, outcome, detail, duration_ms, created_at
+FROM processor.attempts WHERE payment_id = %(payment_id)s ORDER BY id;

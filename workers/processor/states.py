@@ -1,0 +1,63 @@
+"""The payment state machine, pure: a table of allowed transitions and one function to apply one.
+
+    initiated --start--> processing --succeed--> succeeded --refund_full--> refunded
+                                    \\--fail----> failed     \\--refund_partial--> succeeded
+
+Every other move is impossible by construction; the database agrees, because each state change
+is an ``UPDATE ... WHERE state = <expected>``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+from workers.core.errors import FlowPayError
+
+
+class State(StrEnum):
+    INITIATED = "initiated"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REFUNDED = "refunded"
+
+
+class Move(StrEnum):
+    START = "start"
+    SUCCEED = "succeed"
+    FAIL = "fail"
+    REFUND_PARTIAL = "refund_partial"
+    REFUND_FULL = "refund_full"
+
+
+TRANSITIONS: Final[dict[tuple[State, Move], State]] = {
+    (State.INITIATED, Move.START): State.PROCESSING,
+    (State.PROCESSING, Move.SUCCEED): State.SUCCEEDED,
+    (State.PROCESSING, Move.FAIL): State.FAILED,
+    (State.SUCCEEDED, Move.REFUND_PARTIAL): State.SUCCEEDED,
+    (State.SUCCEEDED, Move.REFUND_FULL): State.REFUNDED,
+}
+
+
+class InvalidTransition(FlowPayError):
+    def __init__(self, state: State, move: Move) -> None:
+        super().__init__(f"cannot {move} a payment that is {state}")
+        self.state = state
+        self.move = move
+
+
+def apply(state: State, move: Move) -> State:
+    """The state after ``move``; InvalidTransition if the table does not allow it."""
+    try:
+        return TRANSITIONS[(state, move)]
+    except KeyError:
+        raise InvalidTransition(state, move) from None
+
+
+def refund_move(amount: int, refunded: int, refund: int) -> Move:
+    """Which refund move ``refund`` minor units make; ValueError if more than is left."""
+    left = amount - refunded
+    if not 0 < refund <= left:
+        raise ValueError(f"refund of {refund} with {left} left to refund")
+    return Move.REFUND_FULL if refund == left else Move.REFUND_PARTIAL

@@ -1,0 +1,323 @@
+"""The processor's PostgreSQL record: every state change commits with the event it emits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from psycopg import AsyncConnection
+from psycopg.rows import class_row
+from psycopg_pool import AsyncConnectionPool
+
+from workers.core.events import (
+    ChargeReversed,
+    Event,
+    EventData,
+    EventType,
+    Failed,
+    Initiated,
+    Processing,
+    Refunded,
+    RefundFailed,
+    RefundRequested,
+    Succeeded,
+    new_event,
+)
+from workers.core.outbox import stage_async
+from workers.core.sql import load_queries
+from workers.processor.states import Move, State, apply, refund_move
+
+Q = load_queries("workers.processor")
+SOURCE: Final = "flowpay/processor"
+SCHEMA: Final = "processor"
+
+
+@dataclass(frozen=True)
+class Payment:
+    payment_id: str
+    merchant_id: str
+    amount: int
+    currency: str
+    payment_method: str
+    correlation_id: str
+    state: str
+    charge_id: str | None
+    failure_reason: str | None
+    refunded_amount: int
+    next_check_at: datetime | None
+    checks: int
+    reversed_charge_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Refund:
+    refund_id: str
+    payment_id: str
+    amount: int
+    status: str
+    gateway_refund_id: str | None
+    failure_reason: str | None
+
+
+class ProcessorStore:
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self.pool = pool
+
+    async def start(self, event: Event) -> Payment:
+        """Record the payment as processing (once) with its ``payment.processing`` event."""
+        data = event.payload(Initiated)
+        async with self.pool.connection() as conn, conn.transaction():
+            inserted = await conn.execute(
+                Q["payment_insert"],
+                {
+                    "payment_id": event.payment_id,
+                    "merchant_id": event.merchant_id,
+                    "amount": data.amount,
+                    "currency": data.currency,
+                    "payment_method": data.payment_method,
+                    "correlation_id": event.correlation_id,
+                    "state": apply(State.INITIATED, Move.START),
+                },
+            )
+            if inserted.rowcount:
+                await self._emit(
+                    conn,
+                    event.payment_id,
+                    event.merchant_id,
+                    event.correlation_id,
+                    EventType.PROCESSING,
+                    Processing(),
+                )
+            payment = await self._get(conn, event.payment_id)
+        assert payment is not None
+        return payment
+
+    async def get(self, payment_id: str) -> Payment | None:
+        async with self.pool.connection() as conn:
+            return await self._get(conn, payment_id)
+
+    async def succeed(self, payment: Payment, charge_id: str) -> bool:
+        state = apply(State.PROCESSING, Move.SUCCEED)
+        return await self._settle(
+            payment,
+            state,
+            charge_id,
+            None,
+            None,
+            EventType.SUCCEEDED,
+            Succeeded(charge_id=charge_id),
+        )
+
+    async def fail(self, payment: Payment, reason: str, watch_until: datetime | None) -> bool:
+        """processing -> failed; ``watch_until`` keeps the reconciler looking for a late charge."""
+        state = apply(State.PROCESSING, Move.FAIL)
+        return await self._settle(
+            payment, state, None, reason, watch_until, EventType.FAILED, Failed(reason=reason)
+        )
+
+    async def _settle(
+        self,
+        payment: Payment,
+        state: State,
+        charge_id: str | None,
+        reason: str | None,
+        next_check_at: datetime | None,
+        kind: EventType,
+        data: EventData,
+    ) -> bool:
+        async with self.pool.connection() as conn, conn.transaction():
+            changed = await conn.execute(
+                Q["payment_settle"],
+                {
+                    "payment_id": payment.payment_id,
+                    "state": state,
+                    "charge_id": charge_id,
+                    "failure_reason": reason,
+                    "next_check_at": next_check_at,
+                },
+            )
+            if changed.rowcount:
+                await self._emit(
+                    conn,
+                    payment.payment_id,
+                    payment.merchant_id,
+                    payment.correlation_id,
+                    kind,
+                    data,
+                )
+        return bool(changed.rowcount)
+
+    async def defer(self, payment: Payment, after_s: float, *, counted: bool = True) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                Q["payment_defer"],
+                {
+                    "payment_id": payment.payment_id,
+                    "state": payment.state,
+                    "after_s": after_s,
+                    "counted": int(counted),
+                },
+            )
+
+    async def claim_due(self, limit: int, lease_s: float) -> list[str]:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(Q["payments_due"], {"limit": limit, "lease_s": lease_s})
+            return [str(row[0]) for row in await cursor.fetchall()]
+
+    async def release(self, payment_id: str) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(Q["payment_release"], {"payment_id": payment_id})
+
+    async def reversed(self, payment: Payment, charge_id: str, amount: int) -> None:
+        """Record that a late charge on a failed payment was refunded at the gateway."""
+        async with self.pool.connection() as conn, conn.transaction():
+            changed = await conn.execute(
+                Q["payment_reversed"], {"payment_id": payment.payment_id, "charge_id": charge_id}
+            )
+            if changed.rowcount:
+                await self._emit(
+                    conn,
+                    payment.payment_id,
+                    payment.merchant_id,
+                    payment.correlation_id,
+                    EventType.CHARGE_REVERSED,
+                    ChargeReversed(charge_id=charge_id, amount=amount),
+                )
+
+    async def attempt(
+        self, payment_id: str, kind: str, outcome: str, detail: str | None, duration_ms: int
+    ) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                Q["attempt_insert"],
+                {
+                    "payment_id": payment_id,
+                    "kind": kind,
+                    "outcome": outcome,
+                    "detail": detail,
+                    "duration_ms": duration_ms,
+                },
+            )
+
+    async def refund(self, refund_id: str) -> Refund | None:
+        async with self.pool.connection() as conn:
+            cursor = conn.cursor(row_factory=class_row(Refund))
+            await cursor.execute(Q["refund_get"], {"refund_id": refund_id})
+            found: Refund | None = await cursor.fetchone()
+            return found
+
+    async def refund_requested(self, event: Event) -> None:
+        data = event.payload(RefundRequested)
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                Q["refund_insert"], _refund_row(event.payment_id, data, "requested", None)
+            )
+
+    async def refund_refused(self, event: Event, correlation_id: str, reason: str) -> None:
+        """Answer a refund request with ``payment.refund_failed`` (once)."""
+        data = event.payload(RefundRequested)
+        async with self.pool.connection() as conn, conn.transaction():
+            inserted = await conn.execute(
+                Q["refund_insert"], _refund_row(event.payment_id, data, "failed", reason)
+            )
+            settled = await conn.execute(
+                Q["refund_settle"],
+                {
+                    "refund_id": data.refund_id,
+                    "status": "failed",
+                    "gateway_refund_id": None,
+                    "failure_reason": reason,
+                },
+            )
+            if inserted.rowcount or settled.rowcount:
+                await self._emit(
+                    conn,
+                    event.payment_id,
+                    event.merchant_id,
+                    correlation_id,
+                    EventType.REFUND_FAILED,
+                    RefundFailed(refund_id=data.refund_id, reason=reason),
+                )
+
+    async def refund_succeeded(
+        self, payment: Payment, refund: Refund, gateway_refund_id: str
+    ) -> None:
+        """Settle the refund, add it to the payment, emit ``payment.refunded``."""
+        state = apply(
+            State(payment.state),
+            refund_move(payment.amount, payment.refunded_amount, refund.amount),
+        )
+        async with self.pool.connection() as conn, conn.transaction():
+            settled = await conn.execute(
+                Q["refund_settle"],
+                {
+                    "refund_id": refund.refund_id,
+                    "status": "succeeded",
+                    "gateway_refund_id": gateway_refund_id,
+                    "failure_reason": None,
+                },
+            )
+            if not settled.rowcount:
+                return
+            cursor = await conn.execute(
+                Q["payment_refunded"],
+                {"payment_id": payment.payment_id, "amount": refund.amount, "state": state},
+            )
+            total = await cursor.fetchone()
+            assert total is not None, "refunded a payment that is not succeeded"
+            data = Refunded(
+                refund_id=refund.refund_id, amount=refund.amount, refunded_total=int(total[0])
+            )
+            await self._emit(
+                conn,
+                payment.payment_id,
+                payment.merchant_id,
+                payment.correlation_id,
+                EventType.REFUNDED,
+                data,
+            )
+
+    async def attempts(self, payment_id: str) -> list[tuple[Any, ...]]:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(Q["attempts_of"], {"payment_id": payment_id})
+            return list(await cursor.fetchall())
+
+    async def _get(self, conn: AsyncConnection[Any], payment_id: str) -> Payment | None:
+        cursor = conn.cursor(row_factory=class_row(Payment))
+        await cursor.execute(Q["payment_get"], {"payment_id": payment_id})
+        return await cursor.fetchone()
+
+    async def _emit(
+        self,
+        conn: AsyncConnection[Any],
+        payment_id: str,
+        merchant_id: str,
+        correlation_id: str,
+        kind: EventType,
+        data: EventData,
+    ) -> None:
+        event = new_event(
+            kind,
+            payment_id=payment_id,
+            merchant_id=merchant_id,
+            data=data,
+            source=SOURCE,
+            correlation_id=correlation_id,
+        )
+        async with conn.cursor() as cursor:
+            await stage_async(cursor, SCHEMA, [event])
+
+
+def _refund_row(
+    payment_id: str, data: RefundRequested, status: str, reason: str | None
+) -> dict[str, Any]:
+    return {
+        "refund_id": data.refund_id,
+        "payment_id": payment_id,
+        "amount": data.amount,
+        "status": status,
+        "failure_reason": reason,
+    }

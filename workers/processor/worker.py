@@ -1,0 +1,56 @@
+"""`flowpay run-processor`: the consumer (many payments at once) and the reconciler, one process."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from workers.core.async_runner import AsyncConsumerRunner
+from workers.core.config import Settings
+from workers.core.db import database_url
+from workers.core.lifecycle import install_stop_handlers
+from workers.core.logs import setup_logging
+from workers.core.topics import GROUP_PROCESSOR
+from workers.processor.gateway import HttpGateway
+from workers.processor.service import Processor
+from workers.processor.store import ProcessorStore
+
+ROLE = "processor"
+
+
+def serve(settings: Settings) -> None:
+    setup_logging(settings.log_level, ROLE)
+    stop = install_stop_handlers(settings.worker.grace_period_s)
+    asyncio.run(run(settings, stop))
+
+
+async def run(settings: Settings, stop: threading.Event) -> None:
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        database_url(settings),
+        min_size=settings.database.pool_min_size,
+        max_size=max(settings.database.pool_max_size, 20),
+        open=False,
+        name=ROLE,
+    )
+    await pool.open()
+    gateway = HttpGateway(settings)
+    processor = Processor(settings, ProcessorStore(pool), gateway)
+    runner = AsyncConsumerRunner(
+        settings,
+        group=GROUP_PROCESSOR,
+        role=ROLE,
+        handler=processor.handle,
+        max_in_flight=settings.processor.max_in_flight,
+    )
+    reconciler_stop = asyncio.Event()
+    reconciler = asyncio.create_task(processor.reconcile_forever(reconciler_stop))
+    try:
+        await runner.run(stop)
+    finally:
+        reconciler_stop.set()
+        await reconciler
+        await gateway.close()
+        await pool.close()
