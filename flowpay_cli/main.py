@@ -11,6 +11,7 @@ import typer
 from flowpay_cli.commands import (
     api,
     dev,
+    dlq,
     gateway_sim,
     health,
     infra,
@@ -19,6 +20,7 @@ from flowpay_cli.commands import (
     payments,
     pending,
     processor,
+    webhooks,
 )
 from flowpay_cli.context import state
 from flowpay_cli.output import error_line
@@ -64,6 +66,9 @@ app.command("run-outbox")(outbox.run_outbox)
 app.command("serve-gateway-sim")(gateway_sim.serve_gateway_sim)
 app.command("run-processor")(processor.run_processor)
 app.command("refund")(payments.refund)
+app.command("run-notifier")(webhooks.run_notifier)
+app.add_typer(webhooks.app, name="webhooks")
+app.add_typer(dlq.app, name="dlq")
 app.command("status")(payments.status)
 app.add_typer(api.merchants_app, name="merchants")
 pending.register(app)

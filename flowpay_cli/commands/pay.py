@@ -29,6 +29,7 @@ class Tally:
     failures: Counter[str] = field(default_factory=Counter)
     final: Counter[str] = field(default_factory=Counter)
     elapsed_s: float = 0.0
+    finals: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def accepted(self) -> list[Reply]:
@@ -117,7 +118,9 @@ async def _run(
                 if reply.status != 202:
                     tally.failures[reply.error_code or str(reply.status)] += 1
                 elif wait:
-                    tally.final[await _final_status(client, reply.body["id"], wait_timeout)] += 1
+                    final = await _final(client, reply.body["id"], wait_timeout)
+                    tally.finals.append(final)
+                    tally.final[str(final.get("status"))] += 1
                 progress.advance(task)
 
     started = time.perf_counter()
@@ -134,28 +137,26 @@ async def _send(client: ApiClient, body: dict[str, Any], key: str) -> Reply:
         return Reply(0, {"error": {"code": type(exc).__name__}}, 0.0, False)
 
 
-async def _final_status(client: ApiClient, payment_id: str, timeout_s: float) -> str:
+async def _final(client: ApiClient, payment_id: str, timeout_s: float) -> dict[str, Any]:
+    """The payment once it is final; on timeout, as it last was, marked ``timed_out``."""
     deadline = time.monotonic() + timeout_s
-    status = "unknown"
-    while time.monotonic() < deadline:
+    while True:
         reply = await client.get_payment(payment_id)
-        status = str(reply.body.get("status", "unknown"))
-        if status in TERMINAL:
-            return status
+        if reply.body.get("status") in TERMINAL:
+            return reply.body
+        if time.monotonic() > deadline:
+            return {**reply.body, "status": f"{reply.body.get('status')} (timed out)"}
         await asyncio.sleep(0.2)
-    return f"{status} (timed out)"
 
 
 def _show_one(tally: Tally, as_json: bool) -> None:
     reply = tally.replies[0]
+    shown = tally.finals[0] if tally.finals else reply.body
     if as_json:
-        print_json(reply.body)
+        print_json(shown)
         return
     title = f"HTTP {reply.status}" + (" (replayed)" if reply.replayed else "")
-    payload = reply.body.get("error", reply.body)
-    print_table(title, ["field", "value"], payload.items())
-    for status in tally.final:
-        console.print(f"final status: {status}")
+    print_table(title, ["field", "value"], shown.get("error", shown).items())
 
 
 def _show_summary(tally: Tally, as_json: bool) -> None:

@@ -17,6 +17,7 @@ from workers.core.config import Settings
 from workers.core.db import connect
 from workers.core.errors import FlowPayError
 from workers.core.outbox import EMITTING_SCHEMAS, events_of
+from workers.notifier.deliveries import attempts_of, list_deliveries
 from workers.processor.inspect import processor_view
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -83,6 +84,10 @@ def status(
             "payment": payment_view(conn, payment_id),
             "events": events,
             "processor": processor_view(conn, payment_id),
+            "deliveries": [
+                {**d, "attempts_log": attempts_of(conn, d["id"])}
+                for d in list_deliveries(conn, payment_id=payment_id)
+            ],
         }
     if as_json:
         print_json(view)
@@ -138,4 +143,13 @@ def _render(view: dict[str, Any]) -> Group:
             f"processor state: {processor['state']}  charge: {processor['charge_id']}",
             attempts,
         ]
+    if view["deliveries"]:
+        hooks = Table(
+            "webhook", "event", "status", "attempts", "last", title="webhooks", title_justify="left"
+        )
+        for d in view["deliveries"]:
+            last = d["attempts_log"][-1] if d["attempts_log"] else {}
+            outcome = last.get("status_code") or last.get("error") or ""
+            hooks.add_row(d["id"], d["event_type"], d["status"], str(d["attempts"]), str(outcome))
+        parts.append(hooks)
     return Group(*parts)

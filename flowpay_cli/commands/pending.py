@@ -10,11 +10,8 @@ from workers.core.errors import FlowPayError
 
 PENDING: dict[str, str] = {
     "run-ledger": "Post payment events to the double-entry ledger.",
-    "run-notifier": "Deliver signed webhooks to merchants.",
     "replay": "Rebuild the ledger by replaying the event log.",
-    "dlq": "Inspect and replay dead letters.",
     "ledger": "Check the ledger and show balances.",
-    "webhooks": "Inspect and retry webhook deliveries.",
 }
 
 

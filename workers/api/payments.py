@@ -21,6 +21,7 @@ from workers.api.schemas import PaymentCreate, RefundCreate
 from workers.core.events import EventType, Initiated, RefundRequested, new_event
 from workers.core.ids import new_id
 from workers.core.outbox import stage_async
+from workers.core.projection import iso
 from workers.core.sql import load_queries
 
 Q = load_queries("workers.api")
@@ -30,10 +31,6 @@ STATUSES: Final = ("initiated", "processing", "succeeded", "failed", "refunded")
 
 def dumps(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def timestamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def payment_object(row: dict[str, Any]) -> dict[str, Any]:
@@ -48,8 +45,8 @@ def payment_object(row: dict[str, Any]) -> dict[str, Any]:
         "metadata": row["metadata"],
         "refunded_amount": row["refunded_amount"],
         "failure_reason": row["failure_reason"],
-        "created_at": timestamp(row["created_at"]),
-        "updated_at": timestamp(row["updated_at"]),
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
     }
 
 
@@ -188,6 +185,6 @@ async def _record_refund(
         "amount": amount,
         "reason": reason,
         "status": "requested",
-        "created_at": timestamp(now),
+        "created_at": iso(now),
     }
     return Answer(202, dumps(refund))

@@ -8,7 +8,7 @@ API needs no role of its own. Each event is applied at most once: its id goes in
 from __future__ import annotations
 
 import threading
-from typing import Any, Final
+from typing import Any
 
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
@@ -23,18 +23,12 @@ from workers.core.events import (
     RefundFailed,
 )
 from workers.core.kafka import Message
+from workers.core.projection import STATUS_ADVANCES
 from workers.core.runner import ConsumerRunner
 from workers.core.sql import load_queries
 from workers.core.topics import GROUP_API
 
 Q = load_queries("workers.api")
-
-# The statuses each event may move a payment from; anything else is stale and ignored.
-_ADVANCES: Final = {
-    EventType.PROCESSING: ("processing", ("initiated",)),
-    EventType.SUCCEEDED: ("succeeded", ("initiated", "processing")),
-    EventType.FAILED: ("failed", ("initiated", "processing")),
-}
 
 
 class ReadModel:
@@ -50,8 +44,8 @@ class ReadModel:
 
 def apply(conn: Connection[Any], event: Event) -> None:
     at = event.occurred_at
-    if event.type in _ADVANCES:
-        status, from_statuses = _ADVANCES[event.type]
+    if event.type in STATUS_ADVANCES:
+        status, from_statuses = STATUS_ADVANCES[event.type]
         reason = event.payload(Failed).reason if event.type is EventType.FAILED else None
         conn.execute(
             Q["status_advance"],

@@ -112,6 +112,19 @@ class ProcessorSettings(_Section):
     reversal_window_s: float = Field(default=86_400.0, gt=0)
 
 
+class NotifierSettings(_Section):
+    # Seconds before each attempt after the first (Svix's schedule: now, 5 s, 5 min, 30 min,
+    # 2 h, 5 h, 10 h, 10 h); the delivery fails after the last. Tests compress it.
+    schedule_s: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+    # Each delay is stretched or shrunk by up to this fraction, so retries do not stampede.
+    jitter: float = Field(default=0.1, ge=0, lt=1)
+    timeout_s: float = Field(default=15.0, gt=0)
+    max_concurrent: int = Field(default=64, ge=1, le=10_000)
+    poll_interval_s: float = Field(default=0.5, gt=0)
+    # A Retry-After longer than this is cut to it.
+    max_retry_after_s: float = Field(default=3600.0, gt=0)
+
+
 class DevSettings(_Section):
     home: Path = Path(".flowpay")
     pg_port: int = Field(default=55432, ge=1, le=65535)
@@ -141,6 +154,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = GatewaySettings()
     gateway_sim: GatewaySimSettings = GatewaySimSettings()
     processor: ProcessorSettings = ProcessorSettings()
+    notifier: NotifierSettings = NotifierSettings()
     dev: DevSettings = DevSettings()
 
     @classmethod

@@ -7,3 +7,9 @@ ON CONFLICT (event_id) DO NOTHING;
 
 -- name: outbox_events_of
 SELECT value, published_at FROM {schema}.outbox WHERE message_key = %s ORDER BY id;
+
+-- name: dlq_replays_of
+SELECT count(*) FROM ops.dlq_replays WHERE topic = %(topic)s AND dead_letter = %(dead_letter)s;
+
+-- name: dlq_replay_insert
+INSERT INTO ops.dlq_replays (dead_letter, topic, forced) VALUES (%(dead_letter)s, %(topic)s, %(forced)s);

@@ -98,27 +98,25 @@ def status(settings: Settings) -> list[Component]:
     components = [_postgres(settings), _kafka(settings)]
     supervisor_pid = read_pid(paths.supervisor_pid)
     components.append(
-        Component(
-            "supervisor",
-            _state(alive(supervisor_pid, roles.SUPERVISOR_MARKER)),
-            supervisor_pid,
-            "",
-            str(paths.supervisor_log),
-        )
+        _process("supervisor", supervisor_pid, roles.SUPERVISOR_MARKER, "", paths.supervisor_log)
     )
     pids = roles.role_pids(settings)
     for role in roles.ROLES:
-        pid = pids.get(role.name)
         components.append(
-            Component(
+            _process(
                 role.name,
-                _state(alive(pid, roles.role_marker(role))),
-                pid,
+                pids.get(role.name),
+                roles.role_marker(role),
                 _endpoint(settings, role.name),
-                str(paths.role_log(role.name)),
+                paths.role_log(role.name),
             )
         )
     return components
+
+
+def _process(name: str, pid: int | None, marker: str, endpoint: str, log: Path) -> Component:
+    running = alive(pid, marker)
+    return Component(name, _state(running), pid if running else None, endpoint, str(log))
 
 
 def endpoints(settings: Settings) -> dict[str, str]:
@@ -126,6 +124,8 @@ def endpoints(settings: Settings) -> dict[str, str]:
         "database_url": _redacted_url(settings),
         "kafka_bootstrap_servers": bootstrap_servers(settings),
         "api_url": api_url(settings),
+        "gateway_sim_url": gateway_sim_url(settings),
+        "logs": str(StackPaths.of(settings).logs),
     }
 
 
@@ -157,7 +157,11 @@ def _kafka(settings: Settings) -> Component:
 
 
 def _endpoint(settings: Settings, role: str) -> str:
-    return api_url(settings) if role == "api" else ""
+    return {"api": api_url(settings), "gateway-sim": gateway_sim_url(settings)}.get(role, "")
+
+
+def gateway_sim_url(settings: Settings) -> str:
+    return f"http://{settings.gateway_sim.host}:{settings.gateway_sim.port}"
 
 
 def _state(running: bool) -> str:

@@ -3,3 +3,96 @@
 -- name: endpoint_insert
 INSERT INTO notifier.endpoints (id, merchant_id, url, secret)
 VALUES (%(id)s, %(merchant_id)s, %(url)s, %(secret)s);
+
+-- name: endpoints_of_merchant
+SELECT id FROM notifier.endpoints WHERE merchant_id = %(merchant_id)s AND status = 'enabled';
+
+-- name: endpoints_list
+SELECT id, merchant_id, url, status, created_at, disabled_at
+FROM notifier.endpoints
+WHERE (%(merchant_id)s::text IS NULL OR merchant_id = %(merchant_id)s)
+ORDER BY created_at, id;
+
+-- name: endpoint_disable
+UPDATE notifier.endpoints SET status = 'disabled', disabled_at = now()
+WHERE id = %(id)s AND status = 'enabled';
+
+-- name: event_mark_processed
+INSERT INTO notifier.processed_events (event_id) VALUES (%(event_id)s) ON CONFLICT DO NOTHING;
+
+-- name: payment_get
+SELECT object FROM notifier.payments WHERE payment_id = %(payment_id)s;
+
+-- name: payment_put
+INSERT INTO notifier.payments (payment_id, merchant_id, object)
+VALUES (%(payment_id)s, %(merchant_id)s, %(object)s)
+ON CONFLICT (payment_id) DO UPDATE SET object = EXCLUDED.object, updated_at = now();
+
+-- name: delivery_insert
+INSERT INTO notifier.deliveries (id, endpoint_id, event_id, merchant_id, payment_id, event_type, body)
+VALUES (%(id)s, %(endpoint_id)s, %(event_id)s, %(merchant_id)s, %(payment_id)s, %(event_type)s, %(body)s)
+ON CONFLICT ON CONSTRAINT deliveries_once_per_event_and_endpoint DO NOTHING;
+
+-- name: deliveries_claim
+-- A lease, not a lock held across the HTTP call: a sender that dies lets the lease lapse, and
+-- the delivery goes again with the same webhook-id.
+UPDATE notifier.deliveries d
+SET leased_until = now() + make_interval(secs => %(lease_s)s)
+FROM (SELECT id FROM notifier.deliveries
+      WHERE status = 'pending' AND next_attempt_at <= now()
+        AND (leased_until IS NULL OR leased_until < now())
+      ORDER BY next_attempt_at LIMIT %(limit)s
+      FOR UPDATE SKIP LOCKED) due, notifier.endpoints e
+WHERE d.id = due.id AND e.id = d.endpoint_id
+RETURNING d.id, d.endpoint_id, e.url, e.secret, e.status, d.body, d.attempts;
+
+-- name: attempt_insert
+INSERT INTO notifier.attempts
+    (delivery_id, attempt, started_at, duration_ms, status_code, error, response_head)
+VALUES (%(delivery_id)s, %(attempt)s, %(started_at)s, %(duration_ms)s, %(status_code)s,
+        %(error)s, %(response_head)s);
+
+-- name: delivery_delivered
+UPDATE notifier.deliveries
+SET status = 'delivered', attempts = attempts + 1, delivered_at = now(), leased_until = NULL,
+    last_status = %(status_code)s, last_error = NULL
+WHERE id = %(id)s AND status = 'pending';
+
+-- name: delivery_retry
+UPDATE notifier.deliveries
+SET attempts = attempts + 1, leased_until = NULL, last_status = %(status_code)s,
+    last_error = %(error)s, next_attempt_at = now() + make_interval(secs => %(after_s)s)
+WHERE id = %(id)s AND status = 'pending';
+
+-- name: delivery_failed
+UPDATE notifier.deliveries
+SET status = 'failed', attempts = attempts + 1, leased_until = NULL,
+    last_status = %(status_code)s, last_error = %(error)s
+WHERE id = %(id)s AND status = 'pending';
+
+-- name: deliveries_list
+SELECT id, merchant_id, payment_id, event_type, endpoint_id, status, attempts, last_status,
+       last_error, created_at, delivered_at, next_attempt_at
+FROM notifier.deliveries
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(merchant_id)s::text IS NULL OR merchant_id = %(merchant_id)s)
+  AND (%(payment_id)s::text IS NULL OR payment_id = %(payment_id)s)
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: attempts_of
+SELECT attempt, started_at, duration_ms, status_code, error, response_head
+FROM notifier.attempts WHERE delivery_id = %(delivery_id)s ORDER BY id;
+
+-- name: delivery_requeue
+UPDATE notifier.deliveries
+SET status = 'pending', next_attempt_at = now(), leased_until = NULL
+WHERE id = %(id)s AND status = 'failed'
+RETURNING id;
+
+-- name: deliveries_requeue_failed
+UPDATE notifier.deliveries
+SET status = 'pending', next_attempt_at = now(), leased_until = NULL
+WHERE status = 'failed' AND created_at >= %(since)s
+  AND (%(merchant_id)s::text IS NULL OR merchant_id = %(merchant_id)s)
+RETURNING id;

@@ -1,0 +1,137 @@
+"""`flowpay webhooks` and `flowpay run-notifier`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+from flowpay_cli.context import settings
+from flowpay_cli.output import console, print_json, print_table
+from workers.core.db import connect
+from workers.notifier import deliveries
+from workers.notifier.endpoints import register_endpoint
+from workers.notifier.worker import serve
+
+app = typer.Typer(help="Inspect and retry webhook deliveries; manage endpoints.")
+Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def run_notifier(ctx: typer.Context) -> None:
+    """Deliver signed webhooks to merchants."""
+    serve(settings(ctx))
+
+
+@app.command("endpoints")
+def endpoints(
+    ctx: typer.Context,
+    merchant: Annotated[
+        str | None, typer.Option("--merchant", help="Only this merchant's.")
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Every webhook endpoint (secrets are never shown again)."""
+    with connect(settings(ctx)) as conn:
+        rows = deliveries.list_endpoints(conn, merchant)
+    if as_json:
+        print_json(rows)
+        return
+    columns = ["id", "merchant_id", "url", "status", "created_at"]
+    print_table("webhook endpoints", columns, [[r[c] for c in columns] for r in rows])
+
+
+@app.command("add-endpoint")
+def add_endpoint(
+    ctx: typer.Context,
+    merchant: Annotated[str, typer.Option("--merchant", help="The merchant's id.")],
+    url: Annotated[str, typer.Option("--url", help="Where to POST webhooks.")],
+    as_json: Json = False,
+) -> None:
+    """Add an endpoint; prints its signing secret once."""
+    with connect(settings(ctx)) as conn:
+        endpoint = register_endpoint(conn, merchant, url)
+    shown = {
+        "id": endpoint.id,
+        "merchant_id": endpoint.merchant_id,
+        "url": endpoint.url,
+        "secret": endpoint.secret,
+    }
+    if as_json:
+        print_json(shown)
+        return
+    print_table("webhook endpoint added", ["field", "value"], shown.items())
+    console.print("[yellow]The signing secret is shown only this once.[/]")
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option(help="pending, delivered or failed.")] = None,
+    merchant: Annotated[
+        str | None, typer.Option("--merchant", help="Only this merchant's.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+    as_json: Json = False,
+) -> None:
+    """Deliveries, newest first."""
+    if status not in (None, "pending", "delivered", "failed"):
+        raise typer.BadParameter("must be pending, delivered or failed", param_hint="--status")
+    with connect(settings(ctx)) as conn:
+        rows = deliveries.list_deliveries(conn, status=status, merchant_id=merchant, limit=limit)
+    if as_json:
+        print_json(rows)
+        return
+    columns = [
+        "id",
+        "payment_id",
+        "event_type",
+        "status",
+        "attempts",
+        "last_status",
+        "last_error",
+        "created_at",
+    ]
+    print_table("webhook deliveries", columns, [[r[c] for c in columns] for r in rows])
+
+
+@app.command("attempts")
+def attempts(ctx: typer.Context, delivery_id: str, as_json: Json = False) -> None:
+    """Every attempt at one delivery."""
+    with connect(settings(ctx)) as conn:
+        rows = deliveries.attempts_of(conn, delivery_id)
+    if as_json:
+        print_json(rows)
+        return
+    columns = ["attempt", "started_at", "duration_ms", "status_code", "error", "response_head"]
+    print_table(f"attempts of {delivery_id}", columns, [[r[c] for c in columns] for r in rows])
+
+
+@app.command("retry")
+def retry(
+    ctx: typer.Context,
+    delivery_id: Annotated[str | None, typer.Argument(help="One failed delivery.")] = None,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Every failed delivery (with --since).")
+    ] = False,
+    since: Annotated[
+        datetime | None, typer.Option(help="With --failed: created at or after (UTC).")
+    ] = None,
+    merchant: Annotated[
+        str | None, typer.Option("--merchant", help="With --failed: only this merchant's.")
+    ] = None,
+) -> None:
+    """Send failed deliveries again, with the same webhook-id."""
+    if (delivery_id is None) == (not failed):
+        raise typer.BadParameter("give a delivery id, or --failed --since TIME")
+    with connect(settings(ctx)) as conn:
+        if delivery_id is not None:
+            deliveries.requeue(conn, delivery_id)
+            console.print(f"re-queued {delivery_id}")
+            return
+        if since is None:
+            raise typer.BadParameter("--failed needs --since", param_hint="--since")
+        moment = since if since.tzinfo else since.replace(tzinfo=UTC)
+        console.print(
+            f"re-queued {deliveries.requeue_failed(conn, moment, merchant)} failed deliveries"
+        )

@@ -1,0 +1,172 @@
+"""The roles of one test's own FlowPay (API, relay, processor, gateway simulator), as real processes."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from tests.conftest import env_for
+from tests.helpers.servers import free_port, running
+from workers.api.merchants import create_merchant
+from workers.core.config import Settings
+from workers.core.db import database_url
+
+# A processor tuned for tests: short timeouts, a fast reconciler, a short unknown-outcome deadline.
+FAST_PROCESSOR = {
+    "FLOWPAY_GATEWAY__TIMEOUT_S": "0.5",
+    "FLOWPAY_GATEWAY__MAX_RETRIES": "1",
+    "FLOWPAY_GATEWAY__BACKOFF_BASE_S": "0.05",
+    "FLOWPAY_PROCESSOR__RECONCILE_INTERVAL_S": "0.3",
+    "FLOWPAY_PROCESSOR__RECHECK_FIRST_S": "0.3",
+    "FLOWPAY_PROCESSOR__RECHECK_MAX_S": "1",
+    "FLOWPAY_PROCESSOR__UNKNOWN_DEADLINE_S": "60",
+    "FLOWPAY_WORKER__POLL_TIMEOUT_S": "0.1",
+}
+
+
+@dataclass
+class Flow:
+    settings: Settings
+    env: dict[str, str]
+    api_url: str
+    sim_url: str
+    sim_db: Path
+    api_key: str
+    merchant_id: str
+    stack: ExitStack = field(default_factory=ExitStack)
+    sim: ExitStack = field(default_factory=ExitStack)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def pay(self, method: str = "pm_card_visa", amount: int = 1999) -> dict[str, Any]:
+        response = httpx.post(
+            self.api_url + "/v1/payments",
+            json={"amount": amount, "currency": "USD", "payment_method": method},
+            headers={
+                "Authorization": f"Bearer {self.api_key}",
+                "Idempotency-Key": f"k-{time.monotonic_ns()}",
+            },
+            timeout=30,
+        )
+        assert response.status_code == 202, response.text
+        return dict(response.json())
+
+    def refund(self, payment_id: str, amount: int | None = None) -> httpx.Response:
+        body = {} if amount is None else {"amount": amount}
+        return httpx.post(
+            f"{self.api_url}/v1/payments/{payment_id}/refunds",
+            json=body,
+            headers={
+                "Authorization": f"Bearer {self.api_key}",
+                "Idempotency-Key": f"r-{time.monotonic_ns()}",
+            },
+            timeout=30,
+        )
+
+    def payment(self, payment_id: str) -> dict[str, Any]:
+        response = httpx.get(
+            f"{self.api_url}/v1/payments/{payment_id}",
+            headers={"Authorization": f"Bearer {self.api_key}"},
+        )
+        return dict(response.json())
+
+    def wait_for(
+        self, payment_id: str, check: Callable[[dict[str, Any]], bool], timeout_s: float = 60
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            payment = self.payment(payment_id)
+            if check(payment):
+                return payment
+            assert time.monotonic() < deadline, f"payment never got there: {payment}"
+            time.sleep(0.1)
+
+    def faults(self, **faults: float) -> None:
+        assert httpx.post(self.sim_url + "/_sim/faults", json=faults).status_code == 200
+
+    def sim_charges(self, reference: str | None = None) -> list[dict[str, Any]]:
+        data = httpx.get(self.sim_url + "/_sim/charges").json()["data"]
+        return [c for c in data if reference is None or c["reference"] == reference]
+
+    def start_sim(self, *flags: str) -> None:
+        port = self.sim_url.rsplit(":", 1)[1]
+        args = ["serve-gateway-sim", "--port", port, "--db", str(self.sim_db), *flags]
+        self.sim.enter_context(running(args, self.env, health_url=self.sim_url + "/healthz"))
+
+    def stop_sim(self) -> None:
+        self.sim.close()
+
+    def start(self, name: str, args: list[str], health_url: str | None = None) -> None:
+        self.processes[name] = self.stack.enter_context(
+            running(args, self.env, health_url=health_url)
+        )
+
+    def processor_state(self, payment_id: str) -> dict[str, Any] | None:
+        with psycopg.connect(database_url(self.settings)) as conn:
+            row = conn.execute(
+                "SELECT state, charge_id, failure_reason, next_check_at, reversed_charge_id, refunded_amount"
+                " FROM processor.payments WHERE payment_id = %s",
+                (payment_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        keys = (
+            "state",
+            "charge_id",
+            "failure_reason",
+            "next_check_at",
+            "reversed_charge_id",
+            "refunded_amount",
+        )
+        return dict(zip(keys, row, strict=True))
+
+    def emitted(self, payment_id: str) -> list[dict[str, Any]]:
+        import json
+
+        with psycopg.connect(database_url(self.settings)) as conn:
+            rows = conn.execute(
+                "SELECT value FROM processor.outbox WHERE message_key = %s ORDER BY id",
+                (payment_id.encode(),),
+            ).fetchall()
+        return [json.loads(bytes(r[0])) for r in rows]
+
+
+@contextmanager
+def flow(
+    settings: Settings,
+    tmp_path: Path,
+    *,
+    sim_flags: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Flow]:
+    """API + relay + processor + simulator for one test, sharing its database and topics."""
+    with psycopg.connect(database_url(settings), autocommit=True) as conn:
+        merchant = create_merchant(conn, "Flow merchant")
+    api_port, sim_port = free_port(), free_port()
+    env = {**env_for(settings), **FAST_PROCESSOR, **(extra_env or {})}
+    env["FLOWPAY_GATEWAY__URL"] = f"http://127.0.0.1:{sim_port}"
+    env["FLOWPAY_GATEWAY_SIM__TIMEOUT_HOLD_S"] = env.get(
+        "FLOWPAY_GATEWAY_SIM__TIMEOUT_HOLD_S", "1.5"
+    )
+    result = Flow(
+        settings,
+        env,
+        f"http://127.0.0.1:{api_port}",
+        f"http://127.0.0.1:{sim_port}",
+        tmp_path / "sim.sqlite3",
+        merchant.api_key,
+        merchant.id,
+    )
+    with result.stack, result.sim:
+        result.start_sim(*sim_flags)
+        result.start("api", ["serve-api", "--port", str(api_port)], result.api_url + "/healthz")
+        result.start("outbox", ["run-outbox"])
+        result.start("processor", ["run-processor"])
+        yield result

@@ -1,0 +1,507 @@
+"""The gateway simulator as a real `flowpay serve-gateway-sim` process, over HTTP with httpx.
+
+No PostgreSQL or Kafka here: the simulator keeps its own SQLite file, one per server started.
+Most tests share one server and isolate themselves with fresh idempotency keys and references;
+the ones about faults, counters, restarts and seeds start servers of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers.servers import free_port, running
+
+# How long a "timeout" fault holds a request before the late charge: well past the client
+# timeouts below, short enough to keep the file fast.
+HOLD_S = 1.5
+TRANSPORT_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError)
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWPAY_")}
+    env["FLOWPAY_GATEWAY_SIM__TIMEOUT_HOLD_S"] = str(HOLD_S)
+    return env
+
+
+def card(reference: str | None = None, **changes: Any) -> dict[str, Any]:
+    body = {
+        "amount": 1999,
+        "currency": "USD",
+        "payment_method": "pm_card_visa",
+        "reference": reference or f"pay_{uuid.uuid4().hex}",
+    }
+    return body | changes
+
+
+def new_key() -> str:
+    return f"key-{uuid.uuid4().hex}"
+
+
+@dataclass
+class Sim:
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def post(
+        self, path: str, body: Any, key: str | None = None, timeout: float = 10
+    ) -> httpx.Response:
+        headers = {} if key is None else {"Idempotency-Key": key}
+        return httpx.post(self.url + path, json=body, headers=headers, timeout=timeout)
+
+    def charge(self, body: Any, key: str | None = None, timeout: float = 10) -> httpx.Response:
+        return self.post("/v1/charges", body, key or new_key(), timeout)
+
+    def refund(
+        self, charge: str, amount: int, key: str | None = None, timeout: float = 10
+    ) -> httpx.Response:
+        return self.post(
+            "/v1/refunds", {"charge": charge, "amount": amount}, key or new_key(), timeout
+        )
+
+    def get(self, path: str, **params: str) -> httpx.Response:
+        return httpx.get(self.url + path, params=params, timeout=10)
+
+    def by_reference(self, reference: str) -> list[dict[str, Any]]:
+        response = self.get("/v1/charges", reference=reference)
+        assert response.status_code == 200, response.text
+        assert response.json()["object"] == "list"
+        return list(response.json()["data"])
+
+    def records(self, **match: Any) -> list[dict[str, Any]]:
+        """Every charge the simulator ever made (from /_sim/charges) with these field values."""
+        data = self.get("/_sim/charges").json()["data"]
+        return [c for c in data if all(c[k] == v for k, v in match.items())]
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.get("/_sim/stats").json())
+
+    def set_faults(self, **changes: Any) -> httpx.Response:
+        return httpx.post(self.url + "/_sim/faults", json=changes, timeout=10)
+
+
+Start = Callable[..., AbstractContextManager[Sim]]
+
+
+@pytest.fixture(scope="module")
+def start(tmp_path_factory: pytest.TempPathFactory) -> Start:
+    """Start a simulator: ``with start(db=None, **flags) as sim`` (a fresh db file by default)."""
+
+    @contextmanager
+    def go(db: Path | None = None, **flags: Any) -> Iterator[Sim]:
+        path = db or tmp_path_factory.mktemp("gateway-sim") / "sim.sqlite3"
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        args = ["serve-gateway-sim", "--port", str(port), "--db", str(path)]
+        for name, value in flags.items():
+            args += [f"--{name.replace('_', '-')}", str(value)]
+        with running(args, _env(), health_url=url + "/healthz") as process:
+            yield Sim(url, process)
+
+    return go
+
+
+@pytest.fixture(scope="module")
+def sim(start: Start) -> Iterator[Sim]:
+    """The shared server; a little latency keeps concurrent requests overlapping."""
+    with start(latency_ms=5, latency_jitter_ms=5) as server:
+        yield server
+
+
+def error_of(response: httpx.Response) -> dict[str, Any]:
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert {"type", "code", "message"} <= set(body["error"])
+    return dict(body["error"])
+
+
+def wait_for(check: Callable[[], bool], deadline_s: float = 15) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        time.sleep(0.05)
+
+
+# --- charges -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("payment_method", "status", "decline_code"),
+    [
+        ("pm_card_visa", "succeeded", None),
+        ("pm_card_mastercard", "succeeded", None),  # any method it does not know works
+        ("pm_card_chargeDeclined", "declined", "card_declined"),
+        ("pm_card_chargeDeclinedInsufficientFunds", "declined", "insufficient_funds"),
+    ],
+)
+def test_charge_outcome_follows_the_test_payment_method(
+    sim: Sim, payment_method: str, status: str, decline_code: str | None
+) -> None:
+    body = card(payment_method=payment_method)
+    key = new_key()
+    response = sim.charge(body, key)
+    assert response.status_code == 200, response.text
+    charge = response.json()
+    assert charge["id"].startswith("ch_")
+    assert charge == {
+        "id": charge["id"], "object": "charge", "status": status, "decline_code": decline_code,
+        "amount": 1999, "currency": "USD", "payment_method": payment_method,
+        "reference": body["reference"], "amount_refunded": 0, "created_at": charge["created_at"],
+    }  # fmt: skip
+    # Declines are recorded too.
+    [record] = sim.records(idempotency_key=key)
+    assert (record["id"], record["status"], record["reference"]) == (
+        charge["id"],
+        status,
+        body["reference"],
+    )
+
+
+def test_same_key_returns_the_same_charge_and_makes_one(sim: Sim) -> None:
+    body, key = card(), new_key()
+    first = sim.charge(body, key)
+    again = sim.charge(body, key)
+    assert again.status_code == 200
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert len(sim.records(idempotency_key=key)) == 1
+
+
+def test_same_key_with_other_parameters_is_refused(sim: Sim) -> None:
+    body, key = card(), new_key()
+    assert sim.charge(body, key).status_code == 200
+    reused = sim.charge(body | {"amount": 2000}, key)
+    assert reused.status_code == 422
+    assert error_of(reused)["code"] == "idempotency_key_reused"
+    assert [c["amount"] for c in sim.records(idempotency_key=key)] == [1999]
+
+
+def test_concurrent_identical_requests_make_one_charge(sim: Sim) -> None:
+    body, key = card(), new_key()
+
+    async def all_at_once() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=sim.url, timeout=30) as client:
+            return await asyncio.gather(
+                *(
+                    client.post("/v1/charges", json=body, headers={"Idempotency-Key": key})
+                    for _ in range(50)
+                )
+            )
+
+    responses = asyncio.run(all_at_once())
+    assert {r.status_code for r in responses} == {200}
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert sum(r.headers.get("idempotent-replayed") == "true" for r in responses) == 49
+    assert len(sim.records(idempotency_key=key)) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (card(amount=19.99), 422, "parameter_invalid"),
+        (card(amount=1999.0), 422, "parameter_invalid"),
+        (card(amount=True), 422, "parameter_invalid"),
+        (card(amount="1999"), 422, "parameter_invalid"),
+        (card(amount=0), 422, "parameter_invalid"),
+        (card(amount=-5), 422, "parameter_invalid"),
+        (card(currency="usd"), 422, "parameter_invalid"),
+        (card(currency="ABC"), 422, "parameter_invalid"),
+        (card(payment_method=""), 422, "parameter_invalid"),
+        (card() | {"reference": ""}, 422, "parameter_invalid"),
+        (
+            {"amount": 1999, "currency": "USD", "payment_method": "pm_card_visa"},
+            422,
+            "parameter_missing",
+        ),
+        (card(surprise=1), 422, "parameter_unknown"),
+        ([1, 2], 422, "body_invalid"),
+    ],
+)
+def test_invalid_charges_are_refused_and_not_made(
+    sim: Sim, body: Any, status: int, code: str
+) -> None:
+    key = new_key()
+    response = sim.charge(body, key)
+    assert response.status_code == status, response.text
+    assert error_of(response)["code"] == code
+    assert sim.records(idempotency_key=key) == []
+
+
+def test_a_charge_needs_an_idempotency_key_and_json(sim: Sim) -> None:
+    missing = sim.post("/v1/charges", card())
+    assert missing.status_code == 400
+    assert error_of(missing)["code"] == "idempotency_key_missing"
+    garbled = httpx.post(
+        sim.url + "/v1/charges", content=b"{not json", headers={"Idempotency-Key": new_key()}
+    )
+    assert garbled.status_code == 400
+    assert error_of(garbled)["code"] == "body_invalid_json"
+
+
+def test_charges_are_found_by_id_and_by_reference_oldest_first(sim: Sim) -> None:
+    reference = f"pay_{uuid.uuid4().hex}"
+    first = sim.charge(card(reference, payment_method="pm_card_chargeDeclined")).json()
+    second = sim.charge(card(reference)).json()
+    sim.charge(card())  # another payment's
+    assert sim.by_reference(reference) == [first, second]
+    assert sim.by_reference("pay_nobody") == []
+    assert sim.get(f"/v1/charges/{second['id']}").json() == second
+
+    unknown = sim.get("/v1/charges/ch_00000000000000000000000000")
+    assert unknown.status_code == 404
+    assert error_of(unknown)["code"] == "resource_missing"
+    no_reference = sim.get("/v1/charges")
+    assert no_reference.status_code == 422
+    assert error_of(no_reference)["code"] == "parameter_missing"
+
+
+def test_health(sim: Sim) -> None:
+    assert sim.get("/healthz").json() == {"status": "ok"}
+
+
+# --- refunds -----------------------------------------------------------------------------
+
+
+def test_refunds_partial_then_full_never_beyond_the_charge(sim: Sim) -> None:
+    charge = sim.charge(card(amount=1000)).json()
+    partial = sim.refund(charge["id"], 300)
+    assert partial.status_code == 200, partial.text
+    refund = partial.json()
+    assert refund["id"].startswith("re_")
+    assert refund == {
+        "id": refund["id"], "object": "refund", "charge": charge["id"], "amount": 300,
+        "status": "succeeded", "created_at": refund["created_at"],
+    }  # fmt: skip
+    too_much = sim.refund(charge["id"], 701)
+    assert too_much.status_code == 422
+    assert error_of(too_much)["code"] == "amount_too_large"
+    assert sim.refund(charge["id"], 700).status_code == 200
+    assert sim.get(f"/v1/charges/{charge['id']}").json()["amount_refunded"] == 1000
+    assert error_of(sim.refund(charge["id"], 1))["code"] == "amount_too_large"
+    [record] = sim.records(id=charge["id"])
+    assert record["amount_refunded"] == 1000
+
+
+def test_refund_is_idempotent(sim: Sim) -> None:
+    charge = sim.charge(card(amount=1000)).json()
+    key = new_key()
+    first = sim.refund(charge["id"], 400, key)
+    again = sim.refund(charge["id"], 400, key)
+    assert again.status_code == 200
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    assert sim.get(f"/v1/charges/{charge['id']}").json()["amount_refunded"] == 400
+    reused = sim.refund(charge["id"], 500, key)
+    assert reused.status_code == 422
+    assert error_of(reused)["code"] == "idempotency_key_reused"
+
+
+def test_refunds_of_declined_or_unknown_charges_are_refused(sim: Sim) -> None:
+    declined = sim.charge(card(payment_method="pm_card_chargeDeclined")).json()
+    refused = sim.refund(declined["id"], 100)
+    assert refused.status_code == 422
+    assert error_of(refused)["code"] == "charge_not_refundable"
+    unknown = sim.refund("ch_00000000000000000000000000", 100)
+    assert unknown.status_code == 404
+    assert error_of(unknown)["code"] == "resource_missing"
+    for bad in ({"charge": declined["id"]}, {"charge": declined["id"], "amount": 1.5}):
+        assert sim.post("/v1/refunds", bad, new_key()).status_code == 422
+    assert (
+        error_of(sim.post("/v1/refunds", {"charge": "ch_x", "amount": 1}))["code"]
+        == "idempotency_key_missing"
+    )
+
+
+def test_concurrent_refunds_never_exceed_the_charge(sim: Sim) -> None:
+    charge = sim.charge(card(amount=1000)).json()
+
+    async def race() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=sim.url, timeout=30) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        "/v1/refunds",
+                        json={"charge": charge["id"], "amount": 100},
+                        headers={"Idempotency-Key": new_key()},
+                    )
+                    for _ in range(25)
+                )
+            )
+
+    statuses = sorted(r.status_code for r in asyncio.run(race()))
+    assert statuses == [200] * 10 + [422] * 15
+    assert sim.get(f"/v1/charges/{charge['id']}").json()["amount_refunded"] == 1000
+
+
+# --- faults ------------------------------------------------------------------------------
+
+
+def test_error_fault_answers_503_and_charges_nothing(start: Start) -> None:
+    with start(error_rate=1) as sim:
+        key = new_key()
+        response = sim.charge(card(), key)
+        assert response.status_code == 503
+        error = error_of(response)
+        assert (error["type"], error["code"]) == ("api_error", "gateway_unavailable")
+        assert sim.refund("ch_00000000000000000000000000", 1).status_code == 503
+        assert sim.records() == []
+        # Lookups are never faulted.
+        assert sim.by_reference("pay_any") == []
+        assert sim.stats()["faults"]["error"] == 2
+
+
+def test_lost_ack_drops_the_connection_after_charging(start: Start) -> None:
+    with start(lost_ack_rate=1) as sim:
+        body, key = card(), new_key()
+        with pytest.raises(TRANSPORT_ERRORS):
+            sim.charge(body, key)
+        [record] = sim.records(idempotency_key=key)
+        [charge] = sim.by_reference(body["reference"])
+        assert charge["id"] == record["id"]
+        assert charge["status"] == "succeeded"
+
+        # Refunds lose their acknowledgements too, after refunding.
+        with pytest.raises(TRANSPORT_ERRORS):
+            sim.refund(charge["id"], 500)
+        assert sim.get(f"/v1/charges/{charge['id']}").json()["amount_refunded"] == 500
+
+        # The client's retry with the same key, once acks get through, finds the charge.
+        assert sim.set_faults(lost_ack_rate=0).status_code == 200
+        retry = sim.charge(body, key)
+        assert retry.status_code == 200
+        assert retry.json()["id"] == charge["id"]
+        assert len(sim.records()) == 1
+
+
+def test_timeout_fault_holds_the_request_then_charges_late(start: Start) -> None:
+    with start(timeout_rate=1) as sim:
+        body, key = card(), new_key()
+        with pytest.raises(httpx.TimeoutException):
+            sim.charge(body, key, timeout=0.2)
+        # Given up on by the client, not yet charged: the hold is well past its timeout.
+        assert sim.records(idempotency_key=key) == []
+        wait_for(lambda: len(sim.records(idempotency_key=key)) == 1, deadline_s=HOLD_S + 15)
+        [charge] = sim.by_reference(body["reference"])
+        assert charge["status"] == "succeeded"
+        assert sim.stats()["faults"]["timeout"] == 1
+
+        # A retry (not faulted now) finds the late charge instead of making another.
+        sim.set_faults(timeout_rate=0)
+        assert sim.charge(body, key).json()["id"] == charge["id"]
+        assert len(sim.records()) == 1
+
+
+def test_faults_change_at_run_time_and_stats_count_what_happened(start: Start) -> None:
+    with start(latency_ms=0) as sim:
+        body, key = card(), new_key()
+        ok = sim.charge(body, key).json()
+        sim.charge(body, key)  # a replay
+        sim.charge(card(payment_method="pm_card_chargeDeclinedInsufficientFunds"))
+        sim.refund(ok["id"], 100)
+        sim.get(f"/v1/charges/{ok['id']}")
+
+        faults = sim.set_faults(error_rate=1, latency_ms=20)
+        assert faults.json() == {
+            "latency_ms": 20.0, "latency_jitter_ms": 0.0, "timeout_rate": 0.0,
+            "lost_ack_rate": 0.0, "error_rate": 1.0,
+        }  # fmt: skip
+        assert sim.get("/_sim/faults").json() == faults.json()
+        assert sim.charge(card()).status_code == 503
+
+        # Partial updates keep the rest.
+        faults = sim.set_faults(error_rate=0, lost_ack_rate=1).json()
+        assert (faults["latency_ms"], faults["error_rate"], faults["lost_ack_rate"]) == (
+            20.0,
+            0.0,
+            1.0,
+        )
+        with pytest.raises(TRANSPORT_ERRORS):
+            sim.charge(card())
+
+        assert sim.stats() == {
+            "requests": 6, "lookups": 1, "charges": 3, "declines": 1, "refunds": 1, "replays": 1,
+            "faults": {"error": 1, "timeout": 0, "lost_ack": 1},
+        }  # fmt: skip
+        assert len(sim.records()) == 3
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"error_rate": 1.5},
+        {"timeout_rate": -0.1},
+        {"lost_ack_rate": True},
+        {"latency_ms": "5"},
+        {"latency_ms": None},
+        {"chaos": 1},
+    ],
+)
+def test_invalid_fault_settings_are_refused_and_change_nothing(
+    sim: Sim, changes: dict[str, Any]
+) -> None:
+    before = sim.get("/_sim/faults").json()
+    response = sim.set_faults(**changes)
+    assert response.status_code == 422, response.text
+    assert error_of(response)["code"] == "parameter_invalid"
+    assert sim.get("/_sim/faults").json() == before
+
+
+def test_latency_delays_charges_and_lookups(start: Start) -> None:
+    with start(latency_ms=300) as sim:
+        # Lower bounds only: a slow machine can make a request slower, never faster.
+        began = time.monotonic()
+        charge = sim.charge(card()).json()
+        assert time.monotonic() - began >= 0.3
+        began = time.monotonic()
+        sim.get(f"/v1/charges/{charge['id']}")
+        assert time.monotonic() - began >= 0.3
+
+
+# --- durability and reproducibility ------------------------------------------------------
+
+
+def test_charges_refunds_and_keys_survive_a_restart(start: Start, tmp_path: Path) -> None:
+    db = tmp_path / "durable.sqlite3"
+    body, key, refund_key = card(amount=1000), new_key(), new_key()
+    with start(db=db) as sim:
+        charge = sim.charge(body, key).json()
+        refund = sim.refund(charge["id"], 250, refund_key).json()
+        # Killed, not stopped: what was acknowledged had been committed.
+        sim.process.kill()
+        sim.process.wait(10)
+    with start(db=db) as sim:
+        assert sim.get(f"/v1/charges/{charge['id']}").json() == charge | {"amount_refunded": 250}
+        assert [c["id"] for c in sim.records(idempotency_key=key)] == [charge["id"]]
+        replay = sim.charge(body, key)
+        assert replay.headers["idempotent-replayed"] == "true"
+        assert replay.json()["id"] == charge["id"]
+        assert error_of(sim.charge(body | {"amount": 1}, key))["code"] == "idempotency_key_reused"
+        assert sim.refund(charge["id"], 250, refund_key).json() == refund
+        assert error_of(sim.refund(charge["id"], 751))["code"] == "amount_too_large"
+        assert len(sim.records()) == 1
+
+
+def test_a_seed_makes_the_fault_sequence_reproducible(start: Start) -> None:
+    def outcomes(seed: int) -> list[int]:
+        with start(error_rate=0.5, seed=seed) as sim:
+            return [
+                sim.charge(card(reference=f"pay_{n}"), f"key-{n}").status_code for n in range(24)
+            ]
+
+    first = outcomes(7)
+    assert set(first) == {200, 503}
+    assert outcomes(7) == first
+    assert outcomes(8) != first

@@ -1,0 +1,264 @@
+"""The simulator's HTTP API (FastAPI): a Stripe-like gateway with faults injected on purpose.
+
+Only ``POST /v1/charges`` and ``POST /v1/refunds`` are faulted; lookups get the latency but
+never a fault, and ``/_sim/*`` (the simulator's own controls) and ``/healthz`` get neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from starlette.exceptions import HTTPException
+from starlette.types import Receive, Scope, Send
+
+from workers.gateway_sim.errors import API_ERROR, SimError, not_found, unavailable
+from workers.gateway_sim.faults import Fault, FaultModel, FaultSettings
+from workers.gateway_sim.schemas import ChargeCreate, RefundCreate, check_key, fingerprint
+from workers.gateway_sim.schemas import parse_body as parse
+from workers.gateway_sim.stats import Stats
+from workers.gateway_sim.store import Created, Store
+
+log = logging.getLogger(__name__)
+JSON = "application/json"
+Work = Callable[[], Awaitable[Response]]
+
+# What uvicorn logs (as an error) when it closes a connection whose response never completed,
+# which is exactly what a lost acknowledgement does on purpose.
+_INCOMPLETE = "ASGI callable returned without completing response."
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    db_path: Path
+    faults: FaultSettings
+    seed: int | None
+    timeout_hold_s: float
+
+
+def json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return Response(body, status, media_type=JSON, headers=headers)
+
+
+def error_response(error: SimError) -> Response:
+    return Response(error.body(), error.status, media_type=JSON)
+
+
+class LostAck(Response):
+    """An answer whose headers promise a body that never comes.
+
+    Returning after ``http.response.start`` alone makes uvicorn close the connection, so the
+    client gets a transport error (httpx: ``RemoteProtocolError``), never a status to act on.
+    """
+
+    def __init__(self, answer: Response) -> None:
+        super().__init__(bytes(answer.body), answer.status_code, media_type=JSON)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+
+
+class _HideLostAcks(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != _INCOMPLETE
+
+
+class Simulator:
+    """The state one server process shares: the store, the fault model and the counters."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.store = Store(config.db_path)
+        self.faults = FaultModel(config.faults, config.seed)
+        self.stats = Stats()
+        self.hold_s = config.timeout_hold_s
+        self._late: set[asyncio.Task[Response]] = set()
+
+    @property
+    def held(self) -> int:
+        return len(self._late)
+
+    async def stop(self) -> None:
+        # A held request that has not acted yet never will: like a gateway that crashed.
+        for task in self._late:
+            task.cancel()
+        await asyncio.gather(*self._late, return_exceptions=True)
+        await asyncio.to_thread(self.store.close)
+
+    async def arrive(self) -> Fault | None:
+        """Count a charge or refund request, decide its fault, wait out its latency."""
+        self.stats.requests += 1
+        fault = self.faults.decide()  # before any await: decisions follow arrival order
+        await asyncio.sleep(self.faults.delay_s())
+        if fault is Fault.ERROR:
+            self.stats.faults[fault] += 1
+            raise unavailable()
+        return fault
+
+    async def deliver(self, fault: Fault | None, work: Work) -> Response:
+        """Do the work and answer, as the fault says."""
+        if fault is Fault.TIMEOUT:
+            self.stats.faults[fault] += 1
+            # A task of its own, shielded: the late charge lands even if this request is
+            # cancelled because its client has long given up.
+            task = asyncio.create_task(self._after_hold(work))
+            self._late.add(task)
+            task.add_done_callback(self._late.discard)
+            return await asyncio.shield(task)
+        answer = await _answered(work)
+        if fault is Fault.LOST_ACK:
+            self.stats.faults[fault] += 1
+            return LostAck(answer)
+        return answer
+
+    async def _after_hold(self, work: Work) -> Response:
+        await asyncio.sleep(self.hold_s)
+        return await _answered(work)
+
+    async def charge(self, key: str, body: ChargeCreate) -> Response:
+        created = await self.store.create_charge(key, body, fingerprint("/v1/charges", body))
+        if not created.replayed:
+            self.stats.charges += 1
+            if created.object["status"] == "declined":
+                self.stats.declines += 1
+        return self._created(created)
+
+    async def refund(self, key: str, body: RefundCreate) -> Response:
+        created = await self.store.create_refund(key, body, fingerprint("/v1/refunds", body))
+        if not created.replayed:
+            self.stats.refunds += 1
+        return self._created(created)
+
+    def _created(self, created: Created) -> Response:
+        if created.replayed:
+            self.stats.replays += 1
+            return json_response(created.object, headers={"Idempotent-Replayed": "true"})
+        return json_response(created.object)
+
+    async def lookup(self) -> None:
+        self.stats.lookups += 1
+        await asyncio.sleep(self.faults.delay_s())
+
+
+async def _answered(work: Work) -> Response:
+    try:
+        return await work()
+    except SimError as exc:
+        return error_response(exc)
+
+
+def create_app(config: SimConfig) -> FastAPI:
+    sim = Simulator(config)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        sim.store.open()
+        hide = _HideLostAcks()
+        uvicorn_errors = logging.getLogger("uvicorn.error")
+        uvicorn_errors.addFilter(hide)
+        log.info("gateway simulator on %s, faults %s", config.db_path, sim.faults.settings)
+        try:
+            yield
+        finally:
+            await sim.stop()
+            uvicorn_errors.removeFilter(hide)
+
+    app = FastAPI(
+        title="FlowPay gateway simulator",
+        version="1",
+        lifespan=lifespan,
+        # FastAPI's native OpenTelemetry looks its providers up on every request; nothing
+        # here collects them, and the simulator must stay cheap under benchmark load.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
+    _install_error_handlers(app)
+    _install_gateway_routes(app, sim)
+    _install_sim_routes(app, sim)
+    return app
+
+
+def _install_gateway_routes(app: FastAPI, sim: Simulator) -> None:
+    @app.post("/v1/charges")
+    async def create_charge(request: Request) -> Response:
+        fault = await sim.arrive()
+        # Read and checked before any hold: a client that gives up takes its unread body along.
+        key = check_key(request.headers.get("idempotency-key"))
+        body = parse(ChargeCreate, await request.body())
+        return await sim.deliver(fault, lambda: sim.charge(key, body))
+
+    @app.post("/v1/refunds")
+    async def create_refund(request: Request) -> Response:
+        fault = await sim.arrive()
+        key = check_key(request.headers.get("idempotency-key"))
+        body = parse(RefundCreate, await request.body())
+        return await sim.deliver(fault, lambda: sim.refund(key, body))
+
+    @app.get("/v1/charges/{charge_id}")
+    async def get_charge(charge_id: str) -> Response:
+        await sim.lookup()
+        charge = await sim.store.charge(charge_id)
+        if charge is None:
+            raise not_found("charge")
+        return json_response(charge)
+
+    @app.get("/v1/charges")
+    async def list_charges(request: Request) -> Response:
+        await sim.lookup()
+        reference = request.query_params.get("reference")
+        if not reference:
+            raise SimError(422, "parameter_missing", "reference: a reference is required")
+        return json_response({"object": "list", "data": await sim.store.charges_for(reference)})
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+
+def _install_sim_routes(app: FastAPI, sim: Simulator) -> None:
+    @app.get("/_sim/faults")
+    async def get_faults() -> Response:
+        return json_response(sim.faults.settings.model_dump())
+
+    @app.post("/_sim/faults")
+    async def set_faults(request: Request) -> Response:
+        settings = sim.faults.update(await request.body())
+        log.info("faults now %s", settings)
+        return json_response(settings.model_dump())
+
+    @app.get("/_sim/stats")
+    async def stats() -> Response:
+        # "held": timeout-faulted requests that have not acted yet (their late charge is coming).
+        return json_response({**sim.stats.as_json(), "held": sim.held})
+
+    @app.get("/_sim/charges")
+    async def charges() -> Response:
+        return json_response({"data": await sim.store.all_charges()})
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(SimError)
+    async def sim_error(_request: Request, exc: SimError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> Response:
+        code = {404: "resource_missing", 405: "method_not_allowed"}.get(
+            exc.status_code, "invalid_request"
+        )
+        return error_response(SimError(exc.status_code, code, str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, _exc: Exception) -> Response:
+        log.exception("unexpected error")
+        return error_response(SimError(500, "internal_error", "Gateway bug", type_=API_ERROR))

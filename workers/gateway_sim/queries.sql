@@ -1,0 +1,85 @@
+-- The gateway simulator's SQLite record (not FlowPay's PostgreSQL: it stands for someone else's
+-- system). Idempotency keys live on the objects they created, one namespace per endpoint; the
+-- UNIQUE constraints back up the BEGIN IMMEDIATE transactions that check them.
+
+-- name: schema
+CREATE TABLE IF NOT EXISTS charges (
+    seq             INTEGER PRIMARY KEY,  -- creation order ("oldest first")
+    id              TEXT    NOT NULL UNIQUE,
+    idempotency_key TEXT    NOT NULL UNIQUE,
+    request_hash    TEXT    NOT NULL,
+    amount          INTEGER NOT NULL CHECK (amount > 0),
+    currency        TEXT    NOT NULL,
+    payment_method  TEXT    NOT NULL,
+    reference       TEXT    NOT NULL,
+    status          TEXT    NOT NULL CHECK (status IN ('succeeded', 'declined')),
+    decline_code    TEXT,
+    amount_refunded INTEGER NOT NULL DEFAULT 0 CHECK (amount_refunded BETWEEN 0 AND amount),
+    created_at      TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS charges_by_reference ON charges (reference, seq);
+CREATE TABLE IF NOT EXISTS refunds (
+    seq             INTEGER PRIMARY KEY,
+    id              TEXT    NOT NULL UNIQUE,
+    idempotency_key TEXT    NOT NULL UNIQUE,
+    request_hash    TEXT    NOT NULL,
+    charge_id       TEXT    NOT NULL REFERENCES charges (id),
+    amount          INTEGER NOT NULL CHECK (amount > 0),
+    status          TEXT    NOT NULL CHECK (status = 'succeeded'),
+    created_at      TEXT    NOT NULL
+);
+
+-- name: charge_by_key
+SELECT * FROM charges WHERE idempotency_key = ?;
+
+-- name: charge_by_id
+SELECT * FROM charges WHERE id = ?;
+
+-- name: charges_by_reference
+SELECT * FROM charges WHERE reference = ? ORDER BY seq;
+
+-- name: all_charges
+SELECT * FROM charges ORDER BY seq;
+
+-- name: charge_insert
+INSERT INTO charges (
+    id, idempotency_key, request_hash, amount, currency, payment_method, reference, status,
+    decline_code, created_at
+) VALUES (
+    :id, :idempotency_key, :request_hash, :amount, :currency, :payment_method, :reference,
+    :status, :decline_code, :created_at
+);
+
+-- name: charge_add_refunded
+UPDATE charges SET amount_refunded = amount_refunded + :amount WHERE id = :id;
+
+-- name: refund_by_key
+SELECT * FROM refunds WHERE idempotency_key = ?;
+
+-- name: refund_insert
+INSERT INTO refunds (id, idempotency_key, request_hash, charge_id, amount, status, created_at)
+VALUES (:id, :idempotency_key, :request_hash, :charge_id, :amount, 'succeeded', :created_at);
+
+-- name: connection_setup
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+PRAGMA busy_timeout = 10000;
+PRAGMA foreign_keys = ON;
+
+-- name: begin_immediate
+BEGIN IMMEDIATE;
+
+-- name: commit
+COMMIT;
+
+-- name: rollback
+ROLLBACK;
+
+-- name: savepoint
+SAVEPOINT job;
+
+-- name: release
+RELEASE job;
+
+-- name: rollback_to
+ROLLBACK TO job;

@@ -1,0 +1,31 @@
+"""What the simulator has done since this process started (``GET /_sim/stats``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from workers.gateway_sim.faults import Fault
+
+
+@dataclass
+class Stats:
+    # Only the event loop's thread touches these, so plain ints are enough.
+    requests: int = 0  # POST /v1/charges and /v1/refunds received
+    lookups: int = 0  # GET /v1/charges...
+    charges: int = 0  # charges created, declined ones included
+    declines: int = 0
+    refunds: int = 0
+    replays: int = 0  # answers given from an earlier request with the same key
+    faults: dict[Fault, int] = field(default_factory=lambda: dict.fromkeys(Fault, 0))
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "lookups": self.lookups,
+            "charges": self.charges,
+            "declines": self.declines,
+            "refunds": self.refunds,
+            "replays": self.replays,
+            "faults": {str(kind): count for kind, count in self.faults.items()},
+        }

@@ -1,0 +1,88 @@
+"""The notifier's consumer: keep a view of each payment, record one delivery per endpoint.
+
+The Kafka consumer never waits on a merchant's server: it only writes deliveries, and the sender
+(``workers.notifier.sender``) delivers them. Everything for one event commits together with its
+id in ``notifier.processed_events``, so a redelivered event records nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+from psycopg import Connection
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from workers.core.events import Event, EventType
+from workers.core.ids import new_id
+from workers.core.kafka import Message
+from workers.core.projection import advance, initial, iso
+from workers.core.sql import load_queries
+
+Q = load_queries("workers.notifier")
+
+NOTIFIED: Final = frozenset(
+    {
+        EventType.SUCCEEDED,
+        EventType.FAILED,
+        EventType.REFUNDED,
+        EventType.REFUND_FAILED,
+        EventType.CHARGE_REVERSED,
+    }
+)
+
+
+class Intake:
+    def __init__(self, pool: ConnectionPool[Any]) -> None:
+        self.pool = pool
+
+    def handle(self, event: Event, _message: Message) -> None:
+        with self.pool.connection() as conn, conn.transaction():
+            if conn.execute(Q["event_mark_processed"], {"event_id": event.event_id}).rowcount:
+                payment = _project(conn, event)
+                if payment is not None and event.type in NOTIFIED:
+                    _record_deliveries(conn, event, payment)
+
+
+def _project(conn: Connection[Any], event: Event) -> dict[str, Any] | None:
+    row = conn.execute(Q["payment_get"], {"payment_id": event.payment_id}).fetchone()
+    if event.type is EventType.INITIATED:
+        payment = initial(event)
+    elif row is None:
+        return None  # a payment whose start this notifier never saw: nothing to describe
+    else:
+        payment = advance(row[0], event)
+    conn.execute(
+        Q["payment_put"],
+        {
+            "payment_id": event.payment_id,
+            "merchant_id": event.merchant_id,
+            "object": Jsonb(payment),
+        },
+    )
+    return payment
+
+
+def webhook_body(event: Event, payment: dict[str, Any]) -> bytes:
+    body = {"type": event.type.value, "timestamp": iso(event.occurred_at), "data": payment}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _record_deliveries(conn: Connection[Any], event: Event, payment: dict[str, Any]) -> None:
+    body = webhook_body(event, payment)
+    for (endpoint_id,) in conn.execute(
+        Q["endpoints_of_merchant"], {"merchant_id": event.merchant_id}
+    ).fetchall():
+        conn.execute(
+            Q["delivery_insert"],
+            {
+                "id": new_id("msg"),
+                "endpoint_id": endpoint_id,
+                "event_id": event.event_id,
+                "merchant_id": event.merchant_id,
+                "payment_id": event.payment_id,
+                "event_type": event.type.value,
+                "body": body,
+            },
+        )

@@ -1,0 +1,50 @@
+"""`flowpay run-notifier`: the consumer (recording deliveries) and the sender, in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from workers.core.config import Settings
+from workers.core.db import database_url, make_pool
+from workers.core.lifecycle import install_stop_handlers
+from workers.core.logs import setup_logging
+from workers.core.runner import ConsumerRunner
+from workers.core.topics import GROUP_NOTIFIER
+from workers.notifier.intake import Intake
+from workers.notifier.sender import Sender
+
+ROLE = "notifier"
+
+
+def serve(settings: Settings) -> None:
+    setup_logging(settings.log_level, ROLE)
+    stop = install_stop_handlers(settings.worker.grace_period_s)
+    pool = make_pool(settings, name=f"{ROLE}-intake")
+    runner = ConsumerRunner(settings, group=GROUP_NOTIFIER, role=ROLE, handler=Intake(pool).handle)
+    consumer = threading.Thread(target=runner.run, args=(stop,), name="notifier-consumer")
+    consumer.start()
+    try:
+        asyncio.run(_send(settings, stop))
+    finally:
+        stop.set()
+        consumer.join()
+        pool.close()
+
+
+async def _send(settings: Settings, stop: threading.Event) -> None:
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        database_url(settings),
+        min_size=1,
+        max_size=settings.database.pool_max_size,
+        open=False,
+        name=ROLE,
+    )
+    await pool.open()
+    try:
+        await Sender(settings.notifier, pool).run(stop)
+    finally:
+        await pool.close()
