@@ -433,7 +433,7 @@ def test_faults_change_at_run_time_and_stats_count_what_happened(start: Start) -
 
         assert sim.stats() == {
             "requests": 6, "lookups": 1, "charges": 3, "declines": 1, "refunds": 1, "replays": 1,
-            "faults": {"error": 1, "timeout": 0, "lost_ack": 1},
+            "faults": {"error": 1, "timeout": 0, "lost_ack": 1}, "held": 0,
         }  # fmt: skip
         assert len(sim.records()) == 3
 

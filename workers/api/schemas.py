@@ -6,12 +6,12 @@ strings are refused (strict mode), and so are fields nobody asked for.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from workers.api.errors import ApiError
-from workers.core.money import MAX_AMOUNT, UnknownCurrency, currency_exponent
+from workers.core.money import MAX_AMOUNT, CurrencyCode
+from workers.core.requests import parse_body as parse_json
 
 MAX_METADATA_KEYS = 50
 MAX_METADATA_KEY = 40
@@ -26,19 +26,10 @@ class _Body(BaseModel):
 
 class PaymentCreate(_Body):
     amount: int = Field(ge=1, le=MAX_AMOUNT)
-    currency: str
+    currency: CurrencyCode
     payment_method: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_]+$")
     description: str | None = Field(default=None, max_length=1000)
     metadata: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("currency")
-    @classmethod
-    def _iso_4217(cls, code: str) -> str:
-        try:
-            currency_exponent(code)
-        except UnknownCurrency as exc:
-            raise ValueError(str(exc)) from None
-        return code
 
     @field_validator("metadata")
     @classmethod
@@ -58,27 +49,6 @@ class RefundCreate(_Body):
     reason: str | None = Field(default=None, max_length=1000)
 
 
-_CODES = {
-    "missing": "parameter_missing",
-    "extra_forbidden": "parameter_unknown",
-}
-
-
 def parse_body(model: type[B], raw: bytes) -> B:
-    """Validate a JSON body; the first problem becomes a 422 naming its field."""
-    try:
-        return model.model_validate_json(raw or b"{}")
-    except ValidationError as exc:
-        raise _as_api_error(exc) from None
-
-
-def _as_api_error(exc: ValidationError) -> ApiError:
-    error: Any = exc.errors(include_url=False, include_input=False)[0]
-    if error["type"] == "json_invalid":
-        return ApiError(400, "body_invalid_json", "The request body is not valid JSON")
-    if error["type"] == "model_type":
-        return ApiError(422, "body_invalid", "The request body must be a JSON object")
-    param = ".".join(str(part) for part in error["loc"])
-    code = _CODES.get(error["type"], f"{error['loc'][0]}_invalid")
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return ApiError(422, code, f"{param}: {message}", param=param)
+    """Validate a JSON body; an invalid field's code is ``<field>_invalid``."""
+    return parse_json(model, raw, lambda field: f"{field}_invalid")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Annotated, Final
 
 import iso4217
+from pydantic import AfterValidator
 
 MAX_AMOUNT: Final = 10**12
 
@@ -25,6 +26,18 @@ def currency_exponent(code: str) -> int:
     if exponent is None:  # funds, metals, XXX: not money a card can be charged in
         raise UnknownCurrency(f"{code!r} has no minor unit")
     return int(exponent)
+
+
+def _checked_currency(code: str) -> str:
+    try:
+        currency_exponent(code)
+    except UnknownCurrency as exc:
+        raise ValueError(str(exc)) from None  # pydantic reports a ValueError as a field error
+    return code
+
+
+# An upper-case ISO 4217 code with minor units, for request models.
+CurrencyCode = Annotated[str, AfterValidator(_checked_currency)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,64 @@
+"""Checks every HTTP service of FlowPay makes on a request, with one error to report them.
+
+Each service turns ``BadRequest`` into its own JSON error envelope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from workers.core.errors import FlowPayError
+
+B = TypeVar("B", bound=BaseModel)
+MAX_IDEMPOTENCY_KEY = 255
+_CODES = {"missing": "parameter_missing", "extra_forbidden": "parameter_unknown"}
+
+
+class BadRequest(FlowPayError):
+    def __init__(self, status: int, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.param = param
+
+
+def parse_body(model: type[B], raw: bytes, invalid_code: Callable[[str], str]) -> B:
+    """A validated JSON body; the first problem becomes a BadRequest naming its field.
+
+    ``invalid_code(field)`` names the code of an invalid value (``amount_invalid``, say).
+    """
+    try:
+        return model.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        raise _bad_body(exc, invalid_code) from None
+
+
+def _bad_body(exc: ValidationError, invalid_code: Callable[[str], str]) -> BadRequest:
+    error: Any = exc.errors(include_url=False, include_input=False)[0]
+    if error["type"] == "json_invalid":
+        return BadRequest(400, "body_invalid_json", "The request body is not valid JSON")
+    if error["type"] == "model_type":
+        return BadRequest(422, "body_invalid", "The request body must be a JSON object")
+    param = ".".join(str(part) for part in error["loc"])
+    code = _CODES.get(error["type"]) or invalid_code(str(error["loc"][0]))
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return BadRequest(422, code, f"{param}: {message}", param)
+
+
+def check_idempotency_key(key: str | None) -> str:
+    """1 to 255 visible ASCII characters; BadRequest (400) otherwise."""
+    if key is None:
+        raise BadRequest(
+            400, "idempotency_key_missing", "POST requests need an Idempotency-Key header"
+        )
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not all("!" <= c <= "~" for c in key):
+        raise BadRequest(
+            400,
+            "idempotency_key_invalid",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters",
+        )
+    return key
