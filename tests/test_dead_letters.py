@@ -1,0 +1,128 @@
+"""Bad messages on the payment topic: every worker dead-letters them and carries on; `flowpay dlq`."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import psycopg
+
+from tests.conftest import env_for, flowpay
+from tests.helpers.kafka import headers_of, produce_raw, read_topic
+from tests.helpers.servers import free_port, running
+from workers.core.config import Settings
+from workers.core.events import EventType, RefundRequested, encode, new_event
+from workers.core.topics import topics
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+FAST = {"FLOWPAY_WORKER__POLL_TIMEOUT_S": "0.1", "FLOWPAY_WORKER__MAX_ATTEMPTS": "2"}
+GROUPS = ("api", "processor", "notifier")
+
+
+def _bad_messages(settings: Settings) -> list[bytes]:
+    good = encode(_good_event()).value
+    unknown = good.replace(b"payment.refund_requested", b"payment.teleported")
+    missing = json.dumps({k: v for k, v in json.loads(good).items() if k != "merchant_id"}).encode()
+    return [b"\x00\xffnot an event", unknown, missing]
+
+
+def _good_event() -> Any:
+    return new_event(
+        EventType.REFUND_REQUESTED,
+        payment_id="pay_dlq",
+        merchant_id="mer_dlq",
+        data=RefundRequested(refund_id="re_dlq", amount=100),
+        source="test",
+    )
+
+
+def _wait(condition: Any, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_every_worker_dead_letters_bad_messages_and_carries_on(
+    settings: Settings, db: Conn
+) -> None:
+    names = topics(settings)
+    bad = _bad_messages(settings)
+    produce_raw(settings, names.payments, bad, key=b"pay_dlq")
+    good = _good_event()
+    encoded = encode(good)
+    produce_raw(settings, names.payments, [encoded.value], key=encoded.key, headers=encoded.headers)
+    env = {**env_for(settings), **FAST}
+    port = free_port()
+    with (
+        running(
+            ["serve-api", "--port", str(port)], env, health_url=f"http://127.0.0.1:{port}/healthz"
+        ),
+        running(["run-processor"], env),
+        running(["run-notifier"], env),
+    ):
+        # The good message behind the bad ones reached every worker.
+        def handled() -> bool:
+            seen = [
+                db.execute(
+                    "SELECT 1 FROM api.processed_events WHERE event_id = %s", (good.event_id,)
+                ).fetchone(),
+                db.execute(
+                    "SELECT 1 FROM notifier.processed_events WHERE event_id = %s", (good.event_id,)
+                ).fetchone(),
+                db.execute(
+                    "SELECT status FROM processor.refunds WHERE refund_id = 're_dlq'"
+                ).fetchone(),
+            ]
+            return all(seen)
+
+        _wait(handled)
+        dead = read_topic(settings, names.dead_letters, 9)
+    by_group: dict[str, list[bytes | None]] = {}
+    for message in dead:
+        by_group.setdefault(headers_of(message)["dlq_group"], []).append(message.value())
+    assert sorted(by_group) == sorted(GROUPS)
+    assert all(sorted(v or b"" for v in values) == sorted(bad) for values in by_group.values())
+    kinds = {headers_of(m)["dlq_error_type"] for m in dead}
+    assert kinds == {"MalformedEvent", "UnknownEventType"}
+    assert db.execute(
+        "SELECT failure_reason FROM processor.refunds WHERE refund_id = 're_dlq'"
+    ).fetchone() == ("invalid_state",)
+
+
+def test_dlq_cli_lists_shows_and_replays_once(settings: Settings) -> None:
+    names = topics(settings)
+    original = b"\x00\xffnot an event"
+    headers = [
+        ("dlq_group", b"ledger"),
+        ("dlq_topic", names.payments.encode()),
+        ("dlq_partition", b"3"),
+        ("dlq_offset", b"41"),
+        ("dlq_error_type", b"MalformedEvent"),
+        ("dlq_error_message", b"empty message value"),
+        ("dlq_failed_at", b"2026-11-25T10:00:00+00:00"),
+    ]
+    produce_raw(settings, names.dead_letters, [original], key=b"pay_x", headers=headers)
+    env = env_for(settings)
+    listed = json.loads(flowpay("dlq", "list", "--group", "ledger", "--json", env=env).stdout)
+    assert [(d["group"], d["source"], d["error_type"]) for d in listed] == [
+        ("ledger", f"{names.payments}[3]@41", "MalformedEvent")
+    ]
+    assert json.loads(flowpay("dlq", "list", "--group", "api", "--json", env=env).stdout) == []
+    letter = listed[0]["id"]
+    shown = json.loads(flowpay("dlq", "show", letter, "--json", env=env).stdout)
+    assert shown["key"] == "pay_x"
+    assert shown["error"] == "empty message value"
+
+    first = flowpay("dlq", "replay", letter, env=env)
+    assert first.returncode == 0, first.stderr
+    again = flowpay("dlq", "replay", letter, env=env)
+    assert again.returncode == 2
+    assert "replayed already" in again.stderr
+    assert flowpay("dlq", "replay", letter, "--force", env=env).returncode == 0
+    replayed = read_topic(settings, names.payments, 2)
+    assert [m.value() for m in replayed] == [original, original]
+    assert all(headers_of(m)["dlq_replay_of"] == f"{names.dead_letters}:{letter}" for m in replayed)
+    assert all("dlq_group" not in headers_of(m) for m in replayed)
+    assert flowpay("dlq", "show", "9:999", env=env).returncode == 2

@@ -1,0 +1,218 @@
+"""The notifier with a real webhook receiver that verifies signatures, real Kafka and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.conftest import env_for, flowpay
+from tests.helpers.receiver import Receiver, receiver
+from tests.helpers.servers import free_port, running
+from workers.api.merchants import create_merchant
+from workers.core.config import Settings
+from workers.core.events import EventType, Failed, Initiated, Succeeded, encode, new_event
+from workers.core.kafka import make_producer, produce_sync
+from workers.core.topics import topics
+from workers.notifier.endpoints import register_endpoint
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+FAST = {
+    "FLOWPAY_NOTIFIER__SCHEDULE_S": "[0, 0.3, 0.3, 0.3]",
+    "FLOWPAY_NOTIFIER__TIMEOUT_S": "1",
+    "FLOWPAY_NOTIFIER__POLL_INTERVAL_S": "0.1",
+    "FLOWPAY_WORKER__POLL_TIMEOUT_S": "0.1",
+}
+
+
+class Shop:
+    def __init__(self, settings: Settings, db: Conn, hook: Receiver) -> None:
+        self.settings = settings
+        self.db = db
+        merchant = create_merchant(db, "Hooked shop")
+        self.merchant_id = merchant.id
+        self.endpoint = register_endpoint(db, merchant.id, hook.url)
+        hook.secret = self.endpoint.secret
+        self.producer = make_producer(settings, "test")
+
+    def publish(self, payment_id: str, *kinds: EventType) -> None:
+        data = {
+            EventType.INITIATED: Initiated(
+                amount=1999, currency="USD", payment_method="pm_card_visa"
+            ),
+            EventType.SUCCEEDED: Succeeded(charge_id="ch_1"),
+            EventType.FAILED: Failed(reason="card_declined"),
+        }
+        for kind in kinds:
+            event = new_event(
+                kind,
+                payment_id=payment_id,
+                merchant_id=self.merchant_id,
+                data=data[kind],
+                source="test",
+            )
+            encoded = encode(event)
+            produce_sync(
+                self.producer,
+                topics(self.settings).payments,
+                key=encoded.key,
+                value=encoded.value,
+                headers=encoded.headers,
+            )
+
+    def delivery(self) -> dict[str, Any]:
+        row = self.db.execute(
+            "SELECT id, status, attempts, next_attempt_at FROM notifier.deliveries WHERE merchant_id = %s",
+            (self.merchant_id,),
+        ).fetchone()
+        assert row is not None
+        return dict(zip(("id", "status", "attempts", "next_attempt_at"), row, strict=True))
+
+    def wait_status(self, status: str, timeout_s: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                delivery = self.delivery()
+                if delivery["status"] == status:
+                    return delivery
+            except AssertionError:
+                pass
+            assert time.monotonic() < deadline, f"delivery never became {status}"
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def hook() -> Iterator[Receiver]:
+    with receiver(free_port()) as r:
+        yield r
+
+
+@pytest.fixture
+def shop(settings: Settings, db: Conn, hook: Receiver) -> Shop:
+    return Shop(settings, db, hook)
+
+
+@pytest.fixture
+def notifier(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
+    with running(["run-notifier"], {**env_for(settings), **FAST}) as process:
+        yield process
+
+
+def test_terminal_event_is_delivered_signed_with_the_payment_object(
+    shop: Shop, hook: Receiver, notifier: Any
+) -> None:
+    shop.publish("pay_A", EventType.INITIATED, EventType.SUCCEEDED)
+    [got] = hook.wait_for(1)
+    assert got.signature_ok
+    assert got.body["type"] == "payment.succeeded"
+    payment = got.body["data"]
+    assert (payment["id"], payment["status"], payment["amount"], payment["currency"]) == (
+        "pay_A",
+        "succeeded",
+        1999,
+        "USD",
+    )
+    assert got.webhook_id == shop.wait_status("delivered")["id"]
+
+
+def test_retries_after_500s_and_timeouts_keep_the_webhook_id(
+    shop: Shop, hook: Receiver, notifier: Any
+) -> None:
+    hook.script = [500, "hang", 500]
+    shop.publish("pay_B", EventType.INITIATED, EventType.FAILED)
+    delivered = shop.wait_status("delivered")
+    got = hook.wait_for(4)
+    assert [r.answer for r in got] == [500, "hang", 500, 200]
+    assert {r.webhook_id for r in got} == {delivered["id"]}
+    assert all(r.signature_ok for r in got)
+    assert delivered["attempts"] == 4
+    errors = [
+        r[0]
+        for r in shop.db.execute(
+            "SELECT coalesce(status_code::text, error) FROM notifier.attempts WHERE delivery_id = %s ORDER BY id",
+            (delivered["id"],),
+        )
+    ]
+    assert errors == ["500", "timeout", "500", "200"]
+
+
+def test_retry_after_is_honoured(shop: Shop, hook: Receiver, notifier: Any) -> None:
+    hook.script = [(503, {"Retry-After": "2"})]
+    shop.publish("pay_C", EventType.INITIATED, EventType.SUCCEEDED)
+    hook.wait_for(1)
+    deadline = time.monotonic() + 10
+    while shop.delivery()["attempts"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    delivery = shop.delivery()
+    [started] = shop.db.execute(
+        "SELECT started_at FROM notifier.attempts WHERE delivery_id = %s", (delivery["id"],)
+    ).fetchone()  # type: ignore[misc]
+    gap = (delivery["next_attempt_at"] - started).total_seconds()
+    assert 1.5 <= gap <= 3.5, gap  # the schedule alone would have said 0.3 s
+    shop.wait_status("delivered")
+
+
+def test_410_disables_the_endpoint(shop: Shop, hook: Receiver, notifier: Any) -> None:
+    hook.script = [410]
+    shop.publish("pay_D", EventType.INITIATED, EventType.SUCCEEDED)
+    shop.wait_status("failed")
+    status = shop.db.execute(
+        "SELECT status FROM notifier.endpoints WHERE id = %s", (shop.endpoint.id,)
+    ).fetchone()
+    assert status == ("disabled",)
+
+
+def test_dead_receiver_fails_then_retry_failed_delivers(
+    shop: Shop, hook: Receiver, notifier: Any, settings: Settings
+) -> None:
+    hook.script = [503, 503, 503, 503]
+    shop.publish("pay_E", EventType.INITIATED, EventType.SUCCEEDED)
+    failed = shop.wait_status("failed")
+    assert failed["attempts"] == 4
+    since = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    done = flowpay("webhooks", "retry", "--failed", "--since", since, env=env_for(settings))
+    assert done.returncode == 0, done.stderr
+    assert "re-queued 1" in done.stdout
+    shop.wait_status("delivered")
+    assert {r.webhook_id for r in hook.got} == {failed["id"]}
+
+
+def test_sigkill_mid_send_loses_no_delivery(shop: Shop, hook: Receiver, settings: Settings) -> None:
+    hook.script = ["hang"]
+    hook.hang_s = 3
+    env = {**env_for(settings), **FAST, "FLOWPAY_NOTIFIER__TIMEOUT_S": "10"}
+    with running(["run-notifier"], env) as first:
+        shop.publish("pay_F", EventType.INITIATED, EventType.SUCCEEDED)
+        hook.wait_for(1)  # the first attempt is in flight, unanswered
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    with running(["run-notifier"], {**env, "FLOWPAY_NOTIFIER__TIMEOUT_S": "1"}):
+        delivered = shop.wait_status("delivered", timeout_s=90)
+    assert [r.webhook_id for r in hook.got] == [delivered["id"], delivered["id"]]
+
+
+def test_webhooks_cli_lists_deliveries_and_attempts(
+    shop: Shop, hook: Receiver, notifier: Any, settings: Settings
+) -> None:
+    shop.publish("pay_G", EventType.INITIATED, EventType.SUCCEEDED)
+    delivered = shop.wait_status("delivered")
+    env = env_for(settings)
+    listed = json.loads(
+        flowpay("webhooks", "list", "--status", "delivered", "--json", env=env).stdout
+    )
+    assert [d["id"] for d in listed] == [delivered["id"]]
+    attempts = json.loads(
+        flowpay("webhooks", "attempts", delivered["id"], "--json", env=env).stdout
+    )
+    assert [a["status_code"] for a in attempts] == [200]
+    endpoints = flowpay("webhooks", "endpoints", "--json", env=env).stdout
+    assert shop.endpoint.id in endpoints
+    assert shop.endpoint.secret not in endpoints
