@@ -11,6 +11,7 @@ run: infra  ## install, start the whole local stack, print where everything is, 
 	$(FLOWPAY) dev up
 	$(FLOWPAY) pay --amount 1999 --currency USD --wait --json > .flowpay/demo-payment.json
 	$(FLOWPAY) status $$($(BIN)/python -c "import json; print(json.load(open('.flowpay/demo-payment.json'))['id'])")
+	$(FLOWPAY) dev webhooks --wait 30 --payment $$($(BIN)/python -c "import json; print(json.load(open('.flowpay/demo-payment.json'))['id'])")
 
 test: infra lint  ## install, start PostgreSQL and Kafka, run the whole suite
 	$(BIN)/pytest

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import time
+from typing import Annotated, Any
 
 import typer
 
@@ -11,6 +12,9 @@ from flowpay_cli.output import console, print_json, print_table
 from workers.core.lifecycle import install_stop_handlers
 from workers.core.logs import setup_logging
 from workers.devstack import roles, stack
+from workers.devstack.demo import demo_webhook_secret
+from workers.devstack.sink import received
+from workers.devstack.sink import serve as serve_sink
 
 app = typer.Typer(help="Run the local stack (PostgreSQL, Kafka, every role) as plain processes.")
 
@@ -55,6 +59,61 @@ def supervise(ctx: typer.Context) -> None:
     config = settings(ctx)
     setup_logging(config.log_level, "supervisor")
     roles.supervise(config, install_stop_handlers(config.worker.grace_period_s))
+
+
+@app.command(hidden=True)
+def sink(ctx: typer.Context) -> None:
+    """Receive the demo merchant's webhooks (started by `dev up`)."""
+    config = settings(ctx)
+    setup_logging(config.log_level, "webhook-sink")
+    stop = install_stop_handlers(config.worker.grace_period_s)
+    serve_sink(config, lambda: demo_webhook_secret(config), stop)
+
+
+@app.command()
+def webhooks(
+    ctx: typer.Context,
+    payment: Annotated[str | None, typer.Option("--payment", help="Only this payment's.")] = None,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for at least one.")] = 0.0,
+    as_json: Json = False,
+) -> None:
+    """What the local webhook receiver got (the demo merchant's webhooks)."""
+    config = settings(ctx)
+    deadline = time.monotonic() + wait
+    while True:
+        got = [w for w in received(config) if payment is None or _payment_of(w) == payment]
+        if got or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    if as_json:
+        print_json(got)
+        return
+    print_table(
+        "webhooks received by the local receiver",
+        ["webhook-id", "signature", "type", "payment", "status"],
+        [
+            (
+                w["webhook_id"],
+                "valid" if w["verified"] else "INVALID",
+                _field(w, "type"),
+                _payment_of(w),
+                _field(w, "status"),
+            )
+            for w in got
+        ],
+    )
+
+
+def _field(webhook: dict[str, Any], name: str) -> str:
+    body = webhook["body"]
+    if not isinstance(body, dict):
+        return ""
+    return str(body.get(name) or body.get("data", {}).get(name) or "")
+
+
+def _payment_of(webhook: dict[str, Any]) -> str:
+    body = webhook["body"]
+    return str(body.get("data", {}).get("id", "")) if isinstance(body, dict) else ""
 
 
 def _show(ctx: typer.Context, *, as_json: bool) -> None:

@@ -45,3 +45,7 @@ def create_merchant(conn: Connection[Any], name: str) -> NewMerchant:
 
 def list_merchants(conn: Connection[Any]) -> list[MerchantRow]:
     return [MerchantRow(*row) for row in conn.execute(Q["merchants_list"]).fetchall()]
+
+
+def merchant_exists(conn: Connection[Any], merchant_id: str) -> bool:
+    return conn.execute(Q["merchant_exists"], {"id": merchant_id}).fetchone() is not None

@@ -104,3 +104,6 @@ SELECT merchant_id FROM api.payments WHERE id = %(id)s;
 -- name: refund_any
 SELECT id, payment_id, amount, reason, status, failure_reason, created_at, updated_at
 FROM api.refunds WHERE id = %(id)s;
+
+-- name: merchant_exists
+SELECT 1 FROM api.merchants WHERE id = %(id)s;

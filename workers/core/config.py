@@ -134,6 +134,8 @@ class DevSettings(_Section):
     # An existing Kafka distribution (its libs/ is used); KAFKA_HOME is honoured too.
     kafka_home: Path | None = None
     kafka_heap: str = Field(default="512m", pattern=r"^\d+[mg]$")
+    # The demo's local webhook receiver.
+    sink_port: int = Field(default=8200, ge=1, le=65535)
     start_timeout_s: float = Field(default=90.0, gt=0)
 
 

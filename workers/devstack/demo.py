@@ -9,11 +9,13 @@ import json
 import os
 from pathlib import Path
 
-from workers.api.merchants import create_merchant
+from workers.api.merchants import create_merchant, merchant_exists
 from workers.core.config import Settings
 from workers.core.db import connect
 from workers.core.errors import ConfigError
 from workers.devstack.paths import StackPaths
+from workers.devstack.sink import sink_url
+from workers.notifier.endpoints import register_endpoint
 
 DEMO_NAME = "Demo merchant"
 
@@ -31,20 +33,30 @@ def demo_api_key(settings: Settings) -> str:
         ) from None
 
 
+def demo_webhook_secret(settings: Settings) -> str:
+    try:
+        return str(json.loads(key_file(settings).read_text())["webhook_secret"])
+    except (OSError, ValueError, KeyError):
+        return ""
+
+
 def ensure_demo_merchant(settings: Settings) -> str:
-    """The demo merchant's id, creating it (and its key file) the first time."""
+    """The demo merchant's id, creating it (its key, its webhook endpoint) the first time."""
     path = key_file(settings)
     with connect(settings) as conn:
         if path.exists():
             merchant_id = str(json.loads(path.read_text())["merchant_id"])
-            found = conn.execute(
-                "SELECT 1 FROM api.merchants WHERE id = %s", (merchant_id,)
-            ).fetchone()
-            if found is not None:
+            if merchant_exists(conn, merchant_id):
                 return merchant_id
         merchant = create_merchant(conn, DEMO_NAME)
+        endpoint = register_endpoint(conn, merchant.id, sink_url(settings))
+    demo = {
+        "merchant_id": merchant.id,
+        "api_key": merchant.api_key,
+        "webhook_secret": endpoint.secret,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
-        json.dump({"merchant_id": merchant.id, "api_key": merchant.api_key}, out)
+        json.dump(demo, out)
     return merchant.id

@@ -34,6 +34,7 @@ ROLES: tuple[Role, ...] = (
     Role("gateway-sim", ("serve-gateway-sim",)),
     Role("processor", ("run-processor",)),
     Role("notifier", ("run-notifier",)),
+    Role("webhook-sink", ("dev", "sink")),
 )
 
 
