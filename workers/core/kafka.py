@@ -154,7 +154,19 @@ def create_topics(settings: Settings, names: Iterable[str] | None = None) -> dic
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise StackError(f"cannot create topic {name}: {exc.args[0].str()}") from None
             result[name] = "exists"
+    _await_metadata(admin, list(result))
     return result
+
+
+def _await_metadata(admin: AdminClient, names: list[str], timeout_s: float = 15.0) -> None:
+    # A created topic is acknowledged by the controller before every broker's metadata has it;
+    # callers produce or describe right away, so wait until the metadata shows them all.
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        known = admin.list_topics(timeout=5).topics
+        if all(name in known and not known[name].error for name in names):
+            return
+        time.sleep(0.05)
 
 
 def describe_topics(settings: Settings, names: Iterable[str]) -> dict[str, dict[str, Any]]:
