@@ -43,6 +43,7 @@ def env_for(settings: Settings) -> dict[str, str]:
         f"127.0.0.1:{settings.dev.kafka_port}"
     )
     env["FLOWPAY_DEV__HOME"] = str(settings.dev.home.resolve())
+    env["FLOWPAY_KAFKA__SESSION_TIMEOUT_MS"] = str(settings.kafka.session_timeout_ms)
     return env
 
 
@@ -62,7 +63,8 @@ def flowpay(
 
 @pytest.fixture(scope="session")
 def base_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    settings = load_settings()
+    # A killed consumer's partitions move on after 6 s rather than 45 s.
+    settings = override(load_settings(), "kafka", session_timeout_ms=6000)
     # pytest-xdist workers share one stack: the first to get the lock starts it.
     with FileLock(str(tmp_path_factory.getbasetemp().parent / "flowpay-stack.lock")):
         stack.up(settings, infra_only=True, config_file=None, say=lambda _step: None)

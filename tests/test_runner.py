@@ -13,11 +13,11 @@ import psycopg
 import pytest
 
 from tests.conftest import ROOT, env_for, override
-from tests.helpers.kafka import committed_total, headers_of, produce_raw, read_topic
+from tests.helpers.kafka import committed_total, headers_of, produce_events, produce_raw, read_topic
 from workers.core.config import Settings
 from workers.core.errors import PermanentError, TransientError
 from workers.core.events import Event, EventType, Initiated, encode, new_event
-from workers.core.kafka import Message, make_producer, produce_sync
+from workers.core.kafka import Message
 from workers.core.runner import ConsumerRunner
 from workers.core.topics import topics
 
@@ -40,16 +40,7 @@ def event(n: int) -> Event:
 
 
 def publish(settings: Settings, events: list[Event], key: bytes | None = None) -> None:
-    producer = make_producer(settings, "test")
-    for e in events:
-        encoded = encode(e)
-        produce_sync(
-            producer,
-            topics(settings).payments,
-            key=key or encoded.key,
-            value=encoded.value,
-            headers=encoded.headers,
-        )
+    produce_events(settings, events, key)
 
 
 def run_until(

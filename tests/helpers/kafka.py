@@ -6,7 +6,9 @@ import time
 import uuid
 
 from workers.core.config import Settings
+from workers.core.events import Event, encode
 from workers.core.kafka import Message, TopicPartition, make_consumer, make_producer, produce_sync
+from workers.core.topics import topics
 
 
 def produce_raw(
@@ -54,3 +56,20 @@ def committed_total(settings: Settings, group: str, topic: str) -> int:
 def headers_of(message: Message) -> dict[str, str]:
     raw = message.headers() or []
     return {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in raw}
+
+
+def produce_events(settings: Settings, events: list[Event], key: bytes | None = None) -> None:
+    """Publish events to the payment topic in one flush; fails the test if any is not acked."""
+    producer = make_producer(settings, "test")
+    errors: list[object] = []
+    for event in events:
+        encoded = encode(event)
+        producer.produce(
+            topics(settings).payments,
+            key=key or encoded.key,
+            value=encoded.value,
+            headers=encoded.headers,
+            on_delivery=lambda error, _m: errors.append(error) if error else None,
+        )
+    assert producer.flush(30) == 0, "not every event was acknowledged"
+    assert not errors, errors

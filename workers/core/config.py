@@ -42,6 +42,8 @@ class KafkaSettings(_Section):
     topic_prefix: str = Field(default="flowpay", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     partitions: int = Field(default=6, ge=1, le=10_000)
     client_id: str = "flowpay"
+    # How long a consumer that stopped answering (killed, hung) keeps its partitions.
+    session_timeout_ms: int = Field(default=45_000, ge=6_000, le=300_000)
 
 
 class ApiSettings(_Section):

@@ -59,15 +59,22 @@ def make_producer(settings: Settings, role: str, **overrides: Any) -> Producer:
     return Producer(config)
 
 
+def group_id(settings: Settings, group: str) -> str:
+    """The Kafka group id of a logical group: one FlowPay's groups never mix with another's."""
+    return f"{settings.kafka.topic_prefix}.{group}"
+
+
 def make_consumer(settings: Settings, group: str, role: str, **overrides: Any) -> Consumer:
     """A consumer that never commits by itself: the runner commits after the effect is durable."""
     config = {
         **_common(settings, role),
-        "group.id": group,
+        "group.id": group_id(settings, group),
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
+        "session.timeout.ms": settings.kafka.session_timeout_ms,
+        "heartbeat.interval.ms": min(3000, settings.kafka.session_timeout_ms // 3),
         **overrides,
     }
     return Consumer(config)
