@@ -15,10 +15,10 @@ from flowpay_cli.commands import (
     gateway_sim,
     health,
     infra,
+    ledger,
     outbox,
     pay,
     payments,
-    pending,
     processor,
     webhooks,
 )
@@ -67,11 +67,13 @@ app.command("serve-gateway-sim")(gateway_sim.serve_gateway_sim)
 app.command("run-processor")(processor.run_processor)
 app.command("refund")(payments.refund)
 app.command("run-notifier")(webhooks.run_notifier)
+app.command("run-ledger")(ledger.run_ledger)
+app.command("replay")(ledger.replay)
+app.add_typer(ledger.ledger_app, name="ledger")
 app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(dlq.app, name="dlq")
 app.command("status")(payments.status)
 app.add_typer(api.merchants_app, name="merchants")
-pending.register(app)
 
 
 def run() -> None:

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from flowpay_cli.commands.pending import PENDING
 from tests.conftest import flowpay
 from workers.core.heartbeat import heartbeat_path
 
@@ -25,13 +24,6 @@ def test_help_lists_every_command_of_the_mission_with_one_line_each() -> None:
         if line.startswith("  ") and line.split()
     }
     assert set(MISSION_COMMANDS) <= listed
-
-
-@pytest.mark.parametrize("command", sorted(PENDING))
-def test_commands_not_built_yet_say_so_in_one_line_with_exit_code_2(command: str) -> None:
-    done = flowpay(command, "--json")
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [f"error: flowpay {command}: not implemented yet"]
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ import httpx
 import psycopg
 import pytest
 
+from tests.conftest import flowpay
 from tests.helpers.flow import flow
 from workers.core.config import Settings
 from workers.core.db import database_url
@@ -126,7 +128,11 @@ def test_partial_and_full_refunds(settings: Settings, tmp_path: Path) -> None:
         assert f.refund(payment["id"], 300).status_code == 202
         partial = f.wait_for(payment["id"], lambda p: p["refunded_amount"] == 300)
         assert partial["status"] == "succeeded"
-        assert f.refund(payment["id"]).status_code == 202
+        # The rest through the operator's CLI: the same code path as the API's.
+        done = flowpay("refund", payment["id"], "--wait", "--json", env=f.env)
+        assert done.returncode == 0, done.stderr
+        refund = json.loads(done.stdout)
+        assert (refund["status"], refund["amount"]) == ("succeeded", 700)
         full = f.wait_for(payment["id"], lambda p: p["status"] == "refunded")
         assert full["refunded_amount"] == 1000
         [charge] = f.sim_charges(payment["id"])
