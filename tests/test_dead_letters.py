@@ -17,7 +17,7 @@ from workers.core.topics import topics
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 FAST = {"FLOWPAY_WORKER__POLL_TIMEOUT_S": "0.1", "FLOWPAY_WORKER__MAX_ATTEMPTS": "2"}
-GROUPS = ("api", "processor", "notifier")
+GROUPS = ("api", "processor", "notifier", "ledger")
 
 
 def _bad_messages(settings: Settings) -> list[bytes]:
@@ -61,6 +61,7 @@ def test_every_worker_dead_letters_bad_messages_and_carries_on(
         ),
         running(["run-processor"], env),
         running(["run-notifier"], env),
+        running(["run-ledger"], env),
     ):
         # The good message behind the bad ones reached every worker.
         def handled() -> bool:
@@ -74,11 +75,14 @@ def test_every_worker_dead_letters_bad_messages_and_carries_on(
                 db.execute(
                     "SELECT status FROM processor.refunds WHERE refund_id = 're_dlq'"
                 ).fetchone(),
+                db.execute(
+                    "SELECT 1 FROM ledger.events WHERE event_id = %s", (good.event_id,)
+                ).fetchone(),
             ]
             return all(seen)
 
         _wait(handled)
-        dead = read_topic(settings, names.dead_letters, 9)
+        dead = read_topic(settings, names.dead_letters, 3 * len(GROUPS))
     by_group: dict[str, list[bytes | None]] = {}
     for message in dead:
         by_group.setdefault(headers_of(message)["dlq_group"], []).append(message.value())

@@ -171,7 +171,9 @@ def test_refund_of_a_failed_payment_is_refused_as_invalid_state(
 def test_sigkill_mid_batch_no_double_charge_no_stuck_payment(
     settings: Settings, tmp_path: Path
 ) -> None:
-    with flow(settings, tmp_path, sim_flags=("--latency-ms", "50")) as f:
+    # Few at once and a slow gateway, so that the kill lands while most are still to do.
+    slow = {"FLOWPAY_PROCESSOR__MAX_IN_FLIGHT": "8"}
+    with flow(settings, tmp_path, sim_flags=("--latency-ms", "100"), extra_env=slow) as f:
         ids = [f.pay()["id"] for _ in range(150)]
         deadline = time.monotonic() + 60
         while len(f.sim_charges()) < 20 and time.monotonic() < deadline:

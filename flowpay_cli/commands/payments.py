@@ -17,6 +17,7 @@ from workers.core.config import Settings
 from workers.core.db import connect
 from workers.core.errors import FlowPayError
 from workers.core.outbox import EMITTING_SCHEMAS, events_of
+from workers.ledger.inspect import ledger_view
 from workers.notifier.deliveries import attempts_of, list_deliveries
 from workers.processor.inspect import processor_view
 
@@ -84,6 +85,7 @@ def status(
             "payment": payment_view(conn, payment_id),
             "events": events,
             "processor": processor_view(conn, payment_id),
+            "postings": ledger_view(conn, payment_id),
             "deliveries": [
                 {**d, "attempts_log": attempts_of(conn, d["id"])}
                 for d in list_deliveries(conn, payment_id=payment_id)
@@ -143,6 +145,8 @@ def _render(view: dict[str, Any]) -> Group:
             f"processor state: {processor['state']}  charge: {processor['charge_id']}",
             attempts,
         ]
+    if view["postings"]:
+        parts.append(_postings_table(view["postings"]))
     if view["deliveries"]:
         hooks = Table(
             "webhook", "event", "status", "attempts", "last", title="webhooks", title_justify="left"
@@ -153,3 +157,11 @@ def _render(view: dict[str, Any]) -> Group:
             hooks.add_row(d["id"], d["event_type"], d["status"], str(d["attempts"]), str(outcome))
         parts.append(hooks)
     return Group(*parts)
+
+
+def _postings_table(postings: list[dict[str, Any]]) -> Table:
+    columns = ["kind", "account", "direction", "phase", "amount", "currency", "partition", "offset"]
+    table = Table(*columns, title="ledger postings", title_justify="left")
+    for posting in postings:
+        table.add_row(*(str(posting[c]) for c in columns))
+    return table

@@ -33,6 +33,7 @@ ROLES: tuple[Role, ...] = (
     Role("outbox", ("run-outbox",)),
     Role("gateway-sim", ("serve-gateway-sim",)),
     Role("processor", ("run-processor",)),
+    Role("ledger", ("run-ledger",)),
     Role("notifier", ("run-notifier",)),
     Role("webhook-sink", ("dev", "sink")),
 )

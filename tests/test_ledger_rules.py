@@ -1,0 +1,267 @@
+"""The posting rules and the planner, pure: no database, no Kafka."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from tests.test_ledger_support import ev, mixed
+from workers.core.events import (
+    ChargeReversed,
+    EventType,
+    Failed,
+    Initiated,
+    Processing,
+    Refunded,
+    Succeeded,
+)
+from workers.ledger.chain import GENESIS, digest
+from workers.ledger.posting import Item, NeedsRetry, Planner
+from workers.ledger.rules import (
+    STANDARD_RULES,
+    Direction,
+    Kind,
+    PaymentState,
+    Phase,
+    PostingRefused,
+    Transfer,
+    transaction_id,
+)
+from workers.ledger.store import Cursor
+
+INIT = Initiated(amount=1000, currency="USD", payment_method="pm_card_visa")
+
+
+def nets(transfers: list[Transfer]) -> Counter[tuple[str, str, str]]:
+    """Per (account, phase, currency): debits - credits."""
+    total: Counter[tuple[str, str, str]] = Counter()
+    for transfer in transfers:
+        for line in transfer.lines:
+            sign = 1 if line.direction is Direction.DEBIT else -1
+            total[(line.account.id, line.phase.value, line.currency)] += sign * line.amount
+    return total
+
+
+def run(events: list[Any]) -> tuple[list[Transfer], PaymentState]:
+    """Apply the standard rules to one payment's events in order, as the planner does."""
+    state = PaymentState()
+    written: list[Transfer] = []
+    for event in events:
+        for index, transfer in enumerate(STANDARD_RULES.transfers(event, state)):
+            written.append(transfer)
+            state = state.after(transaction_id(event.event_id, index), transfer, event.merchant_id)
+    return written, state
+
+
+def balanced(transfer: Transfer) -> bool:
+    per: Counter[tuple[str, str]] = Counter()
+    for line in transfer.lines:
+        per[(line.currency, line.phase)] += (
+            line.amount if line.direction is Direction.DEBIT else -line.amount
+        )
+    return len(transfer.lines) >= 2 and all(v == 0 for v in per.values())
+
+
+def test_initiated_creates_a_pending_transfer_and_succeeded_posts_it() -> None:
+    initiated = ev(EventType.INITIATED, "pay_1", INIT)
+    transfers, state = run([initiated, ev(EventType.PROCESSING, "pay_1", Processing()),
+                            ev(EventType.SUCCEEDED, "pay_1", Succeeded(charge_id="ch"))])  # fmt: skip
+    assert [t.kind for t in transfers] == [Kind.AUTHORIZE, Kind.POST]
+    assert all(balanced(t) for t in transfers)
+    assert transfers[1].resolves == transaction_id(initiated.event_id, 0)
+    assert {line.phase for line in transfers[0].lines} == {Phase.PENDING}
+    assert nets(transfers) == {
+        ("gateway_receivable:USD", "pending", "USD"): 0,
+        ("merchant_payable:mer_a:USD", "pending", "USD"): 0,
+        ("gateway_receivable:USD", "posted", "USD"): 1000,
+        ("merchant_payable:mer_a:USD", "posted", "USD"): -1000,
+    }
+    assert state.resolution is Kind.POST
+    assert state.posted == 1000
+
+
+def test_failed_voids_the_pending_transfer_and_posts_nothing() -> None:
+    transfers, state = run([ev(EventType.INITIATED, "pay_1", INIT),
+                            ev(EventType.FAILED, "pay_1", Failed(reason="card_declined"))])  # fmt: skip
+    assert [t.kind for t in transfers] == [Kind.AUTHORIZE, Kind.VOID]
+    assert set(nets(transfers).values()) == {0}
+    assert {line.phase for t in transfers for line in t.lines} == {Phase.PENDING}
+    assert state.resolution is Kind.VOID
+
+
+def test_a_pending_transfer_is_resolved_at_most_once() -> None:
+    events = [
+        ev(EventType.INITIATED, "pay_1", INIT),
+        ev(EventType.SUCCEEDED, "pay_1", Succeeded(charge_id="ch")),
+    ]
+    _, state = run(events)
+    with pytest.raises(PostingRefused, match="already post"):
+        STANDARD_RULES.transfers(
+            ev(EventType.FAILED, "pay_1", Failed(reason="card_declined")), state
+        )
+    with pytest.raises(PostingRefused, match="no pending transfer"):
+        STANDARD_RULES.transfers(
+            ev(EventType.SUCCEEDED, "pay_2", Succeeded(charge_id="c")), PaymentState()
+        )
+    with pytest.raises(PostingRefused, match="already has a pending"):
+        STANDARD_RULES.transfers(ev(EventType.INITIATED, "pay_1", INIT), state)
+
+
+def test_refunds_reverse_their_amount_and_never_exceed_the_charge() -> None:
+    events = [ev(EventType.INITIATED, "pay_1", INIT), ev(EventType.SUCCEEDED, "pay_1", Succeeded(charge_id="ch")),
+              ev(EventType.REFUNDED, "pay_1", Refunded(refund_id="re_1", amount=400, refunded_total=400))]  # fmt: skip
+    transfers, state = run(events)
+    assert transfers[-1].kind is Kind.REFUND
+    assert transfers[-1].reference == "re_1"
+    assert nets(transfers)[("merchant_payable:mer_a:USD", "posted", "USD")] == -600
+    assert nets(transfers)[("refunds_paid:USD", "posted", "USD")] == -400
+    assert state.refunded == 400
+    with pytest.raises(PostingRefused, match="of 601 with 600 left"):
+        STANDARD_RULES.transfers(
+            ev(
+                EventType.REFUNDED,
+                "pay_1",
+                Refunded(refund_id="re_2", amount=601, refunded_total=1001),
+            ),
+            state,
+        )
+    with pytest.raises(PostingRefused, match="already posted"):
+        STANDARD_RULES.transfers(
+            ev(
+                EventType.REFUNDED,
+                "pay_1",
+                Refunded(refund_id="re_1", amount=1, refunded_total=401),
+            ),
+            state,
+        )
+    _, failed = run(
+        [
+            ev(EventType.INITIATED, "pay_2", INIT),
+            ev(EventType.FAILED, "pay_2", Failed(reason="card_declined")),
+        ]
+    )
+    with pytest.raises(PostingRefused, match="never posted"):
+        STANDARD_RULES.transfers(
+            ev(EventType.REFUNDED, "pay_2", Refunded(refund_id="r", amount=1, refunded_total=1)),
+            failed,
+        )
+
+
+def test_a_reversed_late_charge_is_two_transfers_through_suspense_netting_to_zero() -> None:
+    events = [ev(EventType.INITIATED, "pay_1", INIT), ev(EventType.FAILED, "pay_1", Failed(reason="gateway_timeout")),
+              ev(EventType.CHARGE_REVERSED, "pay_1", ChargeReversed(charge_id="ch_late", amount=1000))]  # fmt: skip
+    transfers, state = run(events)
+    assert [t.kind for t in transfers] == [
+        Kind.AUTHORIZE,
+        Kind.VOID,
+        Kind.LATE_CHARGE,
+        Kind.CHARGE_REVERSAL,
+    ]
+    assert all(balanced(t) for t in transfers)
+    total = nets(transfers)
+    assert total[("suspense:USD", "posted", "USD")] == 0
+    # The gateway took 1000 and gave it back: what it owes us nets to zero.
+    assert (
+        total[("gateway_receivable:USD", "posted", "USD")]
+        + total[("refunds_paid:USD", "posted", "USD")]
+        == 0
+    )
+    with pytest.raises(PostingRefused, match="already recorded"):
+        STANDARD_RULES.transfers(events[-1], state)
+
+
+@pytest.mark.parametrize(
+    "kind", [EventType.PROCESSING, EventType.REFUND_REQUESTED, EventType.REFUND_FAILED]
+)
+def test_other_events_post_nothing(kind: EventType) -> None:
+    scenario = mixed(6)
+    event = next(e for e in scenario.events if e.type is kind)
+    assert STANDARD_RULES.transfers(event, PaymentState()) == []
+
+
+def test_every_transfer_of_a_mixed_history_balances_per_currency_and_phase() -> None:
+    states: dict[str, PaymentState] = {}
+    for event in mixed(60).events:
+        state = states.get(event.payment_id, PaymentState())
+        for index, transfer in enumerate(STANDARD_RULES.transfers(event, state)):
+            assert balanced(transfer), transfer
+            assert all(line.amount > 0 for line in transfer.lines)
+            state = state.after(transaction_id(event.event_id, index), transfer, event.merchant_id)
+        states[event.payment_id] = state
+
+
+class FakeMessage:
+    """Just what the planner reads of a Kafka message."""
+
+    def __init__(self, partition: int, offset: int) -> None:
+        self._partition, self._offset = partition, offset
+
+    def topic(self) -> str:
+        return "t.payments"
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+
+def plan_in_batches(events: list[Any], size: int) -> list[Any]:
+    items = [Item(FakeMessage(0, n), e) for n, e in enumerate(events)]  # type: ignore[arg-type]
+    planner = Planner(STANDARD_RULES)
+    cursors = {("t.payments", 0): Cursor(0, 0, GENESIS)}
+    states: dict[str, PaymentState] = {}
+    chain: list[Any] = []
+    for start in range(0, len(items), size):
+        plan = planner.plan(
+            items[start : start + size], cursors, states, set(), lambda _m, _e: True
+        )
+        cursors = plan.writes.cursors
+        chain += [(c.record.id, c.record.seq, c.prev_hash, c.hash) for c in plan.writes.txns]
+    return chain
+
+
+def test_the_chain_does_not_depend_on_batch_boundaries() -> None:
+    events = mixed(12).events
+    one_by_one = plan_in_batches(events, 1)
+    assert one_by_one == plan_in_batches(events, 7) == plan_in_batches(events, 1000)
+    assert [seq for _, seq, _, _ in one_by_one] == list(range(1, len(one_by_one) + 1))
+    assert all(prev == one_by_one[n - 1][3] for n, (_, _, prev, _) in enumerate(one_by_one) if n)
+
+
+def test_a_bug_in_the_rules_is_retried_then_dead_lettered_by_the_verdicts() -> None:
+    class Broken:
+        def transfers(self, event: Any, state: PaymentState) -> list[Transfer]:
+            raise ZeroDivisionError("a bug")
+
+    item = Item(FakeMessage(0, 0), ev(EventType.INITIATED, "pay_1", INIT))  # type: ignore[arg-type]
+    calls: list[BaseException] = []
+
+    def verdict(_message: Any, exc: BaseException) -> bool:
+        calls.append(exc)
+        return len(calls) >= 2
+
+    planner = Planner(Broken())
+    cursors = {("t.payments", 0): Cursor(0, 0, GENESIS)}
+    with pytest.raises(NeedsRetry):
+        planner.plan([item], cursors, {}, set(), verdict)
+    plan = planner.plan([item], cursors, {}, set(), verdict)
+    assert [d.error_type for d in plan.writes.dead_letters] == ["ZeroDivisionError"]
+    assert plan.writes.cursors[("t.payments", 0)].next_offset == 1
+    assert plan.writes.events == []
+
+
+def test_the_hash_covers_every_entry() -> None:
+    planner = Planner(STANDARD_RULES)
+    item = Item(FakeMessage(0, 0), ev(EventType.INITIATED, "pay_1", INIT))  # type: ignore[arg-type]
+    plan = planner.plan(
+        [item], {("t.payments", 0): Cursor(0, 0, GENESIS)}, {}, set(), lambda _m, _e: True
+    )
+    [chained] = plan.writes.txns
+    assert digest(GENESIS, chained.record) == chained.hash
+    record = chained.record
+    tampered = replace(record, entries=(replace(record.entries[0], amount=999), record.entries[1]))
+    assert digest(GENESIS, tampered) != chained.hash

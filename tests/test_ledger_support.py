@@ -1,0 +1,347 @@
+"""What the ledger tests share (no tests here): event scenarios, an independent oracle of the
+balances they must produce, publishing, running the ledger, and snapshots of the ledger."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from tests.conftest import ROOT, env_for, override
+from workers.core.config import Settings
+from workers.core.db import database_url
+from workers.core.events import (
+    ChargeReversed,
+    Event,
+    EventData,
+    EventType,
+    Failed,
+    Initiated,
+    Processing,
+    Refunded,
+    RefundFailed,
+    RefundRequested,
+    Succeeded,
+    encode,
+    new_event,
+)
+from workers.core.kafka import KafkaError, Message, make_producer
+from workers.core.topics import topics
+from workers.ledger.consumer import LedgerConsumer
+from workers.ledger.rules import STANDARD_RULES, PostingRules
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+Balances = dict[tuple[str, str], int]  # (account, phase) -> balance on its normal side
+
+
+def quick(settings: Settings, batch_size: int = 50) -> Settings:
+    return override(
+        settings,
+        "worker",
+        batch_size=batch_size,
+        poll_timeout_s=0.1,
+        retry_max_backoff_s=0.2,
+        max_attempts=2,
+        grace_period_s=20.0,
+    )
+
+
+def ev(kind: EventType, payment: str, data: EventData, merchant: str = "mer_a") -> Event:
+    return new_event(kind, payment_id=payment, merchant_id=merchant, data=data, source="test")
+
+
+@dataclass
+class Scenario:
+    """Payments with known outcomes, their events, and the balances they must leave."""
+
+    events: list[Event] = field(default_factory=list)
+    expected: Balances = field(default_factory=dict)
+
+    def add(self, account: str, phase: str, amount: int) -> None:
+        self.expected[(account, phase)] = self.expected.get((account, phase), 0) + amount
+
+    def payment(
+        self,
+        n: int,
+        outcome: str,
+        *,
+        amount: int = 1000,
+        refunds: tuple[int, ...] = (),
+        currency: str = "USD",
+        merchant: str = "mer_a",
+    ) -> None:
+        """One payment: ``outcome`` is succeeded, failed, reversed (failed, then a late charge
+        refunded at once) or pending (never settled)."""
+        pid = f"pay_{n:05d}"
+        gr, rp, sus = (
+            f"{c}:{currency}" for c in ("gateway_receivable", "refunds_paid", "suspense")
+        )
+        mp = f"merchant_payable:{merchant}:{currency}"
+        add = self.events.append
+        add(
+            ev(
+                EventType.INITIATED,
+                pid,
+                Initiated(amount=amount, currency=currency, payment_method="pm_card_visa"),
+                merchant,
+            )
+        )
+        add(ev(EventType.PROCESSING, pid, Processing(), merchant))
+        for account in (gr, mp):
+            self.add(account, "pending", 0)
+        if outcome == "pending":
+            self.add(gr, "pending", amount)
+            self.add(mp, "pending", amount)
+            return
+        if outcome == "succeeded":
+            add(ev(EventType.SUCCEEDED, pid, Succeeded(charge_id=f"ch_{n}"), merchant))
+            self.add(gr, "posted", amount)
+            self.add(mp, "posted", amount)
+            total = 0
+            for i, refund in enumerate(refunds):
+                rid = f"re_{n}_{i}"
+                total += refund
+                add(
+                    ev(
+                        EventType.REFUND_REQUESTED,
+                        pid,
+                        RefundRequested(refund_id=rid, amount=refund),
+                        merchant,
+                    )
+                )
+                add(
+                    ev(
+                        EventType.REFUNDED,
+                        pid,
+                        Refunded(refund_id=rid, amount=refund, refunded_total=total),
+                        merchant,
+                    )
+                )
+                self.add(mp, "posted", -refund)
+                self.add(rp, "posted", refund)
+            add(
+                ev(
+                    EventType.REFUND_REQUESTED,
+                    pid,
+                    RefundRequested(refund_id=f"rx_{n}", amount=amount * 2),
+                    merchant,
+                )
+            )
+            add(
+                ev(
+                    EventType.REFUND_FAILED,
+                    pid,
+                    RefundFailed(refund_id=f"rx_{n}", reason="amount_exceeds_refundable"),
+                    merchant,
+                )
+            )
+            return
+        add(ev(EventType.FAILED, pid, Failed(reason="gateway_timeout"), merchant))
+        if outcome == "reversed":
+            add(
+                ev(
+                    EventType.CHARGE_REVERSED,
+                    pid,
+                    ChargeReversed(charge_id=f"ch_{n}", amount=amount),
+                    merchant,
+                )
+            )
+            self.add(gr, "posted", amount)
+            self.add(rp, "posted", amount)
+            self.add(sus, "posted", 0)
+
+
+def mixed(payments: int, start: int = 0) -> Scenario:
+    """A mix of every outcome, two currencies and two merchants."""
+    scenario = Scenario()
+    for n in range(start, start + payments):
+        outcome = ("succeeded", "failed", "succeeded", "reversed", "pending", "succeeded")[n % 6]
+        refunds = {0: (300,), 2: (), 5: (250, 750)}.get(n % 6, ())
+        scenario.payment(
+            n,
+            outcome,
+            amount=1000 + (n % 4) * 125,
+            refunds=refunds,
+            currency="EUR" if n % 7 == 3 else "USD",
+            merchant="mer_b" if n % 5 == 1 else "mer_a",
+        )
+    return scenario
+
+
+def merged(*scenarios: Scenario) -> Scenario:
+    total = Scenario()
+    for s in scenarios:
+        total.events += s.events
+        for key, amount in s.expected.items():
+            total.add(key[0], key[1], amount)
+    return total
+
+
+def publish(settings: Settings, events: list[Event], *, twice: bool = False) -> int:
+    """Produce the events (each twice in a row with ``twice``); returns how many messages."""
+    producer = make_producer(settings, "test")
+    errors: list[KafkaError] = []
+
+    def delivered(error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            errors.append(error)
+
+    count = 0
+    for event in events:
+        encoded = encode(event)
+        for _ in range(2 if twice else 1):
+            producer.produce(
+                topics(settings).payments,
+                key=encoded.key,
+                value=encoded.value,
+                headers=encoded.headers,
+                on_delivery=delivered,
+            )
+            producer.poll(0)
+            count += 1
+    assert producer.flush(30) == 0, "Kafka did not acknowledge every event"
+    assert not errors, errors
+    return count
+
+
+def produce_raw(settings: Settings, value: bytes, key: bytes = b"pay_raw") -> None:
+    producer = make_producer(settings, "test")
+    producer.produce(topics(settings).payments, key=key, value=value)
+    assert producer.flush(30) == 0
+
+
+def consumed(db: Conn, schema: str = "ledger") -> int:
+    """Messages the ledger has taken (applied, skipped as duplicates or dead-lettered)."""
+    row = db.execute(f"SELECT coalesce(sum(next_offset), 0) FROM {schema}.cursors").fetchone()
+    return int(row[0]) if row else 0
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 60, what: str = "it") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def wait_consumed(db: Conn, count: int, schema: str = "ledger", timeout_s: float = 60) -> None:
+    wait_for(lambda: consumed(db, schema) >= count, timeout_s, f"{count} messages consumed")
+    assert consumed(db, schema) == count
+
+
+@contextmanager
+def ledger_thread(
+    settings: Settings, rules: PostingRules = STANDARD_RULES
+) -> Iterator[LedgerConsumer]:
+    """A run-ledger consumer in a thread, stopped cleanly at the end of the block."""
+    stop = threading.Event()
+    consumer = LedgerConsumer(settings, rules)
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            consumer.run(stop)
+        except BaseException as exc:
+            failures.append(exc)
+            raise
+
+    thread = threading.Thread(target=run, name="ledger-under-test")
+    thread.start()
+    try:
+        yield consumer
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not thread.is_alive(), "the ledger consumer did not stop"
+    assert not failures, failures
+
+
+def start_ledger_process(settings: Settings, **env: str) -> subprocess.Popen[bytes]:
+    """``python -m workers.ledger``: the same serve() as ``flowpay run-ledger``."""
+    environment = env_for(settings)
+    environment.update(
+        {"FLOWPAY_WORKER__POLL_TIMEOUT_S": "0.1", "FLOWPAY_WORKER__GRACE_PERIOD_S": "20"}
+    )
+    environment.update(env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "workers.ledger"],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> str:
+    """SIGTERM and wait; returns its stderr. Asserts a clean exit."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    text = stderr.decode(errors="replace")
+    assert process.returncode == 0, text[-3000:]
+    return text
+
+
+def kill_process(process: subprocess.Popen[bytes]) -> None:
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(30)
+
+
+def balances(db: Conn, schema: str = "ledger") -> Balances:
+    """Stored balances on each account's normal side, zeros left out."""
+    rows = db.execute(
+        f"""SELECT b.account_id, b.phase,
+                   CASE a.normal_side WHEN 'debit' THEN b.debits - b.credits
+                                      ELSE b.credits - b.debits END
+            FROM {schema}.balances b JOIN {schema}.accounts a ON a.id = b.account_id"""
+    ).fetchall()
+    return {(str(a), str(p)): int(v) for a, p, v in rows if v}
+
+
+def nonzero(expected: Balances) -> Balances:
+    return {key: value for key, value in expected.items() if value}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    balances: Balances
+    chain: list[tuple[Any, ...]]
+    cursors: list[tuple[Any, ...]]
+    events: int
+    entries: int
+    dead_letters: int
+
+
+def snapshot(db: Conn, schema: str = "ledger") -> Snapshot:
+    """What two ledgers built from the same log must agree on, exactly."""
+
+    def count(table: str) -> int:
+        row = db.execute(f"SELECT count(*) FROM {schema}.{table}").fetchone()
+        return int(row[0]) if row else 0
+
+    return Snapshot(
+        balances=balances(db, schema),
+        chain=db.execute(
+            f"""SELECT source_topic, source_partition, seq, id, kind, source_offset, prev_hash, hash
+                FROM {schema}.transactions ORDER BY 1, 2, 3"""
+        ).fetchall(),
+        cursors=db.execute(
+            f"""SELECT source_topic, source_partition, next_offset, chain_seq, chain_hash
+                FROM {schema}.cursors WHERE next_offset > 0 ORDER BY 1, 2"""
+        ).fetchall(),
+        events=count("events"),
+        entries=count("entries"),
+        dead_letters=count("dead_letters"),
+    )
+
+
+def connect_to(settings: Settings) -> Conn:
+    return psycopg.connect(database_url(settings), autocommit=True)

@@ -1,0 +1,67 @@
+"""The hash chain: each journal transaction's hash covers the previous one's and its own content.
+
+There is one chain per source partition, in offset order: the order that a replay of that
+partition reproduces exactly, whatever order the partitions are consumed in. Only content
+derived from the event log is hashed (no timestamps), so a replay rebuilds identical hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Final
+
+GENESIS: Final = bytes(32)
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRecord:
+    line: int
+    account_id: str
+    direction: str
+    phase: str
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class TxnRecord:
+    """A journal transaction as stored, with its entries."""
+
+    id: uuid.UUID
+    kind: str
+    payment_id: str
+    merchant_id: str
+    reference: str | None
+    pending_of: uuid.UUID | None
+    event_id: uuid.UUID
+    topic: str
+    partition: int
+    offset: int
+    seq: int
+    entries: tuple[EntryRecord, ...]
+
+
+def digest(prev_hash: bytes, txn: TxnRecord) -> bytes:
+    """sha256(previous hash || canonical JSON of the transaction and its entries)."""
+    body = [
+        txn.seq,
+        str(txn.id),
+        txn.kind,
+        txn.payment_id,
+        txn.merchant_id,
+        txn.reference,
+        None if txn.pending_of is None else str(txn.pending_of),
+        str(txn.event_id),
+        txn.topic,
+        txn.partition,
+        txn.offset,
+        [
+            [e.line, e.account_id, e.direction, e.phase, e.amount, e.currency]
+            for e in sorted(txn.entries, key=lambda e: e.line)
+        ],
+    ]
+    canonical = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return hashlib.sha256(prev_hash + canonical).digest()

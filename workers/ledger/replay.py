@@ -1,0 +1,309 @@
+"""`flowpay replay`: rebuild the ledger from the event log while the live ledger keeps serving.
+
+1. ``prepare``: take the end offsets of the log, then copy the live ledger into the shadow
+   schema in one snapshot, leaving out every row derived from offsets >= N of the replayed
+   partitions; the shadow's cursors say where each partition starts again.
+2. ``rebuild``: read the replayed partitions from there up to the end offsets, applying each
+   batch to the shadow with the same planner and applier as ``run-ledger`` (one transaction per
+   batch; messages that cannot be applied are recorded in the shadow, not dead-lettered again).
+3. ``verify`` runs every ``ledger check`` on the shadow; ``changes`` lists the balances the
+   rebuild changes, against the live entries below the same offsets.
+4. ``swap``: under the lock every run-ledger batch holds shared, the live schema becomes
+   ``ledger_previous`` and the shadow becomes ``ledger`` with the next generation, in one
+   transaction. The running ``run-ledger`` sees the new generation in its next batch and
+   carries on from the shadow's stored offsets.
+
+Until ``swap`` nothing is written outside the shadow, which ``close`` drops: an interrupted or
+dry run leaves the live ledger exactly as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final
+
+from workers.core.config import Settings
+from workers.core.db import connect
+from workers.core.delivery import TRANSIENT, offset_of, partition_of, retry_delays
+from workers.core.errors import FlowPayError
+from workers.core.kafka import Consumer, KafkaError, Message, TopicPartition, make_consumer
+from workers.core.runner import log_consumer_error
+from workers.core.topics import topics
+from workers.ledger.applier import Applier, no_dead_letter_topic
+from workers.ledger.check import CheckResult, run_checks
+from workers.ledger.posting import NeedsRetry, decode_all
+from workers.ledger.rules import STANDARD_RULES, PostingRules
+from workers.ledger.store import (
+    LIVE_SCHEMA,
+    PREVIOUS_SCHEMA,
+    SHADOW_SCHEMA,
+    SWAP_LOCK,
+    Conn,
+    LedgerStore,
+    queries,
+)
+
+log = logging.getLogger(__name__)
+
+ROLE: Final = "ledger-replay"
+# One replay at a time ("Ledh"), held for the whole run by a session-level advisory lock.
+REPLAY_LOCK: Final = 0x4C656468
+# The lock `flowpay db init` takes while it applies schema.sql (workers.core.db._SCHEMA_LOCK).
+SCHEMA_LOCK: Final = 0x466C6F77
+
+
+class ReplayError(FlowPayError):
+    pass
+
+
+@dataclass(frozen=True)
+class Span:
+    """One replayed partition: read from ``start`` up to (not including) ``end``."""
+
+    partition: int
+    start: int
+    end: int
+
+    @property
+    def count(self) -> int:
+        return max(0, self.end - self.start)
+
+
+@dataclass(frozen=True)
+class BalanceChange:
+    account: str
+    phase: str
+    before: int  # on the account's normal side, minor units
+    after: int
+
+    @property
+    def difference(self) -> int:
+        return self.after - self.before
+
+
+class Replay:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        from_offset: int,
+        partition: int | None = None,
+        rules: PostingRules = STANDARD_RULES,
+    ) -> None:
+        if from_offset < 0:
+            raise ReplayError("--from-offset must be 0 or more")
+        self.settings = settings
+        self.topic = topics(settings).payments
+        self.from_offset = from_offset
+        self.partition = partition
+        self.rules = rules
+        self.q = queries(SHADOW_SCHEMA)
+        self.spans: list[Span] = []
+        self.applied = 0
+        self.swapped = False
+        self._lock_conn: Conn | None = None
+        self._conn: Conn | None = None
+        self._shadow_built = False
+
+    def __enter__(self) -> Replay:
+        return self
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def total(self) -> int:
+        return sum(span.count for span in self.spans)
+
+    @property
+    def _params(self) -> dict[str, Any]:
+        return {"topic": self.topic, "from_offset": self.from_offset, "partition": self.partition}
+
+    def prepare(self) -> list[Span]:
+        """Lock out other replays, take the end offsets, build the shadow from the live ledger."""
+        self._lock_conn = connect(self.settings, autocommit=True)
+        row = self._lock_conn.execute(self.q["replay_lock"], {"lock": REPLAY_LOCK}).fetchone()
+        if row is None or not row[0]:
+            raise ReplayError("another replay is running")
+        ends = self._end_offsets()
+        conn = self._connection()
+        self._shadow_built = True  # from here on, close() drops whatever exists of it
+        with conn.transaction():
+            # One snapshot of the live ledger: its rows and its offsets agree.
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            conn.execute(self.q["shadow_drop"])
+            conn.execute(self.q["shadow_install"], {"schema": SHADOW_SCHEMA})
+            for table in ("accounts", "events", "dead_letters", "transactions", "entries"):
+                conn.execute(self.q[f"shadow_copy_{table}"], self._params)
+            conn.execute(self.q["shadow_copy_cursors"], self._params)
+            stored = LedgerStore(SHADOW_SCHEMA).stored_offsets(conn, self.topic)
+        self.spans = [
+            Span(p, max(stored.get(p, 0), low), high) for p, (low, high) in sorted(ends.items())
+        ]
+        return self.spans
+
+    def rebuild(self, progress: Callable[[int], None] = lambda _n: None) -> int:
+        """Apply the log to the shadow up to the end offsets; ``progress(n)`` after each batch."""
+        ends = {span.partition: span.end for span in self.spans}
+        remaining = {span.partition for span in self.spans if span.count}
+        consumer = _reader(self.settings)
+        applier = Applier(
+            LedgerStore(SHADOW_SCHEMA),
+            self.rules,
+            max_attempts=self.settings.worker.max_attempts,
+            dead_letter=no_dead_letter_topic,
+        )
+        try:
+            consumer.assign(
+                [TopicPartition(self.topic, s.partition, s.start) for s in self.spans if s.count]
+            )
+            while remaining:
+                batch = consumer.consume(
+                    self.settings.worker.batch_size, self.settings.worker.poll_timeout_s
+                )
+                wanted = _within(batch, ends, remaining)
+                if wanted:
+                    self._apply(applier, wanted)
+                progress(len(wanted))
+        finally:
+            consumer.close()
+        self.applied = applier.applied
+        return self.applied
+
+    def verify(self) -> list[CheckResult]:
+        return run_checks(self._connection(), SHADOW_SCHEMA)
+
+    def changes(self) -> list[BalanceChange]:
+        rows = self._connection().execute(self.q["shadow_diff"]).fetchall()
+        return [BalanceChange(str(a), str(p), int(b), int(c)) for a, p, b, c in rows]
+
+    def not_applied(self) -> list[tuple[int, int, str, str]]:
+        """Replayed messages the shadow could not apply: (partition, offset, error type, error)."""
+        rows = self._connection().execute(self.q["shadow_dead_letters"], self._params)
+        return [(int(p), int(o), str(t), str(e)) for p, o, t, e in rows.fetchall()]
+
+    def swap(self) -> int:
+        """Make the shadow the live ledger, in one transaction; returns the new generation."""
+        conn = self._connection()
+        note = f"replay of {self.topic} from offset {self.from_offset}"
+        if self.partition is not None:
+            note += f" of partition {self.partition}"
+        with conn.transaction():
+            # No `flowpay db init` half-way through; then wait for the batch run-ledger has
+            # in hand and hold its next one until the swap commits.
+            conn.execute(self.q["swap_lock"], {"lock": SCHEMA_LOCK})
+            conn.execute(self.q["swap_lock"], {"lock": SWAP_LOCK})
+            row = conn.execute(self.q["swap_generation"], {"note": note}).fetchone()
+            assert row is not None
+            for step in ("swap_drop_previous", "swap_retire_live", "swap_promote_shadow"):
+                conn.execute(self.q[step])
+            conn.execute(
+                self.q["swap_reinstall"], {"live": LIVE_SCHEMA, "previous": PREVIOUS_SCHEMA}
+            )
+        self.swapped = True
+        log.info("replay swapped in generation %d (%s)", row[0], note)
+        return int(row[0])
+
+    def close(self) -> None:
+        """Drop the shadow unless it was swapped in; release the replay lock."""
+        try:
+            if self._shadow_built and not self.swapped:
+                self._drop_shadow()
+        finally:
+            for conn in (self._conn, self._lock_conn):
+                if conn is not None:
+                    conn.close()
+            self._conn = self._lock_conn = None
+
+    def _drop_shadow(self) -> None:
+        try:
+            # A fresh connection: the working one may be mid-statement after an interrupt.
+            with connect(self.settings, autocommit=True) as conn:
+                conn.execute(self.q["shadow_drop"])
+        except Exception as exc:  # harmless: the next replay starts by dropping it
+            log.warning("could not drop %s: %s", SHADOW_SCHEMA, exc)
+            return
+        self._shadow_built = False
+
+    def _apply(self, applier: Applier, messages: list[Message]) -> None:
+        store = applier.store
+        for delay in retry_delays(self.settings.worker.retry_max_backoff_s):
+            conn = self._connection()
+            try:
+                with conn.transaction():
+                    partitions = {(self.topic, partition_of(m)) for m in messages}
+                    cursors = store.lock_cursors(conn, partitions)
+                    fresh = [
+                        m
+                        for m in messages
+                        if offset_of(m) >= cursors[(self.topic, partition_of(m))].next_offset
+                    ]
+                    applier.apply(conn, decode_all(fresh), cursors)
+                return
+            except (*TRANSIENT, NeedsRetry) as exc:
+                log.warning("replay batch rolled back (%s); retrying in %.1fs", exc, delay)
+            time.sleep(delay)
+
+    def _end_offsets(self) -> dict[int, tuple[int, int]]:
+        """{partition: (low, high watermark)} of the replayed partitions, taken now."""
+        consumer = _reader(self.settings)
+        try:
+            metadata = consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
+            if metadata is None or metadata.error is not None or not metadata.partitions:
+                raise ReplayError(f"topic {self.topic} is not available")
+            numbers = sorted(metadata.partitions)
+            if self.partition is not None:
+                if self.partition not in numbers:
+                    raise ReplayError(f"{self.topic} has no partition {self.partition}")
+                numbers = [self.partition]
+            return {
+                p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
+                for p in numbers
+            }
+        finally:
+            consumer.close()
+
+    def _connection(self) -> Conn:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = connect(self.settings, autocommit=True)
+        return self._conn
+
+
+def _reader(settings: Settings) -> Consumer:
+    # A group of its own that never commits: replay positions itself from the shadow.
+    return make_consumer(
+        settings, f"ledger-replay-{uuid.uuid4().hex}", ROLE, **{"enable.partition.eof": True}
+    )
+
+
+def _within(batch: list[Message], ends: dict[int, int], remaining: set[int]) -> list[Message]:
+    """The messages below their partition's end; partitions that reached it leave ``remaining``."""
+    wanted = []
+    for message in batch:
+        partition, offset = partition_of(message), offset_of(message)
+        if partition not in remaining:
+            continue
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF and offset >= ends[partition]:
+                remaining.discard(partition)
+            elif error.code() != KafkaError._PARTITION_EOF:
+                log_consumer_error(ROLE, error)
+            continue
+        if offset >= ends[partition]:
+            remaining.discard(partition)
+            continue
+        wanted.append(message)
+        if offset + 1 >= ends[partition]:
+            remaining.discard(partition)
+    return wanted

@@ -1,0 +1,300 @@
+"""The chart of accounts and the posting rule of every event type. Pure: no I/O.
+
+Chart of accounts (one account per code and currency; merchant accounts also per merchant)::
+
+    account                     owner     normal side  what its balance means
+    gateway_receivable:<CUR>    house     debit        what the gateway owes FlowPay for charges
+    refunds_paid:<CUR>          house     credit       paid back to cardholders through the
+                                                       gateway (a contra account: the gateway
+                                                       owes gateway_receivable - refunds_paid)
+    suspense:<CUR>              house     credit       money held that belongs to no payment
+                                                       (a late charge until it is returned)
+    merchant_payable:<M>:<CUR>  merchant  credit       what FlowPay owes merchant <M>
+
+Every entry is in one of two phases, as TigerBeetle's two-phase transfers: ``pending`` (an
+amount reserved while the outcome is open) or ``posted`` (final). Each journal transaction
+balances per currency and phase (the database refuses any other at commit).
+
+Posting rules (A = the payment's amount, R = a refund's amount, X = a late charge's amount)::
+
+    payment.initiated         authorize (pending): Dr gateway_receivable A / Cr merchant_payable A
+    payment.succeeded         post (resolves the pending transfer, once):
+                                pending: Dr merchant_payable A / Cr gateway_receivable A
+                                posted:  Dr gateway_receivable A / Cr merchant_payable A
+    payment.failed            void (resolves the pending transfer, once):
+                                pending: Dr merchant_payable A / Cr gateway_receivable A
+    payment.refunded          refund (posted): Dr merchant_payable R / Cr refunds_paid R
+    payment.charge_reversed   late_charge (posted):     Dr gateway_receivable X / Cr suspense X
+                              charge_reversal (posted): Dr suspense X / Cr refunds_paid X
+                              (the two transfers net to zero: suspense ends at 0, and the
+                              gateway owes nothing for a charge it already gave back)
+    payment.processing, payment.refund_requested, payment.refund_failed
+                              nothing; the event is still recorded as applied
+
+An event the rules cannot apply (a payment never initiated, resolved twice, a refund above what
+is left, ...) raises ``PostingRefused``: the message is dead-lettered, never half-posted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Final, Protocol
+
+from workers.core.errors import PermanentError
+from workers.core.events import (
+    ChargeReversed,
+    Event,
+    EventType,
+    Initiated,
+    Refunded,
+)
+
+
+class Kind(StrEnum):
+    AUTHORIZE = "authorize"
+    POST = "post"
+    VOID = "void"
+    REFUND = "refund"
+    LATE_CHARGE = "late_charge"
+    CHARGE_REVERSAL = "charge_reversal"
+
+
+class Direction(StrEnum):
+    DEBIT = "debit"
+    CREDIT = "credit"
+
+
+class Phase(StrEnum):
+    PENDING = "pending"
+    POSTED = "posted"
+
+
+class Code(StrEnum):
+    GATEWAY_RECEIVABLE = "gateway_receivable"
+    REFUNDS_PAID = "refunds_paid"
+    SUSPENSE = "suspense"
+    MERCHANT_PAYABLE = "merchant_payable"
+
+
+NORMAL_SIDE: Final[dict[Code, Direction]] = {
+    Code.GATEWAY_RECEIVABLE: Direction.DEBIT,
+    Code.REFUNDS_PAID: Direction.CREDIT,
+    Code.SUSPENSE: Direction.CREDIT,
+    Code.MERCHANT_PAYABLE: Direction.CREDIT,
+}
+
+# Journal transaction ids derive from the event id, so a replay rebuilds the very same ids.
+_TXN_NAMESPACE: Final = uuid.UUID("6f1c2b7e-5d0a-4c55-9a43-4c1e0d6b8a11")
+
+
+class PostingRefused(PermanentError):
+    """The event cannot be posted given what the ledger holds for its payment."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    code: Code
+    currency: str
+    merchant_id: str | None = None
+
+    @property
+    def id(self) -> str:
+        if self.merchant_id is None:
+            return f"{self.code}:{self.currency}"
+        return f"{self.code}:{self.merchant_id}:{self.currency}"
+
+    @property
+    def normal_side(self) -> Direction:
+        return NORMAL_SIDE[self.code]
+
+
+def house(code: Code, currency: str) -> Account:
+    return Account(code, currency)
+
+
+def merchant_payable(merchant_id: str, currency: str) -> Account:
+    return Account(Code.MERCHANT_PAYABLE, currency, merchant_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    account: Account
+    direction: Direction
+    phase: Phase
+    amount: int
+
+    @property
+    def currency(self) -> str:
+        return self.account.currency
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """One journal transaction to write. ``resolves``: the pending transfer it posts or voids."""
+
+    kind: Kind
+    lines: tuple[Line, ...]
+    reference: str | None = None
+    resolves: uuid.UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A payment's pending transfer, as the authorize transaction booked it."""
+
+    txn_id: uuid.UUID
+    merchant_id: str
+    currency: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentState:
+    """What the ledger holds for one payment; derived from its journal transactions."""
+
+    pending: Pending | None = None
+    resolution: Kind | None = None
+    refunded: int = 0
+    # (kind, reference) of its transfers that carry one: refund ids, reversed charge ids.
+    references: frozenset[tuple[Kind, str]] = field(default_factory=frozenset)
+
+    def after(self, txn_id: uuid.UUID, transfer: Transfer, merchant_id: str) -> PaymentState:
+        """The state once ``transfer`` is written (mirrors the ``payment_states`` query)."""
+        amount = transfer_amount(transfer)
+        state = self
+        if transfer.reference is not None:
+            state = replace(
+                self, references=self.references | {(transfer.kind, transfer.reference)}
+            )
+        if transfer.kind is Kind.AUTHORIZE:
+            currency = transfer.lines[0].currency if transfer.lines else ""
+            return replace(state, pending=Pending(txn_id, merchant_id, currency, amount))
+        if transfer.kind in (Kind.POST, Kind.VOID):
+            return replace(state, resolution=transfer.kind)
+        if transfer.kind is Kind.REFUND:
+            return replace(state, refunded=state.refunded + amount)
+        return state
+
+    @property
+    def posted(self) -> int:
+        return self.pending.amount if self.pending and self.resolution is Kind.POST else 0
+
+
+def transfer_amount(transfer: Transfer) -> int:
+    """A transfer's amount: its debits in the phase that moves most (see ``txn_amount`` SQL)."""
+    per_phase: dict[Phase, int] = {}
+    for line in transfer.lines:
+        if line.direction is Direction.DEBIT:
+            per_phase[line.phase] = per_phase.get(line.phase, 0) + line.amount
+    return max(per_phase.values(), default=0)
+
+
+def transaction_id(event_id: uuid.UUID, index: int) -> uuid.UUID:
+    return uuid.uuid5(_TXN_NAMESPACE, f"{event_id}/{index}")
+
+
+def move(debit: Account, credit: Account, amount: int, phase: Phase) -> tuple[Line, Line]:
+    """A debit and the credit that balances it."""
+    return (
+        Line(debit, Direction.DEBIT, phase, amount),
+        Line(credit, Direction.CREDIT, phase, amount),
+    )
+
+
+class PostingRules(Protocol):
+    """Turns one event, given its payment's state, into the transfers to write."""
+
+    def transfers(self, event: Event, state: PaymentState) -> Sequence[Transfer]: ...
+
+
+class StandardRules:
+    """FlowPay's posting rules, as the module docstring states them."""
+
+    def transfers(self, event: Event, state: PaymentState) -> Sequence[Transfer]:
+        match event.type:
+            case EventType.INITIATED:
+                return [self.authorize(event, state)]
+            case EventType.SUCCEEDED:
+                return [self.post(event, _unresolved(event, state))]
+            case EventType.FAILED:
+                return [self.void(event, _unresolved(event, state))]
+            case EventType.REFUNDED:
+                return [self.refund(event, state)]
+            case EventType.CHARGE_REVERSED:
+                return self.charge_reversed(event, state)
+            case _:
+                return []
+
+    def authorize(self, event: Event, state: PaymentState) -> Transfer:
+        if state.pending is not None:
+            raise PostingRefused(f"{event.payment_id} already has a pending transfer")
+        data = event.payload(Initiated)
+        receivable = house(Code.GATEWAY_RECEIVABLE, data.currency)
+        payable = merchant_payable(event.merchant_id, data.currency)
+        return Transfer(Kind.AUTHORIZE, move(receivable, payable, data.amount, Phase.PENDING))
+
+    def post(self, event: Event, pending: Pending) -> Transfer:
+        receivable, payable = _accounts_of(pending)
+        lines = _release(pending) + move(receivable, payable, pending.amount, Phase.POSTED)
+        return Transfer(Kind.POST, lines, resolves=pending.txn_id)
+
+    def void(self, event: Event, pending: Pending) -> Transfer:
+        return Transfer(Kind.VOID, _release(pending), resolves=pending.txn_id)
+
+    def refund(self, event: Event, state: PaymentState) -> Transfer:
+        data = event.payload(Refunded)
+        if state.pending is None or state.resolution is not Kind.POST:
+            raise PostingRefused(f"refund {data.refund_id}: {event.payment_id} was never posted")
+        if (Kind.REFUND, data.refund_id) in state.references:
+            raise PostingRefused(f"refund {data.refund_id} is already posted")
+        left = state.posted - state.refunded
+        if data.amount > left:
+            raise PostingRefused(f"refund {data.refund_id} of {data.amount} with {left} left")
+        payable = merchant_payable(state.pending.merchant_id, state.pending.currency)
+        paid = house(Code.REFUNDS_PAID, state.pending.currency)
+        lines = move(payable, paid, data.amount, Phase.POSTED)
+        return Transfer(Kind.REFUND, lines, reference=data.refund_id)
+
+    def charge_reversed(self, event: Event, state: PaymentState) -> list[Transfer]:
+        data = event.payload(ChargeReversed)
+        if state.pending is None or state.resolution is not Kind.VOID:
+            raise PostingRefused(f"charge {data.charge_id} reversed on a payment not voided")
+        if (Kind.LATE_CHARGE, data.charge_id) in state.references:
+            raise PostingRefused(f"charge {data.charge_id} is already recorded as reversed")
+        currency = state.pending.currency
+        suspense = house(Code.SUSPENSE, currency)
+        charged = move(
+            house(Code.GATEWAY_RECEIVABLE, currency), suspense, data.amount, Phase.POSTED
+        )
+        returned = move(suspense, house(Code.REFUNDS_PAID, currency), data.amount, Phase.POSTED)
+        return [
+            Transfer(Kind.LATE_CHARGE, charged, reference=data.charge_id),
+            Transfer(Kind.CHARGE_REVERSAL, returned, reference=data.charge_id),
+        ]
+
+
+def _unresolved(event: Event, state: PaymentState) -> Pending:
+    if state.pending is None:
+        raise PostingRefused(f"{event.type} for {event.payment_id}, which has no pending transfer")
+    if state.resolution is not None:
+        raise PostingRefused(f"{event.type}: the pending transfer was already {state.resolution}")
+    return state.pending
+
+
+def _accounts_of(pending: Pending) -> tuple[Account, Account]:
+    return (
+        house(Code.GATEWAY_RECEIVABLE, pending.currency),
+        merchant_payable(pending.merchant_id, pending.currency),
+    )
+
+
+def _release(pending: Pending) -> tuple[Line, Line]:
+    """The pending transfer reversed: what both post and void write in the pending phase."""
+    receivable, payable = _accounts_of(pending)
+    return move(payable, receivable, pending.amount, Phase.PENDING)
+
+
+STANDARD_RULES: Final = StandardRules()
