@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from tests.conftest import flowpay
-from tests.helpers.flow import flow
+from tests.helpers.flow import Flow, flow
 from workers.core.config import Settings
 from workers.core.db import database_url
 
@@ -72,7 +72,7 @@ def test_timeouts_that_later_succeed(settings: Settings, tmp_path: Path) -> None
         payment = f.pay()
         f.wait_for(
             payment["id"],
-            lambda p: (f.processor_state(p["id"]) or {}).get("next_check_at") is not None,
+            lambda p: p["status"] == "processing" and _deferred(f, p["id"]),
         )
         assert f.payment(payment["id"])["status"] == "processing"
         f.faults(timeout_rate=0.0)
@@ -91,7 +91,7 @@ def test_gateway_down_past_the_retry_budget_stays_processing_then_resolves(
         payment = f.pay()
         f.wait_for(
             payment["id"],
-            lambda p: (f.processor_state(p["id"]) or {}).get("next_check_at") is not None,
+            lambda p: p["status"] == "processing" and _deferred(f, p["id"]),
         )
         assert f.payment(payment["id"])["status"] == "processing"
         f.start_sim()
@@ -198,3 +198,8 @@ def _wait_held_requests_done(sim_url: str) -> None:
             return
         time.sleep(0.1)
     raise AssertionError("held requests never finished")
+
+
+def _deferred(f: Flow, payment_id: str) -> bool:
+    """The processor handed the payment to its reconciler (its outcome is unknown)."""
+    return (f.processor_state(payment_id) or {}).get("next_check_at") is not None
