@@ -165,13 +165,23 @@ def create_topics(settings: Settings, names: Iterable[str] | None = None) -> dic
     return result
 
 
+def _led(topic: Any) -> bool:
+    """The topic is known and every partition has a leader (else reads fail NOT_LEADER)."""
+    partitions = topic.partitions.values()
+    return (
+        not topic.error
+        and bool(partitions)
+        and all(p.leader >= 0 and not p.error for p in partitions)
+    )
+
+
 def _await_metadata(admin: AdminClient, names: list[str], timeout_s: float = 15.0) -> None:
     # A created topic is acknowledged by the controller before every broker's metadata has it;
     # callers produce or describe right away, so wait until the metadata shows them all.
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         known = admin.list_topics(timeout=5).topics
-        if all(name in known and not known[name].error for name in names):
+        if all(name in known and _led(known[name]) for name in names):
             return
         time.sleep(0.05)
 
