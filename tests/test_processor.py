@@ -174,7 +174,10 @@ def test_sigkill_mid_batch_no_double_charge_no_stuck_payment(
     # Few at once and a slow gateway, so that the kill lands while most are still to do.
     slow = {"FLOWPAY_PROCESSOR__MAX_IN_FLIGHT": "8"}
     with flow(settings, tmp_path, sim_flags=("--latency-ms", "100"), extra_env=slow) as f:
+        f.processes["processor"].terminate()  # the backlog builds up first
+        f.processes["processor"].wait(30)
         ids = [f.pay()["id"] for _ in range(150)]
+        f.start("processor", ["run-processor"])
         deadline = time.monotonic() + 60
         while len(f.sim_charges()) < 20 and time.monotonic() < deadline:
             time.sleep(0.05)
