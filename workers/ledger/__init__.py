@@ -1,7 +1,7 @@
 """The ledger: a double-entry ledger kept from the payment event log, rebuilt by replaying it.
 
 The chart of accounts and the posting rule of every event type: ``workers.ledger.rules``
-(also ``README_SECTION.md``). The modules, from the event to the books:
+(also the README's "The ledger"). The modules, from the event to the books:
 
     rules      pure: event + the payment's ledger state -> transfers (journal transactions)
     chain      the hash chain (one per source partition, in offset order)
