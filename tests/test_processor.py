@@ -101,7 +101,7 @@ def test_gateway_down_past_the_retry_budget_stays_processing_then_resolves(
 
 
 def test_late_charge_on_a_failed_payment_is_reversed(settings: Settings, tmp_path: Path) -> None:
-    env = {"FLOWPAY_PROCESSOR__UNKNOWN_DEADLINE_S": "1", "FLOWPAY_GATEWAY_SIM__TIMEOUT_HOLD_S": "4"}
+    env = {"FLOWPAY_PROCESSOR__UNKNOWN_DEADLINE_S": "1", "FLOWPAY_GATEWAY_SIM__TIMEOUT_HOLD_S": "8"}
     with flow(settings, tmp_path, sim_flags=("--timeout-rate", "1.0"), extra_env=env) as f:
         payment = f.pay()
         failed = f.wait_for(payment["id"], terminal)
