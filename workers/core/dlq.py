@@ -18,7 +18,13 @@ from psycopg import Connection
 from workers.core.config import Settings
 from workers.core.errors import EventError, FlowPayError, NotFoundError
 from workers.core.events import Headers, decode, header
-from workers.core.kafka import TopicPartition, make_consumer, make_producer, produce_sync
+from workers.core.kafka import (
+    TopicPartition,
+    make_consumer,
+    make_producer,
+    produce_sync,
+    watermarks,
+)
 from workers.core.sql import load_queries
 from workers.core.topics import topics
 
@@ -75,10 +81,7 @@ def read_all(settings: Settings, group: str | None = None) -> list[DeadLetter]:
     consumer = make_consumer(settings, f"flowpay-dlq-reader-{uuid.uuid4().hex}", "dlq-reader")
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions
-        }
+        ends = {p: watermarks(consumer, topic, p)[1] for p in partitions}
         letters: list[DeadLetter] = []
         wanted = [TopicPartition(topic, p, 0) for p, end in ends.items() if end > 0]
         if wanted:

@@ -202,3 +202,22 @@ def describe_topics(settings: Settings, names: Iterable[str]) -> dict[str, dict[
             "retention.ms": entries["retention.ms"].value,
         }
     return described
+
+
+def watermarks(
+    consumer: Consumer, topic: str, partition: int, timeout_s: float = 15.0
+) -> tuple[int, int]:
+    """(low, high) offsets of one partition, retrying the errors Kafka calls retriable.
+
+    A partition just created can be in the metadata before its broker leads it, and then
+    answers NOT_LEADER_FOR_PARTITION for a moment.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+            return int(low), int(high)
+        except KafkaException as exc:
+            if not exc.args[0].retriable() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

@@ -31,7 +31,14 @@ from workers.core.config import Settings
 from workers.core.db import connect
 from workers.core.delivery import TRANSIENT, offset_of, partition_of, retry_delays
 from workers.core.errors import FlowPayError
-from workers.core.kafka import Consumer, KafkaError, Message, TopicPartition, make_consumer
+from workers.core.kafka import (
+    Consumer,
+    KafkaError,
+    Message,
+    TopicPartition,
+    make_consumer,
+    watermarks,
+)
 from workers.core.runner import log_consumer_error
 from workers.core.topics import topics
 from workers.ledger.applier import Applier, no_dead_letter_topic
@@ -266,10 +273,7 @@ class Replay:
                 if self.partition not in numbers:
                     raise ReplayError(f"{self.topic} has no partition {self.partition}")
                 numbers = [self.partition]
-            return {
-                p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
-                for p in numbers
-            }
+            return {p: watermarks(consumer, self.topic, p) for p in numbers}
         finally:
             consumer.close()
 
