@@ -127,3 +127,14 @@ def test_failed_start_reports_the_last_log_lines(own_stack: dict[str, str]) -> N
     assert "Traceback" not in done.stderr
     assert "Kafka exited while starting" in done.stderr
     assert "kafka.log" in done.stderr
+
+
+def test_a_taken_postgres_port_fails_fast_with_the_log(own_stack: dict[str, str]) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", int(own_stack["FLOWPAY_DEV__PG_PORT"])))
+        squatter.listen()
+        done = flowpay("dev", "up", "--infra-only", env=own_stack, timeout=60)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "PostgreSQL did not start" in done.stderr
+    assert "Address already in use" in done.stderr

@@ -144,10 +144,12 @@ def _start(paths: StackPaths, timeout_s: float) -> None:
             _as_owner(argv)
             return
         except StackError:
-            # After a SIGKILL the old backends may hold shared memory for a moment.
-            if time.monotonic() > deadline:
+            last = tail(paths.pg_log)
+            # After a SIGKILL the old backends may hold shared memory for a moment, so that is
+            # worth waiting out; a port taken by another server is not.
+            if time.monotonic() > deadline or "Address already in use" in last:
                 raise StackError(
-                    f"PostgreSQL did not start; last lines of {paths.pg_log}:\n{tail(paths.pg_log)}"
+                    f"PostgreSQL did not start; last lines of {paths.pg_log}:\n{last}"
                 ) from None
             time.sleep(1)
 
