@@ -204,6 +204,18 @@ def describe_topics(settings: Settings, names: Iterable[str]) -> dict[str, dict[
     return described
 
 
+# librdkafka does not flag these retriable on a watermark query, yet they pass once the new
+# partition's leader is in place (the client refreshes its metadata on each of them).
+_LEADERSHIP_SETTLING = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,
+    }
+)
+
+
 def watermarks(
     consumer: Consumer, topic: str, partition: int, timeout_s: float = 15.0
 ) -> tuple[int, int]:
@@ -218,6 +230,8 @@ def watermarks(
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
             return int(low), int(high)
         except KafkaException as exc:
-            if not exc.args[0].retriable() or time.monotonic() > deadline:
+            error = exc.args[0]
+            settling = error.retriable() or error.code() in _LEADERSHIP_SETTLING
+            if not settling or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
