@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from workers.core.money import MAX_AMOUNT, CurrencyCode
+from workers.core.requests import StrictBody
 from workers.core.requests import parse_body as parse_json
 
 MAX_METADATA_KEYS = 50
@@ -20,11 +21,7 @@ MAX_METADATA_VALUE = 500
 B = TypeVar("B", bound=BaseModel)
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class PaymentCreate(_Body):
+class PaymentCreate(StrictBody):
     amount: int = Field(ge=1, le=MAX_AMOUNT)
     currency: CurrencyCode
     payment_method: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_]+$")
@@ -44,7 +41,7 @@ class PaymentCreate(_Body):
         return metadata
 
 
-class RefundCreate(_Body):
+class RefundCreate(StrictBody):
     amount: int | None = Field(default=None, ge=1, le=MAX_AMOUNT)
     reason: str | None = Field(default=None, max_length=1000)
 

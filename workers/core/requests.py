@@ -8,13 +8,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from workers.core.errors import FlowPayError
 
 B = TypeVar("B", bound=BaseModel)
 MAX_IDEMPOTENCY_KEY = 255
 _CODES = {"missing": "parameter_missing", "extra_forbidden": "parameter_unknown"}
+
+
+class StrictBody(BaseModel):
+    """A request body: unknown fields refused, no coercion (a float or a string is no int)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class BadRequest(FlowPayError):

@@ -6,28 +6,24 @@ import hashlib
 import json
 from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from workers.core.money import MAX_AMOUNT, CurrencyCode
-from workers.core.requests import BadRequest, check_idempotency_key
+from workers.core.requests import BadRequest, StrictBody, check_idempotency_key
 from workers.core.requests import parse_body as parse_json
 from workers.gateway_sim.errors import SimError
 
 B = TypeVar("B", bound=BaseModel)
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class ChargeCreate(_Body):
+class ChargeCreate(StrictBody):
     amount: int = Field(ge=1, le=MAX_AMOUNT)
     currency: CurrencyCode
     payment_method: str = Field(min_length=1, max_length=255)
     reference: str = Field(min_length=1, max_length=255)
 
 
-class RefundCreate(_Body):
+class RefundCreate(StrictBody):
     charge: str = Field(min_length=1, max_length=255)
     amount: int = Field(ge=1, le=MAX_AMOUNT)
 
