@@ -8,13 +8,14 @@ import typer
 
 from flowpay_cli.context import settings, state
 from flowpay_cli.output import console, print_json, print_table
+from flowpay_cli.role_options import LogFormatOption, role_settings
 from workers.api import merchants as merchant_store
 from workers.api.server import serve
 from workers.core.db import connect
 from workers.core.logs import setup_logging
 from workers.notifier.endpoints import check_url, register_endpoint
 
-merchants_app = typer.Typer(help="Create and list merchants.")
+merchants_app = typer.Typer(help="Create and list merchants; issue and revoke their API keys.")
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
@@ -25,10 +26,11 @@ def serve_api(
     workers: Annotated[
         int | None, typer.Option(help="Server processes (default: api.workers).")
     ] = None,
+    log_format: LogFormatOption = None,
 ) -> None:
     """Serve the merchant HTTP API (and its status read model)."""
-    config = settings(ctx)
-    setup_logging(config.log_level, "api")
+    config = role_settings(ctx, log_format)
+    setup_logging(config.log_level, "api", config.log_format)
     serve(
         config,
         host=host or config.api.host,
@@ -55,7 +57,12 @@ def merchants_create(
         check_url(webhook_url)  # before anything is created
     with connect(config) as conn:
         merchant = merchant_store.create_merchant(conn, name)
-    created = {"id": merchant.id, "name": merchant.name, "api_key": merchant.api_key}
+    created = {
+        "id": merchant.id,
+        "name": merchant.name,
+        "api_key_id": merchant.api_key_id,
+        "api_key": merchant.api_key,
+    }
     if webhook_url is not None:
         created |= _register_webhook(ctx, merchant.id, webhook_url)
     if as_json:
@@ -87,4 +94,58 @@ def merchants_list(ctx: typer.Context, as_json: Json = False) -> None:
         "merchants",
         ["id", "name", "created", "active keys"],
         [(r.id, r.name, r.created_at, r.active_keys) for r in rows],
+    )
+
+
+@merchants_app.command("create-key")
+def merchants_create_key(
+    ctx: typer.Context,
+    merchant_id: Annotated[str, typer.Argument(help="The merchant (mer_...).")],
+    as_json: Json = False,
+) -> None:
+    """Issue another API key for a merchant; prints it once."""
+    with connect(settings(ctx)) as conn:
+        key = merchant_store.create_key(conn, merchant_id)
+    created = {"api_key_id": key.id, "merchant_id": key.merchant_id, "api_key": key.api_key}
+    if as_json:
+        print_json(created)
+        return
+    print_table("API key created", ["field", "value"], created.items())
+    console.print("[yellow]The API key is shown only this once.[/]")
+
+
+@merchants_app.command("revoke-key")
+def merchants_revoke_key(
+    ctx: typer.Context,
+    key_id: Annotated[str, typer.Argument(help="The key's id (key_..., see `merchants keys`).")],
+    as_json: Json = False,
+) -> None:
+    """Revoke an API key: servers refuse it (401) within api.key_cache_s seconds."""
+    config = settings(ctx)
+    with connect(config) as conn:
+        row = merchant_store.revoke_key(conn, key_id)
+    if as_json:
+        print_json(vars(row))
+        return
+    console.print(
+        f"revoked {row.id} ({row.key_prefix}...); refused within {config.api.key_cache_s:g} s"
+    )
+
+
+@merchants_app.command("keys")
+def merchants_keys(
+    ctx: typer.Context,
+    merchant_id: Annotated[str, typer.Argument(help="The merchant (mer_...).")],
+    as_json: Json = False,
+) -> None:
+    """A merchant's API keys by id and prefix, revoked ones included."""
+    with connect(settings(ctx)) as conn:
+        rows = merchant_store.list_keys(conn, merchant_id)
+    if as_json:
+        print_json([vars(r) for r in rows])
+        return
+    print_table(
+        "API keys",
+        ["id", "prefix", "created", "revoked"],
+        [(r.id, r.key_prefix, r.created_at, r.revoked_at) for r in rows],
     )

@@ -36,7 +36,7 @@ class Services:
     def __init__(self, settings: Settings, pool: AsyncConnectionPool[Any]) -> None:
         self.settings = settings
         self.pool = pool
-        self.auth = Authenticator(pool)
+        self.auth = Authenticator(pool, settings.api.key_cache_s)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -1,7 +1,8 @@
 """Merchant API keys: shown once, stored as SHA-256 hashes, looked up by hash.
 
-Keys carry 190 random bits, so a fast hash is enough: nothing to brute-force. Answers are
-cached per process for ``CACHE_S`` seconds, which bounds how long a revoked key still works.
+Keys carry 190 random bits, so a fast hash is enough: nothing to brute-force. A valid key is
+cached per process for ``api.key_cache_s`` seconds, which bounds how long a revoked key still
+works (``flowpay merchants revoke-key``); refusals are never cached.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from workers.api.errors import ApiError, unauthenticated
 from workers.core.sql import load_queries
 
 KEY_PREFIX = "sk_live_"
-CACHE_S = 30.0
 Q = load_queries("workers.api")
 
 
@@ -43,8 +43,9 @@ def bearer_token(authorization: str | None) -> str:
 
 
 class Authenticator:
-    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+    def __init__(self, pool: AsyncConnectionPool[Any], cache_s: float) -> None:
         self.pool = pool
+        self.cache_s = cache_s
         self._cache: dict[bytes, tuple[str, float]] = {}
 
     async def merchant_for(self, authorization: str | None) -> str:
@@ -59,5 +60,6 @@ class Authenticator:
         if row is None or not hmac.compare_digest(bytes(row[1]), digest):
             raise unauthenticated("Invalid API key")
         merchant_id = str(row[0])
-        self._cache[digest] = (merchant_id, time.monotonic() + CACHE_S)
+        if self.cache_s > 0:
+            self._cache[digest] = (merchant_id, time.monotonic() + self.cache_s)
         return merchant_id

@@ -7,6 +7,15 @@ INSERT INTO api.merchants (id, name) VALUES (%(id)s, %(name)s);
 INSERT INTO api.api_keys (id, merchant_id, key_hash, key_prefix)
 VALUES (%(id)s, %(merchant_id)s, %(key_hash)s, %(key_prefix)s);
 
+-- name: api_key_revoke
+UPDATE api.api_keys SET revoked_at = now()
+WHERE id = %(id)s AND revoked_at IS NULL
+RETURNING id, key_prefix, created_at, revoked_at;
+
+-- name: api_keys_list
+SELECT id, key_prefix, created_at, revoked_at FROM api.api_keys
+WHERE merchant_id = %(merchant_id)s ORDER BY created_at, id;
+
 -- name: merchants_list
 SELECT m.id, m.name, m.created_at,
        count(k.id) FILTER (WHERE k.revoked_at IS NULL) AS active_keys

@@ -55,6 +55,9 @@ class ApiSettings(_Section):
     idempotency_ttl_hours: int = Field(default=24, ge=1)
     max_body_bytes: int = Field(default=65536, ge=1024)
     # Keep the payment status view current from the event log inside serve-api.
+    # How long a server process trusts a valid API key without asking the database again:
+    # a revoked key keeps working this long at most.
+    key_cache_s: float = Field(default=2.0, ge=0, le=300)
     read_model: bool = True
 
 
