@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import env_for
 from tests.helpers.servers import free_port, running
-from workers.api.idempotency import _lock_id
+from workers.api.idempotency import lock_id
 from workers.api.merchants import create_merchant
 from workers.core.config import Settings
 from workers.core.events import (
@@ -166,7 +166,7 @@ def test_key_in_flight_is_409_and_safe_to_retry(api: Api, settings: Settings) ->
     from workers.core.db import database_url
 
     with psycopg.connect(database_url(settings), autocommit=True) as holder:
-        holder.execute("SELECT pg_advisory_lock(%s)", (_lock_id(api.merchant_id, "busy"),))
+        holder.execute("SELECT pg_advisory_lock(%s)", (lock_id(api.merchant_id, "busy"),))
         response = api.pay(idem="busy")
         assert response.status_code == 409
         assert error_of(response)["code"] == "idempotency_key_in_use"

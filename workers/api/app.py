@@ -48,6 +48,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             database_url(settings),
             min_size=settings.database.pool_min_size,
             max_size=settings.database.pool_max_size,
+            # Single statements are their own transactions (no BEGIN/COMMIT round trips);
+            # what needs more opens a transaction of its own.
+            kwargs={"autocommit": True},
             open=False,
             name="api",
         )
@@ -134,10 +137,9 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
         body = parse_body(PaymentCreate, raw)
         correlation_id = _correlation_id(request)
         fingerprint = request_hash("POST", request.url.path, body.model_dump(mode="json"))
-        answer = await run_once(
-            services.pool, merchant_id, key, fingerprint,
-            lambda conn: payments.create_payment(conn, merchant_id, body, correlation_id),
-        )  # fmt: skip
+        answer = await payments.create_payment(
+            services.pool, merchant_id, key, fingerprint, body, correlation_id
+        )
         return _answer(answer, correlation_id)
 
     @app.get("/v1/payments/{payment_id}")

@@ -41,7 +41,8 @@ def request_hash(method: str, path: str, canonical_body: Any) -> bytes:
     return hashlib.sha256(f"{method}\n{path}\n{body}".encode()).digest()
 
 
-def _lock_id(merchant_id: str, key: str) -> int:
+def lock_id(merchant_id: str, key: str) -> int:
+    """The key's advisory lock: held by the one transaction working on (merchant, key)."""
     digest = hashlib.sha256(f"{merchant_id}\0{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
@@ -53,13 +54,11 @@ async def run_once(
     ids = {"merchant_id": merchant_id, "key": key}
     async with pool.connection() as conn, conn.transaction():
         cursor = await conn.execute(
-            Q["idempotency_begin"], {**ids, "lock": _lock_id(merchant_id, key)}
+            Q["idempotency_begin"], {**ids, "lock": lock_id(merchant_id, key)}
         )
-        locked, stored_hash, status, body, location = await cursor.fetchone() or (False,) * 5
-        if not locked:
-            raise _in_use()
-        if stored_hash is not None:
-            return _replay(fingerprint, bytes(stored_hash), status, body, location)
+        replayed = earlier_answer(await cursor.fetchone(), fingerprint)
+        if replayed is not None:
+            return replayed
         answer = await work(conn)
         try:
             await conn.execute(
@@ -68,25 +67,33 @@ async def run_once(
                  "body": answer.body, "location": answer.location},
             )  # fmt: skip
         except pg_errors.UniqueViolation:
-            raise _in_use() from None
+            raise in_use() from None
         return answer
 
 
-def _replay(
-    fingerprint: bytes, stored_hash: bytes, status: int | None, body: Any, location: Any
-) -> Answer:
-    if stored_hash != fingerprint:
+def earlier_answer(begun: tuple[Any, ...] | None, fingerprint: bytes) -> Answer | None:
+    """What an ``idempotency_begin`` row says: None when this request is the key's first.
+
+    The row is (locked, stored hash, status, body, location); another request holding the
+    lock, or a different request stored under the key, is an ApiError.
+    """
+    locked, stored_hash, status, body, location = begun or (False,) * 5
+    if not locked:
+        raise in_use()
+    if stored_hash is None:
+        return None
+    if bytes(stored_hash) != fingerprint:
         raise ApiError(
             422,
             "idempotency_key_reused",
             "This Idempotency-Key was used with a different request",
         )
     if status is None:
-        raise _in_use()
+        raise in_use()
     return Answer(int(status), bytes(body), location, replayed=True)
 
 
-def _in_use() -> ApiError:
+def in_use() -> ApiError:
     return ApiError(
         409,
         "idempotency_key_in_use",

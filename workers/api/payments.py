@@ -8,23 +8,27 @@ processor decides what happens next; this service learns it back from the event 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from psycopg import AsyncConnection
+from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from workers.api.errors import ApiError, not_found
-from workers.api.idempotency import Answer
+from workers.api.idempotency import Answer, earlier_answer, in_use, lock_id
 from workers.api.schemas import PaymentCreate, RefundCreate
+from workers.core import correlation
 from workers.core.events import EventType, Initiated, RefundRequested, new_event
 from workers.core.ids import new_id
-from workers.core.outbox import stage_async
+from workers.core.outbox import outbox_row, stage_async
 from workers.core.projection import iso
 from workers.core.sql import load_queries
 
 Q = load_queries("workers.api")
+log = logging.getLogger(__name__)
 SOURCE: Final = "flowpay/api"
 STATUSES: Final = ("initiated", "processing", "succeeded", "failed", "refunded")
 
@@ -51,8 +55,17 @@ def payment_object(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def create_payment(
-    conn: AsyncConnection[Any], merchant_id: str, body: PaymentCreate, correlation_id: str
+    pool: AsyncConnectionPool[Any],
+    merchant_id: str,
+    idempotency_key: str,
+    fingerprint: bytes,
+    body: PaymentCreate,
+    correlation_id: str,
 ) -> Answer:
+    """Store the intent, its event and its answer once per (merchant, key), in one statement.
+
+    A repeated request gets the stored answer (idempotency.earlier_answer decides how).
+    """
     now = datetime.now(UTC)
     payment_id = new_id("pay")
     fields = body.model_dump()
@@ -65,17 +78,28 @@ async def create_payment(
         correlation_id=correlation_id,
     )
     params = {**fields, "id": payment_id, "merchant_id": merchant_id, "created_at": now}
-    await conn.execute(Q["payment_insert"], {**params, "metadata": Jsonb(body.metadata)})
-    async with conn.cursor() as cursor:
-        await stage_async(cursor, "api", [event])
-    row = {
-        **params,
-        "status": "initiated",
-        "refunded_amount": 0,
-        "failure_reason": None,
-        "updated_at": now,
-    }
-    return Answer(202, dumps(payment_object(row)), f"/v1/payments/{payment_id}")
+    row = {**params, "status": "initiated", "refunded_amount": 0, "failure_reason": None,
+           "updated_at": now}  # fmt: skip
+    answer = Answer(202, dumps(payment_object(row)), f"/v1/payments/{payment_id}")
+    event_id, message_key, value, headers = outbox_row(event)
+    try:
+        async with pool.connection() as conn:
+            cursor = await conn.execute(
+                Q["payment_create"],
+                {**params, "metadata": Jsonb(body.metadata), "key": idempotency_key,
+                 "lock": lock_id(merchant_id, idempotency_key), "event_id": event_id,
+                 "message_key": message_key, "value": value, "headers": headers,
+                 "request_hash": fingerprint, "status": answer.status, "body": answer.body,
+                 "location": answer.location},
+            )  # fmt: skip
+            begun = await cursor.fetchone()
+    except pg_errors.UniqueViolation:
+        # The key's first request committed after this statement's snapshot was taken.
+        raise in_use() from None
+    earlier = earlier_answer(begun, fingerprint)
+    if earlier is None:
+        log.info("payment accepted", extra=correlation.of_event(event))
+    return earlier or answer
 
 
 async def get_payment(
@@ -178,6 +202,7 @@ async def _record_refund(
     )
     async with conn.cursor() as cursor:
         await stage_async(cursor, "api", [event])
+    log.info("refund requested", extra=correlation.of_event(event))
     refund = {
         "id": refund_id,
         "object": "refund",

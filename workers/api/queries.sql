@@ -39,11 +39,40 @@ INSERT INTO api.idempotency_keys
     (merchant_id, key, request_hash, response_status, response_body, response_location, completed_at)
 VALUES (%(merchant_id)s, %(key)s, %(request_hash)s, %(status)s, %(body)s, %(location)s, now());
 
--- name: payment_insert
-INSERT INTO api.payments
-    (id, merchant_id, amount, currency, payment_method, description, metadata, created_at, updated_at)
-VALUES (%(id)s, %(merchant_id)s, %(amount)s, %(currency)s, %(payment_method)s, %(description)s,
-        %(metadata)s, %(created_at)s, %(created_at)s);
+-- name: payment_create
+-- The whole intake in one statement, one round trip and (in autocommit) its own transaction:
+-- take the key's lock, read a finished answer for the key, and only when the lock is ours and
+-- there is none, store the intent, its payment.initiated event and the answer. The read sees
+-- the statement's snapshot: a request that committed the key meanwhile makes the key insert
+-- fail (unique violation), which rolls back the intent and the event with it.
+WITH lock AS MATERIALIZED (
+    SELECT pg_try_advisory_xact_lock(%(lock)s) AS locked
+), stored AS MATERIALIZED (
+    SELECT request_hash, response_status, response_body, response_location
+    FROM api.idempotency_keys WHERE merchant_id = %(merchant_id)s AND key = %(key)s
+), fresh AS MATERIALIZED (
+    SELECT 1 FROM lock WHERE locked AND NOT EXISTS (SELECT 1 FROM stored)
+), payment AS (
+    INSERT INTO api.payments
+        (id, merchant_id, amount, currency, payment_method, description, metadata, created_at,
+         updated_at)
+    SELECT %(id)s, %(merchant_id)s, %(amount)s, %(currency)s, %(payment_method)s,
+           %(description)s, %(metadata)s, %(created_at)s, %(created_at)s
+    FROM fresh
+    RETURNING id
+), event AS (
+    INSERT INTO api.outbox (event_id, message_key, value, headers)
+    SELECT %(event_id)s, %(message_key)s, %(value)s, %(headers)s FROM payment
+), answer AS (
+    INSERT INTO api.idempotency_keys
+        (merchant_id, key, request_hash, response_status, response_body, response_location,
+         completed_at)
+    SELECT %(merchant_id)s, %(key)s, %(request_hash)s, %(status)s, %(body)s, %(location)s, now()
+    FROM payment
+)
+SELECT lock.locked, stored.request_hash, stored.response_status, stored.response_body,
+       stored.response_location
+FROM lock LEFT JOIN stored ON true;
 
 -- name: payment_get
 SELECT id, status, amount, currency, payment_method, description, metadata, refunded_amount,
