@@ -91,6 +91,36 @@ CREATE TABLE IF NOT EXISTS api.processed_events (
     processed_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- Each payment's status changes, numbered, for GET /v1/payments/<id>/events and its
+-- Last-Event-ID resume. Version 1 is the payment as created and has no row here (the intake
+-- stays one INSERT); every later change of what the API shows gets the next version, and a
+-- NOTIFY on channel flowpay_payment_changes (payload = payment id) wakes the streams.
+ALTER TABLE api.payments ADD COLUMN IF NOT EXISTS version integer NOT NULL DEFAULT 1;
+CREATE TABLE IF NOT EXISTS api.payment_changes (
+    payment_id      text        NOT NULL REFERENCES api.payments (id),
+    version         integer     NOT NULL CHECK (version > 1),
+    status          text        NOT NULL,
+    refunded_amount bigint      NOT NULL,
+    failure_reason  text,
+    changed_at      timestamptz NOT NULL,
+    CONSTRAINT payment_changes_pkey PRIMARY KEY (payment_id, version)
+);
+
+CREATE OR REPLACE FUNCTION api.record_payment_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.version := OLD.version + 1;
+    INSERT INTO api.payment_changes
+        (payment_id, version, status, refunded_amount, failure_reason, changed_at)
+    VALUES (NEW.id, NEW.version, NEW.status, NEW.refunded_amount, NEW.failure_reason, NEW.updated_at);
+    PERFORM pg_notify('flowpay_payment_changes', NEW.id);
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE TRIGGER payments_record_change BEFORE UPDATE ON api.payments FOR EACH ROW
+    WHEN ((OLD.status, OLD.refunded_amount, OLD.failure_reason)
+          IS DISTINCT FROM (NEW.status, NEW.refunded_amount, NEW.failure_reason))
+    EXECUTE FUNCTION api.record_payment_change();
+
 -- ---------------------------------------------------------------------------------------------
 -- processor: the payment state machine's own record, refunds, and every gateway attempt
 -- ---------------------------------------------------------------------------------------------

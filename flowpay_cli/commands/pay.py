@@ -8,6 +8,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -16,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from flowpay_cli.context import settings
 from flowpay_cli.output import console, print_json, print_table
-from workers.api.client import TERMINAL, ApiClient, Reply
+from workers.api.client import ApiClient, Reply, StreamRefused
 from workers.devstack.demo import demo_api_key
 from workers.devstack.stack import api_url
 
@@ -138,15 +139,18 @@ async def _send(client: ApiClient, body: dict[str, Any], key: str) -> Reply:
 
 
 async def _final(client: ApiClient, payment_id: str, timeout_s: float) -> dict[str, Any]:
-    """The payment once it is final; on timeout, as it last was, marked ``timed_out``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        reply = await client.get_payment(payment_id)
-        if reply.body.get("status") in TERMINAL:
-            return reply.body
-        if time.monotonic() > deadline:
-            return {**reply.body, "status": f"{reply.body.get('status')} (timed out)"}
-        await asyncio.sleep(0.2)
+    """The payment once it is final, followed on its event stream (no polling); on timeout, as
+    it last was, marked ``timed out``."""
+    latest: dict[str, Any] = {"id": payment_id, "status": None}
+    try:
+        async with asyncio.timeout(timeout_s), aclosing(client.follow(payment_id)) as changes:
+            async for payment in changes:
+                latest = payment
+    except TimeoutError:
+        return {**latest, "status": f"{latest['status']} (timed out)"}
+    except StreamRefused as refused:
+        return {**latest, "status": f"unknown ({refused.reply.error_code or refused})"}
+    return latest
 
 
 def _show_one(tally: Tally, as_json: bool) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +25,42 @@ class Reply:
     def error_code(self) -> str | None:
         error = self.body.get("error")
         return str(error.get("code")) if isinstance(error, dict) else None
+
+
+class StreamRefused(Exception):
+    """The API answered a stream request with an error rather than a stream."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(f"HTTP {reply.status}: {reply.error_code}")
+        self.reply = reply
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    id: str | None
+    data: str
+    event: str = "message"
+
+
+async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[StreamEvent]:
+    """The events of a ``text/event-stream``, parsed per the HTML standard (comments skipped)."""
+    data: list[str] = []
+    event_id: str | None = None
+    event = ""
+    async for line in lines:
+        if not line:
+            if data:
+                yield StreamEvent(event_id, "\n".join(data), event or "message")
+            data, event = [], ""
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            data.append(value)
+        elif name == "id" and "\0" not in value:
+            event_id = value
+        elif name == "event":
+            event = value
 
 
 class ApiClient:
@@ -50,6 +89,37 @@ class ApiClient:
     async def get_payment(self, payment_id: str) -> Reply:
         return await self._send("GET", f"/v1/payments/{payment_id}")
 
+    async def follow(
+        self, payment_id: str, *, retry_s: float = 0.5
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The payment after each change until a final status, from its event stream.
+
+        A cut stream is resumed with ``Last-Event-ID``: no change is missed or seen twice.
+        """
+        seen: str | None = None
+        while True:
+            headers = {"Last-Event-ID": seen} if seen is not None else {}
+            try:
+                async with self._http.stream(
+                    "GET", f"/v1/payments/{payment_id}/events", headers=headers
+                ) as response:
+                    if response.status_code == 204:
+                        return  # the change last seen was final
+                    if 400 <= response.status_code < 500:
+                        await response.aread()
+                        raise StreamRefused(_reply(response))
+                    if response.status_code == 200:
+                        async for event in sse_events(response.aiter_lines()):
+                            seen = event.id
+                            payment: dict[str, Any] = json.loads(event.data)
+                            yield payment
+                            if payment.get("status") in TERMINAL:
+                                return
+            except httpx.TransportError:
+                pass
+            # A cut stream, or a 5xx, is resumed from the last change seen.
+            await asyncio.sleep(retry_s)
+
     async def refund(
         self, payment_id: str, body: dict[str, Any], idempotency_key: str | None = None
     ) -> Reply:
@@ -59,14 +129,17 @@ class ApiClient:
         )
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> Reply:
-        response = await self._http.request(method, path, **kwargs)
-        try:
-            body = response.json()
-        except ValueError:
-            body = {"error": {"code": "not_json", "message": response.text[:200]}}
-        return Reply(
-            response.status_code,
-            body if isinstance(body, dict) else {"data": body},
-            response.elapsed.total_seconds(),
-            response.headers.get("Idempotent-Replayed") == "true",
-        )
+        return _reply(await self._http.request(method, path, **kwargs))
+
+
+def _reply(response: httpx.Response) -> Reply:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"error": {"code": "not_json", "message": response.text[:200]}}
+    return Reply(
+        response.status_code,
+        body if isinstance(body, dict) else {"data": body},
+        response.elapsed.total_seconds(),
+        response.headers.get("Idempotent-Replayed") == "true",
+    )

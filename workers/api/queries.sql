@@ -131,6 +131,28 @@ UPDATE api.refunds
 SET status = %(status)s, failure_reason = %(failure_reason)s, updated_at = %(at)s
 WHERE id = %(refund_id)s AND status = 'requested';
 
+-- name: stream_listen
+LISTEN flowpay_payment_changes;
+
+-- name: stream_head
+SELECT version, status FROM api.payments WHERE id = %(id)s AND merchant_id = %(merchant_id)s;
+
+-- name: stream_changes
+-- The payment after each change past version %(after)s. Version 1, the payment as created,
+-- has no change row: it is built from the payment itself.
+SELECT c.version, p.id, c.status, p.amount, p.currency, p.payment_method, p.description,
+       p.metadata, c.refunded_amount, c.failure_reason, p.created_at, c.updated_at
+FROM api.payments p
+CROSS JOIN LATERAL (
+    SELECT 1 AS version, 'initiated' AS status, 0::bigint AS refunded_amount,
+           NULL::text AS failure_reason, p.created_at AS updated_at
+    UNION ALL
+    SELECT version, status, refunded_amount, failure_reason, changed_at
+    FROM api.payment_changes WHERE payment_id = p.id
+) c
+WHERE p.id = %(id)s AND p.merchant_id = %(merchant_id)s AND c.version > %(after)s
+ORDER BY c.version;
+
 -- name: payment_any
 SELECT id, merchant_id, status, amount, currency, payment_method, description, metadata,
        refunded_amount, failure_reason, created_at, updated_at

@@ -59,6 +59,8 @@ class ApiSettings(_Section):
     # a revoked key keeps working this long at most.
     key_cache_s: float = Field(default=2.0, ge=0, le=300)
     read_model: bool = True
+    # Seconds between keep-alive comments on an idle event stream, so proxies keep it open.
+    stream_heartbeat_s: float = Field(default=15.0, gt=0, le=300)
 
 
 class WorkerSettings(_Section):

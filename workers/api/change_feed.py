@@ -1,0 +1,78 @@
+"""Wakes a server process's event streams when their payment changes.
+
+The read model that writes a change may run in any ``serve-api`` process (they share one
+consumer group), so the signal goes through PostgreSQL: a trigger on ``api.payments`` sends
+``NOTIFY flowpay_payment_changes, '<payment id>'`` and each process keeps one ``LISTEN``
+connection, fanning notifications out to its own streams. A wake-up only says "look again":
+streams read what changed from the database, so a lost notification delays, never loses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import psycopg
+from psycopg import AsyncConnection
+
+from workers.core.sql import load_queries
+
+log = logging.getLogger(__name__)
+Q = load_queries("workers.api")
+
+
+class ChangeFeed:
+    def __init__(self, conninfo: str, *, retry_s: float = 1.0) -> None:
+        self._conninfo = conninfo
+        self._retry_s = retry_s
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="api-change-feed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    @contextlib.contextmanager
+    def subscribe(self, payment_id: str) -> Iterator[asyncio.Event]:
+        """An event set whenever ``payment_id`` may have changed, until the block ends."""
+        changed = asyncio.Event()
+        self._waiters.setdefault(payment_id, set()).add(changed)
+        try:
+            yield changed
+        finally:
+            waiters = self._waiters[payment_id]
+            waiters.discard(changed)
+            if not waiters:
+                del self._waiters[payment_id]
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with await AsyncConnection.connect(
+                    self._conninfo, autocommit=True, connect_timeout=10
+                ) as conn:
+                    await conn.execute(Q["stream_listen"])
+                    # Whatever changed while nobody listened is looked at again.
+                    self._wake_all()
+                    async for notify in conn.notifies():
+                        self._wake(notify.payload)
+            except psycopg.Error as exc:
+                log.warning("change feed lost its database connection, reconnecting: %s", exc)
+            await asyncio.sleep(self._retry_s)
+
+    def _wake(self, payment_id: str) -> None:
+        for changed in self._waiters.get(payment_id, ()):
+            changed.set()
+
+    def _wake_all(self) -> None:
+        for waiters in self._waiters.values():
+            for changed in waiters:
+                changed.set()

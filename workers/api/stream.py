@@ -1,0 +1,151 @@
+"""``GET /v1/payments/<id>/events``: a payment's status changes as Server-Sent Events.
+
+Each event is the payment object after one change (the JSON of ``GET /v1/payments/<id>``) with
+the change's version (1, 2, ... per payment) as its id. The stream starts with the current state
+(with ``Last-Event-ID: N``, with every change after version N) and ends after a final status;
+``204`` says there is nothing more to wait for, which stops a browser's ``EventSource`` from
+reconnecting. Starlette's ``StreamingResponse`` rather than an SSE library: the route answers
+404, 400 or 204 as ordinary responses before streaming, and Starlette already cancels the stream
+when the client goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Final
+
+import psycopg
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import StreamingResponse
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from workers.api.change_feed import ChangeFeed
+from workers.api.client import TERMINAL
+from workers.api.errors import ApiError, not_found
+from workers.api.payments import dumps, payment_object
+from workers.core.config import Settings
+from workers.core.db import database_url
+from workers.core.sql import load_queries
+
+if TYPE_CHECKING:
+    from workers.api.app import Services
+
+log = logging.getLogger(__name__)
+Q = load_queries("workers.api")
+KEEP_ALIVE: Final = b": keep-alive\n\n"
+STREAM_HEADERS: Final = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_DOCUMENTED: Final[dict[int | str, dict[str, Any]]] = {
+    200: {
+        "description": "The payment after each change, as Server-Sent Events",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    },
+    204: {"description": "Last-Event-ID is the final change: nothing more will come"},
+}
+
+
+def router(settings: Settings) -> APIRouter:
+    """The events route, and the process's one change feed for its lifetime."""
+    feed = ChangeFeed(database_url(settings))
+    heartbeat_s = settings.api.stream_heartbeat_s
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        feed.start()
+        try:
+            yield
+        finally:
+            await feed.stop()
+
+    routes = APIRouter(lifespan=lifespan)
+
+    @routes.get("/v1/payments/{payment_id}/events", responses=_DOCUMENTED)
+    async def payment_events(request: Request, payment_id: str) -> Response:
+        services: Services = request.app.state.services
+        merchant_id = await services.auth.merchant_for(request.headers.get("authorization"))
+        given = last_event_id(request.headers.get("last-event-id"))
+        version, status = await _head(services.pool, merchant_id, payment_id)
+        # A new stream starts with the current state; a resumed one after what it saw.
+        seen = version - 1 if given is None else given
+        if seen > version:
+            raise ApiError(
+                400, "last_event_id_invalid", f"Last-Event-ID: payment has no event {seen}",
+                param="Last-Event-ID",
+            )  # fmt: skip
+        if seen == version and status in TERMINAL:
+            return Response(status_code=204)
+        frames = _frames(services.pool, feed, merchant_id, payment_id, seen, heartbeat_s)
+        return StreamingResponse(frames, media_type="text/event-stream", headers=STREAM_HEADERS)
+
+    return routes
+
+
+def last_event_id(header: str | None) -> int | None:
+    """The last version the client saw (0: none, so every change since creation)."""
+    if header is None:
+        return None
+    if not header.isascii() or not header.isdigit() or len(header) > 9:
+        raise ApiError(
+            400, "last_event_id_invalid", "Last-Event-ID must be an event id of this stream",
+            param="Last-Event-ID",
+        )  # fmt: skip
+    return int(header)
+
+
+async def _head(
+    pool: AsyncConnectionPool[Any], merchant_id: str, payment_id: str
+) -> tuple[int, str]:
+    async with pool.connection() as conn:
+        cursor = await conn.execute(
+            Q["stream_head"], {"id": payment_id, "merchant_id": merchant_id}
+        )
+        row = await cursor.fetchone()
+    if row is None:
+        raise not_found("payment")
+    return int(row[0]), str(row[1])
+
+
+async def _frames(
+    pool: AsyncConnectionPool[Any],
+    feed: ChangeFeed,
+    merchant_id: str,
+    payment_id: str,
+    seen: int,
+    heartbeat_s: float,
+) -> AsyncIterator[bytes]:
+    """Every change after ``seen`` as it happens, until a final status."""
+    # Subscribed before the first read, so a change committed in between still wakes us.
+    with feed.subscribe(payment_id) as changed:
+        while True:
+            changed.clear()
+            try:
+                changes = await _changes(pool, merchant_id, payment_id, seen)
+            except (psycopg.OperationalError, PoolTimeout) as exc:
+                # Ending the stream is safe: the client resumes from its Last-Event-ID.
+                log.warning("event stream of %s ends, database unavailable: %s", payment_id, exc)
+                return
+            for version, payment in changes:
+                yield b"id: %d\ndata: %s\n\n" % (version, dumps(payment))
+                seen = version
+            if changes and changes[-1][1]["status"] in TERMINAL:
+                return
+            try:
+                await asyncio.wait_for(changed.wait(), heartbeat_s)
+            except TimeoutError:
+                # Idle: keep proxies from cutting the stream, and look again in case a
+                # notification was lost while the feed reconnected.
+                yield KEEP_ALIVE
+
+
+async def _changes(
+    pool: AsyncConnectionPool[Any], merchant_id: str, payment_id: str, seen: int
+) -> list[tuple[int, dict[str, Any]]]:
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
+        await cursor.execute(
+            Q["stream_changes"], {"id": payment_id, "merchant_id": merchant_id, "after": seen}
+        )
+        rows = await cursor.fetchall()
+    return [(int(row["version"]), payment_object(row)) for row in rows]
