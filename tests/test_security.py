@@ -18,8 +18,7 @@ import psycopg
 import pytest
 
 from tests.conftest import env_for, flowpay
-from tests.helpers.api import CARD, Api, error_of, table_counts
-from tests.helpers.servers import free_port, running
+from tests.helpers.api import CARD, Api, error_of, serving_api, table_counts
 from workers.api.merchants import create_merchant
 from workers.core.config import Settings
 from workers.core.ids import new_id
@@ -42,11 +41,7 @@ KEY_INJECTIONS = [s.replace(" ", "/**/") for s in INJECTIONS]
 
 @pytest.fixture(scope="module")
 def server(module_settings: Settings) -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with running(
-        ["serve-api", "--port", str(port)], env_for(module_settings), health_url=url + "/healthz"
-    ):
+    with serving_api(module_settings) as url:
         yield url
 
 

@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import psycopg
 
+from tests.conftest import env_for
+from tests.helpers.servers import free_port, running
+from workers.core.config import Settings
+
 CARD = {"amount": 1999, "currency": "USD", "payment_method": "pm_card_visa"}
+
+
+@contextmanager
+def serving_api(settings: Settings) -> Iterator[str]:
+    """A `flowpay serve-api` process on ``settings``' database and topics; yields its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with running(["serve-api", "--port", str(port)], env_for(settings), url + "/healthz"):
+        yield url
 
 
 @dataclass

@@ -17,7 +17,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.exceptions import HTTPException
 
-from workers.api import payments, read_model, stream
+from workers.api import openapi, payments, read_model, stream
 from workers.api.auth import Authenticator
 from workers.api.errors import API_ERROR, ApiError
 from workers.api.idempotency import Answer, request_hash, run_once
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_error_handlers(app)
     _install_routes(app, settings)
     app.include_router(stream.router(settings))
+    openapi.install(app)
     return app
 
 

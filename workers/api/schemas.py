@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, JsonValue, field_validator
 
-from workers.core.money import MAX_AMOUNT, CurrencyCode
+from workers.core.money import MAX_AMOUNT, CurrencyCode, currency_codes
 from workers.core.requests import StrictBody
 from workers.core.requests import parse_body as parse_json
 
@@ -23,10 +23,17 @@ B = TypeVar("B", bound=BaseModel)
 
 class PaymentCreate(StrictBody):
     amount: int = Field(ge=1, le=MAX_AMOUNT)
-    currency: CurrencyCode
+    currency: CurrencyCode = Field(json_schema_extra={"enum": list[JsonValue](currency_codes())})
     payment_method: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_]+$")
     description: str | None = Field(default=None, max_length=1000)
-    metadata: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[str, str] = Field(
+        default_factory=dict,
+        json_schema_extra={
+            "maxProperties": MAX_METADATA_KEYS,
+            "propertyNames": {"minLength": 1, "maxLength": MAX_METADATA_KEY},
+            "additionalProperties": {"type": "string", "maxLength": MAX_METADATA_VALUE},
+        },
+    )
 
     @field_validator("metadata")
     @classmethod

@@ -28,6 +28,11 @@ def currency_exponent(code: str) -> int:
     return int(exponent)
 
 
+def currency_codes() -> list[str]:
+    """Every code ``currency_exponent`` accepts, sorted (for the API's document)."""
+    return sorted(c.code for c in iso4217.Currency if c.exponent is not None)
+
+
 def _checked_currency(code: str) -> str:
     try:
         currency_exponent(code)
