@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -28,7 +29,7 @@ from workers.core.outbox import EMITTING_SCHEMAS, stage
 from workers.core.topics import topics
 from workers.devstack import kafka
 from workers.devstack.paths import StackPaths
-from workers.outbox.relay import OutboxRelay
+from workers.outbox.relay import FIRST_IDLE_WAIT_S, OutboxRelay, next_idle_wait
 from workers.outbox.store import Pruned
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -311,16 +312,34 @@ def test_sigterm_stops_the_relay_cleanly(settings: Settings, db: Conn, tmp_path:
     assert "outbox relay stopped" in log.read_text()
 
 
-def test_notify_wakes_the_relay_long_before_its_poll(settings: Settings, db: Conn) -> None:
-    settings = fast(settings, poll_interval_s=60.0)
+def test_an_idle_relay_still_publishes_what_comes_later(settings: Settings, db: Conn) -> None:
     first, second = initiated("pay_n", 1), initiated("pay_n", 2)
     with running(settings):
         stage_events(db, "api", [first])
         wait_for(lambda: unpublished(db) == 0, timeout_s=15)
-        # The relay now waits for up to 60 s: only the NOTIFY can bring this one out in time.
+        # Let it go idle: its waits between polls grow to the poll interval.
+        time.sleep(1.0)
         stage_events(db, "processor", [second])
         messages = read_topic(settings, topics(settings).payments, 2, timeout_s=15)
     assert [event_id(m) for m in messages] == [str(first.event_id), str(second.event_id)]
+
+
+def test_idle_waits_double_from_the_first_up_to_the_poll_interval() -> None:
+    waits = [0.0]
+    for _ in range(12):
+        waits.append(next_idle_wait(waits[-1], 0.1))
+    assert waits[1] == FIRST_IDLE_WAIT_S
+    assert all(b == min(0.1, 2 * a) for a, b in itertools.pairwise(waits[1:]))
+    assert waits[-1] == 0.1
+
+
+def test_intake_commits_notify_no_one(db: Conn) -> None:
+    # A NOTIFY serialises commits on PostgreSQL's notify lock; the outboxes must not send one.
+    rows = db.execute(
+        "SELECT tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+        " WHERE c.relname = 'outbox' AND NOT t.tgisinternal"
+    ).fetchall()
+    assert rows == []
 
 
 def _age(db: Conn, schema: str, event: Event, column: str) -> None:

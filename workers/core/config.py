@@ -74,8 +74,9 @@ class WorkerSettings(_Section):
 
 class OutboxSettings(_Section):
     batch_size: int = Field(default=1000, ge=1, le=100_000)
-    # Fallback when a NOTIFY is missed; the relay is normally woken at once.
-    poll_interval_s: float = Field(default=1.0, gt=0)
+    # The longest an idle relay waits between polls (it polls again at once while rows wait,
+    # then after 2 ms, doubling up to this): the most an event waits after a quiet spell.
+    poll_interval_s: float = Field(default=0.1, gt=0)
     # How long the relay waits for Kafka to acknowledge a batch before backing off.
     delivery_timeout_s: float = Field(default=30.0, gt=0)
     # Published rows are kept this long (for audits), then pruned.

@@ -14,7 +14,6 @@ from psycopg.types.json import Jsonb
 from workers.core.events import Event, decode, encode
 from workers.core.sql import load_queries
 
-NOTIFY_CHANNEL: Final = "flowpay_outbox"
 EMITTING_SCHEMAS: Final = ("api", "processor")
 
 

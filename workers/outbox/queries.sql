@@ -1,8 +1,5 @@
 -- The outbox relay's SQL. {schema} is an emitting service's schema (workers.core.outbox).
 
--- name: listen
-LISTEN {channel};
-
 -- name: try_lock
 -- One relay at a time per schema: two relays taking alternate batches would reorder a payment.
 SELECT pg_try_advisory_xact_lock(%s);

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 _MAX_BACKOFF_S = 5.0
 # The longest the wait for work goes without looking at the stop event.
 _WAIT_SLICE_S = 0.5
+# The wait after the first empty round; each further empty round doubles it, up to
+# outbox.poll_interval_s. A busy outbox is read back to back, an idle one costs a few queries.
+FIRST_IDLE_WAIT_S = 0.002
 
 
 def serve(settings: Settings) -> None:
@@ -53,7 +56,7 @@ class OutboxRelay:
         self._publisher = BatchPublisher(settings)
         self._heartbeat = Heartbeat(ROLE)
         self._conn: Conn | None = None
-        self._listener: Conn | None = None
+        self._idle_wait = 0.0
         self._next_prune = 0.0
         self._delays = _delays()
         self._outage_since: float | None = None
@@ -110,7 +113,11 @@ class OutboxRelay:
         published, more = self._round(conn)
         self._recovered(published, more)
         if not more:
-            self._wait_for_work()
+            cap = self.settings.outbox.poll_interval_s
+            self._idle_wait = (
+                FIRST_IDLE_WAIT_S if published else next_idle_wait(self._idle_wait, cap)
+            )
+            self._wait(self._idle_wait)
 
     def _round(self, conn: Conn) -> tuple[int, bool]:
         """Publish one batch per schema; ``more`` when a full batch says rows may be waiting."""
@@ -137,39 +144,24 @@ class OutboxRelay:
         )
         return len(rows)
 
-    def _wait_for_work(self) -> None:
-        """Until a NOTIFY, the poll interval or a stop request, whichever comes first."""
-        listener = self._listen()
-        deadline = time.monotonic() + self.settings.outbox.poll_interval_s
-        while not self._stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            if list(listener.notifies(timeout=min(remaining, _WAIT_SLICE_S), stop_after=1)):
-                # One round serves every notification already queued.
-                list(listener.notifies(timeout=0))
+    def _wait(self, seconds: float) -> None:
+        """Sleep ``seconds`` or until a stop request, beating the heartbeat meanwhile."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.wait(min(max(deadline - time.monotonic(), 0), _WAIT_SLICE_S)):
+            if time.monotonic() >= deadline:
                 return
             self._heartbeat.beat()
 
     def _connect(self) -> Conn:
-        """The working connection, (re)opened with the listener when either was lost."""
-        # The listener first, so nothing committed after the next round goes unnoticed.
-        self._listen()
+        """The working connection, (re)opened when it was lost."""
         if self._conn is None or self._conn.closed:
             self._conn = connect(self.settings, autocommit=True)
         return self._conn
 
-    def _listen(self) -> Conn:
-        if self._listener is None or self._listener.closed:
-            self._listener = connect(self.settings, autocommit=True)
-            store.listen(self._listener)
-        return self._listener
-
     def _disconnect(self) -> None:
-        for conn in (self._conn, self._listener):
-            if conn is not None:
-                conn.close()
-        self._conn = self._listener = None
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
 
     def _back_off(self, exc: Exception) -> None:
         if isinstance(exc, psycopg.OperationalError):
@@ -198,6 +190,11 @@ class OutboxRelay:
             if not more:
                 log.info("caught up: %d events published since the outage", self._since_outage)
                 self._since_outage = None
+
+
+def next_idle_wait(previous: float, cap: float) -> float:
+    """The wait after one more empty round: twice the last, from FIRST_IDLE_WAIT_S up to cap."""
+    return min(cap, max(FIRST_IDLE_WAIT_S, previous * 2))
 
 
 def _delays() -> Iterator[float]:

@@ -13,7 +13,7 @@ from psycopg.rows import args_row
 
 from workers.core.config import Settings
 from workers.core.events import Headers
-from workers.core.outbox import EMITTING_SCHEMAS, NOTIFY_CHANNEL
+from workers.core.outbox import EMITTING_SCHEMAS
 from workers.core.sql import load_queries
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -43,13 +43,7 @@ def lock_key(schema: str) -> int:
 
 @cache
 def query(name: str, schema: str = "api") -> sql.Composed:
-    return load_queries("workers.outbox")[name].format(
-        schema=sql.Identifier(schema), channel=sql.Identifier(NOTIFY_CHANNEL)
-    )
-
-
-def listen(conn: Conn) -> None:
-    conn.execute(query("listen"))
+    return load_queries("workers.outbox")[name].format(schema=sql.Identifier(schema))
 
 
 def try_lock(conn: Conn, schema: str) -> bool:
