@@ -27,6 +27,11 @@ $(STAMP): pyproject.toml
 infra: install
 	$(FLOWPAY) dev up --infra-only
 
+.PHONY: bench
+bench: infra  ## every benchmark of issue 7 (under 15 min): tables, bench/results/, docs/performance.md
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -1,0 +1,122 @@
+"""One benchmark's own FlowPay on the shared local stack: a fresh database, fresh topics, roles.
+
+Like the test suite (``tests/conftest.py``), a run never touches another's data: its database
+and its topic prefix are its own, and both are dropped when it ends.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from pydantic import SecretStr
+
+from tests.conftest import env_for, override
+from tests.helpers.servers import running
+from workers.core.config import Settings, load_settings
+from workers.core.db import apply_schema, database_url
+from workers.core.kafka import create_topics, make_admin
+from workers.devstack import stack
+
+
+@dataclass
+class Bench:
+    settings: Settings
+    env: dict[str, str]
+    tmp: Path
+    roles: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    stack: ExitStack = field(default_factory=ExitStack)
+
+    def start(
+        self,
+        name: str,
+        args: list[str],
+        *,
+        health_url: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Run ``flowpay <args>`` until the benchmark ends."""
+        process = self.stack.enter_context(
+            running(args, {**self.env, **(env or {})}, health_url=health_url)
+        )
+        self.roles[name] = process
+        return process
+
+    def connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        return psycopg.connect(database_url(self.settings), autocommit=True)
+
+    def scalar(self, query: str | sql.SQL, params: Any = None) -> Any:
+        with self.connect() as conn:
+            row = conn.execute(query, params).fetchone()
+        return None if row is None else row[0]
+
+
+def base_settings() -> Settings:
+    """The local stack's settings, with the stack's PostgreSQL and Kafka started if they are not."""
+    settings = override(load_settings(), "kafka", session_timeout_ms=6000)
+    stack.up(settings, infra_only=True, config_file=None, say=lambda _step: None)
+    return settings
+
+
+@contextmanager
+def isolated(base: Settings, name: str) -> Iterator[Bench]:
+    """A fresh database (schema applied) and fresh topics, dropped afterwards."""
+    tag = f"bench_{name}_{uuid.uuid4().hex[:8]}"
+    server = make_conninfo(database_url(base), dbname="postgres")
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {tag}")
+    url = make_conninfo(database_url(base), dbname=tag)
+    settings = override(base, "database", url=SecretStr(url))
+    settings = override(settings, "kafka", topic_prefix=tag.replace("_", "-"))
+    env = {**env_for(settings), **_no_metrics_ports()}
+    bench = Bench(settings, env, Path(tempfile.mkdtemp(prefix=f"{tag}-")))
+    try:
+        with psycopg.connect(url) as conn:
+            apply_schema(conn)
+        create_topics(settings)
+        with bench.stack:
+            yield bench
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {tag} WITH (FORCE)")
+        _delete_topics(settings)
+
+
+def _no_metrics_ports() -> dict[str, str]:
+    # The shared stack's roles hold the default metrics ports; port 0 turns a role's off.
+    metrics = Settings.model_fields.get("metrics")
+    fields = getattr(metrics.annotation, "model_fields", {}) if metrics is not None else {}
+    return {f"FLOWPAY_METRICS__{name.upper()}": "0" for name in fields if name.endswith("_port")}
+
+
+def _delete_topics(settings: Settings) -> None:
+    # The payments topic keeps everything (retention -1): a benchmark's 100,000s of events
+    # would otherwise stay on the shared broker's disk.
+    admin = make_admin(settings)
+    prefix = settings.kafka.topic_prefix + "."
+    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+    for future in admin.delete_topics(names, request_timeout=30).values() if names else ():
+        try:
+            future.result()
+        except Exception:  # noqa: S112 - one topic left behind is not worth failing a run
+            continue
+
+
+def poll(check: Callable[[], bool], timeout_s: float, every_s: float = 0.2) -> bool:
+    """True once ``check()`` holds, False when ``timeout_s`` passes first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(every_s)
+    return check()

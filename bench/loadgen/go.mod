@@ -1,0 +1,3 @@
+module flowpay/bench/loadgen
+
+go 1.21

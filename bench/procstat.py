@@ -1,0 +1,113 @@
+"""CPU time and peak memory of processes and their descendants, read from /proc."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: split after its closing one.
+    return text.rsplit(")", 1)[1].split()
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        todo += children(current)
+    return pids
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid``, of its live descendants and of the children it has reaped."""
+    total = 0.0
+    for index, member in enumerate(tree(pid)):
+        fields = _stat_fields(member)
+        if fields is None:
+            continue
+        # utime, stime, then cutime, cstime (reaped children; counted once, at the root).
+        used = int(fields[11]) + int(fields[12])
+        if index == 0:
+            used += int(fields[13]) + int(fields[14])
+        total += used / _TICKS
+    return total
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The largest resident set any process of the tree has had (VmHWM), in MB."""
+    peak = 0
+    for member in tree(pid):
+        try:
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except OSError:
+            continue
+    return peak / 1024
+
+
+@dataclass
+class Usage:
+    """CPU share (% of one core) and peak RSS per named process tree over one window."""
+
+    cpu_percent: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@contextmanager
+def watching(pids: dict[str, int], every_s: float = 0.5) -> Iterator[Usage]:
+    """Measure ``pids`` (name -> root pid) while the block runs; the Usage fills in at its end."""
+    usage = Usage()
+    start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    last = dict(start)
+    stop = threading.Event()
+
+    def sample() -> None:
+        # CPU time of a tree that exits mid-window would vanish: keep its last reading.
+        for name, pid in pids.items():
+            last[name] = max(last[name], cpu_seconds(pid))
+            usage.peak_rss_mb[name] = max(usage.peak_rss_mb.get(name, 0.0), peak_rss_mb(pid))
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            sample()
+
+    began = time.monotonic()
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield usage
+    finally:
+        stop.set()
+        thread.join()
+        sample()
+        usage.seconds = time.monotonic() - began
+        usage.cpu_percent = {
+            name: round(100 * (last[name] - start[name]) / usage.seconds, 1) for name in pids
+        }
+        usage.peak_rss_mb = {k: round(v, 1) for k, v in usage.peak_rss_mb.items()}

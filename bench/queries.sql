@@ -1,0 +1,25 @@
+-- The benchmark's own read-only queries over FlowPay's schemas.
+
+-- name: completed_in_window
+-- Payments accepted in [t0, t1) that are completed: the ledger posted their success and their
+-- webhook was delivered. Seconds from acceptance to completion, and when that was.
+SELECT extract(epoch FROM greatest(l.applied_at, d.delivered_at) - p.created_at)::float8 AS seconds,
+       greatest(l.applied_at, d.delivered_at) AS completed_at
+FROM api.payments p
+JOIN ledger.events l ON l.payment_id = p.id AND l.type = 'payment.succeeded'
+JOIN notifier.deliveries d ON d.payment_id = p.id AND d.event_type = 'payment.succeeded'
+     AND d.status = 'delivered'
+WHERE p.created_at >= %(t0)s AND p.created_at < %(t1)s;
+
+-- name: accepted_in_window
+SELECT count(*), min(created_at) FROM api.payments WHERE created_at >= %(t0)s AND created_at < %(t1)s;
+
+-- name: now
+SELECT clock_timestamp();
+
+-- name: settled
+SELECT count(*) FROM processor.payments WHERE state IN ('succeeded', 'failed');
+
+-- name: settled_span
+SELECT count(*), extract(epoch FROM max(updated_at) - min(updated_at))::float8
+FROM processor.payments WHERE state IN ('succeeded', 'failed');

@@ -1,0 +1,299 @@
+"""Scenarios 3 and 6, end to end and resources.
+
+3: completed payments/s (accepted -> ledger posted -> webhook delivered) through every role,
+with the gateway simulator at a fixed latency; then the latency distribution at fixed offered
+rates (open loop) from well below to beyond that maximum, so the knee shows.
+6: peak RSS and CPU share of each role, Kafka and PostgreSQL over the whole of scenario 3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench import loadgen, profile
+from bench.env import Bench, isolated, poll
+from bench.procstat import Usage, cpu_seconds, watching
+from bench.scenarios.intake import start_api
+from tests.helpers.servers import free_port
+from workers.api.merchants import NewMerchant, create_merchant
+from workers.core.config import Settings
+from workers.core.sql import load_queries
+from workers.devstack.paths import StackPaths
+from workers.devstack.procs import read_pid
+from workers.notifier.endpoints import register_endpoint
+
+Q = load_queries("bench")
+
+
+@dataclass(frozen=True)
+class EndToEndSizes:
+    burst: int = 3000  # payments sent at once to find the maximum completed rate
+    burst_concurrency: int = 64
+    seconds: float = 20.0  # at each offered rate
+    fractions: tuple[float, ...] = (0.25, 0.5, 0.65, 0.8, 0.95, 1.1)
+    latency_ms: int = 20
+    api_workers: int = os.cpu_count() or 1
+    drain_timeout_s: float = 120.0
+    profile: bool = True
+
+
+@dataclass
+class Window:
+    t0: datetime
+    t1: datetime
+
+
+def run(base: Settings, sizes: EndToEndSizes) -> dict[str, Any]:
+    with isolated(base, "e2e") as bench:
+        merchant, url = _start_roles(bench, sizes)
+        _run_once(bench, merchant, url, rate=5, seconds=1, sizes=sizes)  # every group joined
+        with watching(_processes(bench, base)) as usage:
+            burst = _burst(bench, merchant, url, sizes)
+            points, profiled = _sweep(bench, merchant, url, burst["completed_per_s"], sizes)
+    return {
+        "sizes": sizes.__dict__,
+        "max": burst,
+        "points": points,
+        "at_50": _nearest(points, 0.5),
+        "at_80": _nearest(points, 0.8),
+        "resources": _resources(usage),
+        "profile": profiled,
+    }
+
+
+def _start_roles(bench: Bench, sizes: EndToEndSizes) -> tuple[NewMerchant, str]:
+    sim_port, sink_port = free_port(), free_port()
+    with bench.connect() as conn:
+        merchant = create_merchant(conn, "Bench end to end")
+        endpoint = register_endpoint(conn, merchant.id, f"http://127.0.0.1:{sink_port}/hooks")
+    # `flowpay dev sink` verifies with the secret in <dev.home>/demo-merchant.json: a home of
+    # its own, so the shared stack's demo merchant is left alone.
+    (bench.tmp / "demo-merchant.json").write_text(json.dumps({"webhook_secret": endpoint.secret}))
+    sink_env = {"FLOWPAY_DEV__HOME": str(bench.tmp), "FLOWPAY_DEV__SINK_PORT": str(sink_port)}
+    bench.start("webhook-receiver", ["dev", "sink"], env=sink_env)
+    sim = f"http://127.0.0.1:{sim_port}"
+    bench.start(
+        "gateway-sim",
+        [
+            "serve-gateway-sim",
+            "--port",
+            str(sim_port),
+            "--db",
+            str(bench.tmp / "sim.sqlite3"),
+            "--latency-ms",
+            str(sizes.latency_ms),
+        ],
+        health_url=sim + "/healthz",
+    )
+    bench.env["FLOWPAY_GATEWAY__URL"] = sim
+    url = start_api(bench, sizes.api_workers)
+    for role in ("outbox", "processor", "ledger", "notifier"):
+        bench.start(role, [f"run-{role}"])
+    return merchant, url
+
+
+def _processes(bench: Bench, base: Settings) -> dict[str, int]:
+    paths = StackPaths.of(base)
+    shared = {
+        "kafka": read_pid(paths.kafka_pid),
+        "postgresql": read_pid(paths.pg_data / "postmaster.pid"),
+    }
+    roles = {name: process.pid for name, process in bench.roles.items()}
+    return {**roles, **{name: pid for name, pid in shared.items() if pid is not None}}
+
+
+def _now(bench: Bench) -> datetime:
+    value: datetime = bench.scalar(Q["now"])
+    return value
+
+
+def _run_once(
+    bench: Bench,
+    merchant: NewMerchant,
+    url: str,
+    *,
+    rate: float,
+    seconds: float,
+    sizes: EndToEndSizes,
+    concurrency: int = 1,
+    count: int = 0,
+) -> tuple[Window, dict[str, Any]]:
+    """Send, then wait until every payment accepted in the window is completed (or time out)."""
+    t0 = _now(bench)
+    sent = loadgen.run(
+        url,
+        merchant.api_key,
+        seconds=seconds,
+        rate=rate,
+        concurrency=concurrency,
+        count=count,
+        run_id=f"r{time.monotonic_ns()}",
+    )
+    window = Window(t0, _now(bench))
+    accepted = _accepted(bench, window)
+    poll(lambda: len(_completed(bench, window)) >= accepted, sizes.drain_timeout_s, every_s=0.25)
+    return window, sent
+
+
+def _accepted(bench: Bench, window: Window) -> int:
+    return int(bench.scalar(Q["accepted_in_window"], {"t0": window.t0, "t1": window.t1}))
+
+
+def _completed(bench: Bench, window: Window) -> list[tuple[float, datetime]]:
+    with bench.connect() as conn:
+        rows = conn.execute(Q["completed_in_window"], {"t0": window.t0, "t1": window.t1})
+        return [(float(s), at) for s, at in rows.fetchall()]
+
+
+def _burst(bench: Bench, merchant: NewMerchant, url: str, sizes: EndToEndSizes) -> dict[str, Any]:
+    """The maximum completed rate: a backlog sent as fast as intake takes it, timed to the end."""
+    window, sent = _run_once(
+        bench,
+        merchant,
+        url,
+        rate=0,
+        seconds=600,
+        count=sizes.burst,
+        sizes=sizes,
+        concurrency=sizes.burst_concurrency,
+    )
+    done = sorted(at for _s, at in _completed(bench, window))
+    # From the first completion to the last: the pipeline's drain rate, without its fill time.
+    span = (done[-1] - done[0]).total_seconds() if len(done) > 1 else 0.0
+    return {
+        "accepted": _accepted(bench, window),
+        "completed": len(done),
+        "seconds": round(span, 2),
+        "completed_per_s": round((len(done) - 1) / span, 1) if span else 0.0,
+        "intake_per_s": round(sent["accepted_per_s"], 1),
+    }
+
+
+def _sweep(
+    bench: Bench, merchant: NewMerchant, url: str, maximum: float, sizes: EndToEndSizes
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    points, profiled = [], None
+    busiest = _busiest(bench)
+    for index, fraction in enumerate(sizes.fractions):
+        rate = max(1.0, round(maximum * fraction, 1))
+        # The profiler runs through the last (highest) rate only: the others stay unperturbed.
+        spy = None
+        if sizes.profile and index == len(sizes.fractions) - 1:
+            out = bench.tmp / "profile.txt"
+            spy = profile.start(bench.roles[busiest].pid, sizes.seconds, out)
+        window, sent = _run_once(
+            bench, merchant, url, rate=rate, seconds=sizes.seconds, sizes=sizes
+        )
+        if spy is not None:
+            spy.wait(60)
+            profiled = {
+                "role": busiest,
+                "at_fraction": fraction,
+                **profile.summarise(bench.tmp / "profile.txt"),
+            }
+        points.append(_point(bench, window, fraction, rate, sent))
+    return points, profiled
+
+
+def _busiest(bench: Bench) -> str:
+    """The role with the most CPU time so far (the burst made it work hardest)."""
+    return max(bench.roles, key=lambda name: cpu_seconds(bench.roles[name].pid))
+
+
+def _point(
+    bench: Bench, window: Window, fraction: float, rate: float, sent: dict[str, Any]
+) -> dict[str, Any]:
+    latencies = sorted(s * 1000 for s, _at in _completed(bench, window))
+    accepted = _accepted(bench, window)
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else []
+    return {
+        "fraction_of_max": fraction,
+        "offered_per_s": rate,
+        "accepted": accepted,
+        "completed": len(latencies),
+        "completed_per_s": round(len(latencies) / sent["seconds"], 1),
+        "p50_ms": round(cuts[49], 1) if cuts else None,
+        "p99_ms": round(cuts[98], 1) if cuts else None,
+        "max_ms": round(latencies[-1], 1) if latencies else None,
+        "intake_p99_ms": sent["p99_ms"],
+        "loadgen_cpu_percent": sent["loadgen_cpu_percent"],
+    }
+
+
+def _nearest(points: list[dict[str, Any]], fraction: float) -> dict[str, Any] | None:
+    return min(points, key=lambda p: abs(p["fraction_of_max"] - fraction), default=None)
+
+
+def _resources(usage: Usage) -> dict[str, Any]:
+    return {
+        "seconds": round(usage.seconds, 1),
+        "cpu_percent_of_one_core": usage.cpu_percent,
+        "peak_rss_mb": usage.peak_rss_mb,
+        "cores": os.cpu_count(),
+    }
+
+
+def table(
+    result: dict[str, Any], intake_per_s: float | None
+) -> tuple[str, list[str], list[list[Any]]]:
+    top = result["max"]
+    of_intake = f"{top['completed_per_s'] / intake_per_s:.0%}" if intake_per_s else "-"
+    rows: list[list[Any]] = [
+        ["maximum (burst)", "-", f"{top['completed_per_s']:.0f}", "-", "-", "-", of_intake]
+    ]
+    rows += [
+        [
+            f"{p['fraction_of_max']:.0%} of max",
+            f"{p['offered_per_s']:.0f}",
+            f"{p['completed_per_s']:.0f}",
+            p["p50_ms"],
+            p["p99_ms"],
+            p["max_ms"],
+            "-",
+        ]
+        for p in result["points"]
+    ]
+    columns = ["load", "offered/s", "completed/s", "p50 ms", "p99 ms", "max ms", "of intake"]
+    return "3. End to end: accepted -> ledger posted -> webhook delivered", columns, rows
+
+
+def resources_table(result: dict[str, Any]) -> tuple[str, list[str], list[list[Any]]]:
+    res = result["resources"]
+    rows = [
+        [name, f"{cpu:.0f}%", f"{cpu / res['cores']:.0f}%", res["peak_rss_mb"].get(name, "-")]
+        for name, cpu in sorted(res["cpu_percent_of_one_core"].items(), key=lambda kv: -kv[1])
+    ]
+    title = f"6. Resources during scenario 3 ({res['seconds']:.0f} s)"
+    return title, ["process", "CPU (% of one core)", "of the machine", "peak RSS MB"], rows
+
+
+def save_plot(result: dict[str, Any], path: Path) -> None:
+    """End-to-end latency against offered load: p50, p99 and max, log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [p for p in result["points"] if p["p50_ms"] is not None]
+    rates = [p["offered_per_s"] for p in points]
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for key, style in (("p50_ms", "o-"), ("p99_ms", "s-"), ("max_ms", "^--")):
+        ax.plot(rates, [p[key] for p in points], style, label=key.removesuffix("_ms"))
+    ax.axvline(result["max"]["completed_per_s"], color="grey", linestyle=":", label="maximum")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered load (payments/s, open loop)")
+    ax.set_ylabel("end-to-end latency (ms)")
+    ax.set_title("FlowPay end to end: accepted -> ledger posted -> webhook delivered")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)

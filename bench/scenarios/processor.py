@@ -1,0 +1,76 @@
+"""Extra scenario (not in the default run): payments/s through the processor alone, from a
+topic pre-filled with ``payment.initiated`` events, with the gateway simulator at a fixed
+latency. Timed from the first settled payment to the last, so start-up is left out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bench.env import isolated, poll
+from bench.events import encode_all, initiated_many, produce_all
+from tests.helpers.servers import free_port
+from workers.core.config import Settings
+from workers.core.kafka import make_producer
+from workers.core.sql import load_queries
+from workers.core.topics import topics
+
+Q = load_queries("bench")
+
+
+@dataclass(frozen=True)
+class ProcessorSizes:
+    payments: int = 5000
+    latency_ms: int = 50
+    max_in_flight: int = 256
+    timeout_s: float = 600.0
+
+
+def run(base: Settings, sizes: ProcessorSizes) -> dict[str, Any]:
+    with isolated(base, "processor") as bench:
+        topic = topics(bench.settings).payments
+        producer = make_producer(bench.settings, "bench")
+        produce_all(producer, topic, encode_all(initiated_many(sizes.payments)))
+        port = free_port()
+        bench.start(
+            "gateway-sim",
+            [
+                "serve-gateway-sim",
+                "--port",
+                str(port),
+                "--db",
+                str(bench.tmp / "sim.sqlite3"),
+                "--latency-ms",
+                str(sizes.latency_ms),
+            ],
+            health_url=f"http://127.0.0.1:{port}/healthz",
+        )
+        env = {
+            "FLOWPAY_PROCESSOR__MAX_IN_FLIGHT": str(sizes.max_in_flight),
+            "FLOWPAY_GATEWAY__URL": f"http://127.0.0.1:{port}",
+        }
+        bench.start("processor", ["run-processor"], env=env)
+        poll(lambda: bench.scalar(Q["settled"]) >= sizes.payments, sizes.timeout_s)
+        with bench.connect() as conn:
+            row = conn.execute(Q["settled_span"]).fetchone()
+    settled, seconds = (int(row[0]), float(row[1] or 0)) if row else (0, 0.0)
+    return {
+        "sizes": sizes.__dict__,
+        "settled": settled,
+        "seconds": round(seconds, 2),
+        "payments_per_s": round(settled / seconds, 1) if seconds else 0.0,
+    }
+
+
+def table(result: dict[str, Any]) -> tuple[str, list[str], list[list[Any]]]:
+    sizes = result["sizes"]
+    rows = [
+        [
+            result["settled"],
+            f"{result['payments_per_s']:.0f}",
+            sizes["latency_ms"],
+            sizes["max_in_flight"],
+        ]
+    ]
+    title = "Processor alone (extra)"
+    return title, ["settled", "payments/s", "gateway latency ms", "max in flight"], rows
