@@ -209,29 +209,23 @@ def test_streams_follow_changes_applied_by_any_server_process(
     # Keep-alives (which also look again) out of reach: only a notification can wake a stream.
     env = {"FLOWPAY_API__WORKERS": "2", "FLOWPAY_API__STREAM_HEARTBEAT_S": "300"}
     with flow(settings, tmp_path, extra_env=env) as f:
-        seen: dict[str, list[str]] = {}
 
-        async def follow(client: ApiClient, payment_id: str) -> None:
-            async for changed in client.follow(payment_id):
-                seen[payment_id].append(changed["status"])
-
-        async def scenario() -> None:
+        async def scenario() -> list[Reader]:
             with paused(f.processes["outbox"]):
-                ids = [f.pay()["id"] for _ in range(6)]
-                seen.update({pid: [] for pid in ids})
-                clients = [ApiClient(f.api_url, f.api_key) for _ in ids]
-                tasks = [
-                    asyncio.create_task(follow(c, p)) for c, p in zip(clients, ids, strict=True)
-                ]
-                await until(lambda: all(seen.values()), "every stream's first event")
+                readers = [Reader(f, f.pay()["id"]) for _ in range(6)]
+                tasks = [asyncio.create_task(r.run()) for r in readers]
+                await until(lambda: all(r.events for r in readers), "every stream's first event")
                 assert listeners(settings) == 2
             async with asyncio.timeout(60):
-                await asyncio.gather(*tasks)
-            for client in clients:
-                await client.__aexit__()
+                return await asyncio.gather(*tasks)
 
-        asyncio.run(scenario())
-        assert all(s == ["initiated", "processing", "succeeded"] for s in seen.values()), seen
+        for reader in asyncio.run(scenario()):
+            assert reader.ended
+            assert reader.ids_and_statuses == [
+                ("1", "initiated"),
+                ("2", "processing"),
+                ("3", "succeeded"),
+            ]
 
 
 def test_follow_resumes_a_stream_cut_by_a_server_crash(settings: Settings, tmp_path: Path) -> None:
