@@ -216,3 +216,20 @@ def test_webhooks_cli_lists_deliveries_and_attempts(
     endpoints = flowpay("webhooks", "endpoints", "--json", env=env).stdout
     assert shop.endpoint.id in endpoints
     assert shop.endpoint.secret not in endpoints
+
+
+def test_sender_outlives_the_database_cutting_its_connections(
+    shop: Shop, hook: Receiver, notifier: subprocess.Popen[bytes], db: Conn
+) -> None:
+    shop.publish("pay_A", EventType.INITIATED, EventType.SUCCEEDED)
+    hook.wait_for(1)
+
+    # What a PostgreSQL restart does to every open connection (found by the chaos scenario).
+    db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    shop.publish("pay_B", EventType.INITIATED, EventType.FAILED)
+
+    assert hook.wait_for(2)[1].body["type"] == "payment.failed"
+    assert notifier.poll() is None

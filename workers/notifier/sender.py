@@ -20,6 +20,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
 import httpx
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from workers.core.config import NotifierSettings
@@ -65,7 +66,12 @@ class Sender:
         ) as http:
             while not stop.is_set():
                 room = self.config.max_concurrent - len(self._tasks)
-                started = await self.send_due(http, room) if room > 0 else 0
+                try:
+                    started = await self.send_due(http, room) if room > 0 else 0
+                except psycopg.OperationalError as exc:
+                    # The database restarting or out of reach: claim again once it is back.
+                    log.warning("cannot claim due deliveries: %s", exc)
+                    started = 0
                 if started < room:
                     await asyncio.sleep(self.config.poll_interval_s)
                 else:
