@@ -6,6 +6,7 @@ and its topic prefix are its own, and both are dropped when it ends.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tempfile
 import time
@@ -90,6 +91,7 @@ def isolated(base: Settings, name: str) -> Iterator[Bench]:
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {tag} WITH (FORCE)")
         _delete_topics(settings)
+        shutil.rmtree(bench.tmp, ignore_errors=True)
 
 
 def _no_metrics_ports() -> dict[str, str]:
