@@ -20,8 +20,10 @@ RUN pip install .
 # --- runtime: the venv only, run by an unprivileged user ---------------------------------------
 FROM python:3.11-slim AS runtime
 
+# A container's log is read by machines: one JSON object a line (FLOWPAY_LOG_FORMAT=text to read).
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    FLOWPAY_LOG_FORMAT=json \
     PATH=/opt/venv/bin:$PATH
 
 RUN groupadd --system --gid 10001 flowpay \

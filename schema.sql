@@ -250,6 +250,10 @@ CREATE TABLE IF NOT EXISTS notifier.deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_due ON notifier.deliveries (next_attempt_at)
     WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_by_payment ON notifier.deliveries (payment_id);
+-- Carried from the event to every attempt: its log lines name the correlation id, and its span
+-- is a child of the event's (a W3C traceparent; NULL when tracing is off).
+ALTER TABLE notifier.deliveries ADD COLUMN IF NOT EXISTS correlation_id text;
+ALTER TABLE notifier.deliveries ADD COLUMN IF NOT EXISTS traceparent text;
 
 CREATE TABLE IF NOT EXISTS notifier.attempts (
     id            bigserial   PRIMARY KEY,

@@ -57,7 +57,7 @@ def status(ctx: typer.Context, as_json: Json = False) -> None:
 def supervise(ctx: typer.Context) -> None:
     """Keep every role running (started by `dev up`)."""
     config = settings(ctx)
-    setup_logging(config.log_level, "supervisor")
+    setup_logging(config.log_level, "supervisor", config.log_format)
     roles.supervise(config, install_stop_handlers(config.worker.grace_period_s))
 
 
@@ -65,7 +65,7 @@ def supervise(ctx: typer.Context) -> None:
 def sink(ctx: typer.Context) -> None:
     """Receive the demo merchant's webhooks (started by `dev up`)."""
     config = settings(ctx)
-    setup_logging(config.log_level, "webhook-sink")
+    setup_logging(config.log_level, "webhook-sink", config.log_format)
     stop = install_stop_handlers(config.worker.grace_period_s)
     serve_sink(config, lambda: demo_webhook_secret(config), stop)
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flowpay_cli.context import settings
+from flowpay_cli.role_options import LogFormatOption, role_settings
 from workers.core.logs import setup_logging
 from workers.gateway_sim.app import SimConfig
 from workers.gateway_sim.faults import FaultSettings
@@ -53,10 +53,11 @@ def serve_gateway_sim(
     seed: Annotated[
         int | None, typer.Option(help="Seed of the fault decisions, for reproducible runs.")
     ] = None,
+    log_format: LogFormatOption = None,
 ) -> None:
     """Serve the payment gateway simulator (charges and refunds kept in SQLite)."""
-    config = settings(ctx)
-    setup_logging(config.log_level, "gateway-sim")
+    config = role_settings(ctx, log_format)
+    setup_logging(config.log_level, "gateway-sim", config.log_format)
     sim = config.gateway_sim
     faults = FaultSettings(
         latency_ms=latency_ms,

@@ -18,7 +18,9 @@ from rich.text import Text
 
 from flowpay_cli.context import settings
 from flowpay_cli.output import console, print_json, print_table
+from flowpay_cli.role_options import LogFormatOption, role_settings
 from workers.core.db import connect
+from workers.ledger import metrics as ledger_metrics
 from workers.ledger.check import CheckResult, run_checks
 from workers.ledger.consumer import serve
 from workers.ledger.inspect import balances as ledger_balances
@@ -74,9 +76,9 @@ def balances(
     )  # fmt: skip
 
 
-def run_ledger(ctx: typer.Context) -> None:
+def run_ledger(ctx: typer.Context, log_format: LogFormatOption = None) -> None:
     """Post payment events to the double-entry ledger."""
-    serve(settings(ctx))
+    serve(role_settings(ctx, log_format))
 
 
 def replay(
@@ -96,6 +98,7 @@ def replay(
     yes: Annotated[bool, typer.Option("--yes", help="Swap without asking.")] = False,
 ) -> None:
     """Rebuild the ledger by replaying the event log (into a shadow, then swapped in)."""
+    ledger_metrics.start_replay(settings(ctx))
     with Replay(settings(ctx), from_offset=from_offset, partition=partition) as job:
         console.print("copying the live ledger into a shadow schema ...")
         job.prepare()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from flowpay_cli.context import settings
+from flowpay_cli.role_options import LogFormatOption, role_settings
 from workers.outbox.relay import serve
 
 
-def run_outbox(ctx: typer.Context) -> None:
+def run_outbox(ctx: typer.Context, log_format: LogFormatOption = None) -> None:
     """Relay stored events from the outboxes to Kafka."""
-    serve(settings(ctx))
+    serve(role_settings(ctx, log_format))

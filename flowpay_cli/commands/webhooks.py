@@ -9,6 +9,7 @@ import typer
 
 from flowpay_cli.context import settings
 from flowpay_cli.output import console, print_json, print_table
+from flowpay_cli.role_options import LogFormatOption, role_settings
 from workers.core.db import connect
 from workers.notifier import deliveries
 from workers.notifier.endpoints import register_endpoint
@@ -18,9 +19,9 @@ app = typer.Typer(help="Inspect and retry webhook deliveries; manage endpoints."
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
-def run_notifier(ctx: typer.Context) -> None:
+def run_notifier(ctx: typer.Context, log_format: LogFormatOption = None) -> None:
     """Deliver signed webhooks to merchants."""
-    serve(settings(ctx))
+    serve(role_settings(ctx, log_format))
 
 
 @app.command("endpoints")

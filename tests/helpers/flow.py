@@ -18,6 +18,7 @@ from tests.helpers.servers import free_port, running
 from workers.api.merchants import create_merchant
 from workers.core.config import Settings
 from workers.core.db import database_url
+from workers.notifier.endpoints import register_endpoint
 
 # A processor tuned for tests: short timeouts, a fast reconciler, a short unknown-outcome deadline.
 FAST_PROCESSOR = {
@@ -41,22 +42,40 @@ class Flow:
     sim_db: Path
     api_key: str
     merchant_id: str
+    log_dir: Path | None = None  # where each role's output goes, as <name>.log
     stack: ExitStack = field(default_factory=ExitStack)
     sim: ExitStack = field(default_factory=ExitStack)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def pay(self, method: str = "pm_card_visa", amount: int = 1999) -> dict[str, Any]:
-        response = httpx.post(
+        response = self.create_payment(method, amount)
+        assert response.status_code == 202, response.text
+        return dict(response.json())
+
+    def create_payment(
+        self,
+        method: str = "pm_card_visa",
+        amount: int = 1999,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        return httpx.post(
             self.api_url + "/v1/payments",
             json={"amount": amount, "currency": "USD", "payment_method": method},
             headers={
                 "Authorization": f"Bearer {self.api_key}",
                 "Idempotency-Key": f"k-{time.monotonic_ns()}",
+                **(headers or {}),
             },
             timeout=30,
         )
-        assert response.status_code == 202, response.text
-        return dict(response.json())
+
+    def start_downstream(self, webhook_url: str) -> str:
+        """Start the ledger and the notifier, sending to ``webhook_url``; returns its secret."""
+        with psycopg.connect(database_url(self.settings), autocommit=True) as conn:
+            endpoint = register_endpoint(conn, self.merchant_id, webhook_url)
+        self.start("ledger", ["run-ledger"])
+        self.start("notifier", ["run-notifier"])
+        return endpoint.secret
 
     def refund(self, payment_id: str, amount: int | None = None) -> httpx.Response:
         body = {} if amount is None else {"amount": amount}
@@ -98,15 +117,20 @@ class Flow:
     def start_sim(self, *flags: str) -> None:
         port = self.sim_url.rsplit(":", 1)[1]
         args = ["serve-gateway-sim", "--port", port, "--db", str(self.sim_db), *flags]
-        self.sim.enter_context(running(args, self.env, health_url=self.sim_url + "/healthz"))
+        self.sim.enter_context(
+            running(args, self.env, self.sim_url + "/healthz", self.log_path("gateway-sim"))
+        )
 
     def stop_sim(self) -> None:
         self.sim.close()
 
     def start(self, name: str, args: list[str], health_url: str | None = None) -> None:
         self.processes[name] = self.stack.enter_context(
-            running(args, self.env, health_url=health_url)
+            running(args, self.env, health_url, self.log_path(name))
         )
+
+    def log_path(self, name: str) -> Path | None:
+        return None if self.log_dir is None else self.log_dir / f"{name}.log"
 
     def processor_state(self, payment_id: str) -> dict[str, Any] | None:
         with psycopg.connect(database_url(self.settings)) as conn:
@@ -163,6 +187,7 @@ def flow(
         tmp_path / "sim.sqlite3",
         merchant.api_key,
         merchant.id,
+        log_dir=tmp_path,
     )
     with result.stack, result.sim:
         result.start_sim(*sim_flags)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -24,11 +25,21 @@ def free_port() -> int:
 
 @contextmanager
 def running(
-    args: list[str], env: dict[str, str], health_url: str | None = None
+    args: list[str],
+    env: dict[str, str],
+    health_url: str | None = None,
+    log_path: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``flowpay <args>`` until the block ends; wait for ``health_url`` to answer first."""
+    """Run ``flowpay <args>`` until the block ends; wait for ``health_url`` to answer first.
+
+    Its output goes to ``log_path`` (appended) when given, else to a temporary file.
+    """
     # A file, not a pipe: a chatty server must never block on a full pipe.
-    log = tempfile.NamedTemporaryFile(prefix="flowpay-test-", suffix=".log", delete=False)  # noqa: SIM115
+    log: IO[bytes] = (
+        log_path.open("ab")
+        if log_path is not None
+        else tempfile.NamedTemporaryFile(prefix="flowpay-test-", suffix=".log", delete=False)  # noqa: SIM115
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "flowpay_cli", *args],
         cwd=ROOT,

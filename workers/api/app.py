@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -21,7 +20,9 @@ from workers.api import openapi, payments, read_model, stream
 from workers.api.auth import Authenticator
 from workers.api.errors import API_ERROR, ApiError
 from workers.api.idempotency import Answer, request_hash, run_once
+from workers.api.request_context import RequestContext, correlation_id
 from workers.api.schemas import PaymentCreate, RefundCreate, parse_body
+from workers.core import observe
 from workers.core.config import Settings, load_settings
 from workers.core.db import database_url
 from workers.core.requests import BadRequest, check_idempotency_key
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _install_error_handlers(app)
     _install_routes(app, settings)
+    app.add_middleware(RequestContext)
     app.include_router(stream.router(settings))
     openapi.install(app)
     return app
@@ -85,9 +87,8 @@ def _services(request: Request) -> Services:
     return services
 
 
-def _correlation_id(request: Request) -> str:
-    given = request.headers.get("x-request-id", "")
-    return given if 0 < len(given) <= 200 and given.isprintable() else str(uuid.uuid4())
+def _correlation_id(_request: Request) -> str:
+    return correlation_id()
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -239,4 +240,6 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def app_from_environment() -> FastAPI:
     """uvicorn's factory for server processes: settings from FLOWPAY_CONFIG and FLOWPAY_*."""
-    return create_app(load_settings())
+    settings = load_settings()
+    observe.start(settings, "api")
+    return create_app(settings)

@@ -16,6 +16,7 @@ def serve(
     if config_file is not None:
         # Each server process loads its own settings through the factory.
         os.environ["FLOWPAY_CONFIG"] = str(config_file.resolve())
+    os.environ["FLOWPAY_LOG_FORMAT"] = settings.log_format  # --log-format, for every process
     uvicorn.run(
         "workers.api.app:app_from_environment",
         factory=True,
@@ -23,6 +24,7 @@ def serve(
         port=port,
         workers=workers,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's lines go through FlowPay's handler (JSON or text)
         access_log=False,
         timeout_graceful_shutdown=int(settings.worker.grace_period_s),
     )

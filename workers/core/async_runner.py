@@ -29,6 +29,7 @@ from workers.core.errors import TransientError
 from workers.core.events import Event, decode
 from workers.core.heartbeat import Heartbeat
 from workers.core.kafka import Consumer, Message, TopicPartition, make_consumer
+from workers.core.observe import consuming
 from workers.core.runner import log_consumer_error
 from workers.core.topics import topics
 
@@ -172,8 +173,9 @@ class AsyncConsumerRunner:
     ) -> None:
         if previous is not None:
             await asyncio.wait([previous])  # the same payment's earlier message comes first
-        if await self._process(message):
-            self.tracker.finished(partition, offset)
+        with consuming(self.role, message):
+            if await self._process(message):
+                self.tracker.finished(partition, offset)
 
     async def _process(self, message: Message) -> bool:
         """True once the message is done (handled or dead-lettered); False if stopped first."""

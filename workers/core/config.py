@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from contextvars import ContextVar
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import (
@@ -133,6 +134,15 @@ class NotifierSettings(_Section):
     max_retry_after_s: float = Field(default=3600.0, gt=0)
 
 
+class TracingSettings(_Section):
+    # none: no spans at all; otlp: OTLP over HTTP to otlp_endpoint; file: each process writes
+    # its spans as JSON lines under file_dir (for debugging and tests).
+    exporter: Literal["none", "otlp", "file"] = "none"
+    otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    # None means <dev.home>/traces.
+    file_dir: Path | None = None
+
+
 class DevSettings(_Section):
     home: Path = Path(".flowpay")
     pg_port: int = Field(default=55432, ge=1, le=65535)
@@ -156,6 +166,8 @@ class Settings(BaseSettings):
     )
 
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    # auto: text on a terminal, JSON lines otherwise.
+    log_format: Literal["auto", "json", "text"] = "auto"
     database: DatabaseSettings = DatabaseSettings()
     kafka: KafkaSettings = KafkaSettings()
     api: ApiSettings = ApiSettings()
@@ -165,6 +177,7 @@ class Settings(BaseSettings):
     gateway_sim: GatewaySimSettings = GatewaySimSettings()
     processor: ProcessorSettings = ProcessorSettings()
     notifier: NotifierSettings = NotifierSettings()
+    tracing: TracingSettings = TracingSettings()
     dev: DevSettings = DevSettings()
 
     @classmethod

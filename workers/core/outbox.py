@@ -11,6 +11,7 @@ from typing import Any, Final
 from psycopg import AsyncCursor, Connection, Cursor, sql
 from psycopg.types.json import Jsonb
 
+from workers.core import tracing
 from workers.core.events import Event, decode, encode
 from workers.core.sql import load_queries
 
@@ -25,7 +26,7 @@ def outbox_row(event: Event) -> tuple[Any, ...]:
     encoded = encode(event)
     headers = [
         [name, value.decode() if isinstance(value, bytes) else value]
-        for name, value in encoded.headers
+        for name, value in tracing.inject(encoded.headers)
     ]
     return (event.event_id, encoded.key, encoded.value, Jsonb(headers))
 

@@ -27,6 +27,7 @@ from workers.core.errors import TransientError
 from workers.core.events import Event, decode
 from workers.core.heartbeat import Heartbeat
 from workers.core.kafka import Consumer, KafkaError, Message, TopicPartition, make_consumer
+from workers.core.observe import consuming
 from workers.core.topics import topics
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,8 @@ class ConsumerRunner:
                 if error is not None:
                     log_consumer_error(self.role, error)
                     continue
-                self._process(message, stop)
+                with consuming(self.role, message):
+                    self._process(message, stop)
                 done[(topic_of(message), partition_of(message))] = offset_of(message) + 1
         except _Stopped:
             log.info("%s stopping with a message unfinished; it will be redelivered", self.role)

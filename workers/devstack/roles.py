@@ -99,7 +99,7 @@ def supervise(settings: Settings, stop: threading.Event) -> None:
                     next_start[role.name] = time.monotonic() + min(2 ** restarts[role.name], 30)
                     del children[role.name]
                 if time.monotonic() >= next_start[role.name]:
-                    children[role.name] = _start(role, paths)
+                    children[role.name] = _start(role, paths, role_env(settings))
                     _record(paths, children, restarts)
             stop.wait(0.5)
     finally:
@@ -109,11 +109,21 @@ def supervise(settings: Settings, stop: threading.Event) -> None:
         paths.roles_state.unlink(missing_ok=True)
 
 
-def _start(role: Role, paths: StackPaths) -> subprocess.Popen[bytes]:
+def role_env(settings: Settings) -> dict[str, str]:
+    """The roles' environment: JSON log lines, unless the configuration names a format."""
+    chosen = "json" if settings.log_format == "auto" else settings.log_format
+    return {**os.environ, "FLOWPAY_LOG_FORMAT": chosen}
+
+
+def _start(role: Role, paths: StackPaths, env: dict[str, str]) -> subprocess.Popen[bytes]:
     log_file = paths.role_log(role.name)
     with log_file.open("ab") as out:
         return subprocess.Popen(
-            flowpay_argv(*role.argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            flowpay_argv(*role.argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
 
 

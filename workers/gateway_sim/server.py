@@ -14,6 +14,7 @@ def serve(settings: Settings, config: SimConfig, *, host: str, port: int) -> Non
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's lines go through FlowPay's handler (JSON or text)
         access_log=False,
         timeout_graceful_shutdown=int(settings.worker.grace_period_s),
     )

@@ -21,11 +21,13 @@ import time
 from collections.abc import Sequence
 from typing import Final
 
+from workers.core import observe
 from workers.core.config import Settings
 from workers.core.db import connect
 from workers.core.delivery import (
     TRANSIENT,
     DeadLetters,
+    headers_of,
     offset_of,
     partition_of,
     retry_delays,
@@ -34,7 +36,6 @@ from workers.core.delivery import (
 from workers.core.heartbeat import Heartbeat
 from workers.core.kafka import Consumer, KafkaException, Message, TopicPartition, make_consumer
 from workers.core.lifecycle import install_stop_handlers
-from workers.core.logs import setup_logging
 from workers.core.runner import log_consumer_error
 from workers.core.topics import GROUP_LEDGER, topics
 from workers.ledger.applier import Applier
@@ -52,7 +53,7 @@ IDLE_GENERATION_CHECK_S: Final = 1.0
 
 def serve(settings: Settings, rules: PostingRules = STANDARD_RULES) -> None:
     """Run the ledger in this process until SIGTERM/SIGINT (what ``flowpay run-ledger`` does)."""
-    setup_logging(settings.log_level, ROLE)
+    observe.start(settings, ROLE)
     stop = install_stop_handlers(settings.worker.grace_period_s)
     LedgerConsumer(settings, rules).run(stop)
 
@@ -150,6 +151,7 @@ class LedgerConsumer:
         for message in messages:
             by_partition.setdefault((topic_of(message), partition_of(message)), []).append(message)
         conn = self._connection()
+        started_ns = time.time_ns()
         misplaced: dict[Partition, int] = {}
         with conn.transaction():
             generation = self.store.generation(conn)
@@ -167,6 +169,7 @@ class LedgerConsumer:
             accepted = {p: c for p, c in cursors.items() if p not in misplaced}
             after = self.applier.apply(conn, items, accepted)
         self._committed(consumer, after)
+        observe.recorded(ROLE, [headers_of(item.message) for item in items], started_ns)
         for (topic, number), offset in misplaced.items():
             log.info("%s[%d] re-seeks to its stored offset %d", topic, number, offset)
             self._seek(consumer, TopicPartition(topic, number, offset))

@@ -14,6 +14,7 @@ from psycopg import Connection
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from workers.core import tracing
 from workers.core.events import Event, EventType
 from workers.core.ids import new_id
 from workers.core.kafka import Message
@@ -84,5 +85,7 @@ def _record_deliveries(conn: Connection[Any], event: Event, payment: dict[str, A
                 "payment_id": event.payment_id,
                 "event_type": event.type.value,
                 "body": body,
+                "correlation_id": event.correlation_id,
+                "traceparent": tracing.current_traceparent(),
             },
         )

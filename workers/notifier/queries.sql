@@ -29,8 +29,10 @@ VALUES (%(payment_id)s, %(merchant_id)s, %(object)s)
 ON CONFLICT (payment_id) DO UPDATE SET object = EXCLUDED.object, updated_at = now();
 
 -- name: delivery_insert
-INSERT INTO notifier.deliveries (id, endpoint_id, event_id, merchant_id, payment_id, event_type, body)
-VALUES (%(id)s, %(endpoint_id)s, %(event_id)s, %(merchant_id)s, %(payment_id)s, %(event_type)s, %(body)s)
+INSERT INTO notifier.deliveries
+    (id, endpoint_id, event_id, merchant_id, payment_id, event_type, body, correlation_id, traceparent)
+VALUES (%(id)s, %(endpoint_id)s, %(event_id)s, %(merchant_id)s, %(payment_id)s, %(event_type)s, %(body)s,
+        %(correlation_id)s, %(traceparent)s)
 ON CONFLICT ON CONSTRAINT deliveries_once_per_event_and_endpoint DO NOTHING;
 
 -- name: deliveries_claim
@@ -44,7 +46,8 @@ FROM (SELECT id FROM notifier.deliveries
       ORDER BY next_attempt_at LIMIT %(limit)s
       FOR UPDATE SKIP LOCKED) due, notifier.endpoints e
 WHERE d.id = due.id AND e.id = d.endpoint_id
-RETURNING d.id, d.endpoint_id, e.url, e.secret, e.status, d.body, d.attempts;
+RETURNING d.id, d.endpoint_id, e.url, e.secret, e.status, d.body, d.attempts,
+          d.payment_id, d.event_id::text, d.correlation_id, d.traceparent;
 
 -- name: attempt_insert
 INSERT INTO notifier.attempts

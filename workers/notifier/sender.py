@@ -24,6 +24,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from workers.core.config import NotifierSettings
+from workers.core.observe import following_up
 from workers.core.sql import load_queries
 from workers.notifier import signing
 
@@ -42,6 +43,10 @@ class Due:
     endpoint_status: str
     body: bytes
     attempts: int
+    payment_id: str | None = None
+    event_id: str | None = None
+    correlation_id: str | None = None
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,14 +91,25 @@ class Sender:
                 Q["deliveries_claim"], {"limit": limit, "lease_s": self.config.timeout_s + 5}
             )
             due = [
-                Due(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6])
+                Due(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7], r[8], r[9], r[10])
                 for r in await cursor.fetchall()
             ]
         for delivery in due:
-            task = asyncio.create_task(self.deliver(http, delivery))
+            task = asyncio.create_task(self.attempt(http, delivery))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return len(due)
+
+    async def attempt(self, http: httpx.AsyncClient, delivery: Due) -> None:
+        """``deliver``, with the event's ids on its log lines and a span in the event's trace."""
+        with following_up(
+            f"webhook attempt {delivery.attempts + 1}",
+            delivery.traceparent,
+            payment_id=delivery.payment_id,
+            event_id=delivery.event_id,
+            correlation_id=delivery.correlation_id,
+        ):
+            await self.deliver(http, delivery)
 
     async def deliver(self, http: httpx.AsyncClient, delivery: Due) -> None:
         if delivery.endpoint_status != "enabled":

@@ -8,10 +8,10 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from workers.core import observe
 from workers.core.config import Settings
 from workers.core.db import database_url, make_pool
 from workers.core.lifecycle import install_stop_handlers
-from workers.core.logs import setup_logging
 from workers.core.runner import ConsumerRunner
 from workers.core.topics import GROUP_NOTIFIER
 from workers.notifier.intake import Intake
@@ -21,7 +21,7 @@ ROLE = "notifier"
 
 
 def serve(settings: Settings) -> None:
-    setup_logging(settings.log_level, ROLE)
+    observe.start(settings, ROLE)
     stop = install_stop_handlers(settings.worker.grace_period_s)
     pool = make_pool(settings, name=f"{ROLE}-intake")
     runner = ConsumerRunner(settings, group=GROUP_NOTIFIER, role=ROLE, handler=Intake(pool).handle)

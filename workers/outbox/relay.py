@@ -18,11 +18,11 @@ from types import TracebackType
 import backoff
 import psycopg
 
+from workers.core import observe
 from workers.core.config import Settings
 from workers.core.db import connect
 from workers.core.heartbeat import Heartbeat
 from workers.core.lifecycle import install_stop_handlers
-from workers.core.logs import setup_logging
 from workers.core.outbox import EMITTING_SCHEMAS
 from workers.core.topics import topics
 from workers.outbox import store
@@ -42,7 +42,7 @@ FIRST_IDLE_WAIT_S = 0.002
 
 def serve(settings: Settings) -> None:
     """Run the relay in this process until SIGTERM/SIGINT (what ``flowpay run-outbox`` does)."""
-    setup_logging(settings.log_level, ROLE)
+    observe.start(settings, ROLE)
     stop = install_stop_handlers(settings.worker.grace_period_s)
     OutboxRelay(settings).run(stop)
 
@@ -137,8 +137,10 @@ class OutboxRelay:
             rows = store.claim(conn, schema, self.settings.outbox.batch_size)
             if not rows:
                 return 0
+            started_ns = time.time_ns()
             self._publisher.publish(self.topic, rows, self._stop, self._heartbeat.beat)
             store.mark_published(conn, schema, [row.id for row in rows])
+        observe.published(ROLE, [row.headers for row in rows], started_ns)
         log.debug(
             "published %d events from %s.outbox (up to id %d)", len(rows), schema, rows[-1].id
         )

@@ -8,22 +8,26 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from workers.core import observe
 from workers.core.async_runner import AsyncConsumerRunner
 from workers.core.config import Settings
 from workers.core.db import database_url
 from workers.core.lifecycle import install_stop_handlers
-from workers.core.logs import setup_logging
 from workers.core.topics import GROUP_PROCESSOR
+from workers.processor import metrics
 from workers.processor.gateway import HttpGateway
+from workers.processor.metered import MeteredGateway
 from workers.processor.service import Processor
 from workers.processor.store import ProcessorStore
+from workers.processor.traced import TracedGateway
 
 ROLE = "processor"
 
 
 def serve(settings: Settings) -> None:
-    setup_logging(settings.log_level, ROLE)
+    observe.start(settings, ROLE)
     stop = install_stop_handlers(settings.worker.grace_period_s)
+    metrics.start(settings)
     asyncio.run(run(settings, stop))
 
 
@@ -36,7 +40,7 @@ async def run(settings: Settings, stop: threading.Event) -> None:
         name=ROLE,
     )
     await pool.open()
-    gateway = HttpGateway(settings)
+    gateway = TracedGateway(MeteredGateway(HttpGateway(settings)))
     processor = Processor(settings, ProcessorStore(pool), gateway)
     runner = AsyncConsumerRunner(
         settings,

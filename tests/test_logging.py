@@ -1,0 +1,203 @@
+"""Structured logs: one correlation id on a payment's lines in every role; JSON or text; no secrets."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import env_for
+from tests.helpers.flow import flow
+from tests.helpers.receiver import receiver
+from tests.helpers.servers import free_port, running
+from workers.core import correlation
+from workers.core.config import Settings
+from workers.core.logs import LogFormat, redact, setup_logging
+from workers.devstack.roles import role_env
+
+ROLES_ON_THE_PATH = ("api", "outbox", "processor", "ledger", "notifier")
+FAST_NOTIFIER = {"FLOWPAY_NOTIFIER__POLL_INTERVAL_S": "0.1", "FLOWPAY_LOG_FORMAT": "json"}
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_restored() -> Iterator[None]:
+    """setup_logging replaces the root logger's handlers; give pytest its own back."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def _log_one_line(fmt: LogFormat, stream: io.StringIO) -> str:
+    setup_logging("INFO", "tester", fmt, stream=stream)
+    with correlation.bound(payment_id="pay_1", correlation_id="req-1"):
+        logging.getLogger("t").info("hello %s", "there", extra={"event_id": "ev-1"})
+    return stream.getvalue().strip()
+
+
+def test_json_lines_carry_the_bound_ids_and_the_ones_passed_to_the_call() -> None:
+    line = json.loads(_log_one_line("json", io.StringIO()))
+    assert line["message"] == "hello there"
+    assert (line["role"], line["level"], line["logger"]) == ("tester", "INFO", "t")
+    assert (line["payment_id"], line["correlation_id"], line["event_id"]) == (
+        "pay_1",
+        "req-1",
+        "ev-1",
+    )
+
+
+def test_text_lines_are_for_people_and_still_carry_the_ids() -> None:
+    line = _log_one_line("text", io.StringIO())
+    assert " INFO tester t: hello there [" in line
+    assert "payment_id=pay_1" in line
+    assert "correlation_id=req-1" in line
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(line)
+
+
+def test_auto_is_text_on_a_terminal_and_json_elsewhere() -> None:
+    assert _log_one_line("auto", Terminal()).endswith("event_id=ev-1]")
+    assert json.loads(_log_one_line("auto", io.StringIO()))["event_id"] == "ev-1"
+
+
+def test_ids_bound_in_a_block_are_gone_after_it() -> None:
+    with correlation.bound(payment_id="pay_1"):
+        with correlation.bound(event_id="ev-1", correlation_id=None):
+            assert correlation.current() == {"payment_id": "pay_1", "event_id": "ev-1"}
+        assert correlation.current() == {"payment_id": "pay_1"}
+    assert correlation.current() == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("auth failed for Authorization: Bearer sk_live_abc-DEF_123", "abc-DEF_123"),
+        ("key sk_live_Zz9_-x in a message", "Zz9_-x"),
+        ("endpoint secret whsec_c2VjcmV0K2J5dGVz/9= leaked", "c2VjcmV0K2J5dGVz/9="),
+        ("cannot connect to postgresql://flowpay:hunter2@db:5432/flowpay", "hunter2"),
+        ("conninfo host=db password=hunter2 dbname=x", "hunter2"),
+    ],
+)
+def test_secrets_are_masked_in_every_line(text: str, secret: str) -> None:
+    assert secret not in redact(text)
+    assert "[redacted]" in redact(text)
+    stream = io.StringIO()
+    setup_logging("INFO", "tester", "json", stream=stream)
+    try:
+        raise RuntimeError(text)
+    except RuntimeError:
+        logging.getLogger("t").exception("failed: %s", text)
+    assert secret not in stream.getvalue()
+    assert "[redacted]" in json.loads(stream.getvalue())["message"]
+
+
+def test_flowpay_dev_runs_roles_with_json_logs_unless_configured() -> None:
+    assert role_env(Settings())["FLOWPAY_LOG_FORMAT"] == "json"
+    assert role_env(Settings(log_format="text"))["FLOWPAY_LOG_FORMAT"] == "text"
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_log_format_option_sets_a_role_s_format(
+    settings: Settings, tmp_path: Path, fmt: str
+) -> None:
+    port = free_port()
+    log = tmp_path / "sim.log"
+    args = ["serve-gateway-sim", "--port", str(port), "--db", str(tmp_path / "s.db")]
+    env = {**env_for(settings), "FLOWPAY_LOG_FORMAT": "text" if fmt == "json" else "json"}
+    with running([*args, "--log-format", fmt], env, f"http://127.0.0.1:{port}/healthz", log):
+        pass
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    assert any("Uvicorn running" in line or "Started server" in line for line in lines), lines
+    parsed = [_json_or_none(line) for line in lines]
+    if fmt == "json":
+        assert all(p is not None and p["role"] == "gateway-sim" for p in parsed), lines
+    else:
+        assert all(p is None for p in parsed), lines
+
+
+def test_one_payment_s_lines_carry_one_correlation_id_in_every_role(
+    settings: Settings, tmp_path: Path
+) -> None:
+    request_id = f"req-{uuid.uuid4()}"
+    with (
+        receiver(free_port()) as hook,
+        flow(settings, tmp_path, extra_env=FAST_NOTIFIER) as f,
+    ):
+        hook.secret = f.start_downstream(hook.url)
+        response = f.create_payment(headers={"X-Request-Id": request_id})
+        assert response.status_code == 202, response.text
+        assert response.headers["x-request-id"] == request_id
+        payment_id = response.json()["id"]
+        f.wait_for(payment_id, lambda p: p["status"] == "succeeded")
+        hook.wait_for(1)
+        lines = _wait_for_lines(tmp_path, request_id)
+        assert all(e["correlation_id"] == request_id for e in f.emitted(payment_id))
+        api_key, webhook_secret = f.api_key, hook.secret
+
+    for role in ROLES_ON_THE_PATH:
+        assert lines[role], f"no {role} line carries {request_id}"
+        assert all(line["payment_id"] == payment_id for line in lines[role]), lines[role]
+    assert {"payment.initiated", "payment.succeeded"} <= {
+        line.get("event_type") for line in lines["ledger"]
+    }
+    assert any("webhook attempt 1 done" in line["message"] for line in lines["notifier"])
+    for path in tmp_path.glob("*.log"):
+        text = path.read_text()
+        assert api_key not in text, path.name
+        assert webhook_secret not in text, path.name
+
+
+def test_a_request_without_an_id_gets_one_and_errors_echo_it_too(
+    settings: Settings, tmp_path: Path
+) -> None:
+    with flow(settings, tmp_path) as f:
+        made = f.create_payment().headers["x-request-id"]
+        assert uuid.UUID(made)
+        refused = httpx.get(f.api_url + "/v1/payments/pay_x", headers={"X-Request-Id": "r-404"})
+        assert refused.status_code == 401
+        assert refused.headers["x-request-id"] == "r-404"
+        unusable = "x" * 500
+        replaced = f.create_payment(headers={"X-Request-Id": unusable})
+        assert replaced.status_code == 202
+        assert uuid.UUID(replaced.headers["x-request-id"])
+
+
+def _wait_for_lines(log_dir: Path, request_id: str) -> dict[str, list[dict[str, Any]]]:
+    """Each role's JSON lines that carry ``request_id``, once every role on the path has one."""
+    deadline = time.monotonic() + 30
+    while True:
+        found = {
+            role: _lines_with(log_dir / f"{role}.log", request_id) for role in ROLES_ON_THE_PATH
+        }
+        if all(found.values()) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def _lines_with(path: Path, request_id: str) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    parsed = (_json_or_none(line) for line in path.read_text().splitlines() if request_id in line)
+    return [p for p in parsed if p is not None and p.get("correlation_id") == request_id]
+
+
+def _json_or_none(line: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

@@ -1,0 +1,172 @@
+"""OpenTelemetry: one payment is one trace, from the HTTP request through every role's process."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tests.helpers.flow import flow
+from tests.helpers.receiver import receiver
+from tests.helpers.servers import free_port
+from workers.core import observe, tracing
+from workers.core.config import Settings
+from workers.core.events import EventType, Initiated, header, new_event
+from workers.core.outbox import outbox_row
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """This process makes spans into memory for the test, and none after it."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    yield exporter
+    tracing.install(None)
+
+
+def _stored_headers() -> list[tuple[str, str | bytes | None]]:
+    event = new_event(
+        EventType.INITIATED,
+        payment_id="pay_1",
+        merchant_id="mer_1",
+        data=Initiated(amount=1999, currency="USD", payment_method="pm_card_visa"),
+        source="test",
+        correlation_id="req-1",
+    )
+    return [(name, value) for name, value in outbox_row(event)[3].obj]
+
+
+def test_with_tracing_off_nothing_is_added_and_no_span_is_made() -> None:
+    tracing.install(None)
+    assert header(_stored_headers(), "traceparent") is None
+    with tracing.span("anything") as span:
+        assert span is None
+    assert tracing.http_headers() == {}
+
+
+def test_an_event_staged_inside_a_span_stores_that_span_s_traceparent(
+    spans: InMemorySpanExporter,
+) -> None:
+    with tracing.span("POST /v1/payments") as span:
+        assert span is not None
+        stored = _stored_headers()
+    made = span.get_span_context()
+    traceparent = header(stored, "traceparent")
+    assert traceparent is not None
+    assert traceparent.startswith(f"00-{made.trace_id:032x}-{made.span_id:016x}-")
+    parent = trace.get_current_span(tracing.parent_of(stored)).get_span_context()
+    assert (parent.trace_id, parent.span_id) == (made.trace_id, made.span_id)
+
+
+def test_a_batch_s_spans_are_children_of_each_event_s_creator(
+    spans: InMemorySpanExporter,
+) -> None:
+    with tracing.span("POST /v1/payments") as creator:
+        assert creator is not None
+        stored = _stored_headers()
+    observe.published("outbox", [stored], time.time_ns())
+    relay, api = spans.get_finished_spans()[::-1]
+    assert relay.name == "outbox payment.initiated"
+    assert relay.parent is not None
+    assert relay.parent.span_id == api.context.span_id
+    assert relay.context.trace_id == api.context.trace_id
+    assert relay.attributes is not None
+    assert relay.attributes["flowpay.correlation_id"] == "req-1"
+
+
+@dataclass(frozen=True)
+class Span:
+    name: str
+    service: str
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    attributes: dict[str, Any]
+
+
+def test_one_payment_is_one_trace_across_every_process(settings: Settings, tmp_path: Path) -> None:
+    traces = tmp_path / "traces"
+    env = {
+        "FLOWPAY_TRACING__EXPORTER": "file",
+        "FLOWPAY_TRACING__FILE_DIR": str(traces),
+        "OTEL_BSP_SCHEDULE_DELAY": "100",  # each process writes its spans every 100 ms
+        "FLOWPAY_NOTIFIER__POLL_INTERVAL_S": "0.1",
+    }
+    with receiver(free_port()) as hook, flow(settings, tmp_path, extra_env=env) as f:
+        hook.secret = f.start_downstream(hook.url)
+        payment_id = f.pay()["id"]
+        f.wait_for(payment_id, lambda p: p["status"] == "succeeded")
+        hook.wait_for(1)
+        tree = _wait_for_tree(traces, payment_id)
+
+    api = tree.one("POST /v1/payments", "flowpay-api")
+    assert api.parent_id is None  # the request is the root: its caller sent no traceparent
+    consumed = tree.one("processor payment.initiated", "flowpay-processor")
+    assert consumed.parent_id == api.span_id
+    assert tree.one("outbox payment.initiated", "flowpay-outbox").parent_id == api.span_id
+    assert tree.one("ledger payment.initiated", "flowpay-ledger").parent_id == api.span_id
+    # What the processor did and emitted while handling the event hangs under its span.
+    assert tree.one("gateway charge", "flowpay-processor").parent_id == consumed.span_id
+    for stage in ("outbox", "ledger", "notifier"):
+        derived = tree.one(f"{stage} payment.succeeded", f"flowpay-{stage}")
+        assert derived.parent_id == consumed.span_id, stage
+    notified = tree.one("notifier payment.succeeded", "flowpay-notifier")
+    assert tree.one("webhook attempt 1", "flowpay-notifier").parent_id == notified.span_id
+    assert {s.trace_id for s in tree.spans} == {api.trace_id}
+    known = {s.span_id for s in tree.spans}
+    assert all(s.parent_id in known for s in tree.spans if s is not api), "a span's parent is lost"
+
+
+@dataclass
+class Tree:
+    spans: list[Span]
+
+    def one(self, name: str, service: str) -> Span:
+        found = [s for s in self.spans if s.name == name and s.service == service]
+        assert len(found) == 1, f"{name} in {service}: {found}"
+        return found[0]
+
+
+def _wait_for_tree(traces: Path, payment_id: str) -> Tree:
+    """Every span of the payment's trace, once the notifier's webhook attempt is among them."""
+    deadline = time.monotonic() + 30
+    while True:
+        spans = _read_spans(traces)
+        ids = {s.trace_id for s in spans if s.attributes.get("flowpay.payment_id") == payment_id}
+        assert len(ids) <= 1, f"the payment's spans are in {len(ids)} traces"
+        tree = Tree([s for s in spans if s.trace_id in ids])
+        if any(s.name == "webhook attempt 1" for s in tree.spans):
+            return tree
+        assert time.monotonic() < deadline, f"spans so far: {[s.name for s in tree.spans]}"
+        time.sleep(0.2)
+
+
+def _read_spans(traces: Path) -> list[Span]:
+    spans = []
+    for path in traces.glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            if not line.endswith("}"):
+                continue  # being written
+            raw = json.loads(line)
+            spans.append(
+                Span(
+                    raw["name"],
+                    raw["resource"]["attributes"]["service.name"],
+                    raw["context"]["trace_id"],
+                    raw["context"]["span_id"],
+                    raw["parent_id"],
+                    raw["attributes"],
+                )
+            )
+    return spans

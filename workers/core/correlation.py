@@ -1,0 +1,63 @@
+"""What a log line is about: the payment, event and correlation ids of the work in hand.
+
+The runners and the API bind them once per message or request (a context variable, so each
+asyncio task and thread has its own); every log line written meanwhile carries them, and
+handlers stay free of logging plumbing. ``workers.core.logs`` writes them out.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from types import MappingProxyType
+from typing import Final
+
+from workers.core.events import Event, Headers, header
+
+FIELDS: Final = ("payment_id", "event_id", "event_type", "correlation_id")
+REQUEST_ID_MAX: Final = 200
+
+_NOTHING: Final[Mapping[str, str]] = MappingProxyType({})
+_bound: ContextVar[Mapping[str, str]] = ContextVar("flowpay_log_context", default=_NOTHING)
+
+
+def current() -> Mapping[str, str]:
+    return _bound.get()
+
+
+@contextmanager
+def bound(**fields: str | None) -> Iterator[None]:
+    """Add ``fields`` (those not None) to every log line written inside the block."""
+    token = _bound.set({**_bound.get(), **{k: v for k, v in fields.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _bound.reset(token)
+
+
+def of_event(event: Event) -> dict[str, str]:
+    return {
+        "payment_id": event.payment_id,
+        "event_id": str(event.event_id),
+        "event_type": event.type.value,
+        "correlation_id": event.correlation_id,
+    }
+
+
+def of_headers(headers: Headers | None) -> dict[str, str | None]:
+    """The same fields from an encoded event's CloudEvents headers, without parsing its body."""
+    return {
+        "payment_id": header(headers, "ce_subject"),
+        "event_id": header(headers, "ce_id"),
+        "event_type": header(headers, "ce_type"),
+        "correlation_id": header(headers, "ce_correlationid"),
+    }
+
+
+def request_id(given: str | None) -> str:
+    """The caller's X-Request-Id when it is usable as a correlation id, else a new one."""
+    if given and len(given) <= REQUEST_ID_MAX and given.isprintable():
+        return given
+    return str(uuid.uuid4())

@@ -1,0 +1,136 @@
+"""OpenTelemetry traces: one payment is one trace, from the HTTP request to the last webhook.
+
+The W3C ``traceparent`` of the span that creates an event is stored with it in the outbox
+(its Kafka headers) and so travels in Kafka headers; each consumer's span is a child of it,
+and events a handler emits carry the handler's span on. Off by default (``[tracing] exporter
+= "none"``): then no span is ever made and nothing is added to a message, so the hot paths pay
+one boolean test. ``file`` writes each process's spans as JSON lines (debugging, tests).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Final
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from workers.core.config import Settings
+from workers.core.events import Headers, header
+
+TRACEPARENT: Final = "traceparent"
+TRACESTATE: Final = "tracestate"
+
+_propagator: Final = TraceContextTextMapPropagator()
+_tracer: Tracer | None = None
+
+
+def setup_tracing(settings: Settings, role: str) -> None:
+    """Export this process's spans as ``[tracing]`` says; nothing at all when it says none."""
+    config = settings.tracing
+    if config.exporter == "none":
+        return
+    provider = TracerProvider(resource=Resource.create({"service.name": f"flowpay-{role}"}))
+    provider.add_span_processor(BatchSpanProcessor(_exporter(settings, role)))
+    install(provider)
+
+
+def install(provider: TracerProvider | None) -> None:
+    """Make spans with ``provider`` (None: stop making spans). Tests install their own."""
+    global _tracer
+    _tracer = provider.get_tracer("flowpay") if provider is not None else None
+
+
+def enabled() -> bool:
+    return _tracer is not None
+
+
+def _exporter(settings: Settings, role: str) -> SpanExporter:
+    config = settings.tracing
+    if config.exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter(endpoint=config.otlp_endpoint)
+    directory = config.file_dir or settings.dev.home / "traces"
+    directory.mkdir(parents=True, exist_ok=True)
+    out = Path(directory, f"{role}-{os.getpid()}.jsonl").open("a", encoding="utf-8")  # noqa: SIM115
+    return ConsoleSpanExporter(out=out, formatter=lambda s: s.to_json(indent=None) + "\n")
+
+
+def parent_of(headers: Headers | None) -> Context:
+    """The trace context a message's headers carry (an empty one when they carry none)."""
+    carrier = {
+        name: value
+        for name in (TRACEPARENT, TRACESTATE)
+        if (value := header(headers, name)) is not None
+    }
+    return _propagator.extract(carrier)
+
+
+def inject(headers: Headers) -> Headers:
+    """``headers`` plus the current span's trace context, when there is one."""
+    if _tracer is None:
+        return headers
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    return [*headers, *((name, value.encode()) for name, value in carrier.items())]
+
+
+def http_headers() -> dict[str, str]:
+    """The current trace context as HTTP headers, for a call to another service."""
+    carrier: dict[str, str] = {}
+    if _tracer is not None:
+        _propagator.inject(carrier)
+    return carrier
+
+
+def current_traceparent() -> str | None:
+    """The current span's ``traceparent``, to store with work done later (webhook deliveries)."""
+    return http_headers().get(TRACEPARENT)
+
+
+@contextmanager
+def span(
+    name: str,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    parent: Context | None = None,
+    attributes: Mapping[str, str] | None = None,
+) -> Iterator[Span | None]:
+    """A span around the block, current inside it; None and no cost when tracing is off."""
+    if _tracer is None:
+        yield None
+        return
+    with _tracer.start_as_current_span(
+        name, context=parent, kind=kind, attributes=attributes
+    ) as current:
+        yield current
+
+
+def record(
+    name: str,
+    *,
+    parent: Context,
+    start_ns: int,
+    end_ns: int,
+    kind: SpanKind,
+    attributes: Mapping[str, str],
+) -> None:
+    """A span for work already done (one of a batch): relay publishes, ledger postings."""
+    if _tracer is None:
+        return
+    done = _tracer.start_span(
+        name, context=parent, kind=kind, start_time=start_ns, attributes=attributes
+    )
+    done.end(end_time=end_ns)
+
+
+def event_attributes(fields: Mapping[str, str | None]) -> dict[str, str]:
+    return {f"flowpay.{k}": v for k, v in fields.items() if v is not None}
