@@ -23,8 +23,33 @@ from workers.api.merchants import create_merchant
 from workers.core.config import Settings
 from workers.core.db import database_url
 from workers.core.outbox import outbox_row
+from workers.core.sql import load_queries
 
-SCRIPT = Path(__file__).with_name("intake.pgbench.sql")
+# pgbench runs the very statement POST /v1/payments commits (workers/api/queries.sql,
+# payment_create), each placeholder bound to a pgbench variable or an expression of one, so
+# that every transaction has its own key, payment and event (-M prepared, like psycopg's).
+QUERY = "payment_create"
+BINDINGS = {
+    "lock": ":r",
+    "key": "('k' || :r::text)",
+    "id": "('pay_' || :r::text)",
+    "event_id": "gen_random_uuid()",
+    "message_key": "convert_to('pay_' || :r::text, 'UTF8')",
+    "location": "('/v1/payments/pay_' || :r::text)",
+    "request_hash": "sha256(convert_to(:r::text, 'UTF8'))",
+    "merchant_id": ":merchant",
+    "amount": "1999",
+    "currency": "'USD'",
+    "payment_method": "'pm_card_visa'",
+    "description": "NULL::text",
+    "metadata": "'{}'::jsonb",
+    "created_at": "now()",
+    "status": "202",
+    "value": "decode(:value, 'hex')",
+    "headers": ":headers::jsonb",
+    "body": "decode(:body, 'hex')",
+}
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
@@ -79,32 +104,35 @@ def _pgbench_binary() -> str:
     return str(PG_BIN / "pgbench") if (PG_BIN / "pgbench").exists() or not found else found
 
 
+def pgbench_script(path: Path) -> Path:
+    """The API's intake statement as a pgbench script; fails loudly if it gained a parameter."""
+    query = load_queries("workers.api")[QUERY].as_string()
+    unbound = set(_PLACEHOLDER.findall(query)) - set(BINDINGS)
+    if unbound:
+        raise RuntimeError(f"bench: no pgbench binding for {QUERY} parameter(s) {sorted(unbound)}")
+    lines = [line for line in query.splitlines() if not line.lstrip().startswith("--")]
+    # pgbench reads one statement per line (up to the semicolon).
+    statement = " ".join(_PLACEHOLDER.sub(lambda m: BINDINGS[m[1]], "\n".join(lines)).split())
+    path.write_text("\\set r random(1, 9000000000000000000)\n" + statement.rstrip(";") + ";\n")
+    return path
+
+
 def pgbench(bench: Bench, merchant_id: str, clients: int, seconds: float) -> dict[str, Any]:
-    """tps of the intake transaction from ``clients`` pgbench clients (prepared statements)."""
+    """tps of the intake statement from ``clients`` pgbench clients (prepared statements)."""
+    script = pgbench_script(bench.tmp / "intake.pgbench.sql")
     row = outbox_row(initiated("pay_pgbench"))
     answer = json.dumps({"id": "pay_pgbench", "object": "payment", "status": "initiated"})
     params = conninfo_to_dict(database_url(bench.settings))
     argv = [
-        _pgbench_binary(),
-        "--no-vacuum",
-        "--protocol=prepared",
-        f"--client={clients}",
-        f"--jobs={min(clients, os.cpu_count() or 1)}",
-        f"--time={max(1, round(seconds))}",
-        f"--file={SCRIPT}",
-        f"--host={params.get('host', '127.0.0.1')}",
-        f"--port={params.get('port', 5432)}",
+        _pgbench_binary(), "--no-vacuum", "--protocol=prepared",
+        f"--client={clients}", f"--jobs={min(clients, os.cpu_count() or 1)}",
+        f"--time={max(1, round(seconds))}", f"--file={script}",
+        f"--host={params.get('host', '127.0.0.1')}", f"--port={params.get('port', 5432)}",
         f"--username={params.get('user', 'flowpay')}",
-        "-D",
-        f"merchant={merchant_id}",
-        "-D",
-        f"value={row[2].hex()}",
-        "-D",
-        f"headers={json.dumps(row[3].obj)}",
-        "-D",
-        f"body={answer.encode().hex()}",
+        "-D", f"merchant={merchant_id}", "-D", f"value={row[2].hex()}",
+        "-D", f"headers={json.dumps(row[3].obj)}", "-D", f"body={answer.encode().hex()}",
         str(params["dbname"]),
-    ]
+    ]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"pgbench failed: {done.stderr.strip()[-500:]}")
