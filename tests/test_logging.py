@@ -177,14 +177,15 @@ def test_a_request_without_an_id_gets_one_and_errors_echo_it_too(
 
 
 def _wait_for_lines(log_dir: Path, request_id: str) -> dict[str, list[dict[str, Any]]]:
-    """Each role's JSON lines that carry ``request_id``, once every role on the path has one."""
+    """Each role's JSON lines that carry ``request_id``, once the webhook's attempt is logged."""
     deadline = time.monotonic() + 30
     while True:
         found = {
             role: _lines_with(log_dir / f"{role}.log", request_id) for role in ROLES_ON_THE_PATH
         }
-        if all(found.values()) or time.monotonic() > deadline:
+        if any("webhook attempt" in line["message"] for line in found["notifier"]):
             return found
+        assert time.monotonic() < deadline, f"no webhook attempt logged: {found['notifier']}"
         time.sleep(0.2)
 
 
