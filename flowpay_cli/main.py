@@ -20,6 +20,7 @@ from flowpay_cli.commands import (
     pay,
     payments,
     processor,
+    top,
     webhooks,
 )
 from flowpay_cli.context import state
@@ -73,6 +74,7 @@ app.add_typer(ledger.ledger_app, name="ledger")
 app.add_typer(webhooks.app, name="webhooks")
 app.add_typer(dlq.app, name="dlq")
 app.command("status")(payments.status)
+app.command("top")(top.top)
 app.add_typer(api.merchants_app, name="merchants")
 
 

@@ -44,6 +44,9 @@ def env_for(settings: Settings) -> dict[str, str]:
     )
     env["FLOWPAY_DEV__HOME"] = str(settings.dev.home.resolve())
     env["FLOWPAY_KAFKA__SESSION_TIMEOUT_MS"] = str(settings.kafka.session_timeout_ms)
+    # Roles of parallel tests would all want the default metrics ports; tests that read
+    # metrics turn them on, on free ports.
+    env["FLOWPAY_METRICS__ENABLED"] = "false"
     return env
 
 

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 EXAMPLE = ROOT / "flowpay.toml.example"
+PROMETHEUS = ROOT / "deploy" / "prometheus.yml"
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -228,6 +229,47 @@ def test_flowpay_env_names_real_settings_and_real_services() -> None:
         assert db_host.group(1) in services, f"{name}: database host {db_host.group(1)}"
         for server in env["FLOWPAY_KAFKA__BOOTSTRAP_SERVERS"].split(","):
             assert server.rsplit(":", 1)[0] in services, f"{name}: broker {server}"
+
+
+def _scrape_targets() -> dict[str, list[str]]:
+    """deploy/prometheus.yml: job name -> its targets."""
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    return {
+        job["job_name"]: [t for static in job["static_configs"] for t in static["targets"]]
+        for job in config["scrape_configs"]
+    }
+
+
+def test_prometheus_service_mounts_the_repo_config() -> None:
+    prometheus = _compose_services()["prometheus"]
+    mounts = [v.split(":") for v in prometheus["volumes"]]
+    config = [source for source, target, *_ in mounts if target == "/etc/prometheus/prometheus.yml"]
+    assert config == ["./deploy/prometheus.yml"]
+    assert (ROOT / config[0]).is_file()
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    assert len(_healthcheck_test(prometheus)) > 1
+
+
+def test_prometheus_scrapes_every_role_on_its_metrics_port() -> None:
+    metrics = Settings().metrics
+    services = _flowpay_services()
+    targets = _scrape_targets()
+    # Each role's command (in compose) and the [metrics] key of its port.
+    roles = {
+        "serve-api": "api_port",
+        "run-outbox": "outbox_port",
+        "run-processor": "processor_port",
+        "run-ledger": "ledger_port",
+        "run-notifier": "notifier_port",
+    }
+    for command, key in roles.items():
+        name = next(n for n, s in services.items() if s["command"][0] == command)
+        port = getattr(metrics, key)
+        assert port, f"metrics.{key} is off by default"
+        assert f"{name}:{port}" in targets.get(name, []), f"prometheus does not scrape {name}"
+        assert services[name]["environment"]["FLOWPAY_METRICS__HOST"] == "0.0.0.0", name
+    every_target = [t for ts in targets.values() for t in ts]
+    assert len(every_target) == len(set(every_target)) == len(roles)
 
 
 # --- Dockerfile --------------------------------------------------------------------------------

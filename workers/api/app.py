@@ -20,6 +20,7 @@ from workers.api import openapi, payments, read_model, stream
 from workers.api.auth import Authenticator
 from workers.api.errors import API_ERROR, ApiError
 from workers.api.idempotency import Answer, request_hash, run_once
+from workers.api.metrics import RequestMetrics
 from workers.api.request_context import RequestContext, correlation_id
 from workers.api.schemas import PaymentCreate, RefundCreate, parse_body
 from workers.core import observe
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _install_error_handlers(app)
     _install_routes(app, settings)
+    app.add_middleware(RequestMetrics)
     app.add_middleware(RequestContext)
     app.include_router(stream.router(settings))
     openapi.install(app)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import uvicorn
 
+from workers.api import metrics
 from workers.core.config import Settings
 
 
@@ -17,14 +18,15 @@ def serve(
         # Each server process loads its own settings through the factory.
         os.environ["FLOWPAY_CONFIG"] = str(config_file.resolve())
     os.environ["FLOWPAY_LOG_FORMAT"] = settings.log_format  # --log-format, for every process
-    uvicorn.run(
-        "workers.api.app:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=settings.log_level.lower(),
-        log_config=None,  # uvicorn's lines go through FlowPay's handler (JSON or text)
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.worker.grace_period_s),
-    )
+    with metrics.exposed(settings, workers):
+        uvicorn.run(
+            "workers.api.app:app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=settings.log_level.lower(),
+            log_config=None,  # uvicorn's lines go through FlowPay's handler (JSON or text)
+            access_log=False,
+            timeout_graceful_shutdown=int(settings.worker.grace_period_s),
+        )

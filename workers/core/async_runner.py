@@ -29,6 +29,7 @@ from workers.core.errors import TransientError
 from workers.core.events import Event, decode
 from workers.core.heartbeat import Heartbeat
 from workers.core.kafka import Consumer, Message, TopicPartition, make_consumer
+from workers.core.metrics import DEAD_LETTER, OK, RETRY, LagProbe, handled
 from workers.core.observe import consuming
 from workers.core.runner import log_consumer_error
 from workers.core.topics import topics
@@ -100,6 +101,7 @@ class AsyncConsumerRunner:
         self._tails: dict[bytes | None, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
+        self._lag = LagProbe(group)
 
     async def run(self, stop: threading.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -121,6 +123,7 @@ class AsyncConsumerRunner:
                 await self._poll(loop, consumer)
                 if time.monotonic() - last_commit >= COMMIT_EVERY_S:
                     await loop.run_in_executor(None, self._commit, consumer)
+                    await loop.run_in_executor(None, self._lag.observe, consumer)
                     last_commit = time.monotonic()
             await self._drain(self.settings.worker.grace_period_s)
             await loop.run_in_executor(None, self._commit, consumer)
@@ -181,13 +184,17 @@ class AsyncConsumerRunner:
         """True once the message is done (handled or dead-lettered); False if stopped first."""
         verdicts = Verdicts(self.settings.worker.max_attempts)
         for delay in retry_delays(self.settings.worker.retry_max_backoff_s):
+            started = time.perf_counter()
             try:
                 await self.handler(decode(message.value(), headers_of(message)), message)
+                handled(self.group, OK, started)
                 return True
             except Exception as exc:
                 log.warning("%s: handler failed (%r); deciding", self.role, exc)
                 if verdicts.dead_letter(exc) and await self._dead_letter(message, exc):
+                    handled(self.group, DEAD_LETTER, started)
                     return True
+                handled(self.group, RETRY, started)
             if await self._sleep_or_stop(delay):
                 return False
         return False

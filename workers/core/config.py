@@ -134,6 +134,21 @@ class NotifierSettings(_Section):
     max_retry_after_s: float = Field(default=3600.0, gt=0)
 
 
+class MetricsSettings(_Section):
+    # Each role serves Prometheus metrics at http://<host>:<port>/metrics; a port of 0 turns
+    # that role's off, and enabled = false turns them all off.
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    # serve-api's port is served by its parent process, over all its server processes.
+    api_port: int = Field(default=9101, ge=0, le=65535)
+    outbox_port: int = Field(default=9102, ge=0, le=65535)
+    processor_port: int = Field(default=9103, ge=0, le=65535)
+    ledger_port: int = Field(default=9104, ge=0, le=65535)
+    notifier_port: int = Field(default=9105, ge=0, le=65535)
+    # `flowpay replay` serves its progress here while it runs.
+    replay_port: int = Field(default=9106, ge=0, le=65535)
+
+
 class TracingSettings(_Section):
     # none: no spans at all; otlp: OTLP over HTTP to otlp_endpoint; file: each process writes
     # its spans as JSON lines under file_dir (for debugging and tests).
@@ -177,6 +192,7 @@ class Settings(BaseSettings):
     gateway_sim: GatewaySimSettings = GatewaySimSettings()
     processor: ProcessorSettings = ProcessorSettings()
     notifier: NotifierSettings = NotifierSettings()
+    metrics: MetricsSettings = MetricsSettings()
     tracing: TracingSettings = TracingSettings()
     dev: DevSettings = DevSettings()
 

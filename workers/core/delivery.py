@@ -21,6 +21,7 @@ from workers.core.config import Settings
 from workers.core.errors import EventError, PermanentError, TransientError
 from workers.core.events import Headers
 from workers.core.kafka import Message, Producer, make_producer, produce_sync
+from workers.core.metrics import dead_lettered
 from workers.core.topics import topics
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ class DeadLetters:
             value=message.value(),
             headers=headers_of(message) + dead_letter_headers(self.group, message, exc),
         )
+        dead_lettered(self.group)
 
     def close(self) -> None:
         if self._producer is not None:

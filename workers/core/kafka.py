@@ -235,3 +235,27 @@ def watermarks(
             if not settling or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def consumer_lag(consumer: Consumer) -> dict[tuple[str, int], int]:
+    """Messages behind the end of each assigned partition, for monitoring.
+
+    The end offsets are the client's cached ones (updated by every fetch, no broker round trip);
+    a partition the client has not fetched yet is left out. Where nothing was consumed yet, the
+    committed offset counts, else the log start.
+    """
+    positions = consumer.position(consumer.assignment())
+    unread = [tp for tp in positions if tp.offset < 0]
+    committed = {
+        (tp.topic, tp.partition): tp.offset
+        for tp in (consumer.committed(unread, timeout=2) if unread else [])
+    }
+    lags: dict[tuple[str, int], int] = {}
+    for tp in positions:
+        low, high = consumer.get_watermark_offsets(tp, cached=True)
+        if high < 0:
+            continue
+        key = (tp.topic, tp.partition)
+        offset = tp.offset if tp.offset >= 0 else committed.get(key, -1)
+        lags[key] = max(int(high) - max(int(offset), int(low), 0), 0)
+    return lags

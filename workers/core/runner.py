@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from workers.core.config import Settings
@@ -27,6 +28,7 @@ from workers.core.errors import TransientError
 from workers.core.events import Event, decode
 from workers.core.heartbeat import Heartbeat
 from workers.core.kafka import Consumer, KafkaError, Message, TopicPartition, make_consumer
+from workers.core.metrics import DEAD_LETTER, OK, RETRY, LagProbe, handled
 from workers.core.observe import consuming
 from workers.core.topics import topics
 
@@ -60,6 +62,7 @@ class ConsumerRunner:
         consumer = make_consumer(self.settings, self.group, self.role)
         consumer.subscribe(self.subscribe_to)
         heartbeat = Heartbeat(self.role)
+        lag = LagProbe(self.group)
         log.info("%s consuming %s as group %s", self.role, self.subscribe_to, self.group)
         try:
             while not stop.is_set():
@@ -68,6 +71,7 @@ class ConsumerRunner:
                     self.settings.worker.batch_size, self.settings.worker.poll_timeout_s
                 )
                 self._handle_batch(consumer, batch, stop)
+                lag.observe(consumer)
         finally:
             consumer.close()
             self.dead_letters.close()
@@ -97,13 +101,17 @@ class ConsumerRunner:
     def _process(self, message: Message, stop: threading.Event) -> None:
         verdicts = Verdicts(self.settings.worker.max_attempts)
         for delay in retry_delays(self.settings.worker.retry_max_backoff_s):
+            started = time.perf_counter()
             try:
                 self.handler(decode(message.value(), headers_of(message)), message)
+                handled(self.group, OK, started)
                 return
             except Exception as exc:
                 log.warning("%s: handler failed (%r); deciding", self.role, exc)
                 if verdicts.dead_letter(exc) and self._dead_letter(message, exc):
+                    handled(self.group, DEAD_LETTER, started)
                     return
+                handled(self.group, RETRY, started)
             if stop.wait(delay):
                 raise _Stopped
 

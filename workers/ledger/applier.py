@@ -17,6 +17,7 @@ topic tolerates.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 from workers.core.delivery import TRANSIENT, Verdicts, offset_of, partition_of, topic_of
@@ -51,6 +52,7 @@ class Applier:
         self._sent: set[_Key] = set()
         self.applied = 0  # events applied (posted or recorded) since start
         self.rejected = 0  # messages dead-lettered since start
+        self.postings: Counter[str] = Counter()  # by kind, in the batch in hand (for metrics)
 
     def apply(
         self, conn: Conn, items: Sequence[Item], cursors: dict[Partition, Cursor]
@@ -59,6 +61,7 @@ class Applier:
 
         Returns the cursors after them; the caller stores nothing else and commits.
         """
+        self.postings.clear()
         if not items:
             return cursors
         # A batch other than the one retried: forget what was decided about the previous one.
@@ -131,6 +134,7 @@ class Applier:
         self.store.write(conn, plan.writes)
         # Fires the deferred balance checks while a savepoint can still catch them.
         self.store.check_now(conn)
+        self.postings.update(txn.record.kind for txn in plan.writes.txns)
         for message, exc in plan.rejected:
             if _key(message) not in self._sent:
                 self.dead_letter(message, exc)

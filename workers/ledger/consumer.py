@@ -36,8 +36,10 @@ from workers.core.delivery import (
 from workers.core.heartbeat import Heartbeat
 from workers.core.kafka import Consumer, KafkaException, Message, TopicPartition, make_consumer
 from workers.core.lifecycle import install_stop_handlers
+from workers.core.metrics import OK, RETRY, LagProbe, handled
 from workers.core.runner import log_consumer_error
 from workers.core.topics import GROUP_LEDGER, topics
+from workers.ledger import metrics
 from workers.ledger.applier import Applier
 from workers.ledger.posting import Item, NeedsRetry, decode_all
 from workers.ledger.rules import STANDARD_RULES, PostingRules
@@ -55,6 +57,7 @@ def serve(settings: Settings, rules: PostingRules = STANDARD_RULES) -> None:
     """Run the ledger in this process until SIGTERM/SIGINT (what ``flowpay run-ledger`` does)."""
     observe.start(settings, ROLE)
     stop = install_stop_handlers(settings.worker.grace_period_s)
+    metrics.start(settings)
     LedgerConsumer(settings, rules).run(stop)
 
 
@@ -94,6 +97,7 @@ class LedgerConsumer:
             on_lost=self._on_revoke,
         )
         heartbeat = Heartbeat(ROLE)
+        lag = LagProbe(GROUP_LEDGER)
         log.info("ledger posting %s as group %s", self.topic, GROUP_LEDGER)
         try:
             while not stop.is_set():
@@ -107,6 +111,7 @@ class LedgerConsumer:
                 elif time.monotonic() >= self._next_idle_check:
                     self._next_idle_check = time.monotonic() + IDLE_GENERATION_CHECK_S
                     self._idle_check(consumer)
+                lag.observe(consumer)
         finally:
             consumer.close()
             self.dead_letters.close()
@@ -115,8 +120,10 @@ class LedgerConsumer:
 
     def _handle(self, consumer: Consumer, messages: list[Message], stop: threading.Event) -> None:
         for delay in retry_delays(self.settings.worker.retry_max_backoff_s):
+            started = time.perf_counter()
             try:
                 self._apply(consumer, messages)
+                handled(GROUP_LEDGER, OK, started)
                 return
             except GenerationChanged:
                 self._follow_swap(consumer)
@@ -125,6 +132,7 @@ class LedgerConsumer:
                 log.warning("ledger batch rolled back (%s); retrying in %.1fs", exc, delay)
             except Exception:
                 log.exception("ledger batch failed; retrying in %.1fs", delay)
+            handled(GROUP_LEDGER, RETRY, started)
             if stop.wait(delay):
                 return  # nothing of this batch committed: it is read again after a restart
 
@@ -153,6 +161,7 @@ class LedgerConsumer:
         conn = self._connection()
         started_ns = time.time_ns()
         misplaced: dict[Partition, int] = {}
+        applied_before = self.applier.applied
         with conn.transaction():
             generation = self.store.generation(conn)
             if self._generation is not None and generation != self._generation:
@@ -168,6 +177,7 @@ class LedgerConsumer:
                 items += decode_all([m for m in batch if offset_of(m) >= stored])
             accepted = {p: c for p, c in cursors.items() if p not in misplaced}
             after = self.applier.apply(conn, items, accepted)
+        metrics.committed(self.applier.applied - applied_before, self.applier.postings)
         self._committed(consumer, after)
         observe.recorded(ROLE, [headers_of(item.message) for item in items], started_ns)
         for (topic, number), offset in misplaced.items():

@@ -41,6 +41,7 @@ from workers.core.kafka import (
 )
 from workers.core.runner import log_consumer_error
 from workers.core.topics import topics
+from workers.ledger import metrics
 from workers.ledger.applier import Applier, no_dead_letter_topic
 from workers.ledger.check import CheckResult, run_checks
 from workers.ledger.posting import NeedsRetry, decode_all
@@ -163,6 +164,7 @@ class Replay:
         """Apply the log to the shadow up to the end offsets; ``progress(n)`` after each batch."""
         ends = {span.partition: span.end for span in self.spans}
         remaining = {span.partition for span in self.spans if span.count}
+        metrics.replay_started(self.total)
         consumer = _reader(self.settings)
         applier = Applier(
             LedgerStore(SHADOW_SCHEMA),
@@ -181,6 +183,7 @@ class Replay:
                 wanted = _within(batch, ends, remaining)
                 if wanted:
                     self._apply(applier, wanted)
+                metrics.replay_read(len(wanted))
                 progress(len(wanted))
         finally:
             consumer.close()

@@ -99,3 +99,6 @@ SET status = 'pending', next_attempt_at = now(), leased_until = NULL
 WHERE status = 'failed' AND created_at >= %(since)s
   AND (%(merchant_id)s::text IS NULL OR merchant_id = %(merchant_id)s)
 RETURNING id;
+
+-- name: deliveries_by_status
+SELECT status, count(*) FROM notifier.deliveries GROUP BY status;

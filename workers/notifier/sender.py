@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 from workers.core.config import NotifierSettings
 from workers.core.observe import following_up
 from workers.core.sql import load_queries
-from workers.notifier import signing
+from workers.notifier import metrics, signing
 
 log = logging.getLogger(__name__)
 Q = load_queries("workers.notifier")
@@ -119,12 +119,17 @@ class Sender:
         await self._record(delivery, result)
         if result.status_code is not None and 200 <= result.status_code < 300:
             await self._settle("delivery_delivered", delivery, result.status_code, None)
+            outcome = "delivered"
         elif result.status_code == 410:
             await self._disable(delivery)
+            outcome = "gone"
         elif delivery.attempts + 1 >= len(self.config.schedule_s):
             await self._settle("delivery_failed", delivery, result.status_code, result.error)
+            outcome = "failed"
         else:
             await self._retry(delivery, result)
+            outcome = "retry"
+        metrics.attempted(outcome, delivery.attempts + 1)
 
     async def _post(self, http: httpx.AsyncClient, delivery: Due) -> Result:
         headers = signing.headers(delivery.secret, delivery.id, delivery.body)

@@ -14,6 +14,7 @@ from workers.core.db import database_url, make_pool
 from workers.core.lifecycle import install_stop_handlers
 from workers.core.runner import ConsumerRunner
 from workers.core.topics import GROUP_NOTIFIER
+from workers.notifier import metrics
 from workers.notifier.intake import Intake
 from workers.notifier.sender import Sender
 
@@ -23,6 +24,7 @@ ROLE = "notifier"
 def serve(settings: Settings) -> None:
     observe.start(settings, ROLE)
     stop = install_stop_handlers(settings.worker.grace_period_s)
+    metrics.start(settings)
     pool = make_pool(settings, name=f"{ROLE}-intake")
     runner = ConsumerRunner(settings, group=GROUP_NOTIFIER, role=ROLE, handler=Intake(pool).handle)
     consumer = threading.Thread(target=runner.run, args=(stop,), name="notifier-consumer")

@@ -24,3 +24,9 @@ WHERE published_at < now() - make_interval(secs => %s);
 DELETE FROM api.idempotency_keys
 WHERE created_at < now() - make_interval(secs => %s)
   AND response_status IS NOT NULL;
+
+-- name: backlog
+-- For metrics: rows waiting to be published, and how long the oldest has waited.
+SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+FROM {schema}.outbox
+WHERE published_at IS NULL;

@@ -25,7 +25,7 @@ from workers.core.heartbeat import Heartbeat
 from workers.core.lifecycle import install_stop_handlers
 from workers.core.outbox import EMITTING_SCHEMAS
 from workers.core.topics import topics
-from workers.outbox import store
+from workers.outbox import metrics, store
 from workers.outbox.publisher import ROLE, BatchPublisher, NotAcknowledged
 from workers.outbox.store import Conn, Pruned
 
@@ -44,6 +44,7 @@ def serve(settings: Settings) -> None:
     """Run the relay in this process until SIGTERM/SIGINT (what ``flowpay run-outbox`` does)."""
     observe.start(settings, ROLE)
     stop = install_stop_handlers(settings.worker.grace_period_s)
+    metrics.start(settings)
     OutboxRelay(settings).run(stop)
 
 
@@ -140,6 +141,7 @@ class OutboxRelay:
             started_ns = time.time_ns()
             self._publisher.publish(self.topic, rows, self._stop, self._heartbeat.beat)
             store.mark_published(conn, schema, [row.id for row in rows])
+        metrics.published(schema, len(rows))
         observe.published(ROLE, [row.headers for row in rows], started_ns)
         log.debug(
             "published %d events from %s.outbox (up to id %d)", len(rows), schema, rows[-1].id

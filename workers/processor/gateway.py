@@ -20,6 +20,7 @@ import httpx
 
 from workers.core.config import GatewaySettings, Settings
 from workers.core.ids import derived_key
+from workers.processor import metrics
 
 
 @dataclass(frozen=True)
@@ -201,10 +202,13 @@ class HttpGateway:
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = await next(self._next).request(method, path, **kwargs)
-        except httpx.TimeoutException:
+        except httpx.TimeoutException as exc:
+            metrics.attempted(method, path, exc)
             raise _Retryable("timeout") from None
-        except httpx.TransportError:
+        except httpx.TransportError as exc:
+            metrics.attempted(method, path, exc)
             raise _Retryable("connection") from None
+        metrics.attempted(method, path, None, response.status_code)
         if response.status_code >= 500 or response.status_code == 429:
             raise _Retryable(f"http_{response.status_code}")
         return response

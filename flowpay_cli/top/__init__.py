@@ -1,0 +1,1 @@
+"""`flowpay top`: gathering (``gather``) apart from rendering (``view``)."""

@@ -1,0 +1,49 @@
+"""The notifier's Prometheus metrics: webhook attempts by outcome and attempt number, backlog."""
+
+from __future__ import annotations
+
+from typing import Final, cast
+
+import psycopg
+from prometheus_client import Counter, Gauge
+
+from workers.core.config import Settings
+from workers.core.metrics import DatabaseSampler, serve_metrics
+from workers.core.sql import load_queries
+
+Q = load_queries("workers.notifier")
+# delivered | retry (scheduled again) | failed (the last attempt failed) | gone (410: disabled)
+OUTCOMES: Final = ("delivered", "retry", "failed", "gone")
+STATUSES: Final = ("pending", "delivered", "failed")
+
+DELIVERIES = Counter(
+    "flowpay_webhook_deliveries",
+    "Webhook delivery attempts by outcome (delivered, retry, failed, gone) and attempt number.",
+    ["outcome", "attempt"],
+)
+BY_STATUS = Gauge(
+    "flowpay_webhook_deliveries_by_status",
+    "Webhook deliveries by status (pending, delivered, failed).",
+    ["status"],
+)
+
+
+def attempted(outcome: str, attempt: int) -> None:
+    DELIVERIES.labels(outcome, str(attempt)).inc()
+
+
+def delivery_counts(conn: psycopg.Connection[tuple[object, ...]]) -> dict[str, int]:
+    """Deliveries per status (also what `flowpay top` shows)."""
+    rows = cast(list[tuple[str, int]], conn.execute(Q["deliveries_by_status"]).fetchall())
+    return {status: 0 for status in STATUSES} | dict(rows)
+
+
+def start(settings: Settings) -> None:
+    """Serve the notifier's metrics, and keep the per-status counts current."""
+    if serve_metrics(settings, settings.metrics.notifier_port) is not None:
+        DatabaseSampler(settings, "notifier", _sample).start()
+
+
+def _sample(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    for status, count in delivery_counts(conn).items():
+        BY_STATUS.labels(status).set(count)

@@ -1,0 +1,64 @@
+"""A ``Gateway`` that counts and times each call (``workers.processor.metrics``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from workers.processor.gateway import (
+    ChargeOutcome,
+    ChargeRequest,
+    Declined,
+    Gateway,
+    GatewayCharge,
+    RefundOutcome,
+    Rejected,
+    Unknown,
+)
+from workers.processor.metrics import CALL_SECONDS, CALLS, IN_FLIGHT
+
+T = TypeVar("T")
+
+
+class MeteredGateway:
+    """Any ``Gateway``, with each call counted and timed."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        return await _metered("charge", self.gateway.charge(request))
+
+    async def refund(self, charge_id: str, amount: int, key: str) -> RefundOutcome:
+        return await _metered("refund", self.gateway.refund(charge_id, amount, key))
+
+    async def find_charges(self, reference: str) -> list[GatewayCharge]:
+        return await _metered("lookup", self.gateway.find_charges(reference))
+
+    async def close(self) -> None:
+        await self.gateway.close()
+
+
+async def _metered(operation: str, call: Awaitable[T]) -> T:
+    outcome = "unknown"  # also what an exception (an unreachable gateway) counts as
+    started = time.perf_counter()
+    IN_FLIGHT.labels(operation).inc()
+    try:
+        result = await call
+        outcome = _outcome(result)
+        return result
+    finally:
+        IN_FLIGHT.labels(operation).dec()
+        CALL_SECONDS.labels(operation).observe(time.perf_counter() - started)
+        CALLS.labels(operation, outcome).inc()
+
+
+def _outcome(result: object) -> str:
+    if isinstance(result, Declined):
+        return "decline"
+    if isinstance(result, Rejected):
+        return "rejected"
+    if isinstance(result, Unknown):
+        return "unknown"
+    return "success"
