@@ -28,7 +28,7 @@ from workers.core.delivery import (
 from workers.core.errors import TransientError
 from workers.core.events import Event, decode
 from workers.core.heartbeat import Heartbeat
-from workers.core.kafka import Consumer, Message, TopicPartition, make_consumer
+from workers.core.kafka import Consumer, Message, TopicPartition, commit_offsets, make_consumer
 from workers.core.metrics import DEAD_LETTER, OK, RETRY, LagProbe, handled
 from workers.core.observe import consuming
 from workers.core.runner import log_consumer_error
@@ -223,10 +223,9 @@ class AsyncConsumerRunner:
         ready = self.tracker.committable()
         if not ready:
             return
-        consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in ready.items()], asynchronous=False
-        )
-        self.tracker.mark_committed(ready)
+        offsets = [TopicPartition(t, p, o) for (t, p), o in ready.items()]
+        if commit_offsets(consumer, offsets, role=self.role):
+            self.tracker.mark_committed(ready)
 
     def _on_revoke(
         self, loop: asyncio.AbstractEventLoop, consumer: Consumer, parts: list[Any]

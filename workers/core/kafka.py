@@ -28,6 +28,8 @@ from workers.core.topics import topic_configs
 
 __all__ = ["Consumer", "KafkaError", "KafkaException", "Message", "Producer", "TopicPartition"]
 
+log = logging.getLogger(__name__)
+
 
 def bootstrap_servers(settings: Settings) -> str:
     """The configured brokers, else the dev stack's."""
@@ -202,6 +204,46 @@ def describe_topics(settings: Settings, names: Iterable[str]) -> dict[str, dict[
             "retention.ms": entries["retention.ms"].value,
         }
     return described
+
+
+# A commit meets these while a restarted broker loads its groups' state; they pass on a retry.
+_COORDINATOR_SETTLING = frozenset(
+    {
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._WAIT_COORD,
+    }
+)
+
+
+def commit_offsets(
+    consumer: Consumer, offsets: Sequence[TopicPartition], *, role: str, timeout_s: float = 30.0
+) -> bool:
+    """Commit synchronously, retrying while the group coordinator settles; never raises.
+
+    False when the commit did not happen (the coordinator stayed away, or the partitions moved
+    to another member): those messages are delivered again, which every handler tolerates.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.1
+    while True:
+        try:
+            consumer.commit(offsets=list(offsets), asynchronous=False)
+            return True
+        except KafkaException as exc:
+            error = exc.args[0]
+            settling = error.retriable() or error.code() in _COORDINATOR_SETTLING
+            if not settling or time.monotonic() + delay > deadline:
+                log.warning(
+                    "%s: commit failed (%s); those messages will be delivered again", role, error
+                )
+                return False
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
 # librdkafka does not flag these retriable on a watermark query, yet they pass once the new

@@ -27,7 +27,14 @@ from workers.core.delivery import (
 from workers.core.errors import TransientError
 from workers.core.events import Event, decode
 from workers.core.heartbeat import Heartbeat
-from workers.core.kafka import Consumer, KafkaError, Message, TopicPartition, make_consumer
+from workers.core.kafka import (
+    Consumer,
+    KafkaError,
+    Message,
+    TopicPartition,
+    commit_offsets,
+    make_consumer,
+)
 from workers.core.metrics import DEAD_LETTER, OK, RETRY, LagProbe, handled
 from workers.core.observe import consuming
 from workers.core.topics import topics
@@ -96,7 +103,7 @@ class ConsumerRunner:
         finally:
             if done:
                 offsets = [TopicPartition(t, p, o) for (t, p), o in done.items()]
-                consumer.commit(offsets=offsets, asynchronous=False)
+                commit_offsets(consumer, offsets, role=self.role)
 
     def _process(self, message: Message, stop: threading.Event) -> None:
         verdicts = Verdicts(self.settings.worker.max_attempts)
