@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -23,7 +24,8 @@ from workers.notifier.metrics import delivery_counts
 from workers.outbox.metrics import Backlog, backlogs
 from workers.processor.metrics import Watched, reconciler_backlog
 
-SCRAPE_TIMEOUT_S: Final = 0.5
+# A busy role answers its scrape late (its metrics share the process): wait for it a while.
+SCRAPE_TIMEOUT_S: Final = 1.0
 # The role whose /metrics each port of [metrics] serves.
 ROLE_PORTS: Final = {
     "api": "api_port",
@@ -114,10 +116,12 @@ class Gatherer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._http = httpx.Client(timeout=SCRAPE_TIMEOUT_S)
+        self._pool = ThreadPoolExecutor(len(ROLE_PORTS), thread_name_prefix="top-scrape")
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._previous: tuple[float, dict[str, float | None]] | None = None
 
     def close(self) -> None:
+        self._pool.shutdown()
         self._http.close()
         if self._conn is not None:
             self._conn.close()
@@ -130,7 +134,10 @@ class Gatherer:
         return {role: f"http://{host}:{port}/metrics" for role, port in ports.items() if port}
 
     def gather(self) -> Snapshot:
-        scraped = {role: self._scrape(url) for role, url in self.endpoints().items()}
+        endpoints = self.endpoints()
+        scraped = dict(
+            zip(endpoints, self._pool.map(self._scrape, endpoints.values()), strict=True)
+        )
         samples = [s for found in scraped.values() if found is not None for s in found]
         up = {role: found is not None for role, found in scraped.items()}
 
