@@ -8,8 +8,7 @@ handlers stay free of logging plumbing. ``workers.core.logs`` writes them out.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Final
@@ -19,22 +18,29 @@ from workers.core.events import Event, Headers, header
 FIELDS: Final = ("payment_id", "event_id", "event_type", "correlation_id")
 REQUEST_ID_MAX: Final = 200
 
+_bound: ContextVar[dict[str, str] | None] = ContextVar("flowpay_log_context", default=None)
 _NOTHING: Final[Mapping[str, str]] = MappingProxyType({})
-_bound: ContextVar[Mapping[str, str]] = ContextVar("flowpay_log_context", default=_NOTHING)
 
 
 def current() -> Mapping[str, str]:
-    return _bound.get()
+    return _bound.get() or _NOTHING
 
 
-@contextmanager
-def bound(**fields: str | None) -> Iterator[None]:
+class bound:  # lower case: it reads as a function, ``with bound(...)``
     """Add ``fields`` (those not None) to every log line written inside the block."""
-    token = _bound.set({**_bound.get(), **{k: v for k, v in fields.items() if v is not None}})
-    try:
-        yield
-    finally:
-        _bound.reset(token)
+
+    __slots__ = ("_fields", "_token")
+
+    def __init__(self, **fields: str | None) -> None:
+        self._fields = fields
+
+    def __enter__(self) -> None:
+        outer = _bound.get()
+        inner = {k: v for k, v in self._fields.items() if v is not None}
+        self._token = _bound.set({**outer, **inner} if outer else inner)
+
+    def __exit__(self, *_exc: object) -> None:
+        _bound.reset(self._token)
 
 
 def of_event(event: Event) -> dict[str, str]:
