@@ -14,6 +14,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Span
 
 from tests.helpers.flow import flow
 from tests.helpers.receiver import receiver
@@ -47,6 +48,12 @@ def _stored_headers() -> list[tuple[str, str | bytes | None]]:
     return [(name, value) for name, value in outbox_row(event)[3].obj]
 
 
+def _staged_in_a_span() -> tuple[Span, list[tuple[str, str | bytes | None]]]:
+    with tracing.span("POST /v1/payments") as span:
+        assert span is not None
+        return span, _stored_headers()
+
+
 def test_with_tracing_off_nothing_is_added_and_no_span_is_made() -> None:
     tracing.install(None)
     assert header(_stored_headers(), "traceparent") is None
@@ -58,9 +65,7 @@ def test_with_tracing_off_nothing_is_added_and_no_span_is_made() -> None:
 def test_an_event_staged_inside_a_span_stores_that_span_s_traceparent(
     spans: InMemorySpanExporter,
 ) -> None:
-    with tracing.span("POST /v1/payments") as span:
-        assert span is not None
-        stored = _stored_headers()
+    span, stored = _staged_in_a_span()
     made = span.get_span_context()
     traceparent = header(stored, "traceparent")
     assert traceparent is not None
@@ -72,9 +77,7 @@ def test_an_event_staged_inside_a_span_stores_that_span_s_traceparent(
 def test_a_batch_s_spans_are_children_of_each_event_s_creator(
     spans: InMemorySpanExporter,
 ) -> None:
-    with tracing.span("POST /v1/payments") as creator:
-        assert creator is not None
-        stored = _stored_headers()
+    _, stored = _staged_in_a_span()
     observe.published("outbox", [stored], time.time_ns())
     relay, api = spans.get_finished_spans()[::-1]
     assert relay.name == "outbox payment.initiated"
@@ -86,7 +89,7 @@ def test_a_batch_s_spans_are_children_of_each_event_s_creator(
 
 
 @dataclass(frozen=True)
-class Span:
+class Recorded:
     name: str
     service: str
     trace_id: str
@@ -130,9 +133,9 @@ def test_one_payment_is_one_trace_across_every_process(settings: Settings, tmp_p
 
 @dataclass
 class Tree:
-    spans: list[Span]
+    spans: list[Recorded]
 
-    def one(self, name: str, service: str) -> Span:
+    def one(self, name: str, service: str) -> Recorded:
         found = [s for s in self.spans if s.name == name and s.service == service]
         assert len(found) == 1, f"{name} in {service}: {found}"
         return found[0]
@@ -152,7 +155,7 @@ def _wait_for_tree(traces: Path, payment_id: str) -> Tree:
         time.sleep(0.2)
 
 
-def _read_spans(traces: Path) -> list[Span]:
+def _read_spans(traces: Path) -> list[Recorded]:
     spans = []
     for path in traces.glob("*.jsonl"):
         for line in path.read_text().splitlines():
@@ -160,7 +163,7 @@ def _read_spans(traces: Path) -> list[Span]:
                 continue  # being written
             raw = json.loads(line)
             spans.append(
-                Span(
+                Recorded(
                     raw["name"],
                     raw["resource"]["attributes"]["service.name"],
                     raw["context"]["trace_id"],
