@@ -57,11 +57,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     a = p.add_argument_group("2. outbox relay")
     a.add_argument("--outbox-rows", type=int, default=100_000)
     a = p.add_argument_group("3/6. end to end and resources")
-    a.add_argument("--e2e-burst", type=int, default=3000, help="payments to find the maximum")
+    a.add_argument("--e2e-burst", type=int, default=1000, help="payments to find the maximum")
     a.add_argument("--e2e-seconds", type=float, default=20.0, help="at each offered rate")
     a.add_argument("--e2e-fractions", type=_floats, default=(0.25, 0.5, 0.65, 0.8, 0.95, 1.1))
     a.add_argument("--gateway-latency-ms", type=int, default=20)
-    a.add_argument("--no-profile", action="store_true", help="no py-spy on the busiest role")
+    a.add_argument(
+        "--no-profile", action="store_true", help="no py-spy (relay, replay, busiest e2e role)"
+    )
     a = p.add_argument_group("4. replay")
     a.add_argument("--replay-payments", type=int, default=100_000)
     a = p.add_argument_group("5. Kafka clients")
@@ -94,7 +96,9 @@ def runners(args: argparse.Namespace) -> dict[str, Callable[[Settings], dict[str
                 args.api_workers,
             ),
         ),
-        "outbox": lambda s: outbox.run(s, outbox.OutboxSizes(args.outbox_rows)),
+        "outbox": lambda s: outbox.run(
+            s, outbox.OutboxSizes(args.outbox_rows, profile=not args.no_profile)
+        ),
         "e2e": lambda s: e2e.run(
             s,
             e2e.EndToEndSizes(
@@ -106,7 +110,9 @@ def runners(args: argparse.Namespace) -> dict[str, Callable[[Settings], dict[str
                 profile=not args.no_profile,
             ),
         ),
-        "replay": lambda s: replay.run(s, replay.ReplaySizes(args.replay_payments)),
+        "replay": lambda s: replay.run(
+            s, replay.ReplaySizes(args.replay_payments, profile=not args.no_profile)
+        ),
         "clients": lambda s: clients.run(s, clients.ClientSizes(args.client_messages)),
         "processor": lambda s: processor.run(s, processor.ProcessorSizes(args.processor_payments)),
     }

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,33 @@ def _py_spy() -> str:
     if found is None:
         raise RuntimeError("py-spy is missing: pip install -e '.[bench]'")
     return found
+
+
+@contextmanager
+def during(pid: int, out: Path, label: str) -> Iterator[dict[str, Any]]:
+    """Profile ``pid`` while the block runs; the dict fills in with the summary at its end."""
+    found: dict[str, Any] = {"role": label}
+    spy = start(pid, 3600, out)
+    try:
+        yield found
+    finally:
+        spy.send_signal(signal.SIGINT)  # py-spy writes what it has on Ctrl-C
+        try:
+            spy.wait(30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+        if out.exists():
+            found.update(summarise(out))
+
+
+@contextmanager
+def maybe(on: bool, pid: int, tmp: Path, label: str) -> Iterator[dict[str, Any] | None]:
+    """``during`` when ``on``, else nothing (and None for the figures)."""
+    if not on:
+        yield None
+        return
+    with during(pid, tmp / "profile.txt", label) as found:
+        yield found
 
 
 def start(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:

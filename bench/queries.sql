@@ -23,3 +23,24 @@ SELECT count(*) FROM processor.payments WHERE state IN ('succeeded', 'failed');
 -- name: settled_span
 SELECT count(*), extract(epoch FROM max(updated_at) - min(updated_at))::float8
 FROM processor.payments WHERE state IN ('succeeded', 'failed');
+
+-- name: stages_in_window
+-- Where each completed payment's time went, in seconds after its acceptance: its event leaves
+-- the API's outbox, the processor first sees it (its row), settles it, its success event
+-- leaves the processor's outbox, the ledger posts it, the notifier records and delivers it.
+SELECT extract(epoch FROM ao.published_at - p.created_at)::float8 AS api_event_published,
+       extract(epoch FROM pp.created_at - p.created_at)::float8 AS processor_received,
+       extract(epoch FROM pp.updated_at - p.created_at)::float8 AS processor_settled,
+       extract(epoch FROM po.published_at - p.created_at)::float8 AS success_event_published,
+       extract(epoch FROM l.applied_at - p.created_at)::float8 AS ledger_posted,
+       extract(epoch FROM d.created_at - p.created_at)::float8 AS webhook_recorded,
+       extract(epoch FROM d.delivered_at - p.created_at)::float8 AS webhook_delivered
+FROM api.payments p
+JOIN api.outbox ao ON ao.message_key = convert_to(p.id, 'UTF8')
+JOIN processor.payments pp ON pp.payment_id = p.id
+JOIN processor.outbox po ON po.message_key = convert_to(p.id, 'UTF8')
+     AND convert_from(po.value, 'UTF8')::jsonb ->> 'type' = 'payment.succeeded'
+JOIN ledger.events l ON l.payment_id = p.id AND l.type = 'payment.succeeded'
+JOIN notifier.deliveries d ON d.payment_id = p.id AND d.event_type = 'payment.succeeded'
+     AND d.status = 'delivered'
+WHERE p.created_at >= %(t0)s AND p.created_at < %(t1)s;

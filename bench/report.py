@@ -30,16 +30,18 @@ def tables(record: dict[str, Any]) -> list[Table]:
         out.append(intake.table(found["intake"]))
     if "outbox" in found:
         out.append(outbox.table(found["outbox"], pg))
+        out += _profile_tables(found["outbox"]["relay"])
     if "e2e" in found:
         out.append(e2e.table(found["e2e"], best_intake))
+        out.append(e2e.stages_table(found["e2e"]))
     if "replay" in found:
         out.append(replay.table(found["replay"]))
+        out += _profile_tables(found["replay"]["replay"])
     if "clients" in found:
         out.append(clients.table(found["clients"]))
     if "e2e" in found:
         out.append(e2e.resources_table(found["e2e"]))
-        if found["e2e"].get("profile"):
-            out.append(_profile_table(found["e2e"]["profile"]))
+        out += _profile_tables(found["e2e"])
     if "processor" in found:
         out.append(processor.table(found["processor"]))
     targets = _targets(found)
@@ -48,13 +50,16 @@ def tables(record: dict[str, Any]) -> list[Table]:
     return out
 
 
+def _profile_tables(result: dict[str, Any]) -> list[Table]:
+    profiled = result.get("profile")
+    return [_profile_table(profiled)] if profiled and profiled.get("samples") else []
+
+
 def _profile_table(profiled: dict[str, Any]) -> Table:
     rows = [[frame, f"{share}%", "own"] for frame, share in profiled["own_percent"]]
     rows += [[frame, f"{share}%", "total"] for frame, share in profiled["flowpay_total_percent"]]
-    title = (
-        f"py-spy on {profiled['role']} at {profiled['at_fraction']:.0%} of max "
-        f"({profiled['samples']} samples)"
-    )
+    when = f" at {profiled['at_fraction']:.0%} of max" if "at_fraction" in profiled else ""
+    title = f"py-spy on {profiled['role']}{when} ({profiled['samples']} samples)"
     return title, ["frame", "of samples", "own / total"], rows
 
 

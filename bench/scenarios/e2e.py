@@ -34,7 +34,7 @@ Q = load_queries("bench")
 
 @dataclass(frozen=True)
 class EndToEndSizes:
-    burst: int = 3000  # payments sent at once to find the maximum completed rate
+    burst: int = 1000  # payments sent at once to find the maximum completed rate
     burst_concurrency: int = 64
     seconds: float = 20.0  # at each offered rate
     fractions: tuple[float, ...] = (0.25, 0.5, 0.65, 0.8, 0.95, 1.1)
@@ -173,6 +173,7 @@ def _burst(bench: Bench, merchant: NewMerchant, url: str, sizes: EndToEndSizes) 
         "seconds": round(span, 2),
         "completed_per_s": round((len(done) - 1) / span, 1) if span else 0.0,
         "intake_per_s": round(sent["accepted_per_s"], 1),
+        "stages_p50_ms": _stages(bench, window),
     }
 
 
@@ -222,8 +223,23 @@ def _point(
         "p50_ms": round(cuts[49], 1) if cuts else None,
         "p99_ms": round(cuts[98], 1) if cuts else None,
         "max_ms": round(latencies[-1], 1) if latencies else None,
+        "stages_p50_ms": _stages(bench, window),
         "intake_p99_ms": sent["p99_ms"],
         "loadgen_cpu_percent": sent["loadgen_cpu_percent"],
+    }
+
+
+def _stages(bench: Bench, window: Window) -> dict[str, float]:
+    """Median milliseconds from acceptance to each step: which stage the latency is spent in."""
+    with bench.connect() as conn:
+        cursor = conn.execute(Q["stages_in_window"], {"t0": window.t0, "t1": window.t1})
+        names = [c.name for c in cursor.description or ()]
+        rows = cursor.fetchall()
+    if not rows:
+        return {}
+    return {
+        name: round(1000 * statistics.median(float(r[i]) for r in rows), 1)
+        for i, name in enumerate(names)
     }
 
 
@@ -262,6 +278,20 @@ def table(
     ]
     columns = ["load", "offered/s", "completed/s", "p50 ms", "p99 ms", "max ms", "of intake"]
     return "3. End to end: accepted -> ledger posted -> webhook delivered", columns, rows
+
+
+def stages_table(result: dict[str, Any]) -> tuple[str, list[str], list[list[Any]]]:
+    burst = {**result["max"], "fraction_of_max": None}
+    points = [p for p in (burst, *result["points"]) if p.get("stages_p50_ms")]
+    steps = list(points[0]["stages_p50_ms"]) if points else []
+    rows = [[_load(p), *(p["stages_p50_ms"][s] for s in steps)] for p in points]
+    title = "3. Where the end-to-end time goes: median ms after acceptance, by offered load"
+    return title, ["load", *(s.replace("_", " ") for s in steps)], rows
+
+
+def _load(point: dict[str, Any]) -> str:
+    fraction = point["fraction_of_max"]
+    return "burst" if fraction is None else f"{fraction:.0%}"
 
 
 def resources_table(result: dict[str, Any]) -> tuple[str, list[str], list[list[Any]]]:

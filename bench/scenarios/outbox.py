@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from bench import profile
 from bench.env import Bench, isolated, poll
 from bench.events import initiated_many, produce_all
 from workers.core.config import Settings
@@ -22,6 +23,7 @@ UNPUBLISHED = "SELECT count(*) FROM api.outbox WHERE published_at IS NULL"
 class OutboxSizes:
     rows: int = 100_000
     timeout_s: float = 600.0
+    profile: bool = True
 
 
 def run(base: Settings, sizes: OutboxSizes) -> dict[str, Any]:
@@ -56,7 +58,7 @@ def raw_produce(bench: Bench, messages: list[Any]) -> dict[str, Any]:
 
 def _relay(bench: Bench, events: list[Event], sizes: OutboxSizes) -> dict[str, Any]:
     """Timed from the commit of the whole backlog to the relay publishing its last row."""
-    bench.start("outbox", ["run-outbox"])
+    relay = bench.start("outbox", ["run-outbox"])
     with bench.connect() as conn:
         # One row first: once it is published the relay is up, listening and idle.
         with conn.cursor() as cursor:
@@ -65,9 +67,10 @@ def _relay(bench: Bench, events: list[Event], sizes: OutboxSizes) -> dict[str, A
             raise RuntimeError("the relay did not start publishing")
         with conn.transaction(), conn.cursor() as cursor:
             stage(cursor, "api", events[1:])
-    began = time.perf_counter()
-    poll(lambda: bench.scalar(UNPUBLISHED) == 0, sizes.timeout_s, every_s=0.05)
-    seconds = time.perf_counter() - began
+    with profile.maybe(sizes.profile, relay.pid, bench.tmp, "outbox") as profiled:
+        began = time.perf_counter()
+        poll(lambda: bench.scalar(UNPUBLISHED) == 0, sizes.timeout_s, every_s=0.05)
+        seconds = time.perf_counter() - began
     left = int(bench.scalar(UNPUBLISHED))
     published = sizes.rows - left
     return {
@@ -75,6 +78,7 @@ def _relay(bench: Bench, events: list[Event], sizes: OutboxSizes) -> dict[str, A
         "seconds": round(seconds, 2),
         "events_per_s": round(published / seconds, 1),
         "unpublished_at_end": left,
+        "profile": profiled,
     }
 
 

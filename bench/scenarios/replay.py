@@ -3,11 +3,13 @@ baseline: reading the same topic with no processing."""
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from bench import profile
 from bench.env import Bench, isolated
 from bench.events import encode_all, lifecycles, produce_all
 from workers.core.config import Settings
@@ -19,6 +21,7 @@ from workers.ledger.replay import Replay
 @dataclass(frozen=True)
 class ReplaySizes:
     payments: int = 100_000
+    profile: bool = True
 
 
 def run(base: Settings, sizes: ReplaySizes) -> dict[str, Any]:
@@ -28,7 +31,7 @@ def run(base: Settings, sizes: ReplaySizes) -> dict[str, Any]:
             make_producer(bench.settings, "bench"), topic, encode_all(lifecycles(sizes.payments))
         )
         baseline = raw_consume(bench, topic)
-        rebuild = _rebuild(bench)
+        rebuild = _rebuild(bench, sizes.profile)
     return {
         "sizes": sizes.__dict__,
         "produce_failed": failed,
@@ -60,12 +63,13 @@ def raw_consume(bench: Bench, topic: str) -> dict[str, Any]:
     }
 
 
-def _rebuild(bench: Bench) -> dict[str, Any]:
+def _rebuild(bench: Bench, profiling: bool) -> dict[str, Any]:
     with Replay(bench.settings, from_offset=0) as replay:
-        started = time.perf_counter()
-        replay.prepare()
-        applied = replay.rebuild()
-        seconds = time.perf_counter() - started
+        with profile.maybe(profiling, os.getpid(), bench.tmp, "replay (in the bench)") as profiled:
+            started = time.perf_counter()
+            replay.prepare()
+            applied = replay.rebuild()
+            seconds = time.perf_counter() - started
         checks = replay.verify()
     return {
         "events": replay.total,
@@ -73,6 +77,7 @@ def _rebuild(bench: Bench) -> dict[str, Any]:
         "seconds": round(seconds, 2),
         "events_per_s": round(replay.total / seconds, 1),
         "checks_failed": [c.name for c in checks if not c.ok],
+        "profile": profiled,
     }
 
 
