@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 FLOWPAY := $(BIN)/flowpay
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install infra lint down status clean
+.PHONY: run test chaos install infra lint down status clean
 
 run: infra  ## install, start the whole local stack, print where everything is, send a demo payment
 	$(FLOWPAY) dev up
@@ -15,6 +15,10 @@ run: infra  ## install, start the whole local stack, print where everything is, 
 
 test: infra lint  ## install, start PostgreSQL and Kafka, run the whole suite
 	$(BIN)/pytest
+	$(BIN)/pytest -m chaos -n 0
+
+chaos: install  ## the chaos scenario at full size (python -m chaos --help for size and duration)
+	$(BIN)/python -m chaos
 
 install: $(STAMP)
 

@@ -12,9 +12,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from chaos.receiver import serving
 from workers.notifier.signing import InvalidSignature, verify
 
 Answer = int | str | tuple[int, dict[str, str]]
@@ -82,12 +83,5 @@ def receiver(port: int) -> Iterator[Receiver]:
         def log_message(self, *_args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(port, Handler):
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -50,14 +50,14 @@ def up(settings: Settings, *, infra_only: bool, config_file: Path | None, say: P
         say("roles")
         roles.start_supervisor(settings, config_file)
         say("API")
-        _wait_http(
+        wait_http(
             f"{api_url(settings)}/readyz",
             settings.dev.start_timeout_s,
             StackPaths.of(settings).role_log("api"),
         )
 
 
-def _wait_http(url: str, timeout_s: float, log: Path) -> None:
+def wait_http(url: str, timeout_s: float, log: Path) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:

@@ -1,0 +1,229 @@
+"""The six things that must hold once the system has settled; each check names every violation.
+
+The evidence is gathered once (``chaos.evidence``): the payments as the API reports them, the
+gateway's charges, the whole event log, what the webhook receiver got, what the ledger says,
+and what each consumer group recorded.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chaos.eventlog import Logged
+from chaos.load import Sent
+from chaos.receiver import Receipt
+from chaos.settle import unreversed
+from workers.api.client import TERMINAL
+from workers.core.events import Event
+from workers.core.projection import iso
+from workers.notifier.intake import NOTIFIED
+
+Violations = list[str]
+
+
+@dataclass
+class Evidence:
+    payments: list[dict[str, Any]]  # every merchant's, as GET /v1/payments lists them
+    sent: list[Sent]
+    refunds: list[Sent]
+    stuck_refunds: list[str]
+    leftovers: list[str]  # what was still in flight when settling gave up
+    charges: list[dict[str, Any]]
+    log: list[Logged]
+    dead_letter_topic: list[Logged]
+    receipts: list[Receipt]
+    failed_deliveries: list[str]
+    ledger_check: dict[str, Any]
+    balances: list[dict[str, Any]]
+    ledger_dead_letters: list[str]
+    recorded: dict[str, set[uuid.UUID]]  # consumer group -> event ids it recorded as applied
+    lag: dict[str, int]
+    merchants: list[str] = field(default_factory=list)
+
+    def events(self) -> dict[uuid.UUID, Event]:
+        """Each event once (the relay publishes at least once, so some appear twice)."""
+        return {m.event.event_id: m.event for m in self.log if m.event is not None}
+
+
+def all_terminal(ev: Evidence) -> Violations:
+    found = [f"did not settle: {what}" for what in ev.leftovers]
+    listed = {p["id"] for p in ev.payments}
+    for p in ev.payments:
+        if p["status"] not in TERMINAL:
+            found.append(f"payment {p['id']} is stuck in {p['status']}")
+    for sent in ev.sent:
+        found.extend(
+            f"accepted payment {pid} ({sent.key}) is missing from the API's list"
+            for pid in sent.ids - listed
+        )
+        if not sent.accepted:
+            found.append(f"payment request {sent.key} never got a definite answer: {sent.outcome}")
+    found.extend(f"refund {r} is stuck in requested" for r in ev.stuck_refunds)
+    found.extend(
+        f"refund request {r.key} never got a definite answer: {r.outcome}"
+        for r in ev.refunds
+        if not r.accepted
+    )
+    return found
+
+
+def one_charge_each(ev: Evidence) -> Violations:
+    found = []
+    by_payment = {p["id"]: p for p in ev.payments}
+    charged: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for charge in ev.charges:
+        if charge["status"] == "succeeded":
+            charged[charge["reference"]].append(charge)
+    for reference, charges in charged.items():
+        if len(charges) > 1:
+            ids = ", ".join(c["id"] for c in charges)
+            found.append(f"payment {reference} was charged {len(charges)} times: {ids}")
+        if reference not in by_payment:
+            found.append(f"charge {charges[0]['id']} is for {reference}, which no merchant has")
+    failed = {pid for pid, p in by_payment.items() if p["status"] == "failed"}
+    found.extend(
+        f"payment {c['reference']} is failed but charge {c['id']} holds "
+        f"{c['amount'] - c['amount_refunded']} (not reversed)"
+        for c in unreversed(ev.charges, failed)
+    )
+    for pid, payment in by_payment.items():
+        if payment["status"] not in ("succeeded", "refunded"):
+            continue
+        charges = charged.get(pid, [])
+        if not charges:
+            found.append(f"payment {pid} is {payment['status']} but the gateway has no charge")
+        elif charges[0]["amount_refunded"] != payment["refunded_amount"]:
+            found.append(
+                f"payment {pid} reports {payment['refunded_amount']} refunded, the gateway "
+                f"{charges[0]['amount_refunded']}"
+            )
+    return found
+
+
+def ledger_agrees(ev: Evidence) -> Violations:
+    found = [
+        f"ledger check {c['name']}: {problem}"
+        for c in ev.ledger_check.get("checks", [])
+        for problem in c.get("violations", [])
+    ]
+    if not ev.ledger_check.get("ok"):
+        found.append("flowpay ledger check did not pass")
+    expected: dict[str, int] = dict.fromkeys(ev.merchants, 0)
+    for p in ev.payments:
+        if p["status"] in ("succeeded", "refunded"):
+            expected[p["merchant_id"]] += int(p["amount"]) - int(p["refunded_amount"])
+    posted = {
+        b["merchant_id"]: int(b["posted"]) for b in ev.balances if b["code"] == "merchant_payable"
+    }
+    for merchant, amount in expected.items():
+        if posted.get(merchant, 0) != amount:
+            found.append(
+                f"merchant {merchant}: ledger posted {posted.get(merchant, 0)}, "
+                f"the API's succeeded payments minus refunds make {amount}"
+            )
+    found.extend(
+        f"{b['account']} still has {b['pending']} pending" for b in ev.balances if b["pending"]
+    )
+    house = {b["code"]: int(b["posted"]) for b in ev.balances if b["merchant_id"] is None}
+    owed = house.get("gateway_receivable", 0) - house.get("refunds_paid", 0)
+    held = sum(c["amount"] - c["amount_refunded"] for c in ev.charges if c["status"] == "succeeded")
+    if owed != held:
+        found.append(f"the ledger says the gateway owes {owed}, the gateway's charges hold {held}")
+    return found
+
+
+def _webhook_key(merchant_id: str, payment_id: str, type_: str, at: str) -> tuple[str, ...]:
+    return (merchant_id, payment_id, type_, at)
+
+
+def webhooks_delivered(ev: Evidence) -> Violations:
+    found = [
+        f"webhook with a bad signature for {r.merchant_id}"
+        for r in ev.receipts
+        if not r.signature_ok
+    ]
+    got: dict[tuple[str, ...], list[Receipt]] = defaultdict(list)
+    events_of_id: dict[str, set[tuple[str, ...]]] = defaultdict(set)
+    for r in ev.receipts:
+        if r.signature_ok:
+            key = _webhook_key(
+                r.merchant_id, r.body["data"]["id"], r.body["type"], r.body["timestamp"]
+            )
+            got[key].append(r)
+            events_of_id[r.webhook_id].add(key)
+    for event in ev.events().values():
+        if event.type not in NOTIFIED:
+            continue
+        key = _webhook_key(
+            event.merchant_id, event.payment_id, event.type.value, iso(event.occurred_at)
+        )
+        receipts = got.get(key, [])
+        if not any(r.answered == 200 for r in receipts):
+            found.append(f"{event.type.value} of {event.payment_id} never reached the receiver")
+        ids = {r.webhook_id for r in receipts}
+        if len(ids) > 1:
+            found.append(f"{event.type.value} of {event.payment_id} came with webhook-ids {ids}")
+    found.extend(
+        f"webhook-id {wid} was used for {len(keys)} different events"
+        for wid, keys in events_of_id.items()
+        if len(keys) > 1
+    )
+    found.extend(f"delivery gave up: {d}" for d in ev.failed_deliveries)
+    return found
+
+
+def one_payment_per_key(ev: Evidence) -> Violations:
+    found = []
+    by_key: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for p in ev.payments:
+        key = p.get("metadata", {}).get("chaos_key")
+        if key is None:
+            found.append(f"payment {p['id']} was made by no request of the load")
+        by_key[(p["merchant_id"], str(key))].append(p["id"])
+    found.extend(
+        f"idempotency key {key} made {len(ids)} payments: {', '.join(ids)}"
+        for (_merchant, key), ids in by_key.items()
+        if len(ids) > 1
+    )
+    found.extend(
+        f"idempotency key {s.key} was answered with {len(s.ids)} different payments"
+        for s in [*ev.sent, *ev.refunds]
+        if len(s.ids) > 1
+    )
+    return found
+
+
+def every_event_accounted(ev: Evidence) -> Violations:
+    found = [f"consumer group {g} is {n} messages behind the log" for g, n in ev.lag.items() if n]
+    undecodable = [m for m in ev.log if m.event is None]
+    found.extend(f"message {m.partition}:{m.offset} is not an event" for m in undecodable)
+    ids = set(ev.events())
+    for group, seen in ev.recorded.items():
+        missing = ids - seen
+        if missing:
+            sample = ", ".join(sorted(str(i) for i in missing)[:5])
+            found.append(f"group {group} never applied {len(missing)} events (e.g. {sample})")
+    found.extend(f"the ledger dead-lettered {d}" for d in ev.ledger_dead_letters)
+    found.extend(
+        f"dead letter {m.partition}:{m.offset} on the dead-letter topic"
+        for m in ev.dead_letter_topic
+    )
+    return found
+
+
+CHECKS: dict[str, Callable[[Evidence], Violations]] = {
+    "1 every payment terminal": all_terminal,
+    "2 at most one charge, failed never charged": one_charge_each,
+    "3 ledger check and balances": ledger_agrees,
+    "4 every terminal event delivered, signed": webhooks_delivered,
+    "5 one payment per idempotency key": one_payment_per_key,
+    "6 every event applied by every group": every_event_accounted,
+}
+
+
+def check_all(ev: Evidence) -> dict[str, Violations]:
+    return {name: check(ev) for name, check in CHECKS.items()}
