@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
+import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +80,25 @@ def run(
     summary["loadgen_cpu_s"] = round(cpu, 2)
     summary["loadgen_cpu_percent"] = round(100 * cpu / max(summary["seconds"], 1e-9), 1)
     return summary
+
+
+def receiver(stack: ExitStack, port: int, secret: str) -> subprocess.Popen[bytes]:
+    """The webhook receiver (``loadgen -serve``), answering on ``port`` until ``stack`` closes."""
+    process = subprocess.Popen(
+        [str(build()), f"-serve=127.0.0.1:{port}", f"-secret={secret}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    stack.callback(_stop, process)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return process
+        time.sleep(0.05)
+    raise RuntimeError(f"the webhook receiver did not listen on {port}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(10)

@@ -1,5 +1,6 @@
 // loadgen: POST /v1/payments at a fixed concurrency (closed loop) or a fixed rate (open loop),
-// each request with a unique Idempotency-Key; prints one JSON summary on stdout.
+// each request with a unique Idempotency-Key; prints one JSON summary on stdout. With -serve
+// it is the benchmark's webhook receiver instead (receiver.go).
 //
 // A compiled load generator, so the client costs little CPU next to the server it measures
 // (the bench reports its CPU share to show it).
@@ -61,7 +62,13 @@ func main() {
 	rate := flag.Float64("rate", 0, "requests per second (open loop); 0 = closed loop")
 	duration := flag.Duration("duration", 10*time.Second, "how long to send (at most)")
 	count := flag.Int64("count", 0, "closed loop: stop after this many requests (0: no limit)")
+	listen := flag.String("serve", "", "run the webhook receiver on this address instead")
+	secret := flag.String("secret", "", "with -serve: the endpoint's whsec_ secret")
 	flag.Parse()
+	if *listen != "" {
+		serve(*listen, *secret)
+		return
+	}
 
 	body := []byte(`{"amount":1999,"currency":"USD","payment_method":"pm_card_visa"}`)
 	transport := &http.Transport{MaxIdleConns: 4096, MaxIdleConnsPerHost: 4096, MaxConnsPerHost: 0}

@@ -30,6 +30,7 @@ from workers.devstack.procs import read_pid
 from workers.notifier.endpoints import register_endpoint
 
 Q = load_queries("bench")
+RETRY_SCHEDULE_S = [0, 1, 2, 4, 8, 16]
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,10 @@ def _start_roles(bench: Bench, sizes: EndToEndSizes) -> tuple[NewMerchant, str]:
     with bench.connect() as conn:
         merchant = create_merchant(conn, "Bench end to end")
         endpoint = register_endpoint(conn, merchant.id, f"http://127.0.0.1:{sink_port}/hooks")
-    # `flowpay dev sink` verifies with the secret in <dev.home>/demo-merchant.json: a home of
-    # its own, so the shared stack's demo merchant is left alone.
-    (bench.tmp / "demo-merchant.json").write_text(json.dumps({"webhook_secret": endpoint.secret}))
-    sink_env = {"FLOWPAY_DEV__HOME": str(bench.tmp), "FLOWPAY_DEV__SINK_PORT": str(sink_port)}
-    bench.start("webhook-receiver", ["dev", "sink"], env=sink_env)
+    bench.roles["webhook-receiver"] = loadgen.receiver(bench.stack, sink_port, endpoint.secret)
+    # A delivery that fails once must not hold the measurement for the production schedule's
+    # 5 minutes before its retry.
+    bench.env["FLOWPAY_NOTIFIER__SCHEDULE_S"] = json.dumps(RETRY_SCHEDULE_S)
     sim = f"http://127.0.0.1:{sim_port}"
     bench.start(
         "gateway-sim",
