@@ -23,8 +23,13 @@ def _stat_fields(pid: int) -> list[str] | None:
 
 
 def children(pid: int) -> list[int]:
+    """Direct children of ``pid``; none once it has exited (processes come and go meanwhile)."""
     found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
         try:
             found += [int(c) for c in (task / "children").read_text().split()]
         except OSError:
