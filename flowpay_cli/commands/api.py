@@ -22,9 +22,11 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 def serve_api(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Address to bind (default: api.host).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default: api.port).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Port (default: api.port).")
+    ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Server processes (default: api.workers).")
+        int | None, typer.Option(min=1, max=64, help="Server processes (default: api.workers).")
     ] = None,
     log_format: LogFormatOption = None,
 ) -> None:

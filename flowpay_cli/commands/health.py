@@ -15,7 +15,9 @@ EXIT_UNHEALTHY = 1
 
 def health(
     role: Annotated[str, typer.Argument(help="outbox, processor, ledger or notifier")],
-    max_age: Annotated[float, typer.Option("--max-age", help="Seconds a beat stays fresh.")] = 30.0,
+    max_age: Annotated[
+        float, typer.Option("--max-age", min=0, help="Seconds a beat stays fresh.")
+    ] = 30.0,
 ) -> None:
     """Exit 0 when ROLE's loop has beaten within --max-age seconds, else 1."""
     age = heartbeat_age(role)

@@ -16,6 +16,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from flowpay_cli import params
 from flowpay_cli.context import settings
 from flowpay_cli.output import console, print_json, print_table
 from flowpay_cli.role_options import LogFormatOption, role_settings
@@ -54,7 +55,10 @@ def check(ctx: typer.Context, as_json: Json = False) -> None:
 def balances(
     ctx: typer.Context,
     merchant: Annotated[str | None, typer.Option("--merchant", help="Only this merchant.")] = None,
-    currency: Annotated[str | None, typer.Option("--currency", help="Only this currency.")] = None,
+    currency: Annotated[
+        str | None,
+        typer.Option("--currency", help="Only this currency.", callback=params.currency),
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Pending and posted balance of each account (minor units, on its normal side)."""

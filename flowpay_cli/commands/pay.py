@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from flowpay_cli import params
 from flowpay_cli.context import settings
 from flowpay_cli.output import console, print_json, print_table
 from workers.api.client import ApiClient, Reply, StreamRefused
@@ -40,12 +41,13 @@ class Tally:
 def pay(
     ctx: typer.Context,
     amount: Annotated[int, typer.Option(min=1, help="Amount in minor units (1999 = 19.99 USD).")],
-    currency: Annotated[str, typer.Option(help="ISO 4217 code.")] = "USD",
+    currency: Annotated[str, typer.Option(help="ISO 4217 code.", callback=params.currency)] = "USD",
     payment_method: Annotated[
         str, typer.Option(help="pm_card_visa, pm_card_chargeDeclined, ...")
     ] = "pm_card_visa",
     idempotency_key: Annotated[
-        str | None, typer.Option(help="Key (with --count N: KEY-1..KEY-N).")
+        str | None,
+        typer.Option(help="Key (with --count N: KEY-1..KEY-N).", callback=params.idempotency_key),
     ] = None,
     count: Annotated[int, typer.Option(min=1, help="How many payments.")] = 1,
     concurrency: Annotated[

@@ -10,6 +10,7 @@ from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
 
+from flowpay_cli import params
 from flowpay_cli.context import settings
 from flowpay_cli.output import console, print_json, print_table
 from workers.api.operator import payment_view, refund_status, request_refund_as_operator
@@ -32,7 +33,8 @@ def refund(
     ] = None,
     reason: Annotated[str | None, typer.Option(help="Why, for the record.")] = None,
     idempotency_key: Annotated[
-        str | None, typer.Option(help="Makes a retried command safe.")
+        str | None,
+        typer.Option(help="Makes a retried command safe.", callback=params.idempotency_key),
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the processor's answer.")] = False,
     wait_timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 60.0,
