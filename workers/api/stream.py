@@ -15,10 +15,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import psycopg
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Header, Request, Response
 from fastapi.responses import StreamingResponse
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -45,6 +45,10 @@ _DOCUMENTED: Final[dict[int | str, dict[str, Any]]] = {
     },
     204: {"description": "Last-Event-ID is the final change: nothing more will come"},
 }
+LastEventId = Annotated[
+    str | None,
+    Header(description="The id of the last event seen: resume after it (0: from the start)"),
+]
 
 
 def router(settings: Settings) -> APIRouter:
@@ -62,11 +66,17 @@ def router(settings: Settings) -> APIRouter:
 
     routes = APIRouter(lifespan=lifespan)
 
-    @routes.get("/v1/payments/{payment_id}/events", responses=_DOCUMENTED)
-    async def payment_events(request: Request, payment_id: str) -> Response:
+    @routes.get(
+        "/v1/payments/{payment_id}/events",
+        response_class=StreamingResponse,
+        responses=_DOCUMENTED,
+    )
+    async def payment_events(
+        request: Request, payment_id: str, last_event_id: LastEventId = None
+    ) -> Response:
         services: Services = request.app.state.services
         merchant_id = await services.auth.merchant_for(request.headers.get("authorization"))
-        given = last_event_id(request.headers.get("last-event-id"))
+        given = seen_version(last_event_id)
         version, status = await _head(services.pool, merchant_id, payment_id)
         # A new stream starts with the current state; a resumed one after what it saw.
         seen = version - 1 if given is None else given
@@ -83,7 +93,7 @@ def router(settings: Settings) -> APIRouter:
     return routes
 
 
-def last_event_id(header: str | None) -> int | None:
+def seen_version(header: str | None) -> int | None:
     """The last version the client saw (0: none, so every change since creation)."""
     if header is None:
         return None
