@@ -27,6 +27,9 @@ LIBRARIES = (
 )
 
 
+SECTIONS = {"api", "kafka", "worker", "outbox", "gateway", "processor", "notifier"}
+
+
 def _memory_gib() -> float:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
@@ -68,6 +71,8 @@ def describe(bench: Bench, base: Settings) -> dict[str, Any]:
             "librdkafka": confluent_kafka.libversion()[0],
             **{name: _version(name) for name in LIBRARIES},
         },
+        # What the roles ran with (secrets come out masked).
+        "flowpay_settings": base.model_dump(mode="json", include=SECTIONS),
         "postgresql": {
             "synchronous_commit": sync[0] if sync else None,
             "fsync": fsync[0] if fsync else None,
