@@ -151,6 +151,9 @@ CREATE TABLE IF NOT EXISTS processor.payments (
 );
 CREATE INDEX IF NOT EXISTS processor_payments_due ON processor.payments (next_check_at)
     WHERE next_check_at IS NOT NULL;
+-- The trace of the request that created the payment (a W3C traceparent; NULL when tracing is
+-- off): the reconciler's later checks and the events they emit stay in the payment's trace.
+ALTER TABLE processor.payments ADD COLUMN IF NOT EXISTS traceparent text;
 
 CREATE TABLE IF NOT EXISTS processor.refunds (
     refund_id         text        PRIMARY KEY,

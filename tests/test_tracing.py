@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Span
 
-from tests.helpers.flow import flow
-from tests.helpers.receiver import receiver
+from tests.helpers.flow import Flow, flow
+from tests.helpers.receiver import Receiver, receiver
 from tests.helpers.servers import free_port
 from workers.core import observe, tracing
 from workers.core.config import Settings
@@ -98,7 +99,11 @@ class Recorded:
     attributes: dict[str, Any]
 
 
-def test_one_payment_is_one_trace_across_every_process(settings: Settings, tmp_path: Path) -> None:
+@contextmanager
+def traced_flow(
+    settings: Settings, tmp_path: Path, sim_flags: tuple[str, ...] = ()
+) -> Iterator[tuple[Flow, Receiver, Path]]:
+    """Every role, each process writing its spans to a file under the third item."""
     traces = tmp_path / "traces"
     env = {
         "FLOWPAY_TRACING__EXPORTER": "file",
@@ -106,8 +111,16 @@ def test_one_payment_is_one_trace_across_every_process(settings: Settings, tmp_p
         "OTEL_BSP_SCHEDULE_DELAY": "100",  # each process writes its spans every 100 ms
         "FLOWPAY_NOTIFIER__POLL_INTERVAL_S": "0.1",
     }
-    with receiver(free_port()) as hook, flow(settings, tmp_path, extra_env=env) as f:
+    with (
+        receiver(free_port()) as hook,
+        flow(settings, tmp_path, sim_flags=sim_flags, extra_env=env) as f,
+    ):
         hook.secret = f.start_downstream(hook.url)
+        yield f, hook, traces
+
+
+def test_one_payment_is_one_trace_across_every_process(settings: Settings, tmp_path: Path) -> None:
+    with traced_flow(settings, tmp_path) as (f, hook, traces):
         payment_id = f.pay()["id"]
         f.wait_for(payment_id, lambda p: p["status"] == "succeeded")
         hook.wait_for(1)
@@ -129,6 +142,29 @@ def test_one_payment_is_one_trace_across_every_process(settings: Settings, tmp_p
     assert {s.trace_id for s in tree.spans} == {api.trace_id}
     known = {s.span_id for s in tree.spans}
     assert all(s.parent_id in known for s in tree.spans if s is not api), "a span's parent is lost"
+
+
+def test_the_reconciler_s_checks_stay_in_the_payment_s_trace(
+    settings: Settings, tmp_path: Path
+) -> None:
+    with traced_flow(settings, tmp_path, sim_flags=("--error-rate", "1")) as (f, hook, traces):
+        payment_id = f.pay()["id"]
+        deadline = time.monotonic() + 60
+        while (f.processor_state(payment_id) or {}).get("next_check_at") is None:
+            assert time.monotonic() < deadline, "the outcome never became unknown"
+            time.sleep(0.1)
+        f.faults(error_rate=0)  # the reconciler's next check charges it
+        f.wait_for(payment_id, lambda p: p["status"] == "succeeded")
+        hook.wait_for(1)
+        tree = _wait_for_tree(traces, payment_id)
+
+    consumed = tree.one("processor payment.initiated", "flowpay-processor")
+    checks = {s.span_id: s for s in tree.spans if s.name == "reconciler check"}
+    assert checks
+    assert all(check.parent_id == consumed.span_id for check in checks.values())
+    assert tree.one("outbox payment.succeeded", "flowpay-outbox").parent_id in checks
+    charges = [s for s in tree.spans if s.name == "gateway charge"]
+    assert any(charge.parent_id in checks for charge in charges)
 
 
 @dataclass

@@ -48,13 +48,18 @@ def consuming(role: str, message: Message) -> Iterator[None]:
 
 
 @contextmanager
-def following_up(name: str, traceparent: str | None, **fields: str | None) -> Iterator[None]:
-    """Work done later for an event (a webhook delivery attempt): its ids, and a child span."""
+def following_up(
+    name: str,
+    traceparent: str | None,
+    kind: SpanKind = SpanKind.INTERNAL,
+    **fields: str | None,
+) -> Iterator[None]:
+    """Work done later for a payment (a webhook attempt, a re-check): its ids, and a child span."""
     with (
         correlation.bound(**fields),
         tracing.span(
             name,
-            kind=SpanKind.CLIENT,
+            kind=kind,
             parent=tracing.parent_of([(tracing.TRACEPARENT, traceparent)]),
             attributes=tracing.event_attributes(fields),
         ),

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import httpx
 import psycopg
+from opentelemetry.trace import SpanKind
 from psycopg_pool import AsyncConnectionPool
 
 from workers.core.config import NotifierSettings
@@ -105,6 +106,7 @@ class Sender:
         with following_up(
             f"webhook attempt {delivery.attempts + 1}",
             delivery.traceparent,
+            SpanKind.CLIENT,
             payment_id=delivery.payment_id,
             event_id=delivery.event_id,
             correlation_id=delivery.correlation_id,

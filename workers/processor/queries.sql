@@ -3,15 +3,15 @@
 -- name: payment_insert
 -- A payment is recorded once, already moved to processing; a redelivery inserts nothing.
 INSERT INTO processor.payments
-    (payment_id, merchant_id, amount, currency, payment_method, correlation_id, state)
+    (payment_id, merchant_id, amount, currency, payment_method, correlation_id, state, traceparent)
 VALUES (%(payment_id)s, %(merchant_id)s, %(amount)s, %(currency)s, %(payment_method)s,
-        %(correlation_id)s, %(state)s)
+        %(correlation_id)s, %(state)s, %(traceparent)s)
 ON CONFLICT (payment_id) DO NOTHING;
 
 -- name: payment_get
 SELECT payment_id, merchant_id, amount, currency, payment_method, correlation_id, state,
        charge_id, failure_reason, refunded_amount, next_check_at, checks, reversed_charge_id,
-       created_at, updated_at
+       created_at, updated_at, traceparent
 FROM processor.payments WHERE payment_id = %(payment_id)s;
 
 -- name: payment_settle

@@ -19,6 +19,7 @@ from workers.core.errors import TransientError
 from workers.core.events import Event, EventType, RefundRequested
 from workers.core.ids import derived_key
 from workers.core.kafka import Message
+from workers.core.observe import following_up
 from workers.processor.gateway import (
     Charged,
     ChargeOutcome,
@@ -138,12 +139,21 @@ class Processor:
         payment = await self.store.get(payment_id)
         if payment is None:
             return
+        with following_up(
+            "reconciler check",
+            payment.traceparent,
+            payment_id=payment_id,
+            correlation_id=payment.correlation_id,
+        ):
+            await self._recheck_payment(payment)
+
+    async def _recheck_payment(self, payment: Payment) -> None:
         if payment.state == State.PROCESSING:
             await self._recheck_unknown(payment)
         elif payment.state == State.FAILED:
             await self._watch_for_late_charge(payment)
         else:
-            await self.store.release(payment_id)
+            await self.store.release(payment.payment_id)
 
     async def _recheck_unknown(self, payment: Payment) -> None:
         if _age_s(payment.created_at) < self.config.unknown_deadline_s:

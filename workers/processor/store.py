@@ -10,6 +10,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
+from workers.core import tracing
 from workers.core.events import (
     ChargeReversed,
     Event,
@@ -50,6 +51,7 @@ class Payment:
     reversed_charge_id: str | None
     created_at: datetime
     updated_at: datetime
+    traceparent: str | None = None  # of the span that started it, for the reconciler's checks
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class ProcessorStore:
                     "payment_method": data.payment_method,
                     "correlation_id": event.correlation_id,
                     "state": apply(State.INITIATED, Move.START),
+                    "traceparent": tracing.current_traceparent(),
                 },
             )
             if inserted.rowcount:
