@@ -53,7 +53,7 @@ class Instance:
 
     def kill(self) -> None:
         """SIGKILL the instance's whole process tree and reap it."""
-        self._signal(signal.SIGKILL)
+        self.signal_tree(signal.SIGKILL)
         if self.process is not None:
             self.process.wait(30)
 
@@ -61,7 +61,7 @@ class Instance:
         """SIGTERM (a graceful stop), then SIGKILL if it does not end in time."""
         if self.process is None or self.process.poll() is not None:
             return
-        self._signal(signal.SIGTERM)
+        self.signal_tree(signal.SIGTERM)
         try:
             self.process.wait(timeout_s)
         except subprocess.TimeoutExpired:
@@ -70,7 +70,7 @@ class Instance:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def _signal(self, sig: signal.Signals) -> None:
+    def signal_tree(self, sig: signal.Signals) -> None:
         if self.process is None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -109,9 +109,13 @@ class Roles:
     def logs(self) -> list[Path]:
         return sorted({i.log for i in self.instances} | set(self.stack.paths.logs.glob("*.log")))
 
-    def stop_all(self) -> None:
-        for instance in reversed(self.instances):
-            instance.stop()
+    def stop_all(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM every instance at once, then wait for each (SIGKILL past the timeout)."""
+        for instance in self.instances:
+            if instance.running():
+                instance.signal_tree(signal.SIGTERM)
+        for instance in self.instances:
+            instance.stop(timeout_s)
 
 
 def start_roles(stack: ChaosStack, *, scale_out: bool) -> Roles:

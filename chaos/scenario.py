@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ class Config:
     rounds: int | None = None  # faults of each kind; None: as many as fit in the duration
     merchants: int = 3
     window_s: float = 3.0
+    gap_s: float = 1.5  # between one fault's recovery and the next fault, on average
     settle_s: float = 180.0
     keep: bool = False  # keep the stack's files (logs) even when every check passed
 
@@ -92,9 +94,11 @@ def run(config: Config) -> Outcome:
         with receiving(stack.free_port()) as receiver:
             _run_load(config, chaos_stack, roles, receiver, outcome)
     finally:
+        stopping = time.monotonic()
         if roles is not None:
             roles.stop_all()
         stack.stop(chaos_stack)
+        outcome.seconds["stop"] = time.monotonic() - stopping
     outcome.seconds["total"] = time.monotonic() - began
     if outcome.ok and not config.keep:
         shutil.rmtree(home, ignore_errors=True)
@@ -123,7 +127,7 @@ def _run_load(
         for kind in schedule(kinds, config.rounds or 10_000, config.seed):
             if config.rounds is None and time.monotonic() - started > config.duration_s:
                 break
-            time.sleep(gaps.uniform(0.5, 2.0))
+            time.sleep(gaps.uniform(config.gap_s / 2, config.gap_s * 1.5))
             died.extend(roles.revive())
             at = time.monotonic() - started
             injector.inject(kind)
@@ -134,11 +138,13 @@ def _run_load(
         outcome.seconds["settle"], leftovers = settle.settle(
             st, config.settle_s, lambda: died.extend(roles.revive())
         )
-        outputs: Outputs = {}
+        checking = time.monotonic()
+        outputs = _cli_outputs(st)
         evidence = _evidence(st, load, receiver, merchants, leftovers, outputs)
         outcome.violations = check_all(evidence)
         outcome.violations[SECRETS] = _leaks(st, roles, merchants, outputs)
         outcome.violations[STAYED_UP] = died
+        outcome.seconds["checks"] = time.monotonic() - checking
         outcome.sent, outcome.refunds = load.payments, load.refunds
         for payment in evidence.payments:
             outcome.statuses[payment["status"]] = outcome.statuses.get(payment["status"], 0) + 1
@@ -206,12 +212,26 @@ def _cli(st: stack.ChaosStack, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-Outputs = dict[str, str]  # "flowpay <args>" -> what it printed, for the secrets scan
+# Every CLI command the checks read, run at once once the system settled (their output is also
+# searched for secrets).
+CLI_CALLS: tuple[tuple[str, ...], ...] = (
+    ("ledger", "check", "--json"),
+    ("ledger", "balances", "--json"),
+    ("dev", "status", "--json"),
+    ("merchants", "list"),
+    ("webhooks", "endpoints"),
+    ("webhooks", "list"),
+    ("dlq", "list"),
+)
+Outputs = dict[tuple[str, ...], subprocess.CompletedProcess[str]]
 
 
-def _json_of(st: stack.ChaosStack, outputs: Outputs, *args: str) -> Any:
-    done = _cli(st, *args)
-    outputs[f"flowpay {' '.join(args)}"] = done.stdout + done.stderr
+def _cli_outputs(st: stack.ChaosStack) -> Outputs:
+    with ThreadPoolExecutor(len(CLI_CALLS)) as pool:
+        return dict(zip(CLI_CALLS, pool.map(lambda args: _cli(st, *args), CLI_CALLS), strict=True))
+
+
+def _json_of(done: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(done.stdout) if done.stdout.strip() else {}
 
 
@@ -247,8 +267,8 @@ def _evidence(
         dead_letter_topic=eventlog.read_all(st.settings, topics(st.settings).dead_letters),
         receipts=receiver.receipts(),
         failed_deliveries=failed,
-        ledger_check=_json_of(st, outputs, "ledger", "check", "--json"),
-        balances=_json_of(st, outputs, "ledger", "balances", "--json"),
+        ledger_check=_json_of(outputs[CLI_CALLS[0]]),
+        balances=_json_of(outputs[CLI_CALLS[1]]),
         ledger_dead_letters=dead,
         recorded=recorded,
         lag=settle.lag(st),
@@ -289,20 +309,12 @@ def _leaks(
     st: stack.ChaosStack, roles: Roles, merchants: list[Merchant], outputs: Outputs
 ) -> list[str]:
     """Every secret the scenario created, searched for in every role's log and CLI output."""
-    for args in (
-        ("dev", "status", "--json"),
-        ("merchants", "list"),
-        ("webhooks", "endpoints"),
-        ("webhooks", "list"),
-        ("dlq", "list"),
-    ):
-        done = _cli(st, *args)
-        outputs[f"flowpay {' '.join(args)}"] = done.stdout + done.stderr
     wanted = {"database password": st.db_password}
     for m in merchants:
         wanted[f"API key of {m.id}"] = m.api_key
         wanted[f"webhook secret of {m.id}"] = m.webhook_secret
-    return secrets.leaks(wanted, outputs, roles.logs())
+    printed = {f"flowpay {' '.join(a)}": done.stdout + done.stderr for a, done in outputs.items()}
+    return secrets.leaks(wanted, printed, roles.logs())
 
 
 def recovery_stats(faults: list[FaultRecord]) -> dict[str, dict[str, Any]]:

@@ -12,6 +12,7 @@ import os
 import secrets
 import signal
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,13 +115,20 @@ def configure(home: Path, *, partitions: int, extra: dict[str, str] | None = Non
 def start(stack: ChaosStack) -> None:
     """PostgreSQL (with a password on its user), the schema, Kafka and the topics."""
     stack.paths.logs.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(2) as both:  # neither waits for the other
+        database = both.submit(_start_database, stack)
+        broker = both.submit(start_kafka, stack)
+        database.result()
+        broker.result()
+    create_topics(stack.settings)
+
+
+def _start_database(stack: ChaosStack) -> None:
     start_postgres(stack)
     with connect(stack.settings, autocommit=True) as conn:
         # The cluster trusts local connections; the password is set so that there is one to leak.
         conn.execute(f"ALTER ROLE {postgres.SUPERUSER} PASSWORD '{stack.db_password}'")
         apply_schema(conn)
-    start_kafka(stack)
-    create_topics(stack.settings)
 
 
 def start_postgres(stack: ChaosStack) -> None:
@@ -145,5 +153,7 @@ def kill_kafka(stack: ChaosStack) -> None:
 
 
 def stop(stack: ChaosStack) -> None:
-    kafka.down(stack.settings)
+    # The broker's data is the scenario's own and never reused, so there is no need to wait out
+    # a controlled shutdown.
+    kill_kafka(stack)
     postgres.down(stack.settings)
