@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -45,6 +45,20 @@ class KafkaSettings(_Section):
     client_id: str = "flowpay"
     # How long a consumer that stopped answering (killed, hung) keeps its partitions.
     session_timeout_ms: int = Field(default=45_000, ge=6_000, le=300_000)
+    # Copies of each partition `flowpay topics create` asks for: 1 on the local broker, 3 on a
+    # cluster. None leaves it to the brokers' default.replication.factor.
+    replication_factor: int | None = Field(default=None, ge=1, le=32)
+    # The topics' min.insync.replicas: replicas that must hold a write before an acks=all
+    # producer (FlowPay's) is answered; 2 with 3 replicas. None: the brokers' default.
+    min_insync_replicas: int | None = Field(default=None, ge=1, le=32)
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> KafkaSettings:
+        rf, isr = self.replication_factor, self.min_insync_replicas
+        if rf is not None and isr is not None and isr > rf:
+            # Every acks=all write would then fail with NOT_ENOUGH_REPLICAS.
+            raise ValueError("min_insync_replicas cannot exceed replication_factor")
+        return self
 
 
 class ApiSettings(_Section):

@@ -48,7 +48,11 @@ def _common(settings: Settings, role: str) -> dict[str, Any]:
 
 def make_producer(settings: Settings, role: str, **overrides: Any) -> Producer:
     """An idempotent producer: acks=all, no duplicates or reordering on its own retries."""
-    config = {
+    return Producer(producer_config(settings, role, **overrides))
+
+
+def producer_config(settings: Settings, role: str, **overrides: Any) -> dict[str, Any]:
+    return {
         **_common(settings, role),
         "enable.idempotence": True,
         "acks": "all",
@@ -58,7 +62,6 @@ def make_producer(settings: Settings, role: str, **overrides: Any) -> Producer:
         "message.timeout.ms": 300_000,
         **overrides,
     }
-    return Producer(config)
 
 
 def group_id(settings: Settings, group: str) -> str:
@@ -68,7 +71,11 @@ def group_id(settings: Settings, group: str) -> str:
 
 def make_consumer(settings: Settings, group: str, role: str, **overrides: Any) -> Consumer:
     """A consumer that never commits by itself: the runner commits after the effect is durable."""
-    config = {
+    return Consumer(consumer_config(settings, group, role, **overrides))
+
+
+def consumer_config(settings: Settings, group: str, role: str, **overrides: Any) -> dict[str, Any]:
+    return {
         **_common(settings, role),
         "group.id": group_id(settings, group),
         "enable.auto.commit": False,
@@ -79,7 +86,6 @@ def make_consumer(settings: Settings, group: str, role: str, **overrides: Any) -
         "heartbeat.interval.ms": min(3000, settings.kafka.session_timeout_ms // 3),
         **overrides,
     }
-    return Consumer(config)
 
 
 def make_admin(settings: Settings, *, quiet: bool = False) -> AdminClient:
@@ -149,7 +155,7 @@ def create_topics(settings: Settings, names: Iterable[str] | None = None) -> dic
         NewTopic(
             name,
             num_partitions=settings.kafka.partitions,
-            replication_factor=-1,
+            replication_factor=settings.kafka.replication_factor or -1,  # -1: brokers' default
             config=configs.get(name, {}),
         )
         for name in wanted

@@ -38,4 +38,7 @@ def topics(settings: Settings) -> Topics:
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     """Per-topic configuration: both keep everything; dead letters wait for an operator."""
     names = topics(settings)
-    return {names.payments: dict(INFINITE_RETENTION), names.dead_letters: dict(INFINITE_RETENTION)}
+    config = dict(INFINITE_RETENTION)
+    if settings.kafka.min_insync_replicas is not None:
+        config["min.insync.replicas"] = str(settings.kafka.min_insync_replicas)
+    return {names.payments: dict(config), names.dead_letters: dict(config)}
