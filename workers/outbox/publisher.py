@@ -46,6 +46,14 @@ class _Acks:
         return self.delivered + len(self.errors)
 
 
+@dataclass(frozen=True)
+class Sent:
+    """A batch handed to the producer, its acknowledgements still arriving."""
+
+    acks: _Acks
+    count: int
+
+
 class BatchPublisher:
     """An idempotent producer that publishes a batch all-or-nothing (as far as we can tell)."""
 
@@ -54,14 +62,8 @@ class BatchPublisher:
         self.timeout_s = settings.outbox.delivery_timeout_s
         self._producer: Producer | None = None
 
-    def publish(
-        self,
-        topic: str,
-        rows: Sequence[OutboxRow],
-        stop: threading.Event,
-        tick: Callable[[], None] = lambda: None,
-    ) -> None:
-        """Produce ``rows`` in order; return once all are acked, else raise NotAcknowledged."""
+    def send(self, topic: str, rows: Sequence[OutboxRow]) -> Sent:
+        """Hand ``rows`` to the producer in order; ``confirm`` waits for their acknowledgements."""
         producer = self._ensure_producer()
         acks = _Acks()
         try:
@@ -70,10 +72,17 @@ class BatchPublisher:
         except KafkaException as exc:
             self._discard()
             raise NotAcknowledged(f"Kafka refused a message: {exc.args[0]}") from None
-        self._await(producer, acks, len(rows), stop, tick)
-        if acks.delivered < len(rows):
-            self._after_failure(acks)
-            raise NotAcknowledged(_describe(acks, len(rows)))
+        return Sent(acks, len(rows))
+
+    def confirm(
+        self, sent: Sent, stop: threading.Event, tick: Callable[[], None] = lambda: None
+    ) -> None:
+        """Return once every message of ``sent`` is acked, else raise NotAcknowledged."""
+        producer = self._ensure_producer()
+        self._await(producer, sent.acks, sent.count, stop, tick)
+        if sent.acks.delivered < sent.count:
+            self._after_failure(sent.acks)
+            raise NotAcknowledged(_describe(sent.acks, sent.count))
 
     def close(self) -> None:
         if self._producer is not None:

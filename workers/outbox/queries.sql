@@ -5,12 +5,13 @@
 SELECT pg_try_advisory_xact_lock(%s);
 
 -- name: claim_batch
+-- No row locks: the caller holds the schema's relay lock (try_lock), so no other relay reads
+-- these rows until its transaction ends, and nothing else changes unpublished rows.
 SELECT id, message_key, value, headers
 FROM {schema}.outbox
 WHERE published_at IS NULL
 ORDER BY id
-LIMIT %s
-FOR UPDATE SKIP LOCKED;
+LIMIT %s;
 
 -- name: mark_published
 UPDATE {schema}.outbox SET published_at = now() WHERE id = ANY(%s);

@@ -1,10 +1,11 @@
 """The outbox relay loop: publish every emitting schema's outbox to Kafka, at least once.
 
-A batch is claimed (``FOR UPDATE SKIP LOCKED``), produced, acknowledged and marked published
-in one transaction; anything short of every acknowledgement rolls the transaction back and the
-batch goes again later. A crash between producing and committing repeats events, never loses
-them; consumers dedupe by event id. One relay at a time works on a schema (a transaction-level
-advisory lock), so several relays neither double-publish nor reorder one payment's events.
+A batch is read, produced, marked published (while Kafka acknowledges) and committed once
+every message is acknowledged, in one transaction; anything short of every acknowledgement
+rolls the transaction back and the batch goes again later. A crash between producing and
+committing repeats events, never loses them; consumers dedupe by event id. One relay at a time
+works on a schema (a transaction-level advisory lock), so several relays neither double-publish
+nor reorder one payment's events.
 """
 
 from __future__ import annotations
@@ -139,8 +140,11 @@ class OutboxRelay:
             if not rows:
                 return 0
             started_ns = time.time_ns()
-            self._publisher.publish(self.topic, rows, self._stop, self._heartbeat.beat)
+            sent = self._publisher.send(self.topic, rows)
+            # The rows are marked while Kafka acknowledges them; the mark commits only once
+            # every acknowledgement is in (confirm raises otherwise, rolling it back).
             store.mark_published(conn, schema, [row.id for row in rows])
+            self._publisher.confirm(sent, self._stop, self._heartbeat.beat)
         metrics.published(schema, len(rows))
         observe.published(ROLE, [row.headers for row in rows], started_ns)
         log.debug(

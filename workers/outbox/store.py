@@ -52,7 +52,7 @@ def try_lock(conn: Conn, schema: str) -> bool:
 
 
 def claim(conn: Conn, schema: str, limit: int) -> list[OutboxRow]:
-    """The oldest unpublished rows, locked until the caller's transaction ends."""
+    """The oldest unpublished rows; only the holder of the schema's lock may call this."""
     with conn.cursor(row_factory=args_row(_outbox_row)) as cursor:
         return cursor.execute(query("claim_batch", schema), (limit,)).fetchall()
 
@@ -75,7 +75,5 @@ def prune(conn: Conn, settings: Settings) -> Pruned:
 
 def _outbox_row(id_: int, key: bytes, value: bytes, headers: list[list[Any]]) -> OutboxRow:
     # Stored as JSON strings (workers.core.outbox.outbox_row); Kafka wants bytes back.
-    pairs: Headers = [
-        (str(name), None if text is None else str(text).encode()) for name, text in headers
-    ]
+    pairs: Headers = [(name, None if text is None else text.encode()) for name, text in headers]
     return OutboxRow(id=id_, key=key, value=value, headers=pairs)
