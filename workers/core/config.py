@@ -56,7 +56,7 @@ class KafkaSettings(_Section):
     def _insync_within_replicas(self) -> KafkaSettings:
         rf, isr = self.replication_factor, self.min_insync_replicas
         if rf is not None and isr is not None and isr > rf:
-            # Every acks=all write would then fail with NOT_ENOUGH_REPLICAS.
+            # Kafka caps it at the replica count: less durability than asked for, silently.
             raise ValueError("min_insync_replicas cannot exceed replication_factor")
         return self
 
