@@ -30,15 +30,8 @@ def consuming(role: str, message: Message) -> Iterator[None]:
     """Around everything one consumer does with one message (its retries included)."""
     headers = headers_of(message)
     fields = correlation.of_headers(headers)
-    with (
-        correlation.bound(**fields),
-        tracing.span(
-            f"{role} {fields['event_type']}",
-            kind=SpanKind.CONSUMER,
-            parent=tracing.parent_of(headers),
-            attributes=tracing.event_attributes(fields),
-        ),
-    ):
+    name = f"{role} {fields['event_type']}"
+    with correlation.bound(**fields), tracing.child_span(name, SpanKind.CONSUMER, headers, fields):
         started = time.perf_counter()
         yield
         log.info(
@@ -55,15 +48,8 @@ def following_up(
     **fields: str | None,
 ) -> Iterator[None]:
     """Work done later for a payment (a webhook attempt, a re-check): its ids, and a child span."""
-    with (
-        correlation.bound(**fields),
-        tracing.span(
-            name,
-            kind=kind,
-            parent=tracing.parent_of([(tracing.TRACEPARENT, traceparent)]),
-            attributes=tracing.event_attributes(fields),
-        ),
-    ):
+    headers: Headers = [(tracing.TRACEPARENT, traceparent)]
+    with correlation.bound(**fields), tracing.child_span(name, kind, headers, fields):
         started = time.perf_counter()
         yield
         log.info("%s done in %.1f ms", name, (time.perf_counter() - started) * 1000)
@@ -83,18 +69,22 @@ def _batch_done(
     role: str, verb: str, batch: Iterable[Headers | None], started_ns: int, kind: SpanKind
 ) -> None:
     ended_ns = time.time_ns()
+    logging_on, tracing_on = log.isEnabledFor(logging.INFO), tracing.enabled()
+    if not (logging_on or tracing_on):
+        return
     for headers in batch:
         fields = correlation.of_headers(headers)
-        with correlation.bound(**fields):
-            log.info("%s %s %s", role, verb, fields["event_type"])
-        tracing.record(
-            f"{role} {fields['event_type']}",
-            parent=tracing.parent_of(headers),
-            start_ns=started_ns,
-            end_ns=ended_ns,
-            kind=kind,
-            attributes=tracing.event_attributes(fields),
-        )
+        if logging_on:
+            log.info("%s %s %s", role, verb, fields["event_type"], extra=fields)
+        if tracing_on:
+            tracing.record(
+                f"{role} {fields['event_type']}",
+                parent=tracing.parent_of(headers),
+                start_ns=started_ns,
+                end_ns=ended_ns,
+                kind=kind,
+                attributes=tracing.event_attributes(fields),
+            )
 
 
 def start(settings: Settings, role: str) -> None:

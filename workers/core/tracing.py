@@ -110,6 +110,15 @@ def span(
     return _tracer.start_as_current_span(name, context=parent, kind=kind, attributes=attributes)
 
 
+def child_span(
+    name: str, kind: SpanKind, headers: Headers | None, fields: Mapping[str, str | None]
+) -> AbstractContextManager[Span | None]:
+    """``span`` under the trace context ``headers`` carry, tagged with an event's ids."""
+    if _tracer is None:
+        return _NO_SPAN  # before any parsing: the consumers' hot path when tracing is off
+    return span(name, kind=kind, parent=parent_of(headers), attributes=event_attributes(fields))
+
+
 def record(
     name: str,
     *,
