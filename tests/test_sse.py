@@ -102,14 +102,20 @@ def paused(process: subprocess.Popen[bytes]) -> Iterator[None]:
         process.send_signal(signal.SIGCONT)
 
 
-def listeners(settings: Settings) -> int:
-    with psycopg.connect(database_url(settings)) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND query LIKE 'LISTEN flowpay_payment_changes%'"
-        ).fetchone()
+LISTENERS = (
+    "FROM pg_stat_activity WHERE datname = current_database()"
+    " AND query LIKE 'LISTEN flowpay_payment_changes%'"
+)
+
+
+def listeners(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT count(*) " + LISTENERS).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def kill_listeners(conn: psycopg.Connection[Any]) -> int:
+    return len(conn.execute("SELECT pg_terminate_backend(pid) " + LISTENERS).fetchall())
 
 
 def test_stream_delivers_each_status_in_order_with_keep_alives_then_ends(
@@ -215,7 +221,8 @@ def test_streams_follow_changes_applied_by_any_server_process(
                 readers = [Reader(f, f.pay()["id"]) for _ in range(6)]
                 tasks = [asyncio.create_task(r.run()) for r in readers]
                 await until(lambda: all(r.events for r in readers), "every stream's first event")
-                assert listeners(settings) == 2
+                with psycopg.connect(database_url(settings)) as conn:
+                    assert listeners(conn) == 2
             async with asyncio.timeout(60):
                 return await asyncio.gather(*tasks)
 
@@ -226,6 +233,41 @@ def test_streams_follow_changes_applied_by_any_server_process(
                 ("2", "processing"),
                 ("3", "succeeded"),
             ]
+
+
+def test_a_change_made_while_the_listener_reconnects_is_not_missed(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Once it listens again, the feed wakes every stream (keep-alives, which also look again,
+    are out of reach: nothing else could)."""
+    env = {"FLOWPAY_API__STREAM_HEARTBEAT_S": "300"}
+    with flow(settings, tmp_path, extra_env=env) as f:
+
+        async def scenario() -> Reader:
+            with paused(f.processes["outbox"]):
+                reader = Reader(f, f.pay()["id"])
+                task = asyncio.create_task(reader.run())
+                await until(lambda: len(reader.events) == 1, "the first event")
+                with psycopg.connect(database_url(settings), autocommit=True) as conn:
+                    assert kill_listeners(conn) == 1
+                    # What the read model does on payment.processing, with nobody listening.
+                    conn.execute(
+                        "UPDATE api.payments SET status = 'processing', updated_at = now()"
+                        " WHERE id = %s",
+                        (reader.payment_id,),
+                    )
+                await until(lambda: len(reader.events) == 2, "the change made meanwhile")
+            async with asyncio.timeout(60):
+                return await task
+
+        reader = asyncio.run(scenario())
+        assert reader.ids_and_statuses == [
+            ("1", "initiated"),
+            ("2", "processing"),
+            ("3", "succeeded"),
+        ]
+        with psycopg.connect(database_url(settings)) as conn:
+            assert listeners(conn) == 1  # it came back
 
 
 def test_follow_resumes_a_stream_cut_by_a_server_crash(settings: Settings, tmp_path: Path) -> None:
