@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -21,7 +24,7 @@ from tests.helpers.flow import Flow, flow
 from tests.helpers.receiver import Receiver, receiver
 from tests.helpers.servers import free_port
 from workers.core import observe, tracing
-from workers.core.config import Settings
+from workers.core.config import Settings, TracingSettings
 from workers.core.events import EventType, Initiated, header, new_event
 from workers.core.outbox import outbox_row
 
@@ -87,6 +90,43 @@ def test_a_batch_s_spans_are_children_of_each_event_s_creator(
     assert relay.context.trace_id == api.context.trace_id
     assert relay.attributes is not None
     assert relay.attributes["flowpay.correlation_id"] == "req-1"
+
+
+def test_the_otlp_exporter_sends_spans_to_its_endpoint() -> None:
+    got: list[tuple[str, str, bytes]] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            got.append((self.path, self.headers["Content-Type"], body))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
+    settings = Settings(tracing=TracingSettings(exporter="otlp", otlp_endpoint=endpoint))
+    try:
+        provider = tracing.setup_tracing(settings, "tester")
+        assert provider is not None
+        with tracing.span("POST /v1/payments"):
+            pass
+        assert provider.force_flush()
+        provider.shutdown()
+    finally:
+        tracing.install(None)
+        server.shutdown()
+    [(path, content_type, body)] = got
+    assert (path, content_type) == ("/v1/traces", "application/x-protobuf")
+    request = ExportTraceServiceRequest.FromString(body)
+    [resource_spans] = request.resource_spans
+    service = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+    assert service["service.name"] == "flowpay-tester"
+    assert [s.name for s in resource_spans.scope_spans[0].spans] == ["POST /v1/payments"]
 
 
 @dataclass(frozen=True)

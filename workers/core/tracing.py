@@ -33,14 +33,15 @@ _tracer: Tracer | None = None
 _NO_SPAN: Final[AbstractContextManager[None]] = nullcontext()
 
 
-def setup_tracing(settings: Settings, role: str) -> None:
+def setup_tracing(settings: Settings, role: str) -> TracerProvider | None:
     """Export this process's spans as ``[tracing]`` says; nothing at all when it says none."""
     config = settings.tracing
     if config.exporter == "none":
-        return
+        return None
     provider = TracerProvider(resource=Resource.create({"service.name": f"flowpay-{role}"}))
     provider.add_span_processor(BatchSpanProcessor(_exporter(settings, role)))
     install(provider)
+    return provider
 
 
 def install(provider: TracerProvider | None) -> None:
