@@ -58,7 +58,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     a.add_argument("--outbox-rows", type=int, default=100_000)
     a = p.add_argument_group("3/6. end to end and resources")
     a.add_argument("--e2e-burst", type=int, default=1000, help="payments to find the maximum")
-    a.add_argument("--e2e-seconds", type=float, default=20.0, help="at each offered rate")
+    a.add_argument("--e2e-seconds", type=float, default=15.0, help="at each offered rate")
     a.add_argument("--e2e-fractions", type=_floats, default=(0.25, 0.5, 0.65, 0.8, 0.95, 1.1))
     a.add_argument("--gateway-latency-ms", type=int, default=20)
     a.add_argument(
