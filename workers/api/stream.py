@@ -145,8 +145,8 @@ async def _frames(
             try:
                 await asyncio.wait_for(changed.wait(), heartbeat_s)
             except TimeoutError:
-                # Idle: keep proxies from cutting the stream, and look again in case a
-                # notification was lost while the feed reconnected.
+                # Idle: keep proxies from cutting the stream, and look again in case the
+                # feed's connection died silently and took a notification with it.
                 yield KEEP_ALIVE
 
 
