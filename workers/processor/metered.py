@@ -1,4 +1,4 @@
-"""A ``Gateway`` that counts and times each call (``workers.processor.metrics``)."""
+"""A ``Gateway`` that counts, times (``workers.processor.metrics``) and traces each call."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from opentelemetry.trace import SpanKind
+
+from workers.core import tracing
 from workers.processor.gateway import (
     ChargeOutcome,
     ChargeRequest,
@@ -44,14 +47,18 @@ async def _metered(operation: str, call: Awaitable[T]) -> T:
     outcome = "unknown"  # also what an exception (an unreachable gateway) counts as
     started = time.perf_counter()
     IN_FLIGHT.labels(operation).inc()
-    try:
-        result = await call
-        outcome = _outcome(result)
-        return result
-    finally:
-        IN_FLIGHT.labels(operation).dec()
-        CALL_SECONDS.labels(operation).observe(time.perf_counter() - started)
-        CALLS.labels(operation, outcome).inc()
+    # The call is a span too: a child of the consumer's span of the event in hand.
+    with tracing.span(f"gateway {operation}", kind=SpanKind.CLIENT) as span:
+        try:
+            result = await call
+            outcome = _outcome(result)
+            return result
+        finally:
+            IN_FLIGHT.labels(operation).dec()
+            CALL_SECONDS.labels(operation).observe(time.perf_counter() - started)
+            CALLS.labels(operation, outcome).inc()
+            if span is not None:
+                span.set_attribute("flowpay.gateway.outcome", outcome)
 
 
 def _outcome(result: object) -> str:

@@ -19,7 +19,6 @@ from workers.processor.gateway import HttpGateway
 from workers.processor.metered import MeteredGateway
 from workers.processor.service import Processor
 from workers.processor.store import ProcessorStore
-from workers.processor.traced import TracedGateway
 
 ROLE = "processor"
 
@@ -40,7 +39,7 @@ async def run(settings: Settings, stop: threading.Event) -> None:
         name=ROLE,
     )
     await pool.open()
-    gateway = TracedGateway(MeteredGateway(HttpGateway(settings)))
+    gateway = MeteredGateway(HttpGateway(settings))
     processor = Processor(settings, ProcessorStore(pool), gateway)
     runner = AsyncConsumerRunner(
         settings,
