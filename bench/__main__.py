@@ -77,7 +77,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _shrink(args: argparse.Namespace) -> None:
-    args.intake_levels, args.intake_seconds = (2,), 1.0
+    args.intake_levels, args.intake_seconds, args.api_workers = (2,), 1.0, 1
     args.pgbench_clients, args.pgbench_seconds = 2, 1.0
     args.outbox_rows, args.replay_payments, args.client_messages = 300, 100, 1000
     args.e2e_burst, args.e2e_seconds, args.e2e_fractions = 20, 1.0, (0.5, 1.0)
