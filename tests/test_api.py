@@ -5,19 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
-from tests.conftest import env_for
-from tests.helpers.servers import free_port, running
+from tests.helpers import api as api_fixtures
+from tests.helpers.api import CARD, Api, error_of
 from workers.api.idempotency import lock_id
-from workers.api.merchants import create_merchant
 from workers.core.config import Settings
 from workers.core.events import (
     EventType,
@@ -32,62 +28,8 @@ from workers.core.kafka import make_producer, produce_sync
 from workers.core.topics import topics
 
 Conn = psycopg.Connection[tuple[Any, ...]]
-CARD = {"amount": 1999, "currency": "USD", "payment_method": "pm_card_visa"}
-
-
-@dataclass
-class Api:
-    url: str
-    key: str
-    merchant_id: str
-    other_key: str
-
-    def post(
-        self, path: str, body: Any = None, *, key: str | None = None, **headers: str
-    ) -> httpx.Response:
-        sent = {"Authorization": f"Bearer {key or self.key}", **headers}
-        if body is not None and not isinstance(body, bytes):
-            body = json.dumps(body).encode()
-            sent.setdefault("Content-Type", "application/json")
-        return httpx.post(self.url + path, content=body, headers=sent, timeout=30)
-
-    def pay(self, body: Any = CARD, idem: str | None = None, **kwargs: Any) -> httpx.Response:
-        return self.post(
-            "/v1/payments", body, **{"Idempotency-Key": idem or str(uuid.uuid4())}, **kwargs
-        )
-
-    def get(self, path: str, *, key: str | None = None, **params: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {key or self.key}"}
-        return httpx.get(self.url + path, headers=headers, params=params, timeout=30)
-
-
-@pytest.fixture(scope="module")
-def server(module_settings: Settings) -> Iterator[str]:
-    """One API server for the module; each test isolates itself with merchants of its own."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with running(
-        ["serve-api", "--port", str(port)], env_for(module_settings), health_url=url + "/healthz"
-    ):
-        yield url
-
-
-@pytest.fixture
-def settings(module_settings: Settings) -> Settings:
-    return module_settings
-
-
-@pytest.fixture
-def api(server: str, db: Conn) -> Api:
-    merchant = create_merchant(db, "Shop A")
-    other = create_merchant(db, "Shop B")
-    return Api(server, merchant.api_key, merchant.id, other.api_key)
-
-
-def error_of(response: httpx.Response) -> dict[str, Any]:
-    body = response.json()
-    assert set(body) == {"error"}, body
-    return dict(body["error"])
+# The module's API server, its database and two merchants per test (tests/helpers/api.py).
+server, settings, api = api_fixtures.server, api_fixtures.settings, api_fixtures.api
 
 
 # Counts of what one merchant's requests wrote (the module's tests share a database).

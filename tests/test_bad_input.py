@@ -13,30 +13,14 @@ import httpx
 import psycopg
 import pytest
 
-from tests.helpers.api import CARD, Api, error_of, serving_api, table_counts
-from workers.api.merchants import create_merchant
-from workers.core.config import Settings
+from tests.helpers import api as api_fixtures
+from tests.helpers.api import CARD, Api, error_of, table_counts
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 JSON = {"Content-Type": "application/json"}
 
-
-@pytest.fixture(scope="module")
-def server(module_settings: Settings) -> Iterator[str]:
-    with serving_api(module_settings) as url:
-        yield url
-
-
-@pytest.fixture
-def settings(module_settings: Settings) -> Settings:
-    return module_settings
-
-
-@pytest.fixture
-def api(server: str, db: Conn) -> Api:
-    merchant = create_merchant(db, "Shop A")
-    other = create_merchant(db, "Shop B")
-    return Api(server, merchant.api_key, merchant.id, other.api_key)
+# The module's API server, its database and two merchants per test (tests/helpers/api.py).
+server, settings, api = api_fixtures.server, api_fixtures.settings, api_fixtures.api
 
 
 @pytest.fixture

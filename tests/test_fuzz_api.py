@@ -8,7 +8,6 @@ payments in the database must be exactly those the API reported creating.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -26,11 +25,13 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.helpers.api import CARD, Api, error_of, serving_api
+from tests.helpers import api as api_fixtures
+from tests.helpers.api import CARD, Api, error_of
 from workers.api.merchants import create_merchant
-from workers.core.config import Settings
 
 Conn = psycopg.Connection[tuple[Any, ...]]
+# The module's API server and database (tests/helpers/api.py).
+server, settings = api_fixtures.server, api_fixtures.settings
 # Enough to reach every operation many times, bounded for CI (about 10 s per mode).
 EXAMPLES = 150
 OPERATIONS = r"^/v1/payments(/\{payment_id\}(/refunds)?)?$"
@@ -40,17 +41,6 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
 ]
-
-
-@pytest.fixture(scope="module")
-def server(module_settings: Settings) -> Iterator[str]:
-    with serving_api(module_settings) as url:
-        yield url
-
-
-@pytest.fixture
-def settings(module_settings: Settings) -> Settings:
-    return module_settings
 
 
 def _payment_ids(db: Conn, merchant_id: str) -> set[str]:

@@ -10,7 +10,6 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -18,12 +17,15 @@ import psycopg
 import pytest
 
 from tests.conftest import env_for, flowpay
-from tests.helpers.api import CARD, Api, error_of, serving_api, table_counts
-from workers.api.merchants import create_merchant
+from tests.helpers import api as api_fixtures
+from tests.helpers.api import CARD, Api, error_of, table_counts
 from workers.core.config import Settings
 from workers.core.ids import new_id
 
 Conn = psycopg.Connection[tuple[Any, ...]]
+
+# The module's API server, its database and two merchants per test (tests/helpers/api.py).
+server, settings, api = api_fixtures.server, api_fixtures.settings, api_fixtures.api
 
 INJECTIONS = [
     "'; DROP TABLE api.payments; --",
@@ -37,25 +39,6 @@ INJECTIONS = [
 ]
 # Idempotency keys are visible ASCII without spaces: the same attacks, spaces as comments.
 KEY_INJECTIONS = [s.replace(" ", "/**/") for s in INJECTIONS]
-
-
-@pytest.fixture(scope="module")
-def server(module_settings: Settings) -> Iterator[str]:
-    with serving_api(module_settings) as url:
-        yield url
-
-
-@pytest.fixture
-def settings(module_settings: Settings) -> Settings:
-    return module_settings
-
-
-@pytest.fixture
-def api(server: str, db: Conn) -> Api:
-    """Merchant A (``key``) beside merchant B (``other_key``)."""
-    merchant = create_merchant(db, "Shop A")
-    other = create_merchant(db, "Shop B")
-    return Api(server, merchant.api_key, merchant.id, other.api_key)
 
 
 def _succeed(db: Conn, payment_id: str) -> None:

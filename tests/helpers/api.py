@@ -1,4 +1,9 @@
-"""Talking to a running merchant API in tests: a merchant's view of it, and its error envelope."""
+"""Talking to a running merchant API in tests: a merchant's view of it, and its error envelope.
+
+Its fixtures (``server``, ``settings``, ``api``) give a module one `flowpay serve-api` on one
+database; a test module imports them by name (``from tests.helpers.api import api, server,
+settings``) and each test isolates itself with merchants of its own.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,11 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 
 from tests.conftest import env_for
 from tests.helpers.servers import free_port, running
+from workers.api.merchants import create_merchant
 from workers.core.config import Settings
 
 CARD = {"amount": 1999, "currency": "USD", "payment_method": "pm_card_visa"}
@@ -54,6 +61,27 @@ class Api:
     def get(self, path: str, *, key: str | None = None, **params: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {key or self.key}"}
         return httpx.get(self.url + path, headers=headers, params=params, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(module_settings: Settings) -> Iterator[str]:
+    """One API server for the module."""
+    with serving_api(module_settings) as url:
+        yield url
+
+
+@pytest.fixture
+def settings(module_settings: Settings) -> Settings:
+    """The module's database and topics, for every fixture built on ``settings`` (``db``)."""
+    return module_settings
+
+
+@pytest.fixture
+def api(server: str, db: psycopg.Connection[tuple[Any, ...]]) -> Api:
+    """Two new merchants of the module's server: A (``key``) and B (``other_key``)."""
+    merchant = create_merchant(db, "Shop A")
+    other = create_merchant(db, "Shop B")
+    return Api(server, merchant.api_key, merchant.id, other.api_key)
 
 
 def error_of(response: httpx.Response) -> dict[str, Any]:
