@@ -63,6 +63,9 @@ ROLE: Final = "ledger-replay"
 REPLAY_LOCK: Final = 0x4C656468
 # The lock `flowpay db init` takes while it applies schema.sql (workers.core.db._SCHEMA_LOCK).
 SCHEMA_LOCK: Final = 0x466C6F77
+# Replay reads a backlog, never waits for new messages: big batches mean fewer transactions and
+# statements per event (run-ledger's worker.batch_size is sized for latency instead).
+REPLAY_BATCH_MIN: Final = 5000
 
 
 class ReplayError(FlowPayError):
@@ -164,6 +167,7 @@ class Replay:
         """Apply the log to the shadow up to the end offsets; ``progress(n)`` after each batch."""
         ends = {span.partition: span.end for span in self.spans}
         remaining = {span.partition for span in self.spans if span.count}
+        batch_size = max(self.settings.worker.batch_size, REPLAY_BATCH_MIN)
         metrics.replay_started(self.total)
         consumer = _reader(self.settings)
         applier = Applier(
@@ -177,9 +181,7 @@ class Replay:
                 [TopicPartition(self.topic, s.partition, s.start) for s in self.spans if s.count]
             )
             while remaining:
-                batch = consumer.consume(
-                    self.settings.worker.batch_size, self.settings.worker.poll_timeout_s
-                )
+                batch = consumer.consume(batch_size, self.settings.worker.poll_timeout_s)
                 wanted = _within(batch, ends, remaining)
                 if wanted:
                     self._apply(applier, wanted)
