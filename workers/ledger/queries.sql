@@ -357,3 +357,15 @@ ALTER SCHEMA {schema} RENAME TO {live};
 -- name: swap_reinstall
 -- Function bodies name their schema: install both again under their new names.
 SELECT public.ledger_install(%(live)s), public.ledger_install(%(previous)s);
+
+-- name: bulk_deferrable_checks
+-- The per-row checks of a schema that a bulk load can do without until it is complete: its
+-- foreign keys and its constraint triggers, each with the DDL that creates it again.
+SELECT 'foreign key' AS kind, r.relname, c.conname, pg_get_constraintdef(c.oid)
+FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid
+WHERE c.connamespace = %(schema)s::regnamespace AND c.contype = 'f'
+UNION ALL
+SELECT 'trigger', r.relname, t.tgname, pg_get_triggerdef(t.oid)
+FROM pg_trigger t JOIN pg_class r ON r.oid = t.tgrelid
+WHERE r.relnamespace = %(schema)s::regnamespace AND t.tgconstraint <> 0 AND NOT t.tgisinternal
+ORDER BY 1, 2, 3;

@@ -6,6 +6,8 @@
 2. ``rebuild``: read the replayed partitions from there up to the end offsets, applying each
    batch to the shadow with the same planner and applier as ``run-ledger`` (one transaction per
    batch; messages that cannot be applied are recorded in the shadow, not dead-lettered again).
+   The shadow loads in bulk: its foreign keys and balance triggers are suspended from ``prepare``
+   to the end of ``rebuild`` (``workers.ledger.bulk`` says how nothing gets past them).
 3. ``verify`` runs every ``ledger check`` on the shadow; ``changes`` lists the balances the
    rebuild changes, against the live entries below the same offsets.
 4. ``swap``: under the lock every run-ledger batch holds shared, the live schema becomes
@@ -22,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
@@ -41,10 +43,10 @@ from workers.core.kafka import (
 )
 from workers.core.runner import log_consumer_error
 from workers.core.topics import topics
-from workers.ledger import metrics
+from workers.ledger import bulk, metrics
 from workers.ledger.applier import Applier, no_dead_letter_topic
 from workers.ledger.check import CheckResult, run_checks
-from workers.ledger.posting import NeedsRetry, decode_all
+from workers.ledger.posting import Item, NeedsRetry, decode_all
 from workers.ledger.rules import STANDARD_RULES, PostingRules
 from workers.ledger.store import (
     LIVE_SCHEMA,
@@ -120,6 +122,7 @@ class Replay:
         self._lock_conn: Conn | None = None
         self._conn: Conn | None = None
         self._shadow_built = False
+        self._suspended: list[bulk.Suspended] = []  # the shadow's checks, until restored
 
     def __enter__(self) -> Replay:
         return self
@@ -154,6 +157,7 @@ class Replay:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             conn.execute(self.q["shadow_drop"])
             conn.execute(self.q["shadow_install"], {"schema": SHADOW_SCHEMA})
+            self._suspended = bulk.suspend(conn, SHADOW_SCHEMA)
             for table in ("accounts", "events", "dead_letters", "transactions", "entries"):
                 conn.execute(self.q[f"shadow_copy_{table}"], self._params)
             conn.execute(self.q["shadow_copy_cursors"], self._params)
@@ -165,32 +169,37 @@ class Replay:
 
     def rebuild(self, progress: Callable[[int], None] = lambda _n: None) -> int:
         """Apply the log to the shadow up to the end offsets; ``progress(n)`` after each batch."""
-        ends = {span.partition: span.end for span in self.spans}
-        remaining = {span.partition for span in self.spans if span.count}
-        batch_size = max(self.settings.worker.batch_size, REPLAY_BATCH_MIN)
         metrics.replay_started(self.total)
-        consumer = _reader(self.settings)
         applier = Applier(
-            LedgerStore(SHADOW_SCHEMA),
+            LedgerStore(SHADOW_SCHEMA, bulk=True),
             self.rules,
             max_attempts=self.settings.worker.max_attempts,
             dead_letter=no_dead_letter_topic,
         )
+        for items in self._read():
+            if items:
+                self._apply(applier, items)
+            metrics.replay_read(len(items))
+            progress(len(items))
+        self._restore_checks()
+        self.applied = applier.applied
+        return self.applied
+
+    def _read(self) -> Generator[list[Item], None, None]:
+        """The replayed spans, decoded, batch by batch (once, whatever the retries of a batch)."""
+        ends = {span.partition: span.end for span in self.spans}
+        remaining = {span.partition for span in self.spans if span.count}
+        batch_size = max(self.settings.worker.batch_size, REPLAY_BATCH_MIN)
+        consumer = _reader(self.settings)
         try:
             consumer.assign(
                 [TopicPartition(self.topic, s.partition, s.start) for s in self.spans if s.count]
             )
             while remaining:
                 batch = consumer.consume(batch_size, self.settings.worker.poll_timeout_s)
-                wanted = _within(batch, ends, remaining)
-                if wanted:
-                    self._apply(applier, wanted)
-                metrics.replay_read(len(wanted))
-                progress(len(wanted))
+                yield decode_all(_within(batch, ends, remaining))
         finally:
             consumer.close()
-        self.applied = applier.applied
-        return self.applied
 
     def verify(self) -> list[CheckResult]:
         return run_checks(self._connection(), SHADOW_SCHEMA)
@@ -206,6 +215,7 @@ class Replay:
 
     def swap(self) -> int:
         """Make the shadow the live ledger, in one transaction; returns the new generation."""
+        self._restore_checks()  # never a shadow without them, whatever the caller skipped
         conn = self._connection()
         note = f"replay of {self.topic} from offset {self.from_offset}"
         if self.partition is not None:
@@ -237,6 +247,11 @@ class Replay:
                     conn.close()
             self._conn = self._lock_conn = None
 
+    def _restore_checks(self) -> None:
+        if self._suspended:
+            bulk.restore(self._connection(), SHADOW_SCHEMA, self._suspended)
+            self._suspended = []
+
     def _drop_shadow(self) -> None:
         try:
             # A fresh connection: the working one may be mid-statement after an interrupt.
@@ -247,20 +262,15 @@ class Replay:
             return
         self._shadow_built = False
 
-    def _apply(self, applier: Applier, messages: list[Message]) -> None:
+    def _apply(self, applier: Applier, items: list[Item]) -> None:
         store = applier.store
         for delay in retry_delays(self.settings.worker.retry_max_backoff_s):
             conn = self._connection()
             try:
                 with conn.transaction():
-                    partitions = {(self.topic, partition_of(m)) for m in messages}
-                    cursors = store.lock_cursors(conn, partitions)
-                    fresh = [
-                        m
-                        for m in messages
-                        if offset_of(m) >= cursors[(self.topic, partition_of(m))].next_offset
-                    ]
-                    applier.apply(conn, decode_all(fresh), cursors)
+                    cursors = store.lock_cursors(conn, {item.partition for item in items})
+                    fresh = [i for i in items if i.offset >= cursors[i.partition].next_offset]
+                    applier.apply(conn, fresh, cursors)
                 return
             except (*TRANSIENT, NeedsRetry) as exc:
                 log.warning("replay batch rolled back (%s); retrying in %.1fs", exc, delay)

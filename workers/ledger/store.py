@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import psycopg
 from psycopg import sql
+from psycopg.errors import CheckViolation
 
 from workers.core.sql import load_queries
 from workers.ledger.chain import TxnRecord
@@ -93,8 +94,12 @@ class Writes:
 
 
 class LedgerStore:
-    def __init__(self, schema: str = LIVE_SCHEMA) -> None:
+    def __init__(self, schema: str = LIVE_SCHEMA, *, bulk: bool = False) -> None:
+        """``bulk``: the schema's per-row checks are suspended while it loads (replay's shadow,
+        ``workers.ledger.bulk``); each transaction's balance is then checked here, as it is
+        written, with the error the database's trigger raises."""
         self.schema = schema
+        self.bulk = bulk
         self.q = queries(schema)
 
     def generation(self, conn: Conn) -> int:
@@ -132,6 +137,9 @@ class LedgerStore:
         return {row[0]: _state(row) for row in rows}
 
     def write(self, conn: Conn, writes: Writes) -> None:
+        if self.bulk:
+            for txn in writes.txns:
+                _check_balanced(txn.record)
         with conn.cursor() as cur:
             if writes.events:
                 with cur.copy(self.q["events_copy"]) as copy:
@@ -175,8 +183,25 @@ class LedgerStore:
 
     def check_now(self, conn: Conn) -> None:
         """Run the deferred balance checks now (raises if a transaction does not balance)."""
+        if self.bulk:
+            return  # nothing deferred: write() checked the balances
         conn.execute(self.q["constraints_now"])
         conn.execute(self.q["constraints_deferred"])
+
+
+def _check_balanced(txn: TxnRecord) -> None:
+    """What the schema's ``check_balanced`` trigger verifies, raising the error it raises."""
+    nets: dict[tuple[str, str], int] = {}
+    for e in txn.entries:
+        key = (e.currency, e.phase)
+        nets[key] = nets.get(key, 0) + (e.amount if e.direction == "debit" else -e.amount)
+    if len(txn.entries) < 2:
+        raise CheckViolation(
+            f"ledger transaction {txn.id} has {len(txn.entries)} entries; it needs two or more"
+        )
+    unbalanced = ", ".join(f"{c}/{p}" for (c, p), net in nets.items() if net)
+    if unbalanced:
+        raise CheckViolation(f"ledger transaction {txn.id} does not balance in {unbalanced}")
 
 
 def _state(row: tuple[Any, ...]) -> PaymentState:
