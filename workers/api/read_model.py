@@ -36,6 +36,10 @@ class ReadModel:
         self.pool = pool
 
     def handle(self, event: Event, _message: Message) -> None:
+        if event.type is EventType.INITIATED:
+            # The intake stored the payment in the transaction that emitted this event: there
+            # is nothing to apply, and a transaction per accepted payment would halve intake.
+            return
         with self.pool.connection() as conn, conn.transaction():
             fresh = conn.execute(Q["event_mark_processed"], {"event_id": event.event_id}).rowcount
             if fresh:
