@@ -1,11 +1,27 @@
-"""The chaos scenario's own tools, without a stack: the secrets scan and the fault schedule."""
+"""The chaos scenario's own tools, without a stack: secrets scan, fault schedule, invariants."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+from chaos.eventlog import Logged
 from chaos.faults import KINDS, schedule
+from chaos.invariants import (
+    CHECKS,
+    Evidence,
+    check_all,
+    every_event_accounted,
+    ledger_agrees,
+    one_charge_each,
+    one_payment_per_key,
+    webhooks_delivered,
+)
+from chaos.receiver import Receipt
 from chaos.secrets import leaks
+from workers.core.events import EventType, Succeeded, new_event
+from workers.core.projection import iso
 
 
 def test_the_secrets_scan_finds_each_secret_whole_or_as_its_key_part(tmp_path: Path) -> None:
@@ -31,3 +47,102 @@ def test_the_schedule_has_every_kind_each_round_in_a_seeded_order() -> None:
     assert three != schedule(KINDS, 3, seed=6)
     for round_ in range(3):
         assert sorted(three[round_ * len(KINDS) : (round_ + 1) * len(KINDS)]) == sorted(KINDS)
+
+
+PAID = new_event(
+    EventType.SUCCEEDED,
+    payment_id="pay_1",
+    merchant_id="mer_1",
+    data=Succeeded(charge_id="ch_1"),
+    source="test",
+)
+
+
+def _evidence(**changes: Any) -> Evidence:
+    """Evidence of a quiet, correct run of one payment, with ``changes`` applied."""
+    receipt = Receipt(
+        "mer_1",
+        "msg_1",
+        {"type": "payment.succeeded", "timestamp": iso(PAID.occurred_at), "data": {"id": "pay_1"}},
+        signature_ok=True,
+        answered=200,
+    )
+    fields: dict[str, Any] = {
+        "payments": [
+            {
+                "id": "pay_1",
+                "merchant_id": "mer_1",
+                "status": "succeeded",
+                "amount": 500,
+                "refunded_amount": 0,
+                "metadata": {"chaos_key": "pay-1"},
+            }
+        ],
+        "sent": [],
+        "refunds": [],
+        "stuck_refunds": [],
+        "leftovers": [],
+        "charges": [
+            {
+                "id": "ch_1",
+                "reference": "pay_1",
+                "status": "succeeded",
+                "amount": 500,
+                "amount_refunded": 0,
+            }
+        ],
+        "log": [Logged(0, 0, PAID, b"")],
+        "dead_letter_topic": [],
+        "receipts": [receipt],
+        "failed_deliveries": [],
+        "ledger_check": {"ok": True, "checks": []},
+        "balances": [
+            {
+                "account": "merchant_payable:mer_1:USD",
+                "code": "merchant_payable",
+                "merchant_id": "mer_1",
+                "pending": 0,
+                "posted": 500,
+            },
+            {
+                "account": "gateway_receivable:USD",
+                "code": "gateway_receivable",
+                "merchant_id": None,
+                "pending": 0,
+                "posted": 500,
+            },
+        ],
+        "ledger_dead_letters": [],
+        "recorded": {"api": {PAID.event_id}, "ledger": {PAID.event_id}},
+        "lag": {"api": 0, "ledger": 0},
+        "merchants": ["mer_1"],
+    }
+    return Evidence(**(fields | changes))
+
+
+def test_a_correct_run_breaks_no_invariant() -> None:
+    assert check_all(_evidence()) == {name: [] for name in CHECKS}
+
+
+def test_each_invariant_names_what_breaks_it() -> None:
+    good = _evidence()
+    twice = [*good.charges, good.charges[0] | {"id": "ch_2"}]
+    failed = [good.payments[0] | {"status": "failed"}]
+    same_key = [*good.payments, good.payments[0] | {"id": "pay_2"}]
+    resent = [*good.receipts, replace(good.receipts[0], webhook_id="msg_2")]
+
+    assert one_charge_each(_evidence(charges=twice)) == [
+        "payment pay_1 was charged 2 times: ch_1, ch_2"
+    ]
+    assert ledger_agrees(_evidence(charges=twice)) == [
+        "the ledger says the gateway owes 500, the gateway's charges hold 1000"
+    ]
+    assert "not reversed" in one_charge_each(_evidence(payments=failed))[0]
+    assert ledger_agrees(_evidence(payments=failed))[0].startswith("merchant mer_1: ledger posted")
+    assert webhooks_delivered(_evidence(receipts=[]))[0].endswith("never reached the receiver")
+    assert "webhook-ids" in webhooks_delivered(_evidence(receipts=resent))[0]
+    assert "made 2 payments" in one_payment_per_key(_evidence(payments=same_key))[-1]
+    assert every_event_accounted(_evidence(lag={"ledger": 3})) == [
+        "consumer group ledger is 3 messages behind the log"
+    ]
+    assert "never applied 1 events" in every_event_accounted(_evidence(recorded={"api": set()}))[0]
