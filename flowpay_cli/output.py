@@ -27,6 +27,15 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
     console.print(table)
 
 
+def print_created(title: str, fields: dict[str, Any], *, as_json: bool, note: str) -> None:
+    """What a command created, holding a secret shown this once: JSON, or a table and ``note``."""
+    if as_json:
+        print_json(fields)
+        return
+    print_table(title, ["field", "value"], fields.items())
+    console.print(f"[yellow]{note}[/]")
+
+
 def error_line(message: str) -> None:
     first, _, rest = message.partition("\n")
     err_console.print(f"[bold red]error:[/] {first}", markup=True, highlight=False, soft_wrap=True)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from flowpay_cli.context import settings, state
-from flowpay_cli.output import console, print_json, print_table
+from flowpay_cli.output import console, print_created, print_json, print_table
 from flowpay_cli.role_options import LogFormatOption, role_settings
 from workers.api import merchants as merchant_store
 from workers.api.server import serve
@@ -67,11 +67,12 @@ def merchants_create(
     }
     if webhook_url is not None:
         created |= _register_webhook(ctx, merchant.id, webhook_url)
-    if as_json:
-        print_json(created)
-        return
-    print_table("merchant created", ["field", "value"], created.items())
-    console.print("[yellow]The API key (and webhook secret) are shown only this once.[/]")
+    print_created(
+        "merchant created",
+        created,
+        as_json=as_json,
+        note="The API key (and webhook secret) are shown only this once.",
+    )
 
 
 def _register_webhook(ctx: typer.Context, merchant_id: str, url: str) -> dict[str, str]:
@@ -109,11 +110,9 @@ def merchants_create_key(
     with connect(settings(ctx)) as conn:
         key = merchant_store.create_key(conn, merchant_id)
     created = {"api_key_id": key.id, "merchant_id": key.merchant_id, "api_key": key.api_key}
-    if as_json:
-        print_json(created)
-        return
-    print_table("API key created", ["field", "value"], created.items())
-    console.print("[yellow]The API key is shown only this once.[/]")
+    print_created(
+        "API key created", created, as_json=as_json, note="The API key is shown only this once."
+    )
 
 
 @merchants_app.command("revoke-key")

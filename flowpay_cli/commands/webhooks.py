@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from flowpay_cli.context import settings
-from flowpay_cli.output import console, print_json, print_table
+from flowpay_cli.output import console, print_created, print_json, print_table
 from flowpay_cli.role_options import LogFormatOption, role_settings
 from workers.core.db import connect
 from workers.notifier import deliveries
@@ -58,11 +58,12 @@ def add_endpoint(
         "url": endpoint.url,
         "secret": endpoint.secret,
     }
-    if as_json:
-        print_json(shown)
-        return
-    print_table("webhook endpoint added", ["field", "value"], shown.items())
-    console.print("[yellow]The signing secret is shown only this once.[/]")
+    print_created(
+        "webhook endpoint added",
+        shown,
+        as_json=as_json,
+        note="The signing secret is shown only this once.",
+    )
 
 
 @app.command("list")
