@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -13,6 +15,7 @@ from tests.helpers.kafka import headers_of, produce_raw, read_topic
 from tests.helpers.servers import free_port, running
 from workers.core.config import Settings
 from workers.core.events import EventType, RefundRequested, encode, new_event
+from workers.core.kafka import make_producer
 from workers.core.topics import topics
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -27,14 +30,51 @@ def _bad_messages(settings: Settings) -> list[bytes]:
     return [b"\x00\xffnot an event", unknown, missing]
 
 
-def _good_event() -> Any:
+def _good_event(n: str = "") -> Any:
     return new_event(
         EventType.REFUND_REQUESTED,
-        payment_id="pay_dlq",
+        payment_id=f"pay_dlq{n}",
         merchant_id="mer_dlq",
-        data=RefundRequested(refund_id="re_dlq", amount=100),
+        data=RefundRequested(refund_id=f"re_dlq{n}", amount=100),
         source="test",
     )
+
+
+@contextmanager
+def _every_consumer(settings: Settings) -> Iterator[None]:
+    """serve-api (the read model), run-processor, run-notifier and run-ledger, as processes."""
+    env = {**env_for(settings), **FAST}
+    port = free_port()
+    with (
+        running(
+            ["serve-api", "--port", str(port)], env, health_url=f"http://127.0.0.1:{port}/healthz"
+        ),
+        running(["run-processor"], env),
+        running(["run-notifier"], env),
+        running(["run-ledger"], env),
+    ):
+        yield
+
+
+def _handled_by_every_group(db: Conn, event_ids: list[str], refund_ids: list[str]) -> bool:
+    counts = [
+        db.execute(
+            "SELECT count(*) FROM api.processed_events WHERE event_id::text = ANY(%s)", (event_ids,)
+        ).fetchone(),
+        db.execute(
+            "SELECT count(*) FROM notifier.processed_events WHERE event_id::text = ANY(%s)",
+            (event_ids,),
+        ).fetchone(),
+        db.execute(
+            "SELECT count(*) FROM processor.refunds WHERE refund_id = ANY(%s)"
+            " AND failure_reason IS NOT NULL",
+            (refund_ids,),
+        ).fetchone(),
+        db.execute(
+            "SELECT count(*) FROM ledger.events WHERE event_id::text = ANY(%s)", (event_ids,)
+        ).fetchone(),
+    ]
+    return all(c == (len(event_ids),) for c in counts)
 
 
 def _wait(condition: Any, timeout_s: float = 60) -> None:
@@ -53,35 +93,9 @@ def test_every_worker_dead_letters_bad_messages_and_carries_on(
     good = _good_event()
     encoded = encode(good)
     produce_raw(settings, names.payments, [encoded.value], key=encoded.key, headers=encoded.headers)
-    env = {**env_for(settings), **FAST}
-    port = free_port()
-    with (
-        running(
-            ["serve-api", "--port", str(port)], env, health_url=f"http://127.0.0.1:{port}/healthz"
-        ),
-        running(["run-processor"], env),
-        running(["run-notifier"], env),
-        running(["run-ledger"], env),
-    ):
+    with _every_consumer(settings):
         # The good message behind the bad ones reached every worker.
-        def handled() -> bool:
-            seen = [
-                db.execute(
-                    "SELECT 1 FROM api.processed_events WHERE event_id = %s", (good.event_id,)
-                ).fetchone(),
-                db.execute(
-                    "SELECT 1 FROM notifier.processed_events WHERE event_id = %s", (good.event_id,)
-                ).fetchone(),
-                db.execute(
-                    "SELECT status FROM processor.refunds WHERE refund_id = 're_dlq'"
-                ).fetchone(),
-                db.execute(
-                    "SELECT 1 FROM ledger.events WHERE event_id = %s", (good.event_id,)
-                ).fetchone(),
-            ]
-            return all(seen)
-
-        _wait(handled)
+        _wait(lambda: _handled_by_every_group(db, [str(good.event_id)], ["re_dlq"]))
         dead = read_topic(settings, names.dead_letters, 3 * len(GROUPS))
     by_group: dict[str, list[bytes | None]] = {}
     for message in dead:
@@ -93,6 +107,38 @@ def test_every_worker_dead_letters_bad_messages_and_carries_on(
     assert db.execute(
         "SELECT failure_reason FROM processor.refunds WHERE refund_id = 're_dlq'"
     ).fetchone() == ("invalid_state",)
+
+
+def test_garbage_interleaved_with_a_load_of_good_events_stops_no_consumer(
+    settings: Settings, db: Conn
+) -> None:
+    """Every fifth message is garbage, on 200 payments spread over every partition."""
+    names = topics(settings)
+    bad = _bad_messages(settings)
+    producer = make_producer(settings, "test")
+    good_ids: list[str] = []
+    garbage = 0
+    for n in range(200):
+        event = _good_event(str(n))
+        encoded = encode(event)
+        producer.produce(
+            names.payments, value=encoded.value, key=encoded.key, headers=encoded.headers
+        )
+        good_ids.append(str(event.event_id))
+        if n % 4 == 0:
+            producer.produce(names.payments, value=bad[garbage % len(bad)], key=encoded.key)
+            garbage += 1
+    assert producer.flush(30) == 0
+    refund_ids = [f"re_dlq{n}" for n in range(200)]
+    with _every_consumer(settings):
+        _wait(lambda: _handled_by_every_group(db, good_ids, refund_ids), timeout_s=120)
+        dead = read_topic(settings, names.dead_letters, garbage * len(GROUPS), timeout_s=60)
+    assert len(dead) == garbage * len(GROUPS)
+    per_group: dict[str, int] = {}
+    for message in dead:
+        group = headers_of(message)["dlq_group"]
+        per_group[group] = per_group.get(group, 0) + 1
+    assert per_group == dict.fromkeys(GROUPS, garbage)
 
 
 def test_dlq_cli_lists_shows_and_replays_once(settings: Settings) -> None:
