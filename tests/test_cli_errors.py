@@ -173,6 +173,7 @@ def test_bad_configuration_files_are_one_line_naming_the_problem(
         ("FLOWPAY_LOG_LEVEL", "LOUD", "log_level"),
         ("FLOWPAY_NOTIFIER__SCHEDULE_S", "[1, ", "notifier"),
         ("FLOWPAY_KAFKA", "not a table", "kafka"),
+        ("FLOWPAY_KAFKA__NO_SUCH_KEY", "1", "kafka.no_such_key"),
     ],
 )
 @pytest.mark.usefixtures("isolated_env")
