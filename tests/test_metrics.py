@@ -12,7 +12,15 @@ from prometheus_client import REGISTRY
 from tests.conftest import env_for
 from tests.helpers.flow import flow
 from tests.helpers.kafka import produce_raw
-from tests.helpers.metrics import MetricPorts, Samples, Stack, label_values, observed_stack, value
+from tests.helpers.metrics import (
+    PATIENCE_S,
+    MetricPorts,
+    Samples,
+    Stack,
+    label_values,
+    observed_stack,
+    value,
+)
 from tests.helpers.servers import free_port, running
 from tests.test_ledger_support import mixed, publish, quick, wait_for
 from workers.core.config import Settings
@@ -33,7 +41,7 @@ def _moved(stack: Stack, role: str, name: str, at_least: float, **labels: str) -
         found.update(stack.metrics.scrape(role))
         return value(found, name, **labels) >= at_least
 
-    wait_for(enough, what=f"{role}: {name}{labels} >= {at_least}")
+    wait_for(enough, PATIENCE_S, f"{role}: {name}{labels} >= {at_least}")
     return found
 
 
@@ -118,7 +126,8 @@ def test_consumer_lag_per_group_and_partition_drains_to_zero(
     partitions = {str(p) for p in range(settings.kafka.partitions)}
     for group in ALL_GROUPS:  # each group runs in the role of the same name
         wait_for(
-            lambda group=group: _drained(stack.metrics.scrape(group), group, partitions),  # type: ignore[misc]
+            condition=lambda group=group: _drained(stack.metrics.scrape(group), group, partitions),  # type: ignore[misc]
+            timeout_s=PATIENCE_S,
             what=f"{group}: a lag of 0 on each of {sorted(partitions)}",
         )
 
@@ -146,7 +155,7 @@ def test_gateway_faults_are_counted_by_outcome(settings: Settings, tmp_path: Pat
         settings, tmp_path, extra_env=metrics.env(), sim_flags=("--lost-ack-rate", "1.0")
     ) as f:
         lost = f.pay()
-        f.wait_for(str(lost["id"]), lambda p: p["status"] == "succeeded")
+        f.wait_for(str(lost["id"]), lambda p: p["status"] == "succeeded", PATIENCE_S)
         samples = metrics.scrape("processor")
         # Every answer lost: the charge's outcome is unknown until the lookup finds it.
         calls = "flowpay_gateway_calls_total"
@@ -162,7 +171,11 @@ def test_gateway_faults_are_counted_by_outcome(settings: Settings, tmp_path: Pat
             samples.update(found)
             return value(found, "flowpay_reconciler_backlog", state="processing") == 1
 
-        wait_for(watched, what="the unknown outcome is in the reconciler's backlog")
+        wait_for(
+            condition=watched,
+            timeout_s=PATIENCE_S,
+            what="the unknown outcome is in the reconciler's backlog",
+        )
         assert value(samples, "flowpay_gateway_attempts_total", outcome="timeout") >= 2
         assert (
             value(samples, "flowpay_gateway_calls_total", operation="charge", outcome="unknown")
@@ -170,10 +183,11 @@ def test_gateway_faults_are_counted_by_outcome(settings: Settings, tmp_path: Pat
         )
 
         f.faults(timeout_rate=0.0)
-        f.wait_for(str(unknown["id"]), lambda p: p["status"] == "succeeded")
+        f.wait_for(str(unknown["id"]), lambda p: p["status"] == "succeeded", PATIENCE_S)
         backlog = "flowpay_reconciler_backlog"
         wait_for(
-            lambda: value(metrics.scrape("processor"), backlog, state="processing") == 0,
+            condition=lambda: value(metrics.scrape("processor"), backlog, state="processing") == 0,
+            timeout_s=PATIENCE_S,
             what="the reconciler's backlog empties",
         )
 

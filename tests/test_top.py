@@ -16,7 +16,7 @@ from rich.console import Console
 from flowpay_cli.top.gather import Gatherer, Snapshot
 from flowpay_cli.top.view import render
 from tests.conftest import ROOT, env_for, flowpay, override
-from tests.helpers.metrics import MetricPorts, Stack, observed_stack
+from tests.helpers.metrics import PATIENCE_S, MetricPorts, Stack, observed_stack
 from tests.test_ledger_support import wait_for
 from workers.core.config import Settings
 
@@ -48,7 +48,11 @@ def test_top_draws_real_data_on_80x24(stack: Stack) -> None:
         gatherer.gather()  # the rates compare against this
         stack.settle(PAYMENTS)
         busy = screen(gatherer.gather())
-        wait_for(lambda: _delivered(gatherer.gather()), what="top sees every webhook delivered")
+        wait_for(
+            condition=lambda: _delivered(gatherer.gather()),
+            timeout_s=PATIENCE_S,
+            what="top sees every webhook delivered",
+        )
         lines = screen(gatherer.gather())
     finally:
         gatherer.close()

@@ -73,6 +73,8 @@ FAST_WEBHOOKS = {
     "FLOWPAY_NOTIFIER__POLL_INTERVAL_S": "0.1",
 }
 TERMINAL = ("succeeded", "failed")
+# Every role of a stack shares two cores with the rest of the suite: waits get a wide margin.
+PATIENCE_S = 180.0
 
 
 @dataclass
@@ -87,8 +89,8 @@ class Stack:
         payments = [self.flow.pay() for _ in range(count - 1)]
         payments.append(self.flow.pay(method="pm_card_chargeDeclined"))
         for payment in payments:
-            self.flow.wait_for(str(payment["id"]), lambda p: p["status"] in TERMINAL)
-        self.hook.wait_for(delivered + count)
+            self.flow.wait_for(str(payment["id"]), lambda p: p["status"] in TERMINAL, PATIENCE_S)
+        self.hook.wait_for(delivered + count, PATIENCE_S)
 
     def settings(self) -> Settings:
         """The test's settings, pointed at the roles' metrics ports."""
@@ -106,14 +108,28 @@ def observed_stack(settings: Settings, tmp_path: Path) -> Iterator[Stack]:
             hook.secret = register_endpoint(conn, f.merchant_id, hook.url).secret
         f.start("ledger", ["run-ledger"])
         f.start("notifier", ["run-notifier"])
-        wait_for(lambda: _serving(metrics), what="every role serves /metrics")
+        silent = set(SERVING_ROLES)
+
+        def serving() -> bool:
+            silent.intersection_update(_silent(metrics, silent))
+            return not silent
+
+        try:
+            wait_for(serving, PATIENCE_S, "every role's /metrics")
+        except AssertionError:
+            raise AssertionError(f"no /metrics from {sorted(silent)}") from None
         yield Stack(f, metrics, hook)
 
 
-def _serving(metrics: MetricPorts) -> bool:
-    try:
-        for role in ("api", "outbox", "processor", "ledger", "notifier"):
+SERVING_ROLES = ("api", "outbox", "processor", "ledger", "notifier")
+
+
+def _silent(metrics: MetricPorts, roles: set[str]) -> set[str]:
+    """The roles whose /metrics does not answer yet."""
+    silent = set()
+    for role in roles:
+        try:
             metrics.scrape(role)
-    except httpx.HTTPError:
-        return False
-    return True
+        except httpx.HTTPError:
+            silent.add(role)
+    return silent
