@@ -7,7 +7,8 @@
    batch to the shadow with the same planner and applier as ``run-ledger`` (one transaction per
    batch; messages that cannot be applied are recorded in the shadow, not dead-lettered again).
    The shadow loads in bulk: its foreign keys and balance triggers are suspended from ``prepare``
-   to the end of ``rebuild`` (``workers.ledger.bulk`` says how nothing gets past them).
+   to the end of ``rebuild`` (``workers.ledger.bulk`` says how nothing gets past them); groups of
+   partitions are rebuilt in parallel, a process per core (``workers.ledger.fanout``).
 3. ``verify`` runs every ``ledger check`` on the shadow; ``changes`` lists the balances the
    rebuild changes, against the live entries below the same offsets.
 4. ``swap``: under the lock every run-ledger batch holds shared, the live schema becomes
@@ -22,6 +23,7 @@ dry run leaves the live ledger exactly as it was.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Generator
@@ -46,6 +48,7 @@ from workers.core.topics import topics
 from workers.ledger import bulk, metrics
 from workers.ledger.applier import Applier, no_dead_letter_topic
 from workers.ledger.check import CheckResult, run_checks
+from workers.ledger.fanout import fan_out
 from workers.ledger.posting import Item, NeedsRetry, decode_all
 from workers.ledger.rules import STANDARD_RULES, PostingRules
 from workers.ledger.store import (
@@ -168,32 +171,50 @@ class Replay:
         return self.spans
 
     def rebuild(self, progress: Callable[[int], None] = lambda _n: None) -> int:
-        """Apply the log to the shadow up to the end offsets; ``progress(n)`` after each batch."""
+        """Apply the log to the shadow up to the end offsets; ``progress(n)`` after each batch.
+
+        Partitions are independent (a payment's events, and a hash chain, are in one), so
+        groups of them are rebuilt in parallel, one process per core."""
         metrics.replay_started(self.total)
+
+        def read(count: int) -> None:
+            metrics.replay_read(count)
+            progress(count)
+
+        groups = _groups([s for s in self.spans if s.count], os.cpu_count() or 1)
+        if len(groups) > 1:
+            parts = [
+                _Part(self.settings, self.from_offset, self.partition, self.rules, group)
+                for group in groups
+            ]
+            self.applied = fan_out(_rebuild_part, parts, read)
+        else:
+            self.applied = self._rebuild_spans(self.spans, read)
+        self._restore_checks()
+        return self.applied
+
+    def _rebuild_spans(self, spans: list[Span], progress: Callable[[int], None]) -> int:
         applier = Applier(
             LedgerStore(SHADOW_SCHEMA, bulk=True),
             self.rules,
             max_attempts=self.settings.worker.max_attempts,
             dead_letter=no_dead_letter_topic,
         )
-        for items in self._read():
+        for items in self._read(spans):
             if items:
                 self._apply(applier, items)
-            metrics.replay_read(len(items))
             progress(len(items))
-        self._restore_checks()
-        self.applied = applier.applied
-        return self.applied
+        return applier.applied
 
-    def _read(self) -> Generator[list[Item], None, None]:
-        """The replayed spans, decoded, batch by batch (once, whatever the retries of a batch)."""
-        ends = {span.partition: span.end for span in self.spans}
-        remaining = {span.partition for span in self.spans if span.count}
+    def _read(self, spans: list[Span]) -> Generator[list[Item], None, None]:
+        """The spans, decoded, batch by batch (once, whatever the retries of a batch)."""
+        ends = {span.partition: span.end for span in spans}
+        remaining = {span.partition for span in spans if span.count}
         batch_size = max(self.settings.worker.batch_size, REPLAY_BATCH_MIN)
         consumer = _reader(self.settings)
         try:
             consumer.assign(
-                [TopicPartition(self.topic, s.partition, s.start) for s in self.spans if s.count]
+                [TopicPartition(self.topic, s.partition, s.start) for s in spans if s.count]
             )
             while remaining:
                 batch = consumer.consume(batch_size, self.settings.worker.poll_timeout_s)
@@ -296,6 +317,33 @@ class Replay:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = connect(self.settings, autocommit=True)
         return self._conn
+
+
+@dataclass(frozen=True)
+class _Part:
+    """What a replay process needs to rebuild its group of partitions (pickled to it)."""
+
+    settings: Settings
+    from_offset: int
+    partition: int | None
+    rules: PostingRules
+    spans: list[Span]
+
+
+def _rebuild_part(part: _Part, progress: Callable[[int], None]) -> int:
+    """In a replay process: apply the part's spans to the shadow the parent prepared."""
+    with Replay(
+        part.settings, from_offset=part.from_offset, partition=part.partition, rules=part.rules
+    ) as job:
+        return job._rebuild_spans(part.spans, progress)
+
+
+def _groups(spans: list[Span], count: int) -> list[list[Span]]:
+    """``spans`` in at most ``count`` groups of about as many messages, largest first."""
+    groups: list[list[Span]] = [[] for _ in range(min(count, len(spans)))]
+    for span in sorted(spans, key=lambda s: -s.count):
+        min(groups, key=lambda g: sum(s.count for s in g)).append(span)
+    return groups
 
 
 def _reader(settings: Settings) -> Consumer:
