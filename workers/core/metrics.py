@@ -84,6 +84,9 @@ class LagProbe:
             log.debug("%s: consumer lag unavailable: %s", self.group, exc)
             return
         for topic, partition in self._shown - lags.keys():
+            # Zero first: in multiprocess mode the value stays in this process's file, and the
+            # largest live value is what a scrape shows.
+            CONSUMER_LAG.labels(self.group, topic, str(partition)).set(0)
             CONSUMER_LAG.remove(self.group, topic, str(partition))
         for (topic, partition), lag in lags.items():
             CONSUMER_LAG.labels(self.group, topic, str(partition)).set(lag)
