@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.test_ledger_replay import build
+from tests.test_ledger_support import Conn, mixed, quick, snapshot
+from workers.core.config import Settings
+from workers.ledger import replay
+from workers.ledger.check import run_checks
 from workers.ledger.fanout import PartFailed, Progress, fan_out
 from workers.ledger.replay import Span, _groups
 
@@ -37,3 +42,22 @@ def test_partitions_are_grouped_whole_and_balanced_by_messages() -> None:
     assert sorted(s.partition for g in groups for s in g) == list(range(6))
     assert sorted(sum(s.count for s in g) for g in groups) == [125, 140]
     assert _groups(spans[:1], 2) == [[spans[0]]]
+
+
+def test_a_parallel_replay_rebuilds_the_very_same_ledger(
+    settings: Settings, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replay, "PARALLEL_MIN", 0)
+    monkeypatch.setattr("os.cpu_count", lambda: 3)
+    settings = quick(settings)
+    scenario = mixed(30)
+    build(settings, db, scenario)
+    before = snapshot(db)
+    with replay.Replay(settings, from_offset=0) as job:
+        job.prepare()
+        assert len(replay._groups(job.spans, 3)) == 3
+        assert job.rebuild() == len(scenario.events)
+        assert all(r.ok for r in job.verify())
+        job.swap()
+    assert snapshot(db) == before, "same entries, balances and hash chain"
+    assert all(r.ok for r in run_checks(db))

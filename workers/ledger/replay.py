@@ -71,6 +71,8 @@ SCHEMA_LOCK: Final = 0x466C6F77
 # Replay reads a backlog, never waits for new messages: big batches mean fewer transactions and
 # statements per event (run-ledger's worker.batch_size is sized for latency instead).
 REPLAY_BATCH_MIN: Final = 5000
+# Below this many messages one process beats several: spawning one costs ~1 s of imports.
+PARALLEL_MIN = 20_000
 
 
 class ReplayError(FlowPayError):
@@ -182,7 +184,7 @@ class Replay:
             progress(count)
 
         groups = _groups([s for s in self.spans if s.count], os.cpu_count() or 1)
-        if len(groups) > 1:
+        if len(groups) > 1 and self.total >= PARALLEL_MIN:
             parts = [
                 _Part(self.settings, self.from_offset, self.partition, self.rules, group)
                 for group in groups
