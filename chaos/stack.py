@@ -106,6 +106,8 @@ def configure(home: Path, *, partitions: int, extra: dict[str, str] | None = Non
         "api__port": str(free_port()),
         "gateway_sim__port": str(free_port()),
         "gateway_sim__db_path": str(home.resolve() / "gateway-sim.sqlite3"),
+        # Two instances of a role would clash on one metrics port, and so would a dev stack's.
+        "metrics__enabled": "false",
         **(extra or {}),
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWPAY_")}
