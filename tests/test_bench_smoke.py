@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import pytest
 
-# The harness needs the bench extra (kafka-python, for the client comparison): `make bench`
-# installs it; without it there is nothing of the harness to check.
-pytest.importorskip("kafka", reason="needs the bench extra: pip install -e '.[bench]'")
-
 from bench.__main__ import main
 from workers.core.config import Settings
 
