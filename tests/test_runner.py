@@ -70,6 +70,29 @@ def test_handles_every_message_and_commits_them(settings: Settings) -> None:
     assert committed_total(settings, GROUP, topics(settings).payments) == 20
 
 
+def test_messages_waiting_are_handled_without_waiting_for_a_full_batch(settings: Settings) -> None:
+    # A batch of 500 and a poll timeout far beyond the join deadline: a runner that waited for
+    # a full batch (or for its timeout) would never hand these three over in time to stop.
+    settings = override(settings, "worker", batch_size=500, poll_timeout_s=600)
+    sent = [event(n) for n in range(3)]
+    publish(settings, sent, key=b"k")
+    stop = threading.Event()
+    seen: list[Event] = []
+
+    def handler(e: Event, _m: Message) -> None:
+        seen.append(e)
+        if len(seen) == len(sent):
+            stop.set()
+
+    runner = ConsumerRunner(settings, group=GROUP, role="test", handler=handler)
+    thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the runner held the messages back for a full batch"
+    assert [e.event_id for e in seen] == [e.event_id for e in sent]
+    assert committed_total(settings, GROUP, topics(settings).payments) == 3
+
+
 def test_bad_messages_are_dead_lettered_and_good_ones_behind_them_handled(
     settings: Settings,
 ) -> None:

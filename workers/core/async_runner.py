@@ -28,7 +28,14 @@ from workers.core.delivery import (
 from workers.core.errors import TransientError
 from workers.core.events import Event, decode
 from workers.core.heartbeat import Heartbeat
-from workers.core.kafka import Consumer, Message, TopicPartition, commit_offsets, make_consumer
+from workers.core.kafka import (
+    Consumer,
+    Message,
+    TopicPartition,
+    commit_offsets,
+    consume_ready,
+    make_consumer,
+)
 from workers.core.metrics import DEAD_LETTER, OK, RETRY, LagProbe, handled
 from workers.core.observe import consuming
 from workers.core.runner import log_consumer_error
@@ -140,7 +147,7 @@ class AsyncConsumerRunner:
             await asyncio.wait(self._tasks, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
             return
         batch = await loop.run_in_executor(
-            None, consumer.consume, min(room, self.settings.worker.batch_size), 0.1
+            None, consume_ready, consumer, min(room, self.settings.worker.batch_size), 0.1
         )
         for message in batch:
             error = message.error()

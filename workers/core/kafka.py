@@ -88,6 +88,21 @@ def consumer_config(settings: Settings, group: str, role: str, **overrides: Any)
     }
 
 
+def consume_ready(consumer: Consumer, max_messages: int, timeout_s: float) -> list[Message]:
+    """Up to ``max_messages``: waits up to ``timeout_s`` for the first, then takes only those
+    already fetched.
+
+    ``Consumer.consume(n, timeout)`` returns only when ``n`` messages are there or the timeout
+    expires, so at low load every batch would wait out the whole timeout.
+    """
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    if max_messages <= 1:
+        return [first]
+    return [first, *consumer.consume(max_messages - 1, 0)]
+
+
 def make_admin(settings: Settings, *, quiet: bool = False) -> AdminClient:
     """An admin client; ``quiet`` silences librdkafka, for probes that expect refusals."""
     config = _common(settings, "admin")

@@ -33,6 +33,7 @@ from workers.core.kafka import (
     Message,
     TopicPartition,
     commit_offsets,
+    consume_ready,
     make_consumer,
 )
 from workers.core.metrics import DEAD_LETTER, OK, RETRY, LagProbe, handled
@@ -74,8 +75,8 @@ class ConsumerRunner:
         try:
             while not stop.is_set():
                 heartbeat.beat()
-                batch = consumer.consume(
-                    self.settings.worker.batch_size, self.settings.worker.poll_timeout_s
+                batch = consume_ready(
+                    consumer, self.settings.worker.batch_size, self.settings.worker.poll_timeout_s
                 )
                 self._handle_batch(consumer, batch, stop)
                 lag.observe(consumer)

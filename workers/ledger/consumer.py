@@ -34,7 +34,14 @@ from workers.core.delivery import (
     topic_of,
 )
 from workers.core.heartbeat import Heartbeat
-from workers.core.kafka import Consumer, KafkaException, Message, TopicPartition, make_consumer
+from workers.core.kafka import (
+    Consumer,
+    KafkaException,
+    Message,
+    TopicPartition,
+    consume_ready,
+    make_consumer,
+)
 from workers.core.lifecycle import install_stop_handlers
 from workers.core.metrics import OK, RETRY, LagProbe, handled
 from workers.core.runner import log_consumer_error
@@ -102,8 +109,8 @@ class LedgerConsumer:
         try:
             while not stop.is_set():
                 heartbeat.beat()
-                batch = consumer.consume(
-                    self.settings.worker.batch_size, self.settings.worker.poll_timeout_s
+                batch = consume_ready(
+                    consumer, self.settings.worker.batch_size, self.settings.worker.poll_timeout_s
                 )
                 messages = [m for m in batch if _usable(m)]
                 if messages:
