@@ -122,6 +122,21 @@ def test_terminal_event_is_delivered_signed_with_the_payment_object(
     assert got.webhook_id == shop.wait_status("delivered")["id"]
 
 
+def test_a_recorded_delivery_is_sent_without_waiting_for_the_poll(
+    settings: Settings, shop: Shop, hook: Receiver
+) -> None:
+    # The sender's poll comes far too late for the deadline: only the intake's wake-up (and,
+    # at the end, the stop's) can get the webhook out and the process down in time.
+    slow_poll = {**env_for(settings), **FAST, "FLOWPAY_NOTIFIER__POLL_INTERVAL_S": "3600"}
+    with running(["run-notifier"], slow_poll) as process:
+        shop.publish("pay_W", EventType.INITIATED, EventType.SUCCEEDED)
+        [got] = hook.wait_for(1)
+        assert got.body["data"]["id"] == "pay_W"
+        assert shop.wait_status("delivered")["id"] == got.webhook_id
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+
+
 def test_retries_after_500s_and_timeouts_keep_the_webhook_id(
     shop: Shop, hook: Receiver, notifier: Any
 ) -> None:

@@ -8,6 +8,7 @@ id in ``notifier.processed_events``, so a redelivered event records nothing twic
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Final
 
 from psycopg import Connection
@@ -35,15 +36,21 @@ NOTIFIED: Final = frozenset(
 
 
 class Intake:
-    def __init__(self, pool: ConnectionPool[Any]) -> None:
+    def __init__(
+        self, pool: ConnectionPool[Any], on_recorded: Callable[[], None] = lambda: None
+    ) -> None:
         self.pool = pool
+        self.on_recorded = on_recorded  # after the commit: the deliveries are there to claim
 
     def handle(self, event: Event, _message: Message) -> None:
+        recorded = 0
         with self.pool.connection() as conn, conn.transaction():
             if conn.execute(Q["event_mark_processed"], {"event_id": event.event_id}).rowcount:
                 payment = _project(conn, event)
                 if payment is not None and event.type in NOTIFIED:
-                    _record_deliveries(conn, event, payment)
+                    recorded = _record_deliveries(conn, event, payment)
+        if recorded:
+            self.on_recorded()
 
 
 def _project(conn: Connection[Any], event: Event) -> dict[str, Any] | None:
@@ -70,11 +77,12 @@ def webhook_body(event: Event, payment: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _record_deliveries(conn: Connection[Any], event: Event, payment: dict[str, Any]) -> None:
+def _record_deliveries(conn: Connection[Any], event: Event, payment: dict[str, Any]) -> int:
     body = webhook_body(event, payment)
-    for (endpoint_id,) in conn.execute(
+    endpoints = conn.execute(
         Q["endpoints_of_merchant"], {"merchant_id": event.merchant_id}
-    ).fetchall():
+    ).fetchall()
+    for (endpoint_id,) in endpoints:
         conn.execute(
             Q["delivery_insert"],
             {
@@ -89,3 +97,4 @@ def _record_deliveries(conn: Connection[Any], event: Event, payment: dict[str, A
                 "traceparent": tracing.current_traceparent(),
             },
         )
+    return len(endpoints)

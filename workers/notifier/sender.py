@@ -28,6 +28,7 @@ from workers.core.config import NotifierSettings
 from workers.core.observe import following_up
 from workers.core.sql import load_queries
 from workers.notifier import metrics, signing
+from workers.notifier.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 Q = load_queries("workers.notifier")
@@ -61,12 +62,19 @@ class Result:
 
 
 class Sender:
-    def __init__(self, config: NotifierSettings, pool: AsyncConnectionPool[Any]) -> None:
+    def __init__(
+        self,
+        config: NotifierSettings,
+        pool: AsyncConnectionPool[Any],
+        wakeup: Wakeup | None = None,
+    ) -> None:
         self.config = config
         self.pool = pool
+        self.wakeup = wakeup or Wakeup()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: threading.Event) -> None:
+        self.wakeup.bind()
         async with httpx.AsyncClient(
             timeout=self.config.timeout_s, headers={"User-Agent": USER_AGENT}
         ) as http:
@@ -79,7 +87,7 @@ class Sender:
                     log.warning("cannot claim due deliveries: %s", exc)
                     started = 0
                 if started < room:
-                    await asyncio.sleep(self.config.poll_interval_s)
+                    await self.wakeup.wait(self.config.poll_interval_s)
                 else:
                     await asyncio.sleep(0)
             if self._tasks:

@@ -17,6 +17,7 @@ from workers.core.topics import GROUP_NOTIFIER
 from workers.notifier import metrics
 from workers.notifier.intake import Intake
 from workers.notifier.sender import Sender
+from workers.notifier.wakeup import Wakeup
 
 ROLE = "notifier"
 
@@ -26,18 +27,27 @@ def serve(settings: Settings) -> None:
     stop = install_stop_handlers(settings.worker.grace_period_s)
     metrics.start(settings)
     pool = make_pool(settings, name=f"{ROLE}-intake")
-    runner = ConsumerRunner(settings, group=GROUP_NOTIFIER, role=ROLE, handler=Intake(pool).handle)
-    consumer = threading.Thread(target=runner.run, args=(stop,), name="notifier-consumer")
+    wakeup = Wakeup()
+    intake = Intake(pool, on_recorded=wakeup.set)
+    runner = ConsumerRunner(settings, group=GROUP_NOTIFIER, role=ROLE, handler=intake.handle)
+
+    def consume() -> None:
+        try:
+            runner.run(stop)
+        finally:
+            wakeup.set()  # a stop reaches the sender at once, not after its poll interval
+
+    consumer = threading.Thread(target=consume, name="notifier-consumer")
     consumer.start()
     try:
-        asyncio.run(_send(settings, stop))
+        asyncio.run(_send(settings, stop, wakeup))
     finally:
         stop.set()
         consumer.join()
         pool.close()
 
 
-async def _send(settings: Settings, stop: threading.Event) -> None:
+async def _send(settings: Settings, stop: threading.Event, wakeup: Wakeup) -> None:
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         database_url(settings),
         min_size=1,
@@ -47,6 +57,6 @@ async def _send(settings: Settings, stop: threading.Event) -> None:
     )
     await pool.open()
     try:
-        await Sender(settings.notifier, pool).run(stop)
+        await Sender(settings.notifier, pool, wakeup).run(stop)
     finally:
         await pool.close()
