@@ -36,3 +36,22 @@ def test_initiated_events_cost_no_transaction_later_ones_are_recorded(
     stored = [row[0] for row in db.execute("SELECT event_id FROM api.processed_events")]
     # The intake wrote the payment with its initiated event; only later events change the view.
     assert stored == [processing.event_id]
+
+
+def test_a_batch_is_applied_in_one_go_each_event_once(settings: Settings, db: Conn) -> None:
+    initiated = new_event(
+        EventType.INITIATED, payment_id="pay_rb", merchant_id="mer_rb", source="test",
+        data=Initiated(amount=1999, currency="USD", payment_method="pm_card_visa"),
+    )  # fmt: skip
+    processing = new_event(
+        EventType.PROCESSING, payment_id="pay_rb", merchant_id="mer_rb", source="test",
+        data=Processing(),
+    )  # fmt: skip
+    none = cast(Message, None)
+    pool = make_pool(settings, name="test-read-model")
+    try:
+        ReadModel(pool).handle_batch([(initiated, none), (processing, none), (processing, none)])
+    finally:
+        pool.close()
+    stored = [row[0] for row in db.execute("SELECT event_id FROM api.processed_events")]
+    assert stored == [processing.event_id]

@@ -18,7 +18,7 @@ from workers.core.config import Settings
 from workers.core.errors import PermanentError, TransientError
 from workers.core.events import Event, EventType, Initiated, encode, new_event
 from workers.core.kafka import Message, TopicPartition, commit_offsets, make_consumer
-from workers.core.runner import ConsumerRunner
+from workers.core.runner import BatchHandler, ConsumerRunner
 from workers.core.topics import topics
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -44,11 +44,16 @@ def publish(settings: Settings, events: list[Event], key: bytes | None = None) -
 
 
 def run_until(
-    settings: Settings, handler: Callable[[Event, Message], None], done: Callable[[], bool]
+    settings: Settings,
+    handler: Callable[[Event, Message], None],
+    done: Callable[[], bool],
+    batch_handler: BatchHandler | None = None,
 ) -> None:
     """Run a runner in a thread until ``done()`` holds, then stop it cleanly."""
     stop = threading.Event()
-    runner = ConsumerRunner(settings, group=GROUP, role="test", handler=handler)
+    runner = ConsumerRunner(
+        settings, group=GROUP, role="test", handler=handler, batch_handler=batch_handler
+    )
     thread = threading.Thread(target=runner.run, args=(stop,))
     thread.start()
     deadline = time.monotonic() + 60
@@ -91,6 +96,46 @@ def test_messages_waiting_are_handled_without_waiting_for_a_full_batch(settings:
     assert not thread.is_alive(), "the runner held the messages back for a full batch"
     assert [e.event_id for e in seen] == [e.event_id for e in sent]
     assert committed_total(settings, GROUP, topics(settings).payments) == 3
+
+
+def test_a_batch_handler_takes_a_poll_batch_at_once(settings: Settings) -> None:
+    settings = quick(settings)
+    sent = [event(n) for n in range(10)]
+    publish(settings, sent, key=b"k")
+    batches: list[list[Event]] = []
+    singles: list[Event] = []  # a batch of one goes to the plain handler
+    run_until(
+        settings,
+        lambda e, _m: singles.append(e),
+        lambda: sum(map(len, batches)) + len(singles) == 10,
+        batch_handler=lambda pairs: batches.append([e for e, _m in pairs]),
+    )
+    assert any(len(b) > 1 for b in batches)
+    got = sorted([*singles, *(e for b in batches for e in b)], key=lambda e: sent.index(e))
+    assert got == sent
+    assert [e for b in batches for e in b] == [e for e in sent if e not in singles]
+    assert committed_total(settings, GROUP, topics(settings).payments) == 10
+
+
+def test_a_batch_that_fails_or_will_not_decode_goes_message_by_message(
+    settings: Settings,
+) -> None:
+    settings = quick(settings)
+    names = topics(settings)
+    good = [event(n) for n in range(4)]
+    publish(settings, good[:2], key=b"k")
+    produce_raw(settings, names.payments, [b"\x00garbage"], key=b"k")
+    publish(settings, good[2:], key=b"k")
+
+    def refuses(_pairs: list[tuple[Event, Message]]) -> None:
+        raise TransientError("the whole batch cannot be taken")
+
+    seen: list[Event] = []
+    run_until(settings, lambda e, _m: seen.append(e), lambda: len(seen) == 4, refuses)
+    assert seen == good
+    [dead] = read_topic(settings, names.dead_letters, 1)
+    assert dead.value() == b"\x00garbage"
+    assert committed_total(settings, GROUP, names.payments) == 5
 
 
 def test_bad_messages_are_dead_lettered_and_good_ones_behind_them_handled(

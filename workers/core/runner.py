@@ -37,12 +37,14 @@ from workers.core.kafka import (
     make_consumer,
 )
 from workers.core.metrics import DEAD_LETTER, OK, RETRY, LagProbe, handled
-from workers.core.observe import consuming
+from workers.core.observe import consuming, recorded
 from workers.core.topics import topics
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Event, Message], None]
+# Every event of a poll batch at once, all or nothing (one transaction): one commit per batch.
+BatchHandler = Callable[[list[tuple[Event, Message]]], None]
 
 
 class _Stopped(Exception):
@@ -58,11 +60,13 @@ class ConsumerRunner:
         role: str,
         handler: Handler,
         subscribe_to: list[str] | None = None,
+        batch_handler: BatchHandler | None = None,
     ) -> None:
         self.settings = settings
         self.group = group
         self.role = role
         self.handler = handler
+        self.batch_handler = batch_handler
         self.subscribe_to = subscribe_to or [topics(settings).payments]
         self.dead_letters = DeadLetters(settings, group, role)
 
@@ -89,6 +93,8 @@ class ConsumerRunner:
     ) -> None:
         done: dict[tuple[str, int], int] = {}
         try:
+            if not stop.is_set() and self._all_at_once(batch, done):
+                return
             for message in batch:
                 if stop.is_set():
                     break  # the rest was never started: it will be redelivered
@@ -105,6 +111,29 @@ class ConsumerRunner:
             if done:
                 offsets = [TopicPartition(t, p, o) for (t, p), o in done.items()]
                 commit_offsets(consumer, offsets, role=self.role)
+
+    def _all_at_once(self, batch: list[Message], done: dict[tuple[str, int], int]) -> bool:
+        """The batch handler on the whole batch; False leaves it to the message-by-message path.
+
+        That path has the retries and dead letters: a batch that will not decode or fails is
+        taken again there, which is safe because the batch handler did all of it or nothing.
+        """
+        if self.batch_handler is None or len(batch) < 2:
+            return False
+        try:
+            if any(m.error() is not None for m in batch):
+                return False
+            events = [(decode(m.value(), headers_of(m)), m) for m in batch]
+            started_ns, started = time.time_ns(), time.perf_counter()
+            self.batch_handler(events)
+        except Exception as exc:
+            log.info("%s: batch of %d not taken at once (%r)", self.role, len(batch), exc)
+            return False
+        handled(self.group, OK, started)
+        for message in batch:
+            done[(topic_of(message), partition_of(message))] = offset_of(message) + 1
+        recorded(self.role, [headers_of(m) for m in batch], started_ns)
+        return True
 
     def _process(self, message: Message, stop: threading.Event) -> None:
         verdicts = Verdicts(self.settings.worker.max_attempts)
