@@ -8,7 +8,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import pytest
@@ -18,10 +18,12 @@ from tests.helpers.receiver import Receiver, receiver
 from tests.helpers.servers import free_port, running
 from workers.api.merchants import create_merchant
 from workers.core.config import Settings
-from workers.core.events import EventType, Failed, Initiated, Succeeded, encode, new_event
-from workers.core.kafka import make_producer, produce_sync
+from workers.core.db import make_pool
+from workers.core.events import Event, EventType, Failed, Initiated, Succeeded, encode, new_event
+from workers.core.kafka import Message, make_producer, produce_sync
 from workers.core.topics import topics
 from workers.notifier.endpoints import register_endpoint
+from workers.notifier.intake import Intake
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 FAST = {
@@ -135,6 +137,26 @@ def test_a_recorded_delivery_is_sent_without_waiting_for_the_poll(
         assert shop.wait_status("delivered")["id"] == got.webhook_id
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
+
+
+def test_intake_records_a_batch_in_one_go_each_event_once(settings: Settings, shop: Shop) -> None:
+    def event(kind: EventType, data: Initiated | Succeeded) -> Event:
+        return new_event(
+            kind, payment_id="pay_B", merchant_id=shop.merchant_id, data=data, source="test"
+        )
+
+    initiated = event(EventType.INITIATED, Initiated(amount=5, currency="EUR", payment_method="pm"))
+    succeeded = event(EventType.SUCCEEDED, Succeeded(charge_id="ch_B"))
+    wakes: list[None] = []
+    pool = make_pool(settings, name="test-intake")
+    try:
+        intake = Intake(pool, on_recorded=lambda: wakes.append(None))
+        none = cast(Message, None)
+        intake.handle_batch([(initiated, none), (succeeded, none), (succeeded, none)])
+    finally:
+        pool.close()
+    assert shop.delivery()["status"] == "pending"
+    assert len(wakes) == 1
 
 
 def test_retries_after_500s_and_timeouts_keep_the_webhook_id(

@@ -42,13 +42,18 @@ class Intake:
         self.pool = pool
         self.on_recorded = on_recorded  # after the commit: the deliveries are there to claim
 
-    def handle(self, event: Event, _message: Message) -> None:
+    def handle(self, event: Event, message: Message) -> None:
+        self.handle_batch([(event, message)])
+
+    def handle_batch(self, batch: list[tuple[Event, Message]]) -> None:
+        """A poll batch in one transaction: a commit per batch rather than one per event."""
         recorded = 0
         with self.pool.connection() as conn, conn.transaction():
-            if conn.execute(Q["event_mark_processed"], {"event_id": event.event_id}).rowcount:
-                payment = _project(conn, event)
-                if payment is not None and event.type in NOTIFIED:
-                    recorded = _record_deliveries(conn, event, payment)
+            for event, _message in batch:
+                if conn.execute(Q["event_mark_processed"], {"event_id": event.event_id}).rowcount:
+                    payment = _project(conn, event)
+                    if payment is not None and event.type in NOTIFIED:
+                        recorded += _record_deliveries(conn, event, payment)
         if recorded:
             self.on_recorded()
 

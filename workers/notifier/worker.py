@@ -29,7 +29,13 @@ def serve(settings: Settings) -> None:
     pool = make_pool(settings, name=f"{ROLE}-intake")
     wakeup = Wakeup()
     intake = Intake(pool, on_recorded=wakeup.set)
-    runner = ConsumerRunner(settings, group=GROUP_NOTIFIER, role=ROLE, handler=intake.handle)
+    runner = ConsumerRunner(
+        settings,
+        group=GROUP_NOTIFIER,
+        role=ROLE,
+        handler=intake.handle,
+        batch_handler=intake.handle_batch,
+    )
 
     def consume() -> None:
         try:
