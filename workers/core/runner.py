@@ -129,8 +129,8 @@ class ConsumerRunner:
         except Exception as exc:
             log.info("%s: batch of %d not taken at once (%r)", self.role, len(batch), exc)
             return False
-        handled(self.group, OK, started)
-        for message in batch:
+        for message in batch:  # outcomes count messages, as on the message-by-message path
+            handled(self.group, OK, started)
             done[(topic_of(message), partition_of(message))] = offset_of(message) + 1
         recorded(self.role, [headers_of(m) for m in batch], started_ns)
         return True
