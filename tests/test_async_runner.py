@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import threading
 import time
@@ -9,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from tests.conftest import override
 from tests.helpers.kafka import committed_total, headers_of, produce_raw, read_topic
 from tests.test_runner import GROUP, event, publish, quick
-from workers.core.async_runner import AsyncConsumerRunner, OffsetTracker
+from workers.core.async_runner import AsyncConsumerRunner, OffsetTracker, Wants
 from workers.core.config import Settings
 from workers.core.errors import TransientError
 from workers.core.events import Event, Initiated
@@ -22,10 +23,16 @@ def run_async_until(
     handler: Callable[[Event, Message], Awaitable[None]],
     done: Callable[[], bool],
     max_in_flight: int = 64,
+    wants: Wants | None = None,
 ) -> None:
     stop = threading.Event()
     runner = AsyncConsumerRunner(
-        settings, group=GROUP, role="test", handler=handler, max_in_flight=max_in_flight
+        settings,
+        group=GROUP,
+        role="test",
+        handler=handler,
+        max_in_flight=max_in_flight,
+        wants=wants,
     )
     thread = threading.Thread(target=lambda: asyncio.run(runner.run(stop)))
     thread.start()
@@ -50,6 +57,30 @@ def test_tracker_commits_below_the_lowest_unfinished_offset() -> None:
     assert tracker.committable() == {part: 13}
     tracker.mark_committed({part: 13})
     assert tracker.committable() == {}
+
+
+def test_messages_the_handler_does_not_want_are_passed_over_and_committed(
+    settings: Settings,
+) -> None:
+    settings = quick(settings)
+    sent = [event(n) for n in range(6)]
+    publish(settings, sent, key=b"k")
+    seen: list[Event] = []
+
+    async def handler(e: Event, _m: Message) -> None:
+        seen.append(e)
+
+    def even(message: Message) -> bool:
+        return int(json.loads(message.value() or b"{}")["data"]["amount"]) % 2 == 0
+
+    payments = topics(settings).payments
+    run_async_until(
+        settings,
+        handler,
+        lambda: len(seen) == 3 and committed_total(settings, GROUP, payments) == 6,
+        wants=even,
+    )
+    assert seen == sent[::2]
 
 
 def test_same_key_in_order_different_keys_concurrently(settings: Settings) -> None:

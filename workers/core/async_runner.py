@@ -44,6 +44,8 @@ from workers.core.topics import topics
 log = logging.getLogger(__name__)
 
 AsyncHandler = Callable[[Event, Message], Awaitable[None]]
+# False for a message the handler would do nothing with: it is passed over, never decoded.
+Wants = Callable[[Message], bool]
 Partition = tuple[str, int]
 COMMIT_EVERY_S = 0.5
 
@@ -96,12 +98,14 @@ class AsyncConsumerRunner:
         handler: AsyncHandler,
         max_in_flight: int,
         subscribe_to: list[str] | None = None,
+        wants: Wants | None = None,
     ) -> None:
         self.settings = settings
         self.group = group
         self.role = role
         self.handler = handler
         self.max_in_flight = max_in_flight
+        self.wants = wants
         self.subscribe_to = subscribe_to or [topics(settings).payments]
         self.dead_letters = DeadLetters(settings, group, role)
         self.tracker = OffsetTracker()
@@ -154,9 +158,18 @@ class AsyncConsumerRunner:
             if error is not None:
                 log_consumer_error(self.role, error)
                 continue
+            if self.wants is not None and not self.wants(message):
+                self._pass_over(message)
+                continue
             self._schedule(message)
         if not batch:
             await asyncio.sleep(0)
+
+    def _pass_over(self, message: Message) -> None:
+        # Done at once: its offset is committed with the ones around it, and it holds no slot.
+        partition = (topic_of(message), partition_of(message))
+        self.tracker.started(partition, offset_of(message))
+        self.tracker.finished(partition, offset_of(message))
 
     def _schedule(self, message: Message) -> None:
         partition = (topic_of(message), partition_of(message))

@@ -15,8 +15,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from workers.core.config import Settings
+from workers.core.delivery import headers_of
 from workers.core.errors import TransientError
-from workers.core.events import Event, EventType, RefundRequested
+from workers.core.events import Event, EventType, RefundRequested, header
 from workers.core.ids import derived_key
 from workers.core.kafka import Message
 from workers.core.observe import following_up
@@ -42,6 +43,10 @@ log = logging.getLogger(__name__)
 INVALID_STATE: Final = "invalid_state"
 AMOUNT_TOO_LARGE: Final = "amount_exceeds_refundable"
 RECONCILE_BATCH: Final = 100
+# Every event type but the two ``handle`` acts on; a message without the header is decoded.
+IGNORED: Final = frozenset(
+    t.value for t in EventType if t not in (EventType.INITIATED, EventType.REFUND_REQUESTED)
+)
 
 
 class Processor:
@@ -49,6 +54,12 @@ class Processor:
         self.config = settings.processor
         self.store = store
         self.gateway = gateway
+
+    @staticmethod
+    def wants(message: Message) -> bool:
+        """False for the events the processor emits itself (and others it does nothing with),
+        told by their ce_type header, so they cost no decoding and no slot in flight."""
+        return header(headers_of(message), "ce_type") not in IGNORED
 
     async def handle(self, event: Event, _message: Message) -> None:
         """The consumer's handler; events the processor emits itself come back and are skipped."""

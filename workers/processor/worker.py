@@ -47,6 +47,7 @@ async def run(settings: Settings, stop: threading.Event) -> None:
         role=ROLE,
         handler=processor.handle,
         max_in_flight=settings.processor.max_in_flight,
+        wants=processor.wants,
     )
     reconciler_stop = asyncio.Event()
     reconciler = asyncio.create_task(processor.reconcile_forever(reconciler_stop))
