@@ -7,12 +7,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 
@@ -271,21 +272,31 @@ def start_ledger_process(settings: Settings, **env: str) -> subprocess.Popen[byt
         {"FLOWPAY_WORKER__POLL_TIMEOUT_S": "0.1", "FLOWPAY_WORKER__GRACE_PERIOD_S": "20"}
     )
     environment.update(env)
-    return subprocess.Popen(
+    # A file, not a pipe: nobody reads a pipe until the end, and a full one (64 KiB of log
+    # lines) would block the ledger mid-batch.
+    stderr = tempfile.TemporaryFile()  # noqa: SIM115 -- closed by stop_process
+    process = subprocess.Popen(
         [sys.executable, "-m", "workers.ledger"],
         cwd=ROOT,
         env=environment,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
     )
+    _STDERR[process.pid] = stderr
+    return process
+
+
+_STDERR: dict[int, IO[bytes]] = {}
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> str:
     """SIGTERM and wait; returns its stderr. Asserts a clean exit."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
-    text = stderr.decode(errors="replace")
+    process.wait(timeout=60)
+    with _STDERR.pop(process.pid) as stderr:
+        stderr.seek(0)
+        text = stderr.read().decode(errors="replace")
     assert process.returncode == 0, text[-3000:]
     return text
 
