@@ -22,6 +22,7 @@ from typing import Any, Final
 import httpx
 import psycopg
 from opentelemetry.trace import SpanKind
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from workers.core.config import NotifierSettings
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 Q = load_queries("workers.notifier")
 USER_AGENT: Final = "FlowPay-Webhooks/1"
 RESPONSE_HEAD: Final = 200
+Conn = AsyncConnection[Any]
 
 
 @dataclass(frozen=True)
@@ -123,23 +125,28 @@ class Sender:
 
     async def deliver(self, http: httpx.AsyncClient, delivery: Due) -> None:
         if delivery.endpoint_status != "enabled":
-            await self._settle("delivery_failed", delivery, None, "endpoint disabled")
+            async with self.pool.connection() as conn:
+                await self._settle(conn, "delivery_failed", delivery, None, "endpoint disabled")
             return
         result = await self._post(http, delivery)
-        await self._record(delivery, result)
-        if result.status_code is not None and 200 <= result.status_code < 300:
-            await self._settle("delivery_delivered", delivery, result.status_code, None)
-            outcome = "delivered"
-        elif result.status_code == 410:
-            await self._disable(delivery)
-            outcome = "gone"
-        elif delivery.attempts + 1 >= len(self.config.schedule_s):
-            await self._settle("delivery_failed", delivery, result.status_code, result.error)
-            outcome = "failed"
-        else:
-            await self._retry(delivery, result)
-            outcome = "retry"
+        # The attempt and what it decides commit together: one commit per attempt.
+        async with self.pool.connection() as conn, conn.transaction():
+            outcome = await self._conclude(conn, delivery, result)
         metrics.attempted(outcome, delivery.attempts + 1)
+
+    async def _conclude(self, conn: Conn, delivery: Due, result: Result) -> str:
+        await self._record(conn, delivery, result)
+        if result.status_code is not None and 200 <= result.status_code < 300:
+            await self._settle(conn, "delivery_delivered", delivery, result.status_code, None)
+            return "delivered"
+        if result.status_code == 410:
+            await self._disable(conn, delivery)
+            return "gone"
+        if delivery.attempts + 1 >= len(self.config.schedule_s):
+            await self._settle(conn, "delivery_failed", delivery, result.status_code, result.error)
+            return "failed"
+        await self._retry(conn, delivery, result)
+        return "retry"
 
     async def _post(self, http: httpx.AsyncClient, delivery: Due) -> Result:
         headers = signing.headers(delivery.secret, delivery.id, delivery.body)
@@ -164,55 +171,51 @@ class Sender:
             head,
         )
 
-    async def _record(self, delivery: Due, result: Result) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                Q["attempt_insert"],
-                {
-                    "delivery_id": delivery.id,
-                    "attempt": delivery.attempts + 1,
-                    "started_at": result.started_at,
-                    "duration_ms": result.duration_ms,
-                    "status_code": result.status_code,
-                    "error": result.error,
-                    "response_head": result.head,
-                },
-            )
+    async def _record(self, conn: Conn, delivery: Due, result: Result) -> None:
+        await conn.execute(
+            Q["attempt_insert"],
+            {
+                "delivery_id": delivery.id,
+                "attempt": delivery.attempts + 1,
+                "started_at": result.started_at,
+                "duration_ms": result.duration_ms,
+                "status_code": result.status_code,
+                "error": result.error,
+                "response_head": result.head,
+            },
+        )
 
-    async def _retry(self, delivery: Due, result: Result) -> None:
+    async def _retry(self, conn: Conn, delivery: Due, result: Result) -> None:
         if result.retry_after_s is not None:
             after = min(result.retry_after_s, self.config.max_retry_after_s)
         else:
             base = self.config.schedule_s[delivery.attempts + 1]
             after = base * (1 + random.uniform(-self.config.jitter, self.config.jitter))
         error = result.error or f"HTTP {result.status_code}"
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                Q["delivery_retry"],
-                {
-                    "id": delivery.id,
-                    "status_code": result.status_code,
-                    "error": error,
-                    "after_s": after,
-                },
-            )
+        await conn.execute(
+            Q["delivery_retry"],
+            {
+                "id": delivery.id,
+                "status_code": result.status_code,
+                "error": error,
+                "after_s": after,
+            },
+        )
 
     async def _settle(
-        self, query: str, delivery: Due, status_code: int | None, error: str | None
+        self, conn: Conn, query: str, delivery: Due, status_code: int | None, error: str | None
     ) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                Q[query], {"id": delivery.id, "status_code": status_code, "error": error}
-            )
+        await conn.execute(
+            Q[query], {"id": delivery.id, "status_code": status_code, "error": error}
+        )
 
-    async def _disable(self, delivery: Due) -> None:
+    async def _disable(self, conn: Conn, delivery: Due) -> None:
         log.warning("endpoint %s answered 410 Gone: disabling it", delivery.endpoint_id)
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(Q["endpoint_disable"], {"id": delivery.endpoint_id})
-            await conn.execute(
-                Q["delivery_failed"],
-                {"id": delivery.id, "status_code": 410, "error": "endpoint gone (410)"},
-            )
+        await conn.execute(Q["endpoint_disable"], {"id": delivery.endpoint_id})
+        await conn.execute(
+            Q["delivery_failed"],
+            {"id": delivery.id, "status_code": 410, "error": "endpoint gone (410)"},
+        )
 
 
 def _retry_after_s(value: str | None) -> float | None:
