@@ -240,7 +240,8 @@ def test_a_change_made_while_the_listener_reconnects_is_not_missed(
 ) -> None:
     """Once it listens again, the feed wakes every stream (keep-alives, which also look again,
     are out of reach: nothing else could)."""
-    env = {"FLOWPAY_API__STREAM_HEARTBEAT_S": "300"}
+    # One server process, so that the one listener killed is the stream's.
+    env = {"FLOWPAY_API__WORKERS": "1", "FLOWPAY_API__STREAM_HEARTBEAT_S": "300"}
     with flow(settings, tmp_path, extra_env=env) as f:
 
         async def scenario() -> Reader:
