@@ -26,6 +26,7 @@ from workers.api.schemas import PaymentCreate, RefundCreate, parse_body
 from workers.core import observe
 from workers.core.config import Settings, load_settings
 from workers.core.db import database_url
+from workers.core.lifecycle import exit_with_parent
 from workers.core.requests import BadRequest, check_idempotency_key
 
 log = logging.getLogger(__name__)
@@ -242,6 +243,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def app_from_environment() -> FastAPI:
     """uvicorn's factory for server processes: settings from FLOWPAY_CONFIG and FLOWPAY_*."""
+    exit_with_parent()
     settings = load_settings()
     observe.start(settings, "api")
     return create_app(settings)

@@ -7,7 +7,9 @@ that is safe because nothing is committed before its effect is durable.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import multiprocessing
 import os
 import signal
 import threading
@@ -16,6 +18,7 @@ from types import FrameType
 log = logging.getLogger(__name__)
 
 EXIT_FORCED = 3
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def install_stop_handlers(grace_period_s: float) -> threading.Event:
@@ -40,3 +43,20 @@ def install_stop_handlers(grace_period_s: float) -> threading.Event:
 def _grace_expired() -> None:
     log.warning("grace period over before the drain finished: exiting now")
     os._exit(EXIT_FORCED)
+
+
+def exit_with_parent() -> None:
+    """In a spawned child process: get SIGTERM when the parent dies, even by SIGKILL.
+
+    A SIGKILLed ``serve-api`` parent cannot stop its server processes; orphaned, they would keep
+    the port and the read model's consumer group membership while a restarted parent starts
+    new ones. Does nothing in a process nobody spawned (``serve-api --workers 1``).
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("cannot ask to outlive no parent (errno %d)", ctypes.get_errno())
+    if os.getppid() != parent.pid:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)

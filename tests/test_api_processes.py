@@ -1,0 +1,53 @@
+"""serve-api's server processes do not outlive their parent, even one killed by SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from tests.conftest import env_for
+from tests.helpers.servers import free_port, running
+from tests.test_ledger_support import wait_for
+from workers.core.config import Settings
+
+
+def _server_processes(pid: int) -> set[int]:
+    """The children of ``pid`` that multiprocessing spawned (not its resource tracker)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # exited meanwhile
+        # The command name (field 2) may hold spaces; the parent pid follows its closing paren.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
+            found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_server_processes_exit_when_the_parent_is_killed(settings: Settings) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = ["serve-api", "--port", str(port), "--workers", "2"]
+    with running(args, env_for(settings), health_url=url + "/healthz") as parent:
+        wait_for(lambda: len(_server_processes(parent.pid)) == 2, what="two server processes")
+        workers = _server_processes(parent.pid)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        wait_for(
+            lambda: not any(_alive(pid) for pid in workers),
+            what=f"the orphaned server processes {sorted(workers)} to exit",
+        )
