@@ -91,8 +91,7 @@ def test_every_stage_moves_its_metrics(stack: Stack) -> None:
     }
     # The processor passes over the events it emitted itself: it handles the initiated ones.
     assert (
-        value(processor, "flowpay_handler_outcomes_total", group="processor", outcome="ok")
-        >= count
+        value(processor, "flowpay_handler_outcomes_total", group="processor", outcome="ok") >= count
     )
 
     ledger = _moved(stack, "ledger", "flowpay_ledger_events_applied_total", 3 * count)
