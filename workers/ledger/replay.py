@@ -170,6 +170,8 @@ class Replay:
         self.spans = [
             Span(p, max(stored.get(p, 0), low), high) for p, (low, high) in sorted(ends.items())
         ]
+        # From here the progress gauges describe this replay, not the one before it.
+        metrics.replay_started(self.total)
         return self.spans
 
     def rebuild(self, progress: Callable[[int], None] = lambda _n: None) -> int:
@@ -177,7 +179,6 @@ class Replay:
 
         Partitions are independent (a payment's events, and a hash chain, are in one), so
         groups of them are rebuilt in parallel, one process per core."""
-        metrics.replay_started(self.total)
 
         def read(count: int) -> None:
             metrics.replay_read(count)
