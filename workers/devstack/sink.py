@@ -53,7 +53,7 @@ def serve(settings: Settings, secret_of: Any, stop: threading.Event) -> None:
         def log_message(self, *_args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", settings.dev.sink_port), Handler)
+    server = _Server(("127.0.0.1", settings.dev.sink_port), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     stop.wait()
@@ -66,3 +66,9 @@ def received(settings: Settings) -> list[dict[str, Any]]:
     except FileNotFoundError:
         return []
     return [json.loads(line) for line in lines if line.strip()]
+
+
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog of 5 refuses connections in a burst of webhooks, which the
+    # notifier then retries minutes later.
+    request_queue_size = 128
