@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.conftest import env_for
 from tests.helpers.servers import free_port, running
-from tests.test_ledger_support import wait_for
+from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,6 +12,7 @@ import psycopg
 from tests.conftest import env_for, flowpay
 from tests.helpers.kafka import headers_of, produce_raw, read_topic
 from tests.helpers.servers import free_port, running
+from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 from workers.core.events import EventType, RefundRequested, encode, new_event
 from workers.core.kafka import make_producer
@@ -77,13 +77,6 @@ def _handled_by_every_group(db: Conn, event_ids: list[str], refund_ids: list[str
     return all(c == (len(event_ids),) for c in counts)
 
 
-def _wait(condition: Any, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
 def test_every_worker_dead_letters_bad_messages_and_carries_on(
     settings: Settings, db: Conn
 ) -> None:
@@ -95,7 +88,7 @@ def test_every_worker_dead_letters_bad_messages_and_carries_on(
     produce_raw(settings, names.payments, [encoded.value], key=encoded.key, headers=encoded.headers)
     with _every_consumer(settings):
         # The good message behind the bad ones reached every worker.
-        _wait(lambda: _handled_by_every_group(db, [str(good.event_id)], ["re_dlq"]))
+        wait_for(lambda: _handled_by_every_group(db, [str(good.event_id)], ["re_dlq"]))
         dead = read_topic(settings, names.dead_letters, 3 * len(GROUPS))
     by_group: dict[str, list[bytes | None]] = {}
     for message in dead:
@@ -131,7 +124,7 @@ def test_garbage_interleaved_with_a_load_of_good_events_stops_no_consumer(
     assert producer.flush(30) == 0
     refund_ids = [f"re_dlq{n}" for n in range(200)]
     with _every_consumer(settings):
-        _wait(lambda: _handled_by_every_group(db, good_ids, refund_ids), timeout_s=120)
+        wait_for(lambda: _handled_by_every_group(db, good_ids, refund_ids), timeout_s=120)
         dead = read_topic(settings, names.dead_letters, garbage * len(GROUPS), timeout_s=60)
     assert len(dead) == garbage * len(GROUPS)
     per_group: dict[str, int] = {}

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from tests.helpers.servers import free_port, running
+from tests.helpers.waiting import wait_for
 
 # How long a "timeout" fault holds a request before the late charge: well past the client
 # timeouts below, short enough to keep the file fast.
@@ -124,14 +125,6 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
     assert set(body) == {"error"}, body
     assert {"type", "code", "message"} <= set(body["error"])
     return dict(body["error"])
-
-
-def wait_for(check: Callable[[], bool], deadline_s: float = 15) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.05)
 
 
 # --- charges -----------------------------------------------------------------------------
@@ -393,7 +386,7 @@ def test_timeout_fault_holds_the_request_then_charges_late(start: Start) -> None
             sim.charge(body, key, timeout=0.2)
         # Given up on by the client, not yet charged: the hold is well past its timeout.
         assert sim.records(idempotency_key=key) == []
-        wait_for(lambda: len(sim.records(idempotency_key=key)) == 1, deadline_s=HOLD_S + 15)
+        wait_for(lambda: len(sim.records(idempotency_key=key)) == 1, timeout_s=HOLD_S + 15)
         [charge] = sim.by_reference(body["reference"])
         assert charge["status"] == "succeeded"
         assert sim.stats()["faults"]["timeout"] == 1

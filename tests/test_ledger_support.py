@@ -9,8 +9,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -18,6 +17,7 @@ from typing import IO, Any
 import psycopg
 
 from tests.conftest import ROOT, env_for, override
+from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 from workers.core.db import database_url
 from workers.core.events import (
@@ -224,13 +224,6 @@ def consumed(db: Conn, schema: str = "ledger") -> int:
     """Messages the ledger has taken (applied, skipped as duplicates or dead-lettered)."""
     row = db.execute(f"SELECT coalesce(sum(next_offset), 0) FROM {schema}.cursors").fetchone()
     return int(row[0]) if row else 0
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 60, what: str = "it") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def wait_consumed(db: Conn, count: int, schema: str = "ledger", timeout_s: float = 60) -> None:

@@ -22,7 +22,8 @@ from tests.helpers.metrics import (
     value,
 )
 from tests.helpers.servers import free_port, running
-from tests.test_ledger_support import mixed, publish, quick, wait_for
+from tests.helpers.waiting import wait_for
+from tests.test_ledger_support import mixed, publish, quick
 from workers.core.config import Settings
 from workers.core.topics import ALL_GROUPS, topics
 from workers.ledger.replay import Replay

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import ROOT, env_for, override
 from tests.helpers.kafka import headers_of, read_topic
+from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 from workers.core.events import Event, EventType, Initiated, Processing, encode, new_event
 from workers.core.kafka import Message, TopicPartition, create_topics, make_consumer
@@ -80,13 +81,6 @@ def _scalar(db: Conn, query: str) -> int:
     row = db.execute(query).fetchone()
     assert row is not None
     return int(row[0])
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def topic_size(settings: Settings, topic: str) -> int:

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import ROOT, env_for, override
 from tests.helpers.kafka import committed_total, headers_of, produce_events, produce_raw, read_topic
+from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 from workers.core.errors import PermanentError, TransientError
 from workers.core.events import Event, EventType, Initiated, encode, new_event
@@ -243,19 +244,12 @@ def _handled(db: Conn) -> list[str]:
         return []
 
 
-def _wait_for(condition: Callable[[], bool], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def test_sigterm_drains_commits_what_was_done_and_exits_cleanly(
     settings: Settings, db: Conn
 ) -> None:
     publish(settings, [event(n) for n in range(40)], key=b"k")
     worker = _start_worker(settings, delay_s=0.2)
-    _wait_for(lambda: len(_handled(db)) >= 3)
+    wait_for(lambda: len(_handled(db)) >= 3)
     worker.send_signal(signal.SIGTERM)
     _, stderr = worker.communicate(timeout=60)
     assert worker.returncode == 0, stderr.decode()[-2000:]
@@ -268,14 +262,14 @@ def test_sigkill_loses_nothing_and_restart_finishes_the_rest(settings: Settings,
     sent = [event(n) for n in range(40)]
     publish(settings, sent, key=b"k")
     worker = _start_worker(settings, delay_s=0.05)
-    _wait_for(lambda: len(_handled(db)) >= 5)
+    wait_for(lambda: len(_handled(db)) >= 5)
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait(30)
     assert committed_total(settings, GROUP, topics(settings).payments) <= len(_handled(db))
 
     worker = _start_worker(settings, delay_s=0.0)
     try:
-        _wait_for(lambda: {str(e.event_id) for e in sent} <= set(_handled(db)))
+        wait_for(lambda: {str(e.event_id) for e in sent} <= set(_handled(db)))
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(60)

@@ -17,7 +17,7 @@ from flowpay_cli.top.gather import Gatherer, Snapshot
 from flowpay_cli.top.view import render
 from tests.conftest import ROOT, env_for, flowpay, override
 from tests.helpers.metrics import PATIENCE_S, MetricPorts, Stack, observed_stack
-from tests.test_ledger_support import wait_for
+from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 
 PAYMENTS = 3

@@ -15,7 +15,7 @@ from tests.conftest import override
 from tests.helpers.flow import Flow, flow
 from tests.helpers.receiver import Receiver, receiver
 from tests.helpers.servers import free_port
-from tests.test_ledger_support import wait_for
+from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 from workers.core.db import database_url
 from workers.notifier.endpoints import register_endpoint
