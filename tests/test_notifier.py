@@ -151,12 +151,30 @@ def test_intake_records_a_batch_in_one_go_each_event_once(settings: Settings, sh
     pool = make_pool(settings, name="test-intake")
     try:
         intake = Intake(pool, on_recorded=lambda: wakes.append(None))
-        none = cast(Message, None)
-        intake.handle_batch([(initiated, none), (succeeded, none), (succeeded, none)])
+        carried = cast(Message, Traced(TRACEPARENT))
+        intake.handle_batch([(initiated, carried), (succeeded, carried), (succeeded, carried)])
     finally:
         pool.close()
     assert shop.delivery()["status"] == "pending"
     assert len(wakes) == 1
+    # A batch runs under no span: the delivery keeps its event's trace context all the same.
+    stored = shop.db.execute(
+        "SELECT traceparent FROM notifier.deliveries WHERE merchant_id = %s", (shop.merchant_id,)
+    ).fetchone()
+    assert stored == (TRACEPARENT,)
+
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+class Traced:
+    """Just what the intake reads of a Kafka message: its headers."""
+
+    def __init__(self, traceparent: str) -> None:
+        self._headers = [("traceparent", traceparent.encode())]
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return self._headers
 
 
 def test_retries_after_500s_and_timeouts_keep_the_webhook_id(

@@ -94,7 +94,7 @@ def http_headers() -> dict[str, str]:
 
 
 def current_traceparent() -> str | None:
-    """The current span's ``traceparent``, to store with work done later (webhook deliveries)."""
+    """The current span's ``traceparent``, stored with work done later (the processor's checks)."""
     return http_headers().get(TRACEPARENT)
 
 

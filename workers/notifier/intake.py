@@ -16,7 +16,8 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from workers.core import tracing
-from workers.core.events import Event, EventType
+from workers.core.delivery import headers_of
+from workers.core.events import Event, EventType, header
 from workers.core.ids import new_id
 from workers.core.kafka import Message
 from workers.core.projection import advance, initial, iso
@@ -49,11 +50,11 @@ class Intake:
         """A poll batch in one transaction: a commit per batch rather than one per event."""
         recorded = 0
         with self.pool.connection() as conn, conn.transaction():
-            for event, _message in batch:
+            for event, message in batch:
                 if conn.execute(Q["event_mark_processed"], {"event_id": event.event_id}).rowcount:
                     payment = _project(conn, event)
                     if payment is not None and event.type in NOTIFIED:
-                        recorded += _record_deliveries(conn, event, payment)
+                        recorded += _record_deliveries(conn, event, payment, message)
         if recorded:
             self.on_recorded()
 
@@ -82,8 +83,13 @@ def webhook_body(event: Event, payment: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _record_deliveries(conn: Connection[Any], event: Event, payment: dict[str, Any]) -> int:
+def _record_deliveries(
+    conn: Connection[Any], event: Event, payment: dict[str, Any], message: Message
+) -> int:
     body = webhook_body(event, payment)
+    # The event's own trace context, not the current span's: a batch taken at once runs under
+    # no span of its own, and the attempts must stay in the payment's trace either way.
+    traceparent = header(headers_of(message), tracing.TRACEPARENT)
     endpoints = conn.execute(
         Q["endpoints_of_merchant"], {"merchant_id": event.merchant_id}
     ).fetchall()
@@ -99,7 +105,7 @@ def _record_deliveries(conn: Connection[Any], event: Event, payment: dict[str, A
                 "event_type": event.type.value,
                 "body": body,
                 "correlation_id": event.correlation_id,
-                "traceparent": tracing.current_traceparent(),
+                "traceparent": traceparent,
             },
         )
     return len(endpoints)
