@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
+from pathlib import Path
 from typing import Any, cast
 
 import psycopg
 
+from tests.conftest import ROOT, env_for
+from tests.helpers.servers import free_port
+from workers.api import read_model
 from workers.api.read_model import ReadModel
 from workers.core.config import Settings
 from workers.core.db import make_pool
@@ -54,3 +61,49 @@ def test_a_batch_is_applied_in_one_go_each_event_once(settings: Settings, db: Co
         pool.close()
     stored = [row[0] for row in db.execute("SELECT event_id FROM api.processed_events")]
     assert stored == [processing.event_id]
+
+
+def _unstartable(settings: Settings) -> Settings:
+    """Settings whose consumer librdkafka refuses to create (the checks are bypassed)."""
+    kafka = settings.kafka.model_copy(update={"session_timeout_ms": -1})
+    return settings.model_copy(update={"kafka": kafka})
+
+
+def test_a_read_model_that_dies_stops_its_process(settings: Settings) -> None:
+    deaths: list[None] = []
+    thread = read_model.start(
+        _unstartable(settings), threading.Event(), on_death=lambda: deaths.append(None)
+    )
+    try:
+        thread.join(30)
+        assert not thread.is_alive()
+        assert deaths == [None]
+        assert read_model.died.is_set()
+    finally:
+        read_model.died.clear()
+
+
+SERVER = """
+import sys, uvicorn
+from tests.test_read_model import _unstartable
+from workers.api.app import create_app
+from workers.core.config import load_settings
+uvicorn.run(create_app(_unstartable(load_settings())), port=int(sys.argv[1]), log_config=None)
+"""
+
+
+def test_a_server_whose_read_model_dies_shuts_down(settings: Settings, tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-c", SERVER, str(free_port())],
+            cwd=ROOT,
+            env=env_for(settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            server.wait(60)  # rather than serve statuses that would never move again
+        finally:
+            server.kill()
+    assert "the read model stopped; this server process stops too" in log.read_text()

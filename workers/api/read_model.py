@@ -1,14 +1,22 @@
 """The API's own view of each payment, kept from the payment event log (consumer group ``api``).
 
 It runs as a thread inside ``serve-api`` (one per server process, all in the one group), so the
-API needs no role of its own. Each event is applied at most once: its id goes into
-``api.processed_events`` in the same transaction as its effect, and a clash means "already done".
+API needs no role of its own. Should the thread die, the server process shuts down rather than
+serve statuses that no longer move: uvicorn's parent starts a new server process, and a
+single-process serve-api exits 1 for its supervisor to restart.
+
+Each event is applied at most once: its id goes into ``api.processed_events`` in the same
+transaction as its effect, and a clash means "already done".
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Final
 
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
@@ -29,6 +37,9 @@ from workers.core.sql import load_queries
 from workers.core.topics import GROUP_API
 
 Q = load_queries("workers.api")
+log = logging.getLogger(__name__)
+# Set when this process's read model died: serve-api's exit status says so.
+died: Final = threading.Event()
 
 
 class ReadModel:
@@ -87,8 +98,15 @@ def _resolve_refund(
     )
 
 
-def start(settings: Settings, stop: threading.Event) -> threading.Thread:
-    """Run the read model in a background thread until ``stop`` is set."""
+def start(
+    settings: Settings,
+    stop: threading.Event,
+    on_death: Callable[[], None] | None = None,
+) -> threading.Thread:
+    """Run the read model in a background thread until ``stop`` is set.
+
+    ``on_death`` runs if the thread ends any other way; by default it stops this process.
+    """
     pool = make_pool(settings, name="api-read-model")
     model = ReadModel(pool)
     runner = ConsumerRunner(
@@ -102,9 +120,20 @@ def start(settings: Settings, stop: threading.Event) -> threading.Thread:
     def run() -> None:
         try:
             runner.run(stop)
+        except BaseException:
+            if stop.is_set():
+                raise  # the server is stopping anyway
+            log.critical("the read model stopped; this server process stops too", exc_info=True)
+            died.set()
+            (on_death or _stop_this_process)()
         finally:
             pool.close()
 
     thread = threading.Thread(target=run, name="api-read-model", daemon=True)
     thread.start()
     return thread
+
+
+def _stop_this_process() -> None:
+    # uvicorn shuts down gracefully on SIGTERM: requests in flight are answered first.
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import uvicorn
 
-from workers.api import metrics
+from workers.api import metrics, read_model
 from workers.core.config import Settings
 
 
@@ -30,3 +30,5 @@ def serve(
             access_log=False,
             timeout_graceful_shutdown=int(settings.worker.grace_period_s),
         )
+    if read_model.died.is_set():  # one server process, in this process: it stopped for that
+        raise SystemExit(1)
