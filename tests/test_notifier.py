@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import signal
 import subprocess
 import time
@@ -10,20 +12,23 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import httpx
 import psycopg
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
 from tests.conftest import env_for, flowpay
 from tests.helpers.receiver import Receiver, receiver
 from tests.helpers.servers import free_port, running
 from workers.api.merchants import create_merchant
 from workers.core.config import Settings
-from workers.core.db import make_pool
+from workers.core.db import database_url, make_pool
 from workers.core.events import Event, EventType, Failed, Initiated, Succeeded, encode, new_event
 from workers.core.kafka import Message, make_producer, produce_sync
 from workers.core.topics import topics
 from workers.notifier.endpoints import register_endpoint
 from workers.notifier.intake import Intake
+from workers.notifier.sender import Due, Sender
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 FAST = {
@@ -288,3 +293,23 @@ def test_sender_outlives_the_database_cutting_its_connections(
 
     assert hook.wait_for(2)[1].body["type"] == "payment.failed"
     assert notifier.poll() is None
+
+
+def test_an_attempt_that_cannot_be_recorded_ends_quietly_for_the_lease_to_retry(
+    settings: Settings, shop: Shop, hook: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its task must not end with an exception nobody retrieves ("Task exception was never
+    # retrieved" on every database restart, found by the chaos scenario).
+    unreachable: AsyncConnectionPool[Any] = AsyncConnectionPool(database_url(settings), open=False)
+    sender = Sender(settings.notifier, unreachable)
+    due = Due("msg_q", shop.endpoint.id, hook.url, shop.endpoint.secret, "enabled", b"{}", 0)
+
+    async def attempt() -> None:
+        async with httpx.AsyncClient() as http:
+            await sender.attempt(http, due)
+
+    with caplog.at_level(logging.WARNING, logger="workers.notifier.sender"):
+        asyncio.run(attempt())
+    [sent] = hook.wait_for(1)
+    assert sent.webhook_id == "msg_q"
+    assert "webhook attempt not recorded" in caplog.text

@@ -121,7 +121,11 @@ class Sender:
             event_id=delivery.event_id,
             correlation_id=delivery.correlation_id,
         ):
-            await self.deliver(http, delivery)
+            try:
+                await self.deliver(http, delivery)
+            except psycopg.OperationalError as exc:  # the pool's timeouts and closing included
+                # Nothing is lost: the lease lapses and the delivery goes again, same webhook-id.
+                log.warning("webhook attempt not recorded (%s); it will be retried", exc)
 
     async def deliver(self, http: httpx.AsyncClient, delivery: Due) -> None:
         if delivery.endpoint_status != "enabled":
