@@ -19,7 +19,7 @@ import psycopg
 from tests.conftest import flowpay
 from tests.helpers.flow import Flow, flow
 from workers.api.client import ApiClient, StreamEvent, sse_events
-from workers.api.merchants import create_merchant
+from workers.api.merchants import create_merchant, list_keys, revoke_key
 from workers.core.config import Settings
 from workers.core.db import database_url
 
@@ -204,6 +204,28 @@ def test_only_the_merchants_own_payments_and_valid_requests_stream(
             read(reader)
             assert (reader.status, json.loads(reader.body)["error"]["code"]) == (status, code)
             assert not reader.events
+
+
+def test_a_stream_ends_once_its_key_is_revoked(settings: Settings, tmp_path: Path) -> None:
+    uncached = {**FAST_HEARTBEAT, "FLOWPAY_API__KEY_CACHE_S": "0"}
+    with flow(settings, tmp_path, extra_env=uncached) as f, paused(f.processes["outbox"]):
+        # The payment stays initiated: only the revocation can end its stream.
+        reader = Reader(f, f.pay()["id"])
+
+        async def scenario() -> Reader:
+            task = asyncio.create_task(reader.run())
+            await until(lambda: len(reader.events) == 1, "the current state")
+            with psycopg.connect(database_url(settings), autocommit=True) as conn:
+                [key] = list_keys(conn, f.merchant_id)
+                revoke_key(conn, key.id)
+            async with asyncio.timeout(30):
+                return await task
+
+        asyncio.run(scenario())
+        assert reader.ended
+        assert reader.ids_and_statuses == [("1", "initiated")]
+        # Resuming is refused like any request with that key.
+        assert read(Reader(f, reader.payment_id, last_event_id="1")).status == 401
 
 
 def test_streams_follow_changes_applied_by_any_server_process(

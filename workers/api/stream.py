@@ -4,16 +4,19 @@ Each event is the payment object after one change (the JSON of ``GET /v1/payment
 the change's version (1, 2, ... per payment) as its id. The stream starts with the current state
 (with ``Last-Event-ID: N``, with every change after version N) and ends after a final status;
 ``204`` says there is nothing more to wait for, which stops a browser's ``EventSource`` from
-reconnecting. Starlette's ``StreamingResponse`` rather than an SSE library: the route answers
-404, 400 or 204 as ordinary responses before streaming, and Starlette already cancels the stream
-when the client goes away.
+reconnecting. The key is checked again at each wake-up, so a stream ends within
+``api.key_cache_s`` plus one heartbeat of its key being revoked.
+
+Starlette's ``StreamingResponse`` rather than an SSE library: the route answers 404, 400 or 204
+as ordinary responses before streaming, and Starlette already cancels the stream when the client
+goes away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
@@ -87,7 +90,16 @@ def router(settings: Settings) -> APIRouter:
             )  # fmt: skip
         if seen == version and status in TERMINAL:
             return Response(status_code=204)
-        frames = _frames(services.pool, feed, merchant_id, payment_id, seen, heartbeat_s)
+        authorization = request.headers.get("authorization")
+
+        async def current_merchant() -> str | None:
+            """The merchant, while the request's key still works (cached per ``key_cache_s``)."""
+            try:
+                return await services.auth.merchant_for(authorization)
+            except ApiError:
+                return None  # revoked since the stream began
+
+        frames = _frames(services.pool, feed, current_merchant, payment_id, seen, heartbeat_s)
         return StreamingResponse(frames, media_type="text/event-stream", headers=STREAM_HEADERS)
 
     return routes
@@ -121,7 +133,7 @@ async def _head(
 async def _frames(
     pool: AsyncConnectionPool[Any],
     feed: ChangeFeed,
-    merchant_id: str,
+    current_merchant: Callable[[], Awaitable[str | None]],
     payment_id: str,
     seen: int,
     heartbeat_s: float,
@@ -132,6 +144,10 @@ async def _frames(
         while True:
             changed.clear()
             try:
+                merchant_id = await current_merchant()
+                if merchant_id is None:
+                    log.info("event stream of %s ends: its API key was revoked", payment_id)
+                    return
                 changes = await _changes(pool, merchant_id, payment_id, seen)
             except (psycopg.OperationalError, PoolTimeout) as exc:
                 # Ending the stream is safe: the client resumes from its Last-Event-ID.
