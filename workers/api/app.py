@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = Services(settings, pool)
         stop = threading.Event()
         thread = read_model.start(settings, stop) if settings.api.read_model else None
+        _spare_startup_objects_from_gc()
         try:
             yield
         finally:
@@ -83,6 +85,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stream.router(settings))
     openapi.install(app)
     return app
+
+
+def _spare_startup_objects_from_gc() -> None:
+    # What start-up built (modules, FastAPI's routes and models, the pool) lives as long as
+    # the process: freezing it keeps the collector from walking it again at every full
+    # collection, a few percent of each request's CPU otherwise.
+    gc.collect()
+    gc.freeze()
 
 
 def _services(request: Request) -> Services:
