@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from psycopg import AsyncConnection
 from psycopg import errors as pg_errors
@@ -36,8 +36,13 @@ class Answer:
 Work = Callable[[AsyncConnection[Any]], Awaitable[Answer]]
 
 
+# Built once: json.dumps with options builds a new encoder at each call. Its output must
+# never change, or stored keys would stop matching their retries.
+_CANONICAL: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def request_hash(method: str, path: str, canonical_body: Any) -> bytes:
-    body = json.dumps(canonical_body, sort_keys=True, separators=(",", ":"))
+    body = _CANONICAL.encode(canonical_body)
     return hashlib.sha256(f"{method}\n{path}\n{body}".encode()).digest()
 
 

@@ -33,8 +33,12 @@ SOURCE: Final = "flowpay/api"
 STATUSES: Final = ("initiated", "processing", "succeeded", "failed", "refunded")
 
 
+# One encoder for every answer: json.dumps with options builds a new one at each call.
+_COMPACT: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return _COMPACT.encode(payload).encode()
 
 
 def payment_object(row: dict[str, Any]) -> dict[str, Any]:

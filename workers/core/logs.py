@@ -30,6 +30,10 @@ _SECRETS: Final = (
 )
 
 
+# Built once: json.dumps with options builds a new encoder for every line.
+_LINE: Final = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
 def redact(text: str) -> str:
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
@@ -83,7 +87,7 @@ class JsonFormatter(logging.Formatter):
             "message": _message(self, record),
             **_fields(record),
         }
-        return json.dumps(line, ensure_ascii=False, default=str)
+        return _LINE.encode(line)
 
 
 class TextFormatter(logging.Formatter):
