@@ -123,6 +123,12 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return body
 
 
+def _path(request: Request) -> str:
+    """``request.url.path``, without building the whole URL (host header parsing and all)."""
+    path: str = request.scope["path"]
+    return path.replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
+
+
 def _too_large(limit: int) -> ApiError:
     return ApiError(413, "request_too_large", f"Request bodies are limited to {limit} bytes")
 
@@ -152,7 +158,7 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
         key = check_idempotency_key(request.headers.get("idempotency-key"))
         body = parse_body(PaymentCreate, raw)
         correlation_id = _correlation_id(request)
-        fingerprint = request_hash("POST", request.url.path, body.model_dump(mode="json"))
+        fingerprint = request_hash("POST", _path(request), body.model_dump(mode="json"))
         answer = await payments.create_payment(
             services.pool, merchant_id, key, fingerprint, body, correlation_id
         )
@@ -195,7 +201,7 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
         key = check_idempotency_key(request.headers.get("idempotency-key"))
         body = parse_body(RefundCreate, raw)
         correlation_id = _correlation_id(request)
-        fingerprint = request_hash("POST", request.url.path, body.model_dump(mode="json"))
+        fingerprint = request_hash("POST", _path(request), body.model_dump(mode="json"))
 
         async def refund(conn: AsyncConnection[Any]) -> Answer:
             return await payments.request_refund(
