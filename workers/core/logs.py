@@ -34,7 +34,14 @@ _SECRETS: Final = (
 _LINE: Final = json.JSONEncoder(ensure_ascii=False, default=str)
 
 
+# Every pattern above needs one of these words: most lines hold none, and one search costs a
+# tenth of the four substitutions.
+_MAYBE_SECRET: Final = re.compile(r"(?i)bearer|sk_live_|whsec_|://|password")
+
+
 def redact(text: str) -> str:
+    if _MAYBE_SECRET.search(text) is None:
+        return text
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text
