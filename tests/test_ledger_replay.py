@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -30,7 +32,7 @@ from tests.test_ledger_support import (
 from workers.core.config import Settings
 from workers.core.events import Event
 from workers.ledger.check import run_checks
-from workers.ledger.replay import Replay, ReplayError
+from workers.ledger.replay import Replay, ReplayError, _collector_between_batches
 from workers.ledger.rules import Code, Direction, PaymentState, StandardRules, Transfer, house
 
 
@@ -57,6 +59,32 @@ def build(
     with ledger_thread(settings, rules or StandardRules()):
         wait_consumed(db, sent)
     return sent
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.me = self  # a cycle: only the collector frees it
+
+
+def test_between_batches_the_collector_is_off_and_each_collect_frees_cycles() -> None:
+    assert gc.isenabled()
+    with _collector_between_batches() as collect:
+        assert not gc.isenabled()
+        cycle = weakref.ref(_Node())
+        assert cycle() is not None
+        collect()
+        assert cycle() is None
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), _collector_between_batches():
+        raise RuntimeError("a batch failed")
+    assert gc.isenabled(), "back on, whatever happened to the batches"
+    gc.disable()
+    try:
+        with _collector_between_batches():
+            pass
+        assert not gc.isenabled(), "left off when it was off before"
+    finally:
+        gc.enable()
 
 
 def schemas(db: Conn) -> set[str]:
