@@ -139,11 +139,13 @@ class Event(BaseModel):
         return self.data
 
 
+# By the type's name: what EventType(str(name)) would find, without building the enum member
+# (a decode's before-validator asks this for every event).
+_PAYLOADS_BY_NAME: Final[dict[str, type[EventData]]] = {t.value: p for t, p in PAYLOADS.items()}
+
+
 def _payload_for(type_name: object) -> builtins.type[EventData] | None:
-    try:
-        return PAYLOADS[EventType(str(type_name))]
-    except ValueError:
-        return None
+    return _PAYLOADS_BY_NAME.get(str(type_name))
 
 
 def new_event(
