@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from dataclasses import replace
 from typing import Any
@@ -16,10 +17,12 @@ from workers.core.events import (
     Initiated,
     Processing,
     Refunded,
+    RefundFailed,
+    RefundRequested,
     Succeeded,
 )
 from workers.ledger.chain import GENESIS, digest
-from workers.ledger.posting import Item, NeedsRetry, Planner
+from workers.ledger.posting import Item, NeedsRetry, Planner, _event_row
 from workers.ledger.rules import (
     STANDARD_RULES,
     Direction,
@@ -265,3 +268,46 @@ def test_the_hash_covers_every_entry() -> None:
     record = chained.record
     tampered = replace(record, entries=(replace(record.entries[0], amount=999), record.entries[1]))
     assert digest(GENESIS, tampered) != chained.hash
+
+
+def test_transaction_ids_are_uuid5_of_the_event_id_and_index() -> None:
+    namespace = uuid.UUID("6f1c2b7e-5d0a-4c55-9a43-4c1e0d6b8a11")
+    for event_id in [uuid.uuid4() for _ in range(50)] + [uuid.UUID(int=0)]:
+        for index in (0, 1, 12):
+            expected = uuid.uuid5(namespace, f"{event_id}/{index}")
+            assert transaction_id(event_id, index) == expected
+            assert transaction_id(event_id, index).version == 5
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "columns"),
+    [
+        (EventType.INITIATED, INIT, (1000, "USD", None)),
+        (EventType.PROCESSING, Processing(), (None, None, None)),
+        (EventType.SUCCEEDED, Succeeded(charge_id="ch_1"), (None, None, "ch_1")),
+        (EventType.FAILED, Failed(reason="card_declined"), (None, None, None)),
+        (
+            EventType.REFUND_REQUESTED,
+            RefundRequested(refund_id="re_1", amount=5),
+            (5, None, "re_1"),
+        ),
+        (
+            EventType.REFUNDED,
+            Refunded(refund_id="re_1", amount=5, refunded_total=5),
+            (5, None, "re_1"),
+        ),
+        (
+            EventType.REFUND_FAILED,
+            RefundFailed(refund_id="re_1", reason="no"),
+            (None, None, "re_1"),
+        ),
+        (EventType.CHARGE_REVERSED, ChargeReversed(charge_id="ch_1", amount=7), (7, None, "ch_1")),
+    ],
+)
+def test_each_event_type_fills_its_events_row(kind: EventType, data: Any, columns: Any) -> None:
+    event = ev(kind, "pay_1", data)
+    row = _event_row(Item(FakeMessage(3, 9), event), event, "recorded")  # type: ignore[arg-type]
+    assert (row.amount, row.currency, row.reference) == columns
+    assert row == (
+        event.event_id, kind.value, "pay_1", "mer_a", *columns, "recorded", "t.payments", 3, 9,
+    )  # fmt: skip

@@ -37,6 +37,7 @@ is left, ...) raises ``PostingRefused``: the message is dead-lettered, never hal
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -88,6 +89,7 @@ NORMAL_SIDE: Final[dict[Code, Direction]] = {
 
 # Journal transaction ids derive from the event id, so a replay rebuilds the very same ids.
 _TXN_NAMESPACE: Final = uuid.UUID("6f1c2b7e-5d0a-4c55-9a43-4c1e0d6b8a11")
+_TXN_NAMESPACE_BYTES: Final = _TXN_NAMESPACE.bytes  # a property that builds them on each call
 
 
 class PostingRefused(PermanentError):
@@ -193,7 +195,11 @@ def transfer_amount(transfer: Transfer) -> int:
 
 
 def transaction_id(event_id: uuid.UUID, index: int) -> uuid.UUID:
-    return uuid.uuid5(_TXN_NAMESPACE, f"{event_id}/{index}")
+    """uuid.uuid5(_TXN_NAMESPACE, f"{event_id}/{index}"), its steps with the namespace's bytes
+    taken once (a replay derives an id per transaction)."""
+    name = f"{event_id}/{index}".encode()
+    sha1 = hashlib.sha1(_TXN_NAMESPACE_BYTES + name, usedforsecurity=False).digest()
+    return uuid.UUID(bytes=sha1[:16], version=5)
 
 
 def move(debit: Account, credit: Account, amount: int, phase: Phase) -> tuple[Line, Line]:
