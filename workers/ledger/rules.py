@@ -40,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, Protocol
 
@@ -166,19 +166,20 @@ class PaymentState:
     def after(self, txn_id: uuid.UUID, transfer: Transfer, merchant_id: str) -> PaymentState:
         """The state once ``transfer`` is written (mirrors the ``payment_states`` query)."""
         amount = transfer_amount(transfer)
-        state = self
+        # One new state built directly: dataclasses.replace, once or twice per transfer, cost
+        # more than the rest of this method.
+        pending, resolution, refunded = self.pending, self.resolution, self.refunded
+        references = self.references
         if transfer.reference is not None:
-            state = replace(
-                self, references=self.references | {(transfer.kind, transfer.reference)}
-            )
+            references = references | {(transfer.kind, transfer.reference)}
         if transfer.kind is Kind.AUTHORIZE:
             currency = transfer.lines[0].currency if transfer.lines else ""
-            return replace(state, pending=Pending(txn_id, merchant_id, currency, amount))
-        if transfer.kind in (Kind.POST, Kind.VOID):
-            return replace(state, resolution=transfer.kind)
-        if transfer.kind is Kind.REFUND:
-            return replace(state, refunded=state.refunded + amount)
-        return state
+            pending = Pending(txn_id, merchant_id, currency, amount)
+        elif transfer.kind in (Kind.POST, Kind.VOID):
+            resolution = transfer.kind
+        elif transfer.kind is Kind.REFUND:
+            refunded += amount
+        return PaymentState(pending, resolution, refunded, references)
 
     @property
     def posted(self) -> int:
