@@ -166,20 +166,23 @@ class LedgerStore:
                 cur.execute(self.q["cursors_save"], _cursor_params(writes.cursors))
 
     def _copy_txns(self, cur: psycopg.Cursor[Any], txns: list[ChainedTxn]) -> None:
+        # Each transaction's two ids as text, once: COPY reads a uuid column from its text,
+        # and psycopg's uuid dumper (Python) would run again for each of its entries.
+        ids = [(str(c.record.id), str(c.record.event_id)) for c in txns]
         with cur.copy(self.q["transactions_copy"]) as copy:
-            for c in txns:
+            for c, (txn_id, event_id) in zip(txns, ids, strict=True):
                 t = c.record
                 copy.write_row(
-                    (t.id, t.kind, t.payment_id, t.merchant_id, t.reference, t.pending_of,
-                     t.event_id, t.topic, t.partition, t.offset, t.seq, c.prev_hash, c.hash)
+                    (txn_id, t.kind, t.payment_id, t.merchant_id, t.reference, t.pending_of,
+                     event_id, t.topic, t.partition, t.offset, t.seq, c.prev_hash, c.hash)
                 )  # fmt: skip
         with cur.copy(self.q["entries_copy"]) as copy:
-            for c in txns:
+            for c, (txn_id, event_id) in zip(txns, ids, strict=True):
                 t = c.record
                 for e in t.entries:
                     copy.write_row(
-                        (t.id, e.line, e.account_id, e.direction, e.phase, e.amount,
-                         e.currency, t.event_id, t.topic, t.partition, t.offset)
+                        (txn_id, e.line, e.account_id, e.direction, e.phase, e.amount,
+                         e.currency, event_id, t.topic, t.partition, t.offset)
                     )  # fmt: skip
 
     def check_now(self, conn: Conn) -> None:
