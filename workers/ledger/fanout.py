@@ -1,8 +1,9 @@
 """Run one function over several parts at once, each in a process of its own, on every core.
 
-Replay is bound by Python (decoding and planning, ~65 us an event on one core): a process per
-group of partitions puts every core to work. Processes are spawned, never forked (the parent
-holds Kafka and PostgreSQL connections); each reports progress through a queue.
+Replay is bound by CPU (decoding and planning, ~40 us an event on one core, and about as much
+in PostgreSQL): a process per group of partitions puts every core to work. Processes are
+spawned, never forked (the parent holds Kafka and PostgreSQL connections); each reports
+progress through a queue.
 """
 
 from __future__ import annotations
