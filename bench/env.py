@@ -26,7 +26,7 @@ from tests.conftest import env_for, override
 from tests.helpers.servers import running
 from workers.core.config import Settings, load_settings
 from workers.core.db import apply_schema, database_url
-from workers.core.kafka import create_topics, make_admin
+from workers.core.kafka import create_topics, delete_topics
 from workers.devstack import stack
 
 
@@ -90,7 +90,7 @@ def isolated(base: Settings, name: str) -> Iterator[Bench]:
     finally:
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {tag} WITH (FORCE)")
-        _delete_topics(settings)
+        delete_topics(settings)  # the payments topic keeps everything
         shutil.rmtree(bench.tmp, ignore_errors=True)
 
 
@@ -99,19 +99,6 @@ def _no_metrics_ports() -> dict[str, str]:
     metrics = Settings.model_fields.get("metrics")
     fields = getattr(metrics.annotation, "model_fields", {}) if metrics is not None else {}
     return {f"FLOWPAY_METRICS__{name.upper()}": "0" for name in fields if name.endswith("_port")}
-
-
-def _delete_topics(settings: Settings) -> None:
-    # The payments topic keeps everything (retention -1): a benchmark's 100,000s of events
-    # would otherwise stay on the shared broker's disk.
-    admin = make_admin(settings)
-    prefix = settings.kafka.topic_prefix + "."
-    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
-    for future in admin.delete_topics(names, request_timeout=30).values() if names else ():
-        try:
-            future.result()
-        except Exception:  # noqa: S112 - one topic left behind is not worth failing a run
-            continue
 
 
 def poll(check: Callable[[], bool], timeout_s: float, every_s: float = 0.2) -> bool:

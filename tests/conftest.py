@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from workers.core.config import Settings, load_settings
 from workers.core.db import apply_schema, database_url
-from workers.core.kafka import create_topics
+from workers.core.kafka import create_topics, delete_topics
 from workers.devstack import stack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,25 +113,32 @@ def _isolated(base: Settings, dbname: str, prefix: str) -> Settings:
 
 
 @pytest.fixture
-def topic_prefix(base_settings: Settings) -> str:
-    """A unique prefix whose topics exist."""
-    return _new_topics(base_settings)
+def topic_prefix(base_settings: Settings) -> Iterator[str]:
+    """A unique prefix whose topics exist (deleted after the test)."""
+    prefix = _new_topics(base_settings)
+    yield prefix
+    delete_topics(override(base_settings, "kafka", topic_prefix=prefix))
 
 
 @pytest.fixture
 def settings(base_settings: Settings, template_db: str) -> Iterator[Settings]:
     """Settings for one test: its own database and its own topics on the shared stack."""
-    name = _new_database(base_settings, template_db)
-    yield _isolated(base_settings, name, _new_topics(base_settings))
-    _drop_database(base_settings, name)
+    yield from _isolated_for_a_while(base_settings, template_db)
 
 
 @pytest.fixture(scope="module")
 def module_settings(base_settings: Settings, template_db: str) -> Iterator[Settings]:
     """Like ``settings``, shared by one module's tests (for servers worth starting once)."""
-    name = _new_database(base_settings, template_db)
-    yield _isolated(base_settings, name, _new_topics(base_settings))
-    _drop_database(base_settings, name)
+    yield from _isolated_for_a_while(base_settings, template_db)
+
+
+def _isolated_for_a_while(base: Settings, template_db: str) -> Iterator[Settings]:
+    # Dropped after use: a session leaves hundreds of topic sets, which slow the one broker.
+    name = _new_database(base, template_db)
+    isolated = _isolated(base, name, _new_topics(base))
+    yield isolated
+    _drop_database(base, name)
+    delete_topics(isolated)
 
 
 @pytest.fixture

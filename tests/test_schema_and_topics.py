@@ -5,10 +5,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 from workers.core.db import apply_schema, mapped_errors
 from workers.core.errors import ConstraintViolation
-from workers.core.kafka import create_topics, describe_topics
+from workers.core.kafka import create_topics, delete_topics, describe_topics, make_admin
 from workers.core.sql import parse_queries
 from workers.core.topics import topics
 
@@ -71,3 +72,12 @@ def test_topics_are_created_once_with_partitions_and_infinite_retention(
     described = describe_topics(settings, names.all())
     assert described[names.payments] == {"partitions": 6, "retention.ms": "-1"}
     assert described[names.dead_letters]["retention.ms"] == "-1"
+
+    assert sorted(delete_topics(settings)) == sorted(names.all())
+
+    def gone() -> bool:
+        listed = make_admin(settings).list_topics(timeout=10).topics
+        return not set(names.all()) & set(listed)
+
+    wait_for(gone, what="the prefix's topics to be deleted")
+    assert delete_topics(settings) == []

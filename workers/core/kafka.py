@@ -188,6 +188,23 @@ def create_topics(settings: Settings, names: Iterable[str] | None = None) -> dic
     return result
 
 
+def delete_topics(settings: Settings) -> list[str]:
+    """Delete every topic under the settings' prefix; the names it asked to delete.
+
+    For throwaway prefixes (tests, benchmarks): the payments topic keeps everything, and a
+    broker left with thousands of them grows slow for every client.
+    """
+    admin = make_admin(settings)
+    prefix = settings.kafka.topic_prefix + "."
+    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+    for future in admin.delete_topics(names, request_timeout=30).values() if names else ():
+        try:
+            future.result()
+        except KafkaException as exc:  # gone already, or the broker is busy: not worth failing
+            log.warning("topic not deleted: %s", exc)
+    return names
+
+
 def _led(topic: Any) -> bool:
     """The topic is known and every partition has a leader (else reads fail NOT_LEADER)."""
     partitions = topic.partitions.values()
