@@ -13,11 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import Request, Response
+from fastapi.testclient import TestClient
 
 from tests.conftest import env_for
 from tests.helpers.flow import flow
 from tests.helpers.receiver import receiver
 from tests.helpers.servers import free_port, running
+from workers.api.app import create_app
 from workers.core import correlation
 from workers.core.config import Settings
 from workers.core.logs import LogFormat, redact, setup_logging
@@ -202,3 +205,28 @@ def _json_or_none(line: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def test_an_unexpected_error_is_a_500_envelope_with_the_request_id(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(settings)
+
+    async def broken(request: Request) -> Response:
+        raise RuntimeError("a bug, not a refusal")
+
+    app.router.add_api_route("/broken", broken, methods=["GET"])
+    with caplog.at_level(logging.ERROR), TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.get("/broken", headers={"X-Request-Id": "r-500"})
+    assert answer.status_code == 500
+    assert answer.headers["x-request-id"] == "r-500"
+    assert answer.json() == {
+        "error": {
+            "type": "api_error",
+            "code": "internal_error",
+            "message": "Something went wrong on our side",
+        }
+    }
+    [logged] = [r for r in caplog.records if r.getMessage() == "unexpected error"]
+    assert logged.exc_info is not None
+    assert "a bug, not a refusal" in str(logged.exc_info[1])

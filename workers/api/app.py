@@ -223,6 +223,8 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
+    """Expected failures to the envelope; one no handler takes is RequestContext's (a 500)."""
+
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.envelope(), status_code=exc.status)
@@ -255,12 +257,6 @@ def _install_error_handlers(app: FastAPI) -> None:
             503, "service_unavailable", "Temporarily unavailable; retry", type_=API_ERROR
         )
         return JSONResponse(error.envelope(), status_code=503, headers={"Retry-After": "1"})
-
-    @app.exception_handler(Exception)
-    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error")
-        error = ApiError(500, "internal_error", "Something went wrong on our side", type_=API_ERROR)
-        return JSONResponse(error.envelope(), status_code=500)
 
 
 def app_from_environment() -> FastAPI:
