@@ -98,6 +98,21 @@ def test_guessed_payment_ids_are_404_for_read_and_refund(api: Api, db: Conn, gue
     assert cursor.status_code == 404, cursor.text
 
 
+def test_ids_holding_nul_are_404_like_any_missing_payment(api: Api) -> None:
+    # Found by the fuzzer: PostgreSQL cannot compare a text holding U+0000, so these were 500s.
+    nul = "pay_%00x"  # decoded by the server
+    answers = [
+        api.get(f"/v1/payments/{nul}"),
+        api.post(f"/v1/payments/{nul}/refunds", {}, **{"Idempotency-Key": str(uuid.uuid4())}),
+        api.get(f"/v1/payments/{nul}/events"),
+    ]
+    for answer in answers:
+        assert (answer.status_code, error_of(answer)["code"]) == (404, "resource_missing")
+    cursor = api.get("/v1/payments", starting_after="pay_\x00x")
+    assert cursor.status_code == 404
+    assert error_of(cursor)["param"] == "starting_after"
+
+
 def test_lists_never_show_another_merchants_payments_under_any_filter(api: Api) -> None:
     mine = {api.pay().json()["id"] for _ in range(2)}
     theirs = {api.pay(key=api.other_key).json()["id"] for _ in range(3)}

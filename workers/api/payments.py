@@ -106,9 +106,17 @@ async def create_payment(
     return earlier or answer
 
 
+def check_lookable(payment_id: str, param: str = "id") -> None:
+    """The 404 of a missing payment for what no payment id can hold: PostgreSQL
+    cannot even compare a text holding U+0000 (it would be a 500)."""
+    if "\x00" in payment_id:
+        raise not_found("payment", param=param)
+
+
 async def get_payment(
     pool: AsyncConnectionPool[Any], merchant_id: str, payment_id: str
 ) -> dict[str, Any]:
+    check_lookable(payment_id)
     async with pool.connection() as conn:
         cursor = await conn.execute(
             Q["payment_get"], {"id": payment_id, "merchant_id": merchant_id}
@@ -134,6 +142,8 @@ async def list_payments(
         "starting_after": starting_after,
         "status": status,
     }
+    if starting_after is not None:
+        check_lookable(starting_after, param="starting_after")
     async with pool.connection() as conn:
         if starting_after is not None:
             found = await conn.execute(
@@ -155,6 +165,7 @@ async def request_refund(
     body: RefundCreate,
     correlation_id: str,
 ) -> Answer:
+    check_lookable(payment_id)
     cursor = await conn.execute(Q["payment_lock"], {"id": payment_id, "merchant_id": merchant_id})
     row = await cursor.fetchone()
     if row is None:

@@ -29,7 +29,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from workers.api.change_feed import ChangeFeed
 from workers.api.client import TERMINAL
 from workers.api.errors import ApiError, not_found
-from workers.api.payments import dumps, payment_object
+from workers.api.payments import check_lookable, dumps, payment_object
 from workers.core.config import Settings
 from workers.core.db import database_url
 from workers.core.sql import load_queries
@@ -120,6 +120,7 @@ def seen_version(header: str | None) -> int | None:
 async def _head(
     pool: AsyncConnectionPool[Any], merchant_id: str, payment_id: str
 ) -> tuple[int, str]:
+    check_lookable(payment_id)
     async with pool.connection() as conn:
         cursor = await conn.execute(
             Q["stream_head"], {"id": payment_id, "merchant_id": merchant_id}
