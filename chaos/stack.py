@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 from workers.core.config import Settings, load_settings
 from workers.core.db import apply_schema, connect
 from workers.core.kafka import create_topics
+from workers.core.ports import free_port as free_port
 from workers.devstack import kafka, postgres
 from workers.devstack.paths import StackPaths
 from workers.devstack.procs import read_pid, wait_gone
@@ -49,12 +49,6 @@ TUNING: dict[str, str] = {
     "notifier__max_retry_after_s": "5",
     "dev__kafka_heap": "384m",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
