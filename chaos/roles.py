@@ -121,12 +121,16 @@ class Roles:
 def start_roles(stack: ChaosStack, *, scale_out: bool) -> Roles:
     """The simulator, then every role: one of each, or two (serve-api: two server processes)."""
     roles = Roles(stack)
-    roles.add(SIM, (SIM, "--seed", "7"))
-    wait_http(f"{stack.sim_url}/healthz", START_TIMEOUT_S, roles.of(SIM)[0].log)
-    copies = 2 if scale_out else 1
-    roles.add("serve-api", ("serve-api", "--workers", str(copies)))
-    for role in ("run-outbox", "run-processor", "run-ledger", "run-notifier"):
-        for _ in range(copies):
-            roles.add(role, KILLABLE[role])
-    wait_http(f"{stack.api_url}/readyz", START_TIMEOUT_S, roles.of("serve-api")[0].log)
+    try:
+        roles.add(SIM, (SIM, "--seed", "7"))
+        wait_http(f"{stack.sim_url}/healthz", START_TIMEOUT_S, roles.of(SIM)[0].log)
+        copies = 2 if scale_out else 1
+        roles.add("serve-api", ("serve-api", "--workers", str(copies)))
+        for role in ("run-outbox", "run-processor", "run-ledger", "run-notifier"):
+            for _ in range(copies):
+                roles.add(role, KILLABLE[role])
+        wait_http(f"{stack.api_url}/readyz", START_TIMEOUT_S, roles.of("serve-api")[0].log)
+    except BaseException:
+        roles.stop_all()  # a failed start leaves no role running (they ran on past the test)
+        raise
     return roles
