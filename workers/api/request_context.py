@@ -13,7 +13,6 @@ failure is the request an operator most needs to find in the logs).
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Final
 
@@ -21,15 +20,16 @@ from opentelemetry.trace import SpanKind
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from workers.api.errors import API_ERROR, ApiError
+from workers.api.payments import dumps
 from workers.core import correlation, tracing
 
 log = logging.getLogger(__name__)
 
 REQUEST_ID: Final = b"x-request-id"
 _WANTED: Final = frozenset({REQUEST_ID, b"traceparent", b"tracestate"})
-_INTERNAL: Final = json.dumps(
+_INTERNAL: Final = dumps(
     ApiError(500, "internal_error", "Something went wrong on our side", type_=API_ERROR).envelope()
-).encode()
+)
 
 
 def correlation_id() -> str:
