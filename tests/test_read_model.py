@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import psycopg
 
-from tests.conftest import ROOT, env_for
+from tests.conftest import ROOT, env_for, override
 from tests.helpers.servers import free_port
 from workers.api import read_model
 from workers.api.read_model import ReadModel
@@ -65,8 +65,7 @@ def test_a_batch_is_applied_in_one_go_each_event_once(settings: Settings, db: Co
 
 def _unstartable(settings: Settings) -> Settings:
     """Settings whose consumer librdkafka refuses to create (the checks are bypassed)."""
-    kafka = settings.kafka.model_copy(update={"session_timeout_ms": -1})
-    return settings.model_copy(update={"kafka": kafka})
+    return override(settings, "kafka", session_timeout_ms=-1)
 
 
 def test_a_read_model_that_dies_stops_its_process(settings: Settings) -> None:

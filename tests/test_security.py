@@ -19,6 +19,7 @@ import pytest
 from tests.conftest import env_for, flowpay
 from tests.helpers import api as api_fixtures
 from tests.helpers.api import CARD, Api, error_of, table_counts
+from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 from workers.core.ids import new_id
 
@@ -190,16 +191,6 @@ def _cli_json(settings: Settings, *args: str) -> Any:
     return json.loads(done.stdout)
 
 
-def _poll_status(api: Api, key: str, want: int, within_s: float) -> None:
-    deadline = time.monotonic() + within_s
-    while True:
-        status = api.get("/v1/payments", key=key).status_code
-        if status == want:
-            return
-        assert time.monotonic() < deadline, f"still {status}, not {want}, after {within_s}s"
-        time.sleep(0.1)
-
-
 def test_revoked_key_is_refused_promptly_while_the_merchants_other_key_works(
     api: Api, settings: Settings
 ) -> None:
@@ -215,7 +206,11 @@ def test_revoked_key_is_refused_promptly_while_the_merchants_other_key_works(
     assert revoked["revoked_at"] is not None
     # Refused within the key cache's lifetime (api.key_cache_s, 2 s) plus margin for a loaded
     # machine; the old 30 s cache would fail this.
-    _poll_status(api, api.key, 401, within_s=settings.api.key_cache_s + 8)
+    wait_for(
+        lambda: api.get("/v1/payments").status_code == 401,
+        timeout_s=settings.api.key_cache_s + 8,
+        what="the revoked key to be refused",
+    )
     # That was one server process; the other may still hold the key in its own cache until
     # the lifetime has passed since the revocation, and not a moment longer.
     time.sleep(max(0.0, revoked_by + settings.api.key_cache_s - time.monotonic()))
