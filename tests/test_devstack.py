@@ -18,15 +18,10 @@ from tests.conftest import ROOT, flowpay
 from tests.helpers.kafka import read_topic
 from workers.core.config import Settings, load_settings
 from workers.core.kafka import create_topics, make_producer, produce_sync
+from workers.core.ports import free_port
 from workers.core.topics import topics
 from workers.devstack.paths import StackPaths
 from workers.devstack.procs import wait_gone
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -35,9 +30,9 @@ def own_stack(base_settings: Settings) -> Iterator[dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWPAY_")}
     env |= {
         "FLOWPAY_DEV__HOME": str(home),
-        "FLOWPAY_DEV__PG_PORT": str(_free_port()),
-        "FLOWPAY_DEV__KAFKA_PORT": str(_free_port()),
-        "FLOWPAY_DEV__KAFKA_CONTROLLER_PORT": str(_free_port()),
+        "FLOWPAY_DEV__PG_PORT": str(free_port()),
+        "FLOWPAY_DEV__KAFKA_PORT": str(free_port()),
+        "FLOWPAY_DEV__KAFKA_CONTROLLER_PORT": str(free_port()),
         # Reuse the jars the shared stack resolved, as an existing distribution.
         "KAFKA_HOME": str(StackPaths.of(base_settings).kafka_dir),
     }

@@ -206,8 +206,9 @@ def _format_once(paths: StackPaths, classpath: str, properties: Path) -> None:
         cluster_file.write_text(_storage_tool(classpath, ["random-uuid"]).strip() + "\n")
     _storage_tool(
         classpath,
-        ["format", "--standalone", "-t", cluster_file.read_text().strip(), "-c", str(properties),
-         "--ignore-formatted"],
+        # One argument with "=": a random id may begin with "-", which argparse takes for an option.
+        ["format", "--standalone", f"--cluster-id={cluster_file.read_text().strip()}",
+         "-c", str(properties), "--ignore-formatted"],
     )  # fmt: skip
 
 
