@@ -3,6 +3,11 @@
 ``org.apache.kafka:kafka_2.13`` brings the broker and the storage tool; a log4j2 SLF4J binding
 makes it log. ``KAFKA_HOME`` (or ``dev.kafka_home``) pointing at a Kafka distribution is used
 instead of resolving jars.
+
+With ``kafka.security_protocol = "SASL_SSL"`` (what ``flowpay dev up --secure`` configures) the
+broker listens with TLS and SCRAM-SHA-512 only, denies whatever no ACL allows, and keeps its
+data apart from the PLAINTEXT broker's. Its SCRAM users are made when the storage is formatted
+(KIP-900); its own principal, ``broker``, is the one super user and creates the roles' ACLs.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from workers.core import kafka_acls
 from workers.core.config import Settings
 from workers.core.errors import StackError
 from workers.core.kafka import bootstrap_servers, is_ready
-from workers.devstack.paths import StackPaths
+from workers.devstack import secure
+from workers.devstack.paths import StackPaths, write_private
 from workers.devstack.procs import alive, read_pid, spawn, tail, terminate
 
 log = logging.getLogger(__name__)
@@ -55,12 +62,11 @@ _SERVER = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:{controller}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
+listeners={listener}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
+advertised.listeners={listener}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs={data}
+inter.broker.listener.name={listener}
+{security}log.dirs={data}
 num.partitions={partitions}
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=10
@@ -70,6 +76,34 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
+"""
+
+_PLAINTEXT = """\
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+"""
+
+# Clients: TLS and SCRAM-SHA-512 only. The controller listener stays on loopback; there the
+# broker logs in to its controller with SASL/PLAIN (KRaft controllers cannot check SCRAM, which
+# lives in the metadata they serve), so that no unauthenticated principal needs to be trusted.
+_SASL_SSL = """\
+listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=\
+org.apache.kafka.common.security.scram.ScramLoginModule required \
+username="{user}" password="{password}";
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.plain.sasl.jaas.config=\
+org.apache.kafka.common.security.plain.PlainLoginModule required \
+username="{user}" password="{password}" user_{user}="{password}";
+ssl.keystore.type=PEM
+ssl.keystore.location={keystore}
+ssl.truststore.type=PEM
+ssl.truststore.location={ca}
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:{user}
+allow.everyone.if.no.acl.found=false
 """
 
 _LOG4J = """\
@@ -152,14 +186,24 @@ def status(settings: Settings) -> KafkaStatus:
 def up(settings: Settings) -> KafkaStatus:
     """Resolve jars, format once, start unless running, wait until it answers metadata requests."""
     paths = StackPaths.of(settings)
+    listener = _listener(settings)
     pid = read_pid(paths.kafka_pid)
     if alive(pid, MAIN_CLASS):
+        _same_listener(paths, listener)
         _wait_ready(settings, paths, pid)
-        return status(settings)
+    else:
+        _start(settings, paths, listener)
+    if listener == secure.PROTOCOL:
+        # As the super user: the operator may not create ACLs, its own included.
+        kafka_acls.apply(secure.as_broker(settings), kafka_acls.plan(settings).grants)
+    return status(settings)
+
+
+def _start(settings: Settings, paths: StackPaths, listener: str) -> None:
     libs = resolve_jars(settings)
     classpath = f"{libs}/*"
-    properties = _write_config(settings, paths)
-    _format_once(paths, classpath, properties)
+    properties = _write_config(settings, paths, listener)
+    _format_once(paths, classpath, properties, _scram_arguments(settings, listener))
     java = shutil.which("java")
     if java is None:
         raise StackError(
@@ -174,7 +218,6 @@ def up(settings: Settings) -> KafkaStatus:
     )  # fmt: skip
     paths.kafka_pid.write_text(f"{pid}\n")
     _wait_ready(settings, paths, pid)
-    return status(settings)
 
 
 def down(settings: Settings) -> bool:
@@ -183,23 +226,76 @@ def down(settings: Settings) -> bool:
     return pid is not None and terminate(pid, MAIN_CLASS, timeout_s=60)
 
 
-def _write_config(settings: Settings, paths: StackPaths) -> Path:
-    paths.kafka_data.mkdir(parents=True, exist_ok=True)
-    properties = paths.kafka_dir / "server.properties"
-    properties.write_text(
-        _SERVER.format(
-            port=settings.dev.kafka_port,
-            controller=settings.dev.kafka_controller_port,
-            data=paths.kafka_data,
-            partitions=settings.kafka.partitions,
+def _listener(settings: Settings) -> str:
+    protocol = settings.kafka.security_protocol
+    if protocol not in ("PLAINTEXT", secure.PROTOCOL):
+        raise StackError(
+            f"the local broker listens PLAINTEXT, or SASL_SSL (`flowpay dev up --secure`), "
+            f"not {protocol}"
         )
+    return protocol
+
+
+def _same_listener(paths: StackPaths, listener: str) -> None:
+    running = _listener_file(paths).read_text().strip() if _listener_file(paths).exists() else ""
+    if running and running != listener:
+        raise StackError(
+            f"the local broker runs {running}, not {listener}: "
+            "stop the stack first (`flowpay dev down`)"
+        )
+
+
+def _listener_file(paths: StackPaths) -> Path:
+    return paths.kafka_dir / "listener"
+
+
+def data_dir(paths: StackPaths, listener: str) -> Path:
+    """Where the broker of this listener keeps its data: the secure one apart from the other."""
+    return paths.kafka_data if listener == "PLAINTEXT" else paths.kafka_dir / "data-secure"
+
+
+def _write_config(settings: Settings, paths: StackPaths, listener: str) -> Path:
+    data = data_dir(paths, listener)
+    data.mkdir(parents=True, exist_ok=True)
+    properties = paths.kafka_dir / "server.properties"
+    text = _SERVER.format(
+        listener=listener,
+        security=_security(settings, listener),
+        port=settings.dev.kafka_port,
+        controller=settings.dev.kafka_controller_port,
+        data=data,
+        partitions=settings.kafka.partitions,
     )
+    write_private(properties, text.encode())  # it may hold the broker's password
+    _listener_file(paths).write_text(listener + "\n")
     (paths.kafka_dir / "log4j2.properties").write_text(_LOG4J)
     return properties
 
 
-def _format_once(paths: StackPaths, classpath: str, properties: Path) -> None:
-    if (paths.kafka_data / "meta.properties").exists():
+def _security(settings: Settings, listener: str) -> str:
+    if listener == "PLAINTEXT":
+        return _PLAINTEXT
+    tls = secure.SecureFiles.of(settings).tls
+    return _SASL_SSL.format(
+        user=secure.BROKER_USER,
+        password=secure.broker_password(settings),
+        keystore=tls.keystore,
+        ca=tls.ca,
+    )
+
+
+def _scram_arguments(settings: Settings, listener: str) -> list[str]:
+    if listener == "PLAINTEXT":
+        return []
+    return [
+        f"--add-scram={secure.MECHANISM}=[name={name},password={password}]"
+        for name, password in secure.scram_users(settings).items()
+    ]
+
+
+def _format_once(paths: StackPaths, classpath: str, properties: Path, extra: list[str]) -> None:
+    data = Path(_property(properties, "log.dirs"))
+    if (data / "meta.properties").exists():
         return
     cluster_file = paths.kafka_dir / "cluster-id"
     if not cluster_file.exists():
@@ -208,8 +304,16 @@ def _format_once(paths: StackPaths, classpath: str, properties: Path) -> None:
         classpath,
         # One argument with "=": a random id may begin with "-", which argparse takes for an option.
         ["format", "--standalone", f"--cluster-id={cluster_file.read_text().strip()}",
-         "-c", str(properties), "--ignore-formatted"],
+         "-c", str(properties), "--ignore-formatted", *extra],
     )  # fmt: skip
+
+
+def _property(properties: Path, name: str) -> str:
+    for line in properties.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key == name:
+            return value
+    raise StackError(f"{properties} sets no {name}")
 
 
 def _storage_tool(classpath: str, args: list[str]) -> str:
@@ -218,8 +322,18 @@ def _storage_tool(classpath: str, args: list[str]) -> str:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if done.returncode != 0:
-        raise StackError(f"kafka-storage {args[0]} failed: {(done.stderr or done.stdout)[-800:]}")
+        said = _without_passwords((done.stderr or done.stdout)[-800:], args)
+        raise StackError(f"kafka-storage {args[0]} failed: {said}")
     return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+
+
+def _without_passwords(text: str, args: list[str]) -> str:
+    # The tool may echo an --add-scram argument back in its complaint.
+    for arg in args:
+        if "password=" in arg:
+            password = arg.split("password=", 1)[1].rstrip("]")
+            text = text.replace(password, "***")
+    return text
 
 
 def _wait_ready(settings: Settings, paths: StackPaths, pid: int | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,3 +63,11 @@ class StackPaths:
 
     def role_log(self, role: str) -> Path:
         return self.logs / f"{role}.log"
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner can read (created so: never readable by others, even briefly)."""
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(data)
