@@ -21,7 +21,12 @@ from confluent_kafka.cimpl import NewTopic
 from tests.conftest import ROOT, flowpay
 from tests.helpers.flow import flow
 from tests.helpers.receiver import receiver
-from tests.helpers.secure_kafka import SecureBroker, secured_prefix, shared_secure_broker
+from tests.helpers.secure_kafka import (
+    SecureBroker,
+    clean_env,
+    secured_prefix,
+    shared_secure_broker,
+)
 from tests.helpers.servers import free_port
 from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
@@ -173,3 +178,12 @@ def test_acls_print_shows_least_privilege_without_a_secret(
     assert printed["roles_without_principal"] == []
     assert printed["shared_principals"] == {}
     assert all(p not in done.stdout + done.stderr for p in _passwords(broker))
+
+
+def test_plain_dev_up_refuses_while_the_secure_broker_runs(broker: SecureBroker) -> None:
+    # The same ports, a broker that wants TLS and SCRAM: PLAINTEXT clients would only time out.
+    done = flowpay(
+        "--config", str(broker.user_config), "dev", "up", "--infra-only", env=clean_env()
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "the local broker runs SASL_SSL, not PLAINTEXT" in done.stderr

@@ -30,6 +30,7 @@ from workers.devstack.paths import StackPaths
 
 @dataclass(frozen=True)
 class SecureBroker:
+    user_config: Path  # the configuration `dev up --secure` was given
     config: Path  # what `dev up --secure` wrote for the roles
     settings: Settings  # the same, as the test process reads it
 
@@ -38,7 +39,7 @@ class SecureBroker:
         return {**env_for(settings), "FLOWPAY_CONFIG": str(self.config)}
 
 
-def _clean_env() -> dict[str, str]:
+def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("FLOWPAY_")}
 
 
@@ -52,19 +53,19 @@ def shared_secure_broker(shared_dir: Path, base: Settings) -> Iterator[SecureBro
             user_config.write_text(tomli_w.dumps(_user_config(shared_dir / "home", base)))
         done = flowpay(
             "--config", str(user_config), "dev", "up", "--secure", "--infra-only",
-            env=_clean_env(), timeout=300,
+            env=clean_env(), timeout=300,
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
         users.write_text(str(int(users.read_text() or "0") + 1 if users.exists() else 1))
     config = secure.SecureFiles.of(load_settings(user_config)).config
     try:
-        yield SecureBroker(config, load_settings(config))
+        yield SecureBroker(user_config, config, load_settings(config))
     finally:
         with FileLock(str(shared_dir / ".lock")):
             left = int(users.read_text()) - 1
             users.write_text(str(left))
             if left == 0:
-                flowpay("--config", str(config), "dev", "down", env=_clean_env(), timeout=120)
+                flowpay("--config", str(config), "dev", "down", env=clean_env(), timeout=120)
 
 
 def _user_config(home: Path, base: Settings) -> dict[str, object]:
