@@ -16,6 +16,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    ScramMechanism,
+    UserScramCredentialDeletion,
+)
 from confluent_kafka.cimpl import NewTopic
 
 from tests.conftest import ROOT, flowpay
@@ -29,12 +33,13 @@ from tests.helpers.secure_kafka import (
 )
 from tests.helpers.servers import free_port
 from tests.helpers.waiting import wait_for
-from workers.core.config import Settings
+from workers.core.config import KafkaRole, Settings
 from workers.core.db import database_url
-from workers.core.errors import TransientError
+from workers.core.errors import KafkaAccessError, TransientError
 from workers.core.kafka import (
     KafkaError,
     KafkaException,
+    check_access,
     make_admin,
     make_consumer,
     make_producer,
@@ -187,3 +192,29 @@ def test_plain_dev_up_refuses_while_the_secure_broker_runs(broker: SecureBroker)
     )  # fmt: skip
     assert done.returncode == 2, done.stdout + done.stderr
     assert "the local broker runs SASL_SSL, not PLAINTEXT" in done.stderr
+
+
+def test_dev_up_adds_a_principal_that_came_after_the_storage_was_formatted(
+    broker: SecureBroker,
+) -> None:
+    # --add-scram works at format time only. The orchestrator's principal, which no other test
+    # uses, stands for a role FlowPay gains later: gone from the broker, `dev up` brings it back.
+    user = secure.username("orchestrator")
+    admin = make_admin(secure.as_broker(broker.settings), "operator")
+    deletion = UserScramCredentialDeletion(user, ScramMechanism.SCRAM_SHA_512)
+    admin.alter_user_scram_credentials([deletion])[user].result()
+    wait_for(lambda: _refused(broker.settings, "orchestrator"), 30, "the deletion to apply")
+    done = flowpay(
+        "--config", str(broker.user_config), "dev", "up", "--secure", "--infra-only",
+        env=clean_env(), timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    check_access(broker.settings, "orchestrator")
+
+
+def _refused(settings: Settings, role: KafkaRole) -> bool:
+    try:
+        check_access(settings, role)
+    except KafkaAccessError:
+        return True
+    return False

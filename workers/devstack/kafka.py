@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers.core import kafka_acls
 from workers.core.config import Settings
 from workers.core.errors import StackError
 from workers.core.kafka import bootstrap_servers, is_ready
@@ -80,30 +79,6 @@ auto.create.topics.enable=false
 
 _PLAINTEXT = """\
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-"""
-
-# Clients: TLS and SCRAM-SHA-512 only. The controller listener stays on loopback; there the
-# broker logs in to its controller with SASL/PLAIN (KRaft controllers cannot check SCRAM, which
-# lives in the metadata they serve), so that no unauthenticated principal needs to be trusted.
-_SASL_SSL = """\
-listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
-sasl.enabled.mechanisms=SCRAM-SHA-512
-sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
-listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=\
-org.apache.kafka.common.security.scram.ScramLoginModule required \
-username="{user}" password="{password}";
-listener.name.controller.sasl.enabled.mechanisms=PLAIN
-sasl.mechanism.controller.protocol=PLAIN
-listener.name.controller.plain.sasl.jaas.config=\
-org.apache.kafka.common.security.plain.PlainLoginModule required \
-username="{user}" password="{password}" user_{user}="{password}";
-ssl.keystore.type=PEM
-ssl.keystore.location={keystore}
-ssl.truststore.type=PEM
-ssl.truststore.location={ca}
-authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
-super.users=User:{user}
-allow.everyone.if.no.acl.found=false
 """
 
 _LOG4J = """\
@@ -194,8 +169,7 @@ def up(settings: Settings) -> KafkaStatus:
     else:
         _start(settings, paths, listener)
     if listener == secure.PROTOCOL:
-        # As the super user: the operator may not create ACLs, its own included.
-        kafka_acls.apply(secure.as_broker(settings), kafka_acls.plan(settings).grants)
+        secure.admit_principals(settings)
     return status(settings)
 
 
@@ -203,7 +177,8 @@ def _start(settings: Settings, paths: StackPaths, listener: str) -> None:
     libs = resolve_jars(settings)
     classpath = f"{libs}/*"
     properties = _write_config(settings, paths, listener)
-    _format_once(paths, classpath, properties, _scram_arguments(settings, listener))
+    scram = [] if listener == "PLAINTEXT" else secure.add_scram_arguments(settings)
+    _format_once(paths, classpath, properties, scram)
     java = shutil.which("java")
     if java is None:
         raise StackError(
@@ -260,7 +235,7 @@ def _write_config(settings: Settings, paths: StackPaths, listener: str) -> Path:
     properties = paths.kafka_dir / "server.properties"
     text = _SERVER.format(
         listener=listener,
-        security=_security(settings, listener),
+        security=_PLAINTEXT if listener == "PLAINTEXT" else secure.broker_properties(settings),
         port=settings.dev.kafka_port,
         controller=settings.dev.kafka_controller_port,
         data=data,
@@ -270,27 +245,6 @@ def _write_config(settings: Settings, paths: StackPaths, listener: str) -> Path:
     _listener_file(paths).write_text(listener + "\n")
     (paths.kafka_dir / "log4j2.properties").write_text(_LOG4J)
     return properties
-
-
-def _security(settings: Settings, listener: str) -> str:
-    if listener == "PLAINTEXT":
-        return _PLAINTEXT
-    tls = secure.SecureFiles.of(settings).tls
-    return _SASL_SSL.format(
-        user=secure.BROKER_USER,
-        password=secure.broker_password(settings),
-        keystore=tls.keystore,
-        ca=tls.ca,
-    )
-
-
-def _scram_arguments(settings: Settings, listener: str) -> list[str]:
-    if listener == "PLAINTEXT":
-        return []
-    return [
-        f"--add-scram={secure.MECHANISM}=[name={name},password={password}]"
-        for name, password in secure.scram_users(settings).items()
-    ]
 
 
 def _format_once(paths: StackPaths, classpath: str, properties: Path, extra: list[str]) -> None:

@@ -9,6 +9,7 @@ configuration plus the ``[kafka]`` keys that reach this broker, each role as its
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import tomllib
 from dataclasses import dataclass
@@ -16,17 +17,53 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialAlteration,
+    UserScramCredentialUpsertion,
+)
 from pydantic import SecretStr
 
+from workers.core import kafka_acls
 from workers.core.config import KAFKA_ROLES, KafkaPrincipal, KafkaRole, Settings
 from workers.core.errors import StackError
+from workers.core.kafka import KafkaError, KafkaException, make_admin
 from workers.devstack.paths import StackPaths, write_private
 from workers.devstack.tls import BrokerCertificates, make_broker_certificates
+
+log = logging.getLogger(__name__)
 
 PROTOCOL = "SASL_SSL"
 MECHANISM = "SCRAM-SHA-512"
 # The broker's own principal: its connections to itself and its controller; a super user.
 BROKER_USER = "broker"
+# What the storage tool's --add-scram uses when not told: the same for users added later.
+_SCRAM_ITERATIONS = 4096
+
+# Clients: TLS and SCRAM-SHA-512 only. The controller listener stays on loopback; there the
+# broker logs in to its controller with SASL/PLAIN, whose one user is defined right here (it
+# needs no metadata, unlike SCRAM), so that no unauthenticated principal must be a super user.
+_SASL_SSL = """\
+listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=\
+org.apache.kafka.common.security.scram.ScramLoginModule required \
+username="{user}" password="{password}";
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.plain.sasl.jaas.config=\
+org.apache.kafka.common.security.plain.PlainLoginModule required \
+username="{user}" password="{password}" user_{user}="{password}";
+ssl.keystore.type=PEM
+ssl.keystore.location={keystore}
+ssl.truststore.type=PEM
+ssl.truststore.location={ca}
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:{user}
+allow.everyone.if.no.acl.found=false
+"""
 
 
 def username(role: KafkaRole) -> str:
@@ -99,6 +136,60 @@ def as_broker(settings: Settings) -> Settings:
     return settings.model_copy(
         update={"kafka": kafka.model_copy(update={"principals": principals})}
     )
+
+
+def broker_properties(settings: Settings) -> str:
+    """The secure broker's listener, TLS, SASL and authorizer lines of its server.properties."""
+    tls = SecureFiles.of(settings).tls
+    return _SASL_SSL.format(
+        user=BROKER_USER, password=broker_password(settings), keystore=tls.keystore, ca=tls.ca
+    )
+
+
+def add_scram_arguments(settings: Settings) -> list[str]:
+    """The storage tool's --add-scram arguments: every principal, made at format time."""
+    return [
+        f"--add-scram={MECHANISM}=[name={name},password={password}]"
+        for name, password in scram_users(settings).items()
+    ]
+
+
+def admit_principals(settings: Settings) -> None:
+    """Each role's SCRAM user and ACLs, as the broker's super user (idempotent)."""
+    _add_missing_users(settings)
+    # The operator may not create ACLs, its own included.
+    kafka_acls.apply(as_broker(settings), kafka_acls.plan(settings).grants)
+
+
+def _add_missing_users(settings: Settings) -> None:
+    """SCRAM users for principals that came after the storage was formatted (a new role).
+
+    ``--add-scram`` works at format time only; later ones go through the Admin API.
+    """
+    admin = make_admin(as_broker(settings), "operator")
+    users = scram_users(settings)
+    missing: list[str] = []
+    described = admin.describe_user_scram_credentials(list(users))
+    assert isinstance(described, dict)  # one future per user named
+    for name, future in described.items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.RESOURCE_NOT_FOUND:
+                raise StackError(f"cannot look up Kafka user {name}: {exc.args[0].str()}") from None
+            missing.append(name)
+    if not missing:
+        return
+    mechanism = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, _SCRAM_ITERATIONS)
+    additions: list[UserScramCredentialAlteration] = [
+        UserScramCredentialUpsertion(n, mechanism, users[n].encode()) for n in missing
+    ]
+    for name, future in admin.alter_user_scram_credentials(additions).items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            raise StackError(f"cannot add Kafka user {name}: {exc.args[0].str()}") from None
+    log.info("added Kafka users %s", ", ".join(missing))
 
 
 def _passwords(files: SecureFiles) -> dict[str, str]:
