@@ -45,7 +45,7 @@ from workers.core.kafka import (
     make_producer,
     produce_sync,
 )
-from workers.core.topics import topics
+from workers.core.topics import GROUP_PREFIX_DLQ_READER, topics
 from workers.devstack import secure
 from workers.devstack.paths import StackPaths
 
@@ -218,3 +218,32 @@ def _refused(settings: Settings, role: KafkaRole) -> bool:
     except KafkaAccessError:
         return True
     return False
+
+
+def test_the_operator_replays_a_dead_letter_to_the_payments_topic(
+    broker: SecureBroker, secured: Settings
+) -> None:
+    names = topics(secured)
+    headers = [("dlq_topic", names.payments.encode()), ("dlq_group", b"notifier")]
+    letter = produce_sync(
+        make_producer(secured, "notifier"), names.dead_letters,
+        key=b"pay_dead", value=b"{}", headers=headers, timeout_s=15,
+    )  # fmt: skip
+    letter_id = f"{letter.partition()}:{letter.offset()}"
+    done = flowpay("dlq", "replay", letter_id, env=broker.env(secured))
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Read back as the operator does, in one of its throwaway groups.
+    reader = make_consumer(secured, f"{GROUP_PREFIX_DLQ_READER}{uuid.uuid4().hex}", "operator")
+    reader.subscribe([names.payments])
+    replayed: list[bytes | None] = []
+    try:
+
+        def arrived() -> bool:
+            message = reader.poll(0.5)
+            if message is not None and message.error() is None:
+                replayed.append(message.key())
+            return b"pay_dead" in replayed
+
+        wait_for(arrived, 30, "the replayed dead letter")
+    finally:
+        reader.close()
