@@ -22,7 +22,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 from confluent_kafka.cimpl import NewTopic
 
-from tests.conftest import ROOT, flowpay
+from tests.conftest import ROOT, flowpay, override
 from tests.helpers.flow import flow
 from tests.helpers.receiver import receiver
 from tests.helpers.secure_kafka import (
@@ -48,6 +48,7 @@ from workers.core.kafka import (
 from workers.core.topics import GROUP_PREFIX_DLQ_READER, topics
 from workers.devstack import secure
 from workers.devstack.paths import StackPaths
+from workers.devstack.tls import make_broker_certificates
 
 FAST_NOTIFIER = {"FLOWPAY_NOTIFIER__POLL_INTERVAL_S": "0.1", "FLOWPAY_LOG_FORMAT": "json"}
 
@@ -247,3 +248,12 @@ def test_the_operator_replays_a_dead_letter_to_the_payments_topic(
         wait_for(arrived, 30, "the replayed dead letter")
     finally:
         reader.close()
+
+
+def test_a_broker_certificate_from_another_ca_is_a_clear_error(
+    secured: Settings, tmp_path: Path
+) -> None:
+    other = make_broker_certificates(tmp_path / "other-ca")
+    untrusting = override(secured, "kafka", ssl_ca_location=other.ca)
+    with pytest.raises(KafkaAccessError, match="certificate verify failed"):
+        check_access(untrusting, "operator")
