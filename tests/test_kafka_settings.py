@@ -75,7 +75,13 @@ def test_client_properties_reach_every_kind_of_client_but_not_flowpays_guarantee
 
 
 @pytest.mark.parametrize(
-    "line", ['"enable.auto.commit" = true', '"sasl.password" = "x"', '"acks" = 1']
+    "line",
+    [
+        '"enable.auto.commit" = true',
+        '"sasl.password" = "x"',
+        '"acks" = 1',
+        '"session.timeout.ms" = 10000',
+    ],
 )
 def test_client_properties_may_not_set_what_flowpay_sets(tmp_path: Path, line: str) -> None:
     with pytest.raises(ConfigError, match=r"kafka\.client_properties"):

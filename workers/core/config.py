@@ -59,7 +59,7 @@ RESERVED_CLIENT_PROPERTIES = frozenset(
         "sasl.mechanisms", "sasl.username", "sasl.password", "ssl.ca.location",
         "ssl.certificate.location", "ssl.key.location", "ssl.key.password",
         "enable.auto.commit", "enable.auto.offset.store", "isolation.level",
-        "enable.idempotence", "acks", "logger", "error_cb",
+        "enable.idempotence", "acks", "session.timeout.ms", "logger", "error_cb",
     }
 )  # fmt: skip
 
