@@ -26,7 +26,7 @@ class Logged:
 
 def _reader(settings: Settings) -> Consumer:
     # A group of its own that never commits: reading must not move anyone's offsets.
-    return make_consumer(settings, f"chaos-reader-{uuid.uuid4().hex}", "chaos-reader")
+    return make_consumer(settings, f"chaos-reader-{uuid.uuid4().hex}", "operator")
 
 
 def partitions(consumer: Consumer, topic: str) -> list[int]:
@@ -45,7 +45,7 @@ def end_offsets(settings: Settings, topic: str | None = None) -> dict[int, int]:
 def committed(settings: Settings, group: str) -> dict[int, int]:
     """The group's committed offset per partition of the payments topic (0 where none)."""
     name = topics(settings).payments
-    consumer = make_consumer(settings, group, "chaos-offsets")
+    consumer = make_consumer(settings, group, "operator")
     try:
         wanted = [TopicPartition(name, p) for p in partitions(consumer, name)]
         return {tp.partition: max(tp.offset, 0) for tp in consumer.committed(wanted, timeout=10)}

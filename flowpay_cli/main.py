@@ -15,6 +15,7 @@ from flowpay_cli.commands import (
     gateway_sim,
     health,
     infra,
+    kafka,
     ledger,
     outbox,
     pay,
@@ -60,6 +61,7 @@ def main(
 app.add_typer(dev.app, name="dev")
 app.add_typer(infra.db_app, name="db")
 app.add_typer(infra.topics_app, name="topics")
+app.add_typer(kafka.app, name="kafka")
 app.command("health")(health.health)
 app.command("serve-api")(api.serve_api)
 app.command("pay")(pay.pay)

@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
 console = Console()
 err_console = Console(stderr=True)
+
+# The one --json option: every command that has it prints JSON for scripts with print_json.
+Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 def print_json(data: Any) -> None:

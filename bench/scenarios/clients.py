@@ -88,12 +88,12 @@ def _timed(count: int, work: Callable[[], None]) -> dict[str, float]:
 
 def _confluent_produce(bench: Bench, topic: str, messages: list[Encoded]) -> None:
     overrides = {"acks": ACKS, "linger.ms": LINGER_MS, "compression.type": "none"}
-    if produce_all(make_producer(bench.settings, "bench-clients", **overrides), topic, messages):
+    if produce_all(make_producer(bench.settings, "outbox", **overrides), topic, messages):
         raise RuntimeError("confluent-kafka: some messages were not acknowledged")
 
 
 def _confluent_consume(bench: Bench, topic: str, count: int) -> None:
-    consumer = make_consumer(bench.settings, f"bench-{uuid.uuid4().hex}", "bench-clients")
+    consumer = make_consumer(bench.settings, f"bench-{uuid.uuid4().hex}", "operator")
     consumer.assign([TopicPartition(topic, p, 0) for p in range(bench.settings.kafka.partitions)])
     seen = 0
     while seen < count:

@@ -42,7 +42,7 @@ def run(base: Settings, sizes: OutboxSizes) -> dict[str, Any]:
 def raw_produce(bench: Bench, messages: list[Any]) -> dict[str, Any]:
     """The relay's producer (workers.outbox.publisher: make_producer + its delivery timeout)."""
     timeout_ms = int(bench.settings.outbox.delivery_timeout_s * 1000)
-    producer = make_producer(bench.settings, "bench-raw", **{"message.timeout.ms": timeout_ms})
+    producer = make_producer(bench.settings, "outbox", **{"message.timeout.ms": timeout_ms})
     topic = topics(bench.settings).payments + ".raw"
     create_topics(bench.settings, [topic])
     started = time.perf_counter()

@@ -29,7 +29,7 @@ class ProcessorSizes:
 def run(base: Settings, sizes: ProcessorSizes) -> dict[str, Any]:
     with isolated(base, "processor") as bench:
         topic = topics(bench.settings).payments
-        producer = make_producer(bench.settings, "bench")
+        producer = make_producer(bench.settings, "outbox")
         produce_all(producer, topic, encode_all(initiated_many(sizes.payments)))
         port = free_port()
         bench.start(

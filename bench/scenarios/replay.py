@@ -28,7 +28,7 @@ def run(base: Settings, sizes: ReplaySizes) -> dict[str, Any]:
     with isolated(base, "replay") as bench:
         topic = topics(bench.settings).payments
         failed = produce_all(
-            make_producer(bench.settings, "bench"), topic, encode_all(lifecycles(sizes.payments))
+            make_producer(bench.settings, "outbox"), topic, encode_all(lifecycles(sizes.payments))
         )
         baseline = raw_consume(bench, topic)
         rebuild = _rebuild(bench, sizes.profile)
@@ -43,7 +43,7 @@ def run(base: Settings, sizes: ReplaySizes) -> dict[str, Any]:
 
 def raw_consume(bench: Bench, topic: str) -> dict[str, Any]:
     """Every message of ``topic`` read once with the ledger's consumer settings, nothing done."""
-    consumer = make_consumer(bench.settings, f"bench-raw-{uuid.uuid4().hex}", "bench-raw")
+    consumer = make_consumer(bench.settings, f"bench-raw-{uuid.uuid4().hex}", "operator")
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {p: watermarks(consumer, topic, p)[1] for p in partitions}

@@ -31,7 +31,7 @@ def serve_api(
     log_format: LogFormatOption = None,
 ) -> None:
     """Serve the merchant HTTP API (and its status read model)."""
-    config = role_settings(ctx, log_format)
+    config = role_settings(ctx, log_format, "api" if settings(ctx).api.read_model else None)
     setup_logging(config.log_level, "api", config.log_format)
     serve(
         config,

@@ -8,17 +8,16 @@ from typing import Annotated, Any
 import typer
 
 from flowpay_cli.context import settings, state
-from flowpay_cli.output import console, print_json, print_table
+from flowpay_cli.output import Json, console, print_json, print_table
+from workers.core.config import Settings, load_settings
 from workers.core.lifecycle import install_stop_handlers
 from workers.core.logs import setup_logging
-from workers.devstack import roles, stack
+from workers.devstack import roles, secure, stack
 from workers.devstack.demo import demo_webhook_secret
 from workers.devstack.sink import received
 from workers.devstack.sink import serve as serve_sink
 
 app = typer.Typer(help="Run the local stack (PostgreSQL, Kafka, every role) as plain processes.")
-
-Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 @app.command()
@@ -27,17 +26,35 @@ def up(
     infra_only: Annotated[
         bool, typer.Option("--infra-only", help="Only PostgreSQL and Kafka.")
     ] = False,
+    secure_kafka: Annotated[
+        bool,
+        typer.Option(
+            "--secure",
+            help="Kafka over SASL_SSL with SCRAM-SHA-512 and ACLs, each role its own principal "
+            "(certificates, passwords and the roles' configuration under <dev.home>/secure/).",
+        ),
+    ] = False,
 ) -> None:
     """Install and start whatever is not running; reuse what is."""
     config = settings(ctx)
+    config_file = state(ctx).resolved_config_file
+    if secure_kafka:
+        config_file = secure.prepare(config, config_file)
+        config = load_settings(config_file)
     with console.status("starting the stack") as spinner:
         stack.up(
             config,
             infra_only=infra_only,
-            config_file=state(ctx).resolved_config_file,
+            config_file=config_file,
             say=lambda step: spinner.update(f"starting the stack: {step}"),
         )
-    _show(ctx, as_json=False)
+    _show(config, as_json=False)
+    if secure_kafka:
+        console.print(
+            f"Kafka is secured; give every flowpay command this stack's configuration: "
+            f"--config {config_file} (or FLOWPAY_CONFIG={config_file})",
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -50,7 +67,7 @@ def down(ctx: typer.Context) -> None:
 @app.command()
 def status(ctx: typer.Context, as_json: Json = False) -> None:
     """Each component's state, PID, endpoint and log file."""
-    _show(ctx, as_json=as_json)
+    _show(settings(ctx), as_json=as_json)
 
 
 @app.command(hidden=True)
@@ -116,8 +133,7 @@ def _payment_of(webhook: dict[str, Any]) -> str:
     return str(body.get("data", {}).get("id", "")) if isinstance(body, dict) else ""
 
 
-def _show(ctx: typer.Context, *, as_json: bool) -> None:
-    config = settings(ctx)
+def _show(config: Settings, *, as_json: bool) -> None:
     if as_json:
         print_json(stack.as_json(config))
         return

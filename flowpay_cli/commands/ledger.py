@@ -82,7 +82,7 @@ def balances(
 
 def run_ledger(ctx: typer.Context, log_format: LogFormatOption = None) -> None:
     """Post payment events to the double-entry ledger."""
-    serve(role_settings(ctx, log_format))
+    serve(role_settings(ctx, log_format, "ledger"))
 
 
 def replay(

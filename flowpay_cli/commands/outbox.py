@@ -10,4 +10,4 @@ from workers.outbox.relay import serve
 
 def run_outbox(ctx: typer.Context, log_format: LogFormatOption = None) -> None:
     """Relay stored events from the outboxes to Kafka."""
-    serve(role_settings(ctx, log_format))
+    serve(role_settings(ctx, log_format, "outbox"))

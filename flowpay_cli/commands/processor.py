@@ -10,4 +10,4 @@ from workers.processor.worker import serve
 
 def run_processor(ctx: typer.Context, log_format: LogFormatOption = None) -> None:
     """Run the payment state machine against the gateway (and its reconciler)."""
-    serve(role_settings(ctx, log_format))
+    serve(role_settings(ctx, log_format, "processor"))

@@ -21,7 +21,7 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 def run_notifier(ctx: typer.Context, log_format: LogFormatOption = None) -> None:
     """Deliver signed webhooks to merchants."""
-    serve(role_settings(ctx, log_format))
+    serve(role_settings(ctx, log_format, "notifier"))
 
 
 @app.command("endpoints")

@@ -112,7 +112,7 @@ def start(
     runner = ConsumerRunner(
         settings,
         group=GROUP_API,
-        role="api-read-model",
+        role="api",
         handler=model.handle,
         batch_handler=model.handle_batch,
     )

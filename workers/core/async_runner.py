@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from workers.core.config import Settings
+from workers.core.config import KafkaRole, Settings
 from workers.core.delivery import (
     DeadLetters,
     Verdicts,
@@ -94,7 +94,7 @@ class AsyncConsumerRunner:
         settings: Settings,
         *,
         group: str,
-        role: str,
+        role: KafkaRole,
         handler: AsyncHandler,
         max_in_flight: int,
         subscribe_to: list[str] | None = None,

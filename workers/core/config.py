@@ -10,9 +10,17 @@ from __future__ import annotations
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -37,6 +45,34 @@ class DatabaseSettings(_Section):
     pool_max_size: int = Field(default=10, ge=1)
 
 
+# Who a Kafka client authenticates as: each role may have a principal of its own, so that the
+# brokers' ACLs give it only what it needs (``flowpay kafka acls``). The operator is the CLI's
+# admin tools (topics, dead-letter replay, ledger replay).
+KafkaRole = Literal["api", "outbox", "processor", "ledger", "notifier", "orchestrator", "operator"]
+KAFKA_ROLES: tuple[KafkaRole, ...] = get_args(KafkaRole)
+
+# librdkafka properties FlowPay sets from its own settings (or that its guarantees rest on):
+# ``client_properties`` may not set them, so each has one source and secrets stay SecretStr.
+RESERVED_CLIENT_PROPERTIES = frozenset(
+    {
+        "bootstrap.servers", "client.id", "group.id", "security.protocol", "sasl.mechanism",
+        "sasl.mechanisms", "sasl.username", "sasl.password", "ssl.ca.location",
+        "ssl.certificate.location", "ssl.key.location", "ssl.key.password",
+        "enable.auto.commit", "enable.auto.offset.store", "isolation.level",
+        "enable.idempotence", "acks", "session.timeout.ms", "logger", "error_cb",
+    }
+)  # fmt: skip
+
+ClientProperty = str | int | float | bool
+
+
+class KafkaPrincipal(_Section):
+    """One role's own SASL credentials."""
+
+    username: str = Field(min_length=1)
+    password: SecretStr
+
+
 class KafkaSettings(_Section):
     # None means "the dev stack's broker".
     bootstrap_servers: str | None = None
@@ -51,6 +87,36 @@ class KafkaSettings(_Section):
     # The topics' min.insync.replicas: replicas that must hold a write before an acks=all
     # producer (FlowPay's) is answered; 2 with 3 replicas. None: the brokers' default.
     min_insync_replicas: int | None = Field(default=None, ge=1, le=32)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    # The principal of every role that has none of its own under [kafka.principals.<role>].
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    # PEM files: the CA that signed the brokers' certificates (None: the system's CAs), and a
+    # client certificate and key for brokers that want one (mutual TLS).
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    # Any other librdkafka property, for every producer, consumer and admin client.
+    client_properties: dict[str, ClientProperty] = {}
+    principals: dict[KafkaRole, KafkaPrincipal] = {}
+
+    @field_validator("client_properties", mode="before")
+    @classmethod
+    def _dotted(cls, value: object) -> object:
+        # TOML reads `socket.keepalive.enable = true` as nested tables: join them back.
+        return _flatten(value) if isinstance(value, dict) else value
+
+    @field_validator("client_properties")
+    @classmethod
+    def _not_reserved(cls, value: dict[str, ClientProperty]) -> dict[str, ClientProperty]:
+        taken = sorted(RESERVED_CLIENT_PROPERTIES.intersection(value))
+        if taken:
+            raise ValueError(
+                f"{', '.join(taken)}: FlowPay sets these itself (see the [kafka] keys)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _insync_within_replicas(self) -> KafkaSettings:
@@ -59,6 +125,31 @@ class KafkaSettings(_Section):
             # Kafka caps it at the replica count: less durability than asked for, silently.
             raise ValueError("min_insync_replicas cannot exceed replication_factor")
         return self
+
+    @model_validator(mode="after")
+    def _shared_credentials_whole(self) -> KafkaSettings:
+        if (self.sasl_username is None) != (self.sasl_password is None):
+            raise ValueError("sasl_username and sasl_password go together")
+        return self
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol.endswith("SSL")
+
+
+def _flatten(table: dict[str, object], prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
 
 
 class ApiSettings(_Section):

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import backoff
 import psycopg
 
-from workers.core.config import Settings
+from workers.core.config import KafkaRole, Settings
 from workers.core.errors import EventError, PermanentError, TransientError
 from workers.core.events import Headers
 from workers.core.kafka import Message, Producer, make_producer, produce_sync
@@ -91,7 +91,7 @@ def dead_letter_headers(group: str, message: Message, exc: BaseException) -> Hea
 class DeadLetters:
     """Publishes failed messages, unchanged, to the dead-letter topic with why they failed."""
 
-    def __init__(self, settings: Settings, group: str, role: str) -> None:
+    def __init__(self, settings: Settings, group: str, role: KafkaRole) -> None:
         self.settings = settings
         self.group = group
         self.role = role
@@ -106,7 +106,7 @@ class DeadLetters:
             type(exc).__name__, exc,
         )  # fmt: skip
         if self._producer is None:
-            self._producer = make_producer(self.settings, f"{self.role}-dlq")
+            self._producer = make_producer(self.settings, self.role)
         produce_sync(
             self._producer,
             self.topic,

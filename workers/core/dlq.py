@@ -26,7 +26,7 @@ from workers.core.kafka import (
     watermarks,
 )
 from workers.core.sql import load_queries
-from workers.core.topics import topics
+from workers.core.topics import GROUP_PREFIX_DLQ_READER, topics
 
 REPLAY_HEADER = "dlq_replay_of"
 
@@ -78,7 +78,7 @@ class DeadLetter:
 def read_all(settings: Settings, group: str | None = None) -> list[DeadLetter]:
     """Every dead letter now in the topic (oldest first per partition), optionally one group's."""
     topic = topics(settings).dead_letters
-    consumer = make_consumer(settings, f"flowpay-dlq-reader-{uuid.uuid4().hex}", "dlq-reader")
+    consumer = make_consumer(settings, f"{GROUP_PREFIX_DLQ_READER}{uuid.uuid4().hex}", "operator")
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {p: watermarks(consumer, topic, p)[1] for p in partitions}
@@ -132,7 +132,7 @@ def replay(
     headers = [(k, v) for k, v in letter.headers if not k.startswith("dlq_")]
     headers.append((REPLAY_HEADER, f"{topic}:{letter.id}".encode()))
     produce_sync(
-        make_producer(settings, "dlq-replay"),
+        make_producer(settings, "operator"),
         source,
         key=letter.key,
         value=letter.value,

@@ -2,6 +2,7 @@
 
     FlowPayError                    anything FlowPay expects and can explain in one line
     ├── ConfigError                 a configuration value is missing or wrong
+    │   └── KafkaAccessError        the brokers refuse a client's credentials or TLS set-up
     ├── StackError                  the local dev stack could not be installed, started or reached
     ├── NotFoundError               an id names nothing
     ├── DatabaseError               PostgreSQL refused a statement for a known reason
@@ -25,6 +26,10 @@ class FlowPayError(Exception):
 
 class ConfigError(FlowPayError):
     """A configuration value is missing or wrong."""
+
+
+class KafkaAccessError(ConfigError):
+    """The Kafka brokers refuse a client's credentials or TLS set-up: retrying cannot help."""
 
 
 class StackError(FlowPayError):

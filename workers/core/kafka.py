@@ -21,9 +21,10 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType  # type: ignore[attr-defined]
 from confluent_kafka.cimpl import NewTopic
 
-from workers.core.config import Settings
+from workers.core.config import KafkaRole, Settings
 from workers.core.errors import StackError, TransientError
 from workers.core.events import Headers
+from workers.core.kafka_security import security_config, verify_access
 from workers.core.topics import topic_configs
 
 __all__ = ["Consumer", "KafkaError", "KafkaException", "Message", "Producer", "TopicPartition"]
@@ -36,30 +37,48 @@ def bootstrap_servers(settings: Settings) -> str:
     return settings.kafka.bootstrap_servers or f"127.0.0.1:{settings.dev.kafka_port}"
 
 
-def _common(settings: Settings, role: str) -> dict[str, Any]:
+def client_config(settings: Settings, role: KafkaRole) -> dict[str, Any]:
+    """What every producer, consumer and admin client of ``role`` is configured with.
+
+    ``role`` names the principal the client authenticates as (``kafka.principals.<role>``, else
+    the shared credentials), so it must be the role whose rights the client needs.
+    ``kafka.client_properties`` come after FlowPay's defaults; each kind of client then adds
+    what FlowPay's guarantees rest on, which they cannot change.
+    """
     return {
         "bootstrap.servers": bootstrap_servers(settings),
         "client.id": f"{settings.kafka.client_id}-{role}",
         "broker.address.family": "v4",
         # librdkafka's own lines go through Python logging, not straight to stderr.
         "logger": logging.getLogger(f"librdkafka.{role}"),
+        **security_config(settings, role),
+        **settings.kafka.client_properties,
     }
 
 
-def make_producer(settings: Settings, role: str, **overrides: Any) -> Producer:
+def check_access(settings: Settings, role: KafkaRole) -> None:
+    """Raise KafkaAccessError now if the brokers refuse ``role``'s credentials or TLS set-up.
+
+    For a role to stop at start with one clear line, rather than once it first needs Kafka.
+    """
+    verify_access(client_config(settings, role), role)
+
+
+def make_producer(settings: Settings, role: KafkaRole, **overrides: Any) -> Producer:
     """An idempotent producer: acks=all, no duplicates or reordering on its own retries."""
+    check_access(settings, role)
     return Producer(producer_config(settings, role, **overrides))
 
 
-def producer_config(settings: Settings, role: str, **overrides: Any) -> dict[str, Any]:
+def producer_config(settings: Settings, role: KafkaRole, **overrides: Any) -> dict[str, Any]:
     return {
-        **_common(settings, role),
-        "enable.idempotence": True,
-        "acks": "all",
         "linger.ms": 5,
         "compression.type": "lz4",
         # Keep retrying through a broker outage; the caller decides when to give up.
         "message.timeout.ms": 300_000,
+        **client_config(settings, role),
+        "enable.idempotence": True,
+        "acks": "all",
         **overrides,
     }
 
@@ -69,21 +88,24 @@ def group_id(settings: Settings, group: str) -> str:
     return f"{settings.kafka.topic_prefix}.{group}"
 
 
-def make_consumer(settings: Settings, group: str, role: str, **overrides: Any) -> Consumer:
+def make_consumer(settings: Settings, group: str, role: KafkaRole, **overrides: Any) -> Consumer:
     """A consumer that never commits by itself: the runner commits after the effect is durable."""
+    check_access(settings, role)
     return Consumer(consumer_config(settings, group, role, **overrides))
 
 
-def consumer_config(settings: Settings, group: str, role: str, **overrides: Any) -> dict[str, Any]:
+def consumer_config(
+    settings: Settings, group: str, role: KafkaRole, **overrides: Any
+) -> dict[str, Any]:
     return {
-        **_common(settings, role),
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": settings.kafka.session_timeout_ms,
+        "heartbeat.interval.ms": min(3000, settings.kafka.session_timeout_ms // 3),
+        **client_config(settings, role),
         "group.id": group_id(settings, group),
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
-        "session.timeout.ms": settings.kafka.session_timeout_ms,
-        "heartbeat.interval.ms": min(3000, settings.kafka.session_timeout_ms // 3),
         **overrides,
     }
 
@@ -103,11 +125,15 @@ def consume_ready(consumer: Consumer, max_messages: int, timeout_s: float) -> li
     return [first, *consumer.consume(max_messages - 1, 0)]
 
 
-def make_admin(settings: Settings, *, quiet: bool = False) -> AdminClient:
+def make_admin(
+    settings: Settings, role: KafkaRole = "operator", *, quiet: bool = False
+) -> AdminClient:
     """An admin client; ``quiet`` silences librdkafka, for probes that expect refusals."""
-    config = _common(settings, "admin")
+    config = client_config(settings, role)
     if quiet:
         config["log_level"] = 0
+    else:
+        verify_access(config, role)
     return AdminClient(config)
 
 

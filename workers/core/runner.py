@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from workers.core.config import Settings
+from workers.core.config import KafkaRole, Settings
 from workers.core.delivery import (
     DeadLetters,
     Verdicts,
@@ -57,7 +57,7 @@ class ConsumerRunner:
         settings: Settings,
         *,
         group: str,
-        role: str,
+        role: KafkaRole,
         handler: Handler,
         subscribe_to: list[str] | None = None,
         batch_handler: BatchHandler | None = None,

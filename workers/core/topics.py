@@ -17,6 +17,9 @@ GROUP_PROCESSOR: Final = "processor"
 GROUP_LEDGER: Final = "ledger"
 GROUP_NOTIFIER: Final = "notifier"
 ALL_GROUPS: Final = (GROUP_API, GROUP_PROCESSOR, GROUP_LEDGER, GROUP_NOTIFIER)
+# The operator's tools read in throwaway groups named with these prefixes.
+GROUP_PREFIX_DLQ_READER: Final = "flowpay-dlq-reader-"
+GROUP_PREFIX_REPLAY: Final = "ledger-replay-"
 
 INFINITE_RETENTION: Final = {"retention.ms": "-1", "retention.bytes": "-1"}
 

@@ -3,6 +3,11 @@
 ``org.apache.kafka:kafka_2.13`` brings the broker and the storage tool; a log4j2 SLF4J binding
 makes it log. ``KAFKA_HOME`` (or ``dev.kafka_home``) pointing at a Kafka distribution is used
 instead of resolving jars.
+
+With ``kafka.security_protocol = "SASL_SSL"`` (what ``flowpay dev up --secure`` configures) the
+broker listens with TLS and SCRAM-SHA-512 only, denies whatever no ACL allows, and keeps its
+data apart from the PLAINTEXT broker's. Its SCRAM users are made when the storage is formatted
+(KIP-900); its own principal, ``broker``, is the one super user and creates the roles' ACLs.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from pathlib import Path
 from workers.core.config import Settings
 from workers.core.errors import StackError
 from workers.core.kafka import bootstrap_servers, is_ready
-from workers.devstack.paths import StackPaths
+from workers.devstack import secure
+from workers.devstack.paths import StackPaths, write_private
 from workers.devstack.procs import alive, read_pid, spawn, tail, terminate
 
 log = logging.getLogger(__name__)
@@ -55,12 +61,11 @@ _SERVER = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:{controller}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
+listeners={listener}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
+advertised.listeners={listener}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs={data}
+inter.broker.listener.name={listener}
+{security}log.dirs={data}
 num.partitions={partitions}
 offsets.topic.replication.factor=1
 offsets.topic.num.partitions=10
@@ -70,6 +75,10 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
+"""
+
+_PLAINTEXT = """\
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 """
 
 _LOG4J = """\
@@ -152,14 +161,24 @@ def status(settings: Settings) -> KafkaStatus:
 def up(settings: Settings) -> KafkaStatus:
     """Resolve jars, format once, start unless running, wait until it answers metadata requests."""
     paths = StackPaths.of(settings)
+    listener = _listener(settings)
     pid = read_pid(paths.kafka_pid)
     if alive(pid, MAIN_CLASS):
+        _same_listener(paths, listener)
         _wait_ready(settings, paths, pid)
-        return status(settings)
+    else:
+        _start(settings, paths, listener)
+    if listener == secure.PROTOCOL:
+        secure.admit_principals(settings)
+    return status(settings)
+
+
+def _start(settings: Settings, paths: StackPaths, listener: str) -> None:
     libs = resolve_jars(settings)
     classpath = f"{libs}/*"
-    properties = _write_config(settings, paths)
-    _format_once(paths, classpath, properties)
+    properties = _write_config(settings, paths, listener)
+    scram = [] if listener == "PLAINTEXT" else secure.add_scram_arguments(settings)
+    _format_once(paths, classpath, properties, scram)
     java = shutil.which("java")
     if java is None:
         raise StackError(
@@ -174,7 +193,6 @@ def up(settings: Settings) -> KafkaStatus:
     )  # fmt: skip
     paths.kafka_pid.write_text(f"{pid}\n")
     _wait_ready(settings, paths, pid)
-    return status(settings)
 
 
 def down(settings: Settings) -> bool:
@@ -183,23 +201,55 @@ def down(settings: Settings) -> bool:
     return pid is not None and terminate(pid, MAIN_CLASS, timeout_s=60)
 
 
-def _write_config(settings: Settings, paths: StackPaths) -> Path:
-    paths.kafka_data.mkdir(parents=True, exist_ok=True)
-    properties = paths.kafka_dir / "server.properties"
-    properties.write_text(
-        _SERVER.format(
-            port=settings.dev.kafka_port,
-            controller=settings.dev.kafka_controller_port,
-            data=paths.kafka_data,
-            partitions=settings.kafka.partitions,
+def _listener(settings: Settings) -> str:
+    protocol = settings.kafka.security_protocol
+    if protocol not in ("PLAINTEXT", secure.PROTOCOL):
+        raise StackError(
+            f"the local broker listens PLAINTEXT, or SASL_SSL (`flowpay dev up --secure`), "
+            f"not {protocol}"
         )
+    return protocol
+
+
+def _same_listener(paths: StackPaths, listener: str) -> None:
+    running = _listener_file(paths).read_text().strip() if _listener_file(paths).exists() else ""
+    if running and running != listener:
+        raise StackError(
+            f"the local broker runs {running}, not {listener}: "
+            "stop the stack first (`flowpay dev down`)"
+        )
+
+
+def _listener_file(paths: StackPaths) -> Path:
+    return paths.kafka_dir / "listener"
+
+
+def data_dir(paths: StackPaths, listener: str) -> Path:
+    """Where the broker of this listener keeps its data: the secure one apart from the other."""
+    return paths.kafka_data if listener == "PLAINTEXT" else paths.kafka_dir / "data-secure"
+
+
+def _write_config(settings: Settings, paths: StackPaths, listener: str) -> Path:
+    data = data_dir(paths, listener)
+    data.mkdir(parents=True, exist_ok=True)
+    properties = paths.kafka_dir / "server.properties"
+    text = _SERVER.format(
+        listener=listener,
+        security=_PLAINTEXT if listener == "PLAINTEXT" else secure.broker_properties(settings),
+        port=settings.dev.kafka_port,
+        controller=settings.dev.kafka_controller_port,
+        data=data,
+        partitions=settings.kafka.partitions,
     )
+    write_private(properties, text.encode())  # it may hold the broker's password
+    _listener_file(paths).write_text(listener + "\n")
     (paths.kafka_dir / "log4j2.properties").write_text(_LOG4J)
     return properties
 
 
-def _format_once(paths: StackPaths, classpath: str, properties: Path) -> None:
-    if (paths.kafka_data / "meta.properties").exists():
+def _format_once(paths: StackPaths, classpath: str, properties: Path, extra: list[str]) -> None:
+    data = Path(_property(properties, "log.dirs"))
+    if (data / "meta.properties").exists():
         return
     cluster_file = paths.kafka_dir / "cluster-id"
     if not cluster_file.exists():
@@ -208,8 +258,16 @@ def _format_once(paths: StackPaths, classpath: str, properties: Path) -> None:
         classpath,
         # One argument with "=": a random id may begin with "-", which argparse takes for an option.
         ["format", "--standalone", f"--cluster-id={cluster_file.read_text().strip()}",
-         "-c", str(properties), "--ignore-formatted"],
+         "-c", str(properties), "--ignore-formatted", *extra],
     )  # fmt: skip
+
+
+def _property(properties: Path, name: str) -> str:
+    for line in properties.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key == name:
+            return value
+    raise StackError(f"{properties} sets no {name}")
 
 
 def _storage_tool(classpath: str, args: list[str]) -> str:
@@ -218,8 +276,18 @@ def _storage_tool(classpath: str, args: list[str]) -> str:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if done.returncode != 0:
-        raise StackError(f"kafka-storage {args[0]} failed: {(done.stderr or done.stdout)[-800:]}")
+        said = _without_passwords((done.stderr or done.stdout)[-800:], args)
+        raise StackError(f"kafka-storage {args[0]} failed: {said}")
     return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+
+
+def _without_passwords(text: str, args: list[str]) -> str:
+    # The tool may echo an --add-scram argument back in its complaint.
+    for arg in args:
+        if "password=" in arg:
+            password = arg.split("password=", 1)[1].rstrip("]")
+            text = text.replace(password, "***")
+    return text
 
 
 def _wait_ready(settings: Settings, paths: StackPaths, pid: int | None) -> None:

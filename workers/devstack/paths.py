@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,3 +63,17 @@ class StackPaths:
 
     def role_log(self, role: str) -> Path:
         return self.logs / f"{role}.log"
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Replace a file with one only its owner can read.
+
+    Created so (never readable by others, even briefly) beside it, then renamed over it: a
+    process reading it meanwhile sees the old file or the new one, never none or half.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.unlink(missing_ok=True)
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(data)
+    temporary.replace(path)

@@ -46,7 +46,7 @@ from workers.core.kafka import (
     watermarks,
 )
 from workers.core.runner import log_consumer_error
-from workers.core.topics import topics
+from workers.core.topics import GROUP_PREFIX_REPLAY, topics
 from workers.ledger import bulk, metrics
 from workers.ledger.applier import Applier, no_dead_letter_topic
 from workers.ledger.check import CheckResult, run_checks
@@ -383,7 +383,10 @@ def _groups(spans: list[Span], count: int) -> list[list[Span]]:
 def _reader(settings: Settings) -> Consumer:
     # A group of its own that never commits: replay positions itself from the shadow.
     return make_consumer(
-        settings, f"ledger-replay-{uuid.uuid4().hex}", ROLE, **{"enable.partition.eof": True}
+        settings,
+        f"{GROUP_PREFIX_REPLAY}{uuid.uuid4().hex}",
+        "operator",
+        **{"enable.partition.eof": True},
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
+from typing import Any, Final
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -19,7 +19,7 @@ from workers.notifier.intake import Intake
 from workers.notifier.sender import Sender
 from workers.notifier.wakeup import Wakeup
 
-ROLE = "notifier"
+ROLE: Final = "notifier"
 
 
 def serve(settings: Settings) -> None:

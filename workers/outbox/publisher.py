@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 from workers.core.config import Settings
 from workers.core.errors import TransientError
@@ -15,7 +16,7 @@ from workers.outbox.store import OutboxRow
 
 log = logging.getLogger(__name__)
 
-ROLE = "outbox"
+ROLE: Final = "outbox"
 # librdkafka settles every message by message.timeout.ms; the margin covers its timer's slack.
 _ACK_MARGIN_S = 5.0
 # How often the wait for acknowledgements looks at the stop event and beats the heartbeat.

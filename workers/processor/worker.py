@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any
+from typing import Any, Final
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -20,7 +20,7 @@ from workers.processor.metered import MeteredGateway
 from workers.processor.service import Processor
 from workers.processor.store import ProcessorStore
 
-ROLE = "processor"
+ROLE: Final = "processor"
 
 
 def serve(settings: Settings) -> None:

@@ -1,0 +1,99 @@
+"""A secured local broker (SASL_SSL, SCRAM-SHA-512, ACLs) started as `flowpay dev up --secure`.
+
+One broker serves the whole session: the pytest-xdist workers share it (the first starts it,
+the last one out stops it), so that the suite pays for one JVM start however its tests spread.
+Each test then works under its own topic prefix, with the ACLs `flowpay kafka acls apply` gives
+that prefix and topics the operator creates.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomli_w
+from filelock import FileLock
+
+from tests.conftest import env_for, flowpay, override
+from workers.core import kafka_acls
+from workers.core.config import Settings, load_settings
+from workers.core.db import database_url
+from workers.core.kafka import create_topics, delete_topics
+from workers.core.ports import free_port
+from workers.devstack import secure
+from workers.devstack.paths import StackPaths
+
+
+@dataclass(frozen=True)
+class SecureBroker:
+    user_config: Path  # the configuration `dev up --secure` was given
+    config: Path  # what `dev up --secure` wrote for the roles
+    settings: Settings  # the same, as the test process reads it
+
+    def env(self, settings: Settings) -> dict[str, str]:
+        """For `flowpay` subprocesses: ``settings``' database and topics on this broker."""
+        return {**env_for(settings), "FLOWPAY_CONFIG": str(self.config)}
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("FLOWPAY_")}
+
+
+@contextmanager
+def shared_secure_broker(shared_dir: Path, base: Settings) -> Iterator[SecureBroker]:
+    shared_dir.mkdir(parents=True, exist_ok=True)
+    user_config = shared_dir / "flowpay.toml"
+    users = shared_dir / "users"
+    with FileLock(str(shared_dir / ".lock")):
+        if not user_config.exists():
+            user_config.write_text(tomli_w.dumps(_user_config(shared_dir / "home", base)))
+        done = flowpay(
+            "--config", str(user_config), "dev", "up", "--secure", "--infra-only",
+            env=clean_env(), timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        users.write_text(str(int(users.read_text() or "0") + 1 if users.exists() else 1))
+    config = secure.SecureFiles.of(load_settings(user_config)).config
+    try:
+        yield SecureBroker(user_config, config, load_settings(config))
+    finally:
+        with FileLock(str(shared_dir / ".lock")):
+            left = int(users.read_text()) - 1
+            users.write_text(str(left))
+            if left == 0:
+                flowpay("--config", str(config), "dev", "down", env=clean_env(), timeout=120)
+
+
+def _user_config(home: Path, base: Settings) -> dict[str, object]:
+    return {
+        "database": {"url": database_url(base)},
+        "dev": {
+            "home": str(home),
+            "kafka_port": free_port(),
+            "kafka_controller_port": free_port(),
+            # The jars the shared stack resolved, as an existing distribution.
+            "kafka_home": str(StackPaths.of(base).kafka_dir),
+            "kafka_heap": "384m",
+        },
+        "kafka": {"partitions": 2, "session_timeout_ms": 6000},
+        "metrics": {"enabled": False},
+    }
+
+
+@contextmanager
+def secured_prefix(broker: SecureBroker, database: Settings) -> Iterator[Settings]:
+    """``database``'s database with topics of a fresh prefix on the broker, ACLs and all."""
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    settings = override(broker.settings, "kafka", topic_prefix=prefix)
+    settings = override(settings, "database", url=database.database.url)
+    # As `flowpay kafka acls apply` run with the cluster administrator's credentials.
+    kafka_acls.apply(secure.as_broker(settings), kafka_acls.plan(settings).grants)
+    create_topics(settings)  # as the operator, which the ACLs allow
+    try:
+        yield settings
+    finally:
+        delete_topics(settings)
