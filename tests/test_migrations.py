@@ -94,8 +94,16 @@ def applied(url: str, locations: tuple[Path, ...] = (VERSIONS,)) -> list[str]:
     return [m.revision for m in status(url, locations=locations) if m.applied]
 
 
+def at_the_baseline_with_rows(url: str) -> list[tuple[Any, ...]]:
+    """Migrates ``url``, then adds a merchant, a payment that changed once (the change trigger
+    ran) and the processor's view of it; returns those rows."""
+    migrate(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        add_rows(conn)
+        return rows(conn)
+
+
 def add_rows(conn: Conn) -> None:
-    """A merchant, a payment that changed once (the change trigger ran) and the processor's view."""
     conn.execute("INSERT INTO api.merchants (id, name) VALUES ('mer_keep', 'Keep')")
     conn.execute(
         "INSERT INTO api.payments (id, merchant_id, amount, currency, payment_method)"
@@ -161,10 +169,7 @@ def test_a_database_at_the_baseline_holding_data_upgrades_in_place(
     new_database: Callable[[], str], tmp_path: Path
 ) -> None:
     url = new_database()
-    migrate(url)
-    with psycopg.connect(url, autocommit=True) as conn:
-        add_rows(conn)
-        before = rows(conn)
+    before = at_the_baseline_with_rows(url)
     write_migration(
         tmp_path,
         "api",
@@ -188,10 +193,7 @@ def test_a_failing_migration_leaves_the_database_as_it_was(
     new_database: Callable[[], str], tmp_path: Path
 ) -> None:
     url = new_database()
-    migrate(url)
-    with psycopg.connect(url, autocommit=True) as conn:
-        add_rows(conn)
-        before = rows(conn)
+    before = at_the_baseline_with_rows(url)
     dumped = schema_dump(url)
     # 0002 applies; 0003 changes more, then fails on the data: the run is one transaction.
     write_migration(tmp_path, "api", 2, "CREATE TABLE api.extra (id int PRIMARY KEY);\n")
