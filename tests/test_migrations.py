@@ -216,6 +216,18 @@ def test_a_failing_migration_leaves_the_database_as_it_was(
     assert applied(url, locations) == BASELINES
 
 
+def test_a_database_migrated_by_a_newer_version_is_refused_with_a_clear_error(
+    new_database: Callable[[], str], tmp_path: Path
+) -> None:
+    url = new_database()
+    write_migration(tmp_path, "ops", 2, "CREATE TABLE ops.newer (id int);\n")
+    migrate(url, locations=(VERSIONS, tmp_path))
+    for look in (status, migrate):
+        with pytest.raises(MigrationError, match=r"ops_0002.* unknown to this FlowPay"):
+            look(url)
+    assert applied(url, (VERSIONS, tmp_path)) == sorted([*BASELINES, "ops_0002"])
+
+
 def test_every_history_is_numbered_and_a_gap_is_refused(
     new_database: Callable[[], str], tmp_path: Path
 ) -> None:

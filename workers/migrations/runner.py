@@ -136,7 +136,13 @@ def _migrations(script: ScriptDirectory, connection: Connection) -> list[Migrati
         opts={"version_table": VERSION_TABLE, "version_table_schema": VERSION_TABLE_SCHEMA},
     )
     heads = context.get_current_heads()
-    applied = {s.revision for s in script.iterate_revisions(heads, "base")} if heads else set()
+    try:
+        applied = {s.revision for s in script.iterate_revisions(heads, "base")}
+    except (CommandError, RevisionError) as exc:
+        raise MigrationError(
+            f"the database is at {', '.join(sorted(heads))}, and some of that is unknown to this"
+            " FlowPay: a newer version migrated it (run that version, or restore a backup)"
+        ) from exc
     migrations = [
         Migration(Path(s.path).parent.name, s.revision, s.doc, s.revision in applied)
         for s in script.walk_revisions()
