@@ -1,4 +1,4 @@
-"""What a migration module runs: the SQL file beside it, on the migration's own transaction."""
+"""What a migration module runs: the SQL file beside it, in the transaction of the whole run."""
 
 from __future__ import annotations
 
