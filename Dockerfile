@@ -1,21 +1,29 @@
 # One image for every FlowPay role: `docker run IMAGE <flowpay subcommand>`.
 # Configure it with FLOWPAY_* environment variables (see flowpay.toml.example).
 
-# --- build: install the package and its dependencies into a self-contained venv ---------------
+# --- build: the locked dependencies and the package, into a self-contained venv ----------------
 FROM python:3.11-slim AS build
 
+# uv installs exactly what uv.lock pins, each file checked against its hash, and refuses a lock
+# that pyproject.toml no longer matches. Its version is the one pyproject.toml requires.
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
-
-RUN python -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    UV_PROJECT_ENVIRONMENT=/opt/venv \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_NO_CACHE=1
+RUN pip install uv==0.13.9
 
 WORKDIR /src
-# pyproject force-includes schema.sql into the wheel; README.md is the package readme.
-COPY pyproject.toml README.md schema.sql ./
+# The dependencies first: a layer that changes only with the lock.
+COPY pyproject.toml uv.lock ./
+RUN uv sync --locked --no-install-project --no-editable
+# README.md is the package readme; the migrations are package data under workers/.
+COPY README.md ./
 COPY workers/ workers/
 COPY flowpay_cli/ flowpay_cli/
-RUN pip install .
+RUN uv sync --locked --no-editable
 
 # --- runtime: the venv only, run by an unprivileged user ---------------------------------------
 FROM python:3.11-slim AS runtime

@@ -3,9 +3,17 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 FLOWPAY := $(BIN)/flowpay
-STAMP  := $(VENV)/.installed
+# uv installs the dependencies from uv.lock (exact versions, each file checked against its hash).
+# It lives in a venv of its own, installed from PyPI at the version pyproject.toml requires:
+# `uv sync` removes from .venv whatever the lock does not name, uv itself included.
+TOOLS  := .tools
+UV     := $(TOOLS)/bin/uv
+UV_VERSION := $(shell sed -n 's/^required-version = "==\(.*\)"$$/\1/p' pyproject.toml)
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+# Only the Python given: never a download of one.
+export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test chaos install infra lint down status clean
+.PHONY: run test chaos install lock lock-upgrade infra lint down status clean
 
 run: infra  ## install, start the whole local stack, print where everything is, send a demo payment
 	$(FLOWPAY) dev up
@@ -20,13 +28,20 @@ test: infra lint  ## install, start PostgreSQL and Kafka, run the whole suite
 chaos: install  ## the chaos scenario at full size (python -m chaos --help for size and duration)
 	$(BIN)/python -m chaos
 
-install: $(STAMP)
+# Every run checks the lock: --locked fails when pyproject.toml and uv.lock disagree (`make lock`).
+install: $(UV)
+	$(UV) sync --locked --all-extras --python $(PYTHON)
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
-	touch $(STAMP)
+lock: $(UV)  ## bring uv.lock in line with pyproject.toml, keeping the other pins
+	$(UV) lock
+
+lock-upgrade: $(UV)  ## every locked version to the newest pyproject.toml allows
+	$(UV) lock --upgrade
+
+$(UV): pyproject.toml
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+	touch $(UV)
 
 infra: install
 	$(FLOWPAY) dev up --infra-only

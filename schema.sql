@@ -1,5 +1,8 @@
--- FlowPay's whole schema. One PostgreSQL schema per service; every statement is idempotent,
--- so `flowpay db init` can run any number of times. Money is bigint minor units, never a float.
+-- FlowPay's whole schema, one PostgreSQL schema per service, written as one readable whole. The
+-- database gets it from the numbered migrations in workers/migrations/versions/ (`flowpay db
+-- migrate`): a change is a new migration there and the same change here, and
+-- tests/test_migrations.py checks that both give exactly the same schema. Money is bigint minor
+-- units, never a float.
 
 CREATE SCHEMA IF NOT EXISTS api;
 CREATE SCHEMA IF NOT EXISTS processor;
@@ -41,7 +44,9 @@ CREATE TABLE IF NOT EXISTS api.payments (
                                 CHECK (refunded_amount >= 0 AND refunded_amount <= amount),
     failure_reason  text,
     created_at      timestamptz NOT NULL DEFAULT now(),
-    updated_at      timestamptz NOT NULL DEFAULT now()
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    -- The number of the payment's latest change (see api.payment_changes).
+    version         integer     NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS payments_by_merchant ON api.payments (merchant_id, created_at DESC, id DESC);
 
@@ -95,7 +100,6 @@ CREATE TABLE IF NOT EXISTS api.processed_events (
 -- Last-Event-ID resume. Version 1 is the payment as created and has no row here (the intake
 -- stays one INSERT); every later change of what the API shows gets the next version, and a
 -- NOTIFY on channel flowpay_payment_changes (payload = payment id) wakes the streams.
-ALTER TABLE api.payments ADD COLUMN IF NOT EXISTS version integer NOT NULL DEFAULT 1;
 CREATE TABLE IF NOT EXISTS api.payment_changes (
     payment_id      text        NOT NULL REFERENCES api.payments (id),
     version         integer     NOT NULL CHECK (version > 1),
@@ -144,6 +148,9 @@ CREATE TABLE IF NOT EXISTS processor.payments (
     reversed_charge_id text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
+    -- The trace of the request that created the payment (a W3C traceparent; NULL when tracing
+    -- is off): the reconciler's later checks and the events they emit stay in the payment's trace.
+    traceparent     text,
     CONSTRAINT processor_payments_charged_when_succeeded
         CHECK (state NOT IN ('succeeded', 'refunded') OR charge_id IS NOT NULL),
     CONSTRAINT processor_payments_fully_refunded
@@ -151,9 +158,6 @@ CREATE TABLE IF NOT EXISTS processor.payments (
 );
 CREATE INDEX IF NOT EXISTS processor_payments_due ON processor.payments (next_check_at)
     WHERE next_check_at IS NOT NULL;
--- The trace of the request that created the payment (a W3C traceparent; NULL when tracing is
--- off): the reconciler's later checks and the events they emit stay in the payment's trace.
-ALTER TABLE processor.payments ADD COLUMN IF NOT EXISTS traceparent text;
 
 CREATE TABLE IF NOT EXISTS processor.refunds (
     refund_id         text        PRIMARY KEY,
@@ -195,10 +199,6 @@ CREATE TABLE IF NOT EXISTS processor.outbox (
     published_at timestamptz
 );
 CREATE INDEX IF NOT EXISTS processor_outbox_unpublished ON processor.outbox (id) WHERE published_at IS NULL;
-
-DROP TRIGGER IF EXISTS api_outbox_notify ON api.outbox;
-DROP TRIGGER IF EXISTS processor_outbox_notify ON processor.outbox;
-DROP FUNCTION IF EXISTS api.notify_outbox();
 
 -- ---------------------------------------------------------------------------------------------
 -- notifier: merchants' webhook endpoints (Standard Webhooks secrets, whsec_...)
@@ -248,15 +248,15 @@ CREATE TABLE IF NOT EXISTS notifier.deliveries (
     last_error      text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     delivered_at    timestamptz,
+    -- Carried from the event to every attempt: its log lines name the correlation id, and its
+    -- span is a child of the event's (a W3C traceparent; NULL when tracing is off).
+    correlation_id  text,
+    traceparent     text,
     CONSTRAINT deliveries_once_per_event_and_endpoint UNIQUE (event_id, endpoint_id)
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON notifier.deliveries (next_attempt_at)
     WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_by_payment ON notifier.deliveries (payment_id);
--- Carried from the event to every attempt: its log lines name the correlation id, and its span
--- is a child of the event's (a W3C traceparent; NULL when tracing is off).
-ALTER TABLE notifier.deliveries ADD COLUMN IF NOT EXISTS correlation_id text;
-ALTER TABLE notifier.deliveries ADD COLUMN IF NOT EXISTS traceparent text;
 
 CREATE TABLE IF NOT EXISTS notifier.attempts (
     id            bigserial   PRIMARY KEY,

@@ -25,9 +25,10 @@ from pydantic import SecretStr
 from tests.conftest import env_for, override
 from tests.helpers.servers import running
 from workers.core.config import Settings, load_settings
-from workers.core.db import apply_schema, database_url
+from workers.core.db import database_url
 from workers.core.kafka import create_topics, delete_topics
 from workers.devstack import stack
+from workers.migrations.runner import migrate
 
 
 @dataclass
@@ -82,8 +83,7 @@ def isolated(base: Settings, name: str) -> Iterator[Bench]:
     env = {**env_for(settings), **_no_metrics_ports()}
     bench = Bench(settings, env, Path(tempfile.mkdtemp(prefix=f"{tag}-")))
     try:
-        with psycopg.connect(url) as conn:
-            apply_schema(conn)
+        migrate(url)
         create_topics(settings)
         with bench.stack:
             yield bench

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from workers.core.config import Settings, load_settings
-from workers.core.db import apply_schema, connect
+from workers.core.db import connect, database_url
 from workers.core.kafka import create_topics
 from workers.core.ports import free_port as free_port
 from workers.devstack import kafka, postgres
 from workers.devstack.paths import StackPaths
 from workers.devstack.procs import read_pid, wait_gone
+from workers.migrations.runner import migrate
 
 # Short timeouts everywhere, so that a fault is noticed, and recovered from, in seconds.
 TUNING: dict[str, str] = {
@@ -130,7 +131,7 @@ def _start_database(stack: ChaosStack) -> None:
     with connect(stack.settings, autocommit=True) as conn:
         # The cluster trusts local connections; the password is set so that there is one to leak.
         conn.execute(f"ALTER ROLE {postgres.SUPERUSER} PASSWORD '{stack.db_password}'")
-        apply_schema(conn)
+    migrate(database_url(stack.settings))
 
 
 def start_postgres(stack: ChaosStack) -> None:

@@ -20,9 +20,10 @@ from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
 from workers.core.config import Settings, load_settings
-from workers.core.db import apply_schema, database_url
+from workers.core.db import database_url
 from workers.core.kafka import create_topics, delete_topics
 from workers.devstack import stack
+from workers.migrations.runner import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE_DB = "flowpay_test_template"
@@ -84,8 +85,8 @@ def template_db(base_settings: Settings, worker_id: str) -> str:
     with psycopg.connect(_server_url(base_settings, "postgres"), autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {name}")
-    with psycopg.connect(_server_url(base_settings, name)) as conn:
-        apply_schema(conn)
+    # The migrations, as every deployment gets its schema (schema.sql is checked against them).
+    migrate(_server_url(base_settings, name))
     return name
 
 

@@ -25,6 +25,8 @@ COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 EXAMPLE = ROOT / "flowpay.toml.example"
 PROMETHEUS = ROOT / "deploy" / "prometheus.yml"
+MAKEFILE = ROOT / "Makefile"
+PYPROJECT = ROOT / "pyproject.toml"
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -205,7 +207,10 @@ def test_infrastructure_has_healthchecks() -> None:
 def test_startup_order_waits_for_setup() -> None:
     services = _flowpay_services()
     jobs = {name for name, s in services.items() if s.get("restart") == "no"}
-    assert {s["command"][0] for n, s in services.items() if n in jobs} == {"db", "topics"}
+    assert sorted(s["command"] for n, s in services.items() if n in jobs) == [
+        ["db", "migrate"],
+        ["topics", "create"],
+    ]
     for name in jobs:
         depends = services[name]["depends_on"]
         for infra in ("kafka", "postgres"):
@@ -307,9 +312,46 @@ def test_dockerfile_entrypoint_is_flowpay() -> None:
 
 def test_dockerfile_copies_what_the_wheel_build_needs() -> None:
     copied = " ".join(args for keyword, args in _dockerfile_instructions() if keyword == "COPY")
-    # pyproject force-includes schema.sql and names README.md as the readme.
-    for needed in ("pyproject.toml", "README.md", "schema.sql", "workers", "flowpay_cli"):
+    # pyproject names README.md as the readme; the migrations are package data under workers/.
+    for needed in ("pyproject.toml", "uv.lock", "README.md", "workers", "flowpay_cli"):
         assert re.search(rf"(^|\s){re.escape(needed)}/?(\s|$)", copied), f"{needed} not copied"
+
+
+def _required_uv() -> str:
+    required: str = tomllib.loads(PYPROJECT.read_text())["tool"]["uv"]["required-version"]
+    assert required.startswith("=="), f"uv is not pinned: {required}"
+    return required.removeprefix("==")
+
+
+def test_dockerfile_installs_the_lock_with_the_required_uv() -> None:
+    runs = [args for keyword, args in _dockerfile_instructions() if keyword == "RUN"]
+    assert f"pip install uv=={_required_uv()}" in runs
+    syncs = [r for r in runs if r.startswith("uv sync")]
+    assert syncs, "the image does not install from uv.lock"
+    assert all("--locked" in r.split() for r in syncs), syncs
+    assert not any(r.startswith("pip install .") for r in runs), "an install around the lock"
+
+
+def test_makefile_installs_the_lock_and_refuses_one_out_of_date() -> None:
+    targets = _make_targets()
+    assert any("sync --locked" in line for line in targets["install"]), targets["install"]
+    assert any(line.endswith(" lock") for line in targets["lock"]), targets["lock"]
+    # The uv installed is the one pyproject.toml requires (read from it, not written twice).
+    assert "required-version" in MAKEFILE.read_text()
+    assert _required_uv()
+
+
+def _make_targets() -> dict[str, list[str]]:
+    """Each Makefile target's recipe lines."""
+    targets: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in MAKEFILE.read_text().splitlines():
+        rule = re.match(r"([A-Za-z$()_.-]+):(?!=)", line)
+        if rule:
+            current = targets.setdefault(rule.group(1), [])
+        elif line.startswith("\t"):
+            current.append(line.strip())
+    return targets
 
 
 # --- flowpay.toml.example ----------------------------------------------------------------------

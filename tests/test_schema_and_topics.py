@@ -7,19 +7,22 @@ import pytest
 
 from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
-from workers.core.db import apply_schema, mapped_errors
+from workers.core.db import database_url, mapped_errors
 from workers.core.errors import ConstraintViolation
 from workers.core.kafka import create_topics, delete_topics, describe_topics, make_admin
 from workers.core.sql import parse_queries
 from workers.core.topics import topics
+from workers.migrations.runner import migrate
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 
-def test_schema_applies_twice_and_keeps_data(db: Conn) -> None:
+def test_migrating_an_up_to_date_database_applies_nothing_and_keeps_data(
+    db: Conn, settings: Settings
+) -> None:
     db.execute("INSERT INTO api.merchants (id, name) VALUES ('mer_keep', 'Keep')")
-    apply_schema(db)
-    apply_schema(db)
+    assert migrate(database_url(settings)) == []
+    assert migrate(database_url(settings)) == []
     assert db.execute("SELECT name FROM api.merchants WHERE id = 'mer_keep'").fetchone() == (
         "Keep",
     )

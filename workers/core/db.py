@@ -1,4 +1,4 @@
-"""PostgreSQL access: connection URL, connections and pools, schema, error mapping."""
+"""PostgreSQL access: connection URL, connections and pools, error mapping."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from psycopg_pool import ConnectionPool
 
 from workers.core.config import Settings
 from workers.core.errors import ConstraintViolation, TransientError
-from workers.core.sql import schema_sql
 
-# Serialises concurrent `db init` runs (any constant unique to FlowPay).
-_SCHEMA_LOCK = 0x466C6F77
+# Taken by a migration run for its whole transaction, so that runs wait for each other (any
+# constant unique to FlowPay); replay's swap of the ledger schema takes it too.
+SCHEMA_LOCK = 0x466C6F77
 
 
 def database_url(settings: Settings) -> str:
@@ -38,13 +38,6 @@ def make_pool(settings: Settings, *, name: str) -> ConnectionPool:
         name=name,
         open=True,
     )
-
-
-def apply_schema(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-    """Apply schema.sql; every statement in it is idempotent, so it may run any number of times."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-        conn.execute(schema_sql().encode())
 
 
 @contextmanager

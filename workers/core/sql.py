@@ -10,7 +10,6 @@ import re
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
-from pathlib import Path
 from types import MappingProxyType
 
 from psycopg import sql
@@ -34,11 +33,3 @@ def load_queries(package: str) -> Mapping[str, sql.SQL]:
     """The named queries of ``<package>/queries.sql``, ready for ``cursor.execute``."""
     text = resources.files(package).joinpath("queries.sql").read_text(encoding="utf-8")
     return MappingProxyType({k: sql.SQL(v) for k, v in parse_queries(text).items()})
-
-
-def schema_sql() -> str:
-    """The text of schema.sql: packaged in a wheel, at the project root in a checkout."""
-    packaged = resources.files("workers").joinpath("schema.sql")
-    if packaged.is_file():
-        return packaged.read_text(encoding="utf-8")
-    return (Path(__file__).resolve().parents[2] / "schema.sql").read_text(encoding="utf-8")

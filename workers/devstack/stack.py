@@ -12,12 +12,13 @@ from urllib.parse import urlsplit
 import httpx
 
 from workers.core.config import Settings
-from workers.core.db import apply_schema, connect, database_url
+from workers.core.db import database_url
 from workers.core.errors import StackError
 from workers.core.kafka import bootstrap_servers, create_topics
 from workers.devstack import demo, kafka, postgres, roles
 from workers.devstack.paths import StackPaths
 from workers.devstack.procs import alive, read_pid, tail
+from workers.migrations.runner import Migration, migrate
 
 Progress = Callable[[str], None]
 
@@ -71,14 +72,9 @@ def wait_http(url: str, timeout_s: float, log: Path) -> None:
     )
 
 
-def init_database(settings: Settings) -> None:
-    try:
-        with connect(settings) as conn:
-            apply_schema(conn)
-    except Exception as exc:
-        if isinstance(exc, StackError):
-            raise
-        raise StackError(f"cannot apply the schema: {exc}") from None
+def init_database(settings: Settings) -> list[Migration]:
+    """Bring the database's schema up to date; returns the migrations applied."""
+    return migrate(database_url(settings))
 
 
 def down(settings: Settings) -> list[str]:

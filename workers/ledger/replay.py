@@ -34,7 +34,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from workers.core.config import Settings
-from workers.core.db import connect
+from workers.core.db import SCHEMA_LOCK, connect
 from workers.core.delivery import TRANSIENT, offset_of, partition_of, retry_delays
 from workers.core.errors import FlowPayError
 from workers.core.kafka import (
@@ -68,8 +68,6 @@ log = logging.getLogger(__name__)
 ROLE: Final = "ledger-replay"
 # One replay at a time ("Ledh"), held for the whole run by a session-level advisory lock.
 REPLAY_LOCK: Final = 0x4C656468
-# The lock `flowpay db init` takes while it applies schema.sql (workers.core.db._SCHEMA_LOCK).
-SCHEMA_LOCK: Final = 0x466C6F77
 # Replay reads a backlog, never waits for new messages: big batches mean fewer transactions and
 # statements per event (run-ledger's worker.batch_size is sized for latency instead).
 REPLAY_BATCH_MIN: Final = 5000

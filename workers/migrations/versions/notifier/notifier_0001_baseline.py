@@ -1,0 +1,12 @@
+"""Baseline: the notifier schema as it was when migrations began."""
+
+from workers.migrations.steps import run_sql_file
+
+revision = "notifier_0001"
+down_revision = None
+branch_labels = ("notifier",)
+depends_on = None
+
+
+def upgrade() -> None:
+    run_sql_file(__file__)
