@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +25,10 @@ import psutil
 import pytest
 
 from tests.conftest import ROOT, env_for, flowpay
+from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 from workers.core.ports import free_port
-from workers.devstack.roles import ROLES, role_marker
+from workers.devstack.roles import ROLES, STACK_ENV, role_marker
 
 WAIT_S = "120"  # the roles of a loaded 2-core machine can take a while to start
 
@@ -36,6 +40,8 @@ def role_stack(settings: Settings) -> Iterator[dict[str, str]]:
         "FLOWPAY_DEV__HOME": str(home),
         "FLOWPAY_API__PORT": str(free_port()),
         "FLOWPAY_API__WORKERS": "2",
+        # A role's stop time is its grace period and 5 s: the kill of a hung process comes sooner.
+        "FLOWPAY_WORKER__GRACE_PERIOD_S": "1",
         "FLOWPAY_GATEWAY_SIM__PORT": str(free_port()),
         "FLOWPAY_DEV__SINK_PORT": str(free_port()),
         # On, so that the consumer roles' health checks (their metrics) are exercised.
@@ -121,7 +127,7 @@ def _listeners(port: int) -> set[int]:
     return {
         c.pid
         for c in psutil.net_connections("tcp")
-        if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid is not None
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid is not None
     }
 
 
@@ -147,24 +153,59 @@ def test_supervisor_sigkill_then_up_then_down(role_stack: dict[str, str]) -> Non
     _assert_down(role_stack)
 
 
-def test_role_sigkill_then_both_then_up_leaves_one_of_each(role_stack: dict[str, str]) -> None:
+def test_role_sigkill_then_both_roles_end_by_themselves_and_up_leaves_one_of_each(
+    role_stack: dict[str, str],
+) -> None:
     _up(role_stack)
     [api] = _instances(role_stack)["api"]
-    workers = api.children()
-    assert workers
-
-    api.kill()  # its server processes are orphaned, the supervisor lives on
+    old_children = api.children()
+    api.kill()  # the supervisor lives on and restarts it
     _up(role_stack)
     _assert_one_of_each(role_stack)
-    assert not any(w.is_running() for w in workers)
+    assert not any(p.is_running() for p in old_children)
 
     instances = _instances(role_stack)
     [supervisor], [api] = instances["supervisor"], instances["api"]
     supervisor.kill()
     api.kill()
+    # No dev command runs: the roles are told by their supervisor's death, serve-api's server
+    # processes by serve-api's.
+    home = role_stack["FLOWPAY_DEV__HOME"]
+    wait_for(lambda: not _stack_processes(home), 60, "every process of the stack to end")
     _up(role_stack)
     _assert_one_of_each(role_stack)
+
+
+def test_up_and_down_stop_a_process_of_the_stack_deaf_to_sigterm(
+    role_stack: dict[str, str],
+) -> None:
+    # What a kill can leave that no parent-death signal ends: a process of the stack (it
+    # carries the stack's marker) that ignores SIGTERM and SIGHUP, hung as a stuck role would be.
+    deaf = _deaf_process(role_stack)
+    _up(role_stack)
+    assert deaf.poll() == -signal.SIGKILL
+    _assert_one_of_each(role_stack)
+
+    deaf = _deaf_process(role_stack)
     _assert_down(role_stack)
+    assert deaf.poll() == -signal.SIGKILL
+
+
+def _deaf_process(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    code = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+        "print('deaf', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    marked = env | {STACK_ENV: str(Path(env["FLOWPAY_DEV__HOME"]).resolve())}
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], env=marked, stdout=subprocess.PIPE, start_new_session=True
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == b"deaf\n"  # its handlers are in place
+    return process
 
 
 @pytest.mark.parametrize(

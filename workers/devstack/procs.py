@@ -1,7 +1,7 @@
 """Processes the stack starts: spawn detached, recognise by PID and command line, stop by PID.
 
-Finding processes by what they hold (a listening port, an environment variable, a process
-group) goes through psutil, which reads /proc and copes with processes ending mid-scan.
+Finding processes by what they hold (a listening port, an environment variable) goes through
+psutil, which reads /proc and copes with processes ending mid-scan.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import psutil
@@ -178,39 +178,27 @@ def stop_all(processes: Sequence[psutil.Process], timeout_s: float) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             if process.ppid() not in pids:
                 process.terminate()
-    _, left = psutil.wait_procs(processes, timeout=timeout_s)
+    left = _wait_ended(processes, timeout_s)
     for process in left:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
-    psutil.wait_procs(left, timeout=5)
+    _wait_ended(left, 5)
 
 
-def group_members(pgid: int) -> list[int]:
-    """The live (not zombie) processes of process group ``pgid``."""
-    members = []
-    for process in psutil.process_iter():
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
-            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
-                members.append(process.pid)
-    return members
-
-
-def end_groups(pgids: Collection[int], timeout_s: float) -> list[int]:
-    """Wait until every process of ``pgids`` has ended; SIGKILL what remains at ``timeout_s``.
-
-    Returns the groups that had to be killed.
-    """
+def _wait_ended(processes: Sequence[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait until each has ended (a zombie has: only its parent's wait is missing); the rest."""
     deadline = time.monotonic() + timeout_s
-    waiting = set(pgids)
-    while waiting and time.monotonic() < deadline:
-        waiting = {pgid for pgid in waiting if group_members(pgid)}
-        if waiting:
-            time.sleep(0.2)
-    kill_groups(waiting)
-    return sorted(waiting)
+    left = list(processes)
+    while left:
+        left = [p for p in left if not _ended(p)]
+        if not left or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    return left
 
 
-def kill_groups(pgids: Iterable[int]) -> None:
-    for pgid in pgids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
+def _ended(process: psutil.Process) -> bool:
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

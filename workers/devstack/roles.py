@@ -3,8 +3,6 @@
 No process of the stack outlives its supervisor, whatever kills what:
 - each role gets SIGTERM when the supervisor dies (``PR_SET_PDEATHSIG``), and its own children
   (serve-api's server processes) get SIGTERM when it dies (``exit_with_parent``);
-- each role runs in a process group of its own, and a role that died is started again only
-  once every process of its group has ended, so two instances of a role never overlap;
 - every process of the stack has ``FLOWPAY_DEVSTACK=<dev.home>`` in its environment, by which
   ``dev up`` and ``dev down`` find whatever a SIGKILL left running, and stop it.
 """
@@ -32,10 +30,7 @@ from workers.devstack.paths import StackPaths
 from workers.devstack.procs import (
     alive,
     descendants,
-    end_groups,
     env_of,
-    group_members,
-    kill_groups,
     read_pid,
     spawn,
     stop_all,
@@ -211,7 +206,7 @@ def supervise(settings: Settings, stop: threading.Event) -> None:
     env = role_env(settings)
     try:
         while not stop.is_set():
-            changed = [slot.tick(env, stop_timeout_s(settings)) for slot in slots]
+            changed = [slot.tick(env) for slot in slots]
             if any(changed):
                 _record(paths, slots)
             stop.wait(0.5)
@@ -229,43 +224,29 @@ class _Slot:
     child: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
-    # The process group of the instance that died, while processes of it may still run.
-    leftover: int | None = None
-    leftover_deadline: float = 0.0
 
-    def tick(self, env: dict[str, str], stop_s: float) -> bool:
+    def tick(self, env: dict[str, str]) -> bool:
         """Notice an exit, or start the role when due; True when its PID changed."""
         if self.child is not None:
             if self.child.poll() is None:
                 return False
             log.warning("%s exited with %s; restarting", self.role.name, self.child.returncode)
-            self._exited(self.child.pid, stop_s)
+            self._exited()
             return True
-        if time.monotonic() < self.next_start or self._leftovers_run():
+        if time.monotonic() < self.next_start:
             return False
         try:
             self.child = _start(self.role, self.log_file, env)
         except (OSError, subprocess.SubprocessError) as exc:
             log.error("cannot start %s: %s", self.role.name, exc)
-            self._exited(None, stop_s)
+            self._exited()
             return False
         return True
 
-    def _exited(self, pgid: int | None, stop_s: float) -> None:
+    def _exited(self) -> None:
         self.child = None
         self.restarts += 1
         self.next_start = time.monotonic() + min(2**self.restarts, 30)
-        self.leftover, self.leftover_deadline = pgid, time.monotonic() + stop_s
-
-    def _leftovers_run(self) -> bool:
-        """True while processes the last instance started still run (they were told to stop)."""
-        if self.leftover is None:
-            return False
-        if group_members(self.leftover) and time.monotonic() < self.leftover_deadline:
-            return True
-        kill_groups([self.leftover])  # those that outlived their stop time
-        self.leftover = None
-        return False
 
 
 def _start(role: Role, log_file: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -276,23 +257,18 @@ def _start(role: Role, log_file: Path, env: dict[str, str]) -> subprocess.Popen[
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
-            process_group=0,
             preexec_fn=functools.partial(signal_on_parent_death, signal.SIGTERM, os.getpid()),
         )
 
 
 def _stop_roles(slots: list[_Slot], stop_s: float) -> None:
-    groups = [slot.leftover for slot in slots if slot.leftover is not None]
-    for slot in slots:
-        if slot.child is not None and slot.child.poll() is None:
-            log.info("stopping %s (pid %d)", slot.role.name, slot.child.pid)
-            slot.child.terminate()
-            groups.append(slot.child.pid)
-    for pgid in end_groups(groups, stop_s):
-        log.warning("process group %d outlived %.0fs: killed", pgid, stop_s)
-    for slot in slots:
-        if slot.child is not None:
-            slot.child.wait()
+    """SIGTERM every role at once; SIGKILL those still running after ``stop_s``."""
+    running = {s.role.name: s.child for s in slots if s.child and s.child.poll() is None}
+    for name, child in running.items():
+        log.info("stopping %s (pid %d)", name, child.pid)
+    stop_all([psutil.Process(child.pid) for child in running.values()], stop_s)
+    for child in running.values():
+        child.wait()
 
 
 def _record(paths: StackPaths, slots: list[_Slot]) -> None:
