@@ -24,10 +24,11 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import ROOT, env_for, flowpay
+from tests.conftest import ROOT, env_for, flowpay, override
 from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 from workers.core.ports import free_port
+from workers.devstack.health import outsider
 from workers.devstack.roles import ROLES, STACK_ENV, role_marker
 
 WAIT_S = "120"  # the roles of a loaded 2-core machine can take a while to start
@@ -252,3 +253,23 @@ def test_up_fails_naming_a_role_that_cannot_start_with_its_log(
     assert "gateway-sim" in first_line.split("did not come up")[0]
     assert "gateway-sim.log" in done.stderr
     assert "FileExistsError" in done.stderr  # the role's own last log lines
+
+
+def test_only_a_live_process_outside_the_stack_makes_up_give_up_at_once(
+    settings: Settings, tmp_path: Path
+) -> None:
+    own = override(settings, "dev", home=tmp_path)
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()  # a holder seen a moment ago that has let go since
+    ours = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        env=os.environ | {STACK_ENV: str(tmp_path.resolve())},
+    )
+    try:
+        assert outsider(own, os.getpid())
+        assert outsider(own, None)  # a process of another user
+        assert not outsider(own, ended.pid)
+        assert not outsider(own, ours.pid)
+    finally:
+        ours.kill()
+        ours.wait()

@@ -20,7 +20,7 @@ from workers.core.config import Settings
 from workers.core.errors import StackError
 from workers.devstack import roles
 from workers.devstack.paths import StackPaths
-from workers.devstack.procs import Listeners, descendants, describe, listeners, tail
+from workers.devstack.procs import Listeners, alive, descendants, describe, listeners, tail
 from workers.devstack.roles import Address, Recorded, Role
 
 LOG_LINES = 10
@@ -113,7 +113,7 @@ def wait_ready(settings: Settings, wait_s: float, say: Callable[[str], None]) ->
         taken = {
             name: health
             for name, health in down.items()
-            if health.state == "conflict" and not roles.is_stack_process(settings, health.pid)
+            if health.state == "conflict" and outsider(settings, health.pid)
         }
         if taken:
             raise NotReady(_explain(settings, taken, ""))
@@ -122,6 +122,13 @@ def wait_ready(settings: Settings, wait_s: float, say: Callable[[str], None]) ->
             raise NotReady(_explain(settings, down, f" within {wait_s:.0f}s"))
         say(f"waiting for {', '.join(down)} ({left:.0f}s left)")
         time.sleep(0.5)
+
+
+def outsider(settings: Settings, pid: int | None) -> bool:
+    """A process that holds a role's port and will not let go by itself (it may have, already)."""
+    if pid is None:
+        return True  # a process of another user: not the stack's
+    return alive(pid, "") and not roles.is_stack_process(settings, pid)
 
 
 def _explain(settings: Settings, down: dict[str, RoleHealth], within: str) -> str:
