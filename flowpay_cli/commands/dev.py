@@ -8,12 +8,13 @@ from typing import Annotated, Any
 import typer
 
 from flowpay_cli.context import settings, state
-from flowpay_cli.output import Json, console, print_json, print_table
+from flowpay_cli.output import Json, console, error_line, print_json, print_table
 from workers.core.config import Settings, load_settings
 from workers.core.lifecycle import install_stop_handlers
 from workers.core.logs import setup_logging
 from workers.devstack import roles, secure, stack
 from workers.devstack.demo import demo_webhook_secret
+from workers.devstack.health import NotReady
 from workers.devstack.sink import received
 from workers.devstack.sink import serve as serve_sink
 
@@ -34,20 +35,29 @@ def up(
             "(certificates, passwords and the roles' configuration under <dev.home>/secure/).",
         ),
     ] = False,
+    wait_s: Annotated[
+        float,
+        typer.Option("--wait-s", min=0, help="Seconds every role gets to answer its health check."),
+    ] = 60.0,
 ) -> None:
-    """Install and start whatever is not running; reuse what is."""
+    """Start whatever is not running; reuse what is. Exit 1 if a role does not come up."""
     config = settings(ctx)
     config_file = state(ctx).resolved_config_file
     if secure_kafka:
         config_file = secure.prepare(config, config_file)
         config = load_settings(config_file)
-    with console.status("starting the stack") as spinner:
-        stack.up(
-            config,
-            infra_only=infra_only,
-            config_file=config_file,
-            say=lambda step: spinner.update(f"starting the stack: {step}"),
-        )
+    try:
+        with console.status("starting the stack") as spinner:
+            stack.up(
+                config,
+                infra_only=infra_only,
+                config_file=config_file,
+                say=lambda step: spinner.update(f"starting the stack: {step}"),
+                wait_s=wait_s,
+            )
+    except NotReady as exc:
+        error_line(str(exc))
+        raise typer.Exit(1) from None
     _show(config, as_json=False)
     if secure_kafka:
         console.print(
@@ -59,14 +69,14 @@ def up(
 
 @app.command()
 def down(ctx: typer.Context) -> None:
-    """Stop what `dev up` started, by the PIDs it recorded."""
+    """Stop what `dev up` started, and any process of the stack a SIGKILL left running."""
     stopped = stack.down(settings(ctx))
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
 @app.command()
 def status(ctx: typer.Context, as_json: Json = False) -> None:
-    """Each component's state, PID, endpoint and log file."""
+    """Each component's state (running, unhealthy, conflict, stopped), PID, endpoint and log."""
     _show(settings(ctx), as_json=as_json)
 
 
@@ -75,7 +85,7 @@ def supervise(ctx: typer.Context) -> None:
     """Keep every role running (started by `dev up`)."""
     config = settings(ctx)
     setup_logging(config.log_level, "supervisor", config.log_format)
-    roles.supervise(config, install_stop_handlers(config.worker.grace_period_s))
+    roles.supervise(config, install_stop_handlers(roles.supervisor_grace_s(config)))
 
 
 @app.command(hidden=True)
@@ -139,7 +149,7 @@ def _show(config: Settings, *, as_json: bool) -> None:
         return
     print_table(
         "FlowPay local stack",
-        ["component", "state", "pid", "endpoint", "log"],
-        [(c.name, c.state, c.pid, c.endpoint, c.log) for c in stack.status(config)],
+        ["component", "state", "pid", "endpoint", "log", "detail"],
+        [(c.name, c.state, c.pid, c.endpoint, c.log, c.detail) for c in stack.status(config)],
     )
     print_table("endpoints", ["name", "value"], stack.endpoints(config).items())

@@ -8,6 +8,7 @@ that is safe because nothing is committed before its effect is durable.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import multiprocessing
 import os
@@ -53,10 +54,29 @@ def exit_with_parent() -> None:
     new ones. Does nothing in a process nobody spawned (``serve-api --workers 1``).
     """
     parent = multiprocessing.parent_process()
-    if parent is None:
+    if parent is None or parent.pid is None:
         return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-        log.warning("cannot ask to outlive no parent (errno %d)", ctypes.get_errno())
-    if os.getppid() != parent.pid:  # the parent died before the request took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+    try:
+        signal_on_parent_death(signal.SIGTERM, parent.pid)
+    except OSError as exc:
+        log.warning("cannot ask to outlive no parent (errno %d)", exc.errno)
+
+
+def signal_on_parent_death(signum: int, parent_pid: int) -> None:
+    """Have the kernel send ``signum`` to this process when ``parent_pid``, its parent, dies.
+
+    ``PR_SET_PDEATHSIG`` holds even when the parent is SIGKILLed and cannot stop its children.
+    It watches the parent *thread* that forked this process, so the parent must fork from a
+    thread that lives as long as it does (its main thread). Safe to call between fork and exec
+    (a ``preexec_fn``): the setting survives exec. Raises OSError if the kernel refuses it.
+    """
+    if _libc().prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os.kill(os.getpid(), signum)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)

@@ -1,4 +1,8 @@
-"""Processes the stack starts: spawn detached, recognise by PID and command line, stop by PID."""
+"""Processes the stack starts: spawn detached, recognise by PID and command line, stop by PID.
+
+Finding processes by what they hold (a listening port, an environment variable) goes through
+psutil, which reads /proc and copes with processes ending mid-scan.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,11 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import psutil
+
+# A listening port -> the PIDs holding it (None: a process this user may not look into).
+Listeners = Mapping[int, set[int | None]]
 
 
 def cmdline(pid: int) -> str:
@@ -102,3 +111,94 @@ def read_pid(path: Path) -> int | None:
         return int(path.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def listeners() -> dict[int, set[int | None]]:
+    """Every TCP port something listens on (IPv4 or IPv6), with the PIDs that hold it."""
+    held = _listeners()
+    unresolved = [port for port, pids in held.items() if None in pids]
+    if unresolved:
+        # psutil reads every process's sockets, then the TCP table: a socket opened in between
+        # has no PID yet. A second look finds it; a process this user may not look into, never.
+        again = _listeners()
+        held |= {port: again.get(port, set()) for port in unresolved}
+    return held
+
+
+def _listeners() -> dict[int, set[int | None]]:
+    held: dict[int, set[int | None]] = {}
+    for conn in psutil.net_connections("tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr:
+            held.setdefault(conn.laddr.port, set()).add(conn.pid)
+    return held
+
+
+def with_env(name: str, value: str) -> list[psutil.Process]:
+    """Live processes (this one aside) whose environment sets ``name`` to ``value``."""
+    found = []
+    for process in psutil.process_iter():
+        if process.pid == os.getpid():
+            continue
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            if process.status() != psutil.STATUS_ZOMBIE and process.environ().get(name) == value:
+                found.append(process)
+    return found
+
+
+def env_of(pid: int, name: str) -> str | None:
+    try:
+        return psutil.Process(pid).environ().get(name)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def descendants(pid: int) -> set[int]:
+    """``pid`` and every process below it; empty when it is gone."""
+    try:
+        return {pid} | {child.pid for child in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def describe(pid: int | None) -> str:
+    """``pid 123 (its command line)``, for messages about a process that is not ours."""
+    if pid is None:
+        return "a process of another user"
+    line = cmdline(pid).strip()
+    return f"pid {pid} ({line[:80]})" if line else f"pid {pid}"
+
+
+def stop_all(processes: Sequence[psutil.Process], timeout_s: float) -> None:
+    """End ``processes``, SIGKILLing whatever still runs after ``timeout_s``.
+
+    SIGTERM goes only to those whose parent is not among them: a parent stops its own children.
+    """
+    pids = {p.pid for p in processes}
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if process.ppid() not in pids:
+                process.terminate()
+    left = _wait_ended(processes, timeout_s)
+    for process in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    _wait_ended(left, 5)
+
+
+def _wait_ended(processes: Sequence[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait until each has ended (a zombie has: only its parent's wait is missing); the rest."""
+    deadline = time.monotonic() + timeout_s
+    left = list(processes)
+    while left:
+        left = [p for p in left if not _ended(p)]
+        if not left or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    return left
+
+
+def _ended(process: psutil.Process) -> bool:
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

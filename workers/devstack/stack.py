@@ -15,9 +15,10 @@ from workers.core.config import Settings
 from workers.core.db import database_url
 from workers.core.errors import StackError
 from workers.core.kafka import bootstrap_servers, create_topics
-from workers.devstack import demo, kafka, postgres, roles
+from workers.devstack import demo, health, kafka, postgres, roles
 from workers.devstack.paths import StackPaths
-from workers.devstack.procs import alive, read_pid, tail
+from workers.devstack.procs import tail
+from workers.devstack.sink import sink_url
 from workers.migrations.runner import Migration, migrate
 
 Progress = Callable[[str], None]
@@ -26,14 +27,27 @@ Progress = Callable[[str], None]
 @dataclass(frozen=True)
 class Component:
     name: str
-    state: str  # running | stopped | external
+    state: str  # running | unhealthy | conflict | stopped | external
     pid: int | None
     endpoint: str
     log: str
+    detail: str = ""  # why it is not running, or who holds its port
 
 
-def up(settings: Settings, *, infra_only: bool, config_file: Path | None, say: Progress) -> None:
-    """Start whatever is not running; reuse what is. Safe to run any number of times."""
+def up(
+    settings: Settings,
+    *,
+    infra_only: bool,
+    config_file: Path | None,
+    say: Progress,
+    wait_s: float = 60.0,
+) -> None:
+    """Start whatever is not running; reuse what is. Safe to run any number of times.
+
+    With the roles, returns only once every role answers its health check (within ``wait_s``),
+    else raises ``health.NotReady``. Whatever a SIGKILL left of the stack is stopped first, so
+    that exactly one instance of each role runs.
+    """
     StackPaths.of(settings).logs.mkdir(parents=True, exist_ok=True)
     if settings.database.url is None:
         say("PostgreSQL")
@@ -50,12 +64,7 @@ def up(settings: Settings, *, infra_only: bool, config_file: Path | None, say: P
         demo.ensure_demo_merchant(settings)
         say("roles")
         roles.start_supervisor(settings, config_file)
-        say("API")
-        wait_http(
-            f"{api_url(settings)}/readyz",
-            settings.dev.start_timeout_s,
-            StackPaths.of(settings).role_log("api"),
-        )
+        health.wait_ready(settings, wait_s, lambda step: say(f"roles: {step}"))
 
 
 def wait_http(url: str, timeout_s: float, log: Path) -> None:
@@ -90,29 +99,27 @@ def down(settings: Settings) -> list[str]:
 
 
 def status(settings: Settings) -> list[Component]:
-    paths = StackPaths.of(settings)
-    components = [_postgres(settings), _kafka(settings)]
-    supervisor_pid = read_pid(paths.supervisor_pid)
-    components.append(
-        _process("supervisor", supervisor_pid, roles.SUPERVISOR_MARKER, "", paths.supervisor_log)
+    infra = [_postgres(settings), _kafka(settings), _supervisor(settings)]
+    return infra + [_role(settings, name, h) for name, h in health.role_health(settings).items()]
+
+
+def _role(settings: Settings, name: str, role: health.RoleHealth) -> Component:
+    log = str(StackPaths.of(settings).role_log(name))
+    return Component(name, role.state, role.pid, _endpoint(settings, name), log, role.detail)
+
+
+def _supervisor(settings: Settings) -> Component:
+    pid = roles.live_supervisor(settings)
+    left = len(roles.strays(settings))
+    detail = f"{left} processes of the stack outside it: dev up or dev down stops them"
+    return Component(
+        "supervisor",
+        _state(pid is not None),
+        pid,
+        "",
+        str(StackPaths.of(settings).supervisor_log),
+        detail if left else "",
     )
-    pids = roles.role_pids(settings)
-    for role in roles.ROLES:
-        components.append(
-            _process(
-                role.name,
-                pids.get(role.name),
-                roles.role_marker(role),
-                _endpoint(settings, role.name),
-                paths.role_log(role.name),
-            )
-        )
-    return components
-
-
-def _process(name: str, pid: int | None, marker: str, endpoint: str, log: Path) -> Component:
-    running = alive(pid, marker)
-    return Component(name, _state(running), pid if running else None, endpoint, str(log))
 
 
 def endpoints(settings: Settings) -> dict[str, str]:
@@ -152,8 +159,18 @@ def _kafka(settings: Settings) -> Component:
     )
 
 
-def _endpoint(settings: Settings, role: str) -> str:
-    return {"api": api_url(settings), "gateway-sim": gateway_sim_url(settings)}.get(role, "")
+def _endpoint(settings: Settings, name: str) -> str:
+    """Where the role serves; for a consumer role, its metrics."""
+    servers = {
+        "api": api_url(settings),
+        "gateway-sim": gateway_sim_url(settings),
+        "webhook-sink": sink_url(settings),
+    }
+    if name in servers:
+        return servers[name]
+    role = next(r for r in roles.ROLES if r.name == name)
+    address = role.address(settings)
+    return "" if address is None else health.health_url(role, address)
 
 
 def gateway_sim_url(settings: Settings) -> str:
