@@ -13,6 +13,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,9 +196,13 @@ def test_concurrent_identical_requests_make_one_charge(sim: Sim) -> None:
             )
 
     responses = asyncio.run(all_at_once())
-    assert {r.status_code for r in responses} == {200}
-    assert len({r.json()["id"] for r in responses}) == 1
-    assert sum(r.headers.get("idempotent-replayed") == "true" for r in responses) == 49
+    # Each one overlapping the first is told the key is in use; the others replay its charge.
+    answered = [r for r in responses if r.status_code == 200]
+    in_use = [r for r in responses if r.status_code == 409]
+    assert len(answered) + len(in_use) == 50
+    assert {error_of(r)["code"] for r in in_use} <= {"idempotency_key_in_use"}
+    assert len({r.json()["id"] for r in answered}) == 1
+    assert sum("idempotent-replayed" not in r.headers for r in answered) == 1
     assert len(sim.records(idempotency_key=key)) == 1
 
 
@@ -386,7 +391,8 @@ def test_timeout_fault_holds_the_request_then_charges_late(start: Start) -> None
             sim.charge(body, key, timeout=0.2)
         # Given up on by the client, not yet charged: the hold is well past its timeout.
         assert sim.records(idempotency_key=key) == []
-        wait_for(lambda: len(sim.records(idempotency_key=key)) == 1, timeout_s=HOLD_S + 15)
+        wait_for(lambda: sim.stats()["held"] == 0, timeout_s=HOLD_S + 15, what="the late charge")
+        assert len(sim.records(idempotency_key=key)) == 1
         [charge] = sim.by_reference(body["reference"])
         assert charge["status"] == "succeeded"
         assert sim.stats()["faults"]["timeout"] == 1
@@ -395,6 +401,60 @@ def test_timeout_fault_holds_the_request_then_charges_late(start: Start) -> None
         sim.set_faults(timeout_rate=0)
         assert sim.charge(body, key).json()["id"] == charge["id"]
         assert len(sim.records()) == 1
+
+
+@pytest.mark.parametrize("path", ["/v1/charges", "/v1/refunds"])
+def test_a_key_whose_first_request_is_still_processed_gets_409(start: Start, path: str) -> None:
+    # Stripe's behaviour: a second request with the key while the first is in progress is
+    # refused (safe to retry), neither run in parallel nor answered as a failure.
+    with start(latency_ms=0) as sim:
+        charge = sim.charge(card(amount=1000)).json()
+        body = card() if path == "/v1/charges" else {"charge": charge["id"], "amount": 400}
+        key = new_key()
+        sim.set_faults(latency_ms=2000)
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(sim.post, path, body, key)
+            wait_for(lambda: sim.stats()["requests"] == 2, what="the first request to arrive")
+            second = sim.post(path, body, key)
+            assert second.status_code == 409, second.text
+            error = error_of(second)
+            assert (error["type"], error["code"]) == ("idempotency_error", "idempotency_key_in_use")
+            assert first.result().status_code == 200
+        # Once the first has been answered, the key replays its result.
+        sim.set_faults(latency_ms=0)
+        again = sim.post(path, body, key)
+        assert (again.status_code, again.json()) == (200, first.result().json())
+        assert sim.stats()["conflicts"] == 1
+        assert sim.get(f"/v1/charges/{charge['id']}").json()["amount_refunded"] == (
+            400 if path == "/v1/refunds" else 0
+        )
+
+
+def test_a_key_held_by_a_timeout_fault_stays_in_use_until_the_late_charge(start: Start) -> None:
+    with start(timeout_rate=1) as sim:
+        body, key = card(), new_key()
+        with pytest.raises(httpx.TimeoutException):
+            sim.charge(body, key, timeout=0.2)
+        # The client gave up; the gateway has not: a retry now is told to wait, not charged.
+        retry = sim.charge(body, key)
+        assert error_of(retry)["code"] == "idempotency_key_in_use"
+        assert sim.records(idempotency_key=key) == []
+        wait_for(lambda: sim.stats()["held"] == 0, timeout_s=HOLD_S + 15, what="the late charge")
+        sim.set_faults(timeout_rate=0)
+        [record] = sim.records(idempotency_key=key)
+        assert sim.charge(body, key).json()["id"] == record["id"]
+
+
+def test_faults_can_be_limited_to_refunds(start: Start) -> None:
+    with start(error_rate=1, faulted="refunds") as sim:
+        assert sim.get("/_sim/faults").json()["faulted"] == ["refunds"]
+        charge = sim.charge(card())
+        assert charge.status_code == 200, charge.text
+        assert sim.refund(charge.json()["id"], 100).status_code == 503
+        assert sim.set_faults(faulted=["charges"]).status_code == 200
+        assert sim.charge(card()).status_code == 503
+        assert sim.refund(charge.json()["id"], 100).status_code == 200
+        assert sim.stats()["faults"]["error"] == 2
 
 
 def test_faults_change_at_run_time_and_stats_count_what_happened(start: Start) -> None:
@@ -409,7 +469,7 @@ def test_faults_change_at_run_time_and_stats_count_what_happened(start: Start) -
         faults = sim.set_faults(error_rate=1, latency_ms=20)
         assert faults.json() == {
             "latency_ms": 20.0, "latency_jitter_ms": 0.0, "timeout_rate": 0.0,
-            "lost_ack_rate": 0.0, "error_rate": 1.0,
+            "lost_ack_rate": 0.0, "error_rate": 1.0, "faulted": ["charges", "refunds"],
         }  # fmt: skip
         assert sim.get("/_sim/faults").json() == faults.json()
         assert sim.charge(card()).status_code == 503
@@ -426,7 +486,7 @@ def test_faults_change_at_run_time_and_stats_count_what_happened(start: Start) -
 
         assert sim.stats() == {
             "requests": 6, "lookups": 1, "charges": 3, "declines": 1, "refunds": 1, "replays": 1,
-            "faults": {"error": 1, "timeout": 0, "lost_ack": 1}, "held": 0,
+            "conflicts": 0, "faults": {"error": 1, "timeout": 0, "lost_ack": 1}, "held": 0,
         }  # fmt: skip
         assert len(sim.records()) == 3
 
@@ -440,6 +500,8 @@ def test_faults_change_at_run_time_and_stats_count_what_happened(start: Start) -
         {"latency_ms": "5"},
         {"latency_ms": None},
         {"chaos": 1},
+        {"faulted": ["payouts"]},
+        {"faulted": "refunds"},
     ],
 )
 def test_invalid_fault_settings_are_refused_and_change_nothing(
