@@ -430,6 +430,15 @@ def test_a_key_whose_first_request_is_still_processed_gets_409(start: Start, pat
         )
 
 
+def test_a_request_the_client_gave_up_on_during_the_latency_is_still_done(start: Start) -> None:
+    # Latency is the gateway's processing time: the request had arrived, so it acts.
+    with start(latency_ms=1500) as sim:
+        body, key = card(), new_key()
+        with pytest.raises(httpx.TimeoutException):
+            sim.charge(body, key, timeout=0.2)
+        wait_for(lambda: len(sim.records(idempotency_key=key)) == 1, what="the charge")
+
+
 def test_a_key_held_by_a_timeout_fault_stays_in_use_until_the_late_charge(start: Start) -> None:
     with start(timeout_rate=1) as sim:
         body, key = card(), new_key()

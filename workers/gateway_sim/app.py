@@ -120,12 +120,13 @@ class Simulator:
             self.stats.conflicts += 1
             raise
         try:
+            # Read on arrival: a client that gives up later leaves a request that was received,
+            # so it is done anyway (the latency is the gateway's processing time).
+            body = parse(model, await request.body())
             await asyncio.sleep(self.faults.delay_s())
             if fault is Fault.ERROR:
                 self.stats.faults[fault] += 1
                 raise unavailable()
-            # Read and checked before any hold: a client that gives up takes its unread body.
-            body = parse(model, await request.body())
         except BaseException:
             release()
             raise
