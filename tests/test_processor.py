@@ -6,6 +6,7 @@ import json
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -13,6 +14,7 @@ import pytest
 
 from tests.conftest import flowpay
 from tests.helpers.flow import Flow, flow
+from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 from workers.core.db import database_url
 
@@ -81,6 +83,32 @@ def test_timeouts_that_later_succeed(settings: Settings, tmp_path: Path) -> None
         # The held requests land late under the same idempotency key: still one charge.
         _wait_held_requests_done(f.sim_url)
         assert len(f.sim_charges(payment["id"])) == 1
+
+
+def test_a_retry_overlapping_the_first_charge_request_never_fails_the_payment(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # The gateway takes longer than the client waits, so the client's retry (same key) arrives
+    # while the first request is still being processed: 409 idempotency_key_in_use, an
+    # unknown outcome. The first request's charge lands after it.
+    with flow(settings, tmp_path, sim_flags=("--latency-ms", "1500")) as f:
+        ids = [f.pay()["id"] for _ in range(3)]
+        wait_for(lambda: _sim_stats(f)["conflicts"] >= len(ids), what="the retries' 409s")
+        wait_for(
+            lambda: all(_deferred(f, i) or _settled(f, i) for i in ids),
+            what="every charge's first try to end",
+        )
+        f.faults(latency_ms=0)
+        wait_for(lambda: len(f.sim_charges()) == len(ids), what="the first requests' charges")
+        for payment_id in ids:
+            done = f.wait_for(payment_id, terminal)
+            [charge] = f.sim_charges(payment_id)
+            assert (done["status"], charge["status"]) == ("succeeded", "succeeded"), done
+            assert (f.processor_state(payment_id) or {})["charge_id"] == charge["id"]
+            assert [e["type"] for e in f.emitted(payment_id)] == [
+                "payment.processing",
+                "payment.succeeded",
+            ]
 
 
 def test_gateway_down_past_the_retry_budget_stays_processing_then_resolves(
@@ -206,3 +234,11 @@ def _wait_held_requests_done(sim_url: str) -> None:
 def _deferred(f: Flow, payment_id: str) -> bool:
     """The processor handed the payment to its reconciler (its outcome is unknown)."""
     return (f.processor_state(payment_id) or {}).get("next_check_at") is not None
+
+
+def _settled(f: Flow, payment_id: str) -> bool:
+    return (f.processor_state(payment_id) or {}).get("state") in ("succeeded", "failed")
+
+
+def _sim_stats(f: Flow) -> dict[str, Any]:
+    return dict(httpx.get(f.sim_url + "/_sim/stats").json())

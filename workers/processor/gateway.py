@@ -2,8 +2,9 @@
 
 A real provider's adapter is one more class with these three methods. Every call carries an
 idempotency key derived from the payment (or refund) id, so repeating a call never charges twice.
-Timeouts, dropped connections and 5xx are retried with jittered exponential backoff; when the
-retries run out the outcome is *unknown*, never "failed": the caller looks the charge up.
+Timeouts, dropped connections, 5xx, 429 and 409 (the key's first request still in progress) are
+retried with jittered exponential backoff; when the retries run out the outcome is *unknown*,
+never "failed": the caller looks the charge up.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import backoff
 import httpx
@@ -52,7 +53,7 @@ class Rejected:
 class Unknown:
     """No answer after every retry: the gateway may or may not have acted."""
 
-    reason: str  # timeout | connection | http_5xx
+    reason: str  # timeout | connection | http_<status>: 5xx, 429, 409
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,10 @@ class _Retryable(Exception):
         super().__init__(reason)
         self.reason = reason
 
+
+# 409: a request with the same idempotency key is still in progress (it may yet charge);
+# 429: rate limited. Neither says what became of the request: retry, then the outcome is unknown.
+RETRYABLE_4XX: Final = frozenset({409, 429})
 
 # httpx's pool costs grow with its size, so connections are spread over several small clients.
 _CONNECTIONS_PER_CLIENT = 16
@@ -209,7 +214,7 @@ class HttpGateway:
             metrics.attempted(method, path, exc)
             raise _Retryable("connection") from None
         metrics.attempted(method, path, None, response.status_code)
-        if response.status_code >= 500 or response.status_code == 429:
+        if response.status_code >= 500 or response.status_code in RETRYABLE_4XX:
             raise _Retryable(f"http_{response.status_code}")
         return response
 

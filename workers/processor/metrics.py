@@ -2,8 +2,8 @@
 
 A gateway *call* (charge, refund, lookup) ends as success, decline, rejected or unknown (its
 retries ran out); each HTTP *attempt* within it ends answered, or timeout, lost_ack (the
-connection dropped after the request went out: the gateway may have acted), connect_error or
-server_error (5xx, 429).
+connection dropped after the request went out: the gateway may have acted), connect_error,
+server_error (5xx, 429) or conflict (409: the key's first request is still in progress).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ IN_FLIGHT = Gauge(
 ATTEMPTS = Counter(
     "flowpay_gateway_attempts",
     "HTTP requests to the gateway by request and outcome"
-    " (answered, timeout, lost_ack, connect_error, server_error).",
+    " (answered, timeout, lost_ack, connect_error, server_error, conflict).",
     ["request", "outcome"],
 )
 RECONCILER_BACKLOG = Gauge(
@@ -67,6 +67,8 @@ def _attempt_outcome(failure: BaseException | None, status: int) -> str:
         return "connect_error"
     if failure is not None:
         return "lost_ack"
+    if status == 409:
+        return "conflict"
     return "server_error" if status >= 500 or status == 429 else "answered"
 
 
