@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import subprocess
 import time
 import uuid
@@ -281,7 +282,7 @@ def test_refunds_partial_then_full_never_beyond_the_charge(sim: Sim) -> None:
     assert refund["id"].startswith("re_")
     assert refund == {
         "id": refund["id"], "object": "refund", "charge": charge["id"], "amount": 300,
-        "status": "succeeded", "created_at": refund["created_at"],
+        "status": "succeeded", "reference": None, "created_at": refund["created_at"],
     }  # fmt: skip
     too_much = sim.refund(charge["id"], 701)
     assert too_much.status_code == 422
@@ -304,6 +305,25 @@ def test_refund_is_idempotent(sim: Sim) -> None:
     assert sim.get(f"/v1/charges/{charge['id']}").json()["amount_refunded"] == 400
     reused = sim.refund(charge["id"], 500, key)
     assert reused.status_code == 422
+    assert error_of(reused)["code"] == "idempotency_key_reused"
+
+
+def test_refunds_are_found_by_reference(sim: Sim) -> None:
+    charge = sim.charge(card(amount=1000)).json()
+    reference = f"ref_{uuid.uuid4().hex}"
+    body = {"charge": charge["id"], "amount": 300, "reference": reference}
+    refund = sim.post("/v1/refunds", body, new_key()).json()
+    assert refund["reference"] == reference
+    sim.refund(charge["id"], 200)  # no reference: found by none
+    found = sim.get("/v1/refunds", reference=reference)
+    assert found.status_code == 200, found.text
+    assert found.json() == {"object": "list", "data": [refund]}
+    assert sim.get("/v1/refunds", reference="ref_nobody").json()["data"] == []
+    assert error_of(sim.get("/v1/refunds"))["code"] == "parameter_missing"
+    # The reference is part of what a key is bound to.
+    key = new_key()
+    assert sim.post("/v1/refunds", body | {"reference": "a"}, key).status_code == 200
+    reused = sim.post("/v1/refunds", body | {"reference": "b"}, key)
     assert error_of(reused)["code"] == "idempotency_key_reused"
 
 
@@ -556,6 +576,49 @@ def test_charges_refunds_and_keys_survive_a_restart(start: Start, tmp_path: Path
         assert sim.refund(charge["id"], 250, refund_key).json() == refund
         assert error_of(sim.refund(charge["id"], 751))["code"] == "amount_too_large"
         assert len(sim.records()) == 1
+
+
+def test_a_file_from_before_refund_references_is_brought_up_to_date(
+    start: Start, tmp_path: Path
+) -> None:
+    db = tmp_path / "old.sqlite3"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(OLD_SCHEMA)
+        conn.execute(
+            "INSERT INTO charges VALUES (1, 'ch_old', 'k-old', 'h', 1000, 'USD', 'pm_card_visa',"
+            " 'pay_old', 'succeeded', NULL, 100, '2024-01-01T00:00:00Z')"
+        )
+        conn.execute(
+            "INSERT INTO refunds VALUES (1, 're_old', 'rk-old', 'h', 'ch_old', 100, 'succeeded',"
+            " '2024-01-01T00:00:00Z')"
+        )
+    conn.close()
+    with start(db=db) as sim:
+        body = {"charge": "ch_old", "amount": 200, "reference": "ref_new"}
+        refund = sim.post("/v1/refunds", body, new_key())
+        assert refund.status_code == 200, refund.text
+        assert sim.get("/v1/refunds", reference="ref_new").json()["data"] == [refund.json()]
+        assert sim.get("/v1/charges/ch_old").json()["amount_refunded"] == 300
+
+
+# The simulator's tables as they were before refunds had a reference.
+OLD_SCHEMA = """
+CREATE TABLE charges (
+    seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, idempotency_key TEXT NOT NULL UNIQUE,
+    request_hash TEXT NOT NULL, amount INTEGER NOT NULL CHECK (amount > 0),
+    currency TEXT NOT NULL, payment_method TEXT NOT NULL, reference TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('succeeded', 'declined')), decline_code TEXT,
+    amount_refunded INTEGER NOT NULL DEFAULT 0 CHECK (amount_refunded BETWEEN 0 AND amount),
+    created_at TEXT NOT NULL
+);
+CREATE INDEX charges_by_reference ON charges (reference, seq);
+CREATE TABLE refunds (
+    seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, idempotency_key TEXT NOT NULL UNIQUE,
+    request_hash TEXT NOT NULL, charge_id TEXT NOT NULL REFERENCES charges (id),
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    status TEXT NOT NULL CHECK (status = 'succeeded'), created_at TEXT NOT NULL
+);
+"""
 
 
 def test_a_seed_makes_the_fault_sequence_reproducible(start: Start) -> None:

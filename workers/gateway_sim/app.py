@@ -240,14 +240,25 @@ def _install_gateway_routes(app: FastAPI, sim: Simulator) -> None:
     @app.get("/v1/charges")
     async def list_charges(request: Request) -> Response:
         await sim.lookup()
-        reference = request.query_params.get("reference")
-        if not reference:
-            raise SimError(422, "parameter_missing", "reference: a reference is required")
-        return json_response({"object": "list", "data": await sim.store.charges_for(reference)})
+        charges = await sim.store.charges_for(_reference(request))
+        return json_response({"object": "list", "data": charges})
+
+    @app.get("/v1/refunds")
+    async def list_refunds(request: Request) -> Response:
+        await sim.lookup()
+        refunds = await sim.store.refunds_for(_reference(request))
+        return json_response({"object": "list", "data": refunds})
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+
+def _reference(request: Request) -> str:
+    reference = request.query_params.get("reference")
+    if not reference:
+        raise SimError(422, "parameter_missing", "reference: a reference is required")
+    return reference
 
 
 def _install_sim_routes(app: FastAPI, sim: Simulator) -> None:
