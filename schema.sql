@@ -154,6 +154,13 @@ CREATE INDEX IF NOT EXISTS processor_payments_due ON processor.payments (next_ch
 -- The trace of the request that created the payment (a W3C traceparent; NULL when tracing is
 -- off): the reconciler's later checks and the events they emit stay in the payment's trace.
 ALTER TABLE processor.payments ADD COLUMN IF NOT EXISTS traceparent text;
+-- When the payment left processing: a failed one is watched for a late charge for
+-- processor.late_charge_window_s from then.
+ALTER TABLE processor.payments ADD COLUMN IF NOT EXISTS settled_at timestamptz;
+-- Failed payments watched since before the column: their last change stands in for the failure
+-- (never earlier than it, so no watch is cut short; each then ends one window later).
+UPDATE processor.payments SET settled_at = updated_at
+WHERE settled_at IS NULL AND next_check_at IS NOT NULL AND state = 'failed';
 
 CREATE TABLE IF NOT EXISTS processor.refunds (
     refund_id         text        PRIMARY KEY,
@@ -167,6 +174,12 @@ CREATE TABLE IF NOT EXISTS processor.refunds (
     updated_at        timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS processor_refunds_by_payment ON processor.refunds (payment_id);
+-- Non-null: the refund's outcome is unknown and the reconciler owns it (checks: how many times
+-- it was deferred, for the backoff).
+ALTER TABLE processor.refunds ADD COLUMN IF NOT EXISTS next_check_at timestamptz;
+ALTER TABLE processor.refunds ADD COLUMN IF NOT EXISTS checks integer NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS processor_refunds_due ON processor.refunds (next_check_at)
+    WHERE next_check_at IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS processor.attempts (
     id          bigserial   PRIMARY KEY,

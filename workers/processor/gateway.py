@@ -69,6 +69,13 @@ class GatewayCharge:
     decline_code: str | None
 
 
+@dataclass(frozen=True)
+class GatewayRefund:
+    id: str
+    status: str  # succeeded
+    amount: int
+
+
 ChargeOutcome = Charged | Declined | Rejected | Unknown
 RefundOutcome = RefundDone | Rejected | Unknown
 
@@ -80,9 +87,13 @@ class GatewayUnreachable(Exception):
 class Gateway(Protocol):
     async def charge(self, request: ChargeRequest) -> ChargeOutcome: ...
 
-    async def refund(self, charge_id: str, amount: int, key: str) -> RefundOutcome: ...
+    async def refund(
+        self, charge_id: str, amount: int, key: str, reference: str | None = None
+    ) -> RefundOutcome: ...
 
     async def find_charges(self, reference: str) -> list[GatewayCharge]: ...
+
+    async def find_refunds(self, reference: str) -> list[GatewayRefund]: ...
 
     async def close(self) -> None: ...
 
@@ -160,8 +171,13 @@ class HttpGateway:
             return Charged(str(charge["id"]))
         return Declined(str(charge.get("decline_code") or "card_declined"))
 
-    async def refund(self, charge_id: str, amount: int, key: str) -> RefundOutcome:
-        body = {"charge": charge_id, "amount": amount}
+    async def refund(
+        self, charge_id: str, amount: int, key: str, reference: str | None = None
+    ) -> RefundOutcome:
+        """Refund ``amount`` of a charge; ``reference`` (FlowPay's refund id) finds it later."""
+        body: dict[str, Any] = {"charge": charge_id, "amount": amount}
+        if reference is not None:
+            body["reference"] = reference
         try:
             reply = await self._retrying(lambda: self._post("/v1/refunds", body, key))
         except _Retryable as exc:
@@ -171,16 +187,27 @@ class HttpGateway:
         return RefundDone(str(reply.json()["id"]))
 
     async def find_charges(self, reference: str) -> list[GatewayCharge]:
+        return [
+            GatewayCharge(str(c["id"]), str(c["status"]), int(c["amount"]), c.get("decline_code"))
+            for c in await self._list("/v1/charges", reference)
+        ]
+
+    async def find_refunds(self, reference: str) -> list[GatewayRefund]:
+        return [
+            GatewayRefund(str(r["id"]), str(r["status"]), int(r["amount"]))
+            for r in await self._list("/v1/refunds", reference)
+        ]
+
+    async def _list(self, path: str, reference: str) -> list[dict[str, Any]]:
+        """The objects at ``path`` made with ``reference``; GatewayUnreachable without an answer."""
         try:
-            reply = await self._retrying(lambda: self._get("/v1/charges", {"reference": reference}))
+            reply = await self._retrying(lambda: self._get(path, {"reference": reference}))
         except _Retryable as exc:
             raise GatewayUnreachable(exc.reason) from None
         if reply.status_code != 200:
             raise GatewayUnreachable(f"HTTP {reply.status_code}")
-        return [
-            GatewayCharge(str(c["id"]), str(c["status"]), int(c["amount"]), c.get("decline_code"))
-            for c in reply.json()["data"]
-        ]
+        found: list[dict[str, Any]] = reply.json()["data"]
+        return found
 
     async def _retrying(self, call: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
         async def attempt() -> httpx.Response:  # a coroutine function, so backoff awaits it
