@@ -23,7 +23,7 @@ from workers.core.config import Settings
 from workers.core.db import database_url
 
 # How long the late-charge watch lasts in the test of its window.
-WINDOW_SETTING = "FLOWPAY_PROCESSOR__REVERSAL_WINDOW_S"
+WINDOW_SETTING = "FLOWPAY_PROCESSOR__LATE_CHARGE_WINDOW_S"
 WINDOW_S = 3.0
 REFUND_BACKLOG = "flowpay_reconciler_refund_backlog"
 

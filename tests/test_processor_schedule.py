@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from workers.core.config import ProcessorSettings
 from workers.processor.schedule import recheck_after_s, watch_over
 
-CONFIG = ProcessorSettings(recheck_first_s=60, recheck_max_s=3600, reversal_window_s=86_400)
+CONFIG = ProcessorSettings(recheck_first_s=60, recheck_max_s=3600, late_charge_window_s=86_400)
 FAILED_AT = datetime(2024, 1, 1, tzinfo=UTC)
 
 

@@ -19,4 +19,4 @@ def watch_over(config: ProcessorSettings, failed_at: datetime, now: datetime) ->
     Measured from the fixed time of failure, never from the watch's own last check, so the
     watch ends however often it looked.
     """
-    return (now - failed_at).total_seconds() > config.reversal_window_s
+    return (now - failed_at).total_seconds() > config.late_charge_window_s
