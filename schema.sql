@@ -151,6 +151,9 @@ CREATE TABLE IF NOT EXISTS processor.payments (
     -- The trace of the request that created the payment (a W3C traceparent; NULL when tracing
     -- is off): the reconciler's later checks and the events they emit stay in the payment's trace.
     traceparent     text,
+    -- When the payment left processing: a failed one is watched for a late charge for
+    -- processor.late_charge_window_s from then.
+    settled_at      timestamptz,
     CONSTRAINT processor_payments_charged_when_succeeded
         CHECK (state NOT IN ('succeeded', 'refunded') OR charge_id IS NOT NULL),
     CONSTRAINT processor_payments_fully_refunded
@@ -168,9 +171,15 @@ CREATE TABLE IF NOT EXISTS processor.refunds (
     gateway_refund_id text,
     failure_reason    text,
     created_at        timestamptz NOT NULL DEFAULT now(),
-    updated_at        timestamptz NOT NULL DEFAULT now()
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    -- Non-null: the refund's outcome is unknown and the reconciler owns it (checks: how many
+    -- times it was deferred, for the backoff).
+    next_check_at     timestamptz,
+    checks            integer     NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS processor_refunds_by_payment ON processor.refunds (payment_id);
+CREATE INDEX IF NOT EXISTS processor_refunds_due ON processor.refunds (next_check_at)
+    WHERE next_check_at IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS processor.attempts (
     id          bigserial   PRIMARY KEY,

@@ -42,7 +42,7 @@ TUNING: dict[str, str] = {
     "processor__recheck_first_s": "0.3",
     "processor__recheck_max_s": "1",
     "processor__unknown_deadline_s": "15",
-    "processor__reversal_window_s": "120",
+    "processor__late_charge_window_s": "120",
     "notifier__schedule_s": "[0, 0.5, 1, 2, 3, 5, 5, 5, 5, 5, 10, 10, 10, 10, 10, 10]",
     "notifier__jitter": "0.1",
     "notifier__timeout_s": "1.5",

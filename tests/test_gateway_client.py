@@ -97,6 +97,38 @@ def test_exhausted_retries_leave_the_outcome_unknown(error: Exception, reason: s
     assert len(calls) == 3
 
 
+def test_a_409_is_an_unknown_outcome_retried_with_the_same_key() -> None:
+    # Stripe's 409: a request with this key is still in progress. Not a decline, not a
+    # rejection: the first request may yet charge.
+    calls: list[httpx.Request] = []
+    in_use = {"error": {"type": "idempotency_error", "code": "idempotency_key_in_use"}}
+    assert charge(gateway(lambda r: httpx.Response(409, json=in_use), calls)) == Unknown("http_409")
+    assert len(calls) == 3
+    assert len({r.headers["Idempotency-Key"] for r in calls}) == 1
+
+    def settles(request: httpx.Request) -> httpx.Response:
+        if len(calls) < 2:
+            return httpx.Response(409, json=in_use)
+        return httpx.Response(200, json={"id": "ch_4", "status": "succeeded"})
+
+    calls.clear()
+    assert charge(gateway(settles, calls)) == Charged("ch_4")
+
+
+def test_a_409_to_a_refund_is_an_unknown_outcome_too() -> None:
+    calls: list[httpx.Request] = []
+    gw = gateway(lambda r: httpx.Response(409, json={"error": {}}), calls)
+
+    async def go() -> object:
+        try:
+            return await gw.refund("ch_1", 500, "refund-key")
+        finally:
+            await gw.close()
+
+    assert asyncio.run(go()) == Unknown("http_409")
+    assert {r.headers["Idempotency-Key"] for r in calls} == {"refund-key"}
+
+
 def test_a_4xx_is_a_rejection_not_retried() -> None:
     calls: list[httpx.Request] = []
     outcome = charge(gateway(lambda r: httpx.Response(422, json={"error": {}}), calls))

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,9 +197,13 @@ def test_concurrent_identical_requests_make_one_charge(sim: Sim) -> None:
             )
 
     responses = asyncio.run(all_at_once())
-    assert {r.status_code for r in responses} == {200}
-    assert len({r.json()["id"] for r in responses}) == 1
-    assert sum(r.headers.get("idempotent-replayed") == "true" for r in responses) == 49
+    # Each one overlapping the first is told the key is in use; the others replay its charge.
+    answered = [r for r in responses if r.status_code == 200]
+    in_use = [r for r in responses if r.status_code == 409]
+    assert len(answered) + len(in_use) == 50
+    assert {error_of(r)["code"] for r in in_use} <= {"idempotency_key_in_use"}
+    assert len({r.json()["id"] for r in answered}) == 1
+    assert sum("idempotent-replayed" not in r.headers for r in answered) == 1
     assert len(sim.records(idempotency_key=key)) == 1
 
 
@@ -276,7 +282,7 @@ def test_refunds_partial_then_full_never_beyond_the_charge(sim: Sim) -> None:
     assert refund["id"].startswith("re_")
     assert refund == {
         "id": refund["id"], "object": "refund", "charge": charge["id"], "amount": 300,
-        "status": "succeeded", "created_at": refund["created_at"],
+        "status": "succeeded", "reference": None, "created_at": refund["created_at"],
     }  # fmt: skip
     too_much = sim.refund(charge["id"], 701)
     assert too_much.status_code == 422
@@ -299,6 +305,25 @@ def test_refund_is_idempotent(sim: Sim) -> None:
     assert sim.get(f"/v1/charges/{charge['id']}").json()["amount_refunded"] == 400
     reused = sim.refund(charge["id"], 500, key)
     assert reused.status_code == 422
+    assert error_of(reused)["code"] == "idempotency_key_reused"
+
+
+def test_refunds_are_found_by_reference(sim: Sim) -> None:
+    charge = sim.charge(card(amount=1000)).json()
+    reference = f"ref_{uuid.uuid4().hex}"
+    body = {"charge": charge["id"], "amount": 300, "reference": reference}
+    refund = sim.post("/v1/refunds", body, new_key()).json()
+    assert refund["reference"] == reference
+    sim.refund(charge["id"], 200)  # no reference: found by none
+    found = sim.get("/v1/refunds", reference=reference)
+    assert found.status_code == 200, found.text
+    assert found.json() == {"object": "list", "data": [refund]}
+    assert sim.get("/v1/refunds", reference="ref_nobody").json()["data"] == []
+    assert error_of(sim.get("/v1/refunds"))["code"] == "parameter_missing"
+    # The reference is part of what a key is bound to.
+    key = new_key()
+    assert sim.post("/v1/refunds", body | {"reference": "a"}, key).status_code == 200
+    reused = sim.post("/v1/refunds", body | {"reference": "b"}, key)
     assert error_of(reused)["code"] == "idempotency_key_reused"
 
 
@@ -386,7 +411,8 @@ def test_timeout_fault_holds_the_request_then_charges_late(start: Start) -> None
             sim.charge(body, key, timeout=0.2)
         # Given up on by the client, not yet charged: the hold is well past its timeout.
         assert sim.records(idempotency_key=key) == []
-        wait_for(lambda: len(sim.records(idempotency_key=key)) == 1, timeout_s=HOLD_S + 15)
+        wait_for(lambda: sim.stats()["held"] == 0, timeout_s=HOLD_S + 15, what="the late charge")
+        assert len(sim.records(idempotency_key=key)) == 1
         [charge] = sim.by_reference(body["reference"])
         assert charge["status"] == "succeeded"
         assert sim.stats()["faults"]["timeout"] == 1
@@ -395,6 +421,69 @@ def test_timeout_fault_holds_the_request_then_charges_late(start: Start) -> None
         sim.set_faults(timeout_rate=0)
         assert sim.charge(body, key).json()["id"] == charge["id"]
         assert len(sim.records()) == 1
+
+
+@pytest.mark.parametrize("path", ["/v1/charges", "/v1/refunds"])
+def test_a_key_whose_first_request_is_still_processed_gets_409(start: Start, path: str) -> None:
+    # Stripe's behaviour: a second request with the key while the first is in progress is
+    # refused (safe to retry), neither run in parallel nor answered as a failure.
+    with start(latency_ms=0) as sim:
+        charge = sim.charge(card(amount=1000)).json()
+        body = card() if path == "/v1/charges" else {"charge": charge["id"], "amount": 400}
+        key = new_key()
+        sim.set_faults(latency_ms=2000)
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(sim.post, path, body, key)
+            wait_for(lambda: sim.stats()["requests"] == 2, what="the first request to arrive")
+            second = sim.post(path, body, key)
+            assert second.status_code == 409, second.text
+            error = error_of(second)
+            assert (error["type"], error["code"]) == ("idempotency_error", "idempotency_key_in_use")
+            assert first.result().status_code == 200
+        # Once the first has been answered, the key replays its result.
+        sim.set_faults(latency_ms=0)
+        again = sim.post(path, body, key)
+        assert (again.status_code, again.json()) == (200, first.result().json())
+        assert sim.stats()["conflicts"] == 1
+        assert sim.get(f"/v1/charges/{charge['id']}").json()["amount_refunded"] == (
+            400 if path == "/v1/refunds" else 0
+        )
+
+
+def test_a_request_the_client_gave_up_on_during_the_latency_is_still_done(start: Start) -> None:
+    # Latency is the gateway's processing time: the request had arrived, so it acts.
+    with start(latency_ms=1500) as sim:
+        body, key = card(), new_key()
+        with pytest.raises(httpx.TimeoutException):
+            sim.charge(body, key, timeout=0.2)
+        wait_for(lambda: len(sim.records(idempotency_key=key)) == 1, what="the charge")
+
+
+def test_a_key_held_by_a_timeout_fault_stays_in_use_until_the_late_charge(start: Start) -> None:
+    with start(timeout_rate=1) as sim:
+        body, key = card(), new_key()
+        with pytest.raises(httpx.TimeoutException):
+            sim.charge(body, key, timeout=0.2)
+        # The client gave up; the gateway has not: a retry now is told to wait, not charged.
+        retry = sim.charge(body, key)
+        assert error_of(retry)["code"] == "idempotency_key_in_use"
+        assert sim.records(idempotency_key=key) == []
+        wait_for(lambda: sim.stats()["held"] == 0, timeout_s=HOLD_S + 15, what="the late charge")
+        sim.set_faults(timeout_rate=0)
+        [record] = sim.records(idempotency_key=key)
+        assert sim.charge(body, key).json()["id"] == record["id"]
+
+
+def test_faults_can_be_limited_to_refunds(start: Start) -> None:
+    with start(error_rate=1, faulted="refunds") as sim:
+        assert sim.get("/_sim/faults").json()["faulted"] == ["refunds"]
+        charge = sim.charge(card())
+        assert charge.status_code == 200, charge.text
+        assert sim.refund(charge.json()["id"], 100).status_code == 503
+        assert sim.set_faults(faulted=["charges"]).status_code == 200
+        assert sim.charge(card()).status_code == 503
+        assert sim.refund(charge.json()["id"], 100).status_code == 200
+        assert sim.stats()["faults"]["error"] == 2
 
 
 def test_faults_change_at_run_time_and_stats_count_what_happened(start: Start) -> None:
@@ -409,7 +498,7 @@ def test_faults_change_at_run_time_and_stats_count_what_happened(start: Start) -
         faults = sim.set_faults(error_rate=1, latency_ms=20)
         assert faults.json() == {
             "latency_ms": 20.0, "latency_jitter_ms": 0.0, "timeout_rate": 0.0,
-            "lost_ack_rate": 0.0, "error_rate": 1.0,
+            "lost_ack_rate": 0.0, "error_rate": 1.0, "faulted": ["charges", "refunds"],
         }  # fmt: skip
         assert sim.get("/_sim/faults").json() == faults.json()
         assert sim.charge(card()).status_code == 503
@@ -426,7 +515,7 @@ def test_faults_change_at_run_time_and_stats_count_what_happened(start: Start) -
 
         assert sim.stats() == {
             "requests": 6, "lookups": 1, "charges": 3, "declines": 1, "refunds": 1, "replays": 1,
-            "faults": {"error": 1, "timeout": 0, "lost_ack": 1}, "held": 0,
+            "conflicts": 0, "faults": {"error": 1, "timeout": 0, "lost_ack": 1}, "held": 0,
         }  # fmt: skip
         assert len(sim.records()) == 3
 
@@ -440,6 +529,8 @@ def test_faults_change_at_run_time_and_stats_count_what_happened(start: Start) -
         {"latency_ms": "5"},
         {"latency_ms": None},
         {"chaos": 1},
+        {"faulted": ["payouts"]},
+        {"faulted": "refunds"},
     ],
 )
 def test_invalid_fault_settings_are_refused_and_change_nothing(
@@ -485,6 +576,49 @@ def test_charges_refunds_and_keys_survive_a_restart(start: Start, tmp_path: Path
         assert sim.refund(charge["id"], 250, refund_key).json() == refund
         assert error_of(sim.refund(charge["id"], 751))["code"] == "amount_too_large"
         assert len(sim.records()) == 1
+
+
+def test_a_file_from_before_refund_references_is_brought_up_to_date(
+    start: Start, tmp_path: Path
+) -> None:
+    db = tmp_path / "old.sqlite3"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(OLD_SCHEMA)
+        conn.execute(
+            "INSERT INTO charges VALUES (1, 'ch_old', 'k-old', 'h', 1000, 'USD', 'pm_card_visa',"
+            " 'pay_old', 'succeeded', NULL, 100, '2024-01-01T00:00:00Z')"
+        )
+        conn.execute(
+            "INSERT INTO refunds VALUES (1, 're_old', 'rk-old', 'h', 'ch_old', 100, 'succeeded',"
+            " '2024-01-01T00:00:00Z')"
+        )
+    conn.close()
+    with start(db=db) as sim:
+        body = {"charge": "ch_old", "amount": 200, "reference": "ref_new"}
+        refund = sim.post("/v1/refunds", body, new_key())
+        assert refund.status_code == 200, refund.text
+        assert sim.get("/v1/refunds", reference="ref_new").json()["data"] == [refund.json()]
+        assert sim.get("/v1/charges/ch_old").json()["amount_refunded"] == 300
+
+
+# The simulator's tables as they were before refunds had a reference.
+OLD_SCHEMA = """
+CREATE TABLE charges (
+    seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, idempotency_key TEXT NOT NULL UNIQUE,
+    request_hash TEXT NOT NULL, amount INTEGER NOT NULL CHECK (amount > 0),
+    currency TEXT NOT NULL, payment_method TEXT NOT NULL, reference TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('succeeded', 'declined')), decline_code TEXT,
+    amount_refunded INTEGER NOT NULL DEFAULT 0 CHECK (amount_refunded BETWEEN 0 AND amount),
+    created_at TEXT NOT NULL
+);
+CREATE INDEX charges_by_reference ON charges (reference, seq);
+CREATE TABLE refunds (
+    seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, idempotency_key TEXT NOT NULL UNIQUE,
+    request_hash TEXT NOT NULL, charge_id TEXT NOT NULL REFERENCES charges (id),
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    status TEXT NOT NULL CHECK (status = 'succeeded'), created_at TEXT NOT NULL
+);
+"""
 
 
 def test_a_seed_makes_the_fault_sequence_reproducible(start: Start) -> None:

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 
 from flowpay_cli.role_options import LogFormatOption, role_settings
 from workers.core.logs import setup_logging
 from workers.gateway_sim.app import SimConfig
-from workers.gateway_sim.faults import FaultSettings
+from workers.gateway_sim.faults import ENDPOINTS, Endpoint, FaultSettings
 from workers.gateway_sim.server import serve
+
+
+class Faulted(StrEnum):
+    """The choices of --faulted: the simulator's faultable endpoints."""
+
+    CHARGES = "charges"
+    REFUNDS = "refunds"
 
 
 def serve_gateway_sim(
@@ -50,6 +58,10 @@ def serve_gateway_sim(
         float,
         typer.Option(min=0.0, max=1.0, help="Share of charges/refunds answered 503, not done."),
     ] = 0.0,
+    faulted: Annotated[
+        list[Faulted] | None,
+        typer.Option(help="Requests the fault rates apply to (repeatable; default: both)."),
+    ] = None,
     seed: Annotated[
         int | None, typer.Option(help="Seed of the fault decisions, for reproducible runs.")
     ] = None,
@@ -65,6 +77,7 @@ def serve_gateway_sim(
         timeout_rate=timeout_rate,
         lost_ack_rate=lost_ack_rate,
         error_rate=error_rate,
+        faulted=cast(list[Endpoint], [f.value for f in faulted]) if faulted else list(ENDPOINTS),
     )
     serve(
         config,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -224,8 +224,22 @@ class ProcessorSettings(_Section):
     recheck_max_s: float = Field(default=3600.0, gt=0)
     # With no charge found this long after the first attempt, the payment fails (gateway_timeout).
     unknown_deadline_s: float = Field(default=86_400.0, gt=0)
-    # Failed payments are watched this long for a charge that lands late (then reversed).
-    reversal_window_s: float = Field(default=86_400.0, gt=0)
+    # A failed payment is watched this long after its failure for a charge that lands late
+    # (then reversed). Once named reversal_window_s, which is still read.
+    late_charge_window_s: float = Field(default=86_400.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "reversal_window_s" in data:
+            if "late_charge_window_s" in data:
+                raise ValueError(
+                    "reversal_window_s is the old name of late_charge_window_s: set only the latter"
+                )
+            data = {k: v for k, v in data.items() if k != "reversal_window_s"} | {
+                "late_charge_window_s": data["reversal_window_s"]
+            }
+        return data
 
 
 class NotifierSettings(_Section):

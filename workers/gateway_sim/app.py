@@ -2,6 +2,8 @@
 
 Only ``POST /v1/charges`` and ``POST /v1/refunds`` are faulted; lookups get the latency but
 never a fault, and ``/_sim/*`` (the simulator's own controls) and ``/healthz`` get neither.
+A request whose idempotency key is still in use by an earlier one is answered ``409
+idempotency_key_in_use``, as Stripe does.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
+from workers.core.requests import StrictBody
 from workers.gateway_sim.errors import API_ERROR, SimError, not_found, unavailable
-from workers.gateway_sim.faults import Fault, FaultModel, FaultSettings
+from workers.gateway_sim.faults import Endpoint, Fault, FaultModel, FaultSettings
+from workers.gateway_sim.in_progress import KeysInProgress, Release
 from workers.gateway_sim.schemas import ChargeCreate, RefundCreate, check_key, fingerprint
 from workers.gateway_sim.schemas import parse_body as parse
 from workers.gateway_sim.stats import Stats
@@ -29,6 +33,7 @@ from workers.gateway_sim.store import Created, Store
 log = logging.getLogger(__name__)
 JSON = "application/json"
 Work = Callable[[], Awaitable[Response]]
+B = TypeVar("B", bound=StrictBody)
 
 # What uvicorn logs (as an error) when it closes a connection whose response never completed,
 # which is exactly what a lost acknowledgement does on purpose.
@@ -83,6 +88,7 @@ class Simulator:
         self.faults = FaultModel(config.faults, config.seed)
         self.stats = Stats()
         self.hold_s = config.timeout_hold_s
+        self.keys = KeysInProgress()
         self._late: set[asyncio.Task[Response]] = set()
 
     @property
@@ -96,35 +102,61 @@ class Simulator:
         await asyncio.gather(*self._late, return_exceptions=True)
         await asyncio.to_thread(self.store.close)
 
-    async def arrive(self) -> Fault | None:
-        """Count a charge or refund request, decide its fault, wait out its latency."""
+    async def serve(
+        self,
+        request: Request,
+        endpoint: Endpoint,
+        model: type[B],
+        act: Callable[[str, B], Awaitable[Response]],
+    ) -> Response:
+        """A charge or refund request: counted and its fault decided on arrival (before any
+        await: decisions follow arrival order), its key in use until its work is done."""
         self.stats.requests += 1
-        fault = self.faults.decide()  # before any await: decisions follow arrival order
-        await asyncio.sleep(self.faults.delay_s())
-        if fault is Fault.ERROR:
-            self.stats.faults[fault] += 1
-            raise unavailable()
-        return fault
+        fault = self.faults.decide(endpoint)
+        key = check_key(request.headers.get("idempotency-key"))
+        try:
+            release = self.keys.claim(endpoint, key)
+        except SimError:
+            self.stats.conflicts += 1
+            raise
+        try:
+            # Read on arrival: a client that gives up later leaves a request that was received,
+            # so it is done anyway (the latency is the gateway's processing time).
+            body = parse(model, await request.body())
+            await asyncio.sleep(self.faults.delay_s())
+            if fault is Fault.ERROR:
+                self.stats.faults[fault] += 1
+                raise unavailable()
+        except BaseException:
+            release()
+            raise
+        return await self._deliver(fault, lambda: act(key, body), release)
 
-    async def deliver(self, fault: Fault | None, work: Work) -> Response:
-        """Do the work and answer, as the fault says."""
+    async def _deliver(self, fault: Fault | None, work: Work, release: Release) -> Response:
+        """Do the work and answer, as the fault says; the key is free once the work is done."""
         if fault is Fault.TIMEOUT:
             self.stats.faults[fault] += 1
             # A task of its own, shielded: the late charge lands even if this request is
             # cancelled because its client has long given up.
-            task = asyncio.create_task(self._after_hold(work))
+            task = asyncio.create_task(self._after_hold(work, release))
             self._late.add(task)
             task.add_done_callback(self._late.discard)
             return await asyncio.shield(task)
-        answer = await _answered(work)
+        try:
+            answer = await _answered(work)
+        finally:
+            release()
         if fault is Fault.LOST_ACK:
             self.stats.faults[fault] += 1
             return LostAck(answer)
         return answer
 
-    async def _after_hold(self, work: Work) -> Response:
-        await asyncio.sleep(self.hold_s)
-        return await _answered(work)
+    async def _after_hold(self, work: Work, release: Release) -> Response:
+        try:
+            await asyncio.sleep(self.hold_s)
+            return await _answered(work)
+        finally:
+            release()
 
     async def charge(self, key: str, body: ChargeCreate) -> Response:
         created = await self.store.create_charge(key, body, fingerprint("/v1/charges", body))
@@ -191,18 +223,11 @@ def create_app(config: SimConfig) -> FastAPI:
 def _install_gateway_routes(app: FastAPI, sim: Simulator) -> None:
     @app.post("/v1/charges")
     async def create_charge(request: Request) -> Response:
-        fault = await sim.arrive()
-        # Read and checked before any hold: a client that gives up takes its unread body along.
-        key = check_key(request.headers.get("idempotency-key"))
-        body = parse(ChargeCreate, await request.body())
-        return await sim.deliver(fault, lambda: sim.charge(key, body))
+        return await sim.serve(request, "charges", ChargeCreate, sim.charge)
 
     @app.post("/v1/refunds")
     async def create_refund(request: Request) -> Response:
-        fault = await sim.arrive()
-        key = check_key(request.headers.get("idempotency-key"))
-        body = parse(RefundCreate, await request.body())
-        return await sim.deliver(fault, lambda: sim.refund(key, body))
+        return await sim.serve(request, "refunds", RefundCreate, sim.refund)
 
     @app.get("/v1/charges/{charge_id}")
     async def get_charge(charge_id: str) -> Response:
@@ -215,14 +240,25 @@ def _install_gateway_routes(app: FastAPI, sim: Simulator) -> None:
     @app.get("/v1/charges")
     async def list_charges(request: Request) -> Response:
         await sim.lookup()
-        reference = request.query_params.get("reference")
-        if not reference:
-            raise SimError(422, "parameter_missing", "reference: a reference is required")
-        return json_response({"object": "list", "data": await sim.store.charges_for(reference)})
+        charges = await sim.store.charges_for(_reference(request))
+        return json_response({"object": "list", "data": charges})
+
+    @app.get("/v1/refunds")
+    async def list_refunds(request: Request) -> Response:
+        await sim.lookup()
+        refunds = await sim.store.refunds_for(_reference(request))
+        return json_response({"object": "list", "data": refunds})
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+
+def _reference(request: Request) -> str:
+    reference = request.query_params.get("reference")
+    if not reference:
+        raise SimError(422, "parameter_missing", "reference: a reference is required")
+    return reference
 
 
 def _install_sim_routes(app: FastAPI, sim: Simulator) -> None:

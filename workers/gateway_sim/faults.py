@@ -1,9 +1,10 @@
 """The fault model: latency, 503s, timeouts (late charges) and lost acknowledgements.
 
 Faults are drawn from one ``random.Random(seed)``, three numbers per charge or refund request
-whatever the rates, so a seeded run gives the same faults for the same request sequence, and
-changing one rate does not reshuffle the others. Latency jitter has a generator of its own so
-that lookups, which get latency but never faults, do not shift the fault sequence.
+whatever the rates and whichever endpoints are faulted, so a seeded run gives the same faults for
+the same request sequence, and changing one setting does not reshuffle the others. Latency
+jitter has a generator of its own so that lookups, which get latency but never faults, do not
+shift the fault sequence.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import random
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -24,6 +25,10 @@ class Fault(StrEnum):
     LOST_ACK = "lost_ack"  # done and committed, then the connection dropped without an answer
 
 
+Endpoint = Literal["charges", "refunds"]
+ENDPOINTS: tuple[Endpoint, ...] = ("charges", "refunds")
+
+
 class FaultSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -32,6 +37,9 @@ class FaultSettings(BaseModel):
     timeout_rate: float = Field(default=0.0, ge=0, le=1)
     lost_ack_rate: float = Field(default=0.0, ge=0, le=1)
     error_rate: float = Field(default=0.0, ge=0, le=1)
+    # Which requests the rates apply to: refunds alone stand for a provider's refund API
+    # failing while its charges work. Latency applies to every request whatever this says.
+    faulted: list[Endpoint] = Field(default_factory=lambda: list(ENDPOINTS), min_length=1)
 
 
 class FaultModel:
@@ -47,10 +55,12 @@ class FaultModel:
             latency += self._jitter.uniform(-jitter, jitter)
         return max(latency, 0.0) / 1000
 
-    def decide(self) -> Fault | None:
+    def decide(self, endpoint: Endpoint) -> Fault | None:
         """The fault for one charge or refund request: error, else timeout, else lost ack."""
         settings = self.settings
         error, timeout, lost_ack = (self._faults.random() for _ in range(3))
+        if endpoint not in settings.faulted:
+            return None
         if error < settings.error_rate:
             return Fault.ERROR
         if timeout < settings.timeout_rate:

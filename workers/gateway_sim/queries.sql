@@ -26,8 +26,21 @@ CREATE TABLE IF NOT EXISTS refunds (
     charge_id       TEXT    NOT NULL REFERENCES charges (id),
     amount          INTEGER NOT NULL CHECK (amount > 0),
     status          TEXT    NOT NULL CHECK (status = 'succeeded'),
-    created_at      TEXT    NOT NULL
+    created_at      TEXT    NOT NULL,
+    reference       TEXT  -- the caller's own id for the refund, to find it by
 );
+
+-- name: refund_columns
+SELECT name FROM pragma_table_info('refunds');
+
+-- name: refund_add_reference
+-- Files made before refunds had a reference get the column (SQLite has no ADD COLUMN IF NOT
+-- EXISTS: the store adds it when refund_columns lacks it).
+ALTER TABLE refunds ADD COLUMN reference TEXT;
+
+-- name: refunds_by_reference_index
+CREATE INDEX IF NOT EXISTS refunds_by_reference ON refunds (reference, seq)
+    WHERE reference IS NOT NULL;
 
 -- name: charge_by_key
 SELECT * FROM charges WHERE idempotency_key = ?;
@@ -57,8 +70,15 @@ UPDATE charges SET amount_refunded = amount_refunded + :amount WHERE id = :id;
 SELECT * FROM refunds WHERE idempotency_key = ?;
 
 -- name: refund_insert
-INSERT INTO refunds (id, idempotency_key, request_hash, charge_id, amount, status, created_at)
-VALUES (:id, :idempotency_key, :request_hash, :charge_id, :amount, 'succeeded', :created_at);
+INSERT INTO refunds (
+    id, idempotency_key, request_hash, charge_id, amount, status, created_at, reference
+) VALUES (
+    :id, :idempotency_key, :request_hash, :charge_id, :amount, 'succeeded', :created_at,
+    :reference
+);
+
+-- name: refunds_by_reference
+SELECT * FROM refunds WHERE reference = ? ORDER BY seq;
 
 -- name: connection_setup
 PRAGMA journal_mode = WAL;

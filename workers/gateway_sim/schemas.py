@@ -26,6 +26,8 @@ class ChargeCreate(StrictBody):
 class RefundCreate(StrictBody):
     charge: str = Field(min_length=1, max_length=255)
     amount: int = Field(ge=1, le=MAX_AMOUNT)
+    # The caller's own id for the refund (as Stripe's metadata), to look it up by later.
+    reference: str | None = Field(default=None, min_length=1, max_length=255)
 
 
 def parse_body(model: type[B], raw: bytes) -> B:
@@ -44,6 +46,10 @@ def check_key(key: str | None) -> str:
 
 
 def fingerprint(path: str, body: BaseModel) -> str:
-    """What a key is bound to: the endpoint and the parameters, canonically encoded."""
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """What a key is bound to: the endpoint and the parameters, canonically encoded.
+
+    Parameters left out are not encoded, so a key keeps its fingerprint when an optional
+    parameter is added to its endpoint."""
+    params = body.model_dump(mode="json", exclude_none=True)
+    canonical = json.dumps(params, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(f"{path}\n{canonical}".encode()).hexdigest()

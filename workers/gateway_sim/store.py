@@ -65,6 +65,7 @@ def refund_object(row: Mapping[str, Any]) -> JsonObject:
         "charge": row["charge_id"],
         "amount": row["amount"],
         "status": row["status"],
+        "reference": row["reference"],
         "created_at": row["created_at"],
     }
 
@@ -93,6 +94,7 @@ class Store:
         conn = connect(self.path)
         try:
             conn.executescript(Q["schema"])
+            _bring_up_to_date(conn)
         finally:
             conn.close()
         self._writer.start()
@@ -122,6 +124,12 @@ class Store:
         )
         return [charge_object(row) for row in rows]
 
+    async def refunds_for(self, reference: str) -> list[JsonObject]:
+        rows = await self._read(
+            lambda c: c.execute(Q["refunds_by_reference"], (reference,)).fetchall()
+        )
+        return [refund_object(row) for row in rows]
+
     async def all_charges(self) -> list[JsonObject]:
         rows = await self._read(lambda c: c.execute(Q["all_charges"]).fetchall())
         return [charge_record(row) for row in rows]
@@ -139,6 +147,14 @@ class Store:
             with self._lock:
                 self._connections.append(conn)
         return conn
+
+
+def _bring_up_to_date(conn: sqlite3.Connection) -> None:
+    """Add what a file made by an earlier version lacks."""
+    columns = {row["name"] for row in conn.execute(Q["refund_columns"])}
+    if "reference" not in columns:
+        conn.execute(Q["refund_add_reference"])
+    conn.execute(Q["refunds_by_reference_index"])
 
 
 def _now() -> str:
@@ -203,6 +219,7 @@ def _create_refund(
         "amount": body.amount,
         "status": "succeeded",
         "created_at": _now(),
+        "reference": body.reference,
     }
     conn.execute(Q["refund_insert"], refund)
     conn.execute(Q["charge_add_refunded"], {"id": body.charge, "amount": body.amount})

@@ -2,8 +2,9 @@
 
 A real provider's adapter is one more class with these three methods. Every call carries an
 idempotency key derived from the payment (or refund) id, so repeating a call never charges twice.
-Timeouts, dropped connections and 5xx are retried with jittered exponential backoff; when the
-retries run out the outcome is *unknown*, never "failed": the caller looks the charge up.
+Timeouts, dropped connections, 5xx, 429 and 409 (the key's first request still in progress) are
+retried with jittered exponential backoff; when the retries run out the outcome is *unknown*,
+never "failed": the caller looks the charge up.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import backoff
 import httpx
@@ -52,7 +53,7 @@ class Rejected:
 class Unknown:
     """No answer after every retry: the gateway may or may not have acted."""
 
-    reason: str  # timeout | connection | http_5xx
+    reason: str  # timeout | connection | http_<status>: 5xx, 429, 409
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,13 @@ class GatewayCharge:
     decline_code: str | None
 
 
+@dataclass(frozen=True)
+class GatewayRefund:
+    id: str
+    status: str  # succeeded
+    amount: int
+
+
 ChargeOutcome = Charged | Declined | Rejected | Unknown
 RefundOutcome = RefundDone | Rejected | Unknown
 
@@ -79,9 +87,13 @@ class GatewayUnreachable(Exception):
 class Gateway(Protocol):
     async def charge(self, request: ChargeRequest) -> ChargeOutcome: ...
 
-    async def refund(self, charge_id: str, amount: int, key: str) -> RefundOutcome: ...
+    async def refund(
+        self, charge_id: str, amount: int, key: str, reference: str | None = None
+    ) -> RefundOutcome: ...
 
     async def find_charges(self, reference: str) -> list[GatewayCharge]: ...
+
+    async def find_refunds(self, reference: str) -> list[GatewayRefund]: ...
 
     async def close(self) -> None: ...
 
@@ -103,6 +115,10 @@ class _Retryable(Exception):
         super().__init__(reason)
         self.reason = reason
 
+
+# 409: a request with the same idempotency key is still in progress (it may yet charge);
+# 429: rate limited. Neither says what became of the request: retry, then the outcome is unknown.
+RETRYABLE_4XX: Final = frozenset({409, 429})
 
 # httpx's pool costs grow with its size, so connections are spread over several small clients.
 _CONNECTIONS_PER_CLIENT = 16
@@ -155,8 +171,13 @@ class HttpGateway:
             return Charged(str(charge["id"]))
         return Declined(str(charge.get("decline_code") or "card_declined"))
 
-    async def refund(self, charge_id: str, amount: int, key: str) -> RefundOutcome:
-        body = {"charge": charge_id, "amount": amount}
+    async def refund(
+        self, charge_id: str, amount: int, key: str, reference: str | None = None
+    ) -> RefundOutcome:
+        """Refund ``amount`` of a charge; ``reference`` (FlowPay's refund id) finds it later."""
+        body: dict[str, Any] = {"charge": charge_id, "amount": amount}
+        if reference is not None:
+            body["reference"] = reference
         try:
             reply = await self._retrying(lambda: self._post("/v1/refunds", body, key))
         except _Retryable as exc:
@@ -166,16 +187,27 @@ class HttpGateway:
         return RefundDone(str(reply.json()["id"]))
 
     async def find_charges(self, reference: str) -> list[GatewayCharge]:
+        return [
+            GatewayCharge(str(c["id"]), str(c["status"]), int(c["amount"]), c.get("decline_code"))
+            for c in await self._list("/v1/charges", reference)
+        ]
+
+    async def find_refunds(self, reference: str) -> list[GatewayRefund]:
+        return [
+            GatewayRefund(str(r["id"]), str(r["status"]), int(r["amount"]))
+            for r in await self._list("/v1/refunds", reference)
+        ]
+
+    async def _list(self, path: str, reference: str) -> list[dict[str, Any]]:
+        """The objects at ``path`` made with ``reference``; GatewayUnreachable without an answer."""
         try:
-            reply = await self._retrying(lambda: self._get("/v1/charges", {"reference": reference}))
+            reply = await self._retrying(lambda: self._get(path, {"reference": reference}))
         except _Retryable as exc:
             raise GatewayUnreachable(exc.reason) from None
         if reply.status_code != 200:
             raise GatewayUnreachable(f"HTTP {reply.status_code}")
-        return [
-            GatewayCharge(str(c["id"]), str(c["status"]), int(c["amount"]), c.get("decline_code"))
-            for c in reply.json()["data"]
-        ]
+        found: list[dict[str, Any]] = reply.json()["data"]
+        return found
 
     async def _retrying(self, call: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
         async def attempt() -> httpx.Response:  # a coroutine function, so backoff awaits it
@@ -209,7 +241,7 @@ class HttpGateway:
             metrics.attempted(method, path, exc)
             raise _Retryable("connection") from None
         metrics.attempted(method, path, None, response.status_code)
-        if response.status_code >= 500 or response.status_code == 429:
+        if response.status_code >= 500 or response.status_code in RETRYABLE_4XX:
             raise _Retryable(f"http_{response.status_code}")
         return response
 

@@ -15,6 +15,7 @@ from workers.processor.gateway import (
     Declined,
     Gateway,
     GatewayCharge,
+    GatewayRefund,
     RefundOutcome,
     Rejected,
     Unknown,
@@ -33,11 +34,16 @@ class MeteredGateway:
     async def charge(self, request: ChargeRequest) -> ChargeOutcome:
         return await _metered("charge", self.gateway.charge(request))
 
-    async def refund(self, charge_id: str, amount: int, key: str) -> RefundOutcome:
-        return await _metered("refund", self.gateway.refund(charge_id, amount, key))
+    async def refund(
+        self, charge_id: str, amount: int, key: str, reference: str | None = None
+    ) -> RefundOutcome:
+        return await _metered("refund", self.gateway.refund(charge_id, amount, key, reference))
 
     async def find_charges(self, reference: str) -> list[GatewayCharge]:
         return await _metered("lookup", self.gateway.find_charges(reference))
+
+    async def find_refunds(self, reference: str) -> list[GatewayRefund]:
+        return await _metered("refund_lookup", self.gateway.find_refunds(reference))
 
     async def close(self) -> None:
         await self.gateway.close()

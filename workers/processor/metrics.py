@@ -1,9 +1,9 @@
 """The processor's Prometheus metrics: gateway calls and the reconciler's backlog.
 
-A gateway *call* (charge, refund, lookup) ends as success, decline, rejected or unknown (its
-retries ran out); each HTTP *attempt* within it ends answered, or timeout, lost_ack (the
-connection dropped after the request went out: the gateway may have acted), connect_error or
-server_error (5xx, 429).
+A gateway *call* (charge, refund, lookup, refund_lookup) ends as success, decline, rejected or
+unknown (its retries ran out); each HTTP *attempt* within it ends answered, or timeout, lost_ack
+(the connection dropped after the request went out: the gateway may have acted), connect_error,
+server_error (5xx, 429) or conflict (409: the key's first request is still in progress).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ GATEWAY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1
 
 CALLS = Counter(
     "flowpay_gateway_calls",
-    "Gateway calls by operation (charge, refund, lookup) and outcome"
+    "Gateway calls by operation (charge, refund, lookup, refund_lookup) and outcome"
     " (success, decline, rejected, unknown).",
     ["operation", "outcome"],
 )
@@ -40,7 +40,7 @@ IN_FLIGHT = Gauge(
 ATTEMPTS = Counter(
     "flowpay_gateway_attempts",
     "HTTP requests to the gateway by request and outcome"
-    " (answered, timeout, lost_ack, connect_error, server_error).",
+    " (answered, timeout, lost_ack, connect_error, server_error, conflict).",
     ["request", "outcome"],
 )
 RECONCILER_BACKLOG = Gauge(
@@ -53,6 +53,13 @@ RECONCILER_DUE = Gauge(
     "flowpay_reconciler_due", "Watched payments whose re-check is due now, by state.", ["state"]
 )
 WATCHED_STATES: Final = ("processing", "failed")
+REFUND_BACKLOG = Gauge(
+    "flowpay_reconciler_refund_backlog",
+    "Refunds whose outcome is unknown, left requested for the reconciler to re-check.",
+)
+REFUNDS_DUE = Gauge(
+    "flowpay_reconciler_refunds_due", "Refunds of the backlog whose re-check is due now."
+)
 
 
 def attempted(method: str, path: str, failure: BaseException | None, status: int = 0) -> None:
@@ -67,6 +74,8 @@ def _attempt_outcome(failure: BaseException | None, status: int) -> str:
         return "connect_error"
     if failure is not None:
         return "lost_ack"
+    if status == 409:
+        return "conflict"
     return "server_error" if status >= 500 or status == 429 else "answered"
 
 
@@ -84,6 +93,12 @@ def reconciler_backlog(conn: psycopg.Connection[tuple[object, ...]]) -> list[Wat
     return [found.get(state, Watched(state, 0, 0)) for state in WATCHED_STATES]
 
 
+def refund_backlog(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[int, int]:
+    """Refunds whose outcome is unknown, and how many of them are due now."""
+    row = cast(tuple[int, int] | None, conn.execute(Q["refunds_backlog"]).fetchone())
+    return (0, 0) if row is None else row
+
+
 def start(settings: Settings) -> None:
     """Serve the processor's metrics, and keep the reconciler's backlog current."""
     if serve_metrics(settings, settings.metrics.processor_port) is not None:
@@ -94,3 +109,6 @@ def _sample(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     for watched in reconciler_backlog(conn):
         RECONCILER_BACKLOG.labels(watched.state).set(watched.payments)
         RECONCILER_DUE.labels(watched.state).set(watched.due)
+    refunds, due = refund_backlog(conn)
+    REFUND_BACKLOG.set(refunds)
+    REFUNDS_DUE.set(due)

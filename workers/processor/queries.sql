@@ -11,14 +11,14 @@ ON CONFLICT (payment_id) DO NOTHING;
 -- name: payment_get
 SELECT payment_id, merchant_id, amount, currency, payment_method, correlation_id, state,
        charge_id, failure_reason, refunded_amount, next_check_at, checks, reversed_charge_id,
-       created_at, updated_at, traceparent
+       created_at, updated_at, traceparent, settled_at
 FROM processor.payments WHERE payment_id = %(payment_id)s;
 
 -- name: payment_settle
 -- processing -> succeeded | failed, once; the reconciler lets go of it at the same time.
 UPDATE processor.payments
 SET state = %(state)s, charge_id = %(charge_id)s, failure_reason = %(failure_reason)s,
-    next_check_at = %(next_check_at)s, updated_at = now()
+    next_check_at = %(next_check_at)s, settled_at = now(), updated_at = now()
 WHERE payment_id = %(payment_id)s AND state = 'processing';
 
 -- name: payment_defer
@@ -49,7 +49,8 @@ SET reversed_charge_id = %(charge_id)s, next_check_at = NULL, updated_at = now()
 WHERE payment_id = %(payment_id)s AND state = 'failed' AND reversed_charge_id IS NULL;
 
 -- name: refund_get
-SELECT refund_id, payment_id, amount, status, gateway_refund_id, failure_reason
+SELECT refund_id, payment_id, amount, status, gateway_refund_id, failure_reason,
+       next_check_at, checks
 FROM processor.refunds WHERE refund_id = %(refund_id)s;
 
 -- name: refund_insert
@@ -58,10 +59,44 @@ VALUES (%(refund_id)s, %(payment_id)s, %(amount)s, %(status)s, %(failure_reason)
 ON CONFLICT (refund_id) DO NOTHING;
 
 -- name: refund_settle
+-- requested -> succeeded | failed, once; the reconciler lets go of it at the same time.
 UPDATE processor.refunds
 SET status = %(status)s, gateway_refund_id = %(gateway_refund_id)s,
-    failure_reason = %(failure_reason)s, updated_at = now()
+    failure_reason = %(failure_reason)s, next_check_at = NULL, updated_at = now()
 WHERE refund_id = %(refund_id)s AND status = 'requested';
+
+-- name: refund_defer
+-- The refund's outcome is unknown: hand it to the reconciler.
+UPDATE processor.refunds
+SET next_check_at = now() + make_interval(secs => %(after_s)s), checks = checks + 1,
+    updated_at = now()
+WHERE refund_id = %(refund_id)s AND status = 'requested';
+
+-- name: refunds_due
+-- Claims refunds whose check is due, with a lease so that one reconciler handles each.
+UPDATE processor.refunds r
+SET next_check_at = now() + make_interval(secs => %(lease_s)s)
+FROM (SELECT refund_id FROM processor.refunds
+      WHERE next_check_at <= now()
+      ORDER BY next_check_at LIMIT %(limit)s
+      FOR UPDATE SKIP LOCKED) due
+WHERE r.refund_id = due.refund_id
+RETURNING r.refund_id;
+
+-- name: payment_refundable
+-- What is left to refund: refunds still requested count as made (their outcome may be known
+-- only later), as the API counts them. One statement, so a refund settling meanwhile is
+-- counted once, either as requested or as refunded.
+SELECT p.amount - p.refunded_amount - coalesce(
+           (SELECT sum(r.amount) FROM processor.refunds r
+            WHERE r.payment_id = p.payment_id AND r.status = 'requested'), 0)
+FROM processor.payments p WHERE p.payment_id = %(payment_id)s;
+
+-- name: payment_lock_refunds
+-- The payment's refund figures under a row lock, for the refund being settled in the same
+-- transaction: two refunds settling at once each see the other's.
+SELECT state, amount, refunded_amount FROM processor.payments
+WHERE payment_id = %(payment_id)s FOR UPDATE;
 
 -- name: payment_refunded
 UPDATE processor.payments
@@ -84,3 +119,9 @@ SELECT state, count(*), count(*) FILTER (WHERE next_check_at <= now())
 FROM processor.payments
 WHERE next_check_at IS NOT NULL
 GROUP BY state;
+
+-- name: refunds_backlog
+-- For metrics: refunds whose outcome is unknown, and how many of them are due now.
+SELECT count(*), count(*) FILTER (WHERE next_check_at <= now())
+FROM processor.refunds
+WHERE next_check_at IS NOT NULL;

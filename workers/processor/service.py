@@ -3,7 +3,9 @@
 Its one rule: a payment is never charged twice (every call carries the payment's idempotency
 key), and it is never reported failed while the gateway holds a charge for it (an unknown
 outcome is looked up, re-checked on a backoff schedule, and a charge that lands after a
-``gateway_timeout`` failure is refunded and reported as ``payment.charge_reversed``).
+``gateway_timeout`` failure, within ``processor.late_charge_window_s``, is refunded and
+reported as ``payment.charge_reversed``). Refunds are in ``workers.processor.refunds``; the
+reconciler here re-checks both.
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ from typing import Final
 
 from workers.core.config import Settings
 from workers.core.delivery import headers_of
-from workers.core.errors import TransientError
-from workers.core.events import Event, EventType, RefundRequested, header
+from workers.core.events import Event, EventType, header
 from workers.core.ids import derived_key
 from workers.core.kafka import Message
 from workers.core.observe import following_up
@@ -32,16 +33,15 @@ from workers.processor.gateway import (
     RefundDone,
     Rejected,
     Unknown,
-    refund_key,
     timed,
 )
+from workers.processor.refunds import Refunds
+from workers.processor.schedule import recheck_after_s, watch_over
 from workers.processor.states import State
 from workers.processor.store import Payment, ProcessorStore
 
 log = logging.getLogger(__name__)
 
-INVALID_STATE: Final = "invalid_state"
-AMOUNT_TOO_LARGE: Final = "amount_exceeds_refundable"
 RECONCILE_BATCH: Final = 100
 # Every event type but the two ``handle`` acts on; a message without the header is decoded.
 IGNORED: Final = frozenset(
@@ -54,6 +54,7 @@ class Processor:
         self.config = settings.processor
         self.store = store
         self.gateway = gateway
+        self.refunds = Refunds(settings, store, gateway)
 
     @staticmethod
     def wants(message: Message) -> bool:
@@ -66,7 +67,7 @@ class Processor:
         if event.type is EventType.INITIATED:
             await self.on_initiated(event)
         elif event.type is EventType.REFUND_REQUESTED:
-            await self.on_refund_requested(event)
+            await self.refunds.on_requested(event)
 
     # --- charges ---------------------------------------------------------------------------
 
@@ -81,7 +82,7 @@ class Processor:
             payment.payment_id, payment.amount, payment.currency, payment.payment_method
         )
         outcome, ms = await timed(self.gateway.charge(request))
-        await self._attempt(payment, "charge", outcome, ms)
+        await self.store.record(payment.payment_id, "charge", outcome, ms)
         if not await self._settle(payment, outcome):
             await self.look_up(payment)
 
@@ -140,11 +141,15 @@ class Processor:
                 await asyncio.wait_for(stop.wait(), self.config.reconcile_interval_s)
 
     async def reconcile_once(self) -> int:
-        """Re-check every payment whose check is due; returns how many it looked at."""
+        """Re-check every payment and refund whose check is due; returns how many it looked at."""
         lease_s = max(60.0, self.config.recheck_first_s)
         due = await self.store.claim_due(RECONCILE_BATCH, lease_s)
-        await asyncio.gather(*(self._recheck(payment_id) for payment_id in due))
-        return len(due)
+        refunds = await self.store.claim_due_refunds(RECONCILE_BATCH, lease_s)
+        await asyncio.gather(
+            *(self._recheck(payment_id) for payment_id in due),
+            *(self.refunds.recheck(refund_id) for refund_id in refunds),
+        )
+        return len(due) + len(refunds)
 
     async def _recheck(self, payment_id: str) -> None:
         payment = await self.store.get(payment_id)
@@ -178,85 +183,44 @@ class Processor:
             await self.store.fail(payment, "gateway_timeout", watch)
 
     async def _watch_for_late_charge(self, payment: Payment) -> None:
-        if _age_s(payment.updated_at) > self.config.reversal_window_s or payment.reversed_charge_id:
+        """Look for a charge that landed after the payment failed; refund one found.
+
+        The watch ends at the first check past the window that finds no charge; a charge
+        found is refunded however long that takes, never left to stand."""
+        if payment.reversed_charge_id:
             await self.store.release(payment.payment_id)
             return
         charges = await self._find(payment)
         late = [c for c in charges or () if c.status == "succeeded"]
-        if not late:
+        if late:
+            await self._reverse(payment, late[0])
+        elif charges is not None and watch_over(self.config, _failed_at(payment), _now()):
+            await self.store.release(payment.payment_id)
+        else:
             await self.store.defer(payment, self._delay(payment))
-            return
-        charge = late[0]
+
+    async def _reverse(self, payment: Payment, charge: GatewayCharge) -> None:
         outcome, ms = await timed(
             self.gateway.refund(charge.id, charge.amount, derived_key("reversal", charge.id))
         )
-        await self._attempt(payment, "reversal", outcome, ms)
+        await self.store.record(payment.payment_id, "reversal", outcome, ms)
         if isinstance(outcome, RefundDone):
             await self.store.reversed(payment, charge.id, charge.amount)
         else:
             await self.store.defer(payment, self._delay(payment))
 
     def _delay(self, payment: Payment) -> float:
-        return float(
-            min(self.config.recheck_first_s * 2**payment.checks, self.config.recheck_max_s)
-        )
-
-    # --- refunds ---------------------------------------------------------------------------
-
-    async def on_refund_requested(self, event: Event) -> None:
-        data = event.payload(RefundRequested)
-        refund = await self.store.refund(data.refund_id)
-        if refund is not None and refund.status != "requested":
-            return  # already answered
-        payment = await self.store.get(event.payment_id)
-        if refund is None:
-            problem = _refund_problem(payment, data.amount)
-            if problem is not None:
-                await self.store.refund_refused(event, _correlation(payment, event), problem)
-                return
-            await self.store.refund_requested(event)
-            refund = await self.store.refund(data.refund_id)
-        assert payment is not None
-        assert payment.charge_id is not None
-        assert refund is not None
-        outcome, ms = await timed(
-            self.gateway.refund(payment.charge_id, refund.amount, refund_key(refund.refund_id))
-        )
-        await self._attempt(payment, "refund", outcome, ms)
-        match outcome:
-            case RefundDone(gateway_refund_id):
-                await self.store.refund_succeeded(payment, refund, gateway_refund_id)
-            case Rejected(detail):
-                log.error("gateway refused refund %s: %s", refund.refund_id, detail)
-                await self.store.refund_refused(event, payment.correlation_id, "gateway_rejected")
-            case Unknown(reason):
-                # Same refund key on every try, so retrying can never refund twice.
-                raise TransientError(f"refund {refund.refund_id} outcome unknown ({reason})")
-
-    async def _attempt(self, payment: Payment, kind: str, outcome: object, ms: int) -> None:
-        name = type(outcome).__name__.lower()
-        await self.store.attempt(payment.payment_id, kind, name, _detail(outcome), ms)
-
-
-def _refund_problem(payment: Payment | None, amount: int) -> str | None:
-    if payment is None or payment.state != State.SUCCEEDED:
-        return INVALID_STATE
-    if amount > payment.amount - payment.refunded_amount:
-        return AMOUNT_TOO_LARGE
-    return None
-
-
-def _correlation(payment: Payment | None, event: Event) -> str:
-    return payment.correlation_id if payment is not None else event.correlation_id
-
-
-def _detail(outcome: object) -> str | None:
-    for name in ("charge_id", "code", "detail", "reason", "refund_id"):
-        value = getattr(outcome, name, None)
-        if value is not None:
-            return str(value)
-    return None
+        return recheck_after_s(self.config, payment.checks)
 
 
 def _age_s(moment: datetime) -> float:
-    return (datetime.now(UTC) - moment).total_seconds()
+    return (_now() - moment).total_seconds()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _failed_at(payment: Payment) -> datetime:
+    # Every failed payment has settled_at (rows from before the column were given theirs).
+    return payment.settled_at or payment.updated_at

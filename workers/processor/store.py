@@ -52,6 +52,7 @@ class Payment:
     created_at: datetime
     updated_at: datetime
     traceparent: str | None = None  # of the span that started it, for the reconciler's checks
+    settled_at: datetime | None = None  # when it left processing (None while processing)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class Refund:
     status: str
     gateway_refund_id: str | None
     failure_reason: str | None
+    next_check_at: datetime | None = None  # set: its outcome is unknown, the reconciler owns it
+    checks: int = 0
 
 
 class ProcessorStore:
@@ -166,8 +169,16 @@ class ProcessorStore:
             )
 
     async def claim_due(self, limit: int, lease_s: float) -> list[str]:
+        """Payments whose re-check is due, each leased to this reconciler for ``lease_s``."""
+        return await self._claim("payments_due", limit, lease_s)
+
+    async def claim_due_refunds(self, limit: int, lease_s: float) -> list[str]:
+        """Refunds whose re-check is due, each leased to this reconciler for ``lease_s``."""
+        return await self._claim("refunds_due", limit, lease_s)
+
+    async def _claim(self, query: str, limit: int, lease_s: float) -> list[str]:
         async with self.pool.connection() as conn:
-            cursor = await conn.execute(Q["payments_due"], {"limit": limit, "lease_s": lease_s})
+            cursor = await conn.execute(Q[query], {"limit": limit, "lease_s": lease_s})
             return [str(row[0]) for row in await cursor.fetchall()]
 
     async def release(self, payment_id: str) -> None:
@@ -189,6 +200,11 @@ class ProcessorStore:
                     EventType.CHARGE_REVERSED,
                     ChargeReversed(charge_id=charge_id, amount=amount),
                 )
+
+    async def record(self, payment_id: str, kind: str, outcome: object, duration_ms: int) -> None:
+        """Record a gateway call by its outcome object (``Charged``, ``Unknown``, ...)."""
+        name = type(outcome).__name__.lower()
+        await self.attempt(payment_id, kind, name, _detail(outcome), duration_ms)
 
     async def attempt(
         self, payment_id: str, kind: str, outcome: str, detail: str | None, duration_ms: int
@@ -212,6 +228,19 @@ class ProcessorStore:
             found: Refund | None = await cursor.fetchone()
             return found
 
+    async def refundable(self, payment_id: str) -> int:
+        """What is left to refund of a payment, refunds still requested counted as made."""
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(Q["payment_refundable"], {"payment_id": payment_id})
+            row = await cursor.fetchone()
+        return 0 if row is None else int(row[0])
+
+    async def defer_refund(self, refund: Refund, after_s: float) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                Q["refund_defer"], {"refund_id": refund.refund_id, "after_s": after_s}
+            )
+
     async def refund_requested(self, event: Event) -> None:
         data = event.payload(RefundRequested)
         async with self.pool.connection() as conn:
@@ -226,16 +255,8 @@ class ProcessorStore:
             inserted = await conn.execute(
                 Q["refund_insert"], _refund_row(event.payment_id, data, "failed", reason)
             )
-            settled = await conn.execute(
-                Q["refund_settle"],
-                {
-                    "refund_id": data.refund_id,
-                    "status": "failed",
-                    "gateway_refund_id": None,
-                    "failure_reason": reason,
-                },
-            )
-            if inserted.rowcount or settled.rowcount:
+            settled = await _settle_refund(conn, data.refund_id, "failed", None, reason)
+            if inserted.rowcount or settled:
                 await self._emit(
                     conn,
                     event.payment_id,
@@ -245,26 +266,37 @@ class ProcessorStore:
                     RefundFailed(refund_id=data.refund_id, reason=reason),
                 )
 
+    async def refund_rejected(self, payment: Payment, refund: Refund, reason: str) -> None:
+        """The gateway refused a requested refund: ``payment.refund_failed`` (once)."""
+        async with self.pool.connection() as conn, conn.transaction():
+            if await _settle_refund(conn, refund.refund_id, "failed", None, reason):
+                await self._emit(
+                    conn,
+                    payment.payment_id,
+                    payment.merchant_id,
+                    payment.correlation_id,
+                    EventType.REFUND_FAILED,
+                    RefundFailed(refund_id=refund.refund_id, reason=reason),
+                )
+
     async def refund_succeeded(
         self, payment: Payment, refund: Refund, gateway_refund_id: str
     ) -> None:
-        """Settle the refund, add it to the payment, emit ``payment.refunded``."""
-        state = apply(
-            State(payment.state),
-            refund_move(payment.amount, payment.refunded_amount, refund.amount),
-        )
+        """Settle the refund, add it to the payment, emit ``payment.refunded``.
+
+        The payment's figures are read under its row lock: the reconciler may settle another
+        refund of the same payment at the same time."""
         async with self.pool.connection() as conn, conn.transaction():
-            settled = await conn.execute(
-                Q["refund_settle"],
-                {
-                    "refund_id": refund.refund_id,
-                    "status": "succeeded",
-                    "gateway_refund_id": gateway_refund_id,
-                    "failure_reason": None,
-                },
-            )
-            if not settled.rowcount:
+            if not await _settle_refund(
+                conn, refund.refund_id, "succeeded", gateway_refund_id, None
+            ):
                 return
+            locked = await conn.execute(
+                Q["payment_lock_refunds"], {"payment_id": payment.payment_id}
+            )
+            now = await locked.fetchone()
+            assert now is not None, "a refund of a payment never recorded"
+            state = apply(State(now[0]), refund_move(int(now[1]), int(now[2]), refund.amount))
             cursor = await conn.execute(
                 Q["payment_refunded"],
                 {"payment_id": payment.payment_id, "amount": refund.amount, "state": state},
@@ -312,6 +344,34 @@ class ProcessorStore:
         )
         async with conn.cursor() as cursor:
             await stage_async(cursor, SCHEMA, [event])
+
+
+async def _settle_refund(
+    conn: AsyncConnection[Any],
+    refund_id: str,
+    status: str,
+    gateway_refund_id: str | None,
+    reason: str | None,
+) -> bool:
+    """requested -> ``status``; False if it was settled already."""
+    settled = await conn.execute(
+        Q["refund_settle"],
+        {
+            "refund_id": refund_id,
+            "status": status,
+            "gateway_refund_id": gateway_refund_id,
+            "failure_reason": reason,
+        },
+    )
+    return bool(settled.rowcount)
+
+
+def _detail(outcome: object) -> str | None:
+    for name in ("charge_id", "code", "detail", "reason", "refund_id"):
+        value = getattr(outcome, name, None)
+        if value is not None:
+            return str(value)
+    return None
 
 
 def _refund_row(
