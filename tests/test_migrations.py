@@ -23,7 +23,21 @@ from workers.migrations.runner import VERSIONS, MigrationError, migrate, status
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 HISTORIES = {"api", "processor", "ledger", "notifier", "ops"}
-BASELINES = sorted(f"{h}_0001" for h in HISTORIES)
+# Every migration FlowPay ships, by revision: <history>_<NNNN>.
+SHIPPED = sorted(
+    p.stem[: p.stem.index("_") + 5] for p in VERSIONS.glob("*/*_[0-9][0-9][0-9][0-9]_*.sql")
+)
+# The schema as `flowpay db init` made it before migrations began (schema.sql of that time).
+BEFORE_MIGRATIONS = ROOT / "tests" / "fixtures" / "schema_before_migrations.sql"
+
+
+def after_head(history: str, step: int = 1) -> int:
+    """The number of a test migration ``step`` past the last one FlowPay ships in ``history``."""
+    return max(int(r[-4:]) for r in SHIPPED if r.startswith(f"{history}_")) + step
+
+
+def revision(history: str, number: int) -> str:
+    return f"{history}_{number:04d}"
 
 
 @pytest.fixture
@@ -130,7 +144,7 @@ def test_the_migrations_from_an_empty_database_give_exactly_schema_sql(
     new_database: Callable[[], str],
 ) -> None:
     migrated, from_file = new_database(), new_database()
-    assert [m.revision for m in migrate(migrated)] == BASELINES
+    assert [m.revision for m in migrate(migrated)] == SHIPPED
     with psycopg.connect(from_file, autocommit=True) as conn:
         conn.execute((ROOT / "schema.sql").read_bytes())
     assert_same_schema(schema_dump(migrated), schema_dump(from_file), "the migrated schema")
@@ -142,7 +156,7 @@ def test_a_database_made_before_migrations_adopts_the_history_keeping_its_data(
     reference, old = new_database(), new_database()
     migrate(reference)
     with psycopg.connect(old, autocommit=True) as conn:
-        conn.execute((ROOT / "schema.sql").read_bytes())
+        conn.execute(BEFORE_MIGRATIONS.read_bytes())
         # As an earlier schema.sql left it: without the later columns, with the NOTIFY triggers.
         conn.execute("ALTER TABLE processor.payments DROP COLUMN traceparent")
         conn.execute(
@@ -159,7 +173,7 @@ def test_a_database_made_before_migrations_adopts_the_history_keeping_its_data(
                 " FOR EACH STATEMENT EXECUTE FUNCTION api.notify_outbox()"
             )
         conn.execute("INSERT INTO api.merchants (id, name) VALUES ('mer_old', 'Old')")
-    assert [m.revision for m in migrate(old)] == BASELINES
+    assert [m.revision for m in migrate(old)] == SHIPPED
     assert_same_schema(schema_dump(old), schema_dump(reference), "the adopted schema")
     with psycopg.connect(old) as conn:
         assert conn.execute("SELECT id, name FROM api.merchants").fetchall() == [("mer_old", "Old")]
@@ -170,22 +184,24 @@ def test_a_database_at_the_baseline_holding_data_upgrades_in_place(
 ) -> None:
     url = new_database()
     before = at_the_baseline_with_rows(url)
+    number = after_head("api")
     write_migration(
         tmp_path,
         "api",
-        2,
+        number,
         "ALTER TABLE api.merchants ADD COLUMN country text;\n"
         "UPDATE api.merchants SET country = 'DE';\n"
         "ALTER TABLE api.merchants ALTER COLUMN country SET NOT NULL;\n"
         "CREATE INDEX merchants_by_country ON api.merchants (country);\n",
     )
     locations = (VERSIONS, tmp_path)
-    assert [m.revision for m in status(url, locations=locations) if not m.applied] == ["api_0002"]
-    assert [m.revision for m in migrate(url, locations=locations)] == ["api_0002"]
+    new = revision("api", number)
+    assert [m.revision for m in status(url, locations=locations) if not m.applied] == [new]
+    assert [m.revision for m in migrate(url, locations=locations)] == [new]
     with psycopg.connect(url) as conn:
         assert rows(conn) == before
         assert conn.execute("SELECT country FROM api.merchants").fetchall() == [("DE",)]
-    assert applied(url, locations) == sorted([*BASELINES, "api_0002"])
+    assert applied(url, locations) == sorted([*SHIPPED, new])
     assert migrate(url, locations=locations) == []
 
 
@@ -195,37 +211,43 @@ def test_a_failing_migration_leaves_the_database_as_it_was(
     url = new_database()
     before = at_the_baseline_with_rows(url)
     dumped = schema_dump(url)
-    # 0002 applies; 0003 changes more, then fails on the data: the run is one transaction.
-    write_migration(tmp_path, "api", 2, "CREATE TABLE api.extra (id int PRIMARY KEY);\n")
+    # The first applies; the second changes more, then fails on the data: the run is one
+    # transaction.
+    first, second = after_head("api"), after_head("api", 2)
+    write_migration(tmp_path, "api", first, "CREATE TABLE api.extra (id int PRIMARY KEY);\n")
     write_migration(
         tmp_path,
         "api",
-        3,
+        second,
         "ALTER TABLE api.payments ADD COLUMN fee bigint NOT NULL DEFAULT 0;\n"
         "ALTER TABLE api.payments ADD CONSTRAINT fee_below_one CHECK (amount < 1);\n",
     )
     locations = (VERSIONS, tmp_path)
     with pytest.raises(
         MigrationError,
-        match=r"no migration was applied: migration api_0003_test failed: .*fee_below_one",
+        match=rf"no migration was applied: migration {revision('api', second)}_test failed: "
+        r".*fee_below_one",
     ):
         migrate(url, locations=locations)
     assert_same_schema(schema_dump(url), dumped, "the schema after the failed run")
     with psycopg.connect(url) as conn:
         assert rows(conn) == before
-    assert applied(url, locations) == BASELINES
+    assert applied(url, locations) == SHIPPED
 
 
 def test_a_database_migrated_by_a_newer_version_is_refused_with_a_clear_error(
     new_database: Callable[[], str], tmp_path: Path
 ) -> None:
     url = new_database()
-    write_migration(tmp_path, "ops", 2, "CREATE TABLE ops.newer (id int);\n")
+    newer = after_head("ops")
+    write_migration(tmp_path, "ops", newer, "CREATE TABLE ops.newer (id int);\n")
     migrate(url, locations=(VERSIONS, tmp_path))
     for look in (status, migrate):
-        with pytest.raises(MigrationError, match=r"ops_0002.* unknown to this FlowPay"):
+        with pytest.raises(
+            MigrationError, match=rf"{revision('ops', newer)}.* unknown to this FlowPay"
+        ):
             look(url)
-    assert applied(url, (VERSIONS, tmp_path)) == sorted([*BASELINES, "ops_0002"])
+    assert applied(url, (VERSIONS, tmp_path)) == sorted([*SHIPPED, revision("ops", newer)])
 
 
 def test_every_history_is_numbered_and_a_gap_is_refused(
@@ -234,8 +256,10 @@ def test_every_history_is_numbered_and_a_gap_is_refused(
     url = new_database()
     histories = {m.history for m in status(url)}
     assert histories == HISTORIES
-    write_migration(tmp_path, "api", 3, "SELECT 1;\n", revises=1)  # no 0002
-    with pytest.raises(MigrationError, match="api: no migration numbered 0002"):
+    head = after_head("api", 0)
+    gap = after_head("api")
+    write_migration(tmp_path, "api", gap + 1, "SELECT 1;\n", revises=head)  # none numbered gap
+    with pytest.raises(MigrationError, match=f"api: no migration numbered {gap:04d}"):
         migrate(url, locations=(VERSIONS, tmp_path))
     assert applied(url) == []
 
@@ -247,10 +271,10 @@ def test_db_migrate_and_status_commands(
     env["FLOWPAY_DATABASE__URL"] = new_database()
     pending = flowpay("db", "status", "--json", env=env)
     assert pending.returncode == 0, pending.stderr
-    assert json.loads(pending.stdout)["pending"] == len(BASELINES)
+    assert json.loads(pending.stdout)["pending"] == len(SHIPPED)
     done = flowpay("db", "migrate", "--json", env=env)
     assert done.returncode == 0, done.stderr
-    assert [m["revision"] for m in json.loads(done.stdout)["applied"]] == BASELINES
+    assert [m["revision"] for m in json.loads(done.stdout)["applied"]] == SHIPPED
     now = json.loads(flowpay("db", "status", "--json", env=env).stdout)
     assert now["pending"] == 0
     assert {m["state"] for m in now["migrations"]} == {"applied"}
