@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from pydantic import BaseModel, Field, JsonValue, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from workers.core.money import MAX_AMOUNT, CurrencyCode, currency_codes
 from workers.core.requests import StrictBody
@@ -22,6 +22,20 @@ B = TypeVar("B", bound=BaseModel)
 
 
 class PaymentCreate(StrictBody):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "amount": 1999,
+                    "currency": "USD",
+                    "payment_method": "pm_card_visa",
+                    "description": "Order 1042",
+                    "metadata": {"order_id": "1042"},
+                }
+            ]
+        }
+    )
+
     amount: int = Field(ge=1, le=MAX_AMOUNT)
     currency: CurrencyCode = Field(json_schema_extra={"enum": list[JsonValue](currency_codes())})
     payment_method: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_]+$")
@@ -49,6 +63,12 @@ class PaymentCreate(StrictBody):
 
 
 class RefundCreate(StrictBody):
+    """Without an amount, what is left of the payment is refunded."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"amount": 500, "reason": "requested_by_customer"}]}
+    )
+
     amount: int | None = Field(default=None, ge=1, le=MAX_AMOUNT)
     reason: str | None = Field(default=None, max_length=1000)
 

@@ -1,0 +1,102 @@
+"""What the API does agrees with what /openapi.json says, request by request, on a real
+`flowpay serve-api`: the differences merchants' tooling found (issue 20), each pinned down.
+
+schemathesis looks for such differences at large (tests/test_fuzz_api.py); these say exactly
+which answer each case gets.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import httpx
+import jsonschema
+import psycopg
+
+from tests.helpers import api as api_fixtures
+from tests.helpers.api import CARD, Api, error_of
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+server, settings, api = api_fixtures.server, api_fixtures.settings, api_fixtures.api
+
+
+def document(api: Api) -> dict[str, Any]:
+    return dict(httpx.get(api.url + "/openapi.json").json())
+
+
+def operation(doc: dict[str, Any], method: str, path: str) -> dict[str, Any]:
+    return dict(doc["paths"][path][method.lower()])
+
+
+def conforms(doc: dict[str, Any], schema: dict[str, Any], instance: Any) -> None:
+    """``instance`` is valid against ``schema``, a schema of the document (its refs resolved)."""
+    jsonschema.Draft202012Validator({**schema, "components": doc["components"]}).validate(instance)
+
+
+def documented_codes(doc: dict[str, Any], method: str, path: str, status: int) -> set[str]:
+    answer = operation(doc, method, path)["responses"].get(str(status), {})
+    return set(answer.get("content", {}).get("application/json", {}).get("examples", {}))
+
+
+def stream(api: Api, payment_id: str, *, first_event: bool, **headers: str) -> httpx.Response:
+    """The event stream's answer: with its first event when ``first_event`` (then let go)."""
+    sent = {"Authorization": f"Bearer {api.key}"} | {k: v.encode() for k, v in headers.items()}
+    url = f"{api.url}/v1/payments/{payment_id}/events"
+    with httpx.stream("GET", url, headers=sent, timeout=30) as response:
+        body = b""
+        if response.status_code != 200:
+            body = response.read()
+        elif first_event:
+            for chunk in response.iter_bytes():
+                body += chunk
+                if b"\n\n" in body:
+                    break
+    return httpx.Response(response.status_code, content=body.split(b"\n\n")[0])
+
+
+# --- the event stream's frames as the document describes them ---------------------------------
+
+
+def test_each_event_is_the_documented_frame_the_payment_as_get_shows_it(api: Api) -> None:
+    doc = document(api)
+    answer = operation(doc, "GET", "/v1/payments/{payment_id}/events")["responses"]["200"]
+    event_schema = answer["content"]["text/event-stream"]["schema"]
+    payment = api.pay().json()
+    response = stream(api, payment["id"], first_event=True)
+    assert response.status_code == 200
+    fields = dict(line.split(": ", 1) for line in response.text.splitlines())
+    event = {"event": "message", **fields}  # no event: field is the default, as SSE says
+    conforms(doc, event_schema, event)
+    [data_schema] = [
+        s["properties"]["data"] for s in [event_schema, *doc["components"]["schemas"].values()]
+        if "data" in s.get("properties", {}) and "contentSchema" in s["properties"]["data"]
+    ]  # fmt: skip
+    data = json.loads(event["data"])
+    conforms(doc, data_schema["contentSchema"], data)
+    assert data == api.get(f"/v1/payments/{payment['id']}").json()
+    assert event["id"] == "1"  # the payment's version: as created
+
+
+# --- every error code each operation answers is documented with its status ---------------------
+
+
+def test_a_refusal_of_a_schema_valid_request_is_documented(api: Api, db: Conn) -> None:
+    doc = document(api)
+    key = str(uuid.uuid4())
+    assert api.pay(idem=key).status_code == 202
+    reused = api.pay({**CARD, "amount": 5}, idem=key)
+    assert (reused.status_code, error_of(reused)["code"]) == (422, "idempotency_key_reused")
+    assert "idempotency_key_reused" in documented_codes(doc, "POST", "/v1/payments", 422)
+
+    payment = api.pay().json()
+    refunds = f"/v1/payments/{payment['id']}/refunds"
+    early = api.post(refunds, {}, **{"Idempotency-Key": str(uuid.uuid4())})
+    assert error_of(early)["code"] == "payment_not_refundable"
+    db.execute("UPDATE api.payments SET status = 'succeeded' WHERE id = %s", (payment["id"],))
+    too_much = api.post(refunds, {"amount": 10**6}, **{"Idempotency-Key": str(uuid.uuid4())})
+    assert error_of(too_much)["code"] == "amount_too_large"
+    path = "/v1/payments/{payment_id}/refunds"
+    assert "payment_not_refundable" in documented_codes(doc, "POST", path, 409)
+    assert "amount_too_large" in documented_codes(doc, "POST", path, 422)
