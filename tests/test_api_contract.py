@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import jsonschema
 import psycopg
+import pytest
 
 from tests.helpers import api as api_fixtures
 from tests.helpers.api import CARD, Api, error_of
@@ -54,6 +55,31 @@ def stream(api: Api, payment_id: str, *, first_event: bool, **headers: str) -> h
                 if b"\n\n" in body:
                     break
     return httpx.Response(response.status_code, content=body.split(b"\n\n")[0])
+
+
+# --- 405: Allow lists every method of the resource ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("OPTIONS", "/v1/payments", "GET, POST"),
+        ("DELETE", "/v1/payments", "GET, POST"),
+        ("PUT", "/v1/payments/pay_x", "GET"),
+        ("GET", "/v1/payments/pay_x/refunds", "POST"),
+        ("POST", "/v1/payments/pay_x/events", "GET"),
+        ("OPTIONS", "/healthz", "GET"),
+    ],
+)
+def test_405_allows_every_method_the_path_takes(
+    api: Api, method: str, path: str, allowed: str
+) -> None:
+    response = httpx.request(method, api.url + path, headers={"Authorization": f"Bearer {api.key}"})
+    assert response.status_code == 405
+    assert error_of(response)["code"] == "method_not_allowed"
+    assert response.headers["allow"] == allowed
+    documented = {m.upper() for m in document(api)["paths"][path.replace("pay_x", "{payment_id}")]}
+    assert set(allowed.split(", ")) == documented
 
 
 # --- the event stream's frames as the document describes them ---------------------------------

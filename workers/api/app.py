@@ -23,7 +23,7 @@ from workers.api.errors import API_ERROR, ApiError, codes
 from workers.api.idempotency import Answer, request_hash, run_once
 from workers.api.metrics import RequestMetrics
 from workers.api.request_context import RequestContext, correlation_id
-from workers.api.routing import RequestRoute
+from workers.api.routing import RequestRoute, allowed_methods
 from workers.api.schemas import PaymentCreate, RefundCreate, parse_body
 from workers.core import observe
 from workers.core.config import Settings, load_settings
@@ -329,12 +329,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error.envelope(), status_code=422)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "resource_missing", 405: "method_not_allowed"}.get(
             exc.status_code, "invalid_request"
         )
         error = ApiError(exc.status_code, code, str(exc.detail))
-        return JSONResponse(error.envelope(), status_code=exc.status_code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request.app.router.routes, request.scope)
+        return JSONResponse(error.envelope(), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(PoolTimeout)
