@@ -82,6 +82,38 @@ def test_405_allows_every_method_the_path_takes(
     assert set(allowed.split(", ")) == documented
 
 
+# --- amounts: a JSON number with no fraction is an integer -----------------------------------
+
+
+def test_an_amount_with_a_zero_fraction_is_that_integer(api: Api, db: Conn) -> None:
+    # The document says integer, and JSON Schema's integer is any number with no fraction.
+    schemas = document(api)["components"]["schemas"]
+    assert schemas["PaymentCreate"]["properties"]["amount"]["type"] == "integer"
+    key = str(uuid.uuid4())
+    body = json.dumps({**CARD, "amount": 548.0}).encode()
+    first = api.pay(body, idem=key, **{"Content-Type": "application/json"})
+    assert first.status_code == 202, first.text
+    assert first.json()["amount"] == 548
+    # The same amount written as an integer is the same request: its answer again.
+    again = api.pay({**CARD, "amount": 548}, idem=key)
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert again.json() == first.json()
+    db.execute("UPDATE api.payments SET status = 'succeeded' WHERE id = %s", (first.json()["id"],))
+    refund = api.post(
+        f"/v1/payments/{first.json()['id']}/refunds", json.dumps({"amount": 5e1}).encode(),
+        **{"Idempotency-Key": str(uuid.uuid4()), "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert (refund.status_code, refund.json()["amount"]) == (202, 50)
+
+
+@pytest.mark.parametrize("amount", [b"548.5", b"5.485e2", b"1e-3", b"1e400", b'"548"', b"true"])
+def test_an_amount_with_a_fraction_or_not_a_number_is_refused(api: Api, amount: bytes) -> None:
+    body = b'{"currency": "USD", "payment_method": "pm_card_visa", "amount": %s}' % amount
+    response = api.pay(body, **{"Content-Type": "application/json"})
+    assert response.status_code == 422
+    assert (error_of(response)["code"], error_of(response)["param"]) == ("amount_invalid", "amount")
+
+
 # --- the event stream's frames as the document describes them ---------------------------------
 
 
