@@ -8,6 +8,7 @@ which answer each case gets.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
@@ -112,6 +113,42 @@ def test_an_amount_with_a_fraction_or_not_a_number_is_refused(api: Api, amount: 
     response = api.pay(body, **{"Content-Type": "application/json"})
     assert response.status_code == 422
     assert (error_of(response)["code"], error_of(response)["param"]) == ("amount_invalid", "amount")
+
+
+# --- Last-Event-ID: its form declared, and kept ----------------------------------------------
+
+LAST_EVENT_IDS = ["0", "1", "007", "999999999", "null", "", "-1", "1.0", "1000000000", "一"]
+
+
+def test_last_event_id_is_refused_exactly_when_the_document_says_it_is_malformed(
+    api: Api,
+) -> None:
+    doc = document(api)
+    [header] = [
+        p for p in operation(doc, "GET", "/v1/payments/{payment_id}/events")["parameters"]
+        if p["in"] == "header" and p["name"] == "Last-Event-ID"
+    ]  # fmt: skip
+    pattern = header["schema"]["pattern"]
+    payment = api.pay().json()
+    for value in LAST_EVENT_IDS:
+        well_formed = re.search(pattern, value) is not None
+        response = stream(api, payment["id"], first_event=False, **{"Last-Event-ID": value})
+        malformed = response.status_code == 400
+        assert malformed != well_formed, (value, response.status_code, response.text)
+        if malformed:
+            assert error_of(response)["code"] == "last_event_id_invalid"
+
+
+def test_a_last_event_id_after_the_latest_event_is_a_conflict(api: Api) -> None:
+    payment = api.pay().json()
+    response = stream(api, payment["id"], first_event=False, **{"Last-Event-ID": "2"})
+    assert response.status_code == 409
+    error = error_of(response)
+    assert (error["code"], error["param"]) == ("last_event_id_unknown", "Last-Event-ID")
+    doc = document(api)
+    assert "last_event_id_unknown" in documented_codes(
+        doc, "GET", "/v1/payments/{payment_id}/events", 409
+    )
 
 
 # --- the event stream's frames as the document describes them ---------------------------------

@@ -89,7 +89,7 @@ CODES: Final = _codes(
     ErrorCode(
         400,
         "last_event_id_invalid",
-        "Last-Event-ID is not an event id of this stream.",
+        "Last-Event-ID is not an event id (1 to 9 digits).",
         param="Last-Event-ID",
     ),
     ErrorCode(
@@ -122,6 +122,12 @@ CODES: Final = _codes(
         409,
         "payment_not_refundable",
         "The payment has not succeeded, or nothing is left to refund.",
+    ),
+    ErrorCode(
+        409,
+        "last_event_id_unknown",
+        "Last-Event-ID is after the payment's latest event: it is not this stream's.",
+        param="Last-Event-ID",
     ),
     ErrorCode(413, "request_too_large", "The request body is over the size limit."),
     ErrorCode(415, "unsupported_media_type", "The request body is not sent as application/json."),

@@ -4,10 +4,11 @@ Each event is the payment object after one change (the JSON of ``GET /v1/payment
 the change's version (1, 2, ... per payment) as its id. The stream starts with the current state
 (with ``Last-Event-ID: N``, with every change after version N) and ends after a final status;
 ``204`` says there is nothing more to wait for, which stops a browser's ``EventSource`` from
-reconnecting. The key is checked again at each wake-up, so a stream ends within
-``api.key_cache_s`` plus one heartbeat of its key being revoked.
+reconnecting; an N the payment has not reached is a conflict (409), not a malformed id (400).
+The key is checked again at each wake-up, so a stream ends within ``api.key_cache_s`` plus one
+heartbeat of its key being revoked.
 
-Starlette's ``StreamingResponse`` rather than an SSE library: the route answers 404, 400 or 204
+Starlette's ``StreamingResponse`` rather than an SSE library: the route answers 404, 409, 400 or 204
 as ordinary responses before streaming, and Starlette already cancels the stream when the client
 goes away.
 """
@@ -88,7 +89,10 @@ def router(settings: Settings) -> APIRouter:
             "streamPaymentEvents", "Follow a payment's status as Server-Sent Events",
             tag="payments",
             parameters=[LAST_EVENT_ID_HEADER],
-            errors=codes("last_event_id_invalid", "resource_missing", "too_many_streams"),
+            errors=codes(
+                "last_event_id_invalid", "last_event_id_unknown", "resource_missing",
+                "too_many_streams",
+            ),
             answers={"200": _STREAM, "204": _NOTHING_MORE},
         ),
     )  # fmt: skip
@@ -100,8 +104,9 @@ def router(settings: Settings) -> APIRouter:
         # A new stream starts with the current state; a resumed one after what it saw.
         seen = version - 1 if given is None else given
         if seen > version:
+            # Well formed, but not an event of this payment (yet): no schema can say so.
             raise ApiError(
-                400, "last_event_id_invalid", f"Last-Event-ID: payment has no event {seen}",
+                409, "last_event_id_unknown", f"Last-Event-ID: payment has no event {seen}",
                 param="Last-Event-ID",
             )  # fmt: skip
         if seen == version and status in TERMINAL:
