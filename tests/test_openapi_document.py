@@ -85,7 +85,7 @@ def test_every_error_answer_is_the_envelope_with_an_example_of_each_code(
             if int(status) < 400:
                 continue
             content = answer["content"]["application/json"]
-            assert content["schema"] == {"$ref": "#/components/schemas/Error"}, (method, path)
+            assert content["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}
             assert content["examples"], (method, path, status)
             for code, example in content["examples"].items():
                 conforms(document, content["schema"], example["value"])
@@ -136,10 +136,14 @@ def test_the_event_stream_documents_its_frames_and_its_stream_cap(
     document: dict[str, Any],
 ) -> None:
     op = document["paths"]["/v1/payments/{payment_id}/events"]["get"]
-    event = op["responses"]["200"]["content"]["text/event-stream"]["schema"]
+    stream = op["responses"]["200"]["content"]["text/event-stream"]["schema"]
+    # The body as a whole is text; each event, the payment as GET shows it and its version.
+    [text, event] = stream["anyOf"]
+    assert text["type"] == "string"
     frame = document["components"]["schemas"][event["$ref"].rsplit("/", 1)[1]]
     assert frame["properties"]["data"]["contentSchema"] == {"$ref": "#/components/schemas/Payment"}
     assert frame["properties"]["data"]["contentMediaType"] == "application/json"
+    assert frame["properties"]["id"]["pattern"] == "^[1-9][0-9]{0,8}$"
     assert {"rate_limited", "too_many_streams"} <= documented_codes(op["responses"]["429"])
 
 

@@ -9,10 +9,11 @@ size and keep the hot path lean) declare their body model, which also brings the
 shared schemas and serves the result at ``/openapi.json``.
 
 The document is OpenAPI 3.1, the newest version merchants' generators read
-(openapi-python-client refuses 3.2). 3.1 has no ``itemSchema``, so the event stream's
-``text/event-stream`` ``schema`` describes one event (what 3.2's ``itemSchema`` says, and how
-schemathesis reads a 3.1 event stream): its ``data`` the payment as ``GET`` shows it, its ``id``
-the payment's version.
+(openapi-python-client refuses 3.2), which has no ``itemSchema`` for the events of a stream.
+``EVENT_STREAM`` is the closest it can say: the body is text (how 3.1, and so a generated
+client, reads a ``text/event-stream`` schema) made of events that are each a ``PaymentEvent``
+(what 3.2's ``itemSchema`` would say, and how schemathesis reads a 3.1 event stream): ``data``
+the payment as ``GET`` shows it, ``id`` the payment's version.
 """
 
 from __future__ import annotations
@@ -92,22 +93,24 @@ PAYMENT_EXAMPLE: Final[dict[str, Any]] = {
 }
 ERROR: Final[dict[str, Any]] = {
     "type": "object",
-    "description": "Every error answer. Programs read `code`; each operation lists its codes.",
-    "required": ["error"],
+    "description": "What went wrong. Programs read `code`: each operation lists its codes.",
+    "required": ["type", "code", "message"],
     "additionalProperties": False,
     "properties": {
-        "error": {
-            "type": "object",
-            "required": ["type", "code", "message"],
-            "additionalProperties": False,
-            "properties": {
-                "type": {"type": "string", "enum": list(TYPES)},
-                "code": {"type": "string", "description": "What went wrong, for programs"},
-                "param": {"type": "string", "description": "The parameter or field at fault"},
-                "message": {"type": "string", "description": "What went wrong, for people"},
-            },
-        }
+        "type": {"type": "string", "enum": list(TYPES)},
+        "code": {"type": "string", "description": "What went wrong, for programs"},
+        "param": {"type": "string", "description": "The parameter or field at fault"},
+        "message": {"type": "string", "description": "What went wrong, for people"},
     },
+    "examples": [CODES["idempotency_key_reused"].example()["error"]],
+}
+# Named apart from its one property: a generated client's Error.from_dict would shadow it.
+ERROR_RESPONSE: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "Every error answer: one Error in an envelope.",
+    "required": ["error"],
+    "additionalProperties": False,
+    "properties": {"error": ref("Error")},
     "examples": [CODES["idempotency_key_reused"].example()],
 }
 PAYMENT: Final[dict[str, Any]] = {
@@ -193,6 +196,12 @@ PAYMENT_EVENT: Final[dict[str, Any]] = {
     },
     "examples": [{"id": "3", "data": '{"id":"pay_01JBZ3N6Q8X5V7T9R2M4K6H8F0","...":"..."}'}],
 }
+EVENT_STREAM: Final = {
+    "anyOf": [
+        {"type": "string", "description": "The stream as a whole: text"},
+        {**ref("PaymentEvent"), "description": "Each of its events"},
+    ]
+}
 HEALTH: Final[dict[str, Any]] = {
     "type": "object",
     "required": ["status"],
@@ -207,6 +216,7 @@ READINESS: Final[dict[str, Any]] = {
 }
 BODIES: Final = (PaymentCreate, RefundCreate)
 SCHEMAS: Final = {
+    "ErrorResponse": ERROR_RESPONSE,
     "Error": ERROR,
     "Payment": PAYMENT,
     "PaymentList": PAYMENT_LIST,
@@ -326,7 +336,7 @@ def error_answers(declared: Iterable[ErrorCode]) -> Answers:
             "headers": headers,
             "content": {
                 "application/json": {
-                    "schema": ref("Error"),
+                    "schema": ref("ErrorResponse"),
                     "examples": {c.code: {"value": c.example()} for c in group},
                 }
             },

@@ -58,8 +58,8 @@ LAST_EVENT_ID_HEADER: Final = {
 _STREAM: Final = {
     "description": "The payment after each change, as Server-Sent Events, until a final status",
     "headers": {"X-Request-Id": openapi.REQUEST_ID},
-    # OpenAPI 3.1 has no itemSchema: this schema is each event's (see workers.api.openapi).
-    "content": {"text/event-stream": {"schema": openapi.ref("PaymentEvent")}},
+    # OpenAPI 3.1 has no itemSchema: see workers.api.openapi for how the events are described.
+    "content": {"text/event-stream": {"schema": openapi.EVENT_STREAM}},
 }
 _NOTHING_MORE: Final = {
     "description": "Last-Event-ID is the payment's final change: nothing more will come",
