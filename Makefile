@@ -26,6 +26,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
+# The client generator, in an environment of its own (pyproject.toml's codegen group says why).
+	$(PYTHON) -m venv --clear --without-pip $(VENV)/codegen
+	$(BIN)/pip --python $(VENV)/codegen/bin/python install --quiet --group codegen
 	touch $(STAMP)
 
 infra: install
