@@ -115,6 +115,27 @@ def test_an_amount_with_a_fraction_or_not_a_number_is_refused(api: Api, amount: 
     assert (error_of(response)["code"], error_of(response)["param"]) == ("amount_invalid", "amount")
 
 
+# --- text: the document says what the API refuses -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "body"),
+    [
+        ("metadata", {**CARD, "metadata": {"k\x00": "v"}}),
+        ("metadata", {**CARD, "metadata": {"k": "v\x00"}}),
+        ("description", {**CARD, "description": "a\x00b"}),
+    ],
+)
+def test_text_holding_nul_is_refused_as_the_document_says(
+    api: Api, field: str, body: dict[str, Any]
+) -> None:
+    response = api.pay(body)
+    assert (response.status_code, error_of(response)["code"]) == (422, f"{field}_invalid")
+    schema = document(api)["components"]["schemas"]["PaymentCreate"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(schema).validate(body)
+
+
 # --- Last-Event-ID: its form declared, and kept ----------------------------------------------
 
 LAST_EVENT_IDS = ["0", "1", "007", "999999999", "null", "", "-1", "1.0", "1000000000", "一"]

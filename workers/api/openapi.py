@@ -73,6 +73,7 @@ BODY_ERRORS: Final = codes(
     "parameter_missing", "parameter_unknown", "idempotency_key_reused",
 )  # fmt: skip
 
+NO_NUL: Final = "^[^\\u0000]*$"  # requests.StrictBody refuses text holding U+0000
 _STRING = {"type": "string"}
 _NULLABLE_STRING = {"type": ["string", "null"]}
 _MOMENT = {"type": "string", "format": "date-time"}
@@ -349,6 +350,20 @@ def documented_codes(answer: dict[str, Any]) -> set[str]:
     return set(answer.get("content", {}).get("application/json", {}).get("examples", {}))
 
 
+def refusing_nul(schema: Any) -> Any:
+    """A body's schema, saying what its model refuses: text holding U+0000 (as PostgreSQL does)."""
+    if isinstance(schema, list):
+        return [refusing_nul(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    said = {k: v if k == "examples" else refusing_nul(v) for k, v in schema.items()}
+    if said.get("type") == "string" and not {"pattern", "enum"} & said.keys():
+        said["pattern"] = NO_NUL
+    if isinstance(said.get("propertyNames"), dict):
+        said["propertyNames"] = {"pattern": NO_NUL, **said["propertyNames"]}
+    return said
+
+
 def install(app: FastAPI) -> None:
     """Serve the complete document at /openapi.json (built once, on first request)."""
 
@@ -377,7 +392,7 @@ def complete(document: dict[str, Any]) -> None:
         schemas.pop(name, None)
     schemas |= SCHEMAS
     for model in BODIES:
-        schemas[model.__name__] = model.model_json_schema(ref_template=REF)
+        schemas[model.__name__] = refusing_nul(model.model_json_schema(ref_template=REF))
     components["securitySchemes"] = {
         "apiKey": {
             "type": "http",
