@@ -177,7 +177,8 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
         "/v1/payments", create_payment, methods=["POST"], status_code=202,
         route_class_override=RequestRoute,
         **openapi.operation(
-            "createPayment", "Create a payment", tag="payments", body=PaymentCreate,
+            "createPayment", "Create a payment", tag="payments",
+            body=PaymentCreate, body_bytes=limit,
             answers={"202": openapi.json_answer(
                 "Accepted: the payment as created (or, for a retry, as first answered)",
                 "Payment",
@@ -254,7 +255,7 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
         status_code=202,
         **openapi.operation(
             "createRefund", "Refund a payment (by default, what is left of it)", tag="refunds",
-            body=RefundCreate,
+            body=RefundCreate, body_bytes=limit,
             errors=codes("resource_missing", "payment_not_refundable", "amount_too_large"),
             answers={"202": openapi.json_answer(
                 "Accepted: the refund requested (or, for a retry, as first answered)", "Refund",

@@ -288,13 +288,15 @@ def operation(
     errors: Iterable[ErrorCode] = (),
     parameters: Iterable[dict[str, Any]] = (),
     body: type[BaseModel] | None = None,
+    body_bytes: int = 0,
     authenticated: bool = True,
 ) -> dict[str, Any]:
     """FastAPI's route keyword arguments for an operation, as the document shows it.
 
     ``answers`` are its success answers by status; ``errors`` the codes it can answer beyond
     those every merchant route (``authenticated``) shares, and those of its ``body``;
-    ``parameters`` those it reads from the request itself (FastAPI documents the others).
+    ``parameters`` those it reads from the request itself (FastAPI documents the others);
+    ``body_bytes`` the most its body may weigh (a limit no schema can state).
     """
     declared = list(errors)
     extra: dict[str, Any] = {
@@ -304,11 +306,14 @@ def operation(
     if authenticated:
         declared = [*MERCHANT_ERRORS, *declared]
     if body is not None:
+        if body_bytes < 1:
+            raise TypeError(f"{operation_id}: a body needs the most it may weigh (body_bytes)")
         declared += [*BODY_ERRORS, *invalid_fields(body.model_fields)]
         extra["parameters"].append(IDEMPOTENCY_KEY)
         extra["requestBody"] = {
             # A body all of whose fields are optional may be left out.
             "required": any(f.is_required() for f in body.model_fields.values()),
+            "description": f"JSON of at most {body_bytes} bytes (more is 413 request_too_large)",
             "content": {"application/json": {"schema": ref(body.__name__)}},
         }
     extra["responses"] = {**answers, **error_answers([*declared, CODES["internal_error"]])}
