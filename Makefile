@@ -17,8 +17,9 @@ test: infra lint  ## install, start PostgreSQL and Kafka, run the whole suite
 	$(BIN)/pytest
 	$(BIN)/pytest -m chaos -n 0
 
-chaos: install  ## the chaos scenario at full size (python -m chaos --help for size and duration)
+chaos: install  ## the chaos scenario at full size (python -m chaos --help), then a random contract run
 	$(BIN)/python -m chaos
+	CONTRACT_SEED=random CONTRACT_MAX_TIME=600 $(BIN)/pytest tests/test_fuzz_api.py -n 0
 
 install: $(STAMP)
 

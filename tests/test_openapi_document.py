@@ -130,6 +130,9 @@ def test_operations_with_a_body_document_the_idempotency_key_and_its_codes(
         )
         assert "idempotency_key_in_use" in documented_codes(op["responses"]["409"])
         assert "idempotency_key_reused" in documented_codes(op["responses"]["422"])
+        limit = load_settings().api.max_body_bytes
+        assert f"at most {limit} bytes" in op["requestBody"]["description"]
+        assert "request_too_large" in documented_codes(op["responses"]["413"])
 
 
 def test_the_event_stream_documents_its_frames_and_its_stream_cap(
@@ -163,3 +166,11 @@ def test_every_code_the_api_answers_with_is_catalogued_with_its_status(path: Pat
     for status, code in _raised(path.read_text()):
         assert code in CODES, f"{path.name}: {code} is not in workers.api.errors.CODES"
         assert CODES[code].status == status, f"{path.name}: {code} is {status}"
+
+
+def test_the_readme_lists_every_code_with_its_status() -> None:
+    rows = re.findall(r"^\| (\d{3}) \| (.+) \|$", (ROOT / "README.md").read_text(), re.MULTILINE)
+    listed = {
+        code: int(status) for status, codes in rows for code in re.findall(r"`([a-z_<>]+)`", codes)
+    }
+    assert listed == {c.code: c.status for c in CODES.values()} | {"<field>_invalid": 422}
