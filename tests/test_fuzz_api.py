@@ -31,7 +31,7 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 SEED = os.environ.get("CONTRACT_SEED", "1")
 MAX_TIME_S = int(os.environ.get("CONTRACT_MAX_TIME", "0")) or None
 # Enough for every operation and phase, bounded for CI.
-MAX_EXAMPLES = None if MAX_TIME_S else 40
+MAX_EXAMPLES = None if MAX_TIME_S else 100
 # Short keep-alives: an idle stream looks again soon.
 STREAMS = {"FLOWPAY_API__STREAM_HEARTBEAT_S": "1"}
 

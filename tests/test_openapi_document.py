@@ -12,11 +12,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 from openapi_spec_validator import validate
 
 from tests.conftest import ROOT
+from tests.helpers.contract import conforms
 from workers.api.app import create_app
 from workers.api.errors import CODES
 from workers.api.openapi import BODIES, MERCHANT_ERRORS, documented_codes
@@ -48,11 +48,6 @@ def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]
         for method, operation in item.items()
         if method in METHODS
     ]
-
-
-def conforms(document: dict[str, Any], schema: dict[str, Any], instance: Any) -> None:
-    root = {**schema, "components": document["components"]}
-    jsonschema.Draft202012Validator(root).validate(instance)
 
 
 def test_the_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+
 from tests.conftest import ROOT
 
 CONFIG = ROOT / "tests" / "schemathesis.toml"
@@ -76,3 +78,9 @@ def run_schemathesis(
 
 def _identity(name: str, key: str) -> dict[str, Any]:
     return {"name": name, "fixedHeaders": [{"name": "Authorization", "value": f"Bearer {key}"}]}
+
+
+def conforms(document: dict[str, Any], schema: dict[str, Any], instance: Any) -> None:
+    """``instance`` is valid against ``schema``, a schema of ``document`` (its refs resolved)."""
+    root = {**schema, "components": document["components"]}
+    jsonschema.Draft202012Validator(root).validate(instance)
