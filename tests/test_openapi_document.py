@@ -59,6 +59,7 @@ def test_operation_ids_are_stable_readable_and_unique(document: dict[str, Any]) 
     ids = {(method, path): op["operationId"] for method, path, op in operations(document)}
     assert all(re.fullmatch(r"[a-z]+(?:[A-Z][a-z]+)+", i) for i in ids.values()), ids
     assert len(set(ids.values())) == len(ids)
+    assert all(op.get("summary") and op.get("tags") for _, _, op in operations(document))
     assert {k: v for k, v in ids.items() if k in OPERATION_IDS} == OPERATION_IDS
 
 
@@ -95,7 +96,9 @@ def test_every_merchant_operation_documents_the_codes_they_all_share(
     document: dict[str, Any],
 ) -> None:
     merchant = [op for _, path, op in operations(document) if path.startswith("/v1/")]
-    assert len(merchant) == 5
+    assert {op["operationId"] for op in merchant} >= {
+        i for (_, path), i in OPERATION_IDS.items() if path.startswith("/v1/")
+    }
     for op in merchant:
         assert op["security"] == [{"apiKey": []}]
         answers = op["responses"]
