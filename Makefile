@@ -25,12 +25,15 @@ test: infra lint  ## install, start PostgreSQL and Kafka, run the whole suite
 	$(BIN)/pytest
 	$(BIN)/pytest -m chaos -n 0
 
-chaos: install  ## the chaos scenario at full size (python -m chaos --help for size and duration)
+chaos: install  ## the chaos scenario at full size (python -m chaos --help), then a random contract run
 	$(BIN)/python -m chaos
+	CONTRACT_SEED=random CONTRACT_MAX_TIME=600 $(BIN)/pytest tests/test_fuzz_api.py -n 0
 
 # Every run checks the lock: --locked fails when pyproject.toml and uv.lock disagree (`make lock`).
 install: $(UV)
 	$(UV) sync --locked --all-extras --python $(PYTHON)
+# The client generator, in an environment of its own (pyproject.toml's codegen group says why).
+	UV_PROJECT_ENVIRONMENT=$(VENV)/codegen $(UV) sync --locked --only-group codegen --python $(PYTHON)
 
 lock: $(UV)  ## bring uv.lock in line with pyproject.toml, keeping the other pins
 	$(UV) lock

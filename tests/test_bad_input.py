@@ -196,8 +196,8 @@ AMOUNTS: list[bytes] = [
     b"-9223372036854775809",
     b"1" + b"0" * 4_000,  # a 4001-digit integer
     b"1e400",  # overflows a double
-    b"1e3",
-    b"1999.0",
+    b"1e13",  # a whole number, over the API's limit
+    b"1999.5",  # a fraction (1999.0 is 1999: tests/test_api_contract.py)
     b"-0",
     b"0x7CF",
 ]

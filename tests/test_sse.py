@@ -197,7 +197,7 @@ def test_only_the_merchants_own_payments_and_valid_requests_stream(
             (Reader(f, payment["id"], api_key=other.api_key), 404, "resource_missing"),
             (Reader(f, "pay_doesnotexist"), 404, "resource_missing"),
             (Reader(f, payment["id"], api_key="sk_live_wrong"), 401, "api_key_invalid"),
-            (Reader(f, payment["id"], last_event_id="99"), 400, "last_event_id_invalid"),
+            (Reader(f, payment["id"], last_event_id="99"), 409, "last_event_id_unknown"),
             (Reader(f, payment["id"], last_event_id="-1"), 400, "last_event_id_invalid"),
         ]
         for reader, status, code in cases:

@@ -19,11 +19,11 @@ from starlette.exceptions import HTTPException
 
 from workers.api import openapi, payments, read_model, stream
 from workers.api.auth import Authenticator
-from workers.api.errors import API_ERROR, ApiError
+from workers.api.errors import API_ERROR, ApiError, codes
 from workers.api.idempotency import Answer, request_hash, run_once
 from workers.api.metrics import RequestMetrics
 from workers.api.request_context import RequestContext, correlation_id
-from workers.api.routing import RequestRoute
+from workers.api.routing import RequestRoute, allowed_methods
 from workers.api.schemas import PaymentCreate, RefundCreate, parse_body
 from workers.core import observe
 from workers.core.config import Settings, load_settings
@@ -33,6 +33,11 @@ from workers.core.requests import BadRequest, check_idempotency_key
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
+LOCATION = {"description": "The payment's URL", "required": True, "schema": {"type": "string"}}
+REPLAYED = {
+    "description": "`true` when this is the stored answer to an earlier request with the key",
+    "schema": {"type": "string", "enum": ["true"]},
+}
 
 
 class Services:
@@ -75,6 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="FlowPay API",
         version="1",
+        description=openapi.DESCRIPTION,
+        openapi_tags=openapi.TAGS,
         lifespan=lifespan,
         # Per-request telemetry hooks cost CPU on the hot path; tracing is wired separately.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -150,6 +157,7 @@ def _json(payload: Any, correlation_id: str, status: int = 200) -> Response:
 
 def _install_routes(app: FastAPI, settings: Settings) -> None:
     limit = settings.api.max_body_bytes
+    by_id = "$response.body#/id"
 
     async def create_payment(request: Request) -> Response:
         raw = await _read_body(request, limit)
@@ -168,22 +176,71 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
     app.router.add_api_route(
         "/v1/payments", create_payment, methods=["POST"], status_code=202,
         route_class_override=RequestRoute,
+        **openapi.operation(
+            "createPayment", "Create a payment", tag="payments",
+            body=PaymentCreate, body_bytes=limit,
+            answers={"202": openapi.json_answer(
+                "Accepted: the payment as created (or, for a retry, as first answered)",
+                "Payment",
+                headers={"Location": LOCATION, "Idempotent-Replayed": REPLAYED},
+                links={
+                    "GetPayment": openapi.link("getPayment", by_id, "Read it"),
+                    "StreamPaymentEvents": openapi.link(
+                        "streamPaymentEvents", by_id, "Follow its status"
+                    ),
+                    "CreateRefund": openapi.link("createRefund", by_id, "Refund it"),
+                },
+            )},
+        ),
     )  # fmt: skip
 
-    @app.get("/v1/payments/{payment_id}")
-    async def get_payment(request: Request, payment_id: str) -> Response:
+    @app.get(
+        "/v1/payments/{payment_id}",
+        **openapi.operation(
+            "getPayment", "Read a payment", tag="payments",
+            errors=codes("resource_missing"),
+            answers={"200": openapi.json_answer(
+                "The payment", "Payment",
+                links={
+                    "StreamPaymentEvents": openapi.link(
+                        "streamPaymentEvents", by_id, "Follow its status"
+                    ),
+                    "CreateRefund": openapi.link("createRefund", by_id, "Refund it"),
+                },
+            )},
+        ),
+    )  # fmt: skip
+    async def get_payment(request: Request, payment_id: openapi.PaymentId) -> Response:
         services = _services(request)
         merchant_id = await services.auth.merchant_for(request.headers.get("authorization"))
         payment = await payments.get_payment(services.pool, merchant_id, payment_id)
         return _json(payment, _correlation_id(request))
 
-    @app.get("/v1/payments")
+    @app.get(
+        "/v1/payments",
+        **openapi.operation(
+            "listPayments", "List payments, newest first", tag="payments",
+            errors=codes("parameter_invalid", "resource_missing"),
+            answers={"200": openapi.json_answer("A page of payments", "PaymentList")},
+        ),
+    )  # fmt: skip
     async def list_payments(
         request: Request,
-        limit: Annotated[int, Query(ge=1, le=100)] = 10,
-        starting_after: Annotated[str | None, Query(max_length=255)] = None,
+        limit: Annotated[int, Query(ge=1, le=100, description="Payments per page")] = 10,
+        starting_after: Annotated[
+            str | None,
+            Query(
+                max_length=255,
+                description="The last payment id of the previous page: the page after it",
+                examples=[openapi.PAYMENT_ID_EXAMPLE],
+            ),
+        ] = None,
         status: Annotated[
-            str | None, Query(pattern="^(" + "|".join(payments.STATUSES) + ")$")
+            str | None,
+            Query(
+                pattern="^(" + "|".join(payments.STATUSES) + ")$",
+                description="Only payments in this status",
+            ),
         ] = None,
     ) -> Response:
         services = _services(request)
@@ -193,8 +250,23 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
         )
         return _json(page, _correlation_id(request))
 
-    @app.post("/v1/payments/{payment_id}/refunds", status_code=202)
-    async def create_refund(request: Request, payment_id: str) -> Response:
+    @app.post(
+        "/v1/payments/{payment_id}/refunds",
+        status_code=202,
+        **openapi.operation(
+            "createRefund", "Refund a payment (by default, what is left of it)", tag="refunds",
+            body=RefundCreate, body_bytes=limit,
+            errors=codes("resource_missing", "payment_not_refundable", "amount_too_large"),
+            answers={"202": openapi.json_answer(
+                "Accepted: the refund requested (or, for a retry, as first answered)", "Refund",
+                headers={"Idempotent-Replayed": REPLAYED},
+                links={"GetPayment": openapi.link(
+                    "getPayment", "$response.body#/payment_id", "Read its payment"
+                )},
+            )},
+        ),
+    )  # fmt: skip
+    async def create_refund(request: Request, payment_id: openapi.PaymentId) -> Response:
         raw = await _read_body(request, limit)
         services = _services(request)
         merchant_id = await services.auth.merchant_for(request.headers.get("authorization"))
@@ -211,11 +283,27 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
         answer = await run_once(services.pool, merchant_id, key, fingerprint, refund)
         return _answer(answer, correlation_id)
 
-    @app.get("/healthz")
+    @app.get(
+        "/healthz",
+        response_model=None,
+        **openapi.operation(
+            "getHealth", "Whether the server process is up", tag="health",
+            authenticated=False,
+            answers={"200": openapi.json_answer("Up", "Health")},
+        ),
+    )  # fmt: skip
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        response_model=None,
+        **openapi.operation(
+            "getReadiness", "Whether the server can reach its database", tag="health",
+            authenticated=False, errors=codes("service_unavailable"),
+            answers={"200": openapi.json_answer("Ready", "Readiness")},
+        ),
+    )  # fmt: skip
     async def readyz(request: Request) -> dict[str, str]:
         async with _services(request).pool.connection(timeout=5) as conn:
             await conn.execute("SELECT 1")
@@ -242,12 +330,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error.envelope(), status_code=422)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "resource_missing", 405: "method_not_allowed"}.get(
             exc.status_code, "invalid_request"
         )
         error = ApiError(exc.status_code, code, str(exc.detail))
-        return JSONResponse(error.envelope(), status_code=exc.status_code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request.app.router.routes, request.scope)
+        return JSONResponse(error.envelope(), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(PoolTimeout)

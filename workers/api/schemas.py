@@ -1,14 +1,15 @@
 """Request bodies, as the API accepts them, and how their errors read.
 
-Money is an int of minor units and an upper-case ISO 4217 code: JSON floats, booleans and
-strings are refused (strict mode), and so are fields nobody asked for.
+Money is an integer of minor units and an upper-case ISO 4217 code. An amount is a JSON number
+with no fraction, as JSON Schema's ``integer`` says (``548`` and ``548.0`` are the same amount);
+a fraction, a boolean or a string is refused (strict mode), and so are fields nobody asked for.
 """
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, Field, JsonValue, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, field_validator
 
 from workers.core.money import MAX_AMOUNT, CurrencyCode, currency_codes
 from workers.core.requests import StrictBody
@@ -21,8 +22,33 @@ MAX_METADATA_VALUE = 500
 B = TypeVar("B", bound=BaseModel)
 
 
+def _integral(value: Any) -> Any:
+    """A JSON number with no fraction (``548.0``) as the integer it is; anything else as sent."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+# Minor units: an integer, whether written 548 or 548.0 (strict mode refuses 548.5 and "548").
+MinorUnits = Annotated[int, Field(ge=1, le=MAX_AMOUNT), BeforeValidator(_integral)]
+
+
 class PaymentCreate(StrictBody):
-    amount: int = Field(ge=1, le=MAX_AMOUNT)
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "amount": 1999,
+                    "currency": "USD",
+                    "payment_method": "pm_card_visa",
+                    "description": "Order 1042",
+                    "metadata": {"order_id": "1042"},
+                }
+            ]
+        }
+    )
+
+    amount: MinorUnits
     currency: CurrencyCode = Field(json_schema_extra={"enum": list[JsonValue](currency_codes())})
     payment_method: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_]+$")
     description: str | None = Field(default=None, max_length=1000)
@@ -49,7 +75,13 @@ class PaymentCreate(StrictBody):
 
 
 class RefundCreate(StrictBody):
-    amount: int | None = Field(default=None, ge=1, le=MAX_AMOUNT)
+    """Without an amount, what is left of the payment is refunded."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"amount": 500, "reason": "requested_by_customer"}]}
+    )
+
+    amount: MinorUnits | None = None
     reason: str | None = Field(default=None, max_length=1000)
 
 

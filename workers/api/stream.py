@@ -4,10 +4,11 @@ Each event is the payment object after one change (the JSON of ``GET /v1/payment
 the change's version (1, 2, ... per payment) as its id. The stream starts with the current state
 (with ``Last-Event-ID: N``, with every change after version N) and ends after a final status;
 ``204`` says there is nothing more to wait for, which stops a browser's ``EventSource`` from
-reconnecting. The key is checked again at each wake-up, so a stream ends within
-``api.key_cache_s`` plus one heartbeat of its key being revoked.
+reconnecting; an N the payment has not reached is a conflict (409), not a malformed id (400).
+The key is checked again at each wake-up, so a stream ends within ``api.key_cache_s`` plus one
+heartbeat of its key being revoked.
 
-Starlette's ``StreamingResponse`` rather than an SSE library: the route answers 404, 400 or 204
+Starlette's ``StreamingResponse`` rather than an SSE library: the route answers 404, 409, 400 or 204
 as ordinary responses before streaming, and Starlette already cancels the stream when the client
 goes away.
 """
@@ -16,19 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Annotated, Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import psycopg
-from fastapi import APIRouter, FastAPI, Header, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from workers.api import openapi
 from workers.api.change_feed import ChangeFeed
 from workers.api.client import TERMINAL
-from workers.api.errors import ApiError, not_found
+from workers.api.errors import ApiError, codes, not_found
 from workers.api.payments import check_lookable, dumps, payment_object
 from workers.core.config import Settings
 from workers.core.db import database_url
@@ -41,17 +44,27 @@ log = logging.getLogger(__name__)
 Q = load_queries("workers.api")
 KEEP_ALIVE: Final = b": keep-alive\n\n"
 STREAM_HEADERS: Final = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-_DOCUMENTED: Final[dict[int | str, dict[str, Any]]] = {
-    200: {
-        "description": "The payment after each change, as Server-Sent Events",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
-    },
-    204: {"description": "Last-Event-ID is the final change: nothing more will come"},
+# What Last-Event-ID may be: a version of the stream's payment (0: none seen yet).
+LAST_EVENT_ID: Final = "^[0-9]{1,9}$"
+# Read from the request, like every header the API takes; declared here for the document.
+LAST_EVENT_ID_HEADER: Final = {
+    "name": "Last-Event-ID",
+    "in": "header",
+    "required": False,
+    "description": "The id of the last event seen: the stream resumes after it (0: from the "
+    "first change). Browsers' EventSource sends it by itself when it reconnects.",
+    "schema": {"type": "string", "pattern": LAST_EVENT_ID, "examples": ["2"]},
 }
-LastEventId = Annotated[
-    str | None,
-    Header(description="The id of the last event seen: resume after it (0: from the start)"),
-]
+_STREAM: Final = {
+    "description": "The payment after each change, as Server-Sent Events, until a final status",
+    "headers": {"X-Request-Id": openapi.REQUEST_ID},
+    # OpenAPI 3.1 has no itemSchema: see workers.api.openapi for how the events are described.
+    "content": {"text/event-stream": {"schema": openapi.EVENT_STREAM}},
+}
+_NOTHING_MORE: Final = {
+    "description": "Last-Event-ID is the payment's final change: nothing more will come",
+    "headers": {"X-Request-Id": openapi.REQUEST_ID},
+}
 
 
 def router(settings: Settings) -> APIRouter:
@@ -72,20 +85,28 @@ def router(settings: Settings) -> APIRouter:
     @routes.get(
         "/v1/payments/{payment_id}/events",
         response_class=StreamingResponse,
-        responses=_DOCUMENTED,
-    )
-    async def payment_events(
-        request: Request, payment_id: str, last_event_id: LastEventId = None
-    ) -> Response:
+        **openapi.operation(
+            "streamPaymentEvents", "Follow a payment's status as Server-Sent Events",
+            tag="payments",
+            parameters=[LAST_EVENT_ID_HEADER],
+            errors=codes(
+                "last_event_id_invalid", "last_event_id_unknown", "resource_missing",
+                "too_many_streams",
+            ),
+            answers={"200": _STREAM, "204": _NOTHING_MORE},
+        ),
+    )  # fmt: skip
+    async def payment_events(request: Request, payment_id: openapi.PaymentId) -> Response:
         services: Services = request.app.state.services
         merchant_id = await services.auth.merchant_for(request.headers.get("authorization"))
-        given = seen_version(last_event_id)
+        given = seen_version(request.headers.get("last-event-id"))
         version, status = await _head(services.pool, merchant_id, payment_id)
         # A new stream starts with the current state; a resumed one after what it saw.
         seen = version - 1 if given is None else given
         if seen > version:
+            # Well formed, but not an event of this payment (yet): no schema can say so.
             raise ApiError(
-                400, "last_event_id_invalid", f"Last-Event-ID: payment has no event {seen}",
+                409, "last_event_id_unknown", f"Last-Event-ID: payment has no event {seen}",
                 param="Last-Event-ID",
             )  # fmt: skip
         if seen == version and status in TERMINAL:
@@ -109,7 +130,7 @@ def seen_version(header: str | None) -> int | None:
     """The last version the client saw (0: none, so every change since creation)."""
     if header is None:
         return None
-    if not header.isascii() or not header.isdigit() or len(header) > 9:
+    if not re.fullmatch(LAST_EVENT_ID, header):
         raise ApiError(
             400, "last_event_id_invalid", "Last-Event-ID must be an event id of this stream",
             param="Last-Event-ID",
