@@ -13,86 +13,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import httpx
-import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from tests.conftest import env_for, flowpay
 from tests.helpers.receiver import Receiver, receiver
 from tests.helpers.servers import free_port, running
-from workers.api.merchants import create_merchant
+from tests.helpers.shop import FAST, Conn, Shop
 from workers.core.config import Settings
 from workers.core.db import database_url, make_pool
-from workers.core.events import Event, EventType, Failed, Initiated, Succeeded, encode, new_event
-from workers.core.kafka import Message, make_producer, produce_sync
-from workers.core.topics import topics
-from workers.notifier.endpoints import register_endpoint
+from workers.core.events import Event, EventType, Initiated, Succeeded, new_event
+from workers.core.kafka import Message
 from workers.notifier.intake import Intake
 from workers.notifier.sender import Due, Sender
-
-Conn = psycopg.Connection[tuple[Any, ...]]
-FAST = {
-    "FLOWPAY_NOTIFIER__SCHEDULE_S": "[0, 0.3, 0.3, 0.3]",
-    "FLOWPAY_NOTIFIER__TIMEOUT_S": "1",
-    "FLOWPAY_NOTIFIER__POLL_INTERVAL_S": "0.1",
-    "FLOWPAY_WORKER__POLL_TIMEOUT_S": "0.1",
-}
-
-
-class Shop:
-    def __init__(self, settings: Settings, db: Conn, hook: Receiver) -> None:
-        self.settings = settings
-        self.db = db
-        merchant = create_merchant(db, "Hooked shop")
-        self.merchant_id = merchant.id
-        self.endpoint = register_endpoint(db, merchant.id, hook.url)
-        hook.secret = self.endpoint.secret
-        self.producer = make_producer(settings, "test")
-
-    def publish(self, payment_id: str, *kinds: EventType) -> None:
-        data = {
-            EventType.INITIATED: Initiated(
-                amount=1999, currency="USD", payment_method="pm_card_visa"
-            ),
-            EventType.SUCCEEDED: Succeeded(charge_id="ch_1"),
-            EventType.FAILED: Failed(reason="card_declined"),
-        }
-        for kind in kinds:
-            event = new_event(
-                kind,
-                payment_id=payment_id,
-                merchant_id=self.merchant_id,
-                data=data[kind],
-                source="test",
-            )
-            encoded = encode(event)
-            produce_sync(
-                self.producer,
-                topics(self.settings).payments,
-                key=encoded.key,
-                value=encoded.value,
-                headers=encoded.headers,
-            )
-
-    def delivery(self) -> dict[str, Any]:
-        row = self.db.execute(
-            "SELECT id, status, attempts, next_attempt_at FROM notifier.deliveries WHERE merchant_id = %s",
-            (self.merchant_id,),
-        ).fetchone()
-        assert row is not None
-        return dict(zip(("id", "status", "attempts", "next_attempt_at"), row, strict=True))
-
-    def wait_status(self, status: str, timeout_s: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                delivery = self.delivery()
-                if delivery["status"] == status:
-                    return delivery
-            except AssertionError:
-                pass
-            assert time.monotonic() < deadline, f"delivery never became {status}"
-            time.sleep(0.05)
 
 
 @pytest.fixture
@@ -103,7 +36,9 @@ def hook() -> Iterator[Receiver]:
 
 @pytest.fixture
 def shop(settings: Settings, db: Conn, hook: Receiver) -> Shop:
-    return Shop(settings, db, hook)
+    made = Shop(settings, db, hook.url)
+    hook.secret = made.endpoint.secret
+    return made
 
 
 @pytest.fixture

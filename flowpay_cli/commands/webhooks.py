@@ -49,9 +49,10 @@ def add_endpoint(
     url: Annotated[str, typer.Option("--url", help="Where to POST webhooks.")],
     as_json: Json = False,
 ) -> None:
-    """Add an endpoint; prints its signing secret once."""
-    with connect(settings(ctx)) as conn:
-        endpoint = register_endpoint(conn, merchant, url)
+    """Add an endpoint (https, outside private networks); prints its signing secret once."""
+    config = settings(ctx)
+    with connect(config) as conn:
+        endpoint = register_endpoint(conn, merchant, url, config.notifier)
     shown = {
         "id": endpoint.id,
         "merchant_id": endpoint.merchant_id,

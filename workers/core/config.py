@@ -148,6 +148,11 @@ class NotifierSettings(_Section):
     poll_interval_s: float = Field(default=0.5, gt=0)
     # A Retry-After longer than this is cut to it.
     max_retry_after_s: float = Field(default=3600.0, gt=0)
+    # Off in production: endpoints must be https, and must not reach inside the network
+    # (loopback, private, link-local, CGNAT, multicast, ...). The local stack and the tests
+    # turn both on for their own receivers on 127.0.0.1.
+    allow_insecure_http: bool = False
+    allow_private_targets: bool = False
 
 
 class MetricsSettings(_Section):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workers.core.config import Settings
+from workers.devstack.demo import LOCAL_RECEIVER_ENV
 from workers.devstack.paths import StackPaths
 from workers.devstack.procs import alive, read_pid, spawn, terminate
 
@@ -112,7 +113,7 @@ def supervise(settings: Settings, stop: threading.Event) -> None:
 def role_env(settings: Settings) -> dict[str, str]:
     """The roles' environment: JSON log lines, unless the configuration names a format."""
     chosen = "json" if settings.log_format == "auto" else settings.log_format
-    return {**os.environ, "FLOWPAY_LOG_FORMAT": chosen}
+    return {**os.environ, "FLOWPAY_LOG_FORMAT": chosen, **LOCAL_RECEIVER_ENV}
 
 
 def _start(role: Role, paths: StackPaths, env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -6,19 +6,15 @@ import base64
 import secrets
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from psycopg import Connection
 
-from workers.core.errors import FlowPayError
+from workers.core.config import NotifierSettings
 from workers.core.ids import new_id
 from workers.core.sql import load_queries
+from workers.core.webhook_urls import check_webhook_url
 
 Q = load_queries("workers.notifier")
-
-
-class InvalidEndpoint(FlowPayError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -34,15 +30,12 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
-def check_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
-        raise InvalidEndpoint(f"webhook URL must be an http(s) URL with a host: {url!r}")
-    return url
-
-
-def register_endpoint(conn: Connection[Any], merchant_id: str, url: str) -> NewEndpoint:
-    endpoint = NewEndpoint(new_id("we"), merchant_id, check_url(url), new_secret())
+def register_endpoint(
+    conn: Connection[Any], merchant_id: str, url: str, settings: NotifierSettings
+) -> NewEndpoint:
+    """Add an endpoint whose URL obeys ``workers.core.webhook_urls`` under ``settings``."""
+    checked = check_webhook_url(url, settings)
+    endpoint = NewEndpoint(new_id("we"), merchant_id, checked, new_secret())
     with conn.transaction():
         conn.execute(
             Q["endpoint_insert"],

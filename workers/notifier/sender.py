@@ -28,7 +28,9 @@ from psycopg_pool import AsyncConnectionPool
 from workers.core.config import NotifierSettings
 from workers.core.observe import following_up
 from workers.core.sql import load_queries
+from workers.core.webhook_urls import InvalidWebhookUrl
 from workers.notifier import metrics, signing
+from workers.notifier.guard import GuardedTransport
 from workers.notifier.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -78,7 +80,10 @@ class Sender:
     async def run(self, stop: threading.Event) -> None:
         self.wakeup.bind()
         async with httpx.AsyncClient(
-            timeout=self.config.timeout_s, headers={"User-Agent": USER_AGENT}
+            transport=GuardedTransport(self.config, self.config.max_concurrent),
+            timeout=self.config.timeout_s,
+            headers={"User-Agent": USER_AGENT},
+            follow_redirects=False,
         ) as http:
             while not stop.is_set():
                 room = self.config.max_concurrent - len(self._tasks)
@@ -163,7 +168,7 @@ class Sender:
             retry_after = _retry_after_s(response.headers.get("retry-after"))
         except httpx.TimeoutException:
             error = "timeout"
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, InvalidWebhookUrl) as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
         duration_ms = int((time.perf_counter() - clock) * 1000)
         return Result(
