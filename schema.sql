@@ -253,6 +253,11 @@ CREATE TABLE IF NOT EXISTS notifier.deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_due ON notifier.deliveries (next_attempt_at)
     WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_by_payment ON notifier.deliveries (payment_id);
+-- The claim ranks each endpoint's due deliveries (in this order) and counts its live leases.
+CREATE INDEX IF NOT EXISTS deliveries_due_by_endpoint
+    ON notifier.deliveries (endpoint_id, next_attempt_at, id) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_leased ON notifier.deliveries (endpoint_id)
+    WHERE status = 'pending' AND leased_until IS NOT NULL;
 -- Carried from the event to every attempt: its log lines name the correlation id, and its span
 -- is a child of the event's (a W3C traceparent; NULL when tracing is off).
 ALTER TABLE notifier.deliveries ADD COLUMN IF NOT EXISTS correlation_id text;

@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -25,6 +26,7 @@ from workers.core.db import database_url, make_pool
 from workers.core.events import Event, EventType, Initiated, Succeeded, new_event
 from workers.core.kafka import Message
 from workers.notifier.intake import Intake
+from workers.notifier.posting import Result
 from workers.notifier.sender import Due, Sender
 
 
@@ -183,13 +185,14 @@ def test_dead_receiver_fails_then_retry_failed_delivers(
 def test_sigkill_mid_send_loses_no_delivery(shop: Shop, hook: Receiver, settings: Settings) -> None:
     hook.script = ["hang"]
     hook.hang_s = 3
-    env = {**env_for(settings), **FAST, "FLOWPAY_NOTIFIER__TIMEOUT_S": "10"}
+    long = {"FLOWPAY_NOTIFIER__ATTEMPT_DEADLINE_S": "10", "FLOWPAY_NOTIFIER__LEASE_S": "12"}
+    env = {**env_for(settings), **FAST, **long}
     with running(["run-notifier"], env) as first:
         shop.publish("pay_F", EventType.INITIATED, EventType.SUCCEEDED)
         hook.wait_for(1)  # the first attempt is in flight, unanswered
         first.send_signal(signal.SIGKILL)
         first.wait(10)
-    with running(["run-notifier"], {**env, "FLOWPAY_NOTIFIER__TIMEOUT_S": "1"}):
+    with running(["run-notifier"], {**env_for(settings), **FAST}):
         delivered = shop.wait_status("delivered", timeout_s=90)
     assert [r.webhook_id for r in hook.got] == [delivered["id"], delivered["id"]]
 
@@ -248,3 +251,45 @@ def test_an_attempt_that_cannot_be_recorded_ends_quietly_for_the_lease_to_retry(
     [sent] = hook.wait_for(1)
     assert sent.webhook_id == "msg_q"
     assert "webhook attempt not recorded" in caplog.text
+
+
+def test_attempt_lines_name_the_endpoint_never_its_url(
+    settings: Settings, shop: Shop, hook: Receiver, tmp_path: Path
+) -> None:
+    log = tmp_path / "notifier.log"
+    with running(["run-notifier"], {**env_for(settings), **FAST}, log_path=log):
+        shop.publish("pay_L", EventType.INITIATED, EventType.SUCCEEDED)
+        delivered = shop.wait_status("delivered")
+    text = log.read_text()
+    assert (
+        f"webhook attempt 1 of {delivered['id']} to endpoint {shop.endpoint.id}: HTTP 200" in text
+    )
+    host_and_port = hook.url.split("/")[2]
+    assert host_and_port not in text
+
+
+def test_an_answer_the_database_refuses_is_recorded_without_it(
+    settings: Settings, shop: Shop, hook: Receiver
+) -> None:
+    shop.db.execute(
+        "INSERT INTO notifier.deliveries (id, endpoint_id, event_id, merchant_id, payment_id,"
+        " event_type, body) VALUES ('msg_N', %s, gen_random_uuid(), %s, 'pay_N', 'payment.failed', '{}')",
+        (shop.endpoint.id, shop.merchant_id),
+    )
+    pending = shop.delivery()
+    due = Due(pending["id"], shop.endpoint.id, hook.url, shop.endpoint.secret, "enabled", b"{}", 0)
+    refused = Result(500, None, None, datetime.now(UTC), 12, "NUL \x00 is no text to PostgreSQL")
+
+    async def record() -> str:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(database_url(settings), open=False)
+        await pool.open()
+        try:
+            return await Sender(settings.notifier, pool).record(due, refused)
+        finally:
+            await pool.close()
+
+    assert asyncio.run(record()) == "retry"
+    [attempt] = shop.attempts(pending["id"])
+    assert attempt["status_code"] == 500
+    assert attempt["head"] is None
+    assert attempt["error"].startswith("DataError: ")

@@ -22,7 +22,8 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 # Compressed for tests: four attempts a fraction of a second apart, short deadlines and polls.
 FAST = {
     "FLOWPAY_NOTIFIER__SCHEDULE_S": "[0, 0.3, 0.3, 0.3]",
-    "FLOWPAY_NOTIFIER__TIMEOUT_S": "1",
+    "FLOWPAY_NOTIFIER__ATTEMPT_DEADLINE_S": "1",
+    "FLOWPAY_NOTIFIER__LEASE_S": "3",
     "FLOWPAY_NOTIFIER__POLL_INTERVAL_S": "0.1",
     "FLOWPAY_WORKER__POLL_TIMEOUT_S": "0.1",
 }

@@ -35,17 +35,52 @@ VALUES (%(id)s, %(endpoint_id)s, %(event_id)s, %(merchant_id)s, %(payment_id)s, 
         %(correlation_id)s, %(traceparent)s)
 ON CONFLICT ON CONSTRAINT deliveries_once_per_event_and_endpoint DO NOTHING;
 
+-- name: deliveries_claim_lock
+-- Claims take turns across notifier processes (for the length of a claim's transaction), so
+-- that each sees the leases the one before took and no endpoint gets more than its share.
+SELECT pg_advisory_xact_lock(hashtext('notifier.deliveries_claim'));
+
 -- name: deliveries_claim
 -- A lease, not a lock held across the HTTP call: a sender that dies lets the lease lapse, and
--- the delivery goes again with the same webhook-id.
+-- the delivery goes again with the same webhook-id. Fair across endpoints: claims go round the
+-- endpoints rank by rank (each one's oldest due delivery first, then each one's second, ...),
+-- an endpoint's live leases (attempts in flight, in any process) taking its first ranks, and
+-- none beyond per_endpoint. The endpoints with pending deliveries are found by skipping through
+-- deliveries_due_by_endpoint one endpoint at a time, and only the first few due deliveries of
+-- each are read: a claim costs the number of such endpoints, not the length of any backlog.
+WITH RECURSIVE pending(endpoint_id) AS (
+    (SELECT endpoint_id FROM notifier.deliveries WHERE status = 'pending'
+     ORDER BY endpoint_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT d.endpoint_id FROM notifier.deliveries d
+            WHERE d.status = 'pending' AND d.endpoint_id > p.endpoint_id
+            ORDER BY d.endpoint_id LIMIT 1)
+    FROM pending p WHERE p.endpoint_id IS NOT NULL
+), leased AS (
+    SELECT endpoint_id, count(*) AS n FROM notifier.deliveries
+    WHERE status = 'pending' AND leased_until IS NOT NULL AND leased_until >= now()
+    GROUP BY endpoint_id
+), chosen AS (
+    SELECT due.id FROM pending p
+    LEFT JOIN leased l ON l.endpoint_id = p.endpoint_id
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.next_attempt_at,
+               coalesce(l.n, 0) + row_number() OVER (ORDER BY d.next_attempt_at, d.id) AS slot
+        FROM notifier.deliveries d
+        WHERE d.endpoint_id = p.endpoint_id AND d.status = 'pending'
+          AND d.next_attempt_at <= now() AND (d.leased_until IS NULL OR d.leased_until < now())
+        ORDER BY d.next_attempt_at, d.id
+        LIMIT %(per_endpoint)s
+    ) due
+    WHERE p.endpoint_id IS NOT NULL AND due.slot <= %(per_endpoint)s
+    ORDER BY due.slot, due.next_attempt_at, due.id
+    LIMIT %(limit)s
+)
 UPDATE notifier.deliveries d
 SET leased_until = now() + make_interval(secs => %(lease_s)s)
-FROM (SELECT id FROM notifier.deliveries
-      WHERE status = 'pending' AND next_attempt_at <= now()
-        AND (leased_until IS NULL OR leased_until < now())
-      ORDER BY next_attempt_at LIMIT %(limit)s
-      FOR UPDATE SKIP LOCKED) due, notifier.endpoints e
-WHERE d.id = due.id AND e.id = d.endpoint_id
+FROM notifier.endpoints e
+WHERE d.id = ANY (ARRAY(SELECT id FROM chosen)) AND e.id = d.endpoint_id
+  AND d.status = 'pending' AND (d.leased_until IS NULL OR d.leased_until < now())
 RETURNING d.id, d.endpoint_id, e.url, e.secret, e.status, d.body, d.attempts,
           d.payment_id, d.event_id::text, d.correlation_id, d.traceparent;
 
