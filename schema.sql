@@ -214,6 +214,12 @@ CREATE TABLE IF NOT EXISTS notifier.endpoints (
     disabled_at timestamptz
 );
 CREATE INDEX IF NOT EXISTS endpoints_by_merchant ON notifier.endpoints (merchant_id);
+-- Why it is disabled: 'gone' (it answered 410), 'failing' (every attempt failed for
+-- notifier.disable_after_s, counted from failing_since), 'operator' (`flowpay webhooks disable`).
+ALTER TABLE notifier.endpoints ADD COLUMN IF NOT EXISTS disabled_reason text
+    CONSTRAINT endpoints_disabled_reason_known CHECK (disabled_reason IN ('gone', 'failing', 'operator'));
+-- When its current run of failed attempts began; NULL after a success.
+ALTER TABLE notifier.endpoints ADD COLUMN IF NOT EXISTS failing_since timestamptz;
 
 -- ---------------------------------------------------------------------------------------------
 -- notifier: its view of each payment, one delivery per (event, endpoint), every attempt

@@ -18,9 +18,11 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from tests.conftest import env_for, flowpay
+from tests.helpers.metrics import MetricPorts, value
 from tests.helpers.receiver import Receiver, receiver
 from tests.helpers.servers import free_port, running
 from tests.helpers.shop import FAST, Conn, Shop
+from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 from workers.core.db import database_url, make_pool
 from workers.core.events import Event, EventType, Initiated, Succeeded, new_event
@@ -253,6 +255,81 @@ def test_an_attempt_that_cannot_be_recorded_ends_quietly_for_the_lease_to_retry(
     assert "webhook attempt not recorded" in caplog.text
 
 
+def test_an_endpoint_failing_every_attempt_for_long_enough_is_disabled(
+    settings: Settings, shop: Shop, hook: Receiver, tmp_path: Path
+) -> None:
+    hook.script = [503] * 10
+    ports = MetricPorts()
+    log = tmp_path / "notifier.log"
+    env = {**env_for(settings), **FAST, **ports.env(), "FLOWPAY_NOTIFIER__DISABLE_AFTER_S": "0.5"}
+    with running(["run-notifier"], env, log_path=log):
+        shop.publish("pay_X", EventType.INITIATED, EventType.SUCCEEDED)
+        failed = shop.wait_status("failed")
+        wait_for(
+            lambda: (
+                value(
+                    ports.scrape("notifier"),
+                    "flowpay_webhook_endpoints_disabled_total",
+                    reason="failing",
+                )
+                == 1
+            ),
+            30,
+            "the endpoint disabled metric",
+        )
+        # What happens to the endpoint's webhooks from now on: kept, not sent.
+        shop.publish("pay_Y", EventType.INITIATED, EventType.SUCCEEDED)
+        wait_for(lambda: _kept(shop.db, shop.endpoint.id) == 1, 30, "the next delivery kept")
+    assert 2 <= failed["attempts"] < 4  # disabled before its schedule ran out
+    row = shop.db.execute(
+        "SELECT status, disabled_reason FROM notifier.endpoints WHERE id = %s", (shop.endpoint.id,)
+    ).fetchone()
+    assert row == ("disabled", "failing")
+    assert f"endpoint {shop.endpoint.id} disabled: every attempt failed" in log.read_text()
+    assert {r.webhook_id for r in hook.got} == {failed["id"]}
+
+
+def test_operators_disable_and_enable_an_endpoint_and_retry_what_it_missed(
+    settings: Settings, shop: Shop, hook: Receiver, notifier: Any
+) -> None:
+    env = env_for(settings)
+    endpoint = shop.endpoint.id
+    done = flowpay("webhooks", "disable", endpoint, env=env)
+    assert done.returncode == 0, done.stderr
+    shop.publish("pay_K", EventType.INITIATED, EventType.SUCCEEDED)
+    wait_for(lambda: _kept(shop.db, endpoint) == 1, 30, "the delivery kept")
+    kept = shop.delivery()
+    assert (kept["status"], kept["attempts"], kept["last_error"]) == (
+        "failed",
+        0,
+        "endpoint_disabled",
+    )
+
+    early = flowpay("webhooks", "retry", kept["id"], env=env)
+    assert early.returncode == 2
+    assert f"`flowpay webhooks enable {endpoint}` first" in early.stderr
+
+    enabled = flowpay("webhooks", "enable", endpoint, env=env)
+    assert enabled.returncode == 0, enabled.stderr
+    assert "1 deliveries were kept while it was disabled" in enabled.stdout
+    since = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    retried = flowpay(
+        "webhooks", "retry", "--failed", "--endpoint", endpoint, "--since", since, env=env
+    )
+    assert "re-queued 1" in retried.stdout, retried.stderr
+    assert shop.wait_status("delivered")["id"] == kept["id"]
+    assert [r.webhook_id for r in hook.got] == [kept["id"]]
+
+
+@pytest.mark.parametrize("verb", ["disable", "enable"])
+def test_disabling_or_enabling_an_unknown_endpoint_is_one_line_exit_2(
+    settings: Settings, verb: str
+) -> None:
+    done = flowpay("webhooks", verb, "we_nope", env=env_for(settings))
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: no webhook endpoint we_nope"
+
+
 def test_attempt_lines_name_the_endpoint_never_its_url(
     settings: Settings, shop: Shop, hook: Receiver, tmp_path: Path
 ) -> None:
@@ -293,3 +370,12 @@ def test_an_answer_the_database_refuses_is_recorded_without_it(
     assert attempt["status_code"] == 500
     assert attempt["head"] is None
     assert attempt["error"].startswith("DataError: ")
+
+
+def _kept(db: Conn, endpoint_id: str) -> int:
+    row = db.execute(
+        "SELECT count(*) FROM notifier.deliveries"
+        " WHERE endpoint_id = %s AND status = 'failed' AND last_error = 'endpoint_disabled'",
+        (endpoint_id,),
+    ).fetchone()
+    return int(row[0]) if row else 0

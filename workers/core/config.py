@@ -156,6 +156,8 @@ class NotifierSettings(_Section):
     poll_interval_s: float = Field(default=0.5, gt=0)
     # A Retry-After longer than this is cut to it.
     max_retry_after_s: float = Field(default=3600.0, gt=0)
+    # An endpoint whose every attempt failed for this long is disabled (as Svix: 5 days).
+    disable_after_s: float = Field(default=432_000.0, gt=0)
     # Off in production: endpoints must be https, and must not reach inside the network
     # (loopback, private, link-local, CGNAT, multicast, ...). The local stack and the tests
     # turn both on for their own receivers on 127.0.0.1.
