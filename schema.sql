@@ -220,7 +220,13 @@ CREATE TABLE IF NOT EXISTS notifier.endpoints (
     secret      text        NOT NULL CHECK (secret LIKE 'whsec_%'),
     status      text        NOT NULL DEFAULT 'enabled' CHECK (status IN ('enabled', 'disabled')),
     created_at  timestamptz NOT NULL DEFAULT now(),
-    disabled_at timestamptz
+    disabled_at timestamptz,
+    -- Why it is disabled: 'gone' (it answered 410), 'failing' (every attempt failed for
+    -- notifier.disable_after_s, counted from failing_since), 'operator' (`webhooks disable`).
+    disabled_reason text        CONSTRAINT endpoints_disabled_reason_known
+                                CHECK (disabled_reason IN ('gone', 'failing', 'operator')),
+    -- When its current run of failed attempts began; NULL after a success.
+    failing_since timestamptz
 );
 CREATE INDEX IF NOT EXISTS endpoints_by_merchant ON notifier.endpoints (merchant_id);
 
@@ -266,6 +272,11 @@ CREATE TABLE IF NOT EXISTS notifier.deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_due ON notifier.deliveries (next_attempt_at)
     WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_by_payment ON notifier.deliveries (payment_id);
+-- The claim ranks each endpoint's due deliveries (in this order) and counts its live leases.
+CREATE INDEX IF NOT EXISTS deliveries_due_by_endpoint
+    ON notifier.deliveries (endpoint_id, next_attempt_at, id) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_leased ON notifier.deliveries (endpoint_id)
+    WHERE status = 'pending' AND leased_until IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS notifier.attempts (
     id            bigserial   PRIMARY KEY,

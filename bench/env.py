@@ -22,7 +22,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
-from tests.conftest import env_for, override
+from tests.conftest import LOCAL_RECEIVERS, env_for, override
 from tests.helpers.servers import running
 from workers.core.config import Settings, load_settings
 from workers.core.db import database_url
@@ -66,6 +66,7 @@ class Bench:
 def base_settings() -> Settings:
     """The local stack's settings, with the stack's PostgreSQL and Kafka started if they are not."""
     settings = override(load_settings(), "kafka", session_timeout_ms=6000)
+    settings = override(settings, "notifier", **LOCAL_RECEIVERS)  # the bench's own receivers
     stack.up(settings, infra_only=True, config_file=None, say=lambda _step: None)
     return settings
 

@@ -157,7 +157,8 @@ def _merchants(st: stack.ChaosStack, receiver: Receiver, count: int) -> list[Mer
     with connect(st.settings, autocommit=True) as conn:
         for n in range(count):
             merchant = create_merchant(conn, f"Chaos shop {n + 1}")
-            endpoint = register_endpoint(conn, merchant.id, receiver.url(merchant.id))
+            url = receiver.url(merchant.id)
+            endpoint = register_endpoint(conn, merchant.id, url, st.settings.notifier)
             receiver.secrets[merchant.id] = endpoint.secret
             made.append(Merchant(merchant.id, merchant.api_key, endpoint.secret))
     return made

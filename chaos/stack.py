@@ -45,7 +45,11 @@ TUNING: dict[str, str] = {
     "processor__late_charge_window_s": "120",
     "notifier__schedule_s": "[0, 0.5, 1, 2, 3, 5, 5, 5, 5, 5, 10, 10, 10, 10, 10, 10]",
     "notifier__jitter": "0.1",
-    "notifier__timeout_s": "1.5",
+    "notifier__attempt_deadline_s": "1.5",
+    "notifier__lease_s": "6.5",
+    # The scenario's webhook receiver is its own, on 127.0.0.1 over http.
+    "notifier__allow_insecure_http": "true",
+    "notifier__allow_private_targets": "true",
     "notifier__poll_interval_s": "0.2",
     "notifier__max_retry_after_s": "5",
     "dev__kafka_heap": "384m",

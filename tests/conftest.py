@@ -35,6 +35,11 @@ def override(settings: Settings, section: str, **values: Any) -> Settings:
     return settings.model_copy(update={section: current.model_copy(update=values)})
 
 
+# The tests' webhook receivers listen on 127.0.0.1 over http: both URL rules are lifted for
+# them; tests of the rules turn them off again.
+LOCAL_RECEIVERS = {"allow_insecure_http": True, "allow_private_targets": True}
+
+
 def env_for(settings: Settings) -> dict[str, str]:
     """Environment that makes a `flowpay` subprocess use the same database and topics."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWPAY_")}
@@ -48,6 +53,8 @@ def env_for(settings: Settings) -> dict[str, str]:
     # Roles of parallel tests would all want the default metrics ports; tests that read
     # metrics turn them on, on free ports.
     env["FLOWPAY_METRICS__ENABLED"] = "false"
+    for key in LOCAL_RECEIVERS:
+        env[f"FLOWPAY_NOTIFIER__{key.upper()}"] = str(getattr(settings.notifier, key)).lower()
     return env
 
 
@@ -69,6 +76,7 @@ def flowpay(
 def base_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     # A killed consumer's partitions move on after 6 s rather than 45 s.
     settings = override(load_settings(), "kafka", session_timeout_ms=6000)
+    settings = override(settings, "notifier", **LOCAL_RECEIVERS)
     # pytest-xdist workers share one stack: the first to get the lock starts it.
     with FileLock(str(tmp_path_factory.getbasetemp().parent / "flowpay-stack.lock")):
         stack.up(settings, infra_only=True, config_file=None, say=lambda _step: None)

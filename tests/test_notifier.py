@@ -10,89 +10,26 @@ import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
-import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from tests.conftest import env_for, flowpay
+from tests.helpers.metrics import MetricPorts, value
 from tests.helpers.receiver import Receiver, receiver
 from tests.helpers.servers import free_port, running
-from workers.api.merchants import create_merchant
+from tests.helpers.shop import FAST, Conn, Shop
+from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 from workers.core.db import database_url, make_pool
-from workers.core.events import Event, EventType, Failed, Initiated, Succeeded, encode, new_event
-from workers.core.kafka import Message, make_producer, produce_sync
-from workers.core.topics import topics
-from workers.notifier.endpoints import register_endpoint
+from workers.core.events import Event, EventType, Initiated, Succeeded, new_event
+from workers.core.kafka import Message
 from workers.notifier.intake import Intake
+from workers.notifier.posting import Result
 from workers.notifier.sender import Due, Sender
-
-Conn = psycopg.Connection[tuple[Any, ...]]
-FAST = {
-    "FLOWPAY_NOTIFIER__SCHEDULE_S": "[0, 0.3, 0.3, 0.3]",
-    "FLOWPAY_NOTIFIER__TIMEOUT_S": "1",
-    "FLOWPAY_NOTIFIER__POLL_INTERVAL_S": "0.1",
-    "FLOWPAY_WORKER__POLL_TIMEOUT_S": "0.1",
-}
-
-
-class Shop:
-    def __init__(self, settings: Settings, db: Conn, hook: Receiver) -> None:
-        self.settings = settings
-        self.db = db
-        merchant = create_merchant(db, "Hooked shop")
-        self.merchant_id = merchant.id
-        self.endpoint = register_endpoint(db, merchant.id, hook.url)
-        hook.secret = self.endpoint.secret
-        self.producer = make_producer(settings, "test")
-
-    def publish(self, payment_id: str, *kinds: EventType) -> None:
-        data = {
-            EventType.INITIATED: Initiated(
-                amount=1999, currency="USD", payment_method="pm_card_visa"
-            ),
-            EventType.SUCCEEDED: Succeeded(charge_id="ch_1"),
-            EventType.FAILED: Failed(reason="card_declined"),
-        }
-        for kind in kinds:
-            event = new_event(
-                kind,
-                payment_id=payment_id,
-                merchant_id=self.merchant_id,
-                data=data[kind],
-                source="test",
-            )
-            encoded = encode(event)
-            produce_sync(
-                self.producer,
-                topics(self.settings).payments,
-                key=encoded.key,
-                value=encoded.value,
-                headers=encoded.headers,
-            )
-
-    def delivery(self) -> dict[str, Any]:
-        row = self.db.execute(
-            "SELECT id, status, attempts, next_attempt_at FROM notifier.deliveries WHERE merchant_id = %s",
-            (self.merchant_id,),
-        ).fetchone()
-        assert row is not None
-        return dict(zip(("id", "status", "attempts", "next_attempt_at"), row, strict=True))
-
-    def wait_status(self, status: str, timeout_s: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                delivery = self.delivery()
-                if delivery["status"] == status:
-                    return delivery
-            except AssertionError:
-                pass
-            assert time.monotonic() < deadline, f"delivery never became {status}"
-            time.sleep(0.05)
 
 
 @pytest.fixture
@@ -103,7 +40,9 @@ def hook() -> Iterator[Receiver]:
 
 @pytest.fixture
 def shop(settings: Settings, db: Conn, hook: Receiver) -> Shop:
-    return Shop(settings, db, hook)
+    made = Shop(settings, db, hook.url)
+    hook.secret = made.endpoint.secret
+    return made
 
 
 @pytest.fixture
@@ -248,13 +187,14 @@ def test_dead_receiver_fails_then_retry_failed_delivers(
 def test_sigkill_mid_send_loses_no_delivery(shop: Shop, hook: Receiver, settings: Settings) -> None:
     hook.script = ["hang"]
     hook.hang_s = 3
-    env = {**env_for(settings), **FAST, "FLOWPAY_NOTIFIER__TIMEOUT_S": "10"}
+    long = {"FLOWPAY_NOTIFIER__ATTEMPT_DEADLINE_S": "10", "FLOWPAY_NOTIFIER__LEASE_S": "12"}
+    env = {**env_for(settings), **FAST, **long}
     with running(["run-notifier"], env) as first:
         shop.publish("pay_F", EventType.INITIATED, EventType.SUCCEEDED)
         hook.wait_for(1)  # the first attempt is in flight, unanswered
         first.send_signal(signal.SIGKILL)
         first.wait(10)
-    with running(["run-notifier"], {**env, "FLOWPAY_NOTIFIER__TIMEOUT_S": "1"}):
+    with running(["run-notifier"], {**env_for(settings), **FAST}):
         delivered = shop.wait_status("delivered", timeout_s=90)
     assert [r.webhook_id for r in hook.got] == [delivered["id"], delivered["id"]]
 
@@ -313,3 +253,129 @@ def test_an_attempt_that_cannot_be_recorded_ends_quietly_for_the_lease_to_retry(
     [sent] = hook.wait_for(1)
     assert sent.webhook_id == "msg_q"
     assert "webhook attempt not recorded" in caplog.text
+
+
+def test_an_endpoint_failing_every_attempt_for_long_enough_is_disabled(
+    settings: Settings, shop: Shop, hook: Receiver, tmp_path: Path
+) -> None:
+    hook.script = [503] * 10
+    ports = MetricPorts()
+    log = tmp_path / "notifier.log"
+    env = {**env_for(settings), **FAST, **ports.env(), "FLOWPAY_NOTIFIER__DISABLE_AFTER_S": "0.5"}
+    with running(["run-notifier"], env, log_path=log):
+        shop.publish("pay_X", EventType.INITIATED, EventType.SUCCEEDED)
+        failed = shop.wait_status("failed")
+        wait_for(
+            lambda: (
+                value(
+                    ports.scrape("notifier"),
+                    "flowpay_webhook_endpoints_disabled_total",
+                    reason="failing",
+                )
+                == 1
+            ),
+            30,
+            "the endpoint disabled metric",
+        )
+        # What happens to the endpoint's webhooks from now on: kept, not sent.
+        shop.publish("pay_Y", EventType.INITIATED, EventType.SUCCEEDED)
+        wait_for(lambda: _kept(shop.db, shop.endpoint.id) == 1, 30, "the next delivery kept")
+    assert 2 <= failed["attempts"] < 4  # disabled before its schedule ran out
+    row = shop.db.execute(
+        "SELECT status, disabled_reason FROM notifier.endpoints WHERE id = %s", (shop.endpoint.id,)
+    ).fetchone()
+    assert row == ("disabled", "failing")
+    assert f"endpoint {shop.endpoint.id} disabled: every attempt failed" in log.read_text()
+    assert {r.webhook_id for r in hook.got} == {failed["id"]}
+
+
+def test_operators_disable_and_enable_an_endpoint_and_retry_what_it_missed(
+    settings: Settings, shop: Shop, hook: Receiver, notifier: Any
+) -> None:
+    env = env_for(settings)
+    endpoint = shop.endpoint.id
+    done = flowpay("webhooks", "disable", endpoint, env=env)
+    assert done.returncode == 0, done.stderr
+    shop.publish("pay_K", EventType.INITIATED, EventType.SUCCEEDED)
+    wait_for(lambda: _kept(shop.db, endpoint) == 1, 30, "the delivery kept")
+    kept = shop.delivery()
+    assert (kept["status"], kept["attempts"], kept["last_error"]) == (
+        "failed",
+        0,
+        "endpoint_disabled",
+    )
+
+    early = flowpay("webhooks", "retry", kept["id"], env=env)
+    assert early.returncode == 2
+    assert f"`flowpay webhooks enable {endpoint}` first" in early.stderr
+
+    enabled = flowpay("webhooks", "enable", endpoint, env=env)
+    assert enabled.returncode == 0, enabled.stderr
+    assert "1 deliveries were kept while it was disabled" in enabled.stdout
+    since = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    retried = flowpay(
+        "webhooks", "retry", "--failed", "--endpoint", endpoint, "--since", since, env=env
+    )
+    assert "re-queued 1" in retried.stdout, retried.stderr
+    assert shop.wait_status("delivered")["id"] == kept["id"]
+    assert [r.webhook_id for r in hook.got] == [kept["id"]]
+
+
+@pytest.mark.parametrize("verb", ["disable", "enable"])
+def test_disabling_or_enabling_an_unknown_endpoint_is_one_line_exit_2(
+    settings: Settings, verb: str
+) -> None:
+    done = flowpay("webhooks", verb, "we_nope", env=env_for(settings))
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: no webhook endpoint we_nope"
+
+
+def test_attempt_lines_name_the_endpoint_never_its_url(
+    settings: Settings, shop: Shop, hook: Receiver, tmp_path: Path
+) -> None:
+    log = tmp_path / "notifier.log"
+    with running(["run-notifier"], {**env_for(settings), **FAST}, log_path=log):
+        shop.publish("pay_L", EventType.INITIATED, EventType.SUCCEEDED)
+        delivered = shop.wait_status("delivered")
+    text = log.read_text()
+    assert (
+        f"webhook attempt 1 of {delivered['id']} to endpoint {shop.endpoint.id}: HTTP 200" in text
+    )
+    host_and_port = hook.url.split("/")[2]
+    assert host_and_port not in text
+
+
+def test_an_answer_the_database_refuses_is_recorded_without_it(
+    settings: Settings, shop: Shop, hook: Receiver
+) -> None:
+    shop.db.execute(
+        "INSERT INTO notifier.deliveries (id, endpoint_id, event_id, merchant_id, payment_id,"
+        " event_type, body) VALUES ('msg_N', %s, gen_random_uuid(), %s, 'pay_N', 'payment.failed', '{}')",
+        (shop.endpoint.id, shop.merchant_id),
+    )
+    pending = shop.delivery()
+    due = Due(pending["id"], shop.endpoint.id, hook.url, shop.endpoint.secret, "enabled", b"{}", 0)
+    refused = Result(500, None, None, datetime.now(UTC), 12, "NUL \x00 is no text to PostgreSQL")
+
+    async def record() -> str:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(database_url(settings), open=False)
+        await pool.open()
+        try:
+            return await Sender(settings.notifier, pool).record(due, refused)
+        finally:
+            await pool.close()
+
+    assert asyncio.run(record()) == "retry"
+    [attempt] = shop.attempts(pending["id"])
+    assert attempt["status_code"] == 500
+    assert attempt["head"] is None
+    assert attempt["error"].startswith("DataError: ")
+
+
+def _kept(db: Conn, endpoint_id: str) -> int:
+    row = db.execute(
+        "SELECT count(*) FROM notifier.deliveries"
+        " WHERE endpoint_id = %s AND status = 'failed' AND last_error = 'endpoint_disabled'",
+        (endpoint_id,),
+    ).fetchone()
+    return int(row[0]) if row else 0

@@ -75,7 +75,8 @@ def _start_roles(bench: Bench, sizes: EndToEndSizes) -> tuple[NewMerchant, str]:
     sim_port, sink_port = free_port(), free_port()
     with bench.connect() as conn:
         merchant = create_merchant(conn, "Bench end to end")
-        endpoint = register_endpoint(conn, merchant.id, f"http://127.0.0.1:{sink_port}/hooks")
+        url = f"http://127.0.0.1:{sink_port}/hooks"
+        endpoint = register_endpoint(conn, merchant.id, url, bench.settings.notifier)
     bench.roles["webhook-receiver"] = loadgen.receiver(bench.stack, sink_port, endpoint.secret)
     # A delivery that fails once must not hold the measurement for the production schedule's
     # 5 minutes before its retry.

@@ -13,7 +13,8 @@ from workers.api import merchants as merchant_store
 from workers.api.server import serve
 from workers.core.db import connect
 from workers.core.logs import setup_logging
-from workers.notifier.endpoints import check_url, register_endpoint
+from workers.core.webhook_urls import check_webhook_url
+from workers.notifier.endpoints import register_endpoint
 
 merchants_app = typer.Typer(help="Create and list merchants; issue and revoke their API keys.")
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -56,7 +57,7 @@ def merchants_create(
     if not 1 <= len(name) <= 200:
         raise typer.BadParameter("must be 1 to 200 characters", param_hint="--name")
     if webhook_url is not None:
-        check_url(webhook_url)  # before anything is created
+        check_webhook_url(webhook_url, config.notifier)  # before anything is created
     with connect(config) as conn:
         merchant = merchant_store.create_merchant(conn, name)
     created = {
@@ -76,8 +77,9 @@ def merchants_create(
 
 
 def _register_webhook(ctx: typer.Context, merchant_id: str, url: str) -> dict[str, str]:
-    with connect(settings(ctx)) as conn:
-        endpoint = register_endpoint(conn, merchant_id, url)
+    config = settings(ctx)
+    with connect(config) as conn:
+        endpoint = register_endpoint(conn, merchant_id, url, config.notifier)
     return {
         "webhook_endpoint_id": endpoint.id,
         "webhook_url": endpoint.url,

@@ -12,7 +12,7 @@ from flowpay_cli.output import console, print_created, print_json, print_table
 from flowpay_cli.role_options import LogFormatOption, role_settings
 from workers.core.db import connect
 from workers.notifier import deliveries
-from workers.notifier.endpoints import register_endpoint
+from workers.notifier.endpoints import disable_endpoint, enable_endpoint, register_endpoint
 from workers.notifier.worker import serve
 
 app = typer.Typer(help="Inspect and retry webhook deliveries; manage endpoints.")
@@ -38,7 +38,7 @@ def endpoints(
     if as_json:
         print_json(rows)
         return
-    columns = ["id", "merchant_id", "url", "status", "created_at"]
+    columns = ["id", "merchant_id", "url", "status", "disabled_reason", "created_at"]
     print_table("webhook endpoints", columns, [[r[c] for c in columns] for r in rows])
 
 
@@ -49,9 +49,10 @@ def add_endpoint(
     url: Annotated[str, typer.Option("--url", help="Where to POST webhooks.")],
     as_json: Json = False,
 ) -> None:
-    """Add an endpoint; prints its signing secret once."""
-    with connect(settings(ctx)) as conn:
-        endpoint = register_endpoint(conn, merchant, url)
+    """Add an endpoint (https, outside private networks); prints its signing secret once."""
+    config = settings(ctx)
+    with connect(config) as conn:
+        endpoint = register_endpoint(conn, merchant, url, config.notifier)
     shown = {
         "id": endpoint.id,
         "merchant_id": endpoint.merchant_id,
@@ -64,6 +65,33 @@ def add_endpoint(
         as_json=as_json,
         note="The signing secret is shown only this once.",
     )
+
+
+@app.command("disable")
+def disable(
+    ctx: typer.Context, endpoint_id: Annotated[str, typer.Argument(help="Its id.")]
+) -> None:
+    """Stop sending to an endpoint; its deliveries are kept (failed, endpoint_disabled)."""
+    with connect(settings(ctx)) as conn:
+        kept = disable_endpoint(conn, endpoint_id)
+    if kept is None:
+        console.print(f"{endpoint_id} was disabled already")
+        return
+    console.print(f"disabled {endpoint_id}; {kept} pending deliveries kept, not sent")
+
+
+@app.command("enable")
+def enable(ctx: typer.Context, endpoint_id: Annotated[str, typer.Argument(help="Its id.")]) -> None:
+    """Send to an endpoint again (also one the notifier disabled)."""
+    with connect(settings(ctx)) as conn:
+        enabled = enable_endpoint(conn, endpoint_id)
+    console.print(f"enabled {endpoint_id}")
+    if enabled.kept and enabled.kept_since is not None:
+        since = enabled.kept_since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        console.print(
+            f"{enabled.kept} deliveries were kept while it was disabled; send them with"
+            f" `flowpay webhooks retry --failed --endpoint {endpoint_id} --since {since}`"
+        )
 
 
 @app.command("list")
@@ -122,8 +150,11 @@ def retry(
     merchant: Annotated[
         str | None, typer.Option("--merchant", help="With --failed: only this merchant's.")
     ] = None,
+    endpoint: Annotated[
+        str | None, typer.Option("--endpoint", help="With --failed: only this endpoint's.")
+    ] = None,
 ) -> None:
-    """Send failed deliveries again, with the same webhook-id."""
+    """Send failed deliveries again, with the same webhook-id (to enabled endpoints)."""
     if (delivery_id is None) == (not failed):
         raise typer.BadParameter("give a delivery id, or --failed --since TIME")
     with connect(settings(ctx)) as conn:
@@ -134,6 +165,5 @@ def retry(
         if since is None:
             raise typer.BadParameter("--failed needs --since", param_hint="--since")
         moment = since if since.tzinfo else since.replace(tzinfo=UTC)
-        console.print(
-            f"re-queued {deliveries.requeue_failed(conn, moment, merchant)} failed deliveries"
-        )
+        count = deliveries.requeue_failed(conn, moment, merchant, endpoint)
+        console.print(f"re-queued {count} failed deliveries")

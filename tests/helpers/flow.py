@@ -72,7 +72,9 @@ class Flow:
     def start_downstream(self, webhook_url: str) -> str:
         """Start the ledger and the notifier, sending to ``webhook_url``; returns its secret."""
         with psycopg.connect(database_url(self.settings), autocommit=True) as conn:
-            endpoint = register_endpoint(conn, self.merchant_id, webhook_url)
+            endpoint = register_endpoint(
+                conn, self.merchant_id, webhook_url, self.settings.notifier
+            )
         self.start("ledger", ["run-ledger"])
         self.start("notifier", ["run-notifier"])
         return endpoint.secret

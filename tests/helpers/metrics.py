@@ -105,7 +105,7 @@ def observed_stack(settings: Settings, tmp_path: Path) -> Iterator[Stack]:
     env = {**metrics.env(), **FAST_WEBHOOKS}
     with receiver(free_port()) as hook, flow(settings, tmp_path, extra_env=env) as f:
         with psycopg.connect(database_url(settings), autocommit=True) as conn:
-            hook.secret = register_endpoint(conn, f.merchant_id, hook.url).secret
+            hook.secret = register_endpoint(conn, f.merchant_id, hook.url, settings.notifier).secret
         f.start("ledger", ["run-ledger"])
         f.start("notifier", ["run-notifier"])
         silent = set(SERVING_ROLES)

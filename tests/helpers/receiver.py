@@ -27,6 +27,7 @@ class Received:
     body: dict[str, Any]
     signature_ok: bool
     answer: Answer
+    at: float = field(default_factory=time.time)  # when it arrived (epoch seconds)
 
 
 @dataclass

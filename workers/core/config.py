@@ -248,11 +248,33 @@ class NotifierSettings(_Section):
     schedule_s: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
     # Each delay is stretched or shrunk by up to this fraction, so retries do not stampede.
     jitter: float = Field(default=0.1, ge=0, lt=1)
-    timeout_s: float = Field(default=15.0, gt=0)
+    # One deadline for a whole attempt (connect, send, answer): an endpoint that drips its
+    # answer byte by byte is cut off here however often it sends a byte.
+    attempt_deadline_s: float = Field(default=15.0, gt=0)
+    # How long a claimed delivery stays this sender's: a sender that dies lets it lapse and the
+    # delivery goes again. Longer than the deadline, so that a live attempt is never sent twice.
+    lease_s: float = Field(default=30.0, gt=0)
     max_concurrent: int = Field(default=64, ge=1, le=10_000)
+    # Attempts in flight to one endpoint at most, over every notifier process: a slow endpoint
+    # holds this many of max_concurrent, never all of them.
+    max_in_flight_per_endpoint: int = Field(default=4, ge=1, le=10_000)
     poll_interval_s: float = Field(default=0.5, gt=0)
     # A Retry-After longer than this is cut to it.
     max_retry_after_s: float = Field(default=3600.0, gt=0)
+    # An endpoint whose every attempt failed for this long is disabled (as Svix: 5 days).
+    disable_after_s: float = Field(default=432_000.0, gt=0)
+    # Off in production: endpoints must be https, and must not reach inside the network
+    # (loopback, private, link-local, CGNAT, multicast, ...). The local stack and the tests
+    # turn both on for their own receivers on 127.0.0.1.
+    allow_insecure_http: bool = False
+    allow_private_targets: bool = False
+
+    @model_validator(mode="after")
+    def _deadline_within_lease(self) -> NotifierSettings:
+        if self.attempt_deadline_s >= self.lease_s:
+            # The lease would lapse mid-attempt and a second sender send it again meanwhile.
+            raise ValueError("attempt_deadline_s must be shorter than lease_s")
+        return self
 
 
 class MetricsSettings(_Section):

@@ -26,6 +26,7 @@ import psutil
 
 from workers.core.config import MetricsSettings, Settings
 from workers.core.lifecycle import signal_on_parent_death
+from workers.devstack.demo import LOCAL_RECEIVER_ENV
 from workers.devstack.paths import StackPaths
 from workers.devstack.procs import (
     alive,
@@ -193,7 +194,12 @@ def recorded(settings: Settings) -> dict[str, Recorded]:
 def role_env(settings: Settings) -> dict[str, str]:
     """The roles' environment: JSON log lines, unless the configuration names a format."""
     chosen = "json" if settings.log_format == "auto" else settings.log_format
-    return {**os.environ, "FLOWPAY_LOG_FORMAT": chosen, STACK_ENV: stack_id(settings)}
+    return {
+        **os.environ,
+        "FLOWPAY_LOG_FORMAT": chosen,
+        STACK_ENV: stack_id(settings),
+        **LOCAL_RECEIVER_ENV,
+    }
 
 
 def supervise(settings: Settings, stop: threading.Event) -> None:

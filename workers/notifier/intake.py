@@ -22,6 +22,7 @@ from workers.core.ids import new_id
 from workers.core.kafka import Message
 from workers.core.projection import advance, initial, iso
 from workers.core.sql import load_queries
+from workers.notifier.endpoints import ENDPOINT_DISABLED
 
 Q = load_queries("workers.notifier")
 
@@ -86,14 +87,17 @@ def webhook_body(event: Event, payment: dict[str, Any]) -> bytes:
 def _record_deliveries(
     conn: Connection[Any], event: Event, payment: dict[str, Any], message: Message
 ) -> int:
-    body = webhook_body(event, payment)
+    body, recorded = webhook_body(event, payment), 0
     # The event's own trace context, not the current span's: a batch taken at once runs under
     # no span of its own, and the attempts must stay in the payment's trace either way.
     traceparent = header(headers_of(message), tracing.TRACEPARENT)
     endpoints = conn.execute(
         Q["endpoints_of_merchant"], {"merchant_id": event.merchant_id}
     ).fetchall()
-    for (endpoint_id,) in endpoints:
+    for endpoint_id, endpoint_status in endpoints:
+        # A disabled endpoint's deliveries are kept, not sent: `webhooks retry` sends them once
+        # it is enabled again.
+        enabled = endpoint_status == "enabled"
         conn.execute(
             Q["delivery_insert"],
             {
@@ -106,6 +110,9 @@ def _record_deliveries(
                 "body": body,
                 "correlation_id": event.correlation_id,
                 "traceparent": traceparent,
+                "status": "pending" if enabled else "failed",
+                "last_error": None if enabled else ENDPOINT_DISABLED,
             },
         )
-    return len(endpoints)
+        recorded += int(enabled)
+    return recorded

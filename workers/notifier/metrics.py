@@ -13,13 +13,22 @@ from workers.core.sql import load_queries
 
 Q = load_queries("workers.notifier")
 # delivered | retry (scheduled again) | failed (the last attempt failed) | gone (410: disabled)
-OUTCOMES: Final = ("delivered", "retry", "failed", "gone")
+# | disabled (the endpoint had failed every attempt for notifier.disable_after_s: disabled)
+OUTCOMES: Final = ("delivered", "retry", "failed", "gone", "disabled")
+# gone (it answered 410) | failing (every attempt failed for notifier.disable_after_s)
+DISABLE_REASONS: Final = ("gone", "failing")
 STATUSES: Final = ("pending", "delivered", "failed")
 
 DELIVERIES = Counter(
     "flowpay_webhook_deliveries",
-    "Webhook delivery attempts by outcome (delivered, retry, failed, gone) and attempt number.",
+    "Webhook delivery attempts by outcome (delivered, retry, failed, gone, disabled) and attempt"
+    " number.",
     ["outcome", "attempt"],
+)
+ENDPOINTS_DISABLED = Counter(
+    "flowpay_webhook_endpoints_disabled",
+    "Webhook endpoints the notifier disabled, by reason (gone, failing).",
+    ["reason"],
 )
 BY_STATUS = Gauge(
     "flowpay_webhook_deliveries_by_status",
@@ -30,6 +39,10 @@ BY_STATUS = Gauge(
 
 def attempted(outcome: str, attempt: int) -> None:
     DELIVERIES.labels(outcome, str(attempt)).inc()
+
+
+def endpoint_disabled(reason: str) -> None:
+    ENDPOINTS_DISABLED.labels(reason).inc()
 
 
 def delivery_counts(conn: psycopg.Connection[tuple[object, ...]]) -> dict[str, int]:

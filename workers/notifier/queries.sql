@@ -5,17 +5,56 @@ INSERT INTO notifier.endpoints (id, merchant_id, url, secret)
 VALUES (%(id)s, %(merchant_id)s, %(url)s, %(secret)s);
 
 -- name: endpoints_of_merchant
-SELECT id FROM notifier.endpoints WHERE merchant_id = %(merchant_id)s AND status = 'enabled';
+SELECT id, status FROM notifier.endpoints WHERE merchant_id = %(merchant_id)s;
 
 -- name: endpoints_list
-SELECT id, merchant_id, url, status, created_at, disabled_at
+SELECT id, merchant_id, url, status, created_at, disabled_at, disabled_reason, failing_since
 FROM notifier.endpoints
 WHERE (%(merchant_id)s::text IS NULL OR merchant_id = %(merchant_id)s)
 ORDER BY created_at, id;
 
+-- name: endpoint_status
+SELECT status FROM notifier.endpoints WHERE id = %(id)s;
+
 -- name: endpoint_disable
-UPDATE notifier.endpoints SET status = 'disabled', disabled_at = now()
-WHERE id = %(id)s AND status = 'enabled';
+-- Its pending deliveries are kept, not sent (`failed`, endpoint_disabled): `webhooks retry`
+-- sends them once it is enabled again. Deliveries in flight end their attempt first.
+WITH disabled AS (
+    UPDATE notifier.endpoints
+    SET status = 'disabled', disabled_at = now(), disabled_reason = %(reason)s
+    WHERE id = %(id)s AND status = 'enabled'
+    RETURNING id
+), kept AS (
+    UPDATE notifier.deliveries d
+    SET status = 'failed', leased_until = NULL, last_error = 'endpoint_disabled'
+    FROM disabled
+    WHERE d.endpoint_id = disabled.id AND d.status = 'pending'
+      AND (d.leased_until IS NULL OR d.leased_until < now())
+    RETURNING d.id
+)
+SELECT (SELECT count(*) FROM disabled) AS disabled, (SELECT count(*) FROM kept) AS kept;
+
+-- name: endpoint_enable
+UPDATE notifier.endpoints
+SET status = 'enabled', disabled_at = NULL, disabled_reason = NULL, failing_since = NULL
+WHERE id = %(id)s
+RETURNING id;
+
+-- name: endpoint_succeeded
+UPDATE notifier.endpoints SET failing_since = NULL
+WHERE id = %(id)s AND failing_since IS NOT NULL;
+
+-- name: endpoint_failed
+-- Whether the endpoint has now failed every attempt for disable_after_s.
+UPDATE notifier.endpoints
+SET failing_since = coalesce(failing_since, %(started_at)s)
+WHERE id = %(id)s
+RETURNING status = 'enabled'
+      AND failing_since <= now() - make_interval(secs => %(disable_after_s)s);
+
+-- name: deliveries_failed_while_disabled
+SELECT count(*), min(created_at) FROM notifier.deliveries
+WHERE endpoint_id = %(endpoint_id)s AND status = 'failed' AND last_error = 'endpoint_disabled';
 
 -- name: event_mark_processed
 INSERT INTO notifier.processed_events (event_id) VALUES (%(event_id)s) ON CONFLICT DO NOTHING;
@@ -30,22 +69,58 @@ ON CONFLICT (payment_id) DO UPDATE SET object = EXCLUDED.object, updated_at = no
 
 -- name: delivery_insert
 INSERT INTO notifier.deliveries
-    (id, endpoint_id, event_id, merchant_id, payment_id, event_type, body, correlation_id, traceparent)
+    (id, endpoint_id, event_id, merchant_id, payment_id, event_type, body, correlation_id, traceparent,
+     status, last_error)
 VALUES (%(id)s, %(endpoint_id)s, %(event_id)s, %(merchant_id)s, %(payment_id)s, %(event_type)s, %(body)s,
-        %(correlation_id)s, %(traceparent)s)
+        %(correlation_id)s, %(traceparent)s, %(status)s, %(last_error)s)
 ON CONFLICT ON CONSTRAINT deliveries_once_per_event_and_endpoint DO NOTHING;
+
+-- name: deliveries_claim_lock
+-- Claims take turns across notifier processes (for the length of a claim's transaction), so
+-- that each sees the leases the one before took and no endpoint gets more than its share.
+SELECT pg_advisory_xact_lock(hashtext('notifier.deliveries_claim'));
 
 -- name: deliveries_claim
 -- A lease, not a lock held across the HTTP call: a sender that dies lets the lease lapse, and
--- the delivery goes again with the same webhook-id.
+-- the delivery goes again with the same webhook-id. Fair across endpoints: claims go round the
+-- endpoints rank by rank (each one's oldest due delivery first, then each one's second, ...),
+-- an endpoint's live leases (attempts in flight, in any process) taking its first ranks, and
+-- none beyond per_endpoint. The endpoints with pending deliveries are found by skipping through
+-- deliveries_due_by_endpoint one endpoint at a time, and only the first few due deliveries of
+-- each are read: a claim costs the number of such endpoints, not the length of any backlog.
+WITH RECURSIVE pending(endpoint_id) AS (
+    (SELECT endpoint_id FROM notifier.deliveries WHERE status = 'pending'
+     ORDER BY endpoint_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT d.endpoint_id FROM notifier.deliveries d
+            WHERE d.status = 'pending' AND d.endpoint_id > p.endpoint_id
+            ORDER BY d.endpoint_id LIMIT 1)
+    FROM pending p WHERE p.endpoint_id IS NOT NULL
+), leased AS (
+    SELECT endpoint_id, count(*) AS n FROM notifier.deliveries
+    WHERE status = 'pending' AND leased_until IS NOT NULL AND leased_until >= now()
+    GROUP BY endpoint_id
+), chosen AS (
+    SELECT due.id FROM pending p
+    LEFT JOIN leased l ON l.endpoint_id = p.endpoint_id
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.next_attempt_at,
+               coalesce(l.n, 0) + row_number() OVER (ORDER BY d.next_attempt_at, d.id) AS slot
+        FROM notifier.deliveries d
+        WHERE d.endpoint_id = p.endpoint_id AND d.status = 'pending'
+          AND d.next_attempt_at <= now() AND (d.leased_until IS NULL OR d.leased_until < now())
+        ORDER BY d.next_attempt_at, d.id
+        LIMIT %(per_endpoint)s
+    ) due
+    WHERE p.endpoint_id IS NOT NULL AND due.slot <= %(per_endpoint)s
+    ORDER BY due.slot, due.next_attempt_at, due.id
+    LIMIT %(limit)s
+)
 UPDATE notifier.deliveries d
 SET leased_until = now() + make_interval(secs => %(lease_s)s)
-FROM (SELECT id FROM notifier.deliveries
-      WHERE status = 'pending' AND next_attempt_at <= now()
-        AND (leased_until IS NULL OR leased_until < now())
-      ORDER BY next_attempt_at LIMIT %(limit)s
-      FOR UPDATE SKIP LOCKED) due, notifier.endpoints e
-WHERE d.id = due.id AND e.id = d.endpoint_id
+FROM notifier.endpoints e
+WHERE d.id = ANY (ARRAY(SELECT id FROM chosen)) AND e.id = d.endpoint_id
+  AND d.status = 'pending' AND (d.leased_until IS NULL OR d.leased_until < now())
 RETURNING d.id, d.endpoint_id, e.url, e.secret, e.status, d.body, d.attempts,
           d.payment_id, d.event_id::text, d.correlation_id, d.traceparent;
 
@@ -73,6 +148,12 @@ SET status = 'failed', attempts = attempts + 1, leased_until = NULL,
     last_status = %(status_code)s, last_error = %(error)s
 WHERE id = %(id)s AND status = 'pending';
 
+-- name: delivery_endpoint_disabled
+-- Not sent (its endpoint is disabled), so no attempt is counted.
+UPDATE notifier.deliveries
+SET status = 'failed', leased_until = NULL, last_error = 'endpoint_disabled'
+WHERE id = %(id)s AND status = 'pending';
+
 -- name: deliveries_list
 SELECT id, merchant_id, payment_id, event_type, endpoint_id, status, attempts, last_status,
        last_error, created_at, delivered_at, next_attempt_at
@@ -88,17 +169,27 @@ SELECT attempt, started_at, duration_ms, status_code, error, response_head
 FROM notifier.attempts WHERE delivery_id = %(delivery_id)s ORDER BY id;
 
 -- name: delivery_requeue
-UPDATE notifier.deliveries
+-- Only to an enabled endpoint: a disabled one would fail it again at once.
+UPDATE notifier.deliveries d
 SET status = 'pending', next_attempt_at = now(), leased_until = NULL
-WHERE id = %(id)s AND status = 'failed'
-RETURNING id;
+FROM notifier.endpoints e
+WHERE d.id = %(id)s AND d.status = 'failed' AND e.id = d.endpoint_id AND e.status = 'enabled'
+RETURNING d.id;
+
+-- name: delivery_endpoint_of
+SELECT d.status, d.endpoint_id, e.status
+FROM notifier.deliveries d JOIN notifier.endpoints e ON e.id = d.endpoint_id
+WHERE d.id = %(id)s;
 
 -- name: deliveries_requeue_failed
-UPDATE notifier.deliveries
+UPDATE notifier.deliveries d
 SET status = 'pending', next_attempt_at = now(), leased_until = NULL
-WHERE status = 'failed' AND created_at >= %(since)s
-  AND (%(merchant_id)s::text IS NULL OR merchant_id = %(merchant_id)s)
-RETURNING id;
+FROM notifier.endpoints e
+WHERE d.status = 'failed' AND d.created_at >= %(since)s
+  AND (%(merchant_id)s::text IS NULL OR d.merchant_id = %(merchant_id)s)
+  AND (%(endpoint_id)s::text IS NULL OR d.endpoint_id = %(endpoint_id)s)
+  AND e.id = d.endpoint_id AND e.status = 'enabled'
+RETURNING d.id;
 
 -- name: deliveries_by_status
 SELECT status, count(*) FROM notifier.deliveries GROUP BY status;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from typing import Any, Final
 
@@ -20,10 +21,15 @@ from workers.notifier.sender import Sender
 from workers.notifier.wakeup import Wakeup
 
 ROLE: Final = "notifier"
+# Their INFO lines name every endpoint's URL, once per request; the sender's own line per attempt
+# names the endpoint by its id.
+QUIET_LOGGERS = ("httpx", "httpcore")
 
 
 def serve(settings: Settings) -> None:
     observe.start(settings, ROLE)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     stop = install_stop_handlers(settings.worker.grace_period_s)
     metrics.start(settings)
     pool = make_pool(settings, name=f"{ROLE}-intake")
