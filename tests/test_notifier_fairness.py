@@ -23,6 +23,8 @@ BACKLOG = 10_000
 PER_ENDPOINT = 4  # notifier.max_in_flight_per_endpoint's default
 FRESH_WITHIN_S = 2.0
 
+pytestmark = pytest.mark.serial
+
 
 @pytest.fixture
 def hook() -> Iterator[Receiver]:

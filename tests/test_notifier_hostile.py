@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 
 from tests.helpers.flow import Flow, flow
 from tests.helpers.hostile import BEHAVIOURS, DRIP, HUGE, NUL, SILENT, ZONELESS, hostile_endpoints
@@ -40,6 +41,8 @@ GOOD_PAYMENTS = 200
 HOSTILE_PAYMENTS = 8  # each: twice what one endpoint may have in flight
 MAX_LATENCY_S = 5.0  # from a payment's terminal event to its webhook
 MAX_RSS_BYTES = 200 * 1024 * 1024
+
+pytestmark = pytest.mark.serial
 
 
 def test_hostile_endpoints_hold_up_no_other_merchant(settings: Settings, tmp_path: Path) -> None:
