@@ -34,11 +34,11 @@ from workers.core.kafka import (
     TopicPartition,
     commit_offsets,
     consume_ready,
+    log_consumer_error,
     make_consumer,
 )
 from workers.core.metrics import DEAD_LETTER, OK, RETRY, LagProbe, handled
 from workers.core.observe import consuming
-from workers.core.runner import log_consumer_error
 from workers.core.topics import topics
 
 log = logging.getLogger(__name__)

@@ -42,10 +42,10 @@ from workers.core.kafka import (
     KafkaError,
     Message,
     TopicPartition,
+    log_consumer_error,
     make_consumer,
     watermarks,
 )
-from workers.core.runner import log_consumer_error
 from workers.core.topics import topics
 from workers.ledger import bulk, metrics
 from workers.ledger.applier import Applier, no_dead_letter_topic
