@@ -3,6 +3,7 @@ balances they must produce, publishing, running the ledger, and snapshots of the
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import psycopg
 from tests.conftest import ROOT, env_for, override
 from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
+from workers.core.consuming import Engine
 from workers.core.db import database_url
 from workers.core.events import (
     ChargeReversed,
@@ -37,7 +39,8 @@ from workers.core.events import (
 )
 from workers.core.kafka import KafkaError, Message, make_producer
 from workers.core.topics import topics
-from workers.ledger.consumer import LedgerConsumer
+from workers.ledger.applier import Applier
+from workers.ledger.consumer import Ledger, subscriber
 from workers.ledger.rules import STANDARD_RULES, PostingRules
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -231,26 +234,45 @@ def wait_consumed(db: Conn, count: int, schema: str = "ledger", timeout_s: float
     assert consumed(db, schema) == count
 
 
+@dataclass
+class RunningLedger:
+    """A ledger running on the engine in a thread: its handler's applier, its positions."""
+
+    ledger: Ledger
+    engine: Engine
+
+    @property
+    def applier(self) -> Applier:
+        return self.ledger.applier
+
+    @property
+    def positions(self) -> dict[tuple[str, int], int]:
+        return self.engine.positions
+
+
 @contextmanager
 def ledger_thread(
     settings: Settings, rules: PostingRules = STANDARD_RULES
-) -> Iterator[LedgerConsumer]:
+) -> Iterator[RunningLedger]:
     """A run-ledger consumer in a thread, stopped cleanly at the end of the block."""
     stop = threading.Event()
-    consumer = LedgerConsumer(settings, rules)
+    ledger = Ledger(settings, rules)
+    running = RunningLedger(ledger, Engine(settings, subscriber(ledger)))
     failures: list[BaseException] = []
 
     def run() -> None:
         try:
-            consumer.run(stop)
+            asyncio.run(running.engine.run(stop))
         except BaseException as exc:
             failures.append(exc)
             raise
+        finally:
+            ledger.close()
 
     thread = threading.Thread(target=run, name="ledger-under-test")
     thread.start()
     try:
-        yield consumer
+        yield running
     finally:
         stop.set()
         thread.join(60)
