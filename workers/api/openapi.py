@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from workers.api.schemas import PaymentCreate, RefundCreate
 from workers.core.requests import MAX_IDEMPOTENCY_KEY
+from workers.core.status import PaymentStatus
 
 REF = "#/components/schemas/{model}"
 BODIES: dict[str, type[BaseModel]] = {
@@ -51,7 +52,7 @@ PAYMENT: dict[str, Any] = {
         "id": {"type": "string", "pattern": "^pay_"},
         "object": {"const": "payment"},
         "status": {
-            "enum": ["initiated", "processing", "succeeded", "failed", "refunded"],
+            "enum": [status.value for status in PaymentStatus],
         },
         "amount": {"type": "integer", "minimum": 1},
         "currency": {"type": "string"},
