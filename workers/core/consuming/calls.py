@@ -161,7 +161,8 @@ class Caller:
 
         retrying = AsyncRetrying(
             wait=jittered(FIRST_RETRY_S, self.worker.retry_max_backoff_s),
-            retry=retry_if_exception(retry_if),
+            # Only a handler's errors meet the policy; a cancellation (or a crash) goes through.
+            retry=retry_if_exception(lambda exc: isinstance(exc, Exception) and retry_if(exc)),
             sleep=self._sleep,
             before_sleep=retrying_after,
             reraise=True,

@@ -146,6 +146,8 @@ class Engine:
         heartbeat = Heartbeat(self.role)
         lag = LagProbe(self.subscriber.group)
         worker = self.settings.worker
+        # Polls in slices, so that a stop is noticed while no message comes.
+        poll_s = min(worker.poll_timeout_s, WAIT_SLICE_S)
         while not self.stopping.is_set():
             if self._failure is not None:
                 raise self._failure
@@ -157,9 +159,7 @@ class Engine:
                     return_when=asyncio.FIRST_COMPLETED,
                 )
             else:
-                batch = await self._on_kafka(
-                    consume_ready, consumer, worker.batch_size, worker.poll_timeout_s
-                )
+                batch = await self._on_kafka(consume_ready, consumer, worker.batch_size, poll_s)
                 if batch:
                     self._dispatch(batch)
                 else:
