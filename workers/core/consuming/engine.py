@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, TypeVar
 
+from workers.core import metrics
 from workers.core.config import Settings
 from workers.core.consuming.batch import Partition, Received, raw_headers, receive
 from workers.core.consuming.calls import Caller, Stopped
@@ -173,19 +174,24 @@ class Engine:
     def _dispatch(self, messages: list[Message]) -> None:
         routes = self.subscriber.routes
         wanted: list[Received] = []
+        ignored = 0
         for message in messages:
             error = message.error()
             if error is not None:
                 log_consumer_error(self.role, error)
             elif routes.ignores(header(raw_headers(message), "ce_type")):
                 self.offsets.passed_over(message)  # never decoded: nothing is done with it
+                ignored += 1
             else:
                 item = receive(message)
                 event = item.decoded
                 if isinstance(event, Event) and routes.route(event.type) is IGNORE:
                     self.offsets.passed_over(message)
+                    ignored += 1
                 else:
                     wanted.append(item)
+        if ignored:  # done, by decision
+            metrics.counted(self.subscriber.group, metrics.OK, ignored)
         if not wanted:
             return
         self.offsets.started(wanted)
