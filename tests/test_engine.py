@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,6 +24,7 @@ from tests.helpers.engine import (
 )
 from tests.helpers.kafka import committed_total, headers_of, produce_events, produce_raw, read_topic
 from tests.helpers.waiting import wait_for
+from workers.core import correlation
 from workers.core.config import Settings
 from workers.core.consuming import IGNORE, Batch, IncompleteRoutes, Routes, run
 from workers.core.errors import PermanentError, TransientError
@@ -313,3 +317,63 @@ def test_an_incomplete_routing_table_is_refused_at_construction() -> None:
     table = {t: Recorder.take for t in EventType if t is not EventType.CHARGE_REVERSED}
     with pytest.raises(IncompleteRoutes, match=r"payment\.charge_reversed"):
         Routes("half-decided", table)
+
+
+class Lines(logging.Handler):
+    """Every line with the ids bound when it was written (as the role's formatter sees them)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[tuple[int, str, dict[str, str]]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = {**correlation.current()}
+        fields.update({k: str(v) for k in correlation.FIELDS if (v := record.__dict__.get(k))})
+        self.lines.append((record.levelno, record.getMessage(), fields))
+
+
+@pytest.fixture
+def lines() -> Iterator[Lines]:
+    handler = Lines()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def test_a_batch_is_one_line_at_info_each_event_one_at_debug_a_dead_letter_one_at_error(
+    settings: Settings, lines: Lines
+) -> None:
+    settings = quick(settings)
+    sent = [event(n) for n in range(3)]
+    produce_events(settings, sent, key=b"k")
+    poison = event(9)
+    produce_events(settings, [poison], key=b"k")
+
+    def refuse(events: list[Event]) -> None:
+        if poison in events:
+            raise PermanentError("not this one")
+
+    run_until(
+        settings,
+        subscriber(Recorder(fail=refuse)),
+        lambda: committed_total(settings, GROUP, topics(settings).payments) == 4,
+    )
+    info = [m for level, m, _f in lines.lines if level == logging.INFO and m.startswith("test ok")]
+    assert info, "a line per batch"
+    assert all(
+        re.fullmatch(r"test ok: \d+ events?, \S+\[\d+\]@\d+(-\d+)?, [\d.]+ ms", m) for m in info
+    )
+    per_event = {
+        f.get("payment_id")
+        for level, m, f in lines.lines
+        if level == logging.DEBUG and m == "test ok payment.initiated"
+    }
+    assert per_event == {e.payment_id for e in sent}
+    [dead] = [f for level, m, f in lines.lines if level == logging.ERROR and "dead-lettering" in m]
+    assert dead["payment_id"] == poison.payment_id
