@@ -3,13 +3,11 @@ balances they must produce, publishing, running the ledger, and snapshots of the
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +16,7 @@ from typing import IO, Any
 import psycopg
 
 from tests.conftest import ROOT, env_for, override
+from tests.helpers.engine import running
 from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 from workers.core.consuming import Engine
@@ -255,29 +254,12 @@ def ledger_thread(
     settings: Settings, rules: PostingRules = STANDARD_RULES
 ) -> Iterator[RunningLedger]:
     """A run-ledger consumer in a thread, stopped cleanly at the end of the block."""
-    stop = threading.Event()
     ledger = Ledger(settings, rules)
-    running = RunningLedger(ledger, Engine(settings, subscriber(ledger)))
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            asyncio.run(running.engine.run(stop))
-        except BaseException as exc:
-            failures.append(exc)
-            raise
-        finally:
-            ledger.close()
-
-    thread = threading.Thread(target=run, name="ledger-under-test")
-    thread.start()
     try:
-        yield running
+        with running(settings, subscriber(ledger)) as engine:
+            yield RunningLedger(ledger, engine)
     finally:
-        stop.set()
-        thread.join(60)
-    assert not thread.is_alive(), "the ledger consumer did not stop"
-    assert not failures, failures
+        ledger.close()
 
 
 def start_ledger_process(settings: Settings, **env: str) -> subprocess.Popen[bytes]:

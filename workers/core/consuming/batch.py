@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from workers.core.delivery import offset_of, partition_of, topic_of
@@ -40,6 +40,14 @@ class Received:
         if isinstance(self.decoded, EventError):
             raise TypeError(f"offset {self.offset} did not decode: {self.decoded}")
         return self.decoded
+
+
+def ends_of(items: Iterable[Received]) -> dict[Partition, int]:
+    """Per partition, the offset after the last of ``items``."""
+    ends: dict[Partition, int] = {}
+    for item in items:
+        ends[item.partition] = max(ends.get(item.partition, 0), item.offset + 1)
+    return ends
 
 
 def receive(message: Message) -> Received:
@@ -97,10 +105,7 @@ class Batch:
     @property
     def ends(self) -> dict[Partition, int]:
         """Per partition, the offset after this batch's last message."""
-        ends: dict[Partition, int] = {}
-        for item in self.items:
-            ends[item.partition] = max(ends.get(item.partition, 0), item.offset + 1)
-        return ends
+        return ends_of(self.items)
 
     def rounds(self) -> list[list[Received]]:
         """The items in rounds, each with at most one per key, a key's items in order."""

@@ -12,7 +12,7 @@ from typing import Any, Final, TypeVar
 
 from workers.core import metrics
 from workers.core.config import Settings
-from workers.core.consuming.batch import Partition, Received, raw_headers, receive
+from workers.core.consuming.batch import Partition, Received, ends_of, raw_headers, receive
 from workers.core.consuming.calls import Caller, Stopped
 from workers.core.consuming.offsets import KafkaOffsets, StoredOffsets
 from workers.core.consuming.routing import IGNORE, Handler, calls
@@ -62,10 +62,7 @@ class Unit:
 
     @property
     def ends(self) -> dict[Partition, int]:
-        ends: dict[Partition, int] = {}
-        for item in self.items:
-            ends[item.partition] = max(ends.get(item.partition, 0), item.offset + 1)
-        return ends
+        return ends_of(self.items)
 
 
 class Engine:
@@ -108,7 +105,9 @@ class Engine:
     @property
     def positions(self) -> dict[Partition, int]:
         """Stored offsets mode: each assigned partition's position, as last sought or applied."""
-        return dict(self.offsets.positions) if isinstance(self.offsets, StoredOffsets) else {}
+        if isinstance(self.offsets, StoredOffsets):
+            return self.offsets.positions.copy()  # one step: safe from another thread
+        return {}
 
     async def run(self, stop: threading.Event) -> None:
         self._loop = asyncio.get_running_loop()
@@ -237,7 +236,7 @@ class Engine:
                 self.role, len(unit.items),
             )  # fmt: skip
             return
-        if self._consumer is not None:
+        if isinstance(self.offsets, StoredOffsets) and self._consumer is not None:
             await self._on_kafka(self.offsets.settle, self._consumer, unit.ends)
 
     def _rejected(self, items: list[Received]) -> list[Received]:

@@ -7,6 +7,7 @@ callbacks too, which librdkafka calls from inside a poll).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final, Protocol
@@ -47,28 +48,35 @@ class OffsetStore(Protocol):
 
 class KafkaOffsets:
     """Offsets committed to Kafka once the effects are durable, below the lowest unfinished
-    message of each partition."""
+    message of each partition.
+
+    The tracker is kept on the engine's loop and read on its Kafka thread (commits, rebalance
+    callbacks): a lock guards it, never held across a broker round trip."""
 
     def __init__(self, role: str) -> None:
         self.role = role
         self.tracker = OffsetTracker()
+        self._lock = threading.Lock()
         self._last_commit = 0.0
 
     def batch(self, items: Sequence[Received], dead_letter: DeadLetterSink) -> Batch:
         return Batch(items, dead_letter=dead_letter)
 
     def started(self, items: Iterable[Received]) -> None:
-        for item in items:
-            self.tracker.started(item.partition, item.offset)
+        with self._lock:
+            for item in items:
+                self.tracker.started(item.partition, item.offset)
 
     def passed_over(self, message: Message) -> None:
         partition = (topic_of(message), partition_of(message))
-        self.tracker.started(partition, offset_of(message))
-        self.tracker.finished(partition, offset_of(message))
+        with self._lock:
+            self.tracker.started(partition, offset_of(message))
+            self.tracker.finished(partition, offset_of(message))
 
     def finished(self, batch: Batch) -> None:
-        for item in batch.items:
-            self.tracker.finished(item.partition, item.offset)
+        with self._lock:
+            for item in batch.items:
+                self.tracker.finished(item.partition, item.offset)
 
     def stale(self, _item: Received) -> bool:
         return False
@@ -80,12 +88,14 @@ class KafkaOffsets:
         if not now and time.monotonic() - self._last_commit < COMMIT_EVERY_S:
             return
         self._last_commit = time.monotonic()
-        ready = self.tracker.committable()
+        with self._lock:
+            ready = self.tracker.committable()
         if not ready:
             return
         offsets = [TopicPartition(t, p, o) for (t, p), o in ready.items()]
         if commit_offsets(consumer, offsets, role=self.role):
-            self.tracker.mark_committed(ready)
+            with self._lock:
+                self.tracker.mark_committed(ready)
 
     def idle(self, _consumer: Consumer) -> None:
         """Nothing to look at between batches."""
@@ -97,10 +107,11 @@ class KafkaOffsets:
         # The next owner starts exactly where this one stopped (what had not finished in the
         # drain before this is delivered again).
         self.commit(consumer, now=True)
-        self.tracker.forget((tp.topic, tp.partition) for tp in partitions)
+        self.lost(partitions)
 
     def lost(self, partitions: list[TopicPartition]) -> None:
-        self.tracker.forget((tp.topic, tp.partition) for tp in partitions)
+        with self._lock:
+            self.tracker.forget((tp.topic, tp.partition) for tp in partitions)
 
 
 class StoredOffsets:

@@ -39,7 +39,8 @@ class OffsetTracker:
         return ready
 
     def mark_committed(self, offsets: dict[Partition, int]) -> None:
-        self._committed.update(offsets)
+        # Not for a partition forgotten meanwhile (given up in a rebalance during the commit).
+        self._committed.update((p, o) for p, o in offsets.items() if p in self._next)
 
     def forget(self, partitions: Iterable[Partition]) -> None:
         for partition in partitions:
