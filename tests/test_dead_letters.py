@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 
 from tests.conftest import env_for, flowpay
-from tests.helpers.kafka import headers_of, produce_raw, read_topic
+from tests.helpers.kafka import committed_total, headers_of, produce_raw, read_topic
 from tests.helpers.servers import free_port, running
 from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
@@ -56,11 +56,14 @@ def _every_consumer(settings: Settings) -> Iterator[None]:
         yield
 
 
-def _handled_by_every_group(db: Conn, event_ids: list[str], refund_ids: list[str]) -> bool:
+def _handled_by_every_group(
+    settings: Settings, db: Conn, event_ids: list[str], refund_ids: list[str], sent: int
+) -> bool:
+    # The read model ignores refund requests (the API stored the refund as it emitted one):
+    # having passed every message is all it does with them.
+    if committed_total(settings, "api", topics(settings).payments) < sent:
+        return False
     counts = [
-        db.execute(
-            "SELECT count(*) FROM api.processed_events WHERE event_id::text = ANY(%s)", (event_ids,)
-        ).fetchone(),
         db.execute(
             "SELECT count(*) FROM notifier.processed_events WHERE event_id::text = ANY(%s)",
             (event_ids,),
@@ -88,7 +91,7 @@ def test_every_worker_dead_letters_bad_messages_and_carries_on(
     produce_raw(settings, names.payments, [encoded.value], key=encoded.key, headers=encoded.headers)
     with _every_consumer(settings):
         # The good message behind the bad ones reached every worker.
-        wait_for(lambda: _handled_by_every_group(db, [str(good.event_id)], ["re_dlq"]))
+        wait_for(lambda: _handled_by_every_group(settings, db, [str(good.event_id)], ["re_dlq"], 4))
         dead = read_topic(settings, names.dead_letters, 3 * len(GROUPS))
     by_group: dict[str, list[bytes | None]] = {}
     for message in dead:
@@ -124,7 +127,11 @@ def test_garbage_interleaved_with_a_load_of_good_events_stops_no_consumer(
     assert producer.flush(30) == 0
     refund_ids = [f"re_dlq{n}" for n in range(200)]
     with _every_consumer(settings):
-        wait_for(lambda: _handled_by_every_group(db, good_ids, refund_ids), timeout_s=120)
+        sent = len(good_ids) + garbage
+        wait_for(
+            lambda: _handled_by_every_group(settings, db, good_ids, refund_ids, sent),
+            timeout_s=120,
+        )
         dead = read_topic(settings, names.dead_letters, garbage * len(GROUPS), timeout_s=60)
     assert len(dead) == garbage * len(GROUPS)
     per_group: dict[str, int] = {}

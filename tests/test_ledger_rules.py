@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.messages import received
 from tests.test_ledger_support import ev, mixed
 from workers.core.events import (
     ChargeReversed,
@@ -22,7 +23,7 @@ from workers.core.events import (
     Succeeded,
 )
 from workers.ledger.chain import GENESIS, digest
-from workers.ledger.posting import Item, NeedsRetry, Planner, _event_row
+from workers.ledger.posting import NeedsRetry, Planner, _event_row
 from workers.ledger.rules import (
     STANDARD_RULES,
     Direction,
@@ -196,24 +197,8 @@ def test_every_transfer_of_a_mixed_history_balances_per_currency_and_phase() -> 
         states[event.payment_id] = state
 
 
-class FakeMessage:
-    """Just what the planner reads of a Kafka message."""
-
-    def __init__(self, partition: int, offset: int) -> None:
-        self._partition, self._offset = partition, offset
-
-    def topic(self) -> str:
-        return "t.payments"
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-
 def plan_in_batches(events: list[Any], size: int) -> list[Any]:
-    items = [Item(FakeMessage(0, n), e) for n, e in enumerate(events)]  # type: ignore[arg-type]
+    items = [received(0, n, e) for n, e in enumerate(events)]
     planner = Planner(STANDARD_RULES)
     cursors = {("t.payments", 0): Cursor(0, 0, GENESIS)}
     states: dict[str, PaymentState] = {}
@@ -240,7 +225,7 @@ def test_a_bug_in_the_rules_is_retried_then_dead_lettered_by_the_verdicts() -> N
         def transfers(self, event: Any, state: PaymentState) -> list[Transfer]:
             raise ZeroDivisionError("a bug")
 
-    item = Item(FakeMessage(0, 0), ev(EventType.INITIATED, "pay_1", INIT))  # type: ignore[arg-type]
+    item = received(0, 0, ev(EventType.INITIATED, "pay_1", INIT))
     calls: list[BaseException] = []
 
     def verdict(_message: Any, exc: BaseException) -> bool:
@@ -259,7 +244,7 @@ def test_a_bug_in_the_rules_is_retried_then_dead_lettered_by_the_verdicts() -> N
 
 def test_the_hash_covers_every_entry() -> None:
     planner = Planner(STANDARD_RULES)
-    item = Item(FakeMessage(0, 0), ev(EventType.INITIATED, "pay_1", INIT))  # type: ignore[arg-type]
+    item = received(0, 0, ev(EventType.INITIATED, "pay_1", INIT))
     plan = planner.plan(
         [item], {("t.payments", 0): Cursor(0, 0, GENESIS)}, {}, set(), lambda _m, _e: True
     )
@@ -306,7 +291,7 @@ def test_transaction_ids_are_uuid5_of_the_event_id_and_index() -> None:
 )
 def test_each_event_type_fills_its_events_row(kind: EventType, data: Any, columns: Any) -> None:
     event = ev(kind, "pay_1", data)
-    row = _event_row(Item(FakeMessage(3, 9), event), event, "recorded")  # type: ignore[arg-type]
+    row = _event_row(received(3, 9, event), event, "recorded")
     assert (row.amount, row.currency, row.reference) == columns
     assert row == (
         event.event_id, kind.value, "pay_1", "mer_a", *columns, "recorded", "t.payments", 3, 9,

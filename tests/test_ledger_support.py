@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,8 +16,10 @@ from typing import IO, Any
 import psycopg
 
 from tests.conftest import ROOT, env_for, override
+from tests.helpers.engine import running
 from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
+from workers.core.consuming import Engine
 from workers.core.db import database_url
 from workers.core.events import (
     ChargeReversed,
@@ -37,7 +38,8 @@ from workers.core.events import (
 )
 from workers.core.kafka import KafkaError, Message, make_producer
 from workers.core.topics import topics
-from workers.ledger.consumer import LedgerConsumer
+from workers.ledger.applier import Applier
+from workers.ledger.consumer import Ledger, subscriber
 from workers.ledger.rules import STANDARD_RULES, PostingRules
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -231,31 +233,33 @@ def wait_consumed(db: Conn, count: int, schema: str = "ledger", timeout_s: float
     assert consumed(db, schema) == count
 
 
+@dataclass
+class RunningLedger:
+    """A ledger running on the engine in a thread: its handler's applier, its positions."""
+
+    ledger: Ledger
+    engine: Engine
+
+    @property
+    def applier(self) -> Applier:
+        return self.ledger.applier
+
+    @property
+    def positions(self) -> dict[tuple[str, int], int]:
+        return self.engine.positions
+
+
 @contextmanager
 def ledger_thread(
     settings: Settings, rules: PostingRules = STANDARD_RULES
-) -> Iterator[LedgerConsumer]:
+) -> Iterator[RunningLedger]:
     """A run-ledger consumer in a thread, stopped cleanly at the end of the block."""
-    stop = threading.Event()
-    consumer = LedgerConsumer(settings, rules)
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            consumer.run(stop)
-        except BaseException as exc:
-            failures.append(exc)
-            raise
-
-    thread = threading.Thread(target=run, name="ledger-under-test")
-    thread.start()
+    ledger = Ledger(settings, rules)
     try:
-        yield consumer
+        with running(settings, subscriber(ledger)) as engine:
+            yield RunningLedger(ledger, engine)
     finally:
-        stop.set()
-        thread.join(60)
-    assert not thread.is_alive(), "the ledger consumer did not stop"
-    assert not failures, failures
+        ledger.close()
 
 
 def start_ledger_process(settings: Settings, **env: str) -> subprocess.Popen[bytes]:

@@ -27,7 +27,12 @@ from workers.core.logs import LogFormat, redact, setup_logging
 from workers.devstack.roles import role_env
 
 ROLES_ON_THE_PATH = ("api", "outbox", "processor", "ledger", "notifier")
-FAST_NOTIFIER = {"FLOWPAY_NOTIFIER__POLL_INTERVAL_S": "0.1", "FLOWPAY_LOG_FORMAT": "json"}
+# DEBUG: the consumer engine logs a batch at INFO and each of its events (with its ids) at DEBUG.
+TRACED = {
+    "FLOWPAY_NOTIFIER__POLL_INTERVAL_S": "0.1",
+    "FLOWPAY_LOG_FORMAT": "json",
+    "FLOWPAY_LOG_LEVEL": "DEBUG",
+}
 
 
 class Terminal(io.StringIO):
@@ -138,7 +143,7 @@ def test_one_payment_s_lines_carry_one_correlation_id_in_every_role(
     request_id = f"req-{uuid.uuid4()}"
     with (
         receiver(free_port()) as hook,
-        flow(settings, tmp_path, extra_env=FAST_NOTIFIER) as f,
+        flow(settings, tmp_path, extra_env=TRACED) as f,
     ):
         hook.secret = f.start_downstream(hook.url)
         response = f.create_payment(headers={"X-Request-Id": request_id})

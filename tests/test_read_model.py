@@ -1,66 +1,203 @@
-"""The API's read model on the real database: what it records for each kind of event."""
+"""The API's read model on the engine, on the real database: what it records for each event."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import psycopg
+import pytest
 
 from tests.conftest import ROOT, env_for, override
+from tests.helpers.engine import running
+from tests.helpers.kafka import committed_total, produce_events
 from tests.helpers.servers import free_port
+from tests.helpers.waiting import wait_for
 from workers.api import read_model
-from workers.api.read_model import ReadModel
+from workers.api.read_model import ReadModel, subscriber
 from workers.core.config import Settings
-from workers.core.db import make_pool
-from workers.core.events import Event, EventType, Initiated, Processing, new_event
-from workers.core.kafka import Message
+from workers.core.db import database_url, make_pool
+from workers.core.events import (
+    ChargeReversed,
+    Event,
+    EventData,
+    EventType,
+    Failed,
+    Initiated,
+    Processing,
+    Refunded,
+    RefundFailed,
+    Succeeded,
+    new_event,
+)
+from workers.core.projection import advance, initial
+from workers.core.topics import GROUP_API, topics
 
 Conn = psycopg.Connection[tuple[Any, ...]]
+MERCHANT = "mer_rm"
+AMOUNT = 1000
 
 
-def started(payment_id: str) -> tuple[Event, Event]:
-    """A payment's initiated and processing events."""
-    initiated = new_event(
-        EventType.INITIATED, payment_id=payment_id, merchant_id="mer_rm", source="test",
-        data=Initiated(amount=1999, currency="USD", payment_method="pm_card_visa"),
-    )  # fmt: skip
-    processing = new_event(
-        EventType.PROCESSING, payment_id=payment_id, merchant_id="mer_rm", source="test",
-        data=Processing(),
-    )  # fmt: skip
-    return initiated, processing
+def ev(type_: EventType, payment_id: str, data: EventData) -> Event:
+    return new_event(type_, payment_id=payment_id, merchant_id=MERCHANT, data=data, source="test")
+
+
+def initiated(payment_id: str) -> Event:
+    data = Initiated(amount=AMOUNT, currency="USD", payment_method="pm_card_visa")
+    return ev(EventType.INITIATED, payment_id, data)
+
+
+def stored(db: Conn, *payments: Event) -> None:
+    """The payments as the intake stores them, with their initiated events."""
+    db.execute(
+        "INSERT INTO api.merchants (id, name) VALUES (%s, 'RM') ON CONFLICT DO NOTHING", (MERCHANT,)
+    )
+    for e in payments:
+        db.execute(
+            """INSERT INTO api.payments (id, merchant_id, amount, currency, payment_method,
+               created_at, updated_at) VALUES (%s, %s, %s, 'USD', 'pm_card_visa', %s, %s)""",
+            (e.payment_id, MERCHANT, AMOUNT, e.occurred_at, e.occurred_at),
+        )
+
+
+@contextmanager
+def read_model_running(settings: Settings) -> Iterator[None]:
+    pool = make_pool(settings, name="test-read-model")
+    try:
+        with running(settings, subscriber(ReadModel(pool))):
+            yield
+    finally:
+        pool.close()
+
+
+def consumed(settings: Settings, count: int) -> None:
+    payments = topics(settings).payments
+    wait_for(
+        lambda: committed_total(settings, GROUP_API, payments) == count, what=f"{count} consumed"
+    )
 
 
 def test_initiated_events_cost_no_transaction_later_ones_are_recorded(
     settings: Settings, db: Conn
 ) -> None:
-    initiated, processing = started("pay_rm")
-    pool = make_pool(settings, name="test-read-model")
-    try:
-        model = ReadModel(pool)
-        for event in (initiated, processing):
-            model.handle(event, cast(Message, None))
-    finally:
-        pool.close()
-    stored = [row[0] for row in db.execute("SELECT event_id FROM api.processed_events")]
+    start = initiated("pay_rm")
+    processing = ev(EventType.PROCESSING, "pay_rm", Processing())
+    stored(db, start)
+    produce_events(settings, [start, processing, processing])  # the last: a redelivery
+    with read_model_running(settings):
+        consumed(settings, 3)
+    stored_ids = [row[0] for row in db.execute("SELECT event_id FROM api.processed_events")]
     # The intake wrote the payment with its initiated event; only later events change the view.
-    assert stored == [processing.event_id]
+    assert stored_ids == [processing.event_id]
+    assert db.execute("SELECT status, version FROM api.payments").fetchone() == ("processing", 2)
 
 
-def test_a_batch_is_applied_in_one_go_each_event_once(settings: Settings, db: Conn) -> None:
-    initiated, processing = started("pay_rb")
-    none = cast(Message, None)
-    pool = make_pool(settings, name="test-read-model")
-    try:
-        ReadModel(pool).handle_batch([(initiated, none), (processing, none), (processing, none)])
-    finally:
-        pool.close()
-    stored = [row[0] for row in db.execute("SELECT event_id FROM api.processed_events")]
-    assert stored == [processing.event_id]
+def test_each_change_of_a_batch_gets_its_own_version_and_a_notification(
+    settings: Settings, db: Conn
+) -> None:
+    start = initiated("pay_rb")
+    stored(db, start)
+    events = [
+        ev(EventType.PROCESSING, "pay_rb", Processing()),
+        ev(EventType.SUCCEEDED, "pay_rb", Succeeded(charge_id="ch_1")),
+        ev(
+            EventType.REFUNDED, "pay_rb", Refunded(refund_id="re_1", amount=400, refunded_total=400)
+        ),
+        ev(
+            EventType.REFUNDED,
+            "pay_rb",
+            Refunded(refund_id="re_2", amount=600, refunded_total=AMOUNT),
+        ),
+    ]
+    produce_events(settings, [start, *events])
+    with psycopg.connect(database_url(settings), autocommit=True) as listener:
+        listener.execute("LISTEN flowpay_payment_changes")
+        with read_model_running(settings):
+            consumed(settings, 5)
+        woken = {n.payload for n in listener.notifies(timeout=5, stop_after=1)}
+    changes = db.execute(
+        "SELECT version, status, refunded_amount FROM api.payment_changes ORDER BY version"
+    ).fetchall()
+    assert changes == [
+        (2, "processing", 0),
+        (3, "succeeded", 0),
+        (4, "succeeded", 400),
+        (5, "refunded", AMOUNT),
+    ]
+    assert woken == {"pay_rb"}
+
+
+# Each payment's events after payment.initiated: every path the status rules know, late and
+# repeated events among them.
+SEQUENCES: dict[str, list[tuple[EventType, EventData]]] = {
+    "ok": [(EventType.PROCESSING, Processing()), (EventType.SUCCEEDED, Succeeded(charge_id="c"))],
+    "direct": [(EventType.SUCCEEDED, Succeeded(charge_id="c"))],
+    "declined": [
+        (EventType.PROCESSING, Processing()),
+        (EventType.FAILED, Failed(reason="card_declined")),
+    ],
+    "timeout": [(EventType.FAILED, Failed(reason="gateway_timeout"))],
+    "late": [
+        (EventType.PROCESSING, Processing()),
+        (EventType.SUCCEEDED, Succeeded(charge_id="c")),
+        (EventType.PROCESSING, Processing()),
+        (EventType.FAILED, Failed(reason="gateway_error")),
+    ],
+    "failed then reversed": [
+        (EventType.FAILED, Failed(reason="gateway_timeout")),
+        (EventType.CHARGE_REVERSED, ChargeReversed(charge_id="c", amount=AMOUNT)),
+        (EventType.SUCCEEDED, Succeeded(charge_id="c")),
+    ],
+    "refunded in two": [
+        (EventType.SUCCEEDED, Succeeded(charge_id="c")),
+        (EventType.REFUNDED, Refunded(refund_id="r1", amount=300, refunded_total=300)),
+        (EventType.REFUND_FAILED, RefundFailed(refund_id="r2", reason="declined")),
+        (EventType.REFUNDED, Refunded(refund_id="r3", amount=700, refunded_total=AMOUNT)),
+    ],
+    "refund totals out of order": [
+        (EventType.SUCCEEDED, Succeeded(charge_id="c")),
+        (EventType.REFUNDED, Refunded(refund_id="r2", amount=200, refunded_total=500)),
+        (EventType.REFUNDED, Refunded(refund_id="r1", amount=300, refunded_total=300)),
+    ],
+    "refunded before settled": [
+        (EventType.REFUNDED, Refunded(refund_id="r1", amount=AMOUNT, refunded_total=AMOUNT)),
+        (EventType.SUCCEEDED, Succeeded(charge_id="c")),
+    ],
+}
+
+
+@pytest.fixture
+def every_path(settings: Settings, db: Conn) -> dict[str, list[Event]]:
+    """Each sequence as one payment's events, published in order (a repeat of each too)."""
+    paths = {}
+    for n, steps in enumerate(SEQUENCES.values()):
+        payment_id = f"pay_path{n}"
+        paths[payment_id] = [initiated(payment_id), *(ev(t, payment_id, d) for t, d in steps)]
+    stored(db, *(events[0] for events in paths.values()))
+    produce_events(settings, [e for events in paths.values() for e in [*events, events[-1]]])
+    return paths
+
+
+def test_the_read_model_and_the_projection_apply_the_same_status_rules(
+    settings: Settings, db: Conn, every_path: dict[str, list[Event]]
+) -> None:
+    with read_model_running(settings):
+        consumed(settings, sum(len(events) + 1 for events in every_path.values()))
+    for payment_id, events in every_path.items():
+        expected = initial(events[0])
+        for e in events[1:]:
+            expected = advance(expected, e)
+        row = db.execute(
+            "SELECT status, refunded_amount, failure_reason FROM api.payments WHERE id = %s",
+            (payment_id,),
+        ).fetchone()
+        wanted = (expected["status"], expected["refunded_amount"], expected["failure_reason"])
+        assert row == wanted, payment_id
 
 
 def _unstartable(settings: Settings) -> Settings:

@@ -11,7 +11,9 @@ from typing import Any
 
 import httpx
 
-TERMINAL = frozenset({"succeeded", "failed", "refunded"})
+from workers.core.status import TERMINAL
+
+__all__ = ["TERMINAL", "ApiClient", "Reply", "StreamRefused"]
 
 
 @dataclass(frozen=True)

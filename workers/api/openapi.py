@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from workers.api.errors import CODES, TYPES, ErrorCode, codes, invalid_fields
 from workers.api.schemas import PaymentCreate, RefundCreate
 from workers.core.requests import MAX_IDEMPOTENCY_KEY
+from workers.core.status import PaymentStatus
 
 REF = "#/components/schemas/{model}"
 Answers = dict[str, dict[str, Any]]
@@ -123,7 +124,7 @@ PAYMENT: Final[dict[str, Any]] = {
         "object": {"type": "string", "enum": ["payment"]},
         "status": {
             "type": "string",
-            "enum": ["initiated", "processing", "succeeded", "failed", "refunded"],
+            "enum": [status.value for status in PaymentStatus],
         },
         "amount": {"type": "integer", "minimum": 1, "description": "In minor units"},
         "currency": {"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 4217"},

@@ -26,11 +26,12 @@ from workers.core.ids import new_id
 from workers.core.outbox import outbox_row, stage_async
 from workers.core.projection import iso
 from workers.core.sql import load_queries
+from workers.core.status import PaymentStatus
 
 Q = load_queries("workers.api")
 log = logging.getLogger(__name__)
 SOURCE: Final = "flowpay/api"
-STATUSES: Final = ("initiated", "processing", "succeeded", "failed", "refunded")
+STATUSES: Final = tuple(status.value for status in PaymentStatus)
 
 
 # One encoder for every answer: json.dumps with options builds a new one at each call.
@@ -82,8 +83,8 @@ async def create_payment(
         correlation_id=correlation_id,
     )
     params = {**fields, "id": payment_id, "merchant_id": merchant_id, "created_at": now}
-    row = {**params, "status": "initiated", "refunded_amount": 0, "failure_reason": None,
-           "updated_at": now}  # fmt: skip
+    row = {**params, "status": PaymentStatus.INITIATED, "refunded_amount": 0,
+           "failure_reason": None, "updated_at": now}  # fmt: skip
     answer = Answer(202, dumps(payment_object(row)), f"/v1/payments/{payment_id}")
     event_id, message_key, value, headers = outbox_row(event)
     try:
@@ -172,8 +173,10 @@ async def request_refund(
         raise not_found("payment")
     status, amount, _currency, refunded, pending = row
     left = int(amount) - int(refunded) - int(pending)
-    if status != "succeeded" or left <= 0:
-        why = f"it is {status}" if status != "succeeded" else "nothing is left to refund"
+    if status != PaymentStatus.SUCCEEDED or left <= 0:
+        why = (
+            f"it is {status}" if status != PaymentStatus.SUCCEEDED else "nothing is left to refund"
+        )
         raise ApiError(
             409, "payment_not_refundable", f"Payment {payment_id} cannot be refunded: {why}"
         )

@@ -109,27 +109,50 @@ SELECT r.id, r.payment_id, r.amount, r.reason, r.status, r.failure_reason, r.cre
 FROM api.refunds r JOIN api.payments p ON p.id = r.payment_id
 WHERE r.id = %(id)s AND p.merchant_id = %(merchant_id)s;
 
--- name: event_mark_processed
-INSERT INTO api.processed_events (event_id) VALUES (%(event_id)s) ON CONFLICT DO NOTHING;
-
--- name: status_advance
--- Status moves only forward; a redelivered or late event changes nothing.
-UPDATE api.payments
-SET status = %(status)s, failure_reason = %(failure_reason)s, updated_at = %(at)s
-WHERE id = %(payment_id)s AND status = ANY(%(from_statuses)s);
-
--- name: payment_refunded
-UPDATE api.payments
-SET refunded_amount = greatest(refunded_amount, %(refunded_total)s),
-    status = CASE WHEN greatest(refunded_amount, %(refunded_total)s) >= amount
-                  THEN 'refunded' ELSE status END,
-    updated_at = %(at)s
-WHERE id = %(payment_id)s;
-
--- name: refund_resolve
-UPDATE api.refunds
-SET status = %(status)s, failure_reason = %(failure_reason)s, updated_at = %(at)s
-WHERE id = %(refund_id)s AND status = 'requested';
+-- name: changes_apply
+-- One round of a read-model batch (at most one event per payment) in one statement: the events
+-- not seen before are marked processed and applied. Status advances follow the rules given as
+-- data (workers.core.projection.STATUS_ADVANCES as (event type, to, from) rows), so status only
+-- moves forward and a redelivered or late event changes nothing. Each payment row is updated at
+-- most once, so the change trigger numbers and announces each change.
+WITH incoming AS (
+    SELECT * FROM unnest(%(event_ids)s::uuid[], %(types)s::text[], %(payment_ids)s::text[],
+                         %(reasons)s::text[], %(refunded_totals)s::bigint[],
+                         %(refund_ids)s::text[], %(refund_statuses)s::text[], %(at)s::timestamptz[])
+        AS e(event_id, type, payment_id, reason, refunded_total, refund_id, refund_status, at)
+), fresh AS (
+    INSERT INTO api.processed_events (event_id) SELECT event_id FROM incoming
+    ON CONFLICT DO NOTHING
+    RETURNING event_id
+), applied AS (
+    SELECT incoming.* FROM incoming JOIN fresh USING (event_id)
+), rules AS (
+    SELECT * FROM unnest(%(rule_types)s::text[], %(rule_to)s::text[], %(rule_from)s::text[])
+        AS r(type, status, from_status)
+), advanced AS (
+    UPDATE api.payments p
+    SET status = r.status, failure_reason = a.reason, updated_at = a.at
+    FROM applied a JOIN rules r ON r.type = a.type
+    WHERE p.id = a.payment_id AND p.status = r.from_status
+    RETURNING p.id
+), refunded AS (
+    UPDATE api.payments p
+    SET refunded_amount = greatest(p.refunded_amount, a.refunded_total),
+        status = CASE WHEN greatest(p.refunded_amount, a.refunded_total) >= p.amount
+                      THEN %(refunded_status)s ELSE p.status END,
+        updated_at = a.at
+    FROM applied a
+    WHERE a.refunded_total IS NOT NULL AND p.id = a.payment_id
+    RETURNING p.id
+), resolved AS (
+    UPDATE api.refunds r
+    SET status = a.refund_status, failure_reason = a.reason, updated_at = a.at
+    FROM applied a
+    WHERE a.refund_status IS NOT NULL AND r.id = a.refund_id AND r.status = 'requested'
+    RETURNING r.id
+)
+SELECT (SELECT count(*) FROM fresh), (SELECT count(*) FROM advanced),
+       (SELECT count(*) FROM refunded), (SELECT count(*) FROM resolved);
 
 -- name: stream_listen
 LISTEN flowpay_payment_changes;
@@ -144,7 +167,7 @@ SELECT c.version, p.id, c.status, p.amount, p.currency, p.payment_method, p.desc
        p.metadata, c.refunded_amount, c.failure_reason, p.created_at, c.updated_at
 FROM api.payments p
 CROSS JOIN LATERAL (
-    SELECT 1 AS version, 'initiated' AS status, 0::bigint AS refunded_amount,
+    SELECT 1 AS version, %(created)s::text AS status, 0::bigint AS refunded_amount,
            NULL::text AS failure_reason, p.created_at AS updated_at
     UNION ALL
     SELECT version, status, refunded_amount, failure_reason, changed_at

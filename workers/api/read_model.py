@@ -1,12 +1,13 @@
 """The API's own view of each payment, kept from the payment event log (consumer group ``api``).
 
-It runs as a thread inside ``serve-api`` (one per server process, all in the one group), so the
-API needs no role of its own. Should the thread die, the server process shuts down rather than
-serve statuses that no longer move: uvicorn's parent starts a new server process, and a
-single-process serve-api exits 1 for its supervisor to restart.
+It runs on the consumer engine in a thread inside ``serve-api`` (one per server process, all in
+the one group), so the API needs no role of its own. Should the thread die, the server process
+shuts down rather than serve statuses that no longer move: uvicorn's parent starts a new server
+process, and a single-process serve-api exits 1 for its supervisor to restart.
 
-Each event is applied at most once: its id goes into ``api.processed_events`` in the same
-transaction as its effect, and a clash means "already done".
+A poll batch is applied in one transaction, one statement per round of it (no round holds two
+events of one payment). Each event is applied at most once: its id goes into
+``api.processed_events`` in the statement that applies it, and a clash means "already done".
 """
 
 from __future__ import annotations
@@ -15,87 +16,95 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
 from workers.core.config import Settings
+from workers.core.consuming import IGNORE, Batch, Received, Routes, Subscriber, register, run
 from workers.core.db import make_pool
-from workers.core.events import (
-    Event,
-    EventType,
-    Failed,
-    Refunded,
-    RefundFailed,
-)
-from workers.core.kafka import Message
+from workers.core.events import EventData, EventType, Failed, Refunded, RefundFailed
 from workers.core.projection import STATUS_ADVANCES
-from workers.core.runner import ConsumerRunner
 from workers.core.sql import load_queries
+from workers.core.status import PaymentStatus
 from workers.core.topics import GROUP_API
 
 Q = load_queries("workers.api")
 log = logging.getLogger(__name__)
+ROLE: Final = "api-read-model"
 # Set when this process's read model died: serve-api's exit status says so.
 died: Final = threading.Event()
+
+# The status rules, as rows the statement joins: (event type, to, from).
+_RULES: Final = {
+    "rule_types": [t.value for t, (_to, froms) in STATUS_ADVANCES.items() for _ in froms],
+    "rule_to": [to.value for _to_type, (to, froms) in STATUS_ADVANCES.items() for _ in froms],
+    "rule_from": [f.value for _t, (_to, froms) in STATUS_ADVANCES.items() for f in froms],
+}
 
 
 class ReadModel:
     def __init__(self, pool: ConnectionPool[Any]) -> None:
         self.pool = pool
 
-    def handle(self, event: Event, message: Message) -> None:
-        self.handle_batch([(event, message)])
-
-    def handle_batch(self, batch: list[tuple[Event, Message]]) -> None:
+    def apply(self, batch: Batch) -> None:
         """A poll batch in one transaction: a commit per batch rather than one per event."""
-        # The intake stored each payment in the transaction that emitted its initiated event:
-        # there is nothing to apply, and a transaction per accepted payment would halve intake.
-        events = [event for event, _message in batch if event.type is not EventType.INITIATED]
-        if not events:
-            return
         with self.pool.connection() as conn, conn.transaction():
-            for event in events:
-                if conn.execute(Q["event_mark_processed"], {"event_id": event.event_id}).rowcount:
-                    apply(conn, event)
+            for round_ in batch.rounds():
+                conn.execute(Q["changes_apply"], changes(round_))
 
 
-def apply(conn: Connection[Any], event: Event) -> None:
-    at = event.occurred_at
-    if event.type in STATUS_ADVANCES:
-        status, from_statuses = STATUS_ADVANCES[event.type]
-        reason = event.payload(Failed).reason if event.type is EventType.FAILED else None
-        conn.execute(
-            Q["status_advance"],
-            {"payment_id": event.payment_id, "status": status, "failure_reason": reason,
-             "from_statuses": list(from_statuses), "at": at},
-        )  # fmt: skip
-    elif event.type is EventType.REFUNDED:
-        refunded = event.payload(Refunded)
-        conn.execute(
-            Q["payment_refunded"],
-            {"payment_id": event.payment_id, "refunded_total": refunded.refunded_total, "at": at},
-        )
-        _resolve_refund(conn, refunded.refund_id, "succeeded", None, event)
-    elif event.type is EventType.REFUND_FAILED:
-        failed = event.payload(RefundFailed)
-        _resolve_refund(conn, failed.refund_id, "failed", failed.reason, event)
+def changes(items: Sequence[Received]) -> dict[str, Any]:
+    """The statement's parameters for one round: a column per field, a row per event."""
+    columns: dict[str, list[Any]] = {
+        name: []
+        for name in ("event_ids", "types", "payment_ids", "reasons", "refunded_totals",
+                     "refund_ids", "refund_statuses", "at")
+    }  # fmt: skip
+    for item in items:
+        event = item.event
+        row = (event.event_id, event.type.value, event.payment_id, *_details(event.data),
+               event.occurred_at)  # fmt: skip
+        for column, value in zip(columns.values(), row, strict=True):
+            column.append(value)
+    return {**columns, **_RULES, "refunded_status": PaymentStatus.REFUNDED.value}
 
 
-def _resolve_refund(
-    conn: Connection[Any], refund_id: str, status: str, reason: str | None, event: Event
-) -> None:
-    conn.execute(
-        Q["refund_resolve"],
+def _details(data: EventData) -> tuple[str | None, int | None, str | None, str | None]:
+    """(reason, refunded total, refund id, the refund's new status) of an event's payload."""
+    if isinstance(data, Failed):
+        return data.reason, None, None, None
+    if isinstance(data, Refunded):
+        return None, data.refunded_total, data.refund_id, "succeeded"
+    if isinstance(data, RefundFailed):
+        return data.reason, None, data.refund_id, "failed"
+    return None, None, None, None
+
+
+ROUTES: Final = register(
+    Routes[ReadModel](
+        ROLE,
         {
-            "refund_id": refund_id,
-            "status": status,
-            "failure_reason": reason,
-            "at": event.occurred_at,
+            # The intake stored the payment in the transaction that emitted this event: there
+            # is nothing to apply, and a transaction per accepted payment would halve intake.
+            EventType.INITIATED: IGNORE,
+            EventType.PROCESSING: ReadModel.apply,
+            EventType.SUCCEEDED: ReadModel.apply,
+            EventType.FAILED: ReadModel.apply,
+            # The API stored the refund as it emitted this event.
+            EventType.REFUND_REQUESTED: IGNORE,
+            EventType.REFUNDED: ReadModel.apply,
+            EventType.REFUND_FAILED: ReadModel.apply,
+            # The payment already failed; the reversal changes nothing the API shows.
+            EventType.CHARGE_REVERSED: IGNORE,
         },
     )
+)
+
+
+def subscriber(model: ReadModel) -> Subscriber[ReadModel]:
+    return Subscriber(GROUP_API, ROLE, ROUTES, model, principal="api")
 
 
 def start(
@@ -107,19 +116,11 @@ def start(
 
     ``on_death`` runs if the thread ends any other way; by default it stops this process.
     """
-    pool = make_pool(settings, name="api-read-model")
-    model = ReadModel(pool)
-    runner = ConsumerRunner(
-        settings,
-        group=GROUP_API,
-        role="api",
-        handler=model.handle,
-        batch_handler=model.handle_batch,
-    )
+    pool = make_pool(settings, name=ROLE)
 
-    def run() -> None:
+    def consume() -> None:
         try:
-            runner.run(stop)
+            run(settings, subscriber(ReadModel(pool)), stop)
         except BaseException:
             if stop.is_set():
                 raise  # the server is stopping anyway
@@ -129,7 +130,7 @@ def start(
         finally:
             pool.close()
 
-    thread = threading.Thread(target=run, name="api-read-model", daemon=True)
+    thread = threading.Thread(target=consume, name=ROLE, daemon=True)
     thread.start()
     return thread
 

@@ -30,12 +30,12 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from workers.api import openapi
 from workers.api.change_feed import ChangeFeed
-from workers.api.client import TERMINAL
 from workers.api.errors import ApiError, codes, not_found
 from workers.api.payments import check_lookable, dumps, payment_object
 from workers.core.config import Settings
 from workers.core.db import database_url
 from workers.core.sql import load_queries
+from workers.core.status import TERMINAL, PaymentStatus
 
 if TYPE_CHECKING:
     from workers.api.app import Services
@@ -193,7 +193,13 @@ async def _changes(
 ) -> list[tuple[int, dict[str, Any]]]:
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
         await cursor.execute(
-            Q["stream_changes"], {"id": payment_id, "merchant_id": merchant_id, "after": seen}
+            Q["stream_changes"],
+            {
+                "id": payment_id,
+                "merchant_id": merchant_id,
+                "after": seen,
+                "created": PaymentStatus.INITIATED,
+            },
         )
         rows = await cursor.fetchall()
     return [(int(row["version"]), payment_object(row)) for row in rows]

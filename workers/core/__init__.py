@@ -1,1 +1,1 @@
-"""What every service shares: configuration, database, Kafka, events, the consumer runner."""
+"""What every service shares: configuration, database, Kafka, events, the consumer engine."""

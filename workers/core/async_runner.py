@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from workers.core.config import KafkaRole, Settings
+from workers.core.consuming.tracker import OffsetTracker
 from workers.core.delivery import (
     DeadLetters,
     Verdicts,
@@ -34,11 +35,11 @@ from workers.core.kafka import (
     TopicPartition,
     commit_offsets,
     consume_ready,
+    log_consumer_error,
     make_consumer,
 )
 from workers.core.metrics import DEAD_LETTER, OK, RETRY, LagProbe, handled
 from workers.core.observe import consuming
-from workers.core.runner import log_consumer_error
 from workers.core.topics import topics
 
 log = logging.getLogger(__name__)
@@ -48,44 +49,6 @@ AsyncHandler = Callable[[Event, Message], Awaitable[None]]
 Wants = Callable[[Message], bool]
 Partition = tuple[str, int]
 COMMIT_EVERY_S = 0.5
-
-
-class OffsetTracker:
-    """Per partition: which offsets are in flight, and how far it is safe to commit."""
-
-    def __init__(self) -> None:
-        self._pending: dict[Partition, set[int]] = {}
-        self._next: dict[Partition, int] = {}
-        self._committed: dict[Partition, int] = {}
-
-    def started(self, partition: Partition, offset: int) -> None:
-        self._pending.setdefault(partition, set()).add(offset)
-        self._next[partition] = max(self._next.get(partition, 0), offset + 1)
-
-    def finished(self, partition: Partition, offset: int) -> None:
-        self._pending[partition].discard(offset)
-
-    def in_flight(self) -> int:
-        return sum(len(p) for p in self._pending.values())
-
-    def committable(self) -> dict[Partition, int]:
-        """Offsets to commit now: the lowest unfinished one, or past the last seen."""
-        ready: dict[Partition, int] = {}
-        for partition, upper in self._next.items():
-            pending = self._pending.get(partition)
-            offset = min(pending) if pending else upper
-            if offset > self._committed.get(partition, -1):
-                ready[partition] = offset
-        return ready
-
-    def mark_committed(self, offsets: dict[Partition, int]) -> None:
-        self._committed.update(offsets)
-
-    def forget(self, partitions: list[Partition]) -> None:
-        for partition in partitions:
-            self._pending.pop(partition, None)
-            self._next.pop(partition, None)
-            self._committed.pop(partition, None)
 
 
 class AsyncConsumerRunner:

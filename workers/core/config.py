@@ -173,6 +173,7 @@ class ApiSettings(_Section):
 
 class WorkerSettings(_Section):
     batch_size: int = Field(default=500, ge=1, le=100_000)
+    # The consumer engine polls for at most 0.5 s at a time, so that it notices a stop.
     poll_timeout_s: float = Field(default=0.5, gt=0)
     grace_period_s: float = Field(default=10.0, ge=0)
     # Unexpected handler errors are retried this often before the message is dead-lettered.

@@ -1,6 +1,7 @@
-"""What every consumer loop shares: the verdict on a failure, backoff, and the dead-letter topic.
+"""What every consumer shares: the verdict on a failure, backoff, and the dead-letter topic.
 
-The one rule set for a handler's outcome (both runners use it, so they cannot drift apart):
+The one rule set for a handler's outcome (the consumer engine, ``workers.core.consuming``, and
+the ledger's applier decide with it, so they cannot drift apart):
 
     EventError / PermanentError      -> dead-letter now
     TransientError / lost database   -> retry with backoff, without limit, never dead-letter
@@ -14,14 +15,15 @@ import traceback
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import backoff
 import psycopg
 
+from workers.core import correlation
 from workers.core.config import KafkaRole, Settings
 from workers.core.errors import EventError, PermanentError, TransientError
 from workers.core.events import Headers
 from workers.core.kafka import Message, Producer, make_producer, produce_sync
 from workers.core.metrics import dead_lettered
+from workers.core.retry import delays
 from workers.core.topics import topics
 
 log = logging.getLogger(__name__)
@@ -46,11 +48,13 @@ class Verdicts:
         return self.failures >= self.max_attempts
 
 
+# The first retry comes within this; each later one within twice the last, up to the cap.
+FIRST_RETRY_S = 0.1
+
+
 def retry_delays(max_backoff_s: float) -> Iterator[float]:
     """Exponential backoff with full jitter, capped; endless (the caller stops on success)."""
-    for value in backoff.expo(base=2, factor=0.1, max_value=max_backoff_s):
-        if value is not None:  # backoff's generators open with a bare yield
-            yield backoff.full_jitter(value)
+    return delays(FIRST_RETRY_S, max_backoff_s)
 
 
 def topic_of(message: Message) -> str:
@@ -100,11 +104,13 @@ class DeadLetters:
 
     def send(self, message: Message, exc: BaseException) -> None:
         """Raises TransientError when Kafka does not acknowledge it."""
-        log.error(
-            "%s: dead-lettering %s[%d]@%d: %s: %s",
-            self.role, topic_of(message), partition_of(message), offset_of(message),
-            type(exc).__name__, exc,
-        )  # fmt: skip
+        # The line carries the message's payment id, whoever calls (a batch binds none).
+        with correlation.bound(**correlation.of_headers(headers_of(message))):
+            log.error(
+                "%s: dead-lettering %s[%d]@%d: %s: %s",
+                self.role, topic_of(message), partition_of(message), offset_of(message),
+                type(exc).__name__, exc,
+            )  # fmt: skip
         if self._producer is None:
             self._producer = make_producer(self.settings, self.role)
         produce_sync(

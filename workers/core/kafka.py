@@ -6,7 +6,6 @@ Keeping the client behind these few functions keeps the choice of client in one 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -20,6 +19,17 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType  # type: ignore[attr-defined]
 from confluent_kafka.cimpl import NewTopic
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_delay,
+    stop_before_delay,
+    wait_exponential,
+    wait_fixed,
+)
 
 from workers.core.config import KafkaRole, Settings
 from workers.core.errors import StackError, TransientError
@@ -125,6 +135,12 @@ def consume_ready(consumer: Consumer, max_messages: int, timeout_s: float) -> li
     return [first, *consumer.consume(max_messages - 1, 0)]
 
 
+def log_consumer_error(role: str, error: KafkaError) -> None:
+    """A consumer's error event: worth a line, except the end of a partition."""
+    if error.code() != KafkaError._PARTITION_EOF:
+        log.warning("%s: consumer error: %s", role, error)
+
+
 def make_admin(
     settings: Settings, role: KafkaRole = "operator", *, quiet: bool = False
 ) -> AdminClient:
@@ -167,16 +183,17 @@ def produce_sync(
 def wait_ready(settings: Settings, timeout_s: float) -> None:
     """Block until the brokers answer a metadata request, or raise StackError."""
     admin = make_admin(settings, quiet=True)
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            admin.list_topics(timeout=2)
-            return
-        except KafkaException as exc:
-            last = exc
-            time.sleep(0.2)
-    raise StackError(f"Kafka at {bootstrap_servers(settings)} did not answer: {last}")
+    try:
+        for attempt in Retrying(
+            retry=retry_if_exception_type(KafkaException),
+            wait=wait_fixed(0.2),
+            stop=stop_after_delay(timeout_s),
+        ):
+            with attempt:
+                admin.list_topics(timeout=2)
+    except RetryError as exc:
+        last = exc.last_attempt.exception()
+        raise StackError(f"Kafka at {bootstrap_servers(settings)} did not answer: {last}") from None
 
 
 def is_ready(settings: Settings, timeout_s: float = 2.0) -> bool:
@@ -243,13 +260,18 @@ def _led(topic: Any) -> bool:
 
 def _await_metadata(admin: AdminClient, names: list[str], timeout_s: float = 15.0) -> None:
     # A created topic is acknowledged by the controller before every broker's metadata has it;
-    # callers produce or describe right away, so wait until the metadata shows them all.
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    # callers produce or describe right away, so wait until the metadata shows them all (and
+    # after the timeout carry on: the caller's own request then says what is wrong).
+    def all_led() -> bool:
         known = admin.list_topics(timeout=5).topics
-        if all(name in known and _led(known[name]) for name in names):
-            return
-        time.sleep(0.05)
+        return all(name in known and _led(known[name]) for name in names)
+
+    Retrying(
+        retry=retry_if_result(lambda led: not led),
+        wait=wait_fixed(0.05),
+        stop=stop_after_delay(timeout_s),
+        retry_error_callback=lambda _state: False,
+    )(all_led)
 
 
 def describe_topics(settings: Settings, names: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -284,6 +306,13 @@ _COORDINATOR_SETTLING = frozenset(
 )
 
 
+def _coordinator_settling(exc: BaseException) -> bool:
+    if not isinstance(exc, KafkaException):
+        return False
+    error = exc.args[0]
+    return bool(error.retriable()) or error.code() in _COORDINATOR_SETTLING
+
+
 def commit_offsets(
     consumer: Consumer, offsets: Sequence[TopicPartition], *, role: str, timeout_s: float = 30.0
 ) -> bool:
@@ -292,22 +321,21 @@ def commit_offsets(
     False when the commit did not happen (the coordinator stayed away, or the partitions moved
     to another member): those messages are delivered again, which every handler tolerates.
     """
-    deadline = time.monotonic() + timeout_s
-    delay = 0.1
-    while True:
-        try:
-            consumer.commit(offsets=list(offsets), asynchronous=False)
-            return True
-        except KafkaException as exc:
-            error = exc.args[0]
-            settling = error.retriable() or error.code() in _COORDINATOR_SETTLING
-            if not settling or time.monotonic() + delay > deadline:
-                log.warning(
-                    "%s: commit failed (%s); those messages will be delivered again", role, error
-                )
-                return False
-        time.sleep(delay)
-        delay = min(delay * 2, 2.0)
+    try:
+        for attempt in Retrying(
+            retry=retry_if_exception(_coordinator_settling),
+            wait=wait_exponential(multiplier=0.1, max=2.0),
+            stop=stop_before_delay(timeout_s),
+            reraise=True,
+        ):
+            with attempt:
+                consumer.commit(offsets=list(offsets), asynchronous=False)
+    except KafkaException as exc:
+        log.warning(
+            "%s: commit failed (%s); those messages will be delivered again", role, exc.args[0]
+        )
+        return False
+    return True
 
 
 # librdkafka does not flag these retriable on a watermark query, yet they pass once the new
@@ -322,6 +350,13 @@ _LEADERSHIP_SETTLING = frozenset(
 )
 
 
+def _leadership_settling(exc: BaseException) -> bool:
+    if not isinstance(exc, KafkaException):
+        return False
+    error = exc.args[0]
+    return bool(error.retriable()) or error.code() in _LEADERSHIP_SETTLING
+
+
 def watermarks(
     consumer: Consumer, topic: str, partition: int, timeout_s: float = 15.0
 ) -> tuple[int, int]:
@@ -330,17 +365,15 @@ def watermarks(
     A partition just created can be in the metadata before its broker leads it, and then
     answers NOT_LEADER_FOR_PARTITION for a moment.
     """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
+    for attempt in Retrying(
+        retry=retry_if_exception(_leadership_settling),
+        wait=wait_fixed(0.1),
+        stop=stop_after_delay(timeout_s),
+        reraise=True,
+    ):
+        with attempt:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
-            return int(low), int(high)
-        except KafkaException as exc:
-            error = exc.args[0]
-            settling = error.retriable() or error.code() in _LEADERSHIP_SETTLING
-            if not settling or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    return int(low), int(high)
 
 
 def consumer_lag(consumer: Consumer) -> dict[tuple[str, int], int]:

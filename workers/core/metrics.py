@@ -1,10 +1,11 @@
 """Prometheus metrics every consumer shares, and serving a role's ``/metrics``.
 
 Each role serves its own registry on its own port (``[metrics]``, 0 = off) from a daemon thread.
-The consumer runners record here, in the one place they decide a message's outcome: handler
-latency and outcome per group (``ok``, ``retry``, ``dead_letter``), dead letters per group and
-the lag of every assigned partition. Gauges read from the database (backlogs) are kept by a
-``Sampler`` thread, so a stalled role still reports how much is waiting for it.
+The consumer engine records here, in the one place it decides an outcome: the duration of each
+handler call and the messages of each outcome per group (``ok``, ``retry``, ``dead_letter``),
+dead letters per group and the lag of every assigned partition. Gauges read from the database
+(backlogs) are kept by a ``Sampler`` thread, so a stalled role still reports how much is waiting
+for it.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ LAG_EVERY_S: Final = 1.0
 
 HANDLER_SECONDS = Histogram(
     "flowpay_handler_duration_seconds",
-    "Time one handler attempt took, by consumer group and outcome (ok, retry, dead_letter).",
+    "Time one handler call (a batch) took, by consumer group and outcome (ok, retry, dead_letter).",
     ["group", "outcome"],
     buckets=LATENCY_BUCKETS,
 )
 HANDLER_OUTCOMES = Counter(
     "flowpay_handler_outcomes",
-    "Handler attempts by consumer group and outcome (ok, retry, dead_letter).",
+    "Messages by consumer group and the outcome of the handler call that had them (ok, retry, "
+    "dead_letter).",
     ["group", "outcome"],
 )
 DEAD_LETTERS = Counter(
@@ -55,10 +57,16 @@ CONSUMER_LAG = Gauge(
 )
 
 
-def handled(group: str, outcome: str, started: float) -> None:
-    """Record one handler attempt that began at ``started`` (``time.perf_counter()``)."""
+def handled(group: str, outcome: str, started: float, count: int = 1) -> None:
+    """Record one handler call of ``count`` messages that began at ``started``
+    (``time.perf_counter()``)."""
     HANDLER_SECONDS.labels(group, outcome).observe(time.perf_counter() - started)
-    HANDLER_OUTCOMES.labels(group, outcome).inc()
+    HANDLER_OUTCOMES.labels(group, outcome).inc(count)
+
+
+def counted(group: str, outcome: str, count: int = 1) -> None:
+    """Messages of an outcome reached outside a timed call (a dead letter sent by a handler)."""
+    HANDLER_OUTCOMES.labels(group, outcome).inc(count)
 
 
 def dead_lettered(group: str) -> None:

@@ -1,16 +1,18 @@
-"""The hooks the consumer loops and the relay call for each message: its log lines and its span.
+"""The hooks the consumers and the relay call for their work: log lines and spans.
 
-Work on a message runs with the message's ids bound for logging (``workers.core.correlation``)
-and inside a span that is a child of the one that created the event (``workers.core.tracing``);
-one INFO line says it was done. Only CloudEvents headers are read, so a message that will not
-decode still gets its ids on the lines about it.
+The consumer engine reports each handler call (a batch): one line for the batch at INFO (or a
+WARNING when it failed), one line per event at DEBUG carrying the event's ids
+(``workers.core.correlation``), and a span per event that is a child of the span that created
+the event (``workers.core.tracing``). Only CloudEvents headers are read, so a message that will
+not decode still gets its ids on the lines about it. ``consuming`` is the per-message form the
+two older runners use.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 from opentelemetry.trace import SpanKind
@@ -55,6 +57,48 @@ def following_up(
         log.info("%s done in %.1f ms", name, (time.perf_counter() - started) * 1000)
 
 
+def handled_batch(
+    role: str,
+    outcome: str,
+    messages: Sequence[Message],
+    started_ns: int,
+    error: BaseException | None = None,
+) -> None:
+    """After a handler call of ``messages``: its batch line, its events' lines and spans."""
+    ended_ns = time.time_ns()
+    level = logging.INFO if error is None else logging.WARNING
+    if log.isEnabledFor(level):
+        # A batch of one is about one payment: the line carries its ids.
+        fields = correlation.of_headers(headers_of(messages[0])) if len(messages) == 1 else {}
+        log.log(
+            level,
+            "%s %s: %d event%s, %s, %.1f ms%s",
+            role, outcome, len(messages), "" if len(messages) == 1 else "s",
+            spans_of(messages), (ended_ns - started_ns) / 1e6, f" ({error!r})" if error else "",
+            extra=fields,
+        )  # fmt: skip
+    if log.isEnabledFor(logging.DEBUG):
+        for message in messages:
+            fields = correlation.of_headers(headers_of(message))
+            log.debug("%s %s %s", role, outcome, fields["event_type"], extra=fields)
+    if error is None and tracing.enabled():
+        _spans(role, [headers_of(m) for m in messages], started_ns, ended_ns, SpanKind.CONSUMER)
+
+
+def spans_of(messages: Sequence[Message]) -> str:
+    """Where the messages are: ``topic[partition]@first-last`` per partition."""
+    ranges: dict[tuple[str, int], tuple[int, int]] = {}
+    for message in messages:
+        where = (message.topic() or "", message.partition() or 0)
+        offset = message.offset() or 0
+        low, high = ranges.get(where, (offset, offset))
+        ranges[where] = (min(low, offset), max(high, offset))
+    return " ".join(
+        f"{t}[{p}]@{low}" + (f"-{high}" if high != low else "")
+        for (t, p), (low, high) in sorted(ranges.items())
+    )
+
+
 def published(role: str, batch: Iterable[Headers | None], started_ns: int) -> None:
     """After the relay published a batch: a line and a producer span per event."""
     _batch_done(role, "published", batch, started_ns, SpanKind.PRODUCER)
@@ -69,22 +113,30 @@ def _batch_done(
     role: str, verb: str, batch: Iterable[Headers | None], started_ns: int, kind: SpanKind
 ) -> None:
     ended_ns = time.time_ns()
-    logging_on, tracing_on = log.isEnabledFor(logging.INFO), tracing.enabled()
-    if not (logging_on or tracing_on):
-        return
+    if log.isEnabledFor(logging.INFO):
+        batch = list(batch)
+        for headers in batch:
+            fields = correlation.of_headers(headers)
+            log.info("%s %s %s", role, verb, fields["event_type"], extra=fields)
+    if tracing.enabled():
+        _spans(role, batch, started_ns, ended_ns, kind)
+
+
+def _spans(
+    role: str, batch: Iterable[Headers | None], started_ns: int, ended_ns: int, kind: SpanKind
+) -> None:
+    """A span per event, a child of the span that created it, from ``started_ns`` to
+    ``ended_ns``."""
     for headers in batch:
         fields = correlation.of_headers(headers)
-        if logging_on:
-            log.info("%s %s %s", role, verb, fields["event_type"], extra=fields)
-        if tracing_on:
-            tracing.record(
-                f"{role} {fields['event_type']}",
-                parent=tracing.parent_of(headers),
-                start_ns=started_ns,
-                end_ns=ended_ns,
-                kind=kind,
-                attributes=tracing.event_attributes(fields),
-            )
+        tracing.record(
+            f"{role} {fields['event_type']}",
+            parent=tracing.parent_of(headers),
+            start_ns=started_ns,
+            end_ns=ended_ns,
+            kind=kind,
+            attributes=tracing.event_attributes(fields),
+        )
 
 
 def start(settings: Settings, role: str) -> None:

@@ -1,7 +1,8 @@
 """How a payment's status follows its events: one rule set for every service that keeps a view.
 
 Status only moves forward: each event names the statuses it may move a payment from, so a
-redelivered or late event changes nothing.
+redelivered or late event changes nothing. The API's read model applies these same rules in SQL,
+given them as data (``workers.api.read_model``); a test runs both over the same events.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from workers.core.events import Event, EventType, Failed, Initiated, Refunded
+from workers.core.status import PaymentStatus
 
-STATUS_ADVANCES: Final[dict[EventType, tuple[str, tuple[str, ...]]]] = {
-    EventType.PROCESSING: ("processing", ("initiated",)),
-    EventType.SUCCEEDED: ("succeeded", ("initiated", "processing")),
-    EventType.FAILED: ("failed", ("initiated", "processing")),
+Status = PaymentStatus
+STATUS_ADVANCES: Final[dict[EventType, tuple[Status, tuple[Status, ...]]]] = {
+    EventType.PROCESSING: (Status.PROCESSING, (Status.INITIATED,)),
+    EventType.SUCCEEDED: (Status.SUCCEEDED, (Status.INITIATED, Status.PROCESSING)),
+    EventType.FAILED: (Status.FAILED, (Status.INITIATED, Status.PROCESSING)),
 }
 
 
@@ -30,7 +33,7 @@ def initial(event: Event) -> dict[str, Any]:
     return {
         "id": event.payment_id,
         "object": "payment",
-        "status": "initiated",
+        "status": Status.INITIATED,
         "amount": data.amount,
         "currency": data.currency,
         "payment_method": data.payment_method,
@@ -56,7 +59,7 @@ def advance(payment: dict[str, Any], event: Event) -> dict[str, Any]:
         total = max(int(payment["refunded_amount"]), event.payload(Refunded).refunded_total)
         result["refunded_amount"] = total
         if total >= int(payment["amount"]):
-            result["status"] = "refunded"
+            result["status"] = Status.REFUNDED
     if result != payment:
         result["updated_at"] = iso(event.occurred_at)
     return result

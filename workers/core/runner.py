@@ -29,11 +29,11 @@ from workers.core.events import Event, decode
 from workers.core.heartbeat import Heartbeat
 from workers.core.kafka import (
     Consumer,
-    KafkaError,
     Message,
     TopicPartition,
     commit_offsets,
     consume_ready,
+    log_consumer_error,
     make_consumer,
 )
 from workers.core.metrics import DEAD_LETTER, OK, RETRY, LagProbe, handled
@@ -159,8 +159,3 @@ class ConsumerRunner:
             log.warning("%s: dead-letter topic unreachable: %s", self.role, unreachable)
             return False
         return True
-
-
-def log_consumer_error(role: str, error: KafkaError) -> None:
-    if error.code() != KafkaError._PARTITION_EOF:
-        log.warning("%s: consumer error: %s", role, error)

@@ -31,7 +31,6 @@ from workers.ledger.store import Conn, Cursor, LedgerStore, Partition
 log = logging.getLogger(__name__)
 
 DeadLetterSink = Callable[[Message, BaseException], None]
-_PASS_THROUGH = (*TRANSIENT, NeedsRetry)
 
 
 class Applier:
@@ -41,12 +40,11 @@ class Applier:
         rules: PostingRules,
         *,
         max_attempts: int,
-        dead_letter: DeadLetterSink,
     ) -> None:
         self.store = store
         self.planner = Planner(rules)
         self.max_attempts = max_attempts
-        self.dead_letter = dead_letter
+        self.dead_letter: DeadLetterSink = no_dead_letter_topic  # the batch in hand's
         # Per message of the batch in hand, kept across its retries.
         self._verdicts: dict[_Key, Verdicts] = {}
         self._sent: set[_Key] = set()
@@ -55,13 +53,19 @@ class Applier:
         self.postings: Counter[str] = Counter()  # by kind, in the batch in hand (for metrics)
 
     def apply(
-        self, conn: Conn, items: Sequence[Item], cursors: dict[Partition, Cursor]
+        self,
+        conn: Conn,
+        items: Sequence[Item],
+        cursors: dict[Partition, Cursor],
+        dead_letter: DeadLetterSink,
     ) -> dict[Partition, Cursor]:
-        """Apply ``items`` (offset order within a partition) on top of ``cursors``.
+        """Apply ``items`` (offset order within a partition) on top of ``cursors``, sending
+        what cannot apply to ``dead_letter``.
 
         Returns the cursors after them; the caller stores nothing else and commits.
         """
         self.postings.clear()
+        self.dead_letter = dead_letter
         if not items:
             return cursors
         # A batch other than the one retried: forget what was decided about the previous one.
@@ -72,6 +76,9 @@ class Applier:
             with conn.transaction():
                 # Only certain verdicts here: anything to count goes to the slow path.
                 after = self._apply(conn, items, cursors, _permanent_only)
+        except NeedsRetry as exc:  # a rule failed: counted on the way below
+            log.warning("ledger batch refused (%r); applying it one message at a time", exc)
+            return self._one_at_a_time(conn, items, cursors)
         except TRANSIENT:
             raise
         except Exception as exc:
@@ -119,15 +126,28 @@ class Applier:
         try:
             with conn.transaction():
                 return self._apply(conn, [item], cursors, self._verdict)
-        except _PASS_THROUGH:
+        except TRANSIENT:  # NeedsRetry among them
             raise
         except Exception as exc:
             if not self._verdict(item.message, exc):
                 raise NeedsRetry(f"applying offset {item.offset}: {exc!r}") from exc
             failure = exc
-        plan = self.planner.reject(item, cursors, failure)
         with conn.transaction():
-            self._write(conn, plan)
+            return self._record_rejected(conn, item, cursors, failure)
+
+    def record_rejected(
+        self, conn: Conn, item: Item, cursors: dict[Partition, Cursor], exc: BaseException
+    ) -> dict[Partition, Cursor]:
+        """Record ``item`` as dead-lettered (already sent) and move its partition past it."""
+        self._sent.add(_key(item.message))
+        self.rejected += 1
+        return self._record_rejected(conn, item, cursors, exc)
+
+    def _record_rejected(
+        self, conn: Conn, item: Item, cursors: dict[Partition, Cursor], exc: BaseException
+    ) -> dict[Partition, Cursor]:
+        plan = self.planner.reject(item, cursors, exc)
+        self._write(conn, plan)
         return plan.writes.cursors
 
     def _write(self, conn: Conn, plan: Plan) -> None:

@@ -13,19 +13,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from workers.core.delivery import offset_of, partition_of, topic_of
-from workers.core.errors import EventError
+from workers.core.consuming import Received
+from workers.core.errors import EventError, TransientError
 from workers.core.events import (
     ChargeReversed,
     Event,
     EventData,
-    Headers,
+    Failed,
     Initiated,
+    Processing,
     Refunded,
     RefundFailed,
     RefundRequested,
     Succeeded,
-    decode,
 )
 from workers.core.kafka import Message
 from workers.ledger.chain import EntryRecord, TxnRecord, digest
@@ -38,40 +38,13 @@ log = logging.getLogger(__name__)
 Verdict = Callable[[Message, BaseException], bool]
 
 
-class NeedsRetry(Exception):
-    """A message failed in a way worth retrying: roll the whole batch back and try again."""
+class NeedsRetry(TransientError):
+    """A message failed in a way worth retrying (its verdict is counted by the applier): roll
+    the whole batch back and take it again after a backoff."""
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
-    """A message and what decoding it gave: an event, or why it is not one."""
-
-    message: Message
-    decoded: Event | EventError
-    # Read once from the message: the planner looks them up several times per event.
-    partition: Partition = field(init=False)
-    offset: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "partition", (topic_of(self.message), partition_of(self.message)))
-        object.__setattr__(self, "offset", offset_of(self.message))
-
-
-def decode_all(messages: Sequence[Message]) -> list[Item]:
-    items = []
-    for message in messages:
-        try:
-            decoded: Event | EventError = decode(message.value(), _headers(message))
-        except EventError as exc:
-            decoded = exc
-        items.append(Item(message, decoded))
-    return items
-
-
-def _headers(message: Message) -> Headers | None:
-    """The headers as the client gives them (a copy cost ~2.5 us a message, ~4% of a replay)."""
-    raw = message.headers()
-    return list(raw.items()) if isinstance(raw, dict) else raw
+# What the ledger plans from: a message and what decoding it gave (the engine's type).
+Item = Received
 
 
 @dataclass
@@ -190,22 +163,24 @@ class Planner:
 
 # What each payload gives its ``events`` row: the attributes of its amount, its reference and
 # its currency (None: the column stays empty). By exact type, as a decoded event's payload is
-# exactly PAYLOADS[its type]; a lookup instead of isinstance tests down a chain of unions.
+# exactly PAYLOADS[its type]; a lookup instead of isinstance tests down a chain of unions. Every
+# payload is listed (a test holds it to ``PAYLOADS``): a new one must say what it records.
 _ROW_FIELDS: Final[dict[type[EventData], tuple[str | None, str | None, str | None]]] = {
     Initiated: ("amount", None, "currency"),
+    Processing: (None, None, None),
     Succeeded: (None, "charge_id", None),
+    Failed: (None, None, None),
     RefundRequested: ("amount", "refund_id", None),
     Refunded: ("amount", "refund_id", None),
     RefundFailed: (None, "refund_id", None),
     ChargeReversed: ("amount", "charge_id", None),
 }
-_NO_FIELDS: Final = (None, None, None)
 
 
 def _event_row(item: Item, event: Event, outcome: str) -> EventRow:
     topic, partition = item.partition
     data = event.data
-    amount, reference, currency = _ROW_FIELDS.get(type(data), _NO_FIELDS)
+    amount, reference, currency = _ROW_FIELDS[type(data)]
     return EventRow(
         event.event_id,
         event.type.value,

@@ -25,7 +25,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
@@ -33,25 +32,28 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
 
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
+
 from workers.core.config import Settings
+from workers.core.consuming import Received, decode_all
 from workers.core.db import SCHEMA_LOCK, connect
-from workers.core.delivery import TRANSIENT, offset_of, partition_of, retry_delays
+from workers.core.delivery import FIRST_RETRY_S, TRANSIENT, offset_of, partition_of
 from workers.core.errors import FlowPayError
 from workers.core.kafka import (
     Consumer,
     KafkaError,
     Message,
     TopicPartition,
+    log_consumer_error,
     make_consumer,
     watermarks,
 )
-from workers.core.runner import log_consumer_error
+from workers.core.retry import jittered
 from workers.core.topics import GROUP_PREFIX_REPLAY, topics
 from workers.ledger import bulk, metrics
 from workers.ledger.applier import Applier, no_dead_letter_topic
 from workers.ledger.check import CheckResult, run_checks
 from workers.ledger.fanout import fan_out
-from workers.ledger.posting import Item, NeedsRetry, decode_all
 from workers.ledger.rules import STANDARD_RULES, PostingRules
 from workers.ledger.store import (
     LIVE_SCHEMA,
@@ -201,7 +203,6 @@ class Replay:
             LedgerStore(SHADOW_SCHEMA, bulk=True),
             self.rules,
             max_attempts=self.settings.worker.max_attempts,
-            dead_letter=no_dead_letter_topic,
         )
         with _collector_between_batches() as collect:
             for items in self._read(spans):
@@ -212,7 +213,7 @@ class Replay:
                 collect()
         return applier.applied
 
-    def _read(self, spans: list[Span]) -> Generator[list[Item], None, None]:
+    def _read(self, spans: list[Span]) -> Generator[list[Received], None, None]:
         """The spans, decoded, batch by batch (once, whatever the retries of a batch)."""
         ends = {span.partition: span.end for span in spans}
         remaining = {span.partition for span in spans if span.count}
@@ -296,19 +297,30 @@ class Replay:
             return
         self._shadow_built = False
 
-    def _apply(self, applier: Applier, items: list[Item]) -> None:
+    def _apply(self, applier: Applier, items: list[Received]) -> None:
+        """One batch in one transaction, retried while the database is away (or a message's
+        verdict says to try again)."""
         store = applier.store
-        for delay in retry_delays(self.settings.worker.retry_max_backoff_s):
+
+        def once() -> None:
             conn = self._connection()
-            try:
-                with conn.transaction():
-                    cursors = store.lock_cursors(conn, {item.partition for item in items})
-                    fresh = [i for i in items if i.offset >= cursors[i.partition].next_offset]
-                    applier.apply(conn, fresh, cursors)
-                return
-            except (*TRANSIENT, NeedsRetry) as exc:
-                log.warning("replay batch rolled back (%s); retrying in %.1fs", exc, delay)
-            time.sleep(delay)
+            with conn.transaction():
+                cursors = store.lock_cursors(conn, {item.partition for item in items})
+                fresh = [i for i in items if i.offset >= cursors[i.partition].next_offset]
+                applier.apply(conn, fresh, cursors, no_dead_letter_topic)
+
+        def rolled_back(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "replay batch rolled back (%s); retrying in %.1fs", error, state.upcoming_sleep
+            )
+
+        Retrying(
+            retry=retry_if_exception_type(TRANSIENT),
+            wait=jittered(FIRST_RETRY_S, self.settings.worker.retry_max_backoff_s),
+            before_sleep=rolled_back,
+            reraise=True,
+        )(once)
 
     def _end_offsets(self) -> dict[int, tuple[int, int]]:
         """{partition: (low, high watermark)} of the replayed partitions, taken now."""

@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final, Protocol
+from typing import Final, Protocol, assert_never
 
 from workers.core.errors import PermanentError
 from workers.core.events import (
@@ -232,8 +232,10 @@ class StandardRules:
                 return [self.refund(event, state)]
             case EventType.CHARGE_REVERSED:
                 return self.charge_reversed(event, state)
-            case _:
-                return []
+            case EventType.PROCESSING | EventType.REFUND_REQUESTED | EventType.REFUND_FAILED:
+                return []  # nothing moves; the event is recorded as applied
+            case unknown:  # mypy: no event type left without a rule
+                assert_never(unknown)
 
     def authorize(self, event: Event, state: PaymentState) -> Transfer:
         if state.pending is not None:

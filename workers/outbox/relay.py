@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterator
 from types import TracebackType
 
-import backoff
 import psycopg
 
 from workers.core import observe
@@ -25,6 +24,7 @@ from workers.core.db import connect
 from workers.core.heartbeat import Heartbeat
 from workers.core.lifecycle import install_stop_handlers
 from workers.core.outbox import EMITTING_SCHEMAS
+from workers.core.retry import delays
 from workers.core.topics import topics
 from workers.outbox import metrics, store
 from workers.outbox.publisher import ROLE, BatchPublisher, NotAcknowledged
@@ -33,6 +33,7 @@ from workers.outbox.store import Conn, Pruned
 log = logging.getLogger(__name__)
 
 # Outages are retried for ever, so the cap only bounds how late the relay notices a recovery.
+_FIRST_BACKOFF_S = 0.2
 _MAX_BACKOFF_S = 5.0
 # The longest the wait for work goes without looking at the stop event.
 _WAIT_SLICE_S = 0.5
@@ -207,9 +208,7 @@ def next_idle_wait(previous: float, cap: float) -> float:
 
 def _delays() -> Iterator[float]:
     """Exponential backoff with full jitter, capped; endless."""
-    for value in backoff.expo(base=2, factor=0.2, max_value=_MAX_BACKOFF_S):
-        if value is not None:  # backoff's generators open with a bare yield
-            yield backoff.full_jitter(value)
+    return delays(_FIRST_BACKOFF_S, _MAX_BACKOFF_S)
 
 
 def _one_line(exc: Exception) -> str:

@@ -1,0 +1,85 @@
+"""Every consumer decides about every event type: its routing table names each one.
+
+The tables are found where they register (``workers.core.consuming.register``) once every
+module of ``workers`` is imported, so a consumer added later is walked too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import pkgutil
+from typing import Any
+
+import pytest
+
+import workers
+from workers.core.consuming import IGNORE, registered
+from workers.core.events import (
+    PAYLOADS,
+    ChargeReversed,
+    EventType,
+    Failed,
+    Initiated,
+    Processing,
+    Refunded,
+    RefundFailed,
+    RefundRequested,
+    Succeeded,
+    new_event,
+)
+from workers.ledger import posting
+from workers.ledger.rules import STANDARD_RULES, PaymentState, PostingRefused
+
+
+def _every_table() -> dict[str, Any]:
+    for module in pkgutil.walk_packages(workers.__path__, "workers."):
+        importlib.import_module(module.name)
+    return registered()
+
+
+TABLES = _every_table()
+
+
+def test_the_consumers_tables_are_registered() -> None:
+    # The processor and the notifier join when they move onto the engine.
+    assert {"api-read-model", "ledger"} <= set(TABLES)
+
+
+@pytest.mark.parametrize("name", sorted(TABLES))
+@pytest.mark.parametrize("event_type", list(EventType))
+def test_every_event_type_has_a_decision_in_every_table(name: str, event_type: EventType) -> None:
+    route = TABLES[name].route(event_type)
+    assert route is IGNORE or callable(route)
+
+
+# A valid payload of each type: a type added later needs one here, and a rule in the ledger.
+EXAMPLES = {
+    EventType.INITIATED: Initiated(amount=100, currency="USD", payment_method="pm_card_visa"),
+    EventType.PROCESSING: Processing(),
+    EventType.SUCCEEDED: Succeeded(charge_id="ch_1"),
+    EventType.FAILED: Failed(reason="card_declined"),
+    EventType.REFUND_REQUESTED: RefundRequested(refund_id="re_1", amount=10),
+    EventType.REFUNDED: Refunded(refund_id="re_1", amount=10, refunded_total=10),
+    EventType.REFUND_FAILED: RefundFailed(refund_id="re_1", reason="no"),
+    EventType.CHARGE_REVERSED: ChargeReversed(charge_id="ch_1", amount=100),
+}
+
+
+def test_every_event_type_has_an_example() -> None:
+    assert set(EXAMPLES) == set(EventType)
+
+
+@pytest.mark.parametrize("event_type", list(EventType))
+def test_the_posting_rules_decide_about_every_event_type(event_type: EventType) -> None:
+    # The ledger routes every type to its rules; they have a case for each (an unknown type
+    # fails an assertion, never falls through to "post nothing").
+    data = EXAMPLES[event_type]
+    event = new_event(event_type, payment_id="pay_1", merchant_id="mer_1", data=data, source="t")
+    # Refused is a decision too: a payment with nothing posted cannot take some.
+    with contextlib.suppress(PostingRefused):
+        STANDARD_RULES.transfers(event, PaymentState())
+
+
+def test_the_ledger_says_what_each_payload_records() -> None:
+    assert set(posting._ROW_FIELDS) == set(PAYLOADS.values())
