@@ -32,9 +32,14 @@ from workers.ledger import posting
 from workers.ledger.rules import STANDARD_RULES, PaymentState, PostingRefused
 
 
+# Alembic's scripts run inside Alembic only: importing them elsewhere fails.
+NOT_IMPORTABLE = ("workers.migrations.",)
+
+
 def _every_table() -> dict[str, Any]:
     for module in pkgutil.walk_packages(workers.__path__, "workers."):
-        importlib.import_module(module.name)
+        if not module.name.startswith(NOT_IMPORTABLE):
+            importlib.import_module(module.name)
     return registered()
 
 
