@@ -43,7 +43,12 @@ CREATE TABLE IF NOT EXISTS api.payments (
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX IF NOT EXISTS payments_by_merchant ON api.payments (merchant_id, created_at DESC, id DESC);
+-- GET /v1/payments pages a merchant's payments newest first by id (ids sort by creation time):
+-- this index gives each page in that order, so no page sorts or filters the merchant's whole
+-- history. It replaces an index in (merchant_id, created_at, id) that no query's order used,
+-- so the intake still maintains one secondary index per payment.
+DROP INDEX IF EXISTS api.payments_by_merchant;
+CREATE INDEX IF NOT EXISTS payments_by_merchant_id ON api.payments (merchant_id, id);
 
 CREATE TABLE IF NOT EXISTS api.refunds (
     id          text        PRIMARY KEY,
