@@ -12,7 +12,17 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -35,6 +45,18 @@ class DatabaseSettings(_Section):
     url: SecretStr | None = None
     pool_min_size: int = Field(default=1, ge=0)
     pool_max_size: int = Field(default=10, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _libpq_reads_it(cls, url: SecretStr | None) -> SecretStr | None:
+        # Refused here, once, in words of our own: libpq's complaint quotes the string, so a
+        # role or command meeting it later would print part of the password.
+        if url is not None:
+            try:
+                conninfo_to_dict(url.get_secret_value())
+            except psycopg.ProgrammingError:
+                raise ValueError("not a PostgreSQL URL or key=value connection string") from None
+        return url
 
 
 class KafkaSettings(_Section):

@@ -16,12 +16,19 @@ import re
 import sys
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, TextIO
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from workers.core import correlation
 
 LogFormat = Literal["auto", "json", "text"]
 FORMATS: Final = ("auto", "json", "text")
 REDACTED: Final = "[redacted]"
+# In a connection string shown whole: a URL has no room for brackets.
+PASSWORD_MASK: Final = "***"  # noqa: S105 (what a password is shown as, not one)
+_URL_SCHEME: Final = re.compile(r"(?i)postgres(?:ql)?://")
 
 _QUOTED: Final = r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'"
 
@@ -75,6 +82,42 @@ def redact(text: str) -> str:
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def mask_conninfo(conninfo: str) -> str:
+    """A PostgreSQL connection string fit to print, its password masked: what every output
+    that shows the database's address prints.
+
+    libpq's own parser says whether there is a password, in any of its forms (a URL's
+    ``user:password@``, its ``?password=``, a key=value ``password=...``, quoted or not); a
+    URL stays a URL. A string libpq cannot read is not shown at all.
+    """
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "(unreadable connection string, not shown)"
+    if "password" not in params:
+        return conninfo
+    if _URL_SCHEME.match(conninfo):
+        masked = _masked_url(conninfo)
+        if conninfo_to_dict(masked).get("password") == PASSWORD_MASK:
+            return masked
+    return make_conninfo(conninfo, password=PASSWORD_MASK)
+
+
+def _masked_url(url: str) -> str:
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    if colon:
+        userinfo = f"{user}:{PASSWORD_MASK}"
+    query = "&".join(_masked_parameter(pair) for pair in parts.query.split("&"))
+    return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{hosts}", query=query))
+
+
+def _masked_parameter(pair: str) -> str:
+    name = pair.partition("=")[0]
+    return f"{name}={PASSWORD_MASK}" if unquote(name) == "password" else pair
 
 
 def setup_logging(
