@@ -8,6 +8,7 @@ or ``api_error`` (5xx). ``ApiError`` carries one; the app turns it into a respon
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from workers.core.errors import FlowPayError
@@ -26,6 +27,7 @@ class ApiError(FlowPayError):
         *,
         param: str | None = None,
         type_: str = INVALID_REQUEST,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -33,6 +35,7 @@ class ApiError(FlowPayError):
         self.message = message
         self.param = param
         self.type = type_
+        self.headers = headers
 
     def envelope(self) -> dict[str, Any]:
         error: dict[str, Any] = {"type": self.type, "code": self.code, "message": self.message}
@@ -47,3 +50,20 @@ def not_found(what: str, param: str = "id") -> ApiError:
 
 def unauthenticated(message: str) -> ApiError:
     return ApiError(401, "api_key_invalid", message, type_=AUTHENTICATION)
+
+
+def rate_limited(wait_s: float, per_s: float, burst: int) -> ApiError:
+    seconds = max(1, math.ceil(wait_s))  # Retry-After counts whole seconds
+    return ApiError(
+        429, "rate_limited",
+        f"Too many requests with this API key (at most {per_s:g} a second, {burst} at once):"
+        f" retry after {seconds} s",
+        headers={"Retry-After": str(seconds)},
+    )  # fmt: skip
+
+
+def too_many_streams(per_key: int) -> ApiError:
+    return ApiError(
+        429, "too_many_streams",
+        f"This API key already has {per_key} event streams open, the most it may: close one",
+    )  # fmt: skip

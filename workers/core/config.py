@@ -100,6 +100,12 @@ class ApiSettings(_Section):
     read_model: bool = True
     # Seconds between keep-alive comments on an idle event stream, so proxies keep it open.
     stream_heartbeat_s: float = Field(default=15.0, gt=0, le=300)
+    # Each API key's token bucket, over all server processes (Stripe's defaults): it refills
+    # at rate_limit_per_s requests a second and holds rate_limit_burst at most.
+    rate_limit_per_s: float = Field(default=100.0, gt=0)
+    rate_limit_burst: int = Field(default=200, ge=1)
+    # Event streams one API key may hold open at once, over all server processes.
+    max_streams_per_key: int = Field(default=100, ge=1, le=65_535)
 
 
 class WorkerSettings(_Section):

@@ -1,0 +1,137 @@
+"""Each API key's request rate: a token bucket held over every server process of one serve-api."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from tests.conftest import env_for
+from tests.helpers.api import error_of
+from tests.helpers.servers import free_port, running, server_processes
+from tests.helpers.waiting import wait_for
+from workers.api.merchants import create_merchant
+from workers.api.rate_limit import RateLimiter
+from workers.api.shared_state import ENV, RATE_TABLE, SharedState, shared_for_server
+from workers.core.config import Settings
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+KEY, OTHER = 12345, 67890
+NOW = 1000.0
+# Slow enough that the bucket of one process per server process would show: twice the burst.
+PER_S, BURST = 2, 40
+
+
+def _limiter(state: SharedState | None = None) -> RateLimiter:
+    return RateLimiter((state or SharedState.private()).rates, per_s=PER_S, burst=BURST)
+
+
+def test_a_key_gets_its_burst_then_its_rate_and_a_refusal_takes_nothing() -> None:
+    limiter = _limiter()
+    assert [limiter.take(KEY, now=NOW) for _ in range(BURST)] == [0.0] * BURST
+    assert limiter.take(KEY, now=NOW) == pytest.approx(1 / PER_S)
+    assert limiter.take(KEY, now=NOW + 0.2) == pytest.approx(1 / PER_S - 0.2)
+    assert limiter.take(KEY, now=NOW + 1 / PER_S) == 0.0
+    assert limiter.take(KEY, now=NOW + 1 / PER_S) > 0
+    assert limiter.take(OTHER, now=NOW) == 0.0  # a bucket of its own
+
+
+def test_a_bucket_refills_to_its_burst_and_no_more() -> None:
+    limiter = _limiter()
+    for _ in range(BURST):
+        limiter.take(KEY, now=NOW)
+    later = NOW + 3600
+    assert sum(limiter.take(KEY, now=later) == 0 for _ in range(BURST * 2)) == BURST
+
+
+def test_a_key_drawing_on_its_bucket_keeps_it_when_its_stripe_is_full() -> None:
+    limiter = _limiter()
+    same_stripe = [KEY + n * RATE_TABLE.stripes for n in range(RATE_TABLE.ways + 1)]
+    drained, *others, newcomer = same_stripe
+    for _ in range(BURST):
+        limiter.take(drained, now=NOW)
+    for key in others:
+        limiter.take(key, now=NOW)
+    assert limiter.take(newcomer, now=NOW) == 0.0  # took the slot of a fuller bucket
+    assert limiter.take(drained, now=NOW) > 0  # still empty: not given up
+
+
+def _take_all(path: str, now: float) -> int:
+    """In another process: take every token there is from KEY's bucket."""
+    limiter = _limiter(SharedState.open(Path(path)))
+    return sum(limiter.take(KEY, now=now) == 0 for _ in range(BURST * 2))
+
+
+def test_processes_that_share_the_state_share_each_bucket() -> None:
+    with shared_for_server(2):
+        path = os.environ[ENV]
+        spawn = multiprocessing.get_context("spawn")  # as uvicorn starts server processes
+        with ProcessPoolExecutor(1, mp_context=spawn) as other_process:
+            took_there = other_process.submit(_take_all, path, NOW).result()
+        here = _limiter(SharedState.open(Path(path)))
+        took_here = sum(here.take(KEY, now=NOW + 5) == 0 for _ in range(BURST * 2))
+    assert took_there == BURST
+    assert took_here == 5 * PER_S  # what refilled since, not a bucket of its own
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+async def _send(url: str, key: str, count: int) -> list[httpx.Response]:
+    """``count`` requests at once, each on a connection of its own (so every server process
+    gets some), as fast as the server answers."""
+    limits = httpx.Limits(max_connections=16, max_keepalive_connections=0)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as c:
+        return list(
+            await asyncio.gather(
+                *(c.get("/v1/payments", params={"limit": 1}) for _ in range(count))
+            )
+        )
+
+
+async def _flood_beside(url: str, flooder: str, bystander: str) -> tuple[list[Any], list[Any]]:
+    return await asyncio.gather(_send(url, flooder, BURST * 10), _send(url, bystander, 10))
+
+
+def test_a_key_over_its_limit_gets_429s_across_server_processes_and_another_key_does_not(
+    settings: Settings, db: Conn
+) -> None:
+    flooder, bystander = create_merchant(db, "Flooder"), create_merchant(db, "Bystander")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **env_for(settings),
+        "FLOWPAY_API__RATE_LIMIT_PER_S": str(PER_S),
+        "FLOWPAY_API__RATE_LIMIT_BURST": str(BURST),
+        "FLOWPAY_API__READ_MODEL": "false",  # server processes idle but for requests
+    }
+    args = ["serve-api", "--port", str(port), "--workers", "2"]
+    with running(args, env, url + "/healthz") as parent:
+        wait_for(lambda: len(server_processes(parent.pid)) == 2, what="two server processes")
+        before = {pid: _cpu_ticks(pid) for pid in server_processes(parent.pid)}
+        started = time.monotonic()
+        flooded, bystanding = asyncio.run(_flood_beside(url, flooder.api_key, bystander.api_key))
+        elapsed = time.monotonic() - started
+        busy = {pid: _cpu_ticks(pid) - ticks for pid, ticks in before.items()}
+
+    assert all(ticks > 0 for ticks in busy.values()), busy  # both server processes answered
+    assert [r.status_code for r in bystanding] == [200] * 10
+    refused = [r for r in flooded if r.status_code == 429]
+    allowed = len(flooded) - len(refused)
+    assert {r.status_code for r in flooded} == {200, 429}
+    # The burst, and what refilled meanwhile: once, not once per server process.
+    assert BURST <= allowed <= BURST + PER_S * elapsed + 1, (allowed, elapsed)
+    for response in refused:
+        assert error_of(response)["code"] == "rate_limited"
+        assert int(response.headers["retry-after"]) >= 1
