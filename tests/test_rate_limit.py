@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import os
 import time
@@ -14,7 +15,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import env_for
+from tests.conftest import env_for, flowpay
 from tests.helpers.api import error_of
 from tests.helpers.servers import free_port, running, server_processes
 from tests.helpers.waiting import wait_for
@@ -135,3 +136,21 @@ def test_a_key_over_its_limit_gets_429s_across_server_processes_and_another_key_
     for response in refused:
         assert error_of(response)["code"] == "rate_limited"
         assert int(response.headers["retry-after"]) >= 1
+
+
+def test_flowpay_pay_waits_out_the_rate_limit_and_gets_every_payment_accepted(
+    settings: Settings, db: Conn
+) -> None:
+    merchant = create_merchant(db, "Patient")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    limits = {"FLOWPAY_API__RATE_LIMIT_PER_S": "5", "FLOWPAY_API__RATE_LIMIT_BURST": "5"}
+    env = {**env_for(settings), **limits, "FLOWPAY_API__READ_MODEL": "false"}
+    with running(["serve-api", "--port", str(port)], env, url + "/healthz"):
+        args = ["--amount", "1999", "--count", "15", "--concurrency", "5", "--json"]
+        done = flowpay("pay", *args, "--url", url, "--api-key", merchant.api_key, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["accepted"], summary["failed"]) == (15, 0), summary
+    # Three times the burst at five a second: it waited, rather than hammering or giving up.
+    assert summary["seconds"] >= 1.5, summary
