@@ -16,9 +16,8 @@ import psycopg
 import pytest
 
 from tests.conftest import env_for, flowpay
-from tests.helpers.api import error_of
-from tests.helpers.servers import free_port, running, server_processes
-from tests.helpers.waiting import wait_for
+from tests.helpers.api import api_server, error_of
+from tests.helpers.servers import server_processes
 from workers.api.merchants import create_merchant
 from workers.api.rate_limit import RateLimiter
 from workers.api.shared_state import ENV, RATE_TABLE, SharedState, shared_for_server
@@ -109,17 +108,12 @@ def test_a_key_over_its_limit_gets_429s_across_server_processes_and_another_key_
     settings: Settings, db: Conn
 ) -> None:
     flooder, bystander = create_merchant(db, "Flooder"), create_merchant(db, "Bystander")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     env = {
-        **env_for(settings),
         "FLOWPAY_API__RATE_LIMIT_PER_S": str(PER_S),
         "FLOWPAY_API__RATE_LIMIT_BURST": str(BURST),
         "FLOWPAY_API__READ_MODEL": "false",  # server processes idle but for requests
     }
-    args = ["serve-api", "--port", str(port), "--workers", "2"]
-    with running(args, env, url + "/healthz") as parent:
-        wait_for(lambda: len(server_processes(parent.pid)) == 2, what="two server processes")
+    with api_server(settings, workers=2, env=env) as (url, parent):
         before = {pid: _cpu_ticks(pid) for pid in server_processes(parent.pid)}
         started = time.monotonic()
         flooded, bystanding = asyncio.run(_flood_beside(url, flooder.api_key, bystander.api_key))
@@ -142,13 +136,11 @@ def test_flowpay_pay_waits_out_the_rate_limit_and_gets_every_payment_accepted(
     settings: Settings, db: Conn
 ) -> None:
     merchant = create_merchant(db, "Patient")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     limits = {"FLOWPAY_API__RATE_LIMIT_PER_S": "5", "FLOWPAY_API__RATE_LIMIT_BURST": "5"}
-    env = {**env_for(settings), **limits, "FLOWPAY_API__READ_MODEL": "false"}
-    with running(["serve-api", "--port", str(port)], env, url + "/healthz"):
+    with api_server(settings, env={**limits, "FLOWPAY_API__READ_MODEL": "false"}) as (url, _):
         args = ["--amount", "1999", "--count", "15", "--concurrency", "5", "--json"]
-        done = flowpay("pay", *args, "--url", url, "--api-key", merchant.api_key, env=env)
+        pay = ["pay", *args, "--url", url, "--api-key", merchant.api_key]
+        done = flowpay(*pay, env={**env_for(settings), **limits})
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads(done.stdout)
     assert (summary["accepted"], summary["failed"]) == (15, 0), summary

@@ -14,9 +14,8 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import env_for
-from tests.helpers.api import CARD, Api, error_of
-from tests.helpers.servers import free_port, running, server_processes
+from tests.helpers.api import CARD, Api, api_server, error_of
+from tests.helpers.servers import server_processes
 from tests.helpers.waiting import wait_for
 from workers.api.merchants import create_merchant
 from workers.core.config import Settings
@@ -51,12 +50,8 @@ class Stream:
 @pytest.fixture
 def server(settings: Settings) -> Iterator[tuple[str, int]]:
     """serve-api with two server processes; its URL and its parent's pid."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**env_for(settings), "FLOWPAY_API__MAX_STREAMS_PER_KEY": str(PER_KEY)}
-    args = ["serve-api", "--port", str(port), "--workers", "2"]
-    with running(args, env, url + "/healthz") as parent:
-        wait_for(lambda: len(server_processes(parent.pid)) == 2, what="two server processes")
+    env = {"FLOWPAY_API__MAX_STREAMS_PER_KEY": str(PER_KEY)}
+    with api_server(settings, workers=2, env=env) as (url, parent):
         yield url, parent.pid
 
 
