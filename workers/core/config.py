@@ -31,6 +31,7 @@ from pydantic_settings import (
 )
 
 from workers.core.errors import ConfigError
+from workers.core.logs import LogFormat
 
 DEFAULT_CONFIG_FILE = Path("flowpay.toml")
 _toml_path: ContextVar[Path | None] = ContextVar("flowpay_toml_path", default=None)
@@ -226,7 +227,7 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     # auto: text on a terminal, JSON lines otherwise.
-    log_format: Literal["auto", "json", "text"] = "auto"
+    log_format: LogFormat = "auto"
     database: DatabaseSettings = DatabaseSettings()
     kafka: KafkaSettings = KafkaSettings()
     api: ApiSettings = ApiSettings()
