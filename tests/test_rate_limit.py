@@ -6,6 +6,8 @@ import asyncio
 import json
 import multiprocessing
 import os
+import signal
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -80,6 +82,32 @@ def test_processes_that_share_the_state_share_each_bucket() -> None:
         took_here = sum(here.take(KEY, now=NOW + 5) == 0 for _ in range(BURST * 2))
     assert took_there == BURST
     assert took_here == 5 * PER_S  # what refilled since, not a bucket of its own
+
+
+def _lock_and_die(path: str, stripe: int) -> None:
+    """In another process: take a stripe's mutex and be killed holding it."""
+    state = SharedState.open(Path(path))  # mapped until the end, as in a server process
+    state.rates.lock(stripe)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_server_process_killed_holding_a_stripe_does_not_leave_it_locked() -> None:
+    with shared_for_server(1):
+        path = os.environ[ENV]
+        killed = multiprocessing.get_context("spawn").Process(
+            target=_lock_and_die, args=(path, KEY % RATE_TABLE.stripes)
+        )
+        killed.start()
+        killed.join(60)
+        assert killed.exitcode == -signal.SIGKILL
+        limiter = _limiter(SharedState.open(Path(path)))
+        took: list[float] = []
+        # In a thread, so that a stripe left locked fails the test rather than hanging it.
+        taker = threading.Thread(target=lambda: took.append(limiter.take(KEY, now=NOW)))
+        taker.daemon = True
+        taker.start()
+        taker.join(30)
+    assert took == [0.0]
 
 
 def _cpu_ticks(pid: int) -> int:
