@@ -4,11 +4,13 @@ key's rate-limit bucket (``rate_limit.py``) and its open event streams (``stream
 ``serve-api``'s parent process creates a file in shared memory (``/dev/shm``) before it starts
 the server processes, and each of them maps it. The file holds tables of keys cut into
 stripes, each stripe behind a process-shared, robust POSIX mutex: taking one costs no system
-call unless another process holds it (an ``fcntl`` lock cost several times the rest of the
-rate limit's work), and one whose holder was killed is handed to the next taker rather than
-left locked. Each process also holds an ``fcntl`` record lock of its own for its whole life
-(its process slot): the kernel drops it when the process dies, so another process that can
-take it knows, which is how the open streams of a killed process stop counting.
+call unless another process holds it (taking and releasing an ``fcntl`` lock cost about as
+much again as the rest of the rate limit's work), and one whose holder was killed is handed
+to the next taker rather than left locked. Each process also holds an ``fcntl`` record lock
+of its own for its whole life (its process slot): the kernel drops it when the process dies,
+so another process that can take it knows, which is how the open streams of a killed process
+stop counting. The file stays mapped for the process's life: a robust mutex's memory must be
+mapped when its holder dies, or the kernel cannot mark it.
 """
 
 from __future__ import annotations
