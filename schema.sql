@@ -48,7 +48,11 @@ CREATE TABLE IF NOT EXISTS api.payments (
     -- The number of the payment's latest change (see api.payment_changes).
     version         integer     NOT NULL DEFAULT 1
 );
-CREATE INDEX IF NOT EXISTS payments_by_merchant ON api.payments (merchant_id, created_at DESC, id DESC);
+-- GET /v1/payments pages a merchant's payments newest first by id (ids sort by creation time):
+-- this index gives each page in that order, so no page sorts or filters the merchant's whole
+-- history (it replaced an index in (merchant_id, created_at, id), which no query's order used:
+-- the intake maintains one secondary index per payment).
+CREATE INDEX IF NOT EXISTS payments_by_merchant_id ON api.payments (merchant_id, id);
 
 CREATE TABLE IF NOT EXISTS api.refunds (
     id          text        PRIMARY KEY,

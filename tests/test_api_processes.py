@@ -7,26 +7,9 @@ import signal
 from pathlib import Path
 
 from tests.conftest import env_for
-from tests.helpers.servers import free_port, running
+from tests.helpers.servers import free_port, running, server_processes
 from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
-
-
-def _server_processes(pid: int) -> set[int]:
-    """The children of ``pid`` that multiprocessing spawned (not its resource tracker)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue  # exited meanwhile
-        # The command name (field 2) may hold spaces; the parent pid follows its closing paren.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
-            found.add(int(entry.name))
-    return found
 
 
 def _alive(pid: int) -> bool:
@@ -43,8 +26,8 @@ def test_server_processes_exit_when_the_parent_is_killed(settings: Settings) -> 
     url = f"http://127.0.0.1:{port}"
     args = ["serve-api", "--port", str(port), "--workers", "2"]
     with running(args, env_for(settings), health_url=url + "/healthz") as parent:
-        wait_for(lambda: len(_server_processes(parent.pid)) == 2, what="two server processes")
-        workers = _server_processes(parent.pid)
+        wait_for(lambda: len(server_processes(parent.pid)) == 2, what="two server processes")
+        workers = server_processes(parent.pid)
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
         wait_for(

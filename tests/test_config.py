@@ -1,18 +1,20 @@
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from tests.conftest import flowpay
 from workers.core.config import load_settings
 from workers.core.errors import ConfigError
+from workers.core.logs import mask_conninfo
 
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import os
-
     for key in list(os.environ):
         if key.startswith("FLOWPAY_"):
             monkeypatch.delenv(key)
@@ -101,14 +103,54 @@ def test_cli_reports_toml_syntax_error_in_one_line(tmp_path: Path) -> None:
     assert len(done.stderr.strip().splitlines()) == 1
 
 
-def test_database_password_never_printed_by_status(tmp_path: Path) -> None:
+# The database password in each of libpq's forms; each holds "TopSecretPw".
+DATABASE_URLS = [
+    "postgresql://flowpay:TopSecretPw@127.0.0.1:1/flowpay",
+    "postgres://flowpay:TopSecretPw@127.0.0.1:1/flowpay",
+    "postgresql://flowpay@127.0.0.1:1/flowpay?sslmode=disable&password=TopSecretPw",
+    "postgresql://flowpay:TopSecretPw@127.0.0.1:1,127.0.0.2:2/flowpay",
+    "host=127.0.0.1 port=1 user=flowpay password=TopSecretPw dbname=flowpay",
+    "host=127.0.0.1 port=1 password='Top SecretPw \\' TopSecretPw' dbname=flowpay",
+]
+
+
+@pytest.mark.parametrize("url", DATABASE_URLS)
+def test_database_password_never_printed_by_status(tmp_path: Path, url: str) -> None:
     config = tmp_path / "secret.toml"
-    config.write_text(
-        '[database]\nurl = "postgresql://flowpay:TopSecretPw@127.0.0.1:1/flowpay"\n'
-        '[kafka]\nbootstrap_servers = "127.0.0.1:1"\n'
-    )
-    for args in (["dev", "status", "--json"], ["dev", "status"]):
-        done = flowpay("--config", str(config), *args)
+    config.write_text('[kafka]\nbootstrap_servers = "127.0.0.1:1"\n')
+    env = {"FLOWPAY_DATABASE__URL": url, "PATH": os.environ["PATH"]}
+    table = flowpay("--config", str(config), "dev", "status", env=env)
+    as_json = flowpay("--config", str(config), "dev", "status", "--json", env=env)
+    for done in (table, as_json):
         assert done.returncode == 0, done.stderr
-        assert "TopSecretPw" not in done.stdout + done.stderr
-        assert "***" in done.stdout
+        assert "SecretPw" not in done.stdout + done.stderr
+    shown = json.loads(as_json.stdout)
+    assert shown["endpoints"]["database_url"] == mask_conninfo(url)
+    assert [c["endpoint"] for c in shown["components"] if c["name"] == "postgres"] == [
+        mask_conninfo(url)
+    ]
+
+
+@pytest.mark.parametrize("url", DATABASE_URLS)
+def test_a_database_url_is_printed_with_its_password_masked(url: str) -> None:
+    masked = mask_conninfo(url)
+    assert "SecretPw" not in masked
+    assert conninfo_to_dict(masked) == conninfo_to_dict(url) | {"password": "***"}
+    assert masked.startswith("postgres") == url.startswith("postgres")  # a URL stays a URL
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "host=db password=Top SecretPw",  # libpq's complaint would quote "SecretPw"
+        "POSTGRESQL://flowpay:TopSecretPw@db/flowpay",  # libpq reads lower-case schemes only
+    ],
+)
+def test_a_database_url_libpq_cannot_read_is_refused_without_echoing_it(url: str) -> None:
+    env = {"FLOWPAY_DATABASE__URL": url, "PATH": os.environ["PATH"]}
+    for args in (["db", "init"], ["dev", "status"]):
+        done = flowpay(*args, env=env)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "SecretPw" not in done.stdout + done.stderr
+        assert "database.url" in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -98,6 +98,18 @@ def test_ids_bound_in_a_block_are_gone_after_it() -> None:
         ("endpoint secret whsec_c2VjcmV0K2J5dGVz/9= leaked", "c2VjcmV0K2J5dGVz/9="),
         ("cannot connect to postgresql://flowpay:hunter2@db:5432/flowpay", "hunter2"),
         ("conninfo host=db password=hunter2 dbname=x", "hunter2"),
+        ("conninfo host=db password='hunter 2 \\' x' dbname=x", "hunter 2"),
+        ("conninfo host=db password='hunter 2 \\' x' dbname=x", "' x'"),
+        ("POSTGRESQL://flowpay:hunter2@db:5432/flowpay", "hunter2"),
+        ("Postgres://flowpay:hunter2@db/flowpay", "hunter2"),
+        ("postgresql://flowpay:hunt@er2@db/flowpay (an @ left unencoded)", "er2"),
+        ("postgresql://db/flowpay?user=flowpay&password=hunter2&sslmode=off", "hunter2"),
+        ("PGPASSWORD=hunter2 psql", "hunter2"),
+        ('settings {"password": "hunter2", "user": "flowpay"}', "hunter2"),
+        ('settings {"db_password":"hunter \\"2\\""}', "hunter"),
+        ("settings {'password': 'hunter2'}", "hunter2"),
+        ("Authorization: Basic Zmxvd3BheTpodW50ZXIy", "Zmxvd3BheTpodW50ZXIy"),
+        ("headers [('authorization', 'basic Zmxvd3BheTpodW50ZXIy')]", "Zmxvd3BheTpodW50ZXIy"),
     ],
 )
 def test_secrets_are_masked_in_every_line(text: str, secret: str) -> None:
@@ -111,6 +123,45 @@ def test_secrets_are_masked_in_every_line(text: str, secret: str) -> None:
         logging.getLogger("t").exception("failed: %s", text)
     assert secret not in stream.getvalue()
     assert "[redacted]" in json.loads(stream.getvalue())["message"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a basic check of the configuration passed",  # not Basic credentials: no user:password
+        "password rotation is due",
+        "GET https://example.com/v1/payments?limit=10",
+    ],
+)
+def test_text_without_secrets_is_left_alone(text: str) -> None:
+    assert redact(text) == text
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_fields_added_to_every_line_are_masked_and_bounded(fmt: LogFormat) -> None:
+    stream = io.StringIO()
+    setup_logging("INFO", "tester", fmt, stream=stream)
+    # Ids come from callers (X-Request-Id) and from Kafka headers: outside bytes, like a message.
+    with correlation.bound(correlation_id="Bearer sk_live_abcdefSECRET", payment_id="p" * 201):
+        logging.getLogger("t").info("hello", extra={"event_id": 'ev\n{"forged": 1}'})
+    written = stream.getvalue()
+    assert "abcdefSECRET" not in written
+    assert "p" * 201 not in written
+    assert "forged" not in written
+    assert len(written.strip().splitlines()) == 1
+    if fmt == "json":
+        line = json.loads(written)
+        assert line["correlation_id"] == "Bearer [redacted]"
+        assert line["payment_id"] == line["event_id"] == "[invalid]"
+
+
+def test_http_clients_request_lines_are_off_at_info() -> None:
+    stream = io.StringIO()
+    setup_logging("INFO", "tester", "json", stream=stream)
+    with receiver(free_port()) as hook:
+        assert httpx.post(hook.url, content=b"{}").status_code == 200
+    assert hook.url not in stream.getvalue()
+    assert "HTTP Request" not in stream.getvalue()
 
 
 def test_flowpay_dev_runs_roles_with_json_logs_unless_configured() -> None:

@@ -31,7 +31,6 @@ from workers.core.events import (
 from workers.ledger import posting
 from workers.ledger.rules import STANDARD_RULES, PaymentState, PostingRefused
 
-
 # Alembic's scripts run inside Alembic only: importing them elsewhere fails.
 NOT_IMPORTABLE = ("workers.migrations.",)
 

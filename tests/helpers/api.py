@@ -8,6 +8,7 @@ settings``) and each test isolates itself with merchants of its own.
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +20,8 @@ import psycopg
 import pytest
 
 from tests.conftest import env_for
-from tests.helpers.servers import free_port, running
+from tests.helpers.servers import free_port, running, server_processes
+from tests.helpers.waiting import wait_for
 from workers.api.merchants import create_merchant
 from workers.core.config import Settings
 
@@ -29,10 +31,26 @@ CARD = {"amount": 1999, "currency": "USD", "payment_method": "pm_card_visa"}
 @contextmanager
 def serving_api(settings: Settings) -> Iterator[str]:
     """A `flowpay serve-api` process on ``settings``' database and topics; yields its URL."""
+    with api_server(settings) as (url, _parent):
+        yield url
+
+
+@contextmanager
+def api_server(
+    settings: Settings, *, workers: int = 1, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`flowpay serve-api --workers N` on ``settings``' database and topics, with more
+    environment (settings) if given; its URL and its process, once every server process is up."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with running(["serve-api", "--port", str(port)], env_for(settings), url + "/healthz"):
-        yield url
+    args = ["serve-api", "--port", str(port), "--workers", str(workers)]
+    with running(args, {**env_for(settings), **(env or {})}, url + "/healthz") as parent:
+        if workers > 1:
+            wait_for(
+                lambda: len(server_processes(parent.pid)) == workers,
+                what=f"{workers} server processes",
+            )
+        yield url, parent
 
 
 @dataclass

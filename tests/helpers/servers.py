@@ -68,3 +68,21 @@ def _wait_healthy(process: subprocess.Popen[bytes], url: str, log: Path) -> None
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{url} did not answer")
+
+
+def server_processes(pid: int) -> set[int]:
+    """The children of ``pid`` that multiprocessing spawned (not its resource tracker): the
+    server processes of a ``serve-api --workers N`` running as ``pid``."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # exited meanwhile
+        # The command name (field 2) may hold spaces; the parent pid follows its closing paren.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
+            found.add(int(entry.name))
+    return found

@@ -5,6 +5,11 @@ consumer group), so the signal goes through PostgreSQL: a trigger on ``api.payme
 ``NOTIFY flowpay_payment_changes, '<payment id>'`` and each process keeps one ``LISTEN``
 connection, fanning notifications out to its own streams. A wake-up only says "look again":
 streams read what changed from the database, so a lost notification delays, never loses.
+
+When the connection comes back after a loss, every stream must look again (a change may have
+gone unnoticed meanwhile). Each then reads the database through the pool, so they are woken
+spread over a window (``WAKE_ALL_PER_S`` a second, at most ``wake_window_s``, the heartbeat,
+when every stream looks anyway), each at a random moment of it, never all at once.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Iterator
+from typing import Final
 
 import psycopg
 from psycopg import AsyncConnection
@@ -23,10 +30,16 @@ log = logging.getLogger(__name__)
 Q = load_queries("workers.api")
 
 
+# Streams woken a second, on average, after the connection comes back: each reads its payment
+# once, a few milliseconds of a pool connection.
+WAKE_ALL_PER_S: Final = 500.0
+
+
 class ChangeFeed:
-    def __init__(self, conninfo: str, *, retry_s: float = 1.0) -> None:
+    def __init__(self, conninfo: str, *, wake_window_s: float, retry_s: float = 1.0) -> None:
         self._conninfo = conninfo
         self._retry_s = retry_s
+        self._wake_window_s = wake_window_s
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -73,6 +86,9 @@ class ChangeFeed:
             changed.set()
 
     def _wake_all(self) -> None:
-        for waiters in self._waiters.values():
-            for changed in waiters:
-                changed.set()
+        """Every stream, each at a random moment of a window as long as their number needs."""
+        streams = [changed for waiters in self._waiters.values() for changed in waiters]
+        window = min(len(streams) / WAKE_ALL_PER_S, self._wake_window_s)
+        loop = asyncio.get_running_loop()
+        for changed in streams:
+            loop.call_later(random.uniform(0, window), changed.set)

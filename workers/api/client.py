@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
 from workers.core.status import TERMINAL
 
 __all__ = ["TERMINAL", "ApiClient", "Reply", "StreamRefused"]
+# A request refused for the key's rate limit is sent again this often at most, waiting what
+# the answer's Retry-After says (up to a minute) each time.
+RATE_LIMITED_TRIES: Final = 10
+MAX_RETRY_AFTER_S: Final = 60.0
 
 
 @dataclass(frozen=True)
@@ -131,10 +136,31 @@ class ApiClient:
         )
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> Reply:
-        return _reply(await self._http.request(method, path, **kwargs))
+        """The answer, after waiting out the key's rate limit: a request refused with 429 and
+        Retry-After changed nothing (nor used its Idempotency-Key), so it is sent again once
+        that has passed, up to ``RATE_LIMITED_TRIES`` times. The reply's time includes the
+        waits, as the merchant lived it."""
+        started = time.perf_counter()
+        for _ in range(RATE_LIMITED_TRIES - 1):
+            response = await self._http.request(method, path, **kwargs)
+            wait = _retry_after(response)
+            if wait is None:
+                break
+            await asyncio.sleep(wait)
+        else:
+            response = await self._http.request(method, path, **kwargs)
+        return _reply(response, time.perf_counter() - started)
 
 
-def _reply(response: httpx.Response) -> Reply:
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds to wait before sending a rate-limited request again; None if it was not one."""
+    retry_after = response.headers.get("Retry-After", "")
+    if response.status_code != 429 or not retry_after.isdigit():
+        return None
+    return min(float(retry_after), MAX_RETRY_AFTER_S)
+
+
+def _reply(response: httpx.Response, seconds: float | None = None) -> Reply:
     try:
         body = response.json()
     except ValueError:
@@ -142,6 +168,6 @@ def _reply(response: httpx.Response) -> Reply:
     return Reply(
         response.status_code,
         body if isinstance(body, dict) else {"data": body},
-        response.elapsed.total_seconds(),
+        response.elapsed.total_seconds() if seconds is None else seconds,
         response.headers.get("Idempotent-Replayed") == "true",
     )

@@ -12,6 +12,7 @@ them all. A body field's refusal is ``<field>_invalid`` (``invalid_fields``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -33,6 +34,7 @@ class ApiError(FlowPayError):
         *,
         param: str | None = None,
         type_: str = INVALID_REQUEST,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -40,6 +42,7 @@ class ApiError(FlowPayError):
         self.message = message
         self.param = param
         self.type = type_
+        self.headers = headers
 
     def envelope(self) -> dict[str, Any]:
         error: dict[str, Any] = {"type": self.type, "code": self.code, "message": self.message}
@@ -179,3 +182,20 @@ def invalid_fields(fields: Iterable[str]) -> tuple[ErrorCode, ...]:
         ErrorCode(422, f"{field}_invalid", f"{field} is not a valid value.", param=field)
         for field in fields
     )
+
+
+def rate_limited(wait_s: float, per_s: float, burst: int) -> ApiError:
+    seconds = max(1, math.ceil(wait_s))  # Retry-After counts whole seconds
+    return ApiError(
+        429, "rate_limited",
+        f"Too many requests with this API key (at most {per_s:g} a second, {burst} at once):"
+        f" retry after {seconds} s",
+        headers={"Retry-After": str(seconds)},
+    )  # fmt: skip
+
+
+def too_many_streams(per_key: int) -> ApiError:
+    return ApiError(
+        429, "too_many_streams",
+        f"This API key already has {per_key} event streams open, the most it may: close one",
+    )  # fmt: skip

@@ -152,7 +152,8 @@ async def list_payments(
             )
             if await found.fetchone() is None:
                 raise not_found("payment", param="starting_after")
-        cursor = await conn.execute(Q["payments_list"], params)
+        query = Q["payments_list" if starting_after is None else "payments_list_after"]
+        cursor = await conn.execute(query, params)
         rows = await cursor.fetchall()
         names = [c.name for c in cursor.description or ()]
     data = [payment_object(dict(zip(names, r, strict=True))) for r in rows[:limit]]

@@ -88,11 +88,23 @@ FROM api.payments p WHERE p.id = %(id)s AND p.merchant_id = %(merchant_id)s
 FOR UPDATE;
 
 -- name: payments_list
+-- The first page, newest first, read in payments_by_merchant_id's order.
 SELECT id, status, amount, currency, payment_method, description, metadata, refunded_amount,
        failure_reason, created_at, updated_at
 FROM api.payments
 WHERE merchant_id = %(merchant_id)s
-  AND (%(starting_after)s::text IS NULL OR id < %(starting_after)s)
+  AND (%(status)s::text IS NULL OR status = %(status)s)
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: payments_list_after
+-- A later page. Its own statement rather than "cursor IS NULL OR id < cursor" in the first
+-- one: a plan made once for any parameters (psycopg prepares what runs often) could not use
+-- that for the index, and would read every payment newer than the cursor again.
+SELECT id, status, amount, currency, payment_method, description, metadata, refunded_amount,
+       failure_reason, created_at, updated_at
+FROM api.payments
+WHERE merchant_id = %(merchant_id)s AND id < %(starting_after)s
   AND (%(status)s::text IS NULL OR status = %(status)s)
 ORDER BY id DESC
 LIMIT %(limit)s;

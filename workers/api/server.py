@@ -7,7 +7,7 @@ from pathlib import Path
 
 import uvicorn
 
-from workers.api import metrics, read_model
+from workers.api import metrics, read_model, shared_state
 from workers.core.config import Settings
 
 
@@ -18,7 +18,8 @@ def serve(
         # Each server process loads its own settings through the factory.
         os.environ["FLOWPAY_CONFIG"] = str(config_file.resolve())
     os.environ["FLOWPAY_LOG_FORMAT"] = settings.log_format  # --log-format, for every process
-    with metrics.exposed(settings, workers):
+    # Rate limits and stream counts, shared by the server processes (shared_state.py).
+    with metrics.exposed(settings, workers), shared_state.shared_for_server(workers):
         uvicorn.run(
             "workers.api.app:app_from_environment",
             factory=True,

@@ -7,6 +7,7 @@ the change's version (1, 2, ... per payment) as its id. The stream starts with t
 reconnecting; an N the payment has not reached is a conflict (409), not a malformed id (400).
 The key is checked again at each wake-up, so a stream ends within ``api.key_cache_s`` plus one
 heartbeat of its key being revoked.
+A key may hold at most ``api.max_streams_per_key`` streams open at once (``stream_quota.py``).
 
 Starlette's ``StreamingResponse`` rather than an SSE library: the route answers 404, 409, 400 or 204
 as ordinary responses before streaming, and Starlette already cancels the stream when the client
@@ -27,10 +28,11 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from starlette.types import Receive, Scope, Send
 
 from workers.api import openapi
 from workers.api.change_feed import ChangeFeed
-from workers.api.errors import ApiError, codes, not_found
+from workers.api.errors import ApiError, codes, not_found, too_many_streams
 from workers.api.payments import check_lookable, dumps, payment_object
 from workers.core.config import Settings
 from workers.core.db import database_url
@@ -69,8 +71,8 @@ _NOTHING_MORE: Final = {
 
 def router(settings: Settings) -> APIRouter:
     """The events route, and the process's one change feed for its lifetime."""
-    feed = ChangeFeed(database_url(settings))
     heartbeat_s = settings.api.stream_heartbeat_s
+    feed = ChangeFeed(database_url(settings), wake_window_s=heartbeat_s)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -98,7 +100,8 @@ def router(settings: Settings) -> APIRouter:
     )  # fmt: skip
     async def payment_events(request: Request, payment_id: openapi.PaymentId) -> Response:
         services: Services = request.app.state.services
-        merchant_id = await services.auth.merchant_for(request.headers.get("authorization"))
+        caller = await services.auth.admit(request.headers.get("authorization"))
+        merchant_id = caller.merchant_id
         given = seen_version(request.headers.get("last-event-id"))
         version, status = await _head(services.pool, merchant_id, payment_id)
         # A new stream starts with the current state; a resumed one after what it saw.
@@ -120,10 +123,27 @@ def router(settings: Settings) -> APIRouter:
             except ApiError:
                 return None  # revoked since the stream began
 
+        if not services.streams.open(caller.key):
+            raise too_many_streams(services.streams.per_key)
         frames = _frames(services.pool, feed, current_merchant, payment_id, seen, heartbeat_s)
-        return StreamingResponse(frames, media_type="text/event-stream", headers=STREAM_HEADERS)
+        return CountedStream(frames, lambda: services.streams.close(caller.key))
 
     return routes
+
+
+class CountedStream(StreamingResponse):
+    """An event stream that stays counted in its key's quota until it ends, however it ends
+    (finished, client gone, server stopping): the response is always called once returned."""
+
+    def __init__(self, frames: AsyncIterator[bytes], closed: Callable[[], None]) -> None:
+        super().__init__(frames, media_type="text/event-stream", headers=STREAM_HEADERS)
+        self._closed = closed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._closed()
 
 
 def seen_version(header: str | None) -> int | None:

@@ -12,6 +12,8 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -29,6 +31,7 @@ from pydantic_settings import (
 )
 
 from workers.core.errors import ConfigError
+from workers.core.logs import LogFormat
 
 DEFAULT_CONFIG_FILE = Path("flowpay.toml")
 _toml_path: ContextVar[Path | None] = ContextVar("flowpay_toml_path", default=None)
@@ -43,6 +46,18 @@ class DatabaseSettings(_Section):
     url: SecretStr | None = None
     pool_min_size: int = Field(default=1, ge=0)
     pool_max_size: int = Field(default=10, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _libpq_reads_it(cls, url: SecretStr | None) -> SecretStr | None:
+        # Refused here, once, in words of our own: libpq's complaint quotes the string, so a
+        # role or command meeting it later would print part of the password.
+        if url is not None:
+            try:
+                conninfo_to_dict(url.get_secret_value())
+            except psycopg.ProgrammingError:
+                raise ValueError("not a PostgreSQL URL or key=value connection string") from None
+        return url
 
 
 # Who a Kafka client authenticates as: each role may have a principal of its own, so that the
@@ -169,6 +184,12 @@ class ApiSettings(_Section):
     read_model: bool = True
     # Seconds between keep-alive comments on an idle event stream, so proxies keep it open.
     stream_heartbeat_s: float = Field(default=15.0, gt=0, le=300)
+    # Each API key's token bucket, over all server processes (Stripe's defaults): it refills
+    # at rate_limit_per_s requests a second and holds rate_limit_burst at most.
+    rate_limit_per_s: float = Field(default=100.0, gt=0)
+    rate_limit_burst: int = Field(default=200, ge=1)
+    # Event streams one API key may hold open at once, over all server processes.
+    max_streams_per_key: int = Field(default=100, ge=1, le=65_535)
 
 
 class WorkerSettings(_Section):
@@ -326,7 +347,7 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     # auto: text on a terminal, JSON lines otherwise.
-    log_format: Literal["auto", "json", "text"] = "auto"
+    log_format: LogFormat = "auto"
     database: DatabaseSettings = DatabaseSettings()
     kafka: KafkaSettings = KafkaSettings()
     api: ApiSettings = ApiSettings()

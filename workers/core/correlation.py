@@ -62,8 +62,13 @@ def of_headers(headers: Headers | None) -> dict[str, str | None]:
     }
 
 
+def readable(value: str) -> bool:
+    """An id a person can read on a log line: at most 200 printable characters."""
+    return len(value) <= REQUEST_ID_MAX and value.isprintable()
+
+
 def request_id(given: str | None) -> str:
     """The caller's X-Request-Id when it is usable as a correlation id, else a new one."""
-    if given and len(given) <= REQUEST_ID_MAX and given.isprintable():
+    if given and readable(given):
         return given
     return str(uuid.uuid4())

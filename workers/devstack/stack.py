@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -15,6 +14,7 @@ from workers.core.config import Settings
 from workers.core.db import database_url
 from workers.core.errors import StackError
 from workers.core.kafka import bootstrap_servers, create_topics
+from workers.core.logs import mask_conninfo
 from workers.devstack import demo, health, kafka, postgres, roles
 from workers.devstack.paths import StackPaths
 from workers.devstack.procs import tail
@@ -183,9 +183,4 @@ def _state(running: bool) -> str:
 
 def _redacted_url(settings: Settings) -> str:
     """The database URL without its password: status output must never show a secret."""
-    url = urlsplit(database_url(settings))
-    if url.password is None:
-        return url.geturl()
-    host = url.hostname or ""
-    port = f":{url.port}" if url.port else ""
-    return url._replace(netloc=f"{url.username or ''}:***@{host}{port}").geturl()
+    return mask_conninfo(database_url(settings))
