@@ -8,6 +8,7 @@ import contextlib
 from typing import Any
 
 import psycopg
+import pytest
 
 from workers.api.change_feed import WAKE_ALL_PER_S, ChangeFeed
 from workers.core.config import Settings
@@ -19,6 +20,8 @@ LISTENER = (
     "SELECT pid FROM pg_stat_activity"
     " WHERE datname = current_database() AND query LIKE 'LISTEN flowpay_payment_changes%'"
 )
+# It measures when wake-ups happen: a loaded machine's scheduling would blur that.
+pytestmark = pytest.mark.serial
 
 
 async def _wait(condition: Any, timeout_s: float = 30) -> None:
