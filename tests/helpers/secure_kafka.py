@@ -18,7 +18,7 @@ from pathlib import Path
 import tomli_w
 from filelock import FileLock
 
-from tests.conftest import env_for, flowpay, override
+from tests.conftest import LOCAL_RECEIVERS, env_for, flowpay, override
 from workers.core import kafka_acls
 from workers.core.config import Settings, load_settings
 from workers.core.db import database_url
@@ -90,6 +90,8 @@ def secured_prefix(broker: SecureBroker, database: Settings) -> Iterator[Setting
     prefix = f"t{uuid.uuid4().hex[:12]}"
     settings = override(broker.settings, "kafka", topic_prefix=prefix)
     settings = override(settings, "database", url=database.database.url)
+    # The tests' webhook receivers listen on 127.0.0.1 over http, as the other tests' do.
+    settings = override(settings, "notifier", **LOCAL_RECEIVERS)
     # As `flowpay kafka acls apply` run with the cluster administrator's credentials.
     kafka_acls.apply(secure.as_broker(settings), kafka_acls.plan(settings).grants)
     create_topics(settings)  # as the operator, which the ACLs allow
