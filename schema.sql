@@ -16,7 +16,9 @@ CREATE SCHEMA IF NOT EXISTS notifier;
 CREATE TABLE IF NOT EXISTS api.merchants (
     id          text        PRIMARY KEY CHECK (id ~ '^mer_[A-Za-z0-9]+$'),
     name        text        NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    -- The web origins whose pages may read payments with client secrets (CORS).
+    allowed_origins text[]  NOT NULL DEFAULT '{}'
 );
 
 -- API keys are stored only as SHA-256 hashes; the key itself is shown once at creation.
@@ -46,7 +48,9 @@ CREATE TABLE IF NOT EXISTS api.payments (
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     -- The number of the payment's latest change (see api.payment_changes).
-    version         integer     NOT NULL DEFAULT 1
+    version         integer     NOT NULL DEFAULT 1,
+    -- Browsers read a payment with its client secret; only its SHA-256 is kept.
+    client_secret_hash bytea
 );
 -- GET /v1/payments pages a merchant's payments newest first by id (ids sort by creation time):
 -- this index gives each page in that order, so no page sorts or filters the merchant's whole
@@ -128,6 +132,56 @@ CREATE OR REPLACE TRIGGER payments_record_change BEFORE UPDATE ON api.payments F
     WHEN ((OLD.status, OLD.refunded_amount, OLD.failure_reason)
           IS DISTINCT FROM (NEW.status, NEW.refunded_amount, NEW.failure_reason))
     EXECUTE FUNCTION api.record_payment_change();
+
+-- What each merchant asked of its webhook endpoints (never their secrets: the notifier keeps
+-- those). deleted_at: deleted endpoints are kept, so that an id is never reused or shown again.
+CREATE TABLE IF NOT EXISTS api.webhook_endpoints (
+    id             text        PRIMARY KEY,
+    merchant_id    text        NOT NULL REFERENCES api.merchants (id),
+    url            text        NOT NULL CHECK (length(url) <= 2000),
+    description    text        CHECK (length(description) <= 5000),
+    enabled_events text[]      NOT NULL,
+    status         text        NOT NULL DEFAULT 'enabled' CHECK (status IN ('enabled', 'disabled')),
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    deleted_at     timestamptz
+);
+CREATE INDEX IF NOT EXISTS webhook_endpoints_by_merchant ON api.webhook_endpoints (merchant_id, id)
+    WHERE deleted_at IS NULL;
+
+-- Every event of a merchant's payments, as GET /v1/events shows it, kept by the read model from
+-- the event log for api.events_retention_days. seq numbers a merchant's events in the order
+-- their transactions committed (api.event_sequences hands the numbers out under a row lock
+-- held to the commit), so that a stream resumed after seq N misses nothing committed later.
+CREATE TABLE IF NOT EXISTS api.events (
+    id          uuid        PRIMARY KEY,
+    merchant_id text        NOT NULL,
+    seq         bigint      NOT NULL,
+    payment_id  text        NOT NULL,
+    type        text        NOT NULL,
+    created_at  timestamptz NOT NULL,
+    data        jsonb       NOT NULL,
+    request_id  text,
+    CONSTRAINT events_seq_per_merchant UNIQUE (merchant_id, seq)
+);
+CREATE INDEX IF NOT EXISTS events_by_age ON api.events (created_at);
+
+CREATE TABLE IF NOT EXISTS api.event_sequences (
+    merchant_id text   PRIMARY KEY,
+    last_seq    bigint NOT NULL
+);
+
+-- Wakes the merchant-wide event streams (GET /v1/events/stream): one notification per merchant
+-- per statement, whatever the number of rows.
+CREATE OR REPLACE FUNCTION api.announce_events() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('flowpay_merchant_events', m.merchant_id)
+    FROM (SELECT DISTINCT merchant_id FROM inserted) m;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER events_announce AFTER INSERT ON api.events
+    REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT
+    EXECUTE FUNCTION api.announce_events();
 
 -- ---------------------------------------------------------------------------------------------
 -- processor: the payment state machine's own record, refunds, and every gateway attempt
@@ -221,18 +275,32 @@ CREATE TABLE IF NOT EXISTS notifier.endpoints (
     id          text        PRIMARY KEY,
     merchant_id text        NOT NULL,
     url         text        NOT NULL CHECK (url ~ '^https?://'),
-    secret      text        NOT NULL CHECK (secret LIKE 'whsec_%'),
     status      text        NOT NULL DEFAULT 'enabled' CHECK (status IN ('enabled', 'disabled')),
     created_at  timestamptz NOT NULL DEFAULT now(),
     disabled_at timestamptz,
     -- Why it is disabled: 'gone' (it answered 410), 'failing' (every attempt failed for
-    -- notifier.disable_after_s, counted from failing_since), 'operator' (`webhooks disable`).
+    -- notifier.disable_after_s, counted from failing_since), 'operator' (`webhooks disable`),
+    -- 'merchant' (through the API), 'deleted' (by its merchant: for good).
     disabled_reason text        CONSTRAINT endpoints_disabled_reason_known
-                                CHECK (disabled_reason IN ('gone', 'failing', 'operator')),
+                                CHECK (disabled_reason IN ('gone', 'failing', 'operator', 'merchant', 'deleted')),
     -- When its current run of failed attempts began; NULL after a success.
-    failing_since timestamptz
+    failing_since timestamptz,
+    -- The event types it is sent ('*': every type webhooks are sent for).
+    enabled_events text[]   NOT NULL DEFAULT '{*}',
+    updated_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS endpoints_by_merchant ON notifier.endpoints (merchant_id);
+
+-- Its signing secrets (Standard Webhooks, whsec_...), newest last. After a rotation the earlier
+-- ones sign too until they expire, so that a merchant can switch over without a gap.
+CREATE TABLE IF NOT EXISTS notifier.endpoint_secrets (
+    id          bigserial   PRIMARY KEY,
+    endpoint_id text        NOT NULL REFERENCES notifier.endpoints (id),
+    secret      text        NOT NULL CHECK (secret LIKE 'whsec_%'),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz
+);
+CREATE INDEX IF NOT EXISTS endpoint_secrets_by_endpoint ON notifier.endpoint_secrets (endpoint_id, id);
 
 -- ---------------------------------------------------------------------------------------------
 -- notifier: its view of each payment, one delivery per (event, endpoint), every attempt

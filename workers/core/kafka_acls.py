@@ -28,13 +28,14 @@ from workers.core.topics import (
     GROUP_API,
     GROUP_LEDGER,
     GROUP_NOTIFIER,
+    GROUP_NOTIFIER_ENDPOINTS,
     GROUP_PREFIX_DLQ_READER,
     GROUP_PREFIX_REPLAY,
     GROUP_PROCESSOR,
     topics,
 )
 
-TopicKey = Literal["payments", "commands", "dead_letters"]
+TopicKey = Literal["payments", "commands", "dead_letters", "webhook_endpoints"]
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,15 @@ _DLQ: tuple[TopicKey, ...] = ("dead_letters",)
 
 # What each role may do. A new topic or consumer is one line here.
 ACCESS: dict[KafkaRole, Access] = {
-    "outbox": Access(writes=("payments", "commands")),
+    "outbox": Access(writes=("payments", "commands", "webhook_endpoints")),
     "api": Access(reads=("payments",), groups=(GROUP_API,), writes=_DLQ),
     "processor": Access(reads=("payments", "commands"), groups=(GROUP_PROCESSOR,), writes=_DLQ),
     "ledger": Access(reads=("payments",), groups=(GROUP_LEDGER,), writes=_DLQ),
-    "notifier": Access(reads=("payments",), groups=(GROUP_NOTIFIER,), writes=_DLQ),
+    "notifier": Access(
+        reads=("payments", "webhook_endpoints"),
+        groups=(GROUP_NOTIFIER, GROUP_NOTIFIER_ENDPOINTS),
+        writes=_DLQ,
+    ),
     # The saga orchestrator of issue 15.
     "orchestrator": Access(reads=("payments", "commands"), groups=("orchestrator",), writes=_DLQ),
     # Topics, `dlq list` and `replay` (reading), and `dlq replay`, which re-publishes a dead
@@ -111,7 +116,12 @@ def topic_names(settings: Settings) -> dict[TopicKey, str]:
     names = topics(settings)
     # <prefix>.commands arrives with the saga orchestrator (issue 15); its ACLs can come first.
     commands = f"{settings.kafka.topic_prefix}.commands"
-    return {"payments": names.payments, "commands": commands, "dead_letters": names.dead_letters}
+    return {
+        "payments": names.payments,
+        "commands": commands,
+        "dead_letters": names.dead_letters,
+        "webhook_endpoints": names.webhook_endpoints,
+    }
 
 
 def plan(settings: Settings) -> Plan:

@@ -12,7 +12,7 @@ from psycopg import AsyncCursor, Connection, Cursor, sql
 from psycopg.types.json import Jsonb
 
 from workers.core import tracing
-from workers.core.events import Event, decode, encode
+from workers.core.events import Encoded, Event, decode, encode
 from workers.core.sql import load_queries
 
 EMITTING_SCHEMAS: Final = ("api", "processor")
@@ -23,12 +23,16 @@ def insert_statement(schema: str) -> sql.Composed:
 
 
 def outbox_row(event: Event) -> tuple[Any, ...]:
-    encoded = encode(event)
+    return encoded_row(event.event_id, encode(event))
+
+
+def encoded_row(event_id: Any, encoded: Encoded) -> tuple[Any, ...]:
+    """An encoded event of any kind as an outbox row (the current trace in its headers)."""
     headers = [
         [name, value.decode() if isinstance(value, bytes) else value]
         for name, value in tracing.inject(encoded.headers)
     ]
-    return (event.event_id, encoded.key, encoded.value, Jsonb(headers))
+    return (event_id, encoded.key, encoded.value, Jsonb(headers))
 
 
 def stage(cursor: Cursor[Any], schema: str, events: Iterable[Event]) -> None:

@@ -20,6 +20,7 @@ import psycopg
 
 from workers.core import observe
 from workers.core.config import Settings
+from workers.core.events import header
 from workers.core.db import connect
 from workers.core.heartbeat import Heartbeat
 from workers.core.lifecycle import install_stop_handlers
@@ -28,7 +29,7 @@ from workers.core.retry import delays
 from workers.core.topics import topics
 from workers.outbox import metrics, store
 from workers.outbox.publisher import ROLE, BatchPublisher, NotAcknowledged
-from workers.outbox.store import Conn, Pruned
+from workers.outbox.store import Conn, OutboxRow, Pruned
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def serve(settings: Settings) -> None:
 class OutboxRelay:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.topic = topics(settings).payments
+        self.topics = topics(settings)
         self.failures = 0  # failed attempts since start, for tests and diagnostics
         self._stop = threading.Event()
         self._publisher = BatchPublisher(settings)
@@ -79,7 +80,7 @@ class OutboxRelay:
     def run(self, stop: threading.Event) -> None:
         """Publish until ``stop`` is set, riding out Kafka and PostgreSQL outages; then close."""
         self._stop = stop
-        log.info("relaying outboxes %s to %s", ", ".join(EMITTING_SCHEMAS), self.topic)
+        log.info("relaying outboxes %s to %s", ", ".join(EMITTING_SCHEMAS), self.topics.payments)
         try:
             while not stop.is_set():
                 self._heartbeat.beat()
@@ -141,7 +142,7 @@ class OutboxRelay:
             if not rows:
                 return 0
             started_ns = time.time_ns()
-            sent = self._publisher.send(self.topic, rows)
+            sent = self._publisher.send(self._topic_of, rows)
             # The rows are marked while Kafka acknowledges them; the mark commits only once
             # every acknowledgement is in (confirm raises otherwise, rolling it back).
             store.mark_published(conn, schema, [row.id for row in rows])
@@ -152,6 +153,9 @@ class OutboxRelay:
             "published %d events from %s.outbox (up to id %d)", len(rows), schema, rows[-1].id
         )
         return len(rows)
+
+    def _topic_of(self, row: OutboxRow) -> str:
+        return self.topics.for_type(header(row.headers, "ce_type"))
 
     def _wait(self, seconds: float) -> None:
         """Sleep ``seconds`` or until a stop request, beating the heartbeat meanwhile."""

@@ -1,0 +1,134 @@
+"""Changes to merchants' webhook endpoints, as the API sends them to the notifier.
+
+The API keeps what each merchant asked for (``api.webhook_endpoints``) and stages each change
+in its outbox; the relay publishes it to ``<prefix>.webhook_endpoints`` (keyed by the endpoint's
+id, so one endpoint's changes stay in order), and the notifier applies it to the endpoints it
+sends to. Like a payment event it travels in CloudEvents' Kafka binding, binary mode, with the
+whole envelope in the JSON value.
+
+A new endpoint's signing secret, and a rotated one, travel in their event: the notifier must
+have them to sign, and the API shows them once. They are never logged (log lines mask
+``whsec_`` values, and ``repr`` leaves them out).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from workers.core.errors import MalformedEvent, UnknownEventType
+from workers.core.events import CONTENT_TYPE, Encoded, Headers, header
+from workers.core.outbox import encoded_row
+
+SCHEMA_VERSION: Final = 1
+
+
+class EndpointEventType(StrEnum):
+    CREATED = "webhook_endpoint.created"
+    UPDATED = "webhook_endpoint.updated"
+    SECRET_ROTATED = "webhook_endpoint.secret_rotated"
+    DELETED = "webhook_endpoint.deleted"
+
+
+# What each type must carry besides the envelope.
+_REQUIRED: Final = {
+    EndpointEventType.CREATED: ("url", "enabled_events", "secret"),
+    EndpointEventType.UPDATED: ("url", "enabled_events", "disabled"),
+    EndpointEventType.SECRET_ROTATED: ("secret",),
+    EndpointEventType.DELETED: (),
+}
+
+
+class EndpointEvent(BaseModel):
+    """One change of one endpoint. ``updated`` carries the endpoint's whole configuration as
+    it now stands; ``secret_rotated`` the new secret and when the others stop signing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: uuid.UUID
+    type: EndpointEventType
+    endpoint_id: str = Field(min_length=1, max_length=255)
+    merchant_id: str = Field(min_length=1, max_length=255)
+    occurred_at: datetime
+    schema_version: int = Field(ge=1, le=SCHEMA_VERSION)
+    correlation_id: str = Field(min_length=1, max_length=255)
+    source: str = Field(min_length=1)
+    url: str | None = Field(default=None, max_length=2000)
+    enabled_events: tuple[str, ...] | None = None
+    disabled: bool | None = None
+    secret: str | None = Field(default=None, pattern=r"^whsec_[A-Za-z0-9+/=]+$", repr=False)
+    # secret_rotated: the endpoint's earlier secrets sign until then (None: they stop at once).
+    previous_expire_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _carries_what_its_type_needs(self) -> EndpointEvent:
+        missing = [name for name in _REQUIRED[self.type] if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"a {self.type} event needs {', '.join(missing)}")
+        return self
+
+
+def new_endpoint_event(
+    type_: EndpointEventType,
+    *,
+    endpoint_id: str,
+    merchant_id: str,
+    source: str,
+    correlation_id: str | None = None,
+    **fields: Any,
+) -> EndpointEvent:
+    return EndpointEvent(
+        event_id=uuid.uuid4(),
+        type=type_,
+        endpoint_id=endpoint_id,
+        merchant_id=merchant_id,
+        occurred_at=datetime.now(UTC),
+        schema_version=SCHEMA_VERSION,
+        correlation_id=correlation_id or str(uuid.uuid4()),
+        source=source,
+        **fields,
+    )
+
+
+def encode_endpoint_event(event: EndpointEvent) -> Encoded:
+    headers: Headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", str(event.event_id).encode()),
+        ("ce_source", event.source.encode()),
+        ("ce_type", event.type.value.encode()),
+        ("ce_subject", event.endpoint_id.encode()),
+        ("ce_time", event.occurred_at.isoformat().encode()),
+        ("ce_merchantid", event.merchant_id.encode()),
+        ("ce_correlationid", event.correlation_id.encode()),
+        ("ce_schemaversion", str(event.schema_version).encode()),
+        ("content-type", CONTENT_TYPE.encode()),
+    ]
+    return Encoded(event.endpoint_id.encode(), event.model_dump_json().encode(), headers)
+
+
+def decode_endpoint_event(value: bytes | None, headers: Headers | None = None) -> EndpointEvent:
+    """Parse one message of the endpoints topic; raises MalformedEvent or UnknownEventType."""
+    if not value:
+        raise MalformedEvent("empty message value")
+    try:
+        event = EndpointEvent.model_validate_json(value)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            if error["loc"] == ("type",) and error["type"] == "enum":
+                raise UnknownEventType(f"unknown event type {error.get('input')!r}") from None
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(root)"
+        raise MalformedEvent(f"{where}: {first['msg']}") from None
+    declared = header(headers, "ce_type")
+    if declared is not None and declared != event.type.value:
+        raise MalformedEvent(f"header ce_type {declared!r} disagrees with body type {event.type}")
+    return event
+
+
+def endpoint_outbox_row(event: EndpointEvent) -> tuple[Any, ...]:
+    """The event as a row of an outbox (``workers.core.outbox``)."""
+    return encoded_row(event.event_id, encode_endpoint_event(event))

@@ -1,0 +1,22 @@
+-- notifier 0003: endpoints managed by merchants through the API (issue 16). Each endpoint names
+-- the event types it wants; its secrets move to a table of their own, where a rotated secret
+-- keeps signing until it expires; an endpoint may be disabled by its merchant, or deleted.
+
+ALTER TABLE notifier.endpoints ADD COLUMN enabled_events text[] NOT NULL DEFAULT '{*}';
+ALTER TABLE notifier.endpoints ADD COLUMN updated_at timestamptz NOT NULL DEFAULT now();
+ALTER TABLE notifier.endpoints DROP CONSTRAINT endpoints_disabled_reason_known;
+ALTER TABLE notifier.endpoints ADD CONSTRAINT endpoints_disabled_reason_known
+    CHECK (disabled_reason IN ('gone', 'failing', 'operator', 'merchant', 'deleted'));
+
+CREATE TABLE notifier.endpoint_secrets (
+    id          bigserial   PRIMARY KEY,
+    endpoint_id text        NOT NULL REFERENCES notifier.endpoints (id),
+    secret      text        NOT NULL CHECK (secret LIKE 'whsec_%'),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz
+);
+CREATE INDEX endpoint_secrets_by_endpoint ON notifier.endpoint_secrets (endpoint_id, id);
+
+INSERT INTO notifier.endpoint_secrets (endpoint_id, secret, created_at)
+SELECT id, secret, created_at FROM notifier.endpoints;
+ALTER TABLE notifier.endpoints DROP COLUMN secret;
