@@ -30,7 +30,7 @@ SCHEMA_VERSION: Final = 1
 class EndpointEventType(StrEnum):
     CREATED = "webhook_endpoint.created"
     UPDATED = "webhook_endpoint.updated"
-    SECRET_ROTATED = "webhook_endpoint.secret_rotated"
+    SECRET_ROTATED = "webhook_endpoint.secret_rotated"  # noqa: S105 (a type, not a secret)
     DELETED = "webhook_endpoint.deleted"
 
 

@@ -20,8 +20,8 @@ import psycopg
 
 from workers.core import observe
 from workers.core.config import Settings
-from workers.core.events import header
 from workers.core.db import connect
+from workers.core.events import header
 from workers.core.heartbeat import Heartbeat
 from workers.core.lifecycle import install_stop_handlers
 from workers.core.outbox import EMITTING_SCHEMAS
