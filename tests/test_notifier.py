@@ -242,7 +242,7 @@ def test_an_attempt_that_cannot_be_recorded_ends_quietly_for_the_lease_to_retry(
     # retrieved" on every database restart, found by the chaos scenario).
     unreachable: AsyncConnectionPool[Any] = AsyncConnectionPool(database_url(settings), open=False)
     sender = Sender(settings.notifier, unreachable)
-    due = Due("msg_q", shop.endpoint.id, hook.url, shop.endpoint.secret, "enabled", b"{}", 0)
+    due = Due("msg_q", shop.endpoint.id, hook.url, (shop.endpoint.secret,), "enabled", b"{}", 0)
 
     async def attempt() -> None:
         async with httpx.AsyncClient() as http:
@@ -354,7 +354,9 @@ def test_an_answer_the_database_refuses_is_recorded_without_it(
         (shop.endpoint.id, shop.merchant_id),
     )
     pending = shop.delivery()
-    due = Due(pending["id"], shop.endpoint.id, hook.url, shop.endpoint.secret, "enabled", b"{}", 0)
+    due = Due(
+        pending["id"], shop.endpoint.id, hook.url, (shop.endpoint.secret,), "enabled", b"{}", 0
+    )
     refused = Result(500, None, None, datetime.now(UTC), 12, "NUL \x00 is no text to PostgreSQL")
 
     async def record() -> str:

@@ -13,7 +13,10 @@ have them to sign, and the API shows them once. They are never logged (log lines
 
 from __future__ import annotations
 
+import base64
+import secrets
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
@@ -21,10 +24,30 @@ from typing import Any, Final
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from workers.core.errors import MalformedEvent, UnknownEventType
-from workers.core.events import CONTENT_TYPE, Encoded, Headers, header
+from workers.core.events import CONTENT_TYPE, Encoded, EventType, Headers, header
 from workers.core.outbox import encoded_row
 
 SCHEMA_VERSION: Final = 1
+SECRET_PREFIX: Final = "whsec_"
+# The payment events webhooks are sent for: an endpoint's enabled_events name some of them, or
+# "*" (every one of them).
+WEBHOOK_EVENT_TYPES: Final = (
+    EventType.SUCCEEDED, EventType.FAILED, EventType.REFUNDED, EventType.REFUND_FAILED,
+    EventType.CHARGE_REVERSED,
+)  # fmt: skip
+EVERY_EVENT: Final = "*"
+
+
+def wants(enabled_events: Iterable[str], event_type: str) -> bool:
+    """Whether an endpoint with these ``enabled_events`` is sent a webhook of ``event_type``."""
+    if event_type not in WEBHOOK_EVENT_TYPES:
+        return False
+    return any(enabled in (EVERY_EVENT, event_type) for enabled in enabled_events)
+
+
+def new_webhook_secret() -> str:
+    """A Standard Webhooks secret: ``whsec_`` and base64 of 24 random bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
 class EndpointEventType(StrEnum):
@@ -37,15 +60,16 @@ class EndpointEventType(StrEnum):
 # What each type must carry besides the envelope.
 _REQUIRED: Final = {
     EndpointEventType.CREATED: ("url", "enabled_events", "secret"),
-    EndpointEventType.UPDATED: ("url", "enabled_events", "disabled"),
+    EndpointEventType.UPDATED: ("url", "enabled_events"),
     EndpointEventType.SECRET_ROTATED: ("secret",),
     EndpointEventType.DELETED: (),
 }
 
 
 class EndpointEvent(BaseModel):
-    """One change of one endpoint. ``updated`` carries the endpoint's whole configuration as
-    it now stands; ``secret_rotated`` the new secret and when the others stop signing."""
+    """One change of one endpoint. ``updated`` carries its URL and event types as they now
+    stand, and ``disabled`` when the merchant (dis)abled it (None: as it was, so an automatic
+    disabling stays); ``secret_rotated`` the new secret and when the others stop signing."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

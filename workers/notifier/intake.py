@@ -17,6 +17,7 @@ from psycopg_pool import ConnectionPool
 
 from workers.core import tracing
 from workers.core.delivery import headers_of
+from workers.core.endpoint_events import WEBHOOK_EVENT_TYPES, wants
 from workers.core.events import Event, EventType, header
 from workers.core.ids import new_id
 from workers.core.kafka import Message
@@ -26,15 +27,7 @@ from workers.notifier.endpoints import ENDPOINT_DISABLED
 
 Q = load_queries("workers.notifier")
 
-NOTIFIED: Final = frozenset(
-    {
-        EventType.SUCCEEDED,
-        EventType.FAILED,
-        EventType.REFUNDED,
-        EventType.REFUND_FAILED,
-        EventType.CHARGE_REVERSED,
-    }
-)
+NOTIFIED: Final = frozenset(WEBHOOK_EVENT_TYPES)
 
 
 class Intake:
@@ -94,7 +87,9 @@ def _record_deliveries(
     endpoints = conn.execute(
         Q["endpoints_of_merchant"], {"merchant_id": event.merchant_id}
     ).fetchall()
-    for endpoint_id, endpoint_status in endpoints:
+    for endpoint_id, endpoint_status, enabled_events in endpoints:
+        if not wants(enabled_events, event.type.value):
+            continue
         # A disabled endpoint's deliveries are kept, not sent: `webhooks retry` sends them once
         # it is enabled again.
         enabled = endpoint_status == "enabled"

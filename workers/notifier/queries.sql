@@ -1,14 +1,54 @@
 -- The notifier's SQL.
 
 -- name: endpoint_insert
-INSERT INTO notifier.endpoints (id, merchant_id, url, secret)
-VALUES (%(id)s, %(merchant_id)s, %(url)s, %(secret)s);
+-- An endpoint the API announced may come again (a redelivered event): once is enough.
+INSERT INTO notifier.endpoints (id, merchant_id, url, enabled_events, updated_at)
+VALUES (%(id)s, %(merchant_id)s, %(url)s, %(enabled_events)s, %(at)s)
+ON CONFLICT (id) DO NOTHING
+RETURNING id;
+
+-- name: endpoint_update
+UPDATE notifier.endpoints
+SET url = %(url)s, enabled_events = %(enabled_events)s, updated_at = %(at)s
+WHERE id = %(id)s AND disabled_reason IS DISTINCT FROM 'deleted'
+RETURNING id;
+
+-- name: endpoint_delete
+-- For good: its deliveries not yet sent are kept as failed, and it is never enabled again.
+WITH deleted AS (
+    UPDATE notifier.endpoints
+    SET status = 'disabled', disabled_at = coalesce(disabled_at, now()),
+        disabled_reason = 'deleted', updated_at = %(at)s
+    WHERE id = %(id)s
+    RETURNING id
+)
+UPDATE notifier.deliveries d
+SET status = 'failed', leased_until = NULL, last_error = 'endpoint_deleted'
+FROM deleted
+WHERE d.endpoint_id = deleted.id AND d.status = 'pending'
+  AND (d.leased_until IS NULL OR d.leased_until < now());
+
+-- name: secret_insert
+INSERT INTO notifier.endpoint_secrets (endpoint_id, secret) VALUES (%(endpoint_id)s, %(secret)s);
+
+-- name: secrets_expire
+UPDATE notifier.endpoint_secrets
+SET expires_at = least(coalesce(expires_at, 'infinity'), coalesce(%(at)s, now()))
+WHERE endpoint_id = %(endpoint_id)s;
+
+-- name: secrets_signing
+SELECT endpoint_id, secret FROM notifier.endpoint_secrets
+WHERE endpoint_id = ANY(%(endpoint_ids)s) AND (expires_at IS NULL OR expires_at > now())
+ORDER BY endpoint_id, id DESC;
 
 -- name: endpoints_of_merchant
-SELECT id, status FROM notifier.endpoints WHERE merchant_id = %(merchant_id)s;
+-- Deleted endpoints are sent nothing, and keep nothing either.
+SELECT id, status, enabled_events FROM notifier.endpoints
+WHERE merchant_id = %(merchant_id)s AND disabled_reason IS DISTINCT FROM 'deleted';
 
 -- name: endpoints_list
-SELECT id, merchant_id, url, status, created_at, disabled_at, disabled_reason, failing_since
+SELECT id, merchant_id, url, enabled_events, status, created_at, disabled_at, disabled_reason,
+       failing_since
 FROM notifier.endpoints
 WHERE (%(merchant_id)s::text IS NULL OR merchant_id = %(merchant_id)s)
 ORDER BY created_at, id;
@@ -35,9 +75,10 @@ WITH disabled AS (
 SELECT (SELECT count(*) FROM disabled) AS disabled, (SELECT count(*) FROM kept) AS kept;
 
 -- name: endpoint_enable
+-- A deleted endpoint stays deleted.
 UPDATE notifier.endpoints
 SET status = 'enabled', disabled_at = NULL, disabled_reason = NULL, failing_since = NULL
-WHERE id = %(id)s
+WHERE id = %(id)s AND disabled_reason IS DISTINCT FROM 'deleted'
 RETURNING id;
 
 -- name: endpoint_succeeded
@@ -121,7 +162,7 @@ SET leased_until = now() + make_interval(secs => %(lease_s)s)
 FROM notifier.endpoints e
 WHERE d.id = ANY (ARRAY(SELECT id FROM chosen)) AND e.id = d.endpoint_id
   AND d.status = 'pending' AND (d.leased_until IS NULL OR d.leased_until < now())
-RETURNING d.id, d.endpoint_id, e.url, e.secret, e.status, d.body, d.attempts,
+RETURNING d.id, d.endpoint_id, e.url, e.status, d.body, d.attempts,
           d.payment_id, d.event_id::text, d.correlation_id, d.traceparent;
 
 -- name: attempt_insert

@@ -28,6 +28,7 @@ from workers.notifier.answers import describe
 from workers.notifier.guard import GuardedTransport
 from workers.notifier.outcomes import conclude, keep_for_disabled_endpoint
 from workers.notifier.posting import USER_AGENT, Due, Result, post
+from workers.notifier.secrets import load_secrets
 from workers.notifier.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -88,10 +89,13 @@ class Sender:
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(Q["deliveries_claim_lock"])
             cursor = await conn.execute(Q["deliveries_claim"], params)
+            rows = await cursor.fetchall()
+            secrets = await load_secrets(conn, (r[1] for r in rows))
             due = [
-                Due(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7], r[8], r[9], r[10])
-                for r in await cursor.fetchall()
-            ]
+                Due(r[0], r[1], r[2], secrets.get(r[1], ()), r[3], bytes(r[4]), r[5], r[6],
+                    r[7], r[8], r[9])
+                for r in rows
+            ]  # fmt: skip
         for delivery in due:
             task = asyncio.create_task(self.attempt(http, delivery))
             self._tasks.add(task)

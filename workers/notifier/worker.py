@@ -1,4 +1,5 @@
-"""`flowpay run-notifier`: the consumer (recording deliveries) and the sender, in one process."""
+"""`flowpay run-notifier`: the consumer (recording deliveries), the sender, and the consumer of
+endpoint changes, in one process."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from workers.core.db import database_url, make_pool
 from workers.core.lifecycle import install_stop_handlers
 from workers.core.runner import ConsumerRunner
 from workers.core.topics import GROUP_NOTIFIER
-from workers.notifier import metrics
+from workers.notifier import endpoint_changes, metrics
 from workers.notifier.intake import Intake
 from workers.notifier.sender import Sender
 from workers.notifier.wakeup import Wakeup
@@ -51,11 +52,13 @@ def serve(settings: Settings) -> None:
 
     consumer = threading.Thread(target=consume, name="notifier-consumer")
     consumer.start()
+    changes = endpoint_changes.start(settings, stop)
     try:
         asyncio.run(_send(settings, stop, wakeup))
     finally:
         stop.set()
         consumer.join()
+        changes.join()
         pool.close()
 
 
