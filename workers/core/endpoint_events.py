@@ -28,7 +28,7 @@ from workers.core.events import CONTENT_TYPE, Encoded, EventType, Headers, heade
 from workers.core.outbox import encoded_row
 
 SCHEMA_VERSION: Final = 1
-SECRET_PREFIX: Final = "whsec_"
+SECRET_PREFIX: Final = "whsec_"  # noqa: S105 (the scheme's prefix)
 # The payment events webhooks are sent for: an endpoint's enabled_events name some of them, or
 # "*" (every one of them).
 WEBHOOK_EVENT_TYPES: Final = (

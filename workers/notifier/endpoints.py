@@ -82,7 +82,9 @@ def apply(conn: Connection[Any], event: EndpointEvent) -> None:
     caller dedupes by event id). Its URL was checked by the API under the same rules."""
     at = event.occurred_at
     if event.type is EndpointEventType.CREATED:
-        assert event.url is not None and event.secret is not None and event.enabled_events
+        assert event.url is not None
+        assert event.secret is not None
+        assert event.enabled_events
         created = NewEndpoint(event.endpoint_id, event.merchant_id, event.url, event.secret)
         _insert(conn, created, event.enabled_events, at)
     elif event.type is EndpointEventType.UPDATED:
