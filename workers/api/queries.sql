@@ -202,3 +202,33 @@ FROM api.refunds WHERE id = %(id)s;
 
 -- name: merchant_exists
 SELECT 1 FROM api.merchants WHERE id = %(id)s;
+
+-- name: endpoint_insert
+INSERT INTO api.webhook_endpoints
+    (id, merchant_id, url, description, enabled_events, created_at, updated_at)
+VALUES (%(id)s, %(merchant_id)s, %(url)s, %(description)s, %(enabled_events)s, %(at)s, %(at)s);
+
+-- name: endpoint_get
+-- FOR UPDATE: a change reads the endpoint as it stands and writes it in one transaction.
+SELECT id, url, description, enabled_events, status, created_at FROM api.webhook_endpoints
+WHERE id = %(id)s AND merchant_id = %(merchant_id)s AND deleted_at IS NULL
+FOR UPDATE;
+
+-- name: endpoint_update
+UPDATE api.webhook_endpoints
+SET url = %(url)s, description = %(description)s, enabled_events = %(enabled_events)s,
+    status = %(status)s, updated_at = %(at)s
+WHERE id = %(id)s AND merchant_id = %(merchant_id)s AND deleted_at IS NULL;
+
+-- name: endpoint_delete
+UPDATE api.webhook_endpoints SET deleted_at = %(at)s, updated_at = %(at)s
+WHERE id = %(id)s AND merchant_id = %(merchant_id)s AND deleted_at IS NULL
+RETURNING id;
+
+-- name: endpoints_page
+-- A merchant's live endpoints, newest first (ids sort by creation), after a cursor if given.
+SELECT id, url, description, enabled_events, status, created_at FROM api.webhook_endpoints
+WHERE merchant_id = %(merchant_id)s AND deleted_at IS NULL
+  AND (%(starting_after)s::text IS NULL OR id < %(starting_after)s)
+ORDER BY id DESC
+LIMIT %(limit)s;

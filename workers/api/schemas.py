@@ -29,8 +29,10 @@ def _integral(value: Any) -> Any:
     return value
 
 
-# Minor units: an integer, whether written 548 or 548.0 (strict mode refuses 548.5 and "548").
-MinorUnits = Annotated[int, Field(ge=1, le=MAX_AMOUNT), BeforeValidator(_integral)]
+# An integer, whether written 548 or 548.0 (strict mode refuses 548.5 and "548").
+WholeNumber = Annotated[int, BeforeValidator(_integral)]
+# Minor units.
+MinorUnits = Annotated[WholeNumber, Field(ge=1, le=MAX_AMOUNT)]
 
 
 class PaymentCreate(StrictBody):

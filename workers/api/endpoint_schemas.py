@@ -1,0 +1,86 @@
+"""Request bodies of ``/v1/webhook_endpoints``, as the API accepts them.
+
+``enabled_events`` names the event types an endpoint is sent (those webhooks are sent for), or
+``"*"`` for every one; a type named twice counts once.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, get_args
+
+from pydantic import ConfigDict, Field
+
+from workers.api.schemas import WholeNumber
+from workers.core.endpoint_events import EVERY_EVENT, WEBHOOK_EVENT_TYPES
+from workers.core.requests import StrictBody
+
+MAX_EXPIRES_IN_S: Final = 7 * 86_400
+DEFAULT_EXPIRES_IN_S: Final = 86_400
+
+EventName = Literal[
+    "*",
+    "payment.succeeded",
+    "payment.failed",
+    "payment.refunded",
+    "payment.refund_failed",
+    "payment.charge_reversed",
+]
+EVENT_NAMES: Final = (EVERY_EVENT, *(t.value for t in WEBHOOK_EVENT_TYPES))
+if set(get_args(EventName)) != set(EVENT_NAMES):  # a type added to webhooks is added here too
+    raise ImportError(f"EventName must be exactly {EVENT_NAMES}")
+EnabledEvents = list[EventName]
+URL_FIELD: Final = Field(
+    min_length=1,
+    max_length=2000,
+    description="Where to POST webhooks: https, outside private networks",
+)
+DESCRIPTION_FIELD: Final = Field(default=None, max_length=5000)
+EVENTS_DESCRIPTION: Final = "The event types sent to it, or `*` for every one"
+
+
+class WebhookEndpointCreate(StrictBody):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "url": "https://shop.example/webhooks",
+                    "enabled_events": ["payment.succeeded", "payment.failed"],
+                    "description": "Order fulfilment",
+                }
+            ]
+        }
+    )
+
+    url: str = URL_FIELD
+    enabled_events: EnabledEvents = Field(
+        default_factory=lambda: [EVERY_EVENT], min_length=1, description=EVENTS_DESCRIPTION
+    )
+    description: str | None = DESCRIPTION_FIELD
+
+
+class WebhookEndpointUpdate(StrictBody):
+    """What is left out stays as it was."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"enabled_events": ["*"], "disabled": False}]}
+    )
+
+    url: str | None = Field(default=None, min_length=1, max_length=2000)
+    enabled_events: EnabledEvents | None = Field(
+        default=None, min_length=1, description=EVENTS_DESCRIPTION
+    )
+    description: str | None = DESCRIPTION_FIELD
+    disabled: bool | None = Field(
+        default=None, description="true stops sending to it (its webhooks are kept); false again"
+    )
+
+
+class SecretRotation(StrictBody):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"expires_in_s": 86_400}]})
+
+    expires_in_s: WholeNumber = Field(
+        default=DEFAULT_EXPIRES_IN_S,
+        ge=0,
+        le=MAX_EXPIRES_IN_S,
+        description="How long the current secrets still sign beside the new one (0: not at all)",
+    )
