@@ -17,11 +17,19 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.exceptions import HTTPException
 
-from workers.api import openapi, payments, read_model, stream
+from workers.api import endpoint_routes, openapi, payments, read_model, stream
 from workers.api.errors import API_ERROR, ApiError, codes
+
+# Under the names this module's routes have always used (shared with the routes of other modules).
+from workers.api.http_io import answer_response as _answer
+from workers.api.http_io import correlation as _correlation_id
+from workers.api.http_io import json_response as _json
+from workers.api.http_io import merchant_of as _merchant
+from workers.api.http_io import path_of as _path
+from workers.api.http_io import read_body as _read_body
 from workers.api.idempotency import Answer, request_hash, run_once
 from workers.api.metrics import RequestMetrics
-from workers.api.request_context import RequestContext, correlation_id
+from workers.api.request_context import RequestContext
 from workers.api.routing import RequestRoute, allowed_methods
 from workers.api.schemas import PaymentCreate, RefundCreate, parse_body
 from workers.api.services import Services, services_of
@@ -32,7 +40,6 @@ from workers.core.lifecycle import exit_with_parent
 from workers.core.requests import BadRequest, check_idempotency_key
 
 log = logging.getLogger(__name__)
-JSON = "application/json"
 LOCATION = {"description": "The payment's URL", "required": True, "schema": {"type": "string"}}
 REPLAYED = {
     "description": "`true` when this is the stored answer to an earlier request with the key",
@@ -82,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics)
     app.add_middleware(RequestContext)
     app.include_router(stream.router(settings))
+    app.include_router(endpoint_routes.router(settings))
     openapi.install(app)
     return app
 
@@ -92,59 +100,6 @@ def _spare_startup_objects_from_gc() -> None:
     # collection, a few percent of each request's CPU otherwise.
     gc.collect()
     gc.freeze()
-
-
-async def _merchant(request: Request) -> str:
-    """Who sent the request (401 without a valid key; 429 over the key's rate limit)."""
-    caller = await services_of(request).auth.admit(request.headers.get("authorization"))
-    return caller.merchant_id
-
-
-def _correlation_id(_request: Request) -> str:
-    return correlation_id()
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if body and content_type != JSON:
-        raise ApiError(415, "unsupported_media_type", "Send the body as application/json")
-    return body
-
-
-def _path(request: Request) -> str:
-    """``request.url.path``, without building the whole URL (host header parsing and all)."""
-    path: str = request.scope["path"]
-    return path.replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
-
-
-def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "request_too_large", f"Request bodies are limited to {limit} bytes")
-
-
-def _answer(answer: Answer, correlation_id: str) -> Response:
-    headers = {"X-Request-Id": correlation_id}
-    if answer.location:
-        headers["Location"] = answer.location
-    if answer.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return Response(answer.body, status_code=answer.status, media_type=JSON, headers=headers)
-
-
-def _json(payload: Any, correlation_id: str, status: int = 200) -> Response:
-    return Response(
-        payments.dumps(payload), status, media_type=JSON, headers={"X-Request-Id": correlation_id}
-    )
 
 
 def _install_routes(app: FastAPI, settings: Settings) -> None:

@@ -53,7 +53,7 @@ class WebhookEndpointCreate(StrictBody):
 
     url: str = URL_FIELD
     enabled_events: EnabledEvents = Field(
-        default_factory=lambda: [EVERY_EVENT], min_length=1, description=EVENTS_DESCRIPTION
+        default_factory=lambda: list[EventName](["*"]), min_length=1, description=EVENTS_DESCRIPTION
     )
     description: str | None = DESCRIPTION_FIELD
 

@@ -83,14 +83,15 @@ async def create(
 ) -> Answer:
     """A new endpoint and its secret (``url`` already checked), in the caller's transaction."""
     now = datetime.now(UTC)
-    row = {"id": new_id("we"), "merchant_id": merchant_id, "url": url,
-           "description": body.description, "enabled_events": enabled(body.enabled_events),
+    events = enabled(body.enabled_events)
+    row: dict[str, Any] = {"id": new_id("we"), "merchant_id": merchant_id, "url": url,
+           "description": body.description, "enabled_events": events,
            "status": "enabled", "created_at": now, "at": now}  # fmt: skip
     secret = new_webhook_secret()
     await conn.execute(Q["endpoint_insert"], row)
     await _stage(
         conn, EndpointEventType.CREATED, row, correlation_id,
-        url=url, enabled_events=tuple(row["enabled_events"]), secret=secret,
+        url=url, enabled_events=tuple(events), secret=secret,
     )  # fmt: skip
     shown = endpoint_object(row)
     return Answer(

@@ -1,0 +1,197 @@
+"""The routes of ``/v1/webhook_endpoints`` (Stripe's shape): a merchant's webhook endpoints.
+
+What each does is ``workers.api.webhook_endpoints``; here: parsing, auth, idempotency and the
+operations as the OpenAPI document shows them. Every ``POST`` takes an Idempotency-Key (a
+retry of a ``POST`` that showed a secret gets the answer without it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from psycopg import AsyncConnection
+
+from workers.api import openapi, webhook_endpoints
+from workers.api.endpoint_openapi import ENDPOINT_ID_EXAMPLE
+from workers.api.endpoint_schemas import (
+    SecretRotation,
+    WebhookEndpointCreate,
+    WebhookEndpointUpdate,
+)
+from workers.api.errors import codes
+from workers.api.http_io import (
+    answer_response,
+    correlation,
+    json_response,
+    merchant_of,
+    path_of,
+    read_body,
+)
+from workers.api.idempotency import Answer, request_hash, run_once
+from workers.api.schemas import B, parse_body
+from workers.api.services import services_of
+from workers.core.config import Settings
+from workers.core.requests import check_idempotency_key
+
+TAG: Final = "webhook_endpoints"
+EndpointId = Annotated[
+    str,
+    Path(description="The endpoint's id (`we_...`)", examples=[ENDPOINT_ID_EXAMPLE]),
+]
+BY_ID: Final = "$response.body#/id"
+
+
+def _links() -> dict[str, Any]:
+    def to(operation_id: str, description: str) -> dict[str, Any]:
+        return openapi.link(operation_id, BY_ID, description, parameter="endpoint_id")
+
+    return {
+        "GetWebhookEndpoint": to("getWebhookEndpoint", "Read it"),
+        "UpdateWebhookEndpoint": to("updateWebhookEndpoint", "Change it"),
+        "RotateWebhookEndpointSecret": to("rotateWebhookEndpointSecret", "Rotate its secret"),
+        "DeleteWebhookEndpoint": to("deleteWebhookEndpoint", "Delete it"),
+    }
+
+
+def _endpoint(description: str, status: str = "200") -> dict[str, Any]:
+    return {status: openapi.json_answer(description, "WebhookEndpoint", links=_links())}
+
+
+# What a POST does once its body is parsed: (connection, merchant, body, correlation id).
+Work = Callable[[AsyncConnection[Any], str, B, str], Awaitable[Answer]]
+
+
+async def once(request: Request, limit: int, model: type[B], work: Work[B]) -> Response:
+    """Parse ``model`` from the body, then do ``work`` once per Idempotency-Key."""
+    raw = await read_body(request, limit)
+    services = services_of(request)
+    merchant_id = await merchant_of(request)
+    key = check_idempotency_key(request.headers.get("idempotency-key"))
+    body = parse_body(model, raw)
+    correlation_id = correlation(request)
+    fingerprint = request_hash("POST", path_of(request), body.model_dump(mode="json"))
+
+    async def run(conn: AsyncConnection[Any]) -> Answer:
+        return await work(conn, merchant_id, body, correlation_id)
+
+    answer = await run_once(services.pool, merchant_id, key, fingerprint, run)
+    return answer_response(answer, correlation_id)
+
+
+def router(settings: Settings) -> APIRouter:
+    limit = settings.api.max_body_bytes
+    routes = APIRouter()
+
+    @routes.post(
+        "/v1/webhook_endpoints",
+        status_code=201,
+        **openapi.operation(
+            "createWebhookEndpoint", "Add a webhook endpoint (its secret is shown once)", tag=TAG,
+            body=WebhookEndpointCreate, body_bytes=limit,
+            answers=_endpoint("Created: the endpoint, with its `secret`", "201"),
+        ),
+    )  # fmt: skip
+    async def create_endpoint(request: Request) -> Response:
+        async def work(
+            conn: AsyncConnection[Any], merchant_id: str, body: WebhookEndpointCreate, cid: str
+        ) -> Answer:
+            url = await webhook_endpoints.checked_url(body.url, settings.notifier)
+            return await webhook_endpoints.create(conn, merchant_id, body, url, cid)
+
+        return await once(request, limit, WebhookEndpointCreate, work)
+
+    @routes.get(
+        "/v1/webhook_endpoints",
+        **openapi.operation(
+            "listWebhookEndpoints", "List webhook endpoints, newest first", tag=TAG,
+            errors=codes("parameter_invalid", "resource_missing"),
+            answers={"200": openapi.json_answer("A page of endpoints", "WebhookEndpointList")},
+        ),
+    )  # fmt: skip
+    async def list_endpoints(
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=100, description="Endpoints per page")] = 10,
+        starting_after: Annotated[
+            str | None,
+            Query(
+                max_length=255,
+                description="The last endpoint id of the previous page: the page after it",
+                examples=[ENDPOINT_ID_EXAMPLE],
+            ),
+        ] = None,
+    ) -> Response:
+        merchant_id = await merchant_of(request)
+        async with services_of(request).pool.connection() as conn:
+            page = await webhook_endpoints.page(conn, merchant_id, limit, starting_after)
+        return json_response(page, correlation(request))
+
+    @routes.get(
+        "/v1/webhook_endpoints/{endpoint_id}",
+        **openapi.operation(
+            "getWebhookEndpoint", "Read a webhook endpoint", tag=TAG,
+            errors=codes("resource_missing"), answers=_endpoint("The endpoint"),
+        ),
+    )  # fmt: skip
+    async def get_endpoint(request: Request, endpoint_id: EndpointId) -> Response:
+        merchant_id = await merchant_of(request)
+        async with services_of(request).pool.connection() as conn:
+            endpoint = await webhook_endpoints.get(conn, merchant_id, endpoint_id)
+        return json_response(endpoint, correlation(request))
+
+    @routes.post(
+        "/v1/webhook_endpoints/{endpoint_id}",
+        **openapi.operation(
+            "updateWebhookEndpoint", "Change a webhook endpoint (what the body leaves out stays)",
+            tag=TAG, body=WebhookEndpointUpdate, body_bytes=limit,
+            errors=codes("resource_missing"), answers=_endpoint("The endpoint as changed"),
+        ),
+    )  # fmt: skip
+    async def update_endpoint(request: Request, endpoint_id: EndpointId) -> Response:
+        async def work(
+            conn: AsyncConnection[Any], merchant_id: str, body: WebhookEndpointUpdate, cid: str
+        ) -> Answer:
+            url = None
+            if body.url is not None:
+                url = await webhook_endpoints.checked_url(body.url, settings.notifier)
+            return await webhook_endpoints.update(conn, merchant_id, endpoint_id, body, url, cid)
+
+        return await once(request, limit, WebhookEndpointUpdate, work)
+
+    @routes.post(
+        "/v1/webhook_endpoints/{endpoint_id}/rotate_secret",
+        **openapi.operation(
+            "rotateWebhookEndpointSecret",
+            "A new signing secret (shown once); the current ones sign beside it until they expire",
+            tag=TAG, body=SecretRotation, body_bytes=limit,
+            errors=codes("resource_missing"),
+            answers=_endpoint("The endpoint, with its new `secret`"),
+        ),
+    )  # fmt: skip
+    async def rotate_secret(request: Request, endpoint_id: EndpointId) -> Response:
+        async def work(
+            conn: AsyncConnection[Any], merchant_id: str, body: SecretRotation, cid: str
+        ) -> Answer:
+            return await webhook_endpoints.rotate_secret(
+                conn, merchant_id, endpoint_id, body.expires_in_s, cid
+            )
+
+        return await once(request, limit, SecretRotation, work)
+
+    @routes.delete(
+        "/v1/webhook_endpoints/{endpoint_id}",
+        **openapi.operation(
+            "deleteWebhookEndpoint", "Delete a webhook endpoint: it is sent nothing more", tag=TAG,
+            errors=codes("resource_missing"),
+            answers={"200": openapi.json_answer("Deleted", "DeletedWebhookEndpoint")},
+        ),
+    )  # fmt: skip
+    async def delete_endpoint(request: Request, endpoint_id: EndpointId) -> Response:
+        merchant_id = await merchant_of(request)
+        correlation_id = correlation(request)
+        async with services_of(request).pool.connection() as conn, conn.transaction():
+            body = await webhook_endpoints.delete(conn, merchant_id, endpoint_id, correlation_id)
+        return answer_response(Answer(200, body), correlation_id)
+
+    return routes
