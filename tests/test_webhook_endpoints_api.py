@@ -157,7 +157,7 @@ def test_endpoints_are_the_merchants_own_and_follow_its_changes(
         assert changed.status_code == 200, changed.text
         assert changed.json()["enabled_events"] == ["*"]
         assert _call(stack, "GET", path).json()["description"] == "all"
-        failed = stack.pay("pm_card_declined")
+        failed = stack.pay("pm_card_chargeDeclined")
         (got,) = _delivered(hooks, failed["id"])
         assert got.body["type"] == "payment.failed"
         assert got.signature_ok

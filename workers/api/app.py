@@ -17,7 +17,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.exceptions import HTTPException
 
-from workers.api import endpoint_routes, openapi, payments, read_model, stream
+from workers.api import endpoint_routes, event_routes, openapi, payments, read_model, stream
 from workers.api.errors import API_ERROR, ApiError, codes
 
 # Under the names this module's routes have always used (shared with the routes of other modules).
@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContext)
     app.include_router(stream.router(settings))
     app.include_router(endpoint_routes.router(settings))
+    app.include_router(event_routes.router(settings))
     openapi.install(app)
     return app
 

@@ -25,7 +25,7 @@ from fastapi import FastAPI, Path
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
-from workers.api import endpoint_openapi
+from workers.api import endpoint_openapi, event_openapi
 from workers.api.endpoint_schemas import (
     SecretRotation,
     WebhookEndpointCreate,
@@ -61,6 +61,7 @@ FlowPay's merchant API: create payments and refunds, read them, follow their sta
 TAGS: Final = [
     {"name": "payments", "description": "Payments: create, read, list, follow"},
     {"name": "refunds", "description": "Refunds of succeeded payments"},
+    {"name": "events", "description": "Every event of your payments, kept for 30 days"},
     {"name": "webhook_endpoints", "description": "Where your webhooks go, and their secrets"},
     {"name": "health", "description": "For load balancers and orchestrators: no key needed"},
 ]
@@ -236,6 +237,7 @@ SCHEMAS: Final = {
     "Health": HEALTH,
     "Readiness": READINESS,
     **endpoint_openapi.SCHEMAS,
+    **event_openapi.SCHEMAS,
 }
 
 REQUEST_ID: Final = {

@@ -16,27 +16,19 @@ CREATE TABLE api.webhook_endpoints (
 CREATE INDEX webhook_endpoints_by_merchant ON api.webhook_endpoints (merchant_id, id)
     WHERE deleted_at IS NULL;
 
--- Every event of a merchant's payments, as GET /v1/events shows it, kept by the read model from
--- the event log for api.events_retention_days. seq numbers a merchant's events in the order
--- their transactions committed (api.event_sequences hands the numbers out under a row lock
--- held to the commit), so that a stream resumed after seq N misses nothing committed later.
+-- Every event of a merchant's payments, as GET /v1/events shows it (data: the payment just after
+-- it), kept by the read model from the event log for api.events_retention_days.
 CREATE TABLE api.events (
     id          uuid        PRIMARY KEY,
     merchant_id text        NOT NULL,
-    seq         bigint      NOT NULL,
     payment_id  text        NOT NULL,
     type        text        NOT NULL,
     created_at  timestamptz NOT NULL,
-    data        jsonb       NOT NULL,
-    request_id  text,
-    CONSTRAINT events_seq_per_merchant UNIQUE (merchant_id, seq)
+    data        jsonb       NOT NULL
 );
+-- GET /v1/events pages a merchant's events newest first.
+CREATE INDEX events_by_merchant ON api.events (merchant_id, created_at, id);
 CREATE INDEX events_by_age ON api.events (created_at);
-
-CREATE TABLE api.event_sequences (
-    merchant_id text   PRIMARY KEY,
-    last_seq    bigint NOT NULL
-);
 
 -- Wakes the merchant-wide event streams (GET /v1/events/stream): one notification per merchant
 -- per statement, whatever the number of rows.
