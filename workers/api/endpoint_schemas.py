@@ -29,10 +29,11 @@ EVENT_NAMES: Final = (EVERY_EVENT, *(t.value for t in WEBHOOK_EVENT_TYPES))
 if set(get_args(EventName)) != set(EVENT_NAMES):  # a type added to webhooks is added here too
     raise ImportError(f"EventName must be exactly {EVENT_NAMES}")
 EnabledEvents = list[EventName]
+# What a URL must look like; where it leads is checked beside (workers.core.webhook_urls).
+URL_PATTERN: Final = r"^https?://[A-Za-z0-9.-]+(:[1-9][0-9]{0,3})?(/[!-~]*)?$"
+URL_DESCRIPTION: Final = "Where to POST webhooks: https, outside private networks"
 URL_FIELD: Final = Field(
-    min_length=1,
-    max_length=2000,
-    description="Where to POST webhooks: https, outside private networks",
+    min_length=1, max_length=2000, pattern=URL_PATTERN, description=URL_DESCRIPTION
 )
 DESCRIPTION_FIELD: Final = Field(default=None, max_length=5000)
 EVENTS_DESCRIPTION: Final = "The event types sent to it, or `*` for every one"
@@ -65,7 +66,10 @@ class WebhookEndpointUpdate(StrictBody):
         json_schema_extra={"examples": [{"enabled_events": ["*"], "disabled": False}]}
     )
 
-    url: str | None = Field(default=None, min_length=1, max_length=2000)
+    url: str | None = Field(
+        default=None, min_length=1, max_length=2000, pattern=URL_PATTERN,
+        description=URL_DESCRIPTION,
+    )  # fmt: skip
     enabled_events: EnabledEvents | None = Field(
         default=None, min_length=1, description=EVENTS_DESCRIPTION
     )

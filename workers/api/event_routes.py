@@ -29,7 +29,14 @@ def router(settings: Settings) -> APIRouter:
         **openapi.operation(
             "listEvents", "List the events of your payments, newest first", tag=TAG,
             errors=codes("parameter_invalid", "resource_missing"),
-            answers={"200": openapi.json_answer("A page of events", "EventList")},
+            answers={"200": openapi.json_answer(
+                "A page of events", "EventList",
+                # Not followed when the page is empty.
+                links={"GetEvent": openapi.link(
+                    "getEvent", "$response.body#/data/0/id", "Read the newest",
+                    parameter="event_id",
+                )},
+            )},
         ),
     )  # fmt: skip
     async def list_events(

@@ -237,7 +237,7 @@ SCHEMAS: Final = {
     "Health": HEALTH,
     "Readiness": READINESS,
     **endpoint_openapi.SCHEMAS,
-    **event_openapi.SCHEMAS,
+    **event_openapi.schemas(PAYMENT_EXAMPLE),
 }
 
 REQUEST_ID: Final = {
