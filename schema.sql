@@ -16,9 +16,7 @@ CREATE SCHEMA IF NOT EXISTS notifier;
 CREATE TABLE IF NOT EXISTS api.merchants (
     id          text        PRIMARY KEY CHECK (id ~ '^mer_[A-Za-z0-9]+$'),
     name        text        NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    -- The web origins whose pages may read payments with client secrets (CORS).
-    allowed_origins text[]  NOT NULL DEFAULT '{}'
+    created_at  timestamptz NOT NULL DEFAULT now()
 );
 
 -- API keys are stored only as SHA-256 hashes; the key itself is shown once at creation.
@@ -48,9 +46,7 @@ CREATE TABLE IF NOT EXISTS api.payments (
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     -- The number of the payment's latest change (see api.payment_changes).
-    version         integer     NOT NULL DEFAULT 1,
-    -- Browsers read a payment with its client secret; only its SHA-256 is kept.
-    client_secret_hash bytea
+    version         integer     NOT NULL DEFAULT 1
 );
 -- GET /v1/payments pages a merchant's payments newest first by id (ids sort by creation time):
 -- this index gives each page in that order, so no page sorts or filters the merchant's whole
@@ -163,17 +159,6 @@ CREATE TABLE IF NOT EXISTS api.events (
 CREATE INDEX IF NOT EXISTS events_by_merchant ON api.events (merchant_id, created_at, id);
 CREATE INDEX IF NOT EXISTS events_by_age ON api.events (created_at);
 
--- Wakes the merchant-wide event streams (GET /v1/events/stream): one notification per merchant
--- per statement, whatever the number of rows.
-CREATE OR REPLACE FUNCTION api.announce_events() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('flowpay_merchant_events', m.merchant_id)
-    FROM (SELECT DISTINCT merchant_id FROM inserted) m;
-    RETURN NULL;
-END $$;
-CREATE OR REPLACE TRIGGER events_announce AFTER INSERT ON api.events
-    REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT
-    EXECUTE FUNCTION api.announce_events();
 
 -- ---------------------------------------------------------------------------------------------
 -- processor: the payment state machine's own record, refunds, and every gateway attempt

@@ -1,4 +1,4 @@
-"""Merchant self-service: webhook endpoints, the event record, client secrets, CORS origins."""
+"""Merchant self-service: webhook endpoints and the event record."""
 
 from workers.migrations.steps import run_sql_file
 

@@ -29,20 +29,3 @@ CREATE TABLE api.events (
 -- GET /v1/events pages a merchant's events newest first.
 CREATE INDEX events_by_merchant ON api.events (merchant_id, created_at, id);
 CREATE INDEX events_by_age ON api.events (created_at);
-
--- Wakes the merchant-wide event streams (GET /v1/events/stream): one notification per merchant
--- per statement, whatever the number of rows.
-CREATE FUNCTION api.announce_events() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('flowpay_merchant_events', m.merchant_id)
-    FROM (SELECT DISTINCT merchant_id FROM inserted) m;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER events_announce AFTER INSERT ON api.events
-    REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT
-    EXECUTE FUNCTION api.announce_events();
-
--- Browsers read a payment with its client secret; only its SHA-256 is kept.
-ALTER TABLE api.payments ADD COLUMN client_secret_hash bytea;
--- The web origins whose pages may read payments with client secrets (CORS).
-ALTER TABLE api.merchants ADD COLUMN allowed_origins text[] NOT NULL DEFAULT '{}';
