@@ -29,10 +29,11 @@ def _integral(value: Any) -> Any:
     return value
 
 
-# An integer, whether written 548 or 548.0 (strict mode refuses 548.5 and "548").
+# An integer, whether written 548 or 548.0 (strict mode refuses 548.5 and "548"). Bounds go in
+# the same Annotated (nested in another, pydantic would write them as "ge"/"le" in the schema).
 WholeNumber = Annotated[int, BeforeValidator(_integral)]
 # Minor units.
-MinorUnits = Annotated[WholeNumber, Field(ge=1, le=MAX_AMOUNT)]
+MinorUnits = Annotated[int, Field(ge=1, le=MAX_AMOUNT), BeforeValidator(_integral)]
 
 
 class PaymentCreate(StrictBody):
