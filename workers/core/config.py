@@ -414,6 +414,16 @@ class Settings(BaseSettings):
     tracing: TracingSettings = TracingSettings()
     dev: DevSettings = DevSettings()
 
+    @model_validator(mode="after")
+    def _stripe_remembers_keys_a_day(self) -> Settings:
+        # The reconciler sends a charge again with its key until unknown_deadline_s: Stripe
+        # keeps idempotency keys for 24 hours, so past that a re-send could charge twice.
+        if self.gateway.provider == "stripe" and self.processor.unknown_deadline_s > 86_400:
+            raise ValueError(
+                "processor.unknown_deadline_s above 86400 with Stripe (keys last a day)"
+            )
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -64,8 +64,24 @@ class Succeeded(EventData):
     charge_id: str = Field(min_length=1)
 
 
+# Why a payment failed. The card's reasons are those a gateway reports (a decline code the
+# list does not name is card_declined); the last two are FlowPay's own.
+FailureReason = Literal[
+    "card_declined",
+    "insufficient_funds",
+    "expired_card",
+    "incorrect_cvc",
+    "incorrect_number",
+    "invalid_expiry",
+    "processing_error",
+    "authentication_failed",
+    "gateway_timeout",
+    "gateway_error",
+]
+
+
 class Failed(EventData):
-    reason: Literal["card_declined", "insufficient_funds", "gateway_timeout", "gateway_error"]
+    reason: FailureReason
 
 
 class RefundRequested(EventData):
