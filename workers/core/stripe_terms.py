@@ -19,9 +19,9 @@ PAYOUT_REFERENCE: Final = "flowpay_payout_id"
 MERCHANT_REFERENCE: Final = "flowpay_merchant_id"
 
 # Stripe's ids (pi_..., re_..., evt_...) and FlowPay's: short, plain ASCII, nothing to escape.
-ID: Final = re.compile(r"^[A-Za-z0-9_]{1,255}$")
+ID: Final = re.compile(r"[A-Za-z0-9_]{1,255}")
 # Stripe's codes and statuses.
-WORD: Final = re.compile(r"^[a-z0-9_]{1,64}$")
+WORD: Final = re.compile(r"[a-z0-9_]{1,64}")
 
 # Stripe's error codes and decline codes, as FlowPay's failure reasons. The decline code is
 # read first (card_declined + insufficient_funds is insufficient funds); one not named here
@@ -50,11 +50,11 @@ def failure_reason(code: str | None, decline_code: str | None) -> FailureReason:
 
 def as_code(value: object) -> str | None:
     """``value`` if it is a well-formed code, else None."""
-    return value if isinstance(value, str) and WORD.match(value) else None
+    return value if isinstance(value, str) and WORD.fullmatch(value) else None
 
 
 def reference_of(obj: Mapping[str, Any], key: str) -> str | None:
     """FlowPay's id that a Stripe object carries in its metadata under ``key``, if well formed."""
     metadata = obj.get("metadata")
     value = metadata.get(key) if isinstance(metadata, Mapping) else None
-    return value if isinstance(value, str) and ID.match(value) else None
+    return value if isinstance(value, str) and ID.fullmatch(value) else None

@@ -341,7 +341,7 @@ def _read(answer: Any, read: Callable[[Mapping[str, Any]], R]) -> R:
 
 def _checked(value: str) -> str:
     """An id that goes into a URL path or a search query: nothing to escape, or refused."""
-    if not ID.match(value):
+    if not ID.fullmatch(value):
         raise ValueError(f"not an id Stripe could have made: {value[:40]!r}")
     return value
 

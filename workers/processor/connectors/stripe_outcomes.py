@@ -225,13 +225,13 @@ def _declined(payment_error: Mapping[str, Any]) -> Declined:
 
 
 def _id(value: object) -> str:
-    if isinstance(value, str) and ID.match(value):
+    if isinstance(value, str) and ID.fullmatch(value):
         return value
     raise MalformedAnswer("an object without a well-formed id")
 
 
 def _word(value: object, what: str) -> str:
-    if isinstance(value, str) and WORD.match(value):
+    if isinstance(value, str) and WORD.fullmatch(value):
         return value
     raise MalformedAnswer(f"{what} is not a short lowercase word")
 
