@@ -127,7 +127,7 @@ def deliver(api: Api, body: bytes, signature: str | None) -> httpx.Response:
     return httpx.post(api.url + PATH, content=body, headers=headers, timeout=30)
 
 
-def signed(event: dict[str, Any], *, at: int | None = None) -> tuple[bytes, str]:
+def signed(event: Any, *, at: int | None = None) -> tuple[bytes, str]:
     body = json.dumps(event)
     return body.encode(), stripe.WebhookSignature.generate_signature_header(body, SECRET, at)
 
@@ -202,4 +202,6 @@ def test_oversized_and_non_json_bodies_are_refused(api: Api) -> None:
     text = b"not json"
     header = stripe.WebhookSignature.generate_signature_header(text.decode(), SECRET)
     answer = deliver(api, text, header)
-    assert (answer.status_code, error_of(answer)["code"]) == (400, "invalid_json")
+    assert (answer.status_code, error_of(answer)["code"]) == (400, "body_invalid_json")
+    answer = deliver(api, *signed([1, 2]))
+    assert (answer.status_code, error_of(answer)["code"]) == (422, "body_invalid")

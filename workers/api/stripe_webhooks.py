@@ -121,9 +121,9 @@ def _parsed(body: bytes) -> dict[str, Any]:
     try:
         event = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ApiError(400, "invalid_json", "The body is not JSON") from None
+        raise ApiError(400, "body_invalid_json", "The body is not JSON") from None
     if not isinstance(event, dict):
-        raise ApiError(400, "invalid_event", "The body is not a Stripe event")
+        raise ApiError(422, "body_invalid", "The body is not a Stripe event")
     return event
 
 
