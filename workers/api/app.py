@@ -17,7 +17,15 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.exceptions import HTTPException
 
-from workers.api import endpoint_routes, event_routes, openapi, payments, read_model, stream
+from workers.api import (
+    endpoint_routes,
+    event_routes,
+    openapi,
+    payments,
+    read_model,
+    stream,
+    stripe_webhooks,
+)
 from workers.api.errors import API_ERROR, ApiError, codes
 
 # Under the names this module's routes have always used (shared with the routes of other modules).
@@ -91,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stream.router(settings))
     app.include_router(endpoint_routes.router(settings))
     app.include_router(event_routes.router(settings))
+    app.include_router(stripe_webhooks.router(settings))
     openapi.install(app)
     return app
 

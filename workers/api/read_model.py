@@ -26,7 +26,7 @@ from typing import Any, Final
 from psycopg_pool import ConnectionPool
 
 from workers.core.config import Settings
-from workers.core.consuming import Batch, Received, Routes, Subscriber, register, run
+from workers.core.consuming import IGNORE, Batch, Received, Routes, Subscriber, register, run
 from workers.core.db import make_pool
 from workers.core.events import EventData, EventType, Failed, Refunded, RefundFailed
 from workers.core.projection import STATUS_ADVANCES
@@ -114,6 +114,9 @@ ROUTES: Final = register(
             # The payment already failed; the reversal changes nothing the API shows but
             # its events.
             EventType.CHARGE_REVERSED: ReadModel.apply,
+            # The processor settles by it; what the API shows changes with that settlement
+            # (a gateway's report is not an event of the merchant's).
+            EventType.GATEWAY_REPORTED: IGNORE,
         },
     )
 )
