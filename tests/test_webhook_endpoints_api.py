@@ -139,7 +139,9 @@ def test_endpoints_are_the_merchants_own_and_follow_its_changes(
         assert refused.status_code == 422
         assert refused.json()["error"]["code"] == "url_invalid"
 
-        made = _call(stack, "POST", "/v1/webhook_endpoints", {"url": hooks.url}).json()
+        making = _call(stack, "POST", "/v1/webhook_endpoints", {"url": hooks.url})
+        assert making.status_code == 201, making.text
+        made = making.json()
         hooks.secret = made["secret"]
         assert made["enabled_events"] == ["*"]
         path = f"/v1/webhook_endpoints/{made['id']}"

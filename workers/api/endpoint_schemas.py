@@ -30,7 +30,11 @@ if set(get_args(EventName)) != set(EVENT_NAMES):  # a type added to webhooks is 
     raise ImportError(f"EventName must be exactly {EVENT_NAMES}")
 EnabledEvents = list[EventName]
 # What a URL must look like; where it leads is checked beside (workers.core.webhook_urls).
-URL_PATTERN: Final = r"^https?://[A-Za-z0-9.-]+(:[1-9][0-9]{0,3})?(/[!-~]*)?$"
+# A port: 1 to 65535.
+_PORT: Final = (
+    r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+)
+URL_PATTERN: Final = r"^https?://[A-Za-z0-9.-]+(:" + _PORT + r")?(/[!-~]*)?$"
 URL_DESCRIPTION: Final = "Where to POST webhooks: https, outside private networks"
 URL_FIELD: Final = Field(
     min_length=1, max_length=2000, pattern=URL_PATTERN, description=URL_DESCRIPTION
