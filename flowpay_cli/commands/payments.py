@@ -17,7 +17,7 @@ from workers.api.operator import payment_view, refund_status, request_refund_as_
 from workers.core.config import Settings
 from workers.core.db import connect
 from workers.core.errors import FlowPayError
-from workers.core.outbox import EMITTING_SCHEMAS, events_of
+from workers.core.outbox import EVENT_SCHEMAS, events_of
 from workers.ledger.inspect import ledger_view
 from workers.notifier.deliveries import attempts_of, list_deliveries
 from workers.processor.inspect import processor_view
@@ -79,7 +79,7 @@ def status(
                 "published": published,
                 "data": e.data.model_dump(),
             }
-            for schema in EMITTING_SCHEMAS
+            for schema in EVENT_SCHEMAS
             for e, published in events_of(conn, schema, payment_id)
         ]
         events.sort(key=lambda e: e["occurred_at"])
