@@ -17,16 +17,14 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.exceptions import HTTPException
 
-from workers.api import decisions, handling, openapi, payments, read_model, shared_state, stream
-from workers.api.auth import Authenticator
+from workers.api import decisions, handling, openapi, payments, read_model, stream
 from workers.api.errors import API_ERROR, ApiError, codes
 from workers.api.idempotency import Answer, request_hash
 from workers.api.metrics import RequestMetrics
-from workers.api.rate_limit import RateLimiter
 from workers.api.request_context import RequestContext
 from workers.api.routing import RequestRoute, allowed_methods
 from workers.api.schemas import PaymentCreate, RefundCreate, parse_body
-from workers.api.stream_quota import StreamQuota
+from workers.api.services import Services, services_of
 from workers.core import observe
 from workers.core.config import Settings, load_settings
 from workers.core.db import database_url
@@ -34,21 +32,6 @@ from workers.core.lifecycle import exit_with_parent
 from workers.core.requests import BadRequest, check_idempotency_key
 
 log = logging.getLogger(__name__)
-
-
-class Services:
-    """What the routes share in one server process (and, through ``shared``, with the other
-    server processes of the same serve-api)."""
-
-    def __init__(self, settings: Settings, pool: AsyncConnectionPool[Any]) -> None:
-        self.settings = settings
-        self.pool = pool
-        shared = shared_state.for_this_process()
-        limiter = RateLimiter(
-            shared.rates, settings.api.rate_limit_per_s, settings.api.rate_limit_burst
-        )
-        self.auth = Authenticator(pool, settings.api.key_cache_s, limiter)
-        self.streams = StreamQuota(shared, settings.api.max_streams_per_key)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -112,7 +95,7 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
 
     async def create_payment(request: Request) -> Response:
         raw = await handling.read_body(request, limit)
-        services = handling.services(request)
+        services = services_of(request)
         merchant_id = await handling.merchant(request)
         key = check_idempotency_key(request.headers.get("idempotency-key"))
         body = parse_body(PaymentCreate, raw)
@@ -164,7 +147,7 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
         ),
     )  # fmt: skip
     async def get_payment(request: Request, payment_id: openapi.PaymentId) -> Response:
-        services = handling.services(request)
+        services = services_of(request)
         merchant_id = await handling.merchant(request)
         payment = await payments.get_payment(services.pool, merchant_id, payment_id)
         return handling.json_response(payment, handling.correlation_id(request))
@@ -196,7 +179,7 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
             ),
         ] = None,
     ) -> Response:
-        services = handling.services(request)
+        services = services_of(request)
         merchant_id = await handling.merchant(request)
         page = await payments.list_payments(
             services.pool, merchant_id, limit=limit, starting_after=starting_after, status=status
@@ -251,7 +234,7 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
         ),
     )  # fmt: skip
     async def readyz(request: Request) -> dict[str, str]:
-        async with handling.services(request).pool.connection(timeout=5) as conn:
+        async with services_of(request).pool.connection(timeout=5) as conn:
             await conn.execute("SELECT 1")
         return {"status": "ready"}
 

@@ -6,7 +6,7 @@ Shared by the routes of ``workers.api.app`` and those declared in modules of the
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from fastapi import Request, Response
 from psycopg import AsyncConnection
@@ -16,10 +16,8 @@ from workers.api.idempotency import Answer, request_hash, run_once
 from workers.api.payments import dumps
 from workers.api.request_context import correlation_id as current_correlation_id
 from workers.api.schemas import parse_body
+from workers.api.services import services_of
 from workers.core.requests import StrictBody, check_idempotency_key
-
-if TYPE_CHECKING:
-    from workers.api.app import Services
 
 JSON: Final = "application/json"
 B = TypeVar("B", bound=StrictBody)
@@ -27,14 +25,9 @@ B = TypeVar("B", bound=StrictBody)
 Act = Callable[[AsyncConnection[Any], str, B, str], Awaitable[Answer]]
 
 
-def services(request: Request) -> Services:
-    found: Services = request.app.state.services
-    return found
-
-
 async def merchant(request: Request) -> str:
     """Who sent the request (401 without a valid key; 429 over the key's rate limit)."""
-    caller = await services(request).auth.admit(request.headers.get("authorization"))
+    caller = await services_of(request).auth.admit(request.headers.get("authorization"))
     return caller.merchant_id
 
 
@@ -97,5 +90,5 @@ async def idempotent_post(request: Request, limit: int, model: type[B], act: Act
     async def work(conn: AsyncConnection[Any]) -> Answer:
         return await act(conn, merchant_id, body, correlation)
 
-    done = await run_once(services(request).pool, merchant_id, key, fingerprint, work)
+    done = await run_once(services_of(request).pool, merchant_id, key, fingerprint, work)
     return answer(done, correlation)
