@@ -21,6 +21,7 @@ from flowpay_cli.commands import (
     pay,
     payments,
     processor,
+    sagas,
     top,
     webhooks,
 )
@@ -71,6 +72,8 @@ app.command("run-processor")(processor.run_processor)
 app.command("refund")(payments.refund)
 app.command("run-notifier")(webhooks.run_notifier)
 app.command("run-ledger")(ledger.run_ledger)
+app.command("run-orchestrator")(sagas.run_orchestrator)
+app.add_typer(sagas.app, name="sagas")
 app.command("replay")(ledger.replay)
 app.add_typer(ledger.ledger_app, name="ledger")
 app.add_typer(webhooks.app, name="webhooks")
