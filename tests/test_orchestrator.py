@@ -83,7 +83,12 @@ def stack(settings: Settings, tmp_path: Path, ttl_s: float = 3600.0) -> Iterator
     url = f"http://127.0.0.1:{port}"
     with ExitStack() as roles, Executor(settings).running() as executor:
         roles.enter_context(
-            running(["serve-api", "--port", str(port)], env, url + "/healthz", tmp_path / "api.log")
+            running(
+                ["serve-api", "--port", str(port), "--workers", "1"],
+                env,
+                url + "/healthz",
+                tmp_path / "api.log",
+            )
         )
         roles.enter_context(running(["run-outbox"], env, None, tmp_path / "outbox.log"))
         orchestrator = roles.enter_context(ExitStack())
