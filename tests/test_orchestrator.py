@@ -4,6 +4,7 @@ the service executing commands with real Kafka clients."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from tests.conftest import env_for
+from tests.conftest import env_for, flowpay
 from tests.helpers.executor import Executor
 from tests.helpers.servers import free_port, running
 from tests.helpers.waiting import wait_for
@@ -129,16 +130,37 @@ def test_a_manual_payment_is_authorized_then_partly_captured(
         assert "succeeded" in late.json()["error"]["message"]
 
 
-def test_a_cancel_voids_the_authorization(settings: Settings, tmp_path: Path) -> None:
+def test_a_cancel_voids_the_authorization_and_operators_see_the_saga(
+    settings: Settings, tmp_path: Path
+) -> None:
     with stack(settings, tmp_path) as s:
         payment_id = s.manual()
-        body = {"cancellation_reason": "requested_by_customer"}
-        assert s.post(f"/v1/payments/{payment_id}/cancel", body).status_code == 202
-        canceled = s.reaches(payment_id, "canceled")
-        assert canceled["cancellation_reason"] == "requested_by_customer"
+        canceled = flowpay("cancel", payment_id, "--reason", "duplicate", "--json", env=s.env)
+        assert canceled.returncode == 0, canceled.stderr
+        assert json.loads(canceled.stdout)["status"] == "processing"
+        done = s.reaches(payment_id, "canceled")
+        assert done["cancellation_reason"] == "duplicate"
         [void] = s.executor.of(payment_id, CommandType.VOID)
-        assert void.data == Void(cancellation_reason=CancellationReason.REQUESTED_BY_CUSTOMER)
-        assert s.saga(f"payment:{payment_id}")["outcome"] == "canceled"
+        assert void.data == Void(cancellation_reason=CancellationReason.DUPLICATE)
+        saga_id = f"payment:{payment_id}"
+        wait_for(lambda: s.saga(saga_id)["state"] == "done", what="the saga to end")
+
+        shown = json.loads(flowpay("sagas", "show", saga_id, "--json", env=s.env).stdout)
+        assert shown["outcome"] == "canceled"
+        assert [(st["name"], st["command_type"]) for st in shown["steps"]] == [
+            ("authorize", "payment.authorize"),
+            ("await_decision", None),
+            ("cancel", "payment.void"),
+        ]
+        listed = flowpay(
+            "sagas", "list", "--state", "done", "--type", "payment", "--json", env=s.env
+        )
+        assert [row["id"] for row in json.loads(listed.stdout)] == [saga_id]
+        status = json.loads(flowpay("status", payment_id, "--json", env=s.env).stdout)
+        assert [saga["id"] for saga in status["sagas"]] == [saga_id]
+        again = flowpay("capture", payment_id, env=s.env)
+        assert again.returncode != 0
+        assert "payment_invalid_state" in again.stderr
 
 
 def test_an_authorization_expires_even_across_an_orchestrator_restart(
