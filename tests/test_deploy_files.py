@@ -266,6 +266,7 @@ def test_prometheus_scrapes_every_role_on_its_metrics_port() -> None:
         "run-processor": "processor_port",
         "run-ledger": "ledger_port",
         "run-notifier": "notifier_port",
+        "run-orchestrator": "orchestrator_port",
     }
     for command, key in roles.items():
         name = next(n for n, s in services.items() if s["command"][0] == command)

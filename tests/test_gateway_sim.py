@@ -498,7 +498,7 @@ def test_faults_change_at_run_time_and_stats_count_what_happened(start: Start) -
         faults = sim.set_faults(error_rate=1, latency_ms=20)
         assert faults.json() == {
             "latency_ms": 20.0, "latency_jitter_ms": 0.0, "timeout_rate": 0.0,
-            "lost_ack_rate": 0.0, "error_rate": 1.0, "faulted": ["charges", "refunds"],
+            "lost_ack_rate": 0.0, "error_rate": 1.0, "faulted": ["charges", "refunds", "authorizations", "captures", "voids"],
         }  # fmt: skip
         assert sim.get("/_sim/faults").json() == faults.json()
         assert sim.charge(card()).status_code == 503
