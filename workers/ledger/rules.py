@@ -278,6 +278,8 @@ class StandardRules:
                 | EventType.CANCEL_REQUESTED
                 | EventType.REFUND_REQUESTED
                 | EventType.REFUND_FAILED
+                # A gateway's report moves nothing until the processor settles by it.
+                | EventType.GATEWAY_REPORTED
             ):
                 return []  # nothing moves; the event is recorded as applied
             case unknown:  # mypy: no event type left without a rule
