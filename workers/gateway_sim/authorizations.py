@@ -19,7 +19,7 @@ from workers.core.ids import new_id
 from workers.gateway_sim.db import Q
 from workers.gateway_sim.errors import SimError, not_found
 from workers.gateway_sim.schemas import AuthorizationCreate, CaptureCreate
-from workers.gateway_sim.store import DECLINES, Created, JsonObject, now, same_request
+from workers.gateway_sim.store import Created, JsonObject, card_request, now, same_request
 
 
 def authorization_object(row: Mapping[str, Any]) -> JsonObject:
@@ -47,17 +47,8 @@ def create(
     if existing is not None:
         same_request(existing, request_hash)
         return Created(authorization_object(existing), replayed=True)
-    decline_code = DECLINES.get(body.payment_method)
-    row = body.model_dump() | {
-        "id": new_id("auth"),
-        "idempotency_key": key,
-        "request_hash": request_hash,
-        "status": "requires_capture" if decline_code is None else "declined",
-        "decline_code": decline_code,
-        "amount_captured": 0,
-        "charge_id": None,
-        "created_at": now(),
-    }
+    row = card_request(body, "auth", key, request_hash, "requires_capture")
+    row |= {"amount_captured": 0, "charge_id": None}
     conn.execute(Q["authorization_insert"], row)
     return Created(authorization_object(row), replayed=False)
 

@@ -187,18 +187,25 @@ def _create_charge(
     if existing is not None:
         same_request(existing, request_hash)
         return Created(charge_object(existing), replayed=True)
-    decline_code = DECLINES.get(body.payment_method)
-    charge = body.model_dump() | {
-        "id": new_id("ch"),
-        "idempotency_key": key,
-        "request_hash": request_hash,
-        "status": "succeeded" if decline_code is None else "declined",
-        "decline_code": decline_code,
-        "amount_refunded": 0,
-        "created_at": now(),
-    }
+    charge = card_request(body, "ch", key, request_hash, "succeeded") | {"amount_refunded": 0}
     conn.execute(Q["charge_insert"], charge)
     return Created(charge_object(charge), replayed=False)
+
+
+def card_request(
+    body: ChargeCreate, prefix: str, key: str, request_hash: str, status: str
+) -> JsonObject:
+    """A new charge or authorization of ``body``: ``status``, or declined for a test card that
+    declines."""
+    decline_code = DECLINES.get(body.payment_method)
+    return body.model_dump() | {
+        "id": new_id(prefix),
+        "idempotency_key": key,
+        "request_hash": request_hash,
+        "status": status if decline_code is None else "declined",
+        "decline_code": decline_code,
+        "created_at": now(),
+    }
 
 
 def _create_refund(
