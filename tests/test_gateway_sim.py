@@ -498,7 +498,8 @@ def test_faults_change_at_run_time_and_stats_count_what_happened(start: Start) -
         faults = sim.set_faults(error_rate=1, latency_ms=20)
         assert faults.json() == {
             "latency_ms": 20.0, "latency_jitter_ms": 0.0, "timeout_rate": 0.0,
-            "lost_ack_rate": 0.0, "error_rate": 1.0, "faulted": ["charges", "refunds", "authorizations", "captures", "voids"],
+            "lost_ack_rate": 0.0, "error_rate": 1.0,
+            "faulted": ["charges", "refunds", "authorizations", "captures", "voids"],
         }  # fmt: skip
         assert sim.get("/_sim/faults").json() == faults.json()
         assert sim.charge(card()).status_code == 503
@@ -515,7 +516,7 @@ def test_faults_change_at_run_time_and_stats_count_what_happened(start: Start) -
 
         assert sim.stats() == {
             "requests": 6, "lookups": 1, "charges": 3, "declines": 1, "refunds": 1, "replays": 1,
-            "conflicts": 0, "faults": {"error": 1, "timeout": 0, "lost_ack": 1}, "held": 0,
+            "authorizations": 0, "conflicts": 0, "faults": {"error": 1, "timeout": 0, "lost_ack": 1}, "held": 0,
         }  # fmt: skip
         assert len(sim.records()) == 3
 
