@@ -21,6 +21,7 @@ from flowpay_cli.commands import (
     pay,
     payments,
     processor,
+    secret_keys,
     top,
     webhooks,
 )
@@ -78,6 +79,7 @@ app.add_typer(dlq.app, name="dlq")
 app.command("status")(payments.status)
 app.command("top")(top.top)
 app.add_typer(api.merchants_app, name="merchants")
+app.add_typer(secret_keys.app, name="secrets")
 
 
 def run() -> None:
