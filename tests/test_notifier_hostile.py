@@ -90,10 +90,11 @@ def test_hostile_endpoints_hold_up_no_other_merchant(settings: Settings, tmp_pat
 
 def _hostile_merchants(settings: Settings, url_of: Any) -> list[str]:
     keys = []
+    sealing = keyring(settings)
     with psycopg.connect(admin_url(settings), autocommit=True) as conn:
         for behaviour in BEHAVIOURS:
             merchant = create_merchant(conn, f"Hostile {behaviour}")
-            register_endpoint(conn, merchant.id, url_of(behaviour), settings.notifier)
+            register_endpoint(conn, merchant.id, url_of(behaviour), settings.notifier, sealing)
             keys.append(merchant.api_key)
     return keys
 

@@ -30,15 +30,7 @@ QUIET_LOGGERS = ("httpx", "httpcore")
 
 
 def serve(settings: Settings) -> None:
-    keys = keyring(settings)  # none: one line and exit 2, before anything starts
-    with connect(settings, ROLE) as conn:
-        uses = check_keys(conn, keys)
-    plain = sum(use.secrets for use in uses if use.key_id is None)
-    if plain:
-        log.warning(
-            "%d webhook secrets are stored in plain text: `flowpay secrets rotate` seals them",
-            plain,
-        )
+    keys = _keys(settings)
     observe.start(settings, ROLE)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
