@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel
 
 from flowpay_cli.main import app
-from workers.core.config import Settings, load_settings
+from workers.core.config import KAFKA_ROLES, Settings, load_settings
 from workers.devstack import deploy_credentials
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -271,7 +271,9 @@ def _is_setting(key: str, paths: set[str], tables: set[str]) -> bool:
 def test_flowpay_env_names_real_settings_and_real_services(credentials: Path) -> None:
     fields = _field_paths(Settings)
     paths = {"__".join(path).upper() for path in fields}
+    # Settings that are tables (database.urls, kafka.principals) or models (kafka.admin).
     tables = {"__".join(path).upper() for path, default in fields.items() if default == {}}
+    tables.add("KAFKA__ADMIN")
     services = _compose_services()
     for name, service in _flowpay_services().items():
         env = dict(service["environment"])
@@ -317,6 +319,17 @@ def test_each_role_logs_in_as_itself_and_only_the_notifier_holds_the_key(
         }, name
         assert ("FLOWPAY_SECRETS__KEY" in env) == (role == "notifier"), name
         assert "FLOWPAY_DATABASE__ADMIN_URL" not in env, name
+
+
+def test_acls_are_applied_as_the_broker_for_every_roles_principal(credentials: Path) -> None:
+    job = _compose_services()["kafka-acls"]
+    env: dict[str, str] = {}
+    for values in _env_files(job, credentials).values():
+        env |= values
+    assert env["FLOWPAY_KAFKA__ADMIN__USERNAME"] == "broker"
+    for role in KAFKA_ROLES:
+        username = env[f"FLOWPAY_KAFKA__PRINCIPALS__{role.upper()}__USERNAME"]
+        assert username == f"flowpay-{role}", role
 
 
 def test_the_broker_listens_with_sasl_ssl_and_enforces_acls() -> None:

@@ -153,6 +153,9 @@ class KafkaSettings(_Section):
     # Any other librdkafka property, for every producer, consumer and admin client.
     client_properties: dict[str, ClientProperty] = {}
     principals: dict[KafkaRole, KafkaPrincipal] = {}
+    # Who `flowpay kafka acls apply` connects as: a cluster administrator, which may alter ACLs
+    # (the operator's own principal may not create the first ones). None: the operator's.
+    admin: KafkaPrincipal | None = None
 
     @field_validator("client_properties", mode="before")
     @classmethod

@@ -49,6 +49,7 @@ class TableGrant:
     privileges: tuple[Privilege, ...]
     columns: tuple[str, ...] = ()  # only these columns
     hidden: tuple[str, ...] = ()  # every column but these
+    excluded: tuple[str, ...] = ()  # of ``<schema>.*``, not these tables
 
     @property
     def schema(self) -> str:
@@ -64,9 +65,11 @@ class Access:
     grants: tuple[TableGrant, ...] = ()
 
 
-# The columns of notifier.endpoints that hold a merchant's signing secret: only the notifier,
-# which signs with it, reads them.
-ENDPOINT_SECRETS: Final = ("secret",)
+# Where merchants' signing secrets are kept, sealed or (before encryption) not: only the
+# notifier, which signs with them, reads them. The columns of notifier.endpoints that hold one,
+# and the tables that hold nothing else.
+ENDPOINT_SECRETS: Final = ("secret_sealed", "secret_plain")
+SECRET_TABLES: Final = ("endpoint_secrets",)
 
 
 def _relay() -> tuple[TableGrant, ...]:
@@ -81,7 +84,7 @@ def _relay() -> tuple[TableGrant, ...]:
 
 def _operator() -> tuple[TableGrant, ...]:
     read_everything = tuple(
-        TableGrant(f"{schema}.*", ("SELECT",), hidden=ENDPOINT_SECRETS)
+        TableGrant(f"{schema}.*", ("SELECT",), hidden=ENDPOINT_SECRETS, excluded=SECRET_TABLES)
         for schema in ("api", "processor", "ledger", "notifier", "orchestrator")
     )
     return (
@@ -344,7 +347,7 @@ def _role_grants(
     for grant in wanted:
         schema, _, name = grant.table.partition(".")
         for (s, t), table in tables.items():
-            if s != schema or name not in ("*", t):
+            if s != schema or name not in ("*", t) or t in grant.excluded:
                 continue
             if s not in used_schemas:
                 used_schemas.add(s)

@@ -9,7 +9,7 @@ Under ``DIR`` (owner-only), for compose's ``env_file`` entries and mounts:
   roles that use Kafka, its SCRAM principal (``flowpay-<role>``);
 - ``secrets-key.env``: the key webhook signing secrets are encrypted with;
 - ``kafka.env``: the broker's own password and every principal's, for its storage format's
-  ``--add-scram``; ``kafka-admin.env``: the broker's super user as the operator, for
+  ``--add-scram``; ``kafka-admin.env``: the broker's super user as ``kafka.admin``, for
   `kafka acls apply`;
 - ``tls/``: a CA and the broker's certificate for ``kafka_host`` (``ca.pem`` is what clients
   trust).
@@ -58,8 +58,8 @@ def make(directory: Path, *, db_host: str, kafka_host: str, database: str = "flo
             ),
         },
         "kafka-admin": {
-            "FLOWPAY_KAFKA__PRINCIPALS__OPERATOR__USERNAME": BROKER_USER,
-            "FLOWPAY_KAFKA__PRINCIPALS__OPERATOR__PASSWORD": stored[_kafka(BROKER_USER)],
+            "FLOWPAY_KAFKA__ADMIN__USERNAME": BROKER_USER,
+            "FLOWPAY_KAFKA__ADMIN__PASSWORD": stored[_kafka(BROKER_USER)],
         },
     }
     for role in DATABASE_ROLES:
