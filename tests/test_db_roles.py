@@ -185,3 +185,23 @@ def test_db_init_print_sql_shows_the_roles_and_changes_nothing(settings: Setting
         assert f'CREATE ROLE "{role_name(role)}" LOGIN NOSUPERUSER' in done.stdout
     assert "REVOKE ALL ON DATABASE" in done.stdout
     assert "PASSWORD" not in done.stdout.replace("\\password", "")
+
+
+def test_the_dev_stack_runs_each_role_as_itself_and_never_shows_a_password(
+    base_settings: Settings,
+) -> None:
+    credentials = base_settings.dev.credentials
+    assert credentials.stat().st_mode & 0o077 == 0
+    passwords = {}
+    for path in credentials.iterdir():
+        assert path.stat().st_mode & 0o077 == 0, path
+    for line in (credentials / "postgres.pgpass").read_text().splitlines():
+        *_, user, password = line.split(":", 4)
+        passwords[user] = password
+    for role in DATABASE_ROLES:
+        with connect(base_settings, role) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (role_name(role),)
+        assert passwords[role_name(role)] not in database_url(base_settings, role)
+    shown = flowpay("dev", "status", "--json", env=env_for(base_settings))
+    assert shown.returncode == 0, shown.stderr
+    assert not [user for user, password in passwords.items() if password in shown.stdout]
