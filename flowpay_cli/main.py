@@ -10,6 +10,7 @@ import typer
 
 from flowpay_cli.commands import (
     api,
+    deploy,
     dev,
     dlq,
     gateway_sim,
@@ -22,6 +23,7 @@ from flowpay_cli.commands import (
     payments,
     processor,
     sagas,
+    secret_keys,
     top,
     webhooks,
 )
@@ -83,6 +85,8 @@ app.add_typer(dlq.app, name="dlq")
 app.command("status")(payments.status)
 app.command("top")(top.top)
 app.add_typer(api.merchants_app, name="merchants")
+app.add_typer(secret_keys.app, name="secrets")
+app.add_typer(deploy.app, name="deploy")
 
 
 def run() -> None:

@@ -22,7 +22,7 @@ from tests.helpers.waiting import wait_for
 from workers.api.merchants import create_merchant
 from workers.core.commands import Capture, CommandType, Void
 from workers.core.config import Settings
-from workers.core.db import database_url
+from workers.core.db import admin_url
 from workers.core.errors import FlowPayError
 from workers.core.status import CancellationReason
 from workers.orchestrator.inspect import saga_view
@@ -54,7 +54,7 @@ class Stack:
         return self.payment(payment_id)
 
     def saga(self, saga_id: str) -> dict[str, Any]:
-        with psycopg.connect(database_url(self.settings), autocommit=True) as conn:
+        with psycopg.connect(admin_url(self.settings), autocommit=True) as conn:
             return saga_view(conn, saga_id)
 
     def ended(self, saga_id: str) -> bool:
@@ -80,7 +80,7 @@ class Stack:
 
 @contextmanager
 def stack(settings: Settings, tmp_path: Path, ttl_s: float = 3600.0) -> Iterator[Stack]:
-    with psycopg.connect(database_url(settings), autocommit=True) as conn:
+    with psycopg.connect(admin_url(settings), autocommit=True) as conn:
         merchant = create_merchant(conn, "Saga merchant")
     port = free_port()
     env = {

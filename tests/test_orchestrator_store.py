@@ -15,7 +15,7 @@ from workers.core import commands
 from workers.core.commands import CommandType
 from workers.core.config import Settings
 from workers.core.consuming import Batch
-from workers.core.db import database_url
+from workers.core.db import admin_url
 from workers.core.events import Event, EventType, Initiated, RequiresCapture, new_event
 from workers.orchestrator import db
 from workers.orchestrator.service import Orchestrator
@@ -42,7 +42,7 @@ def _manual(payment_id: str) -> Event:
 
 
 def _rows(settings: Settings, query: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(database_url(settings)) as conn:
+    with psycopg.connect(admin_url(settings)) as conn:
         return conn.execute(query).fetchall()
 
 

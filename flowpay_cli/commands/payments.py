@@ -95,7 +95,7 @@ def _show(payment: dict[str, Any], as_json: bool) -> None:
 
 def _wait_refund(config: Settings, refund_id: str, timeout_s: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
-    with connect(config, autocommit=True) as conn:
+    with connect(config, "operator", autocommit=True) as conn:
         while True:
             found = refund_status(conn, refund_id)
             if found["status"] != "requested":
@@ -111,7 +111,7 @@ def status(
     as_json: Json = False,
 ) -> None:
     """Show one payment's whole history: its events, the processor's state and gateway attempts."""
-    with connect(settings(ctx), autocommit=True) as conn:
+    with connect(settings(ctx), "operator", autocommit=True) as conn:
         events: list[dict[str, Any]] = [
             {
                 "type": e.type.value,

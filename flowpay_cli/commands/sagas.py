@@ -33,7 +33,7 @@ def list_command(
     as_json: Json = False,
 ) -> None:
     """The newest sagas first."""
-    with connect(settings(ctx), autocommit=True) as conn:
+    with connect(settings(ctx), "operator", autocommit=True) as conn:
         found = list_sagas(
             conn,
             state=None if state is None else state.value,
@@ -54,7 +54,7 @@ def show(
     as_json: Json = False,
 ) -> None:
     """One saga: each step's command, when it was sent, the event that answered, its timers."""
-    with connect(settings(ctx), autocommit=True) as conn:
+    with connect(settings(ctx), "operator", autocommit=True) as conn:
         view = saga_view(conn, saga_id)
     if as_json:
         print_json(view)

@@ -92,7 +92,7 @@ async def _as_merchant(
 ) -> dict[str, Any]:
     """``act`` once per key for the payment's merchant, as the route ``action`` would."""
     async with AsyncConnectionPool(
-        database_url(settings), min_size=1, max_size=2, open=False
+        database_url(settings, "api"), min_size=1, max_size=2, open=False
     ) as pool:
         async with pool.connection() as conn:
             found = await conn.execute(Q["payment_merchant"], {"id": payment_id})

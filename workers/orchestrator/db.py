@@ -6,12 +6,12 @@ from typing import Any, Final
 
 from psycopg_pool import ConnectionPool
 
-from workers.core.config import Settings
+from workers.core.config import DatabaseRole, Settings
 from workers.core.db import make_pool
 
-ROLE: Final = "orchestrator"
+ROLE: Final[DatabaseRole] = "orchestrator"
 
 
 def pool(settings: Settings) -> ConnectionPool[Any]:
     """The orchestrator's pool (its event batches and its timer loop share it)."""
-    return make_pool(settings, name=ROLE)
+    return make_pool(settings, ROLE, name=ROLE)
