@@ -300,6 +300,7 @@ def test_each_role_logs_in_as_itself_and_only_the_notifier_holds_the_key(
         "run-processor": "processor",
         "run-ledger": "ledger",
         "run-notifier": "notifier",
+        "run-orchestrator": "orchestrator",
     }
     for name, service in _long_running(_flowpay_services()).items():
         role = roles.get(service["command"][0])
