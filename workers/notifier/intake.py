@@ -107,7 +107,12 @@ async def _new_events(conn: Conn, items: Sequence[Received]) -> list[Received]:
     ids = [item.event.event_id for item in items]
     cursor = await conn.execute(Q["events_mark_processed"], {"event_ids": ids})
     new = {row[0] for row in await cursor.fetchall()}
-    return [item for item in items if item.event.event_id in new]
+    fresh = []
+    for item in items:
+        if item.event.event_id in new:  # the first of its copies in the batch only
+            new.discard(item.event.event_id)
+            fresh.append(item)
+    return fresh
 
 
 async def _project(conn: Conn, items: list[Received]) -> list[Notified]:

@@ -64,7 +64,8 @@ class Sender:
         self._reserved = 0  # slots the intake holds for deliveries it is recording
         self._finished: list[Finished] = []
         self._wake = asyncio.Event()
-        self._http: httpx.AsyncClient | None = None
+        # Made now, so that a delivery handed over before ``run`` starts has it.
+        self._http = http_client(config)
 
     @property
     def room(self) -> int:
@@ -84,8 +85,7 @@ class Sender:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Until ``stopping`` is set; then the attempts in flight end and are recorded."""
-        async with http_client(self.config) as http:
-            self._http = http
+        async with self._http:
             next_claim = 0.0
             while not stopping.is_set():
                 if not self._finished:
@@ -95,7 +95,6 @@ class Sender:
                 if claim and started < self.room:  # nothing more due now: ask again at the poll
                     next_claim = time.monotonic() + self.config.poll_interval_s
             await self._drain()
-        self._http = None
 
     async def _wait(self, stopping: asyncio.Event, next_claim: float) -> None:
         """Until an attempt ends, a stop, or (with room) the next claim is due."""
@@ -178,7 +177,6 @@ class Sender:
                 async with self.pool.connection() as conn:
                     await keep_for_disabled_endpoint(conn, delivery)
                 return
-            assert self._http is not None
             result = await self.attempt(self._http, delivery)
         except psycopg.OperationalError as exc:  # the pool's timeouts and closing included
             log.warning(

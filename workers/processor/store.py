@@ -34,27 +34,6 @@ SCHEMA: Final = "processor"
 
 
 @dataclass(frozen=True)
-class Payment:
-    payment_id: str
-    merchant_id: str
-    amount: int
-    currency: str
-    payment_method: str
-    correlation_id: str
-    state: str
-    charge_id: str | None
-    failure_reason: str | None
-    refunded_amount: int
-    next_check_at: datetime | None
-    checks: int
-    reversed_charge_id: str | None
-    created_at: datetime
-    updated_at: datetime
-    traceparent: str | None = None  # of the span that started it, for the reconciler's checks
-    settled_at: datetime | None = None  # when it left processing (None while processing)
-
-
-@dataclass(frozen=True)
 class NewPayment:
     """A payment to start, as its ``payment.initiated`` event (or a command) describes it."""
 
@@ -76,6 +55,23 @@ class NewPayment:
             data.payment_method,
             event.correlation_id,
         )
+
+
+@dataclass(frozen=True)
+class Payment(NewPayment):
+    """A payment as the processor holds it."""
+
+    state: str
+    charge_id: str | None
+    failure_reason: str | None
+    refunded_amount: int
+    next_check_at: datetime | None
+    checks: int
+    reversed_charge_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    traceparent: str | None = None  # of the span that started it, for the reconciler's checks
+    settled_at: datetime | None = None  # when it left processing (None while processing)
 
 
 @dataclass(frozen=True)
