@@ -47,6 +47,8 @@ class EndToEndSizes:
     # Beyond the knee a rate leaves a backlog: stop waiting for it after this long (what
     # did not complete in time shows as completed < accepted).
     drain_timeout_s: float = 60.0
+    # A burst is measured to its last payment: wait that long for it.
+    burst_drain_timeout_s: float = 900.0
     profile: bool = True
 
 
@@ -130,6 +132,7 @@ def _run_once(
     sizes: EndToEndSizes,
     concurrency: int = 1,
     count: int = 0,
+    drain_s: float | None = None,
 ) -> tuple[Window, dict[str, Any]]:
     """Send, then wait until every payment accepted in the window is completed (or time out)."""
     t0 = _now(bench)
@@ -144,7 +147,8 @@ def _run_once(
     )
     window = Window(t0, _now(bench))
     accepted = _accepted(bench, window)
-    poll(lambda: len(_completed(bench, window)) >= accepted, sizes.drain_timeout_s, every_s=0.25)
+    drain = sizes.drain_timeout_s if drain_s is None else drain_s
+    poll(lambda: len(_completed(bench, window)) >= accepted, drain, every_s=0.25)
     return window, sent
 
 
@@ -181,6 +185,7 @@ def _burst(bench: Bench, merchant: NewMerchant, url: str, sizes: EndToEndSizes) 
         count=sizes.burst,
         sizes=sizes,
         concurrency=sizes.burst_concurrency,
+        drain_s=sizes.burst_drain_timeout_s,
     )
     done = sorted(at for _s, at in _completed(bench, window))
     # From the first completion to the last: the pipeline's drain rate, without its fill time.
