@@ -39,6 +39,8 @@ ROUTES: Final = register(
             EventType.PROCESSING: IGNORE,
             # No webhook: its outcome (refunded or refund_failed) is the one merchants hear of.
             EventType.REFUND_REQUESTED: IGNORE,
+            # No webhook: a gateway's report is not a payment's outcome merchants are told of.
+            EventType.GATEWAY_REPORTED: IGNORE,
             **{event_type: Intake.take for event_type in NOTIFIED},
         },
     )

@@ -18,8 +18,7 @@ from workers.core.lifecycle import install_stop_handlers
 from workers.core.topics import GROUP_PROCESSOR
 from workers.processor import metrics
 from workers.processor.charging import Charging
-from workers.processor.gateway import HttpGateway
-from workers.processor.metered import MeteredGateway
+from workers.processor.gateways import make_gateway
 from workers.processor.reconciler import Reconciler
 from workers.processor.refunds import Refunds
 from workers.processor.service import ROLE, Processor
@@ -44,6 +43,9 @@ ROUTES: Final = register(
             EventType.REFUNDED: IGNORE,
             EventType.REFUND_FAILED: IGNORE,
             EventType.CHARGE_REVERSED: IGNORE,
+            # A gateway's own report (its webhook, through the API): the ledger records it;
+            # the processor does not act on it yet.
+            EventType.GATEWAY_REPORTED: IGNORE,
         },
     )
 )
@@ -77,7 +79,7 @@ async def run(settings: Settings, stop: threading.Event) -> None:
         name=ROLE,
     )
     await pool.open()
-    gateway = MeteredGateway(HttpGateway(settings))
+    gateway = make_gateway(settings)
     store = ProcessorStore(pool)
     charging = Charging(settings.processor, store, gateway, Settler(store))
     refunds = Refunds(settings, store, gateway)
