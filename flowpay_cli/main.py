@@ -22,6 +22,7 @@ from flowpay_cli.commands import (
     pay,
     payments,
     processor,
+    sagas,
     secret_keys,
     top,
     webhooks,
@@ -71,8 +72,12 @@ app.command("run-outbox")(outbox.run_outbox)
 app.command("serve-gateway-sim")(gateway_sim.serve_gateway_sim)
 app.command("run-processor")(processor.run_processor)
 app.command("refund")(payments.refund)
+app.command("capture")(payments.capture)
+app.command("cancel")(payments.cancel)
 app.command("run-notifier")(webhooks.run_notifier)
 app.command("run-ledger")(ledger.run_ledger)
+app.command("run-orchestrator")(sagas.run_orchestrator)
+app.add_typer(sagas.app, name="sagas")
 app.command("replay")(ledger.replay)
 app.add_typer(ledger.ledger_app, name="ledger")
 app.add_typer(webhooks.app, name="webhooks")

@@ -310,7 +310,10 @@ def test_health_and_readiness(api: Api) -> None:
 
 
 def _succeed(db: Conn, payment_id: str) -> None:
-    db.execute("UPDATE api.payments SET status = 'succeeded' WHERE id = %s", (payment_id,))
+    db.execute(
+        ("UPDATE api.payments SET status = 'succeeded', amount_received = amount WHERE id = %s"),
+        (payment_id,),
+    )
 
 
 def test_refund_of_a_payment_not_succeeded_is_409(api: Api, db: Conn) -> None:

@@ -146,8 +146,8 @@ def test_no_role_is_a_superuser_nor_can_step_outside_its_grants(db: Conn) -> Non
 
 def test_each_service_role_may_use_its_own_schema(as_role: Any, settings: Settings) -> None:
     for role, access in ACCESS.items():
-        if access.owns is None or access.owns == "orchestrator":
-            continue  # the orchestrator's schema is not made yet (issue 15)
+        if access.owns is None:
+            continue
         conn = as_role(role)
         table = conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s LIMIT 1",

@@ -300,6 +300,7 @@ def test_each_role_logs_in_as_itself_and_only_the_notifier_holds_the_key(
         "run-processor": "processor",
         "run-ledger": "ledger",
         "run-notifier": "notifier",
+        "run-orchestrator": "orchestrator",
     }
     for name, service in _long_running(_flowpay_services()).items():
         role = roles.get(service["command"][0])
@@ -379,6 +380,7 @@ def test_prometheus_scrapes_every_role_on_its_metrics_port() -> None:
         "run-processor": "processor_port",
         "run-ledger": "ledger_port",
         "run-notifier": "notifier_port",
+        "run-orchestrator": "orchestrator_port",
     }
     for command, key in roles.items():
         name = next(n for n, s in services.items() if s["command"][0] == command)

@@ -22,7 +22,7 @@ from workers.devstack.postgres import BIN_DIR
 from workers.migrations.runner import VERSIONS, MigrationError, migrate, status
 
 Conn = psycopg.Connection[tuple[Any, ...]]
-HISTORIES = {"api", "processor", "ledger", "notifier", "ops"}
+HISTORIES = {"api", "processor", "ledger", "notifier", "ops", "orchestrator"}
 # Every migration FlowPay ships, by revision: <history>_<NNNN>.
 SHIPPED = sorted(
     p.stem[: p.stem.index("_") + 5] for p in VERSIONS.glob("*/*_[0-9][0-9][0-9][0-9]_*.sql")

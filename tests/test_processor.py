@@ -292,7 +292,11 @@ def test_refund_of_a_failed_payment_is_refused_as_invalid_state(
         # The API refuses it itself; a request that slips past (stale view) meets the processor.
         with psycopg.connect(admin_url(settings), autocommit=True) as conn:
             conn.execute(
-                "UPDATE api.payments SET status = 'succeeded' WHERE id = %s", (payment["id"],)
+                (
+                    "UPDATE api.payments SET status = 'succeeded', amount_received = amount"
+                    " WHERE id = %s"
+                ),
+                (payment["id"],),
             )
         response = f.refund(payment["id"])
         assert response.status_code == 202

@@ -105,7 +105,7 @@ def _start_roles(bench: Bench, sizes: EndToEndSizes) -> tuple[NewMerchant, str]:
     )
     bench.env["FLOWPAY_GATEWAY__URL"] = sim
     url = start_api(bench, sizes.api_workers)
-    for role in ("outbox", "processor", "ledger", "notifier"):
+    for role in ("outbox", "processor", "orchestrator", "ledger", "notifier"):
         bench.start(role, [f"run-{role}"])
     return merchant, url
 

@@ -173,7 +173,7 @@ def flow(
     sim_flags: tuple[str, ...] = (),
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[Flow]:
-    """API + relay + processor + simulator for one test, sharing its database and topics."""
+    """API, relay, processor, orchestrator and simulator on one test's database and topics."""
     with psycopg.connect(admin_url(settings), autocommit=True) as conn:
         merchant = create_merchant(conn, "Flow merchant")
     api_port, sim_port = free_port(), free_port()
@@ -197,4 +197,5 @@ def flow(
         result.start("api", ["serve-api", "--port", str(api_port)], result.api_url + "/healthz")
         result.start("outbox", ["run-outbox"])
         result.start("processor", ["run-processor"])
+        result.start("orchestrator", ["run-orchestrator"])
         yield result

@@ -17,11 +17,11 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.exceptions import HTTPException
 
-from workers.api import openapi, payments, read_model, stream, stripe_webhooks
+from workers.api import decisions, handling, openapi, payments, read_model, stream, stripe_webhooks
 from workers.api.errors import API_ERROR, ApiError, codes
-from workers.api.idempotency import Answer, request_hash, run_once
+from workers.api.idempotency import Answer, request_hash
 from workers.api.metrics import RequestMetrics
-from workers.api.request_context import RequestContext, correlation_id
+from workers.api.request_context import RequestContext
 from workers.api.routing import RequestRoute, allowed_methods
 from workers.api.schemas import PaymentCreate, RefundCreate, parse_body
 from workers.api.services import Services, services_of
@@ -32,12 +32,6 @@ from workers.core.lifecycle import exit_with_parent
 from workers.core.requests import BadRequest, check_idempotency_key
 
 log = logging.getLogger(__name__)
-JSON = "application/json"
-LOCATION = {"description": "The payment's URL", "required": True, "schema": {"type": "string"}}
-REPLAYED = {
-    "description": "`true` when this is the stored answer to an earlier request with the key",
-    "schema": {"type": "string", "enum": ["true"]},
-}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -82,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics)
     app.add_middleware(RequestContext)
     app.include_router(stream.router(settings))
+    app.include_router(decisions.router(settings))
     app.include_router(stripe_webhooks.router(settings))
     openapi.install(app)
     return app
@@ -95,75 +90,22 @@ def _spare_startup_objects_from_gc() -> None:
     gc.freeze()
 
 
-async def _merchant(request: Request) -> str:
-    """Who sent the request (401 without a valid key; 429 over the key's rate limit)."""
-    caller = await services_of(request).auth.admit(request.headers.get("authorization"))
-    return caller.merchant_id
-
-
-def _correlation_id(_request: Request) -> str:
-    return correlation_id()
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if body and content_type != JSON:
-        raise ApiError(415, "unsupported_media_type", "Send the body as application/json")
-    return body
-
-
-def _path(request: Request) -> str:
-    """``request.url.path``, without building the whole URL (host header parsing and all)."""
-    path: str = request.scope["path"]
-    return path.replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
-
-
-def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "request_too_large", f"Request bodies are limited to {limit} bytes")
-
-
-def _answer(answer: Answer, correlation_id: str) -> Response:
-    headers = {"X-Request-Id": correlation_id}
-    if answer.location:
-        headers["Location"] = answer.location
-    if answer.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return Response(answer.body, status_code=answer.status, media_type=JSON, headers=headers)
-
-
-def _json(payload: Any, correlation_id: str, status: int = 200) -> Response:
-    return Response(
-        payments.dumps(payload), status, media_type=JSON, headers={"X-Request-Id": correlation_id}
-    )
-
-
 def _install_routes(app: FastAPI, settings: Settings) -> None:
     limit = settings.api.max_body_bytes
     by_id = "$response.body#/id"
 
     async def create_payment(request: Request) -> Response:
-        raw = await _read_body(request, limit)
+        raw = await handling.read_body(request, limit)
         services = services_of(request)
-        merchant_id = await _merchant(request)
+        merchant_id = await handling.merchant(request)
         key = check_idempotency_key(request.headers.get("idempotency-key"))
         body = parse_body(PaymentCreate, raw)
-        correlation_id = _correlation_id(request)
-        fingerprint = request_hash("POST", _path(request), body.model_dump(mode="json"))
+        correlation_id = handling.correlation_id(request)
+        fingerprint = request_hash("POST", handling.path(request), body.canonical())
         answer = await payments.create_payment(
             services.pool, merchant_id, key, fingerprint, body, correlation_id
         )
-        return _answer(answer, correlation_id)
+        return handling.answer(answer, correlation_id)
 
     # The hot path, called without FastAPI's dependency solving (it takes the request alone).
     app.router.add_api_route(
@@ -175,13 +117,14 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
             answers={"202": openapi.json_answer(
                 "Accepted: the payment as created (or, for a retry, as first answered)",
                 "Payment",
-                headers={"Location": LOCATION, "Idempotent-Replayed": REPLAYED},
+                headers={"Location": openapi.LOCATION, "Idempotent-Replayed": openapi.REPLAYED},
                 links={
                     "GetPayment": openapi.link("getPayment", by_id, "Read it"),
                     "StreamPaymentEvents": openapi.link(
                         "streamPaymentEvents", by_id, "Follow its status"
                     ),
                     "CreateRefund": openapi.link("createRefund", by_id, "Refund it"),
+                    **openapi.DECISION_LINKS,
                 },
             )},
         ),
@@ -199,15 +142,16 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
                         "streamPaymentEvents", by_id, "Follow its status"
                     ),
                     "CreateRefund": openapi.link("createRefund", by_id, "Refund it"),
+                    **openapi.DECISION_LINKS,
                 },
             )},
         ),
     )  # fmt: skip
     async def get_payment(request: Request, payment_id: openapi.PaymentId) -> Response:
         services = services_of(request)
-        merchant_id = await _merchant(request)
+        merchant_id = await handling.merchant(request)
         payment = await payments.get_payment(services.pool, merchant_id, payment_id)
-        return _json(payment, _correlation_id(request))
+        return handling.json_response(payment, handling.correlation_id(request))
 
     @app.get(
         "/v1/payments",
@@ -237,11 +181,11 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
         ] = None,
     ) -> Response:
         services = services_of(request)
-        merchant_id = await _merchant(request)
+        merchant_id = await handling.merchant(request)
         page = await payments.list_payments(
             services.pool, merchant_id, limit=limit, starting_after=starting_after, status=status
         )
-        return _json(page, _correlation_id(request))
+        return handling.json_response(page, handling.correlation_id(request))
 
     @app.post(
         "/v1/payments/{payment_id}/refunds",
@@ -252,7 +196,7 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
             errors=codes("resource_missing", "payment_not_refundable", "amount_too_large"),
             answers={"202": openapi.json_answer(
                 "Accepted: the refund requested (or, for a retry, as first answered)", "Refund",
-                headers={"Idempotent-Replayed": REPLAYED},
+                headers={"Idempotent-Replayed": openapi.REPLAYED},
                 links={"GetPayment": openapi.link(
                     "getPayment", "$response.body#/payment_id", "Read its payment"
                 )},
@@ -260,21 +204,14 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
         ),
     )  # fmt: skip
     async def create_refund(request: Request, payment_id: openapi.PaymentId) -> Response:
-        raw = await _read_body(request, limit)
-        services = services_of(request)
-        merchant_id = await _merchant(request)
-        key = check_idempotency_key(request.headers.get("idempotency-key"))
-        body = parse_body(RefundCreate, raw)
-        correlation_id = _correlation_id(request)
-        fingerprint = request_hash("POST", _path(request), body.model_dump(mode="json"))
-
-        async def refund(conn: AsyncConnection[Any]) -> Answer:
+        async def refund(
+            conn: AsyncConnection[Any], merchant_id: str, body: RefundCreate, correlation_id: str
+        ) -> Answer:
             return await payments.request_refund(
                 conn, merchant_id, payment_id, body, correlation_id
             )
 
-        answer = await run_once(services.pool, merchant_id, key, fingerprint, refund)
-        return _answer(answer, correlation_id)
+        return await handling.idempotent_post(request, limit, RefundCreate, refund)
 
     @app.get(
         "/healthz",

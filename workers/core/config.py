@@ -392,6 +392,19 @@ class NotifierSettings(_Section):
         return self
 
 
+class OrchestratorSettings(_Section):
+    # An authorization not captured this long after it was made is voided (the payment is
+    # canceled, cancellation_reason "expired"): 7 days, as card networks hold it.
+    authorization_ttl_s: float = Field(default=604_800.0, gt=0)
+    # A step whose command has had no answer this long sends it again (same idempotency keys
+    # at the gateway, so never twice in effect), and again after each further such wait.
+    command_timeout_s: float = Field(default=900.0, gt=0)
+    # How often the timer loop looks for due timers when none was due last time.
+    timer_interval_s: float = Field(default=1.0, gt=0)
+    # Due timers claimed (FOR UPDATE SKIP LOCKED) and fired in one transaction at most.
+    timer_batch_size: int = Field(default=500, ge=1, le=100_000)
+
+
 class MetricsSettings(_Section):
     # Each role serves Prometheus metrics at http://<host>:<port>/metrics; a port of 0 turns
     # that role's off, and enabled = false turns them all off.
@@ -405,6 +418,7 @@ class MetricsSettings(_Section):
     notifier_port: int = Field(default=9105, ge=0, le=65535)
     # `flowpay replay` serves its progress here while it runs.
     replay_port: int = Field(default=9106, ge=0, le=65535)
+    orchestrator_port: int = Field(default=9107, ge=0, le=65535)
 
 
 class TracingSettings(_Section):
@@ -486,6 +500,7 @@ class Settings(BaseSettings):
     gateway_sim: GatewaySimSettings = GatewaySimSettings()
     processor: ProcessorSettings = ProcessorSettings()
     notifier: NotifierSettings = NotifierSettings()
+    orchestrator: OrchestratorSettings = OrchestratorSettings()
     metrics: MetricsSettings = MetricsSettings()
     tracing: TracingSettings = TracingSettings()
     secrets: SecretsSettings = SecretsSettings()

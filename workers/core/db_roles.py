@@ -17,8 +17,8 @@ Three steps, by three hands:
   does not give, so it also takes back a grant made by hand; a table a migration adds is covered
   by the next run, and replay's swap applies it to the ledger it swaps in.
 
-A new service is one entry in ``ACCESS``; a schema that does not exist yet (the saga
-orchestrator's) is skipped until a migration creates it.
+A new service is one entry in ``ACCESS``; a schema that does not exist yet is skipped until a
+migration creates it.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ ACCESS: Final[dict[ServiceRole, Access]] = {
     "processor": Access(owns="processor"),
     "ledger": Access(owns="ledger"),
     "notifier": Access(owns="notifier"),
-    # The saga orchestrator of issue 15; skipped until its schema exists.
+    # The saga orchestrator (its outbox is the relay's to publish, as every outbox).
     "orchestrator": Access(owns="orchestrator"),
     # The CLI's tools: everything read (no webhook secret), a few writes, its own `ops` records.
     "operator": Access(owns="ops", rows=("SELECT", "INSERT"), grants=_operator()),

@@ -28,6 +28,7 @@ from workers.core.topics import (
     GROUP_API,
     GROUP_LEDGER,
     GROUP_NOTIFIER,
+    GROUP_ORCHESTRATOR,
     GROUP_PREFIX_DLQ_READER,
     GROUP_PREFIX_REPLAY,
     GROUP_PROCESSOR,
@@ -55,8 +56,10 @@ ACCESS: dict[KafkaRole, Access] = {
     "processor": Access(reads=("payments", "commands"), groups=(GROUP_PROCESSOR,), writes=_DLQ),
     "ledger": Access(reads=("payments",), groups=(GROUP_LEDGER,), writes=_DLQ),
     "notifier": Access(reads=("payments",), groups=(GROUP_NOTIFIER,), writes=_DLQ),
-    # The saga orchestrator of issue 15.
-    "orchestrator": Access(reads=("payments", "commands"), groups=("orchestrator",), writes=_DLQ),
+    # The saga orchestrator: it writes its commands through its outbox and the relay.
+    "orchestrator": Access(
+        reads=("payments", "commands"), groups=(GROUP_ORCHESTRATOR,), writes=_DLQ
+    ),
     # Topics, `dlq list` and `replay` (reading), and `dlq replay`, which re-publishes a dead
     # letter to the topic it came from: the one write to the event log besides the relay's.
     "operator": Access(
@@ -109,9 +112,11 @@ class Plan:
 
 def topic_names(settings: Settings) -> dict[TopicKey, str]:
     names = topics(settings)
-    # <prefix>.commands arrives with the saga orchestrator (issue 15); its ACLs can come first.
-    commands = f"{settings.kafka.topic_prefix}.commands"
-    return {"payments": names.payments, "commands": commands, "dead_letters": names.dead_letters}
+    return {
+        "payments": names.payments,
+        "commands": names.commands,
+        "dead_letters": names.dead_letters,
+    }
 
 
 def plan(settings: Settings) -> Plan:

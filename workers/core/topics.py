@@ -1,7 +1,9 @@
 """Every topic, consumer group and dead-letter topic FlowPay uses, named in one place.
 
 All events of one payment go to one topic keyed by the payment id, so they are ordered in one
-partition. Replay depends on that topic keeping everything (``retention.ms=-1``).
+partition. Replay depends on that topic keeping everything (``retention.ms=-1``). The saga
+orchestrator's commands go to a topic of their own, keyed by the payment id too; nothing is
+rebuilt from them, so they are kept a week (time for an executor to come back and catch up).
 """
 
 from __future__ import annotations
@@ -16,32 +18,44 @@ GROUP_API: Final = "api"
 GROUP_PROCESSOR: Final = "processor"
 GROUP_LEDGER: Final = "ledger"
 GROUP_NOTIFIER: Final = "notifier"
-ALL_GROUPS: Final = (GROUP_API, GROUP_PROCESSOR, GROUP_LEDGER, GROUP_NOTIFIER)
+GROUP_ORCHESTRATOR: Final = "orchestrator"
+ALL_GROUPS: Final = (GROUP_API, GROUP_PROCESSOR, GROUP_LEDGER, GROUP_NOTIFIER, GROUP_ORCHESTRATOR)
 # The operator's tools read in throwaway groups named with these prefixes.
 GROUP_PREFIX_DLQ_READER: Final = "flowpay-dlq-reader-"
 GROUP_PREFIX_REPLAY: Final = "ledger-replay-"
 
 INFINITE_RETENTION: Final = {"retention.ms": "-1", "retention.bytes": "-1"}
+COMMAND_RETENTION: Final = {"retention.ms": str(7 * 24 * 3600 * 1000), "retention.bytes": "-1"}
 
 
 @dataclass(frozen=True)
 class Topics:
     payments: str
     dead_letters: str
+    commands: str
 
     def all(self) -> tuple[str, ...]:
-        return (self.payments, self.dead_letters)
+        return (self.payments, self.dead_letters, self.commands)
 
 
 def topics(settings: Settings) -> Topics:
     prefix = settings.kafka.topic_prefix
-    return Topics(payments=f"{prefix}.payments", dead_letters=f"{prefix}.payments.dlq")
+    return Topics(
+        payments=f"{prefix}.payments",
+        dead_letters=f"{prefix}.payments.dlq",
+        commands=f"{prefix}.commands",
+    )
 
 
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
-    """Per-topic configuration: both keep everything; dead letters wait for an operator."""
+    """Per-topic configuration: events and dead letters (waiting for an operator) are kept for
+    ever, commands for a week."""
     names = topics(settings)
-    config = dict(INFINITE_RETENTION)
+    durability = {}
     if settings.kafka.min_insync_replicas is not None:
-        config["min.insync.replicas"] = str(settings.kafka.min_insync_replicas)
-    return {names.payments: dict(config), names.dead_letters: dict(config)}
+        durability["min.insync.replicas"] = str(settings.kafka.min_insync_replicas)
+    return {
+        names.payments: {**INFINITE_RETENTION, **durability},
+        names.dead_letters: {**INFINITE_RETENTION, **durability},
+        names.commands: {**COMMAND_RETENTION, **durability},
+    }

@@ -25,7 +25,7 @@ from workers.core import tracing
 from workers.core.config import NotifierSettings
 from workers.core.consuming import Batch, Received
 from workers.core.delivery import headers_of
-from workers.core.events import Event, EventType, header
+from workers.core.events import CREATED, Event, EventType, header
 from workers.core.ids import new_id
 from workers.core.projection import advance, initial, iso
 from workers.core.sealing import Keyring
@@ -46,6 +46,9 @@ NOTIFIED: Final = frozenset(
         EventType.REFUNDED,
         EventType.REFUND_FAILED,
         EventType.CHARGE_REVERSED,
+        # Manual capture: authorized (capture or cancel it now), and canceled.
+        EventType.REQUIRES_CAPTURE,
+        EventType.CANCELED,
     }
 )
 
@@ -123,7 +126,7 @@ async def _new_events(conn: Conn, items: Sequence[Received]) -> list[Received]:
 async def _project(conn: Conn, items: list[Received]) -> list[Notified]:
     """Each payment's view after the events, in order, written back once; the notified
     events, each with the view it describes."""
-    later = sorted({i.event.payment_id for i in items if i.event.type is not EventType.INITIATED})
+    later = sorted({i.event.payment_id for i in items if i.event.type not in CREATED})
     views: dict[str, dict[str, Any]] = {}
     if later:
         cursor = await conn.execute(Q["payments_get"], {"payment_ids": later})
@@ -133,7 +136,7 @@ async def _project(conn: Conn, items: list[Received]) -> list[Notified]:
     for item in items:
         event = item.event
         before = views.get(event.payment_id)
-        if event.type is EventType.INITIATED:
+        if event.type in CREATED:
             after = initial(event)
         elif before is None:
             continue  # a payment whose start this notifier never saw: nothing to describe

@@ -37,6 +37,7 @@ ROUTES: Final = register(
         {
             # Its view of the payment starts here (amount, currency, metadata: what webhooks show).
             EventType.INITIATED: Intake.take,
+            EventType.AUTHORIZATION_REQUESTED: Intake.take,
             # No webhook, and nothing a webhook shows depends on it: the status it sets is
             # passed by the terminal event that follows.
             EventType.PROCESSING: IGNORE,
@@ -44,6 +45,9 @@ ROUTES: Final = register(
             EventType.REFUND_REQUESTED: IGNORE,
             # No webhook: a gateway's report is not a payment's outcome merchants are told of.
             EventType.GATEWAY_REPORTED: IGNORE,
+            # No webhook: a merchant's own capture or cancel; its outcome is the one told.
+            EventType.CAPTURE_REQUESTED: IGNORE,
+            EventType.CANCEL_REQUESTED: IGNORE,
             **{event_type: Intake.take for event_type in NOTIFIED},
         },
     )

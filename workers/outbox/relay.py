@@ -1,5 +1,8 @@
 """The outbox relay loop: publish every emitting schema's outbox to Kafka, at least once.
 
+Events go to the payment event log; the orchestrator's commands to the command topic (each
+outbox's topic is ``workers.core.outbox.OUTBOXES``'s), both keyed by payment id.
+
 A batch is read, produced, marked published (while Kafka acknowledges) and committed once
 every message is acknowledged, in one transaction; anything short of every acknowledgement
 rolls the transaction back and the batch goes again later. A crash between producing and
@@ -23,9 +26,8 @@ from workers.core.config import Settings
 from workers.core.db import connect
 from workers.core.heartbeat import Heartbeat
 from workers.core.lifecycle import install_stop_handlers
-from workers.core.outbox import EMITTING_SCHEMAS
+from workers.core.outbox import EMITTING_SCHEMAS, topic_of
 from workers.core.retry import delays
-from workers.core.topics import topics
 from workers.outbox import metrics, store
 from workers.outbox.publisher import ROLE, BatchPublisher, NotAcknowledged
 from workers.outbox.store import Conn, Pruned
@@ -53,7 +55,7 @@ def serve(settings: Settings) -> None:
 class OutboxRelay:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.topic = topics(settings).payments
+        self.topic_of = {schema: topic_of(settings, schema) for schema in EMITTING_SCHEMAS}
         self.failures = 0  # failed attempts since start, for tests and diagnostics
         self._stop = threading.Event()
         self._publisher = BatchPublisher(settings)
@@ -79,7 +81,10 @@ class OutboxRelay:
     def run(self, stop: threading.Event) -> None:
         """Publish until ``stop`` is set, riding out Kafka and PostgreSQL outages; then close."""
         self._stop = stop
-        log.info("relaying outboxes %s to %s", ", ".join(EMITTING_SCHEMAS), self.topic)
+        log.info(
+            "relaying outboxes %s",
+            ", ".join(f"{schema} to {topic}" for schema, topic in self.topic_of.items()),
+        )
         try:
             while not stop.is_set():
                 self._heartbeat.beat()
@@ -141,7 +146,7 @@ class OutboxRelay:
             if not rows:
                 return 0
             started_ns = time.time_ns()
-            sent = self._publisher.send(self.topic, rows)
+            sent = self._publisher.send(self.topic_of[schema], rows)
             # The rows are marked while Kafka acknowledges them; the mark commits only once
             # every acknowledgement is in (confirm raises otherwise, rolling it back).
             store.mark_published(conn, schema, [row.id for row in rows])

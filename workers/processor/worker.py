@@ -46,6 +46,13 @@ ROUTES: Final = register(
             # A gateway's own report (its webhook, through the API): the ledger records it;
             # the processor does not act on it yet.
             EventType.GATEWAY_REPORTED: IGNORE,
+            # Manual capture: the saga orchestrator's commands will carry the processor's work
+            # (authorize, capture, void); until it executes them, these are passed over.
+            EventType.AUTHORIZATION_REQUESTED: IGNORE,
+            EventType.REQUIRES_CAPTURE: IGNORE,
+            EventType.CAPTURE_REQUESTED: IGNORE,
+            EventType.CANCEL_REQUESTED: IGNORE,
+            EventType.CANCELED: IGNORE,
         },
     )
 )
