@@ -39,14 +39,27 @@ CREATE TABLE IF NOT EXISTS api.payments (
     description     text        CHECK (length(description) <= 1000),
     metadata        jsonb       NOT NULL DEFAULT '{}'::jsonb,
     status          text        NOT NULL DEFAULT 'initiated' CONSTRAINT payments_status_known
-                                CHECK (status IN ('initiated', 'processing', 'succeeded', 'failed', 'refunded')),
+                                CHECK (status IN ('initiated', 'processing', 'requires_capture', 'succeeded',
+                                                  'failed', 'canceled', 'refunded')),
     refunded_amount bigint      NOT NULL DEFAULT 0 CONSTRAINT payments_refunded_range
                                 CHECK (refunded_amount >= 0 AND refunded_amount <= amount),
     failure_reason  text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     -- The number of the payment's latest change (see api.payment_changes).
-    version         integer     NOT NULL DEFAULT 1
+    version         integer     NOT NULL DEFAULT 1,
+    -- As Stripe's PaymentIntents: 'manual' stops at requires_capture once authorized.
+    capture_method  text        NOT NULL DEFAULT 'automatic' CONSTRAINT payments_capture_method_known
+                                CHECK (capture_method IN ('automatic', 'manual')),
+    -- What the authorization holds that may still be captured (manual capture only).
+    amount_capturable bigint    NOT NULL DEFAULT 0 CONSTRAINT payments_capturable_range
+                                CHECK (amount_capturable >= 0 AND amount_capturable <= amount),
+    -- What was captured: the amount (automatic), or what a manual capture took.
+    amount_received bigint      NOT NULL DEFAULT 0 CONSTRAINT payments_received_range
+                                CHECK (amount_received >= 0 AND amount_received <= amount),
+    cancellation_reason text    CONSTRAINT payments_cancellation_reason_known
+                                CHECK (cancellation_reason IN ('duplicate', 'fraudulent',
+                                       'requested_by_customer', 'abandoned', 'expired'))
 );
 -- GET /v1/payments pages a merchant's payments newest first by id (ids sort by creation time):
 -- this index gives each page in that order, so no page sorts or filters the merchant's whole
@@ -111,6 +124,9 @@ CREATE TABLE IF NOT EXISTS api.payment_changes (
     refunded_amount bigint      NOT NULL,
     failure_reason  text,
     changed_at      timestamptz NOT NULL,
+    amount_capturable bigint    NOT NULL DEFAULT 0,
+    amount_received bigint      NOT NULL DEFAULT 0,
+    cancellation_reason text,
     CONSTRAINT payment_changes_pkey PRIMARY KEY (payment_id, version)
 );
 
@@ -118,15 +134,19 @@ CREATE OR REPLACE FUNCTION api.record_payment_change() RETURNS trigger LANGUAGE 
 BEGIN
     NEW.version := OLD.version + 1;
     INSERT INTO api.payment_changes
-        (payment_id, version, status, refunded_amount, failure_reason, changed_at)
-    VALUES (NEW.id, NEW.version, NEW.status, NEW.refunded_amount, NEW.failure_reason, NEW.updated_at);
+        (payment_id, version, status, refunded_amount, failure_reason, changed_at,
+         amount_capturable, amount_received, cancellation_reason)
+    VALUES (NEW.id, NEW.version, NEW.status, NEW.refunded_amount, NEW.failure_reason,
+            NEW.updated_at, NEW.amount_capturable, NEW.amount_received, NEW.cancellation_reason);
     PERFORM pg_notify('flowpay_payment_changes', NEW.id);
     RETURN NEW;
 END $$;
 
 CREATE OR REPLACE TRIGGER payments_record_change BEFORE UPDATE ON api.payments FOR EACH ROW
-    WHEN ((OLD.status, OLD.refunded_amount, OLD.failure_reason)
-          IS DISTINCT FROM (NEW.status, NEW.refunded_amount, NEW.failure_reason))
+    WHEN ((OLD.status, OLD.refunded_amount, OLD.failure_reason, OLD.amount_capturable,
+           OLD.amount_received, OLD.cancellation_reason)
+          IS DISTINCT FROM (NEW.status, NEW.refunded_amount, NEW.failure_reason,
+                            NEW.amount_capturable, NEW.amount_received, NEW.cancellation_reason))
     EXECUTE FUNCTION api.record_payment_change();
 
 -- What each merchant asked of its webhook endpoints (never their secrets: the notifier keeps
@@ -172,7 +192,8 @@ CREATE TABLE IF NOT EXISTS processor.payments (
     payment_method  text        NOT NULL,
     correlation_id  text        NOT NULL,
     state           text        NOT NULL CONSTRAINT processor_payments_state_known
-                                CHECK (state IN ('initiated', 'processing', 'succeeded', 'failed', 'refunded')),
+                                CHECK (state IN ('initiated', 'processing', 'requires_capture', 'succeeded',
+                                                 'failed', 'canceled', 'refunded')),
     charge_id       text,
     failure_reason  text,
     refunded_amount bigint      NOT NULL DEFAULT 0 CONSTRAINT processor_payments_refund_range
@@ -245,7 +266,7 @@ CREATE TABLE IF NOT EXISTS processor.outbox (
 CREATE INDEX IF NOT EXISTS processor_outbox_unpublished ON processor.outbox (id) WHERE published_at IS NULL;
 
 -- ---------------------------------------------------------------------------------------------
--- notifier: merchants' webhook endpoints (Standard Webhooks secrets, whsec_...)
+-- notifier: merchants' webhook endpoints (Standard Webhooks secrets, whsec_..., sealed)
 -- ---------------------------------------------------------------------------------------------
 
 CREATE TABLE IF NOT EXISTS notifier.endpoints (
@@ -271,11 +292,21 @@ CREATE INDEX IF NOT EXISTS endpoints_by_merchant ON notifier.endpoints (merchant
 -- Its signing secrets (Standard Webhooks, whsec_...), newest last. After a rotation the earlier
 -- ones sign too until they expire, so that a merchant can switch over without a gap.
 CREATE TABLE IF NOT EXISTS notifier.endpoint_secrets (
-    id          bigserial   PRIMARY KEY,
-    endpoint_id text        NOT NULL REFERENCES notifier.endpoints (id),
-    secret      text        NOT NULL CHECK (secret LIKE 'whsec_%'),
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    expires_at  timestamptz
+    id            bigserial   PRIMARY KEY,
+    endpoint_id   text        NOT NULL REFERENCES notifier.endpoints (id),
+    -- A secret stored before secrets were encrypted, until `flowpay secrets rotate` seals it;
+    -- NULL for every other (see secret_sealed).
+    secret_plain  text        CONSTRAINT endpoint_secrets_plain_check
+                              CHECK (secret_plain LIKE 'whsec_%'),
+    -- The secret encrypted with AES-256-GCM (workers.core.sealing): the id of the key, and
+    -- nonce || ciphertext || tag, sealed for its endpoint's id.
+    secret_key_id text,
+    secret_sealed bytea,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    expires_at    timestamptz,
+    CONSTRAINT endpoint_secrets_sealed_or_plain
+        CHECK ((secret_sealed IS NULL) <> (secret_plain IS NULL)
+               AND (secret_sealed IS NULL) = (secret_key_id IS NULL))
 );
 CREATE INDEX IF NOT EXISTS endpoint_secrets_by_endpoint ON notifier.endpoint_secrets (endpoint_id, id);
 
@@ -353,6 +384,112 @@ CREATE TABLE IF NOT EXISTS ops.dlq_replays (
 );
 CREATE INDEX IF NOT EXISTS dlq_replays_by_letter ON ops.dlq_replays (topic, dead_letter);
 
+-- ---------------------------------------------------------------------------------------------
+-- orchestrator: saga instances (state and history), their timers, the events heard, the
+-- commands' outbox
+-- ---------------------------------------------------------------------------------------------
+
+CREATE SCHEMA IF NOT EXISTS orchestrator;
+
+CREATE TABLE IF NOT EXISTS orchestrator.sagas (
+    id             text        PRIMARY KEY,
+    type           text        NOT NULL CONSTRAINT sagas_type_known CHECK (type IN ('payment', 'refund')),
+    -- Which declared saga it runs (workers/orchestrator/sagas.py).
+    definition     text        NOT NULL,
+    -- The payment it is about: its commands' Kafka key.
+    subject        text        NOT NULL,
+    -- What tells a subject's sagas of one type apart: '' for a payment, a refund's id.
+    reference      text        NOT NULL DEFAULT '',
+    merchant_id    text        NOT NULL,
+    correlation_id text        NOT NULL,
+    state          text        NOT NULL CONSTRAINT sagas_state_known
+                               CHECK (state IN ('running', 'waiting', 'compensating', 'done', 'failed')),
+    -- The step it is at, and that step's number in its history (steps.seq).
+    step           text        NOT NULL,
+    step_seq       integer     NOT NULL CHECK (step_seq > 0),
+    -- Its steps completed so far, in order: compensations run back from the last.
+    completed      text[]      NOT NULL DEFAULT '{}',
+    -- What its commands are built from (amounts, the reason of a cancel, ...).
+    context        jsonb       NOT NULL,
+    -- How it ended: succeeded, failed, canceled, refunded, refund_failed.
+    outcome        text,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    ended_at       timestamptz,
+    CONSTRAINT sagas_one_per_reference UNIQUE (subject, type, reference),
+    CONSTRAINT sagas_ended_with_outcome CHECK ((state IN ('done', 'failed')) = (outcome IS NOT NULL))
+);
+CREATE INDEX IF NOT EXISTS sagas_by_state ON orchestrator.sagas (state, id);
+
+-- Every step a saga entered, in order: the command it sent (its latest attempt) and the event
+-- that answered it. A wait (no command) is answered by a merchant's request; a compensation
+-- undoes a step that completed.
+CREATE TABLE IF NOT EXISTS orchestrator.steps (
+    saga_id      text        NOT NULL REFERENCES orchestrator.sagas (id),
+    seq          integer     NOT NULL CHECK (seq > 0),
+    name         text        NOT NULL,
+    compensation boolean     NOT NULL DEFAULT false,
+    command_type text,
+    command_id   uuid,
+    attempts     integer     NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    entered_at   timestamptz NOT NULL,
+    sent_at      timestamptz,
+    answer_id    uuid,
+    answer_type  text,
+    answered_at  timestamptz,
+    CONSTRAINT steps_pkey PRIMARY KEY (saga_id, seq),
+    CONSTRAINT steps_command_whole CHECK ((command_type IS NULL) = (command_id IS NULL))
+);
+
+-- A step's timeout, in the database so that it survives restarts: the timer loop claims due
+-- ones with FOR UPDATE SKIP LOCKED (several orchestrators never fire one twice). At most one
+-- is armed per saga.
+CREATE TABLE IF NOT EXISTS orchestrator.timers (
+    id         bigserial   PRIMARY KEY,
+    saga_id    text        NOT NULL REFERENCES orchestrator.sagas (id),
+    step_seq   integer     NOT NULL,
+    -- What firing does: send the step's command again, or compensate (an authorization expired).
+    action     text        NOT NULL CONSTRAINT timers_action_known CHECK (action IN ('resend', 'compensate')),
+    due_at     timestamptz NOT NULL,
+    armed_at   timestamptz NOT NULL,
+    status     text        NOT NULL DEFAULT 'armed'
+                           CONSTRAINT timers_status_known CHECK (status IN ('armed', 'fired', 'canceled')),
+    settled_at timestamptz,
+    CONSTRAINT timers_settled_unless_armed CHECK ((status = 'armed') = (settled_at IS NULL))
+);
+CREATE INDEX IF NOT EXISTS timers_due ON orchestrator.timers (due_at) WHERE status = 'armed';
+CREATE UNIQUE INDEX IF NOT EXISTS timers_one_armed ON orchestrator.timers (saga_id) WHERE status = 'armed';
+CREATE INDEX IF NOT EXISTS timers_by_saga ON orchestrator.timers (saga_id, id);
+
+-- Every event the orchestrator consumed, once (a clash on event_id means "already done"), and
+-- what it did with it: the history of what each saga heard.
+CREATE TABLE IF NOT EXISTS orchestrator.events (
+    event_id    uuid        PRIMARY KEY,
+    type        text        NOT NULL,
+    subject     text        NOT NULL,
+    saga_id     text        REFERENCES orchestrator.sagas (id),
+    effect      text        NOT NULL CONSTRAINT events_effect_known
+                            CHECK (effect IN ('started', 'advanced', 'ignored')),
+    detail      text,
+    occurred_at timestamptz NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS events_by_saga ON orchestrator.events (saga_id) WHERE saga_id IS NOT NULL;
+
+-- Commands waiting for the relay, which publishes them to <prefix>.commands; written in the
+-- transaction of the saga change that issues them. The shape of every outbox (event_id holds
+-- the command's id).
+CREATE TABLE IF NOT EXISTS orchestrator.outbox (
+    id           bigserial   PRIMARY KEY,
+    event_id     uuid        NOT NULL CONSTRAINT orchestrator_outbox_event_unique UNIQUE,
+    message_key  bytea       NOT NULL,
+    value        bytea       NOT NULL,
+    headers      jsonb       NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    published_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS orchestrator_outbox_unpublished ON orchestrator.outbox (id) WHERE published_at IS NULL;
+
 -- =============================================================================================
 -- ledger: the double-entry ledger (issue #5). BEGIN of the ledger section.
 -- =============================================================================================
@@ -366,7 +503,7 @@ CREATE INDEX IF NOT EXISTS dlq_replays_by_letter ON ops.dlq_replays (topic, dead
 --   * entries carry CHECK (amount > 0); entries, transactions, applied events, dead letters and
 --     accounts can be neither updated, deleted nor truncated (corrections are new transactions);
 --   * an event is applied at most once (events' primary key) and so is a Kafka offset;
---   * a pending transfer is resolved (posted or voided) at most once (unique pending_of);
+--   * a pending transfer is resolved (posted, captured or voided) at most once (unique pending_of);
 --   * balances are maintained by a trigger from the entries and refuse any other writer.
 
 CREATE OR REPLACE FUNCTION public.ledger_install(target text) RETURNS void
@@ -402,7 +539,9 @@ CREATE TABLE IF NOT EXISTS @s@.cursors (
 
 CREATE TABLE IF NOT EXISTS @s@.accounts (
     id          text        PRIMARY KEY,
-    code        text        NOT NULL CHECK (code IN ('gateway_receivable', 'refunds_paid', 'suspense', 'merchant_payable')),
+    code        text        NOT NULL CONSTRAINT accounts_code_check CHECK (code IN
+                            ('gateway_receivable', 'refunds_paid', 'suspense', 'merchant_payable',
+                             'authorization_holds')),
     merchant_id text,
     currency    text        NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
     normal_side text        NOT NULL CHECK (normal_side IN ('debit', 'credit')),
@@ -448,7 +587,9 @@ CREATE TABLE IF NOT EXISTS @s@.dead_letters (
 -- same source partition, so replaying a partition reproduces the very same chain.
 CREATE TABLE IF NOT EXISTS @s@.transactions (
     id               uuid        PRIMARY KEY,
-    kind             text        NOT NULL CHECK (kind IN ('authorize', 'post', 'void', 'refund', 'late_charge', 'charge_reversal')),
+    kind             text        NOT NULL CONSTRAINT transactions_kind_check CHECK (kind IN
+                                 ('authorize', 'post', 'capture', 'void', 'refund', 'late_charge',
+                                  'charge_reversal')),
     payment_id       text        NOT NULL,
     merchant_id      text        NOT NULL,
     reference        text,
@@ -461,7 +602,8 @@ CREATE TABLE IF NOT EXISTS @s@.transactions (
     prev_hash        bytea       NOT NULL CHECK (length(prev_hash) = 32),
     hash             bytea       NOT NULL CHECK (length(hash) = 32),
     created_at       timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT transactions_resolve_only_pending CHECK ((kind IN ('post', 'void')) = (pending_of IS NOT NULL)),
+    CONSTRAINT transactions_resolve_only_pending
+        CHECK ((kind IN ('post', 'capture', 'void')) = (pending_of IS NOT NULL)),
     CONSTRAINT transactions_resolved_once UNIQUE (pending_of),
     CONSTRAINT transactions_once_per_reference UNIQUE NULLS NOT DISTINCT (payment_id, kind, reference),
     CONSTRAINT transactions_chain_position UNIQUE (source_topic, source_partition, seq),
@@ -496,6 +638,18 @@ CREATE TABLE IF NOT EXISTS @s@.balances (
     credits    bigint NOT NULL DEFAULT 0 CHECK (credits >= 0),
     PRIMARY KEY (account_id, phase)
 );
+
+-- A ledger installed before manual capture (ledger 0002) gets today's constraints in place;
+-- a new one gets them again, unchanged.
+ALTER TABLE @s@.accounts DROP CONSTRAINT accounts_code_check;
+ALTER TABLE @s@.accounts ADD CONSTRAINT accounts_code_check CHECK (code IN
+    ('gateway_receivable', 'refunds_paid', 'suspense', 'merchant_payable', 'authorization_holds'));
+ALTER TABLE @s@.transactions DROP CONSTRAINT transactions_kind_check;
+ALTER TABLE @s@.transactions ADD CONSTRAINT transactions_kind_check CHECK (kind IN
+    ('authorize', 'post', 'capture', 'void', 'refund', 'late_charge', 'charge_reversal'));
+ALTER TABLE @s@.transactions DROP CONSTRAINT transactions_resolve_only_pending;
+ALTER TABLE @s@.transactions ADD CONSTRAINT transactions_resolve_only_pending
+    CHECK ((kind IN ('post', 'capture', 'void')) = (pending_of IS NOT NULL));
 
 CREATE OR REPLACE FUNCTION @s@.check_balanced() RETURNS trigger LANGUAGE plpgsql AS $fn$
 DECLARE

@@ -24,6 +24,7 @@ KILLABLE: dict[str, tuple[str, ...]] = {
     "run-outbox": ("run-outbox",),
     "run-processor": ("run-processor",),
     "run-ledger": ("run-ledger",),
+    "run-orchestrator": ("run-orchestrator",),
     "run-notifier": ("run-notifier",),
 }
 SIM = "serve-gateway-sim"
@@ -126,7 +127,13 @@ def start_roles(stack: ChaosStack, *, scale_out: bool) -> Roles:
         wait_http(f"{stack.sim_url}/healthz", START_TIMEOUT_S, roles.of(SIM)[0].log)
         copies = 2 if scale_out else 1
         roles.add("serve-api", ("serve-api", "--workers", str(copies)))
-        for role in ("run-outbox", "run-processor", "run-ledger", "run-notifier"):
+        for role in (
+            "run-outbox",
+            "run-processor",
+            "run-ledger",
+            "run-orchestrator",
+            "run-notifier",
+        ):
             for _ in range(copies):
                 roles.add(role, KILLABLE[role])
         wait_http(f"{stack.api_url}/readyz", START_TIMEOUT_S, roles.of("serve-api")[0].log)

@@ -2,7 +2,10 @@
 
 It lives under its own home, never touching the shared dev stack, because the scenario kills
 its broker and restarts its database. Every role gets the same settings through ``FLOWPAY_*``
-variables; the scenario's process builds the same ``Settings`` from the same values.
+variables; the scenario's process builds the same ``Settings`` from the same values. Each role
+logs in to PostgreSQL as its own role, with its password in its URL (so that there is one to
+leak, which the secrets check looks for), and the webhook secrets are sealed with a key of the
+scenario's own.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import secrets
 import signal
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -18,14 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workers.core.config import Settings, load_settings
-from workers.core.db import connect, database_url
+from workers.core.config import DATABASE_ROLES, Settings, load_settings
+from workers.core.db import role_name
 from workers.core.kafka import create_topics
 from workers.core.ports import free_port as free_port
-from workers.devstack import kafka, postgres
+from workers.core.sealing import generate_key
+from workers.devstack import credentials, kafka, postgres
 from workers.devstack.paths import StackPaths
 from workers.devstack.procs import read_pid, wait_gone
-from workers.migrations.runner import migrate
+from workers.migrations.setup import init_database
 
 # Short timeouts everywhere, so that a fault is noticed, and recovered from, in seconds.
 TUNING: dict[str, str] = {
@@ -61,7 +64,8 @@ class ChaosStack:
     home: Path
     settings: Settings
     env: dict[str, str]  # for `flowpay` subprocesses: the same settings as ``settings``
-    db_password: str
+    # Every secret the scenario's configuration holds: the database users' passwords, the key.
+    secrets: dict[str, str]
 
     @property
     def paths(self) -> StackPaths:
@@ -79,9 +83,12 @@ class ChaosStack:
 def _nested(flat: dict[str, str]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for key, value in flat.items():
-        section, _, name = key.partition("__")
+        *sections, name = key.split("__")
+        table = tree
+        for section in sections:
+            table = table.setdefault(section, {})
         # The environment's way of spelling a list is JSON; the in-process one is a list.
-        tree.setdefault(section, {})[name] = json.loads(value) if value[:1] == "[" else value
+        table[name] = json.loads(value) if value[:1] == "[" else value
     return tree
 
 
@@ -89,12 +96,9 @@ def configure(home: Path, *, partitions: int, extra: dict[str, str] | None = Non
     """Settings for a stack under ``home`` on free ports; nothing is started."""
     # The shared stack's jars (resolved from Maven Central the first time) serve this broker too.
     libs = kafka.resolve_jars(load_settings())
-    password = secrets.token_urlsafe(18)
     pg_port = free_port()
     flat = {
         **TUNING,
-        "database__url": f"postgresql://{postgres.SUPERUSER}:{password}@127.0.0.1:{pg_port}/"
-        f"{postgres.DATABASE}",
         "kafka__topic_prefix": "chaos",
         "kafka__partitions": str(partitions),
         "dev__home": str(home.resolve()),
@@ -107,12 +111,23 @@ def configure(home: Path, *, partitions: int, extra: dict[str, str] | None = Non
         "gateway_sim__db_path": str(home.resolve() / "gateway-sim.sqlite3"),
         # Two instances of a role would clash on one metrics port, and so would a dev stack's.
         "metrics__enabled": "false",
+        "secrets__key": generate_key(),
         **(extra or {}),
     }
+    # The cluster's passwords, made now (under the stack's home) so that the URLs can carry them.
+    passwords = credentials.postgres_passwords(Settings(**_nested(flat)))
+    for role in DATABASE_ROLES:
+        flat[f"database__urls__{role}"] = _url(role_name(role), passwords, pg_port)
+    flat["database__admin_url"] = _url(postgres.SUPERUSER, passwords, pg_port)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWPAY_")}
     env |= {f"FLOWPAY_{key.upper()}": value for key, value in flat.items()}
     settings = Settings(**_nested(flat))
-    return ChaosStack(home.resolve(), settings, env, password)
+    found = {f"database password of {user}": password for user, password in passwords.items()}
+    return ChaosStack(home.resolve(), settings, env, found | {"secrets key": flat["secrets__key"]})
+
+
+def _url(user: str, passwords: dict[str, str], port: int) -> str:
+    return f"postgresql://{user}:{passwords[user]}@127.0.0.1:{port}/{postgres.DATABASE}"
 
 
 def start(stack: ChaosStack) -> None:
@@ -132,10 +147,7 @@ def start(stack: ChaosStack) -> None:
 
 def _start_database(stack: ChaosStack) -> None:
     start_postgres(stack)
-    with connect(stack.settings, autocommit=True) as conn:
-        # The cluster trusts local connections; the password is set so that there is one to leak.
-        conn.execute(f"ALTER ROLE {postgres.SUPERUSER} PASSWORD '{stack.db_password}'")
-    migrate(database_url(stack.settings))
+    init_database(stack.settings)
 
 
 def start_postgres(stack: ChaosStack) -> None:

@@ -10,6 +10,7 @@ import typer
 
 from flowpay_cli.commands import (
     api,
+    deploy,
     dev,
     dlq,
     gateway_sim,
@@ -21,6 +22,8 @@ from flowpay_cli.commands import (
     pay,
     payments,
     processor,
+    sagas,
+    secret_keys,
     top,
     webhooks,
 )
@@ -69,8 +72,12 @@ app.command("run-outbox")(outbox.run_outbox)
 app.command("serve-gateway-sim")(gateway_sim.serve_gateway_sim)
 app.command("run-processor")(processor.run_processor)
 app.command("refund")(payments.refund)
+app.command("capture")(payments.capture)
+app.command("cancel")(payments.cancel)
 app.command("run-notifier")(webhooks.run_notifier)
 app.command("run-ledger")(ledger.run_ledger)
+app.command("run-orchestrator")(sagas.run_orchestrator)
+app.add_typer(sagas.app, name="sagas")
 app.command("replay")(ledger.replay)
 app.add_typer(ledger.ledger_app, name="ledger")
 app.add_typer(webhooks.app, name="webhooks")
@@ -78,6 +85,8 @@ app.add_typer(dlq.app, name="dlq")
 app.command("status")(payments.status)
 app.command("top")(top.top)
 app.add_typer(api.merchants_app, name="merchants")
+app.add_typer(secret_keys.app, name="secrets")
+app.add_typer(deploy.app, name="deploy")
 
 
 def run() -> None:

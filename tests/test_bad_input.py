@@ -27,7 +27,10 @@ server, settings, api = api_fixtures.server, api_fixtures.settings, api_fixtures
 def paid(api: Api, db: Conn) -> str:
     """A succeeded payment of merchant A, to refund."""
     payment_id = str(api.pay().json()["id"])
-    db.execute("UPDATE api.payments SET status = 'succeeded' WHERE id = %s", (payment_id,))
+    db.execute(
+        ("UPDATE api.payments SET status = 'succeeded', amount_received = amount WHERE id = %s"),
+        (payment_id,),
+    )
     return payment_id
 
 

@@ -48,7 +48,7 @@ def role_stack(settings: Settings) -> Iterator[dict[str, str]]:
         # On, so that the consumer roles' health checks (their metrics) are exercised.
         "FLOWPAY_METRICS__ENABLED": "true",
     }
-    for role in ("api", "outbox", "processor", "ledger", "notifier", "replay"):
+    for role in ("api", "outbox", "processor", "ledger", "notifier", "orchestrator", "replay"):
         env[f"FLOWPAY_METRICS__{role.upper()}_PORT"] = str(free_port())
     try:
         yield env

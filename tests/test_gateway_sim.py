@@ -498,7 +498,8 @@ def test_faults_change_at_run_time_and_stats_count_what_happened(start: Start) -
         faults = sim.set_faults(error_rate=1, latency_ms=20)
         assert faults.json() == {
             "latency_ms": 20.0, "latency_jitter_ms": 0.0, "timeout_rate": 0.0,
-            "lost_ack_rate": 0.0, "error_rate": 1.0, "faulted": ["charges", "refunds"],
+            "lost_ack_rate": 0.0, "error_rate": 1.0,
+            "faulted": ["charges", "refunds", "authorizations", "captures", "voids"],
         }  # fmt: skip
         assert sim.get("/_sim/faults").json() == faults.json()
         assert sim.charge(card()).status_code == 503
@@ -515,7 +516,7 @@ def test_faults_change_at_run_time_and_stats_count_what_happened(start: Start) -
 
         assert sim.stats() == {
             "requests": 6, "lookups": 1, "charges": 3, "declines": 1, "refunds": 1, "replays": 1,
-            "conflicts": 0, "faults": {"error": 1, "timeout": 0, "lost_ack": 1}, "held": 0,
+            "authorizations": 0, "conflicts": 0, "faults": {"error": 1, "timeout": 0, "lost_ack": 1}, "held": 0,
         }  # fmt: skip
         assert len(sim.records()) == 3
 
@@ -632,3 +633,84 @@ def test_a_seed_makes_the_fault_sequence_reproducible(start: Start) -> None:
     assert set(first) == {200, 503}
     assert outcomes(7) == first
     assert outcomes(8) != first
+
+
+# --- authorizations, captures, voids -------------------------------------------------------
+
+
+def authorize(sim: Sim, **changes: Any) -> dict[str, Any]:
+    response = sim.post("/v1/authorizations", card(**changes), new_key())
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_an_authorization_holds_then_a_partial_capture_charges_and_releases_the_rest(
+    sim: Sim,
+) -> None:
+    held = authorize(sim, amount=1000)
+    assert (held["status"], held["amount_capturable"], held["charge"]) == (
+        "requires_capture", 1000, None,
+    )  # fmt: skip
+    key = new_key()
+    path = f"/v1/authorizations/{held['id']}/capture"
+    captured = sim.post(path, {"amount_to_capture": 600}, key)
+    assert captured.status_code == 200, captured.text
+    body = captured.json()
+    assert (body["status"], body["amount_captured"], body["amount_capturable"]) == (
+        "captured", 600, 0,
+    )  # fmt: skip
+    # The capture is a charge of what was captured: refunds refund it, lookups find it.
+    charge = sim.get(f"/v1/charges/{body['charge']}").json()
+    assert (charge["amount"], charge["reference"]) == (600, held["reference"])
+    assert sim.refund(charge["id"], 601).status_code == 422
+    # The same key replays the capture; a new one finds nothing left to capture.
+    again = sim.post(path, {"amount_to_capture": 600}, key)
+    assert (again.json(), again.headers.get("Idempotent-Replayed")) == (body, "true")
+    assert error_of(sim.post(path, {}, new_key()))["code"] == "authorization_not_holding"
+    assert len(sim.by_reference(held["reference"])) == 1
+
+
+def test_a_capture_above_the_hold_is_refused_and_takes_nothing(sim: Sim) -> None:
+    held = authorize(sim, amount=500)
+    path = f"/v1/authorizations/{held['id']}/capture"
+    assert error_of(sim.post(path, {"amount_to_capture": 501}, new_key()))["code"] == (
+        "amount_too_large"
+    )
+    found = sim.get(f"/v1/authorizations/{held['id']}").json()
+    assert (found["status"], found["amount_capturable"]) == ("requires_capture", 500)
+
+
+def test_a_void_releases_the_hold_once_and_nothing_is_captured_after(sim: Sim) -> None:
+    held = authorize(sim)
+    key = new_key()
+    voided = sim.post(f"/v1/authorizations/{held['id']}/void", {}, key)
+    assert (voided.json()["status"], voided.json()["amount_capturable"]) == ("canceled", 0)
+    assert sim.post(f"/v1/authorizations/{held['id']}/void", {}, key).json() == voided.json()
+    capture = sim.post(f"/v1/authorizations/{held['id']}/capture", {}, new_key())
+    assert error_of(capture)["code"] == "authorization_not_holding"
+    listed = sim.get("/v1/authorizations", reference=held["reference"]).json()["data"]
+    assert [a["status"] for a in listed] == ["canceled"]
+
+
+def test_declining_test_cards_decline_the_authorization(sim: Sim) -> None:
+    held = authorize(sim, payment_method="pm_card_chargeDeclinedInsufficientFunds")
+    assert (held["status"], held["decline_code"], held["amount_capturable"]) == (
+        "declined", "insufficient_funds", 0,
+    )  # fmt: skip
+    assert sim.post(f"/v1/authorizations/{held['id']}/void", {}, new_key()).status_code == 422
+    assert sim.get("/v1/authorizations/auth_missing").status_code == 404
+
+
+def test_an_authorization_key_is_bound_to_its_parameters(sim: Sim) -> None:
+    key = new_key()
+    body = card()
+    first = sim.post("/v1/authorizations", body, key)
+    assert sim.post("/v1/authorizations", body, key).json() == first.json()
+    other = sim.post("/v1/authorizations", {**body, "amount": 1}, key)
+    assert error_of(other)["code"] == "idempotency_key_reused"
+
+
+def test_authorizations_are_faulted_like_charges(start: Start) -> None:
+    with start(error_rate=1, faulted="authorizations") as sim:
+        assert sim.post("/v1/authorizations", card(), new_key()).status_code == 503
+        assert sim.charge(card()).status_code == 200

@@ -103,7 +103,7 @@ def failed_without_a_void(db: Conn) -> str:
     )
     assert isinstance(payment, str)
     plant_event(db, payment, "payment.failed", None)
-    return f"payment {payment}: 1 payment.failed but 0 voided transfers"
+    return f"payment {payment}: 1 payment.failed or payment.canceled but 0 voided transfers"
 
 
 def refund_above_the_charge(db: Conn) -> str:
@@ -117,6 +117,60 @@ def refund_above_the_charge(db: Conn) -> str:
                       lines=[("merchant_payable:mer_a:USD", "debit", "posted", 5000),
                              ("refunds_paid:USD", "credit", "posted", 5000)])  # fmt: skip
     return f"payment {payment}: refunds of"
+
+
+def post_on_a_hold(db: Conn) -> str:
+    """A posted entry on authorization_holds (which only ever holds pending amounts)."""
+    (payment,) = one(
+        db, "SELECT payment_id FROM ledger.transactions WHERE kind = 'capture' ORDER BY 1 LIMIT 1"
+    )
+    assert isinstance(payment, str)
+    event_id = plant_event(db, payment, "payment.charge_reversed", 10)
+    plant_transaction(db, "late_charge", payment, event_id, reference="ch_odd", partition=99,
+                      lines=[("authorization_holds:USD", "debit", "posted", 10),
+                             ("suspense:USD", "credit", "posted", 10)])  # fmt: skip
+    return "authorization_holds:USD has posted entries"
+
+
+def capture_a_charge(db: Conn) -> str:
+    """A capture resolving a charge's pending transfer (a payment with automatic capture)."""
+    payment, authorize = one(
+        db,
+        """SELECT a.payment_id, a.id FROM ledger.transactions a
+           JOIN ledger.entries e ON e.txn_id = a.id AND e.account_id = 'gateway_receivable:USD'
+           WHERE a.kind = 'authorize'
+             AND NOT EXISTS (SELECT 1 FROM ledger.transactions r WHERE r.pending_of = a.id)
+           ORDER BY a.id LIMIT 1""",
+    )
+    assert isinstance(payment, str)
+    event_id = plant_event(db, payment, "payment.succeeded", 500)
+    plant_transaction(db, "capture", payment, event_id, authorize_of=authorize, partition=99,
+                      lines=[("merchant_payable:mer_a:USD", "debit", "pending", 1000),
+                             ("gateway_receivable:USD", "credit", "pending", 1000),
+                             ("gateway_receivable:USD", "debit", "posted", 500),
+                             ("merchant_payable:mer_a:USD", "credit", "posted", 500)])  # fmt: skip
+    return f"payment {payment}: a capture resolves a charge"
+
+
+def hold_left_behind(db: Conn) -> str:
+    """A hold's release lost: the holds' balance no longer what the open holds come to."""
+    db.execute("ALTER TABLE ledger.entries DISABLE TRIGGER entries_append_only")
+    db.execute("ALTER TABLE ledger.balances DISABLE TRIGGER balances_derived")
+    (txn,) = one(
+        db,
+        """SELECT r.id FROM ledger.transactions r
+           JOIN ledger.entries e ON e.txn_id = r.id AND e.account_id = 'authorization_holds:USD'
+           WHERE r.kind = 'void' ORDER BY r.id LIMIT 1""",
+    )
+    db.execute("DELETE FROM ledger.entries WHERE txn_id = %s", (txn,))
+    db.execute(
+        """UPDATE ledger.balances b SET debits = c.debits, credits = c.credits
+           FROM (SELECT account_id, phase, coalesce(sum(amount) FILTER (WHERE direction = 'debit'), 0) AS debits,
+                        coalesce(sum(amount) FILTER (WHERE direction = 'credit'), 0) AS credits
+                 FROM ledger.entries GROUP BY account_id, phase) c
+           WHERE b.account_id = c.account_id AND b.phase = c.phase"""
+    )
+    return "authorization_holds:USD holds"
 
 
 def rewrite_a_transaction(db: Conn) -> str:
@@ -219,6 +273,9 @@ Plant = Callable[[Conn], str]
         (resolve_twice, "resolved_once"),
         (failed_without_a_void, "history"),
         (refund_above_the_charge, "history"),
+        (post_on_a_hold, "holds"),
+        (capture_a_charge, "holds"),
+        (hold_left_behind, "holds"),
         (rewrite_a_transaction, "hash_chain"),
         (break_the_chain, "hash_chain"),
     ],
@@ -246,7 +303,7 @@ def test_planted_history_violations_leave_the_other_checks_passing(books: Conn) 
 def test_check_exits_0_on_sound_books_and_prints_a_table(books: Conn, settings: Settings) -> None:
     done = cli(settings, ["check"])
     assert done.exit_code == 0, done.output
-    for name in ("balanced", "balances", "resolved_once", "history", "hash_chain"):
+    for name in ("balanced", "balances", "resolved_once", "history", "holds", "hash_chain"):
         assert name in done.output
     assert "FAIL" not in done.output
     tamper_a_balance(books)

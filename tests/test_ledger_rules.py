@@ -12,6 +12,8 @@ import pytest
 from tests.helpers.messages import received
 from tests.test_ledger_support import ev, mixed
 from workers.core.events import (
+    Canceled,
+    CaptureRequested,
     ChargeReversed,
     EventType,
     Failed,
@@ -20,8 +22,10 @@ from workers.core.events import (
     Refunded,
     RefundFailed,
     RefundRequested,
+    RequiresCapture,
     Succeeded,
 )
+from workers.core.status import CancellationReason
 from workers.ledger.chain import GENESIS, digest
 from workers.ledger.posting import NeedsRetry, Planner, _event_row
 from workers.ledger.rules import (
@@ -154,6 +158,83 @@ def test_refunds_reverse_their_amount_and_never_exceed_the_charge() -> None:
         )
 
 
+HOLD = ("authorization_holds:USD", "pending", "USD")
+PAYABLE = "merchant_payable:mer_a:USD"
+
+
+def held(payment: str = "pay_1") -> list[Any]:
+    """A payment with manual capture, authorized: 1000 held on the card."""
+    return [
+        ev(EventType.AUTHORIZATION_REQUESTED, payment, INIT),
+        ev(EventType.PROCESSING, payment, Processing()),
+        ev(EventType.REQUIRES_CAPTURE, payment,
+           RequiresCapture(authorization_id="auth_1", amount_capturable=1000)),
+    ]  # fmt: skip
+
+
+def test_an_authorization_is_a_hold_until_a_partial_capture_posts_part_and_releases_the_rest() -> (
+    None
+):
+    transfers, state = run(held())
+    assert [t.kind for t in transfers] == [Kind.AUTHORIZE]
+    assert nets(transfers) == {HOLD: 1000, (PAYABLE, "pending", "USD"): -1000}
+    capture = [
+        ev(EventType.CAPTURE_REQUESTED, "pay_1", CaptureRequested(amount_to_capture=700)),
+        ev(EventType.SUCCEEDED, "pay_1", Succeeded(charge_id="ch", amount_captured=700)),
+    ]
+    events = [*held(), *capture]
+    transfers, state = run(events)
+    assert [t.kind for t in transfers] == [Kind.AUTHORIZE, Kind.CAPTURE]
+    assert all(balanced(t) for t in transfers)
+    assert transfers[1].resolves == transaction_id(events[0].event_id, 0)
+    assert nets(transfers) == {
+        HOLD: 0,
+        (PAYABLE, "pending", "USD"): 0,
+        ("gateway_receivable:USD", "posted", "USD"): 700,
+        (PAYABLE, "posted", "USD"): -700,
+    }
+    assert (state.resolution, state.posted) == (Kind.CAPTURE, 700)
+
+
+def test_a_capture_takes_at_most_the_hold_and_refunds_at_most_the_capture() -> None:
+    over = ev(EventType.SUCCEEDED, "pay_1", Succeeded(charge_id="ch", amount_captured=1001))
+    _, state = run(held())
+    with pytest.raises(PostingRefused, match="captured 1001 of a hold of 1000"):
+        STANDARD_RULES.transfers(over, state)
+    captured = ev(EventType.SUCCEEDED, "pay_1", Succeeded(charge_id="ch", amount_captured=600))
+    _, state = run([*held(), captured])
+    with pytest.raises(PostingRefused, match="of 601 with 600 left"):
+        STANDARD_RULES.transfers(
+            ev(
+                EventType.REFUNDED, "pay_1", Refunded(refund_id="r", amount=601, refunded_total=601)
+            ),
+            state,
+        )
+    # A charge (automatic capture) is posted whole: a partial amount on one is refused.
+    _, charging = run([ev(EventType.INITIATED, "pay_2", INIT)])
+    with pytest.raises(PostingRefused, match="a charge of 1000 captured"):
+        STANDARD_RULES.transfers(
+            ev(EventType.SUCCEEDED, "pay_2", Succeeded(charge_id="c", amount_captured=10)),
+            charging,
+        )
+
+
+@pytest.mark.parametrize("reason", list(CancellationReason))
+def test_a_cancel_or_an_expiry_voids_the_hold_and_posts_nothing(
+    reason: CancellationReason,
+) -> None:
+    canceled = ev(EventType.CANCELED, "pay_1", Canceled(cancellation_reason=reason))
+    transfers, state = run([*held(), canceled])
+    assert [t.kind for t in transfers] == [Kind.AUTHORIZE, Kind.VOID]
+    assert set(nets(transfers).values()) == {0}
+    assert HOLD in nets(transfers)
+    assert (state.resolution, state.posted) == (Kind.VOID, 0)
+    with pytest.raises(PostingRefused, match="already void"):
+        STANDARD_RULES.transfers(
+            ev(EventType.SUCCEEDED, "pay_1", Succeeded(charge_id="ch", amount_captured=5)), state
+        )
+
+
 def test_a_reversed_late_charge_is_two_transfers_through_suspense_netting_to_zero() -> None:
     events = [ev(EventType.INITIATED, "pay_1", INIT), ev(EventType.FAILED, "pay_1", Failed(reason="gateway_timeout")),
               ev(EventType.CHARGE_REVERSED, "pay_1", ChargeReversed(charge_id="ch_late", amount=1000))]  # fmt: skip
@@ -178,10 +259,17 @@ def test_a_reversed_late_charge_is_two_transfers_through_suspense_netting_to_zer
 
 
 @pytest.mark.parametrize(
-    "kind", [EventType.PROCESSING, EventType.REFUND_REQUESTED, EventType.REFUND_FAILED]
+    "kind",
+    [
+        EventType.PROCESSING,
+        EventType.REFUND_REQUESTED,
+        EventType.REFUND_FAILED,
+        EventType.REQUIRES_CAPTURE,
+        EventType.CAPTURE_REQUESTED,
+    ],
 )
 def test_other_events_post_nothing(kind: EventType) -> None:
-    scenario = mixed(6)
+    scenario = mixed(8)
     event = next(e for e in scenario.events if e.type is kind)
     assert STANDARD_RULES.transfers(event, PaymentState()) == []
 

@@ -20,8 +20,10 @@ from tests.helpers.engine import running
 from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 from workers.core.consuming import Engine
-from workers.core.db import database_url
+from workers.core.db import admin_url
 from workers.core.events import (
+    Canceled,
+    CaptureRequested,
     ChargeReversed,
     Event,
     EventData,
@@ -32,11 +34,13 @@ from workers.core.events import (
     Refunded,
     RefundFailed,
     RefundRequested,
+    RequiresCapture,
     Succeeded,
     encode,
     new_event,
 )
 from workers.core.kafka import KafkaError, Message, make_producer
+from workers.core.status import CancellationReason
 from workers.core.topics import topics
 from workers.ledger.applier import Applier
 from workers.ledger.consumer import Ledger, subscriber
@@ -162,20 +166,70 @@ class Scenario:
             self.add(rp, "posted", amount)
             self.add(sus, "posted", 0)
 
+    def manual(
+        self,
+        n: int,
+        outcome: str,
+        *,
+        amount: int = 1000,
+        currency: str = "USD",
+        merchant: str = "mer_a",
+    ) -> None:
+        """One payment with manual capture: ``outcome`` is captured (three quarters of it, a
+        tenth of that refunded), canceled, expired, declined or held (never decided)."""
+        pid = f"pay_{n:05d}"
+        gr, rp, ah = (
+            f"{c}:{currency}" for c in ("gateway_receivable", "refunds_paid", "authorization_holds")
+        )
+        mp = f"merchant_payable:{merchant}:{currency}"
+        add = self.events.append
+        data = Initiated(amount=amount, currency=currency, payment_method="pm_card_visa")
+        add(ev(EventType.AUTHORIZATION_REQUESTED, pid, data, merchant))
+        for account in (ah, mp):
+            self.add(account, "pending", 0)
+        if outcome == "declined":
+            add(ev(EventType.FAILED, pid, Failed(reason="card_declined"), merchant))
+            return
+        held = RequiresCapture(authorization_id=f"auth_{n}", amount_capturable=amount)
+        add(ev(EventType.REQUIRES_CAPTURE, pid, held, merchant))
+        if outcome == "held":
+            self.add(ah, "pending", amount)
+            self.add(mp, "pending", amount)
+            return
+        if outcome in ("canceled", "expired"):
+            reason = CancellationReason(
+                "requested_by_customer" if outcome == "canceled" else "expired"
+            )
+            add(ev(EventType.CANCELED, pid, Canceled(cancellation_reason=reason), merchant))
+            return
+        captured, refund = amount * 3 // 4, amount * 3 // 40
+        asked = CaptureRequested(amount_to_capture=captured)
+        add(ev(EventType.CAPTURE_REQUESTED, pid, asked, merchant))
+        done = Succeeded(charge_id=f"ch_{n}", amount_captured=captured)
+        add(ev(EventType.SUCCEEDED, pid, done, merchant))
+        refunded = Refunded(refund_id=f"re_{n}", amount=refund, refunded_total=refund)
+        add(ev(EventType.REFUNDED, pid, refunded, merchant))
+        self.add(gr, "posted", captured)
+        self.add(mp, "posted", captured - refund)
+        self.add(rp, "posted", refund)
+
 
 def mixed(payments: int, start: int = 0) -> Scenario:
-    """A mix of every outcome, two currencies and two merchants."""
+    """A mix of every outcome, two currencies and two merchants; every eighth payment from the
+    seventh on is captured manually (in part), every eighth from the eighth canceled."""
     scenario = Scenario()
     for n in range(start, start + payments):
+        amount = 1000 + (n % 4) * 125
+        currency = "EUR" if n % 7 == 3 else "USD"
+        merchant = "mer_b" if n % 5 == 1 else "mer_a"
+        if n % 8 in (6, 7):
+            outcome = "captured" if n % 8 == 6 else ("canceled", "expired")[n // 8 % 2]
+            scenario.manual(n, outcome, amount=amount, currency=currency, merchant=merchant)
+            continue
         outcome = ("succeeded", "failed", "succeeded", "reversed", "pending", "succeeded")[n % 6]
         refunds = {0: (300,), 2: (), 5: (250, 750)}.get(n % 6, ())
         scenario.payment(
-            n,
-            outcome,
-            amount=1000 + (n % 4) * 125,
-            refunds=refunds,
-            currency="EUR" if n % 7 == 3 else "USD",
-            merchant="mer_b" if n % 5 == 1 else "mer_a",
+            n, outcome, amount=amount, refunds=refunds, currency=currency, merchant=merchant
         )
     return scenario
 
@@ -352,4 +406,4 @@ def snapshot(db: Conn, schema: str = "ledger") -> Snapshot:
 
 
 def connect_to(settings: Settings) -> Conn:
-    return psycopg.connect(database_url(settings), autocommit=True)
+    return psycopg.connect(admin_url(settings), autocommit=True)

@@ -17,6 +17,9 @@ import workers
 from workers.core.consuming import IGNORE, registered
 from workers.core.events import (
     PAYLOADS,
+    Canceled,
+    CancelRequested,
+    CaptureRequested,
     ChargeReversed,
     EventType,
     Failed,
@@ -26,6 +29,7 @@ from workers.core.events import (
     Refunded,
     RefundFailed,
     RefundRequested,
+    RequiresCapture,
     Succeeded,
     new_event,
 )
@@ -63,6 +67,13 @@ def test_every_event_type_has_a_decision_in_every_table(name: str, event_type: A
 # A valid payload of each type: a type added later needs one here, and a rule in the ledger.
 EXAMPLES = {
     EventType.INITIATED: Initiated(amount=100, currency="USD", payment_method="pm_card_visa"),
+    EventType.AUTHORIZATION_REQUESTED: Initiated(
+        amount=100, currency="USD", payment_method="pm_card_visa"
+    ),
+    EventType.REQUIRES_CAPTURE: RequiresCapture(authorization_id="auth_1", amount_capturable=100),
+    EventType.CAPTURE_REQUESTED: CaptureRequested(amount_to_capture=60),
+    EventType.CANCEL_REQUESTED: CancelRequested(cancellation_reason="requested_by_customer"),
+    EventType.CANCELED: Canceled(cancellation_reason="expired"),
     EventType.PROCESSING: Processing(),
     EventType.SUCCEEDED: Succeeded(charge_id="ch_1"),
     EventType.FAILED: Failed(reason="card_declined"),

@@ -43,7 +43,10 @@ KEY_INJECTIONS = [s.replace(" ", "/**/") for s in INJECTIONS]
 
 
 def _succeed(db: Conn, payment_id: str) -> None:
-    db.execute("UPDATE api.payments SET status = 'succeeded' WHERE id = %s", (payment_id,))
+    db.execute(
+        ("UPDATE api.payments SET status = 'succeeded', amount_received = amount WHERE id = %s"),
+        (payment_id,),
+    )
 
 
 # --- tenancy -----------------------------------------------------------------------------

@@ -20,6 +20,9 @@ class Faulted(StrEnum):
 
     CHARGES = "charges"
     REFUNDS = "refunds"
+    AUTHORIZATIONS = "authorizations"
+    CAPTURES = "captures"
+    VOIDS = "voids"
 
 
 def serve_gateway_sim(

@@ -14,7 +14,9 @@ EXIT_UNHEALTHY = 1
 
 
 def health(
-    role: Annotated[str, typer.Argument(help="outbox, processor, ledger or notifier")],
+    role: Annotated[
+        str, typer.Argument(help="outbox, processor, ledger, notifier or orchestrator")
+    ],
     max_age: Annotated[
         float, typer.Option("--max-age", min=0, help="Seconds a beat stays fresh.")
     ] = 30.0,

@@ -1,4 +1,4 @@
-"""`flowpay refund` and `flowpay status`: one payment, as every service sees it."""
+"""`flowpay refund`, `capture`, `cancel` and `status`: one payment, as every service sees it."""
 
 from __future__ import annotations
 
@@ -11,18 +11,29 @@ from rich.panel import Panel
 from rich.table import Table
 
 from flowpay_cli import params
+from flowpay_cli.commands.sagas import render as render_saga
 from flowpay_cli.context import settings
-from flowpay_cli.output import console, print_json, print_table
-from workers.api.operator import payment_view, refund_status, request_refund_as_operator
+from flowpay_cli.output import Json, console, print_json, print_table
+from workers.api.operator import (
+    cancel_as_operator,
+    capture_as_operator,
+    payment_view,
+    refund_status,
+    request_refund_as_operator,
+)
 from workers.core.config import Settings
 from workers.core.db import connect
 from workers.core.errors import FlowPayError
-from workers.core.outbox import EMITTING_SCHEMAS, events_of
+from workers.core.outbox import EVENT_SCHEMAS, events_of
 from workers.ledger.inspect import ledger_view
 from workers.notifier.deliveries import attempts_of, list_deliveries
+from workers.orchestrator.inspect import sagas_of
 from workers.processor.inspect import processor_view
 
-Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+IdempotencyKey = Annotated[
+    str | None,
+    typer.Option(help="Makes a retried command safe.", callback=params.idempotency_key),
+]
 
 
 def refund(
@@ -32,10 +43,7 @@ def refund(
         int | None, typer.Option(min=1, help="Minor units (default: all that is left).")
     ] = None,
     reason: Annotated[str | None, typer.Option(help="Why, for the record.")] = None,
-    idempotency_key: Annotated[
-        str | None,
-        typer.Option(help="Makes a retried command safe.", callback=params.idempotency_key),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the processor's answer.")] = False,
     wait_timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 60.0,
     as_json: Json = False,
@@ -51,9 +59,43 @@ def refund(
     print_table(f"refund {result['id']}", ["field", "value"], result.items())
 
 
+def capture(
+    ctx: typer.Context,
+    payment_id: Annotated[str, typer.Argument(help="The payment (at requires_capture).")],
+    amount: Annotated[
+        int | None, typer.Option(min=1, help="Minor units (default: all that is held).")
+    ] = None,
+    idempotency_key: IdempotencyKey = None,
+    as_json: Json = False,
+) -> None:
+    """Capture a payment authorized with capture_method manual (the rest is released)."""
+    _show(capture_as_operator(settings(ctx), payment_id, amount, idempotency_key), as_json)
+
+
+def cancel(
+    ctx: typer.Context,
+    payment_id: Annotated[str, typer.Argument(help="The payment (at requires_capture).")],
+    reason: Annotated[
+        str | None,
+        typer.Option(help="duplicate, fraudulent, requested_by_customer (default) or abandoned."),
+    ] = None,
+    idempotency_key: IdempotencyKey = None,
+    as_json: Json = False,
+) -> None:
+    """Cancel a payment authorized with capture_method manual: its authorization is voided."""
+    _show(cancel_as_operator(settings(ctx), payment_id, reason, idempotency_key), as_json)
+
+
+def _show(payment: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(payment)
+        return
+    print_table(f"payment {payment['id']}", ["field", "value"], payment.items())
+
+
 def _wait_refund(config: Settings, refund_id: str, timeout_s: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
-    with connect(config, autocommit=True) as conn:
+    with connect(config, "operator", autocommit=True) as conn:
         while True:
             found = refund_status(conn, refund_id)
             if found["status"] != "requested":
@@ -69,7 +111,7 @@ def status(
     as_json: Json = False,
 ) -> None:
     """Show one payment's whole history: its events, the processor's state and gateway attempts."""
-    with connect(settings(ctx), autocommit=True) as conn:
+    with connect(settings(ctx), "operator", autocommit=True) as conn:
         events: list[dict[str, Any]] = [
             {
                 "type": e.type.value,
@@ -79,7 +121,7 @@ def status(
                 "published": published,
                 "data": e.data.model_dump(),
             }
-            for schema in EMITTING_SCHEMAS
+            for schema in EVENT_SCHEMAS
             for e, published in events_of(conn, schema, payment_id)
         ]
         events.sort(key=lambda e: e["occurred_at"])
@@ -87,6 +129,7 @@ def status(
             "payment": payment_view(conn, payment_id),
             "events": events,
             "processor": processor_view(conn, payment_id),
+            "sagas": sagas_of(conn, payment_id),
             "postings": ledger_view(conn, payment_id),
             "deliveries": [
                 {**d, "attempts_log": attempts_of(conn, d["id"])}
@@ -108,8 +151,12 @@ def _render(view: dict[str, Any]) -> Group:
         "status",
         "amount",
         "currency",
+        "capture_method",
+        "amount_capturable",
+        "amount_received",
         "refunded_amount",
         "failure_reason",
+        "cancellation_reason",
     ):
         summary.add_row(key, str(payment[key]))
     events = Table(
@@ -147,6 +194,7 @@ def _render(view: dict[str, Any]) -> Group:
             f"processor state: {processor['state']}  charge: {processor['charge_id']}",
             attempts,
         ]
+    parts += [render_saga(saga) for saga in view["sagas"]]
     if view["postings"]:
         parts.append(_postings_table(view["postings"]))
     if view["deliveries"]:

@@ -18,8 +18,10 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.exceptions import HTTPException
 
 from workers.api import (
+    decisions,
     endpoint_routes,
     event_routes,
+    handling,
     openapi,
     payments,
     read_model,
@@ -27,15 +29,7 @@ from workers.api import (
     stripe_webhooks,
 )
 from workers.api.errors import API_ERROR, ApiError, codes
-
-# Under the names this module's routes have always used (shared with the routes of other modules).
-from workers.api.http_io import answer_response as _answer
-from workers.api.http_io import correlation as _correlation_id
-from workers.api.http_io import json_response as _json
-from workers.api.http_io import merchant_of as _merchant
-from workers.api.http_io import path_of as _path
-from workers.api.http_io import read_body as _read_body
-from workers.api.idempotency import Answer, request_hash, run_once
+from workers.api.idempotency import Answer, request_hash
 from workers.api.metrics import RequestMetrics
 from workers.api.request_context import RequestContext
 from workers.api.routing import RequestRoute, allowed_methods
@@ -48,11 +42,6 @@ from workers.core.lifecycle import exit_with_parent
 from workers.core.requests import BadRequest, check_idempotency_key
 
 log = logging.getLogger(__name__)
-LOCATION = {"description": "The payment's URL", "required": True, "schema": {"type": "string"}}
-REPLAYED = {
-    "description": "`true` when this is the stored answer to an earlier request with the key",
-    "schema": {"type": "string", "enum": ["true"]},
-}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -61,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            database_url(settings),
+            database_url(settings, "api"),
             min_size=settings.database.pool_min_size,
             max_size=settings.database.pool_max_size,
             # Single statements are their own transactions (no BEGIN/COMMIT round trips);
@@ -97,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics)
     app.add_middleware(RequestContext)
     app.include_router(stream.router(settings))
+    app.include_router(decisions.router(settings))
     app.include_router(endpoint_routes.router(settings))
     app.include_router(event_routes.router(settings))
     app.include_router(stripe_webhooks.router(settings))
@@ -117,17 +107,17 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
     by_id = "$response.body#/id"
 
     async def create_payment(request: Request) -> Response:
-        raw = await _read_body(request, limit)
+        raw = await handling.read_body(request, limit)
         services = services_of(request)
-        merchant_id = await _merchant(request)
+        merchant_id = await handling.merchant(request)
         key = check_idempotency_key(request.headers.get("idempotency-key"))
         body = parse_body(PaymentCreate, raw)
-        correlation_id = _correlation_id(request)
-        fingerprint = request_hash("POST", _path(request), body.model_dump(mode="json"))
+        correlation_id = handling.correlation_id(request)
+        fingerprint = request_hash("POST", handling.path(request), body.canonical())
         answer = await payments.create_payment(
             services.pool, merchant_id, key, fingerprint, body, correlation_id
         )
-        return _answer(answer, correlation_id)
+        return handling.answer(answer, correlation_id)
 
     # The hot path, called without FastAPI's dependency solving (it takes the request alone).
     app.router.add_api_route(
@@ -139,13 +129,14 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
             answers={"202": openapi.json_answer(
                 "Accepted: the payment as created (or, for a retry, as first answered)",
                 "Payment",
-                headers={"Location": LOCATION, "Idempotent-Replayed": REPLAYED},
+                headers={"Location": openapi.LOCATION, "Idempotent-Replayed": openapi.REPLAYED},
                 links={
                     "GetPayment": openapi.link("getPayment", by_id, "Read it"),
                     "StreamPaymentEvents": openapi.link(
                         "streamPaymentEvents", by_id, "Follow its status"
                     ),
                     "CreateRefund": openapi.link("createRefund", by_id, "Refund it"),
+                    **openapi.DECISION_LINKS,
                 },
             )},
         ),
@@ -163,15 +154,16 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
                         "streamPaymentEvents", by_id, "Follow its status"
                     ),
                     "CreateRefund": openapi.link("createRefund", by_id, "Refund it"),
+                    **openapi.DECISION_LINKS,
                 },
             )},
         ),
     )  # fmt: skip
     async def get_payment(request: Request, payment_id: openapi.PaymentId) -> Response:
         services = services_of(request)
-        merchant_id = await _merchant(request)
+        merchant_id = await handling.merchant(request)
         payment = await payments.get_payment(services.pool, merchant_id, payment_id)
-        return _json(payment, _correlation_id(request))
+        return handling.json_response(payment, handling.correlation_id(request))
 
     @app.get(
         "/v1/payments",
@@ -201,11 +193,11 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
         ] = None,
     ) -> Response:
         services = services_of(request)
-        merchant_id = await _merchant(request)
+        merchant_id = await handling.merchant(request)
         page = await payments.list_payments(
             services.pool, merchant_id, limit=limit, starting_after=starting_after, status=status
         )
-        return _json(page, _correlation_id(request))
+        return handling.json_response(page, handling.correlation_id(request))
 
     @app.post(
         "/v1/payments/{payment_id}/refunds",
@@ -216,7 +208,7 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
             errors=codes("resource_missing", "payment_not_refundable", "amount_too_large"),
             answers={"202": openapi.json_answer(
                 "Accepted: the refund requested (or, for a retry, as first answered)", "Refund",
-                headers={"Idempotent-Replayed": REPLAYED},
+                headers={"Idempotent-Replayed": openapi.REPLAYED},
                 links={"GetPayment": openapi.link(
                     "getPayment", "$response.body#/payment_id", "Read its payment"
                 )},
@@ -224,21 +216,14 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
         ),
     )  # fmt: skip
     async def create_refund(request: Request, payment_id: openapi.PaymentId) -> Response:
-        raw = await _read_body(request, limit)
-        services = services_of(request)
-        merchant_id = await _merchant(request)
-        key = check_idempotency_key(request.headers.get("idempotency-key"))
-        body = parse_body(RefundCreate, raw)
-        correlation_id = _correlation_id(request)
-        fingerprint = request_hash("POST", _path(request), body.model_dump(mode="json"))
-
-        async def refund(conn: AsyncConnection[Any]) -> Answer:
+        async def refund(
+            conn: AsyncConnection[Any], merchant_id: str, body: RefundCreate, correlation_id: str
+        ) -> Answer:
             return await payments.request_refund(
                 conn, merchant_id, payment_id, body, correlation_id
             )
 
-        answer = await run_once(services.pool, merchant_id, key, fingerprint, refund)
-        return _answer(answer, correlation_id)
+        return await handling.idempotent_post(request, limit, RefundCreate, refund)
 
     @app.get(
         "/healthz",

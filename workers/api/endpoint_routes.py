@@ -7,13 +7,12 @@ retry of a ``POST`` that showed a secret gets the answer without it).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from psycopg import AsyncConnection
 
-from workers.api import openapi, webhook_endpoints
+from workers.api import handling, openapi, webhook_endpoints
 from workers.api.endpoint_openapi import ENDPOINT_ID_EXAMPLE
 from workers.api.endpoint_schemas import (
     SecretRotation,
@@ -21,19 +20,10 @@ from workers.api.endpoint_schemas import (
     WebhookEndpointUpdate,
 )
 from workers.api.errors import codes
-from workers.api.http_io import (
-    answer_response,
-    correlation,
-    json_response,
-    merchant_of,
-    path_of,
-    read_body,
-)
-from workers.api.idempotency import Answer, request_hash, run_once
-from workers.api.schemas import B, parse_body
+from workers.api.idempotency import Answer
 from workers.api.services import services_of
 from workers.core.config import Settings
-from workers.core.requests import check_idempotency_key
+from workers.core.sealing import keyring
 
 TAG: Final = "webhook_endpoints"
 EndpointId = Annotated[
@@ -59,29 +49,11 @@ def _endpoint(description: str, status: str = "200") -> dict[str, Any]:
     return {status: openapi.json_answer(description, "WebhookEndpoint", links=_links())}
 
 
-# What a POST does once its body is parsed: (connection, merchant, body, correlation id).
-Work = Callable[[AsyncConnection[Any], str, B, str], Awaitable[Answer]]
-
-
-async def once(request: Request, limit: int, model: type[B], work: Work[B]) -> Response:
-    """Parse ``model`` from the body, then do ``work`` once per Idempotency-Key."""
-    raw = await read_body(request, limit)
-    services = services_of(request)
-    merchant_id = await merchant_of(request)
-    key = check_idempotency_key(request.headers.get("idempotency-key"))
-    body = parse_body(model, raw)
-    correlation_id = correlation(request)
-    fingerprint = request_hash("POST", path_of(request), body.model_dump(mode="json"))
-
-    async def run(conn: AsyncConnection[Any]) -> Answer:
-        return await work(conn, merchant_id, body, correlation_id)
-
-    answer = await run_once(services.pool, merchant_id, key, fingerprint, run)
-    return answer_response(answer, correlation_id)
-
-
 def router(settings: Settings) -> APIRouter:
     limit = settings.api.max_body_bytes
+    # New secrets are sealed before they go into their events: without a key the API refuses
+    # to start (ConfigError), as the notifier does.
+    keys = keyring(settings)
     routes = APIRouter()
 
     @routes.post(
@@ -98,9 +70,9 @@ def router(settings: Settings) -> APIRouter:
             conn: AsyncConnection[Any], merchant_id: str, body: WebhookEndpointCreate, cid: str
         ) -> Answer:
             url = await webhook_endpoints.checked_url(body.url, settings.notifier)
-            return await webhook_endpoints.create(conn, merchant_id, body, url, cid)
+            return await webhook_endpoints.create(conn, keys, merchant_id, body, url, cid)
 
-        return await once(request, limit, WebhookEndpointCreate, work)
+        return await handling.idempotent_post(request, limit, WebhookEndpointCreate, work)
 
     @routes.get(
         "/v1/webhook_endpoints",
@@ -122,10 +94,10 @@ def router(settings: Settings) -> APIRouter:
             ),
         ] = None,
     ) -> Response:
-        merchant_id = await merchant_of(request)
+        merchant_id = await handling.merchant(request)
         async with services_of(request).pool.connection() as conn:
             page = await webhook_endpoints.page(conn, merchant_id, limit, starting_after)
-        return json_response(page, correlation(request))
+        return handling.json_response(page, handling.correlation_id(request))
 
     @routes.get(
         "/v1/webhook_endpoints/{endpoint_id}",
@@ -135,10 +107,10 @@ def router(settings: Settings) -> APIRouter:
         ),
     )  # fmt: skip
     async def get_endpoint(request: Request, endpoint_id: EndpointId) -> Response:
-        merchant_id = await merchant_of(request)
+        merchant_id = await handling.merchant(request)
         async with services_of(request).pool.connection() as conn:
             endpoint = await webhook_endpoints.get(conn, merchant_id, endpoint_id)
-        return json_response(endpoint, correlation(request))
+        return handling.json_response(endpoint, handling.correlation_id(request))
 
     @routes.post(
         "/v1/webhook_endpoints/{endpoint_id}",
@@ -157,7 +129,7 @@ def router(settings: Settings) -> APIRouter:
                 url = await webhook_endpoints.checked_url(body.url, settings.notifier)
             return await webhook_endpoints.update(conn, merchant_id, endpoint_id, body, url, cid)
 
-        return await once(request, limit, WebhookEndpointUpdate, work)
+        return await handling.idempotent_post(request, limit, WebhookEndpointUpdate, work)
 
     @routes.post(
         "/v1/webhook_endpoints/{endpoint_id}/rotate_secret",
@@ -174,10 +146,10 @@ def router(settings: Settings) -> APIRouter:
             conn: AsyncConnection[Any], merchant_id: str, body: SecretRotation, cid: str
         ) -> Answer:
             return await webhook_endpoints.rotate_secret(
-                conn, merchant_id, endpoint_id, body.expires_in_s, cid
+                conn, keys, merchant_id, endpoint_id, body.expires_in_s, cid
             )
 
-        return await once(request, limit, SecretRotation, work)
+        return await handling.idempotent_post(request, limit, SecretRotation, work)
 
     @routes.delete(
         "/v1/webhook_endpoints/{endpoint_id}",
@@ -188,10 +160,10 @@ def router(settings: Settings) -> APIRouter:
         ),
     )  # fmt: skip
     async def delete_endpoint(request: Request, endpoint_id: EndpointId) -> Response:
-        merchant_id = await merchant_of(request)
-        correlation_id = correlation(request)
+        merchant_id = await handling.merchant(request)
+        correlation_id = handling.correlation_id(request)
         async with services_of(request).pool.connection() as conn, conn.transaction():
             body = await webhook_endpoints.delete(conn, merchant_id, endpoint_id, correlation_id)
-        return answer_response(Answer(200, body), correlation_id)
+        return handling.answer(Answer(200, body), correlation_id)
 
     return routes

@@ -134,6 +134,12 @@ CODES: Final = _codes(
     ),
     ErrorCode(
         409,
+        "payment_invalid_state",
+        "The payment's status does not allow this: only a payment at requires_capture can be "
+        "captured or canceled (the message names its status).",
+    ),
+    ErrorCode(
+        409,
         "last_event_id_unknown",
         "Last-Event-ID is after the payment's latest event: it is not this stream's.",
         param="Last-Event-ID",
@@ -147,8 +153,8 @@ CODES: Final = _codes(
     ErrorCode(
         422,
         "amount_too_large",
-        "The refund's amount is more than is left to refund.",
-        param="amount",
+        "The amount is more than is left: of the payment to refund, or of the authorization to "
+        "capture (param names which).",
     ),
     # The body field's <field>_invalid, for a URL webhooks may not go to (webhook_urls' rules).
     ErrorCode(

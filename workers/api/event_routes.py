@@ -6,10 +6,9 @@ from typing import Annotated, Final
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from workers.api import events, openapi
+from workers.api import events, handling, openapi
 from workers.api.errors import codes
 from workers.api.event_openapi import EVENT_ID_EXAMPLE
-from workers.api.http_io import correlation, json_response, merchant_of
 from workers.api.services import services_of
 from workers.core.config import Settings
 
@@ -69,13 +68,13 @@ def router(settings: Settings) -> APIRouter:
             ),
         ] = None,
     ) -> Response:
-        merchant_id = await merchant_of(request)
+        merchant_id = await handling.merchant(request)
         async with services_of(request).pool.connection() as conn:
             page = await events.page(
                 conn, merchant_id, limit=limit, starting_after=starting_after, type_=type_,
                 created_gte=created_gte, retention_days=retention_days,
             )  # fmt: skip
-        return json_response(page, correlation(request))
+        return handling.json_response(page, handling.correlation_id(request))
 
     @routes.get(
         "/v1/events/{event_id}",
@@ -85,9 +84,9 @@ def router(settings: Settings) -> APIRouter:
         ),
     )  # fmt: skip
     async def get_event(request: Request, event_id: EventId) -> Response:
-        merchant_id = await merchant_of(request)
+        merchant_id = await handling.merchant(request)
         async with services_of(request).pool.connection() as conn:
             event = await events.get(conn, merchant_id, event_id, retention_days)
-        return json_response(event, correlation(request))
+        return handling.json_response(event, handling.correlation_id(request))
 
     return routes

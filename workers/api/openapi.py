@@ -32,9 +32,9 @@ from workers.api.endpoint_schemas import (
     WebhookEndpointUpdate,
 )
 from workers.api.errors import CODES, TYPES, ErrorCode, codes, invalid_fields
-from workers.api.schemas import PaymentCreate, RefundCreate
+from workers.api.schemas import CancelCreate, CaptureCreate, PaymentCreate, RefundCreate
 from workers.core.requests import MAX_IDEMPOTENCY_KEY
-from workers.core.status import PaymentStatus
+from workers.core.status import CancellationReason, CaptureMethod, PaymentStatus
 
 REF = "#/components/schemas/{model}"
 Answers = dict[str, dict[str, Any]]
@@ -48,6 +48,11 @@ def ref(schema: str) -> dict[str, str]:
 DESCRIPTION: Final = """\
 FlowPay's merchant API: create payments and refunds, read them, follow their status.
 
+- **Capture later**: a payment created with `"capture_method": "manual"` is only authorized:
+  it stops at `requires_capture` until you capture it (all or part of it: the rest is
+  released) or cancel it; an authorization not captured within 7 days is canceled
+  (`cancellation_reason: "expired"`).
+
 - **Authentication**: `Authorization: Bearer <your API key>` on every `/v1` request.
 - **Idempotency**: every `POST` carries an `Idempotency-Key`, new for each new request. The
   same request again with the key gets the first answer again (`Idempotent-Replayed: true`)
@@ -59,7 +64,7 @@ FlowPay's merchant API: create payments and refunds, read them, follow their sta
 - **Live status**: `GET /v1/payments/{payment_id}/events` is a Server-Sent Events stream.
 """
 TAGS: Final = [
-    {"name": "payments", "description": "Payments: create, read, list, follow"},
+    {"name": "payments", "description": "Payments: create, read, list, follow, capture, cancel"},
     {"name": "refunds", "description": "Refunds of succeeded payments"},
     {"name": "events", "description": "Every event of your payments, kept for 30 days"},
     {"name": "webhook_endpoints", "description": "Where your webhooks go, and their secrets"},
@@ -96,8 +101,12 @@ PAYMENT_EXAMPLE: Final[dict[str, Any]] = {
     "payment_method": "pm_card_visa",
     "description": "Order 1042",
     "metadata": {"order_id": "1042"},
+    "capture_method": "automatic",
+    "amount_capturable": 0,
+    "amount_received": 1999,
     "refunded_amount": 0,
     "failure_reason": None,
+    "cancellation_reason": None,
     "created_at": "2025-01-15T09:30:00.000000Z",
     "updated_at": "2025-01-15T09:30:01.250000Z",
 }
@@ -139,10 +148,30 @@ PAYMENT: Final[dict[str, Any]] = {
         "payment_method": _STRING,
         "description": _NULLABLE_STRING,
         "metadata": {"type": "object", "additionalProperties": _STRING},
+        "capture_method": {
+            "type": "string",
+            "enum": [m.value for m in CaptureMethod],
+            "description": "`manual`: authorized only, until captured or canceled",
+        },
+        "amount_capturable": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "What the authorization holds that may be captured (minor units)",
+        },
+        "amount_received": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "What was captured (minor units): refunds take from it",
+        },
         "refunded_amount": {"type": "integer", "minimum": 0, "description": "In minor units"},
         "failure_reason": {
             **_NULLABLE_STRING,
             "description": "Why a failed payment failed (`card_declined`, ...)",
+        },
+        "cancellation_reason": {
+            "type": ["string", "null"],
+            "enum": [*(r.value for r in CancellationReason), None],
+            "description": "Why a canceled payment was canceled (`expired`: not captured in time)",
         },
         "created_at": _MOMENT,
         "updated_at": _MOMENT,
@@ -225,7 +254,8 @@ READINESS: Final[dict[str, Any]] = {
     "examples": [{"status": "ready"}],
 }
 BODIES: Final = (
-    PaymentCreate, RefundCreate, WebhookEndpointCreate, WebhookEndpointUpdate, SecretRotation
+    PaymentCreate, RefundCreate, CaptureCreate, CancelCreate,
+    WebhookEndpointCreate, WebhookEndpointUpdate, SecretRotation,
 )  # fmt: skip
 SCHEMAS: Final = {
     "ErrorResponse": ERROR_RESPONSE,
@@ -240,6 +270,15 @@ SCHEMAS: Final = {
     **event_openapi.schemas(PAYMENT_EXAMPLE),
 }
 
+LOCATION: Final = {
+    "description": "The payment's URL",
+    "required": True,
+    "schema": {"type": "string"},
+}
+REPLAYED: Final = {
+    "description": "`true` when this is the stored answer to an earlier request with the key",
+    "schema": {"type": "string", "enum": ["true"]},
+}
 REQUEST_ID: Final = {
     "description": "The request's id (the caller's X-Request-Id, else a new one): quote it to us",
     "required": True,
@@ -293,6 +332,13 @@ def link(
         "parameters": {parameter: payment_id},
         "description": description,
     }
+
+
+# From a payment (created or read) to what a merchant decides about one authorized manually.
+DECISION_LINKS: Final = {
+    "CapturePayment": link("capturePayment", "$response.body#/id", "Capture it (manual capture)"),
+    "CancelPayment": link("cancelPayment", "$response.body#/id", "Cancel it (manual capture)"),
+}
 
 
 def operation(

@@ -5,19 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from psycopg import AsyncConnection, Connection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from workers.api import decisions
 from workers.api.errors import ApiError
 from workers.api.idempotency import Answer, request_hash, run_once
 from workers.api.payments import payment_object, request_refund
-from workers.api.schemas import RefundCreate
+from workers.api.schemas import CancelCreate, CaptureCreate, RefundCreate
 from workers.core.config import Settings
 from workers.core.db import database_url
 from workers.core.errors import NotFoundError
+from workers.core.requests import StrictBody
 from workers.core.sql import load_queries
 
 Q = load_queries("workers.api")
@@ -45,14 +48,51 @@ def request_refund_as_operator(
 ) -> dict[str, Any]:
     """Record a refund request exactly as POST /v1/payments/<id>/refunds does, for its merchant."""
     body = RefundCreate(amount=amount, reason=reason)
-    return asyncio.run(_refund(settings, payment_id, body, key or str(uuid.uuid4())))
+
+    async def act(conn: AsyncConnection[Any], merchant_id: str, correlation_id: str) -> Answer:
+        return await request_refund(conn, merchant_id, payment_id, body, correlation_id)
+
+    return asyncio.run(_as_merchant(settings, payment_id, "refunds", body, key, act))
 
 
-async def _refund(
-    settings: Settings, payment_id: str, body: RefundCreate, key: str
+def capture_as_operator(
+    settings: Settings, payment_id: str, amount: int | None, key: str | None
 ) -> dict[str, Any]:
+    """Capture a payment exactly as POST /v1/payments/<id>/capture does, for its merchant."""
+    body = CaptureCreate(amount_to_capture=amount)
+
+    async def act(conn: AsyncConnection[Any], merchant_id: str, correlation_id: str) -> Answer:
+        return await decisions.capture(conn, merchant_id, payment_id, body, correlation_id)
+
+    return asyncio.run(_as_merchant(settings, payment_id, "capture", body, key, act))
+
+
+def cancel_as_operator(
+    settings: Settings, payment_id: str, reason: str | None, key: str | None
+) -> dict[str, Any]:
+    """Cancel a payment exactly as POST /v1/payments/<id>/cancel does, for its merchant."""
+    body = CancelCreate.model_validate({"cancellation_reason": reason})
+
+    async def act(conn: AsyncConnection[Any], merchant_id: str, correlation_id: str) -> Answer:
+        return await decisions.cancel(conn, merchant_id, payment_id, body, correlation_id)
+
+    return asyncio.run(_as_merchant(settings, payment_id, "cancel", body, key, act))
+
+
+OperatorAct = Callable[[AsyncConnection[Any], str, str], Awaitable[Answer]]
+
+
+async def _as_merchant(
+    settings: Settings,
+    payment_id: str,
+    action: str,
+    body: StrictBody,
+    key: str | None,
+    act: OperatorAct,
+) -> dict[str, Any]:
+    """``act`` once per key for the payment's merchant, as the route ``action`` would."""
     async with AsyncConnectionPool(
-        database_url(settings), min_size=1, max_size=2, open=False
+        database_url(settings, "api"), min_size=1, max_size=2, open=False
     ) as pool:
         async with pool.connection() as conn:
             found = await conn.execute(Q["payment_merchant"], {"id": payment_id})
@@ -62,14 +102,12 @@ async def _refund(
         merchant_id = str(row[0])
 
         async def work(conn: AsyncConnection[Any]) -> Answer:
-            return await request_refund(
-                conn, merchant_id, payment_id, body, f"operator-{uuid.uuid4()}"
-            )
+            return await act(conn, merchant_id, f"operator-{uuid.uuid4()}")
 
-        path = f"/v1/payments/{payment_id}/refunds"
+        path = f"/v1/payments/{payment_id}/{action}"
         fingerprint = request_hash("POST", path, body.model_dump(mode="json"))
         try:
-            answer = await run_once(pool, merchant_id, key, fingerprint, work)
+            answer = await run_once(pool, merchant_id, key or str(uuid.uuid4()), fingerprint, work)
         except ApiError as exc:
             raise ApiError(
                 exc.status, exc.code, f"{exc.code}: {exc.message}", param=exc.param

@@ -1,8 +1,9 @@
 """Payment intake: create, read, list and refund, as the HTTP API and the CLI do them.
 
-Creating a payment stores its intent and its ``payment.initiated`` event (in ``api.outbox``)
-in one transaction; refunds store the request and ``payment.refund_requested`` likewise. The
-processor decides what happens next; this service learns it back from the event log.
+Creating a payment stores its intent and the event that creates it (in ``api.outbox``) in one
+transaction: ``payment.initiated`` (automatic capture) or ``payment.authorization_requested``
+(manual capture); refunds store the request and ``payment.refund_requested`` likewise. The
+orchestrator decides what happens next; this service learns it back from the event log.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from workers.core.ids import new_id
 from workers.core.outbox import outbox_row, stage_async
 from workers.core.projection import iso
 from workers.core.sql import load_queries
-from workers.core.status import PaymentStatus
+from workers.core.status import CaptureMethod, PaymentStatus
 
 Q = load_queries("workers.api")
 log = logging.getLogger(__name__)
@@ -52,8 +53,12 @@ def payment_object(row: dict[str, Any]) -> dict[str, Any]:
         "payment_method": row["payment_method"],
         "description": row["description"],
         "metadata": row["metadata"],
+        "capture_method": row["capture_method"],
+        "amount_capturable": row["amount_capturable"],
+        "amount_received": row["amount_received"],
         "refunded_amount": row["refunded_amount"],
         "failure_reason": row["failure_reason"],
+        "cancellation_reason": row["cancellation_reason"],
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
     }
@@ -73,18 +78,21 @@ async def create_payment(
     """
     now = datetime.now(UTC)
     payment_id = new_id("pay")
-    fields = body.model_dump()
+    fields = body.model_dump(exclude={"capture_method"})
+    manual = body.capture_method == CaptureMethod.MANUAL.value
     event = new_event(
-        EventType.INITIATED,
+        EventType.AUTHORIZATION_REQUESTED if manual else EventType.INITIATED,
         payment_id=payment_id,
         merchant_id=merchant_id,
         data=Initiated(**fields),
         source=SOURCE,
         correlation_id=correlation_id,
     )
-    params = {**fields, "id": payment_id, "merchant_id": merchant_id, "created_at": now}
+    params = {**fields, "id": payment_id, "merchant_id": merchant_id, "created_at": now,
+              "capture_method": body.capture_method}  # fmt: skip
     row = {**params, "status": PaymentStatus.INITIATED, "refunded_amount": 0,
-           "failure_reason": None, "updated_at": now}  # fmt: skip
+           "failure_reason": None, "updated_at": now, "amount_capturable": 0,
+           "amount_received": 0, "cancellation_reason": None}  # fmt: skip
     answer = Answer(202, dumps(payment_object(row)), f"/v1/payments/{payment_id}")
     event_id, message_key, value, headers = outbox_row(event)
     try:
@@ -172,8 +180,8 @@ async def request_refund(
     row = await cursor.fetchone()
     if row is None:
         raise not_found("payment")
-    status, amount, _currency, refunded, pending = row
-    left = int(amount) - int(refunded) - int(pending)
+    status, received, _currency, refunded, pending = row
+    left = int(received) - int(refunded) - int(pending)
     if status != PaymentStatus.SUCCEEDED or left <= 0:
         why = (
             f"it is {status}" if status != PaymentStatus.SUCCEEDED else "nothing is left to refund"

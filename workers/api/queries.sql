@@ -42,7 +42,7 @@ VALUES (%(merchant_id)s, %(key)s, %(request_hash)s, %(status)s, %(body)s, %(loca
 -- name: payment_create
 -- The whole intake in one statement, one round trip and (in autocommit) its own transaction:
 -- take the key's lock, read a finished answer for the key, and only when the lock is ours and
--- there is none, store the intent, its payment.initiated event and the answer. The read sees
+-- there is none, store the intent, the event that creates it and the answer. The read sees
 -- the statement's snapshot: a request that committed the key meanwhile makes the key insert
 -- fail (unique violation), which rolls back the intent and the event with it.
 WITH lock AS MATERIALIZED (
@@ -55,9 +55,9 @@ WITH lock AS MATERIALIZED (
 ), payment AS (
     INSERT INTO api.payments
         (id, merchant_id, amount, currency, payment_method, description, metadata, created_at,
-         updated_at)
+         updated_at, capture_method)
     SELECT %(id)s, %(merchant_id)s, %(amount)s, %(currency)s, %(payment_method)s,
-           %(description)s, %(metadata)s, %(created_at)s, %(created_at)s
+           %(description)s, %(metadata)s, %(created_at)s, %(created_at)s, %(capture_method)s
     FROM fresh
     RETURNING id
 ), event AS (
@@ -76,12 +76,14 @@ FROM lock LEFT JOIN stored ON true;
 
 -- name: payment_get
 SELECT id, status, amount, currency, payment_method, description, metadata, refunded_amount,
-       failure_reason, created_at, updated_at
+       failure_reason, created_at, updated_at, capture_method, amount_capturable, amount_received,
+       cancellation_reason
 FROM api.payments WHERE id = %(id)s AND merchant_id = %(merchant_id)s;
 
 -- name: payment_lock
 -- The refund check reads what is left under a row lock, so two refunds cannot both pass it.
-SELECT p.status, p.amount, p.currency, p.refunded_amount,
+-- What may be refunded is what was received (a manual capture may have taken less).
+SELECT p.status, p.amount_received, p.currency, p.refunded_amount,
        coalesce((SELECT sum(r.amount) FROM api.refunds r
                  WHERE r.payment_id = p.id AND r.status = 'requested'), 0)::bigint AS pending
 FROM api.payments p WHERE p.id = %(id)s AND p.merchant_id = %(merchant_id)s
@@ -90,7 +92,8 @@ FOR UPDATE;
 -- name: payments_list
 -- The first page, newest first, read in payments_by_merchant_id's order.
 SELECT id, status, amount, currency, payment_method, description, metadata, refunded_amount,
-       failure_reason, created_at, updated_at
+       failure_reason, created_at, updated_at, capture_method, amount_capturable, amount_received,
+       cancellation_reason
 FROM api.payments
 WHERE merchant_id = %(merchant_id)s
   AND (%(status)s::text IS NULL OR status = %(status)s)
@@ -102,7 +105,8 @@ LIMIT %(limit)s;
 -- one: a plan made once for any parameters (psycopg prepares what runs often) could not use
 -- that for the index, and would read every payment newer than the cursor again.
 SELECT id, status, amount, currency, payment_method, description, metadata, refunded_amount,
-       failure_reason, created_at, updated_at
+       failure_reason, created_at, updated_at, capture_method, amount_capturable, amount_received,
+       cancellation_reason
 FROM api.payments
 WHERE merchant_id = %(merchant_id)s AND id < %(starting_after)s
   AND (%(status)s::text IS NULL OR status = %(status)s)
@@ -125,13 +129,17 @@ WHERE r.id = %(id)s AND p.merchant_id = %(merchant_id)s;
 -- One round of a read-model batch (at most one event per payment) in one statement: the events
 -- not seen before are marked processed and applied. Status advances follow the rules given as
 -- data (workers.core.projection.STATUS_ADVANCES as (event type, to, from) rows), so status only
--- moves forward and a redelivered or late event changes nothing. Each payment row is updated at
+-- moves forward and a redelivered or late event changes nothing; a payment that holds an
+-- authorization takes no other (projection._authorized_again). Each payment row is updated at
 -- most once, so the change trigger numbers and announces each change.
 WITH incoming AS (
     SELECT * FROM unnest(%(event_ids)s::uuid[], %(types)s::text[], %(payment_ids)s::text[],
                          %(reasons)s::text[], %(refunded_totals)s::bigint[],
-                         %(refund_ids)s::text[], %(refund_statuses)s::text[], %(at)s::timestamptz[])
-        AS e(event_id, type, payment_id, reason, refunded_total, refund_id, refund_status, at)
+                         %(refund_ids)s::text[], %(refund_statuses)s::text[],
+                         %(capturables)s::bigint[], %(captured)s::bigint[],
+                         %(cancellations)s::text[], %(at)s::timestamptz[])
+        AS e(event_id, type, payment_id, reason, refunded_total, refund_id, refund_status,
+             capturable, captured, cancellation, at)
 ), fresh AS (
     INSERT INTO api.processed_events (event_id) SELECT event_id FROM incoming
     ON CONFLICT DO NOTHING
@@ -143,14 +151,22 @@ WITH incoming AS (
         AS r(type, status, from_status)
 ), advanced AS (
     UPDATE api.payments p
-    SET status = r.status, failure_reason = a.reason, updated_at = a.at
+    SET status = r.status, failure_reason = a.reason,
+        amount_capturable = CASE WHEN a.type = ANY(%(releasing)s::text[]) THEN 0
+                                 ELSE coalesce(a.capturable, p.amount_capturable) END,
+        amount_received = CASE WHEN a.type = %(succeeded)s THEN coalesce(a.captured, p.amount)
+                               ELSE p.amount_received END,
+        cancellation_reason = coalesce(a.cancellation, p.cancellation_reason),
+        updated_at = a.at
     FROM applied a JOIN rules r ON r.type = a.type
     WHERE p.id = a.payment_id AND p.status = r.from_status
+      AND NOT (a.type = %(authorized)s AND p.amount_capturable > 0)
     RETURNING p.id
 ), refunded AS (
     UPDATE api.payments p
     SET refunded_amount = greatest(p.refunded_amount, a.refunded_total),
-        status = CASE WHEN greatest(p.refunded_amount, a.refunded_total) >= p.amount
+        status = CASE WHEN greatest(p.refunded_amount, a.refunded_total)
+                           >= coalesce(nullif(p.amount_received, 0), p.amount)
                       THEN %(refunded_status)s ELSE p.status END,
         updated_at = a.at
     FROM applied a
@@ -176,13 +192,17 @@ SELECT version, status FROM api.payments WHERE id = %(id)s AND merchant_id = %(m
 -- The payment after each change past version %(after)s. Version 1, the payment as created,
 -- has no change row: it is built from the payment itself.
 SELECT c.version, p.id, c.status, p.amount, p.currency, p.payment_method, p.description,
-       p.metadata, c.refunded_amount, c.failure_reason, p.created_at, c.updated_at
+       p.metadata, c.refunded_amount, c.failure_reason, p.created_at, c.updated_at,
+       p.capture_method, c.amount_capturable, c.amount_received, c.cancellation_reason
 FROM api.payments p
 CROSS JOIN LATERAL (
     SELECT 1 AS version, %(created)s::text AS status, 0::bigint AS refunded_amount,
-           NULL::text AS failure_reason, p.created_at AS updated_at
+           NULL::text AS failure_reason, p.created_at AS updated_at,
+           0::bigint AS amount_capturable, 0::bigint AS amount_received,
+           NULL::text AS cancellation_reason
     UNION ALL
-    SELECT version, status, refunded_amount, failure_reason, changed_at
+    SELECT version, status, refunded_amount, failure_reason, changed_at, amount_capturable,
+           amount_received, cancellation_reason
     FROM api.payment_changes WHERE payment_id = p.id
 ) c
 WHERE p.id = %(id)s AND p.merchant_id = %(merchant_id)s AND c.version > %(after)s
@@ -190,7 +210,8 @@ ORDER BY c.version;
 
 -- name: payment_any
 SELECT id, merchant_id, status, amount, currency, payment_method, description, metadata,
-       refunded_amount, failure_reason, created_at, updated_at
+       refunded_amount, failure_reason, created_at, updated_at, capture_method, amount_capturable,
+       amount_received, cancellation_reason
 FROM api.payments WHERE id = %(id)s;
 
 -- name: payment_merchant
@@ -269,3 +290,21 @@ WHERE merchant_id = %(merchant_id)s AND created_at >= %(since)s
   AND (%(after_at)s::timestamptz IS NULL OR (created_at, id) < (%(after_at)s, %(after_id)s::uuid))
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
+
+-- name: payment_lock_for_decision
+-- A capture or a cancel reads the payment under a row lock, so that of two requests (a
+-- capture and a cancel, or two captures) only the first finds it requires_capture.
+SELECT status, amount_capturable FROM api.payments
+WHERE id = %(id)s AND merchant_id = %(merchant_id)s
+FOR UPDATE;
+
+-- name: payment_decision_taken
+-- The payment once a capture or cancel is taken: processing it, in the transaction that
+-- stages the event asking for it.
+UPDATE api.payments
+SET status = 'processing', updated_at = %(at)s,
+    cancellation_reason = coalesce(%(cancellation_reason)s, cancellation_reason)
+WHERE id = %(id)s
+RETURNING id, status, amount, currency, payment_method, description, metadata, refunded_amount,
+          failure_reason, created_at, updated_at, capture_method, amount_capturable,
+          amount_received, cancellation_reason;

@@ -28,8 +28,18 @@ from psycopg_pool import ConnectionPool
 from workers.core.config import Settings
 from workers.core.consuming import IGNORE, Batch, Received, Routes, Subscriber, register, run
 from workers.core.db import make_pool
-from workers.core.events import EventData, EventType, Failed, Refunded, RefundFailed
-from workers.core.projection import STATUS_ADVANCES
+from workers.core.events import (
+    Canceled,
+    CancelRequested,
+    EventData,
+    EventType,
+    Failed,
+    Refunded,
+    RefundFailed,
+    RequiresCapture,
+    Succeeded,
+)
+from workers.core.projection import RELEASING, STATUS_ADVANCES
 from workers.core.sql import load_queries
 from workers.core.status import PaymentStatus
 from workers.core.topics import GROUP_API
@@ -45,6 +55,9 @@ _RULES: Final = {
     "rule_types": [t.value for t, (_to, froms) in STATUS_ADVANCES.items() for _ in froms],
     "rule_to": [to.value for _to_type, (to, froms) in STATUS_ADVANCES.items() for _ in froms],
     "rule_from": [f.value for _t, (_to, froms) in STATUS_ADVANCES.items() for f in froms],
+    "releasing": [t.value for t in RELEASING],
+    "succeeded": EventType.SUCCEEDED.value,
+    "authorized": EventType.REQUIRES_CAPTURE.value,
 }
 
 
@@ -75,12 +88,13 @@ def changes(items: Sequence[Received]) -> dict[str, Any]:
     columns: dict[str, list[Any]] = {
         name: []
         for name in ("event_ids", "types", "payment_ids", "reasons", "refunded_totals",
-                     "refund_ids", "refund_statuses", "at")
+                     "refund_ids", "refund_statuses", "capturables", "captured", "cancellations",
+                     "at")
     }  # fmt: skip
     for item in items:
         event = item.event
         row = (event.event_id, event.type.value, event.payment_id, *_details(event.data),
-               event.occurred_at)  # fmt: skip
+               *_amounts(event.data), event.occurred_at)  # fmt: skip
         for column, value in zip(columns.values(), row, strict=True):
             column.append(value)
     return {**columns, **_RULES, "refunded_status": PaymentStatus.REFUNDED.value}
@@ -97,6 +111,17 @@ def _details(data: EventData) -> tuple[str | None, int | None, str | None, str |
     return None, None, None, None
 
 
+def _amounts(data: EventData) -> tuple[int | None, int | None, str | None]:
+    """(amount capturable, amount captured, cancellation reason) of an event's payload."""
+    if isinstance(data, RequiresCapture):
+        return data.amount_capturable, None, None
+    if isinstance(data, Succeeded):
+        return None, data.amount_captured, None
+    if isinstance(data, Canceled | CancelRequested):
+        return None, None, data.cancellation_reason.value
+    return None, None, None
+
+
 ROUTES: Final = register(
     Routes[ReadModel](
         ROLE,
@@ -104,9 +129,17 @@ ROUTES: Final = register(
             # The intake stored the payment as it emitted this event: only the event is new
             # (applied per poll batch, as every event).
             EventType.INITIATED: ReadModel.apply,
+            # The orchestrator's request to the gateway: no event of the merchant's.
+            EventType.AUTHORIZATION_REQUESTED: IGNORE,
             EventType.PROCESSING: ReadModel.apply,
+            EventType.REQUIRES_CAPTURE: ReadModel.apply,
+            # The API moved the payment as it emitted these; applying them again changes
+            # nothing, and keeps the read model's rules the projection's.
+            EventType.CAPTURE_REQUESTED: ReadModel.apply,
+            EventType.CANCEL_REQUESTED: ReadModel.apply,
             EventType.SUCCEEDED: ReadModel.apply,
             EventType.FAILED: ReadModel.apply,
+            EventType.CANCELED: ReadModel.apply,
             # The API stored the refund as it emitted this event: only the event is new.
             EventType.REFUND_REQUESTED: ReadModel.apply,
             EventType.REFUNDED: ReadModel.apply,
@@ -135,7 +168,7 @@ def start(
 
     ``on_death`` runs if the thread ends any other way; by default it stops this process.
     """
-    pool = make_pool(settings, name=ROLE)
+    pool = make_pool(settings, "api", name=ROLE)
 
     def consume() -> None:
         try:

@@ -7,13 +7,21 @@ a fraction, a boolean or a string is refused (strict mode), and so are fields no
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, field_validator
 
 from workers.core.money import MAX_AMOUNT, CurrencyCode, currency_codes
 from workers.core.requests import StrictBody
 from workers.core.requests import parse_body as parse_json
+from workers.core.status import CancellationReason, CaptureMethod
+
+# Literal rather than the enums: the document shows a plain string enum, with no $defs.
+CaptureMethodName = Literal["automatic", "manual"]
+# The reasons a merchant may give (``expired`` is FlowPay's own), as Stripe's.
+MerchantCancellationReason = Literal[
+    "duplicate", "fraudulent", "requested_by_customer", "abandoned"
+]
 
 MAX_METADATA_KEYS = 50
 MAX_METADATA_KEY = 40
@@ -75,6 +83,44 @@ class PaymentCreate(StrictBody):
             if len(value) > MAX_METADATA_VALUE:
                 raise ValueError(f"values must be at most {MAX_METADATA_VALUE} characters")
         return metadata
+
+    capture_method: CaptureMethodName = Field(
+        default="automatic",
+        description="`automatic`: charged at once. `manual`: authorized only; the payment stops "
+        "at `requires_capture` until captured (`POST .../capture`) or canceled (`POST "
+        ".../cancel`), and is canceled if not captured within 7 days.",
+    )
+
+    def canonical(self) -> dict[str, Any]:
+        """The request as its Idempotency-Key is bound to it. The default capture method is
+        left out, so that a request from before manual capture keeps its fingerprint."""
+        fields = self.model_dump(mode="json")
+        if self.capture_method == CaptureMethod.AUTOMATIC.value:
+            del fields["capture_method"]
+        return fields
+
+
+class CaptureCreate(StrictBody):
+    """Without ``amount_to_capture``, everything the authorization holds is captured."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"amount_to_capture": 1500}]})
+
+    amount_to_capture: MinorUnits | None = Field(
+        default=None,
+        description="At most the amount authorized; what is not captured is released",
+    )
+
+
+class CancelCreate(StrictBody):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"cancellation_reason": "requested_by_customer"}]}
+    )
+
+    cancellation_reason: MerchantCancellationReason | None = None
+
+    def reason(self) -> CancellationReason:
+        """The reason given, else ``requested_by_customer``."""
+        return CancellationReason(self.cancellation_reason or "requested_by_customer")
 
 
 class RefundCreate(StrictBody):

@@ -4,8 +4,9 @@ The API keeps what each merchant asked for (``api.webhook_endpoints``: URL, even
 description, enabled or disabled, deleted) and stages every change as an endpoint event in its
 outbox, in the same transaction; the notifier applies them to the endpoints it sends to
 (``workers.core.endpoint_events``). The signing secret is made here, shown once in the answer
-that made it, and sent to the notifier in its event: the API keeps no secret, and a retry with
-the same Idempotency-Key gets the answer without it (rotate to get a new one).
+that made it, and sent to the notifier in its event, sealed (``workers.core.webhook_secrets``):
+the API keeps no secret, and a retry with the same Idempotency-Key gets the answer without it
+(rotate to get a new one).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from workers.core.endpoint_events import (
 )
 from workers.core.ids import new_id
 from workers.core.outbox import insert_statement
+from workers.core.sealing import Keyring
 from workers.core.sql import load_queries
+from workers.core.webhook_secrets import seal_webhook_secret
 from workers.core.webhook_urls import InvalidWebhookUrl, check_webhook_url
 
 Q = load_queries("workers.api")
@@ -79,7 +82,12 @@ async def checked_url(url: str, settings: NotifierSettings) -> str:
 
 
 async def create(
-    conn: Conn, merchant_id: str, body: WebhookEndpointCreate, url: str, correlation_id: str
+    conn: Conn,
+    keys: Keyring,
+    merchant_id: str,
+    body: WebhookEndpointCreate,
+    url: str,
+    correlation_id: str,
 ) -> Answer:
     """A new endpoint and its secret (``url`` already checked), in the caller's transaction."""
     now = datetime.now(UTC)
@@ -91,7 +99,7 @@ async def create(
     await conn.execute(Q["endpoint_insert"], row)
     await _stage(
         conn, EndpointEventType.CREATED, row, correlation_id,
-        url=url, enabled_events=tuple(events), secret=secret,
+        url=url, enabled_events=tuple(events), **_sealed(keys, row["id"], secret),
     )  # fmt: skip
     shown = endpoint_object(row)
     return Answer(
@@ -135,7 +143,12 @@ async def update(
 
 
 async def rotate_secret(
-    conn: Conn, merchant_id: str, endpoint_id: str, expires_in_s: int, correlation_id: str
+    conn: Conn,
+    keys: Keyring,
+    merchant_id: str,
+    endpoint_id: str,
+    expires_in_s: int,
+    correlation_id: str,
 ) -> Answer:
     """A new secret; the current ones still sign for ``expires_in_s`` seconds."""
     row = await _live(conn, merchant_id, endpoint_id)
@@ -143,10 +156,16 @@ async def rotate_secret(
     expire = datetime.now(UTC) + timedelta(seconds=expires_in_s) if expires_in_s else None
     await _stage(
         conn, EndpointEventType.SECRET_ROTATED, {**row, "merchant_id": merchant_id},
-        correlation_id, secret=secret, previous_expire_at=expire,
+        correlation_id, previous_expire_at=expire, **_sealed(keys, endpoint_id, secret),
     )  # fmt: skip
     shown = endpoint_object(row)
     return Answer(200, dumps({**shown, "secret": secret}), stored=dumps(shown))
+
+
+def _sealed(keys: Keyring, endpoint_id: str, secret: str) -> dict[str, Any]:
+    """The event's fields carrying ``secret``, sealed: it never travels in plain text."""
+    sealed = seal_webhook_secret(keys, endpoint_id, secret)
+    return {"secret_key_id": sealed.key_id, "secret_sealed": sealed.blob}
 
 
 async def delete(conn: Conn, merchant_id: str, endpoint_id: str, correlation_id: str) -> bytes:

@@ -7,6 +7,7 @@ Every key and its default is documented in ``flowpay.toml.example``.
 
 from __future__ import annotations
 
+import base64
 import os
 from contextvars import ContextVar
 from pathlib import Path
@@ -35,6 +36,7 @@ from workers.core.errors import ConfigError
 from workers.core.logs import LogFormat
 
 DEFAULT_CONFIG_FILE = Path("flowpay.toml")
+AES_KEY_BYTES = 32
 _toml_path: ContextVar[Path | None] = ContextVar("flowpay_toml_path", default=None)
 
 
@@ -42,30 +44,65 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# The roles FlowPay's processes act as. Each service has a PostgreSQL role and a Kafka principal
+# of its own, so that what it may do is enforced by the servers (``workers.core.db_roles``,
+# ``workers.core.kafka_acls``). The operator is the CLI's tools (topics, dead letters, replay's
+# reading, merchants, webhooks, status, ledger check).
+ServiceRole = Literal[
+    "api", "outbox", "processor", "ledger", "notifier", "orchestrator", "operator"
+]
+SERVICE_ROLES: tuple[ServiceRole, ...] = get_args(ServiceRole)
+# PostgreSQL's roles also have an owner: it owns every schema and runs the migrations.
+DatabaseRole = Literal[ServiceRole, "owner"]
+DATABASE_ROLES: tuple[DatabaseRole, ...] = (*SERVICE_ROLES, "owner")
+
+
+def _libpq_reads(url: SecretStr) -> SecretStr:
+    # Refused here, once, in words of our own: libpq's complaint quotes the string, so a role or
+    # command meeting it later would print part of the password.
+    try:
+        conninfo_to_dict(url.get_secret_value())
+    except psycopg.ProgrammingError:
+        raise ValueError("not a PostgreSQL URL or key=value connection string") from None
+    return url
+
+
 class DatabaseSettings(_Section):
-    # None means "the dev stack's private PostgreSQL cluster".
+    # The URL of every role without one of its own in ``urls`` (one URL for development).
+    # None, with no ``urls`` either, means the dev stack's private PostgreSQL cluster, where each
+    # role logs in as itself.
     url: SecretStr | None = None
+    # Each role's own URL (libpq URLs or key=value strings, multi-host ones included).
+    urls: dict[DatabaseRole, SecretStr] = {}
+    # Who `flowpay db init` connects as to create the roles: a superuser, or a role with
+    # CREATEROLE. None means ``url``.
+    admin_url: SecretStr | None = None
     pool_min_size: int = Field(default=1, ge=0)
     pool_max_size: int = Field(default=10, ge=1)
 
-    @field_validator("url")
+    @field_validator("url", "admin_url")
     @classmethod
     def _libpq_reads_it(cls, url: SecretStr | None) -> SecretStr | None:
-        # Refused here, once, in words of our own: libpq's complaint quotes the string, so a
-        # role or command meeting it later would print part of the password.
-        if url is not None:
-            try:
-                conninfo_to_dict(url.get_secret_value())
-            except psycopg.ProgrammingError:
-                raise ValueError("not a PostgreSQL URL or key=value connection string") from None
-        return url
+        return None if url is None else _libpq_reads(url)
+
+    @field_validator("urls")
+    @classmethod
+    def _libpq_reads_them(
+        cls, urls: dict[DatabaseRole, SecretStr]
+    ) -> dict[DatabaseRole, SecretStr]:
+        return {role: _libpq_reads(url) for role, url in urls.items()}
+
+    @property
+    def local(self) -> bool:
+        """True when FlowPay uses the dev stack's own PostgreSQL cluster."""
+        return self.url is None and not self.urls and self.admin_url is None
 
 
 # Who a Kafka client authenticates as: each role may have a principal of its own, so that the
 # brokers' ACLs give it only what it needs (``flowpay kafka acls``). The operator is the CLI's
 # admin tools (topics, dead-letter replay, ledger replay).
-KafkaRole = Literal["api", "outbox", "processor", "ledger", "notifier", "orchestrator", "operator"]
-KAFKA_ROLES: tuple[KafkaRole, ...] = get_args(KafkaRole)
+KafkaRole = ServiceRole
+KAFKA_ROLES: tuple[KafkaRole, ...] = SERVICE_ROLES
 
 # librdkafka properties FlowPay sets from its own settings (or that its guarantees rest on):
 # ``client_properties`` may not set them, so each has one source and secrets stay SecretStr.
@@ -117,6 +154,9 @@ class KafkaSettings(_Section):
     # Any other librdkafka property, for every producer, consumer and admin client.
     client_properties: dict[str, ClientProperty] = {}
     principals: dict[KafkaRole, KafkaPrincipal] = {}
+    # Who `flowpay kafka acls apply` connects as: a cluster administrator, which may alter ACLs
+    # (the operator's own principal may not create the first ones). None: the operator's.
+    admin: KafkaPrincipal | None = None
 
     @field_validator("client_properties", mode="before")
     @classmethod
@@ -354,6 +394,19 @@ class NotifierSettings(_Section):
         return self
 
 
+class OrchestratorSettings(_Section):
+    # An authorization not captured this long after it was made is voided (the payment is
+    # canceled, cancellation_reason "expired"): 7 days, as card networks hold it.
+    authorization_ttl_s: float = Field(default=604_800.0, gt=0)
+    # A step whose command has had no answer this long sends it again (same idempotency keys
+    # at the gateway, so never twice in effect), and again after each further such wait.
+    command_timeout_s: float = Field(default=900.0, gt=0)
+    # How often the timer loop looks for due timers when none was due last time.
+    timer_interval_s: float = Field(default=1.0, gt=0)
+    # Due timers claimed (FOR UPDATE SKIP LOCKED) and fired in one transaction at most.
+    timer_batch_size: int = Field(default=500, ge=1, le=100_000)
+
+
 class MetricsSettings(_Section):
     # Each role serves Prometheus metrics at http://<host>:<port>/metrics; a port of 0 turns
     # that role's off, and enabled = false turns them all off.
@@ -367,6 +420,7 @@ class MetricsSettings(_Section):
     notifier_port: int = Field(default=9105, ge=0, le=65535)
     # `flowpay replay` serves its progress here while it runs.
     replay_port: int = Field(default=9106, ge=0, le=65535)
+    orchestrator_port: int = Field(default=9107, ge=0, le=65535)
 
 
 class TracingSettings(_Section):
@@ -376,6 +430,37 @@ class TracingSettings(_Section):
     otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
     # None means <dev.home>/traces.
     file_dir: Path | None = None
+
+
+class SecretsSettings(_Section):
+    # The AES-256-GCM key that secrets stored in the database (webhook signing secrets) are
+    # encrypted with: base64 of 32 random bytes (`flowpay secrets generate-key`). None means the
+    # dev stack's own key (<dev.home>/credentials/secrets.key), and only with the dev stack's
+    # PostgreSQL: elsewhere a role that needs a key refuses to start without one.
+    key: SecretStr | None = None
+    # Earlier keys, used only to decrypt what `flowpay secrets rotate` has not yet re-encrypted.
+    previous_keys: tuple[SecretStr, ...] = ()
+
+    @field_validator("key")
+    @classmethod
+    def _key_is_a_key(cls, key: SecretStr | None) -> SecretStr | None:
+        return None if key is None else _aes_key(key)
+
+    @field_validator("previous_keys")
+    @classmethod
+    def _keys_are_keys(cls, keys: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        return tuple(_aes_key(key) for key in keys)
+
+
+def _aes_key(key: SecretStr) -> SecretStr:
+    # Says what is wrong without the value: the input is a secret.
+    try:
+        raw = base64.b64decode(key.get_secret_value().strip(), validate=True)
+    except ValueError:
+        raise ValueError("not base64 (make one with `flowpay secrets generate-key`)") from None
+    if len(raw) != AES_KEY_BYTES:
+        raise ValueError(f"must decode to {AES_KEY_BYTES} bytes (AES-256), not {len(raw)}")
+    return key
 
 
 class DevSettings(_Section):
@@ -390,6 +475,11 @@ class DevSettings(_Section):
     # The demo's local webhook receiver.
     sink_port: int = Field(default=8200, ge=1, le=65535)
     start_timeout_s: float = Field(default=90.0, gt=0)
+
+    @property
+    def credentials(self) -> Path:
+        """The owner-only directory of the dev stack's generated passwords and keys."""
+        return self.home.resolve() / "credentials"
 
 
 class Settings(BaseSettings):
@@ -412,8 +502,10 @@ class Settings(BaseSettings):
     gateway_sim: GatewaySimSettings = GatewaySimSettings()
     processor: ProcessorSettings = ProcessorSettings()
     notifier: NotifierSettings = NotifierSettings()
+    orchestrator: OrchestratorSettings = OrchestratorSettings()
     metrics: MetricsSettings = MetricsSettings()
     tracing: TracingSettings = TracingSettings()
+    secrets: SecretsSettings = SecretsSettings()
     dev: DevSettings = DevSettings()
 
     @model_validator(mode="after")

@@ -6,9 +6,10 @@ id, so one endpoint's changes stay in order), and the notifier applies it to the
 sends to. Like a payment event it travels in CloudEvents' Kafka binding, binary mode, with the
 whole envelope in the JSON value.
 
-A new endpoint's signing secret, and a rotated one, travel in their event: the notifier must
-have them to sign, and the API shows them once. They are never logged (log lines mask
-``whsec_`` values, and ``repr`` leaves them out).
+A new endpoint's signing secret, and a rotated one, travel in their event SEALED for the
+endpoint (``workers.core.webhook_secrets``, the keyring every role holding ``[secrets] key``
+shares): the notifier must have them to sign, the API shows them once, and the endpoints topic
+keeps its messages (a dead-lettered one is copied too), so nothing on Kafka is in plain text.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Base64Bytes, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from workers.core.errors import MalformedEvent, UnknownEventType
 from workers.core.events import CONTENT_TYPE, Encoded, EventType, Headers, header
 from workers.core.outbox import encoded_row
+from workers.core.sealing import Sealed
 
 SCHEMA_VERSION: Final = 1
 SECRET_PREFIX: Final = "whsec_"  # noqa: S105 (the scheme's prefix)
@@ -33,7 +35,7 @@ SECRET_PREFIX: Final = "whsec_"  # noqa: S105 (the scheme's prefix)
 # "*" (every one of them).
 WEBHOOK_EVENT_TYPES: Final = (
     EventType.SUCCEEDED, EventType.FAILED, EventType.REFUNDED, EventType.REFUND_FAILED,
-    EventType.CHARGE_REVERSED,
+    EventType.CHARGE_REVERSED, EventType.REQUIRES_CAPTURE, EventType.CANCELED,
 )  # fmt: skip
 EVERY_EVENT: Final = "*"
 
@@ -59,9 +61,9 @@ class EndpointEventType(StrEnum):
 
 # What each type must carry besides the envelope.
 _REQUIRED: Final = {
-    EndpointEventType.CREATED: ("url", "enabled_events", "secret"),
+    EndpointEventType.CREATED: ("url", "enabled_events", "secret_key_id", "secret_sealed"),
     EndpointEventType.UPDATED: ("url", "enabled_events"),
-    EndpointEventType.SECRET_ROTATED: ("secret",),
+    EndpointEventType.SECRET_ROTATED: ("secret_key_id", "secret_sealed"),
     EndpointEventType.DELETED: (),
 }
 
@@ -69,7 +71,8 @@ _REQUIRED: Final = {
 class EndpointEvent(BaseModel):
     """One change of one endpoint. ``updated`` carries its URL and event types as they now
     stand, and ``disabled`` when the merchant (dis)abled it (None: as it was, so an automatic
-    disabling stays); ``secret_rotated`` the new secret and when the others stop signing."""
+    disabling stays); ``secret_rotated`` the new secret (sealed, as ``created``'s) and when the
+    others stop signing."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -84,7 +87,9 @@ class EndpointEvent(BaseModel):
     url: str | None = Field(default=None, max_length=2000)
     enabled_events: tuple[str, ...] | None = None
     disabled: bool | None = None
-    secret: str | None = Field(default=None, pattern=r"^whsec_[A-Za-z0-9+/=]+$", repr=False)
+    # The secret sealed for this endpoint: the id of the key, and the sealed bytes (base64).
+    secret_key_id: str | None = Field(default=None, min_length=1, max_length=64)
+    secret_sealed: Base64Bytes | None = Field(default=None, max_length=1024, repr=False)
     # secret_rotated: the endpoint's earlier secrets sign until then (None: they stop at once).
     previous_expire_at: datetime | None = None
 
@@ -94,6 +99,12 @@ class EndpointEvent(BaseModel):
         if missing:
             raise ValueError(f"a {self.type} event needs {', '.join(missing)}")
         return self
+
+    @property
+    def sealed_secret(self) -> Sealed | None:
+        if self.secret_key_id is None or self.secret_sealed is None:
+            return None
+        return Sealed(self.secret_key_id, self.secret_sealed)
 
 
 def new_endpoint_event(

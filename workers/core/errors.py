@@ -9,7 +9,9 @@
     │   └── ConstraintViolation     a named constraint was violated (see ``constraint``)
     ├── EventError                  a Kafka message cannot become an event (dead-letter it)
     │   ├── MalformedEvent          bytes that are not a valid envelope or payload
+    │   │   └── MalformedCommand    ... of a command (the orchestrator's, on the command topic)
     │   └── UnknownEventType        a well-formed envelope of a type we do not know
+    │       └── UnknownCommandType  ... of a command
     └── HandlerError                raised by a handler to tell the runner what to do
         ├── TransientError          retry with backoff; never dead-letter
         └── PermanentError          dead-letter now; retrying cannot help
@@ -62,6 +64,14 @@ class MalformedEvent(EventError):
 
 class UnknownEventType(EventError):
     """A well-formed envelope of a type this version does not know."""
+
+
+class MalformedCommand(MalformedEvent):
+    """Bytes that are not a valid command envelope or payload."""
+
+
+class UnknownCommandType(UnknownEventType):
+    """A well-formed command envelope of a type this version does not know."""
 
 
 class HandlerError(FlowPayError):

@@ -26,6 +26,7 @@ from pydantic import (
 
 from workers.core.errors import MalformedEvent, UnknownEventType
 from workers.core.money import MAX_AMOUNT
+from workers.core.status import CancellationReason
 
 SCHEMA_VERSION: Final = 1
 CONTENT_TYPE: Final = "application/json"
@@ -34,10 +35,17 @@ Amount = StrictInt
 
 
 class EventType(StrEnum):
+    # A payment created with automatic capture (one gateway charge), as it always was.
     INITIATED = "payment.initiated"
+    # A payment created with manual capture: authorize now, capture or cancel later.
+    AUTHORIZATION_REQUESTED = "payment.authorization_requested"
     PROCESSING = "payment.processing"
+    REQUIRES_CAPTURE = "payment.requires_capture"
+    CAPTURE_REQUESTED = "payment.capture_requested"
+    CANCEL_REQUESTED = "payment.cancel_requested"
     SUCCEEDED = "payment.succeeded"
     FAILED = "payment.failed"
+    CANCELED = "payment.canceled"
     REFUND_REQUESTED = "payment.refund_requested"
     REFUNDED = "payment.refunded"
     REFUND_FAILED = "payment.refund_failed"
@@ -65,6 +73,30 @@ class Processing(EventData):
 
 class Succeeded(EventData):
     charge_id: str = Field(min_length=1)
+    # A manual capture's amount (at most the authorized amount; the rest is released). None:
+    # the whole amount, as every automatic charge.
+    amount_captured: Amount | None = Field(default=None, gt=0, le=MAX_AMOUNT)
+
+
+class RequiresCapture(EventData):
+    """The gateway holds ``amount_capturable`` on the card until a capture, a void or expiry."""
+
+    authorization_id: str = Field(min_length=1, max_length=255)
+    amount_capturable: Amount = Field(gt=0, le=MAX_AMOUNT)
+
+
+class CaptureRequested(EventData):
+    amount_to_capture: Amount = Field(gt=0, le=MAX_AMOUNT)
+
+
+class CancelRequested(EventData):
+    cancellation_reason: CancellationReason
+
+
+class Canceled(EventData):
+    """The authorization was voided at the gateway (asked for, or expired)."""
+
+    cancellation_reason: CancellationReason
 
 
 # Why a payment failed. The card's reasons are those a gateway reports (a decline code the
@@ -136,9 +168,14 @@ class GatewayReported(EventData):
 
 PAYLOADS: Final[dict[EventType, type[EventData]]] = {
     EventType.INITIATED: Initiated,
+    EventType.AUTHORIZATION_REQUESTED: Initiated,
     EventType.PROCESSING: Processing,
+    EventType.REQUIRES_CAPTURE: RequiresCapture,
+    EventType.CAPTURE_REQUESTED: CaptureRequested,
+    EventType.CANCEL_REQUESTED: CancelRequested,
     EventType.SUCCEEDED: Succeeded,
     EventType.FAILED: Failed,
+    EventType.CANCELED: Canceled,
     EventType.REFUND_REQUESTED: RefundRequested,
     EventType.REFUNDED: Refunded,
     EventType.REFUND_FAILED: RefundFailed,
@@ -184,6 +221,9 @@ class Event(BaseModel):
         return self.data
 
 
+# The two events that create a payment (both carry ``Initiated``): automatic, manual capture.
+CREATED: Final = frozenset({EventType.INITIATED, EventType.AUTHORIZATION_REQUESTED})
+
 # By the type's name: what EventType(str(name)) would find, without building the enum member
 # (a decode's before-validator asks this for every event).
 _PAYLOADS_BY_NAME: Final[dict[str, type[EventData]]] = {t.value: p for t, p in PAYLOADS.items()}
@@ -226,19 +266,35 @@ class Encoded:
     headers: Headers
 
 
-def encode(event: Event) -> Encoded:
-    headers: Headers = [
+def cloudevent_headers(
+    id_: str, source: str, type_: str, subject: str, time: datetime, extra: Headers
+) -> Headers:
+    """The CloudEvents Kafka binding's headers (binary mode), FlowPay's extensions after them."""
+    return [
         ("ce_specversion", b"1.0"),
-        ("ce_id", str(event.event_id).encode()),
-        ("ce_source", event.source.encode()),
-        ("ce_type", event.type.value.encode()),
-        ("ce_subject", event.payment_id.encode()),
-        ("ce_time", event.occurred_at.isoformat().encode()),
-        ("ce_merchantid", event.merchant_id.encode()),
-        ("ce_correlationid", event.correlation_id.encode()),
-        ("ce_schemaversion", str(event.schema_version).encode()),
+        ("ce_id", id_.encode()),
+        ("ce_source", source.encode()),
+        ("ce_type", type_.encode()),
+        ("ce_subject", subject.encode()),
+        ("ce_time", time.isoformat().encode()),
+        *extra,
         ("content-type", CONTENT_TYPE.encode()),
     ]
+
+
+def encode(event: Event) -> Encoded:
+    headers = cloudevent_headers(
+        str(event.event_id),
+        event.source,
+        event.type.value,
+        event.payment_id,
+        event.occurred_at,
+        [
+            ("ce_merchantid", event.merchant_id.encode()),
+            ("ce_correlationid", event.correlation_id.encode()),
+            ("ce_schemaversion", str(event.schema_version).encode()),
+        ],
+    )
     return Encoded(event.payment_id.encode(), event.model_dump_json().encode(), headers)
 
 
@@ -251,22 +307,44 @@ def header(headers: Headers | None, name: str) -> str | None:
 
 def decode(value: bytes | None, headers: Headers | None = None) -> Event:
     """Parse one Kafka message; raises MalformedEvent or UnknownEventType, never anything else."""
+    return decode_envelope(Event, value, headers, MalformedEvent, UnknownEventType, "event")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def decode_envelope(
+    model: builtins.type[M],
+    value: bytes | None,
+    headers: Headers | None,
+    malformed: builtins.type[MalformedEvent],
+    unknown: builtins.type[UnknownEventType],
+    what: str,
+) -> M:
+    """One message's envelope as ``model`` (whose ``type`` field the ``ce_type`` header must
+    match); raises ``malformed`` or ``unknown``, never anything else."""
     if not value:
-        raise MalformedEvent("empty message value")
+        raise malformed("empty message value")
     try:
-        event = Event.model_validate_json(value)
+        parsed = model.model_validate_json(value)
     except ValidationError as exc:
-        raise _classify(exc) from None
+        raise _classify(exc, malformed, unknown, what) from None
     declared = header(headers, "ce_type")
-    if declared is not None and declared != event.type.value:
-        raise MalformedEvent(f"header ce_type {declared!r} disagrees with body type {event.type}")
-    return event
+    kind = str(getattr(parsed, "type", ""))
+    if declared is not None and declared != kind:
+        raise malformed(f"header ce_type {declared!r} disagrees with body type {kind}")
+    return parsed
 
 
-def _classify(exc: ValidationError) -> MalformedEvent | UnknownEventType:
+def _classify(
+    exc: ValidationError,
+    malformed: builtins.type[MalformedEvent],
+    unknown: builtins.type[UnknownEventType],
+    what: str,
+) -> MalformedEvent | UnknownEventType:
     for error in exc.errors(include_url=False):
         if error["loc"] == ("type",) and error["type"] == "enum":
-            return UnknownEventType(f"unknown event type {error.get('input')!r}")
+            return unknown(f"unknown {what} type {error.get('input')!r}")
     first = exc.errors(include_url=False, include_input=False)[0]
     where = ".".join(str(p) for p in first["loc"]) or "(root)"
-    return MalformedEvent(f"{where}: {first['msg']}")
+    return malformed(f"{where}: {first['msg']}")

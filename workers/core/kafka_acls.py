@@ -20,7 +20,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from workers.core.config import KAFKA_ROLES, KafkaRole, Settings
+from workers.core.config import KAFKA_ROLES, KafkaPrincipal, KafkaRole, Settings
 from workers.core.errors import StackError
 from workers.core.kafka import group_id, make_admin
 from workers.core.kafka_security import credentials
@@ -29,6 +29,7 @@ from workers.core.topics import (
     GROUP_LEDGER,
     GROUP_NOTIFIER,
     GROUP_NOTIFIER_ENDPOINTS,
+    GROUP_ORCHESTRATOR,
     GROUP_PREFIX_DLQ_READER,
     GROUP_PREFIX_REPLAY,
     GROUP_PROCESSOR,
@@ -60,8 +61,10 @@ ACCESS: dict[KafkaRole, Access] = {
         groups=(GROUP_NOTIFIER, GROUP_NOTIFIER_ENDPOINTS),
         writes=_DLQ,
     ),
-    # The saga orchestrator of issue 15.
-    "orchestrator": Access(reads=("payments", "commands"), groups=("orchestrator",), writes=_DLQ),
+    # The saga orchestrator: it writes its commands through its outbox and the relay.
+    "orchestrator": Access(
+        reads=("payments", "commands"), groups=(GROUP_ORCHESTRATOR,), writes=_DLQ
+    ),
     # Topics, `dlq list` and `replay` (reading), and `dlq replay`, which re-publishes a dead
     # letter to the topic it came from: the one write to the event log besides the relay's.
     "operator": Access(
@@ -114,11 +117,9 @@ class Plan:
 
 def topic_names(settings: Settings) -> dict[TopicKey, str]:
     names = topics(settings)
-    # <prefix>.commands arrives with the saga orchestrator (issue 15); its ACLs can come first.
-    commands = f"{settings.kafka.topic_prefix}.commands"
     return {
         "payments": names.payments,
-        "commands": commands,
+        "commands": names.commands,
         "dead_letters": names.dead_letters,
         "webhook_endpoints": names.webhook_endpoints,
     }
@@ -157,15 +158,28 @@ def _grants(settings: Settings, role: KafkaRole, user: str, access: Access) -> I
             yield Grant(role, user, "topic", "prefixed", prefix, operation.name.lower())
 
 
+def as_administrator(settings: Settings, admin: KafkaPrincipal | None = None) -> Settings:
+    """``settings`` with the operator's clients acting as ``admin`` (default ``kafka.admin``);
+    unchanged when there is none."""
+    kafka = settings.kafka
+    admin = admin or kafka.admin
+    if admin is None:
+        return settings
+    principals = {**kafka.principals, "operator": admin}
+    return settings.model_copy(
+        update={"kafka": kafka.model_copy(update={"principals": principals})}
+    )
+
+
 def apply(settings: Settings, grants: list[Grant]) -> int:
     """Create the ACLs (Kafka keeps one copy of each, so applying again changes nothing).
 
-    Runs as the operator's principal, which must be allowed to alter the cluster's ACLs: a
-    cluster administrator's credentials, for instance through ``kafka.principals.operator``.
+    Runs as ``kafka.admin`` when set, else the operator's principal: it must be allowed to alter
+    the cluster's ACLs.
     """
     if not grants:
         return 0
-    admin = make_admin(settings, "operator")
+    admin = make_admin(as_administrator(settings), "operator")
     futures = admin.create_acls([grant.binding() for grant in grants], request_timeout=30)
     for future in futures.values():
         try:

@@ -1,38 +1,63 @@
 """The write side of the transactional outbox: stage events in the caller's transaction.
 
-Each emitting service has ``<schema>.outbox``; the relay (``workers.outbox``) publishes them.
+Each emitting service has ``<schema>.outbox``; the relay (``workers.outbox``) publishes them,
+each to its topic: events to the payment event log, the orchestrator's commands to the command
+topic. Every outbox has one shape; ``event_id`` holds what the message's ``ce_id`` says (a
+command's id in the orchestrator's).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from psycopg import AsyncCursor, Connection, Cursor, sql
+from psycopg import AsyncConnection, AsyncCursor, Connection, Cursor, sql
 from psycopg.types.json import Jsonb
 
-from workers.core import tracing
+from workers.core import commands, tracing
+from workers.core.commands import Command
+from workers.core.config import Settings
 from workers.core.events import Encoded, Event, decode, encode
 from workers.core.sql import load_queries
+from workers.core.topics import topics
 
-EMITTING_SCHEMAS: Final = ("api", "processor")
+# Every outbox the relay publishes, and the topic (a field of ``Topics``) each goes to.
+OUTBOXES: Final = {"api": "payments", "processor": "payments", "orchestrator": "commands"}
+EMITTING_SCHEMAS: Final = tuple(OUTBOXES)
+# The outboxes of events (the others hold commands).
+EVENT_SCHEMAS: Final = tuple(s for s, topic in OUTBOXES.items() if topic == "payments")
+
+
+def topic_of(settings: Settings, schema: str) -> str:
+    """The topic ``schema``'s outbox is published to."""
+    name: str = getattr(topics(settings), OUTBOXES[schema])
+    return name
 
 
 def insert_statement(schema: str) -> sql.Composed:
     return load_queries("workers.core")["outbox_insert"].format(schema=sql.Identifier(schema))
 
 
-def outbox_row(event: Event) -> tuple[Any, ...]:
+OutboxRow = tuple[Any, ...]
+
+
+def outbox_row(event: Event) -> OutboxRow:
+    """The event as its outbox row, carrying the current span's trace context: build it where
+    that span is current, even when the row is written later with others."""
     return encoded_row(event.event_id, encode(event))
 
 
-def encoded_row(event_id: Any, encoded: Encoded) -> tuple[Any, ...]:
-    """An encoded event of any kind as an outbox row (the current trace in its headers)."""
+def command_row(command: Command) -> OutboxRow:
+    return encoded_row(command.command_id, commands.encode(command))
+
+
+def encoded_row(id_: object, encoded: Encoded) -> OutboxRow:
+    """An encoded message of any kind as an outbox row (the current trace in its headers)."""
     headers = [
         [name, value.decode() if isinstance(value, bytes) else value]
         for name, value in tracing.inject(encoded.headers)
     ]
-    return (event_id, encoded.key, encoded.value, Jsonb(headers))
+    return (id_, encoded.key, encoded.value, Jsonb(headers))
 
 
 def stage(cursor: Cursor[Any], schema: str, events: Iterable[Event]) -> None:
@@ -41,6 +66,22 @@ def stage(cursor: Cursor[Any], schema: str, events: Iterable[Event]) -> None:
 
 async def stage_async(cursor: AsyncCursor[Any], schema: str, events: Iterable[Event]) -> None:
     await cursor.executemany(insert_statement(schema), [outbox_row(e) for e in events])
+
+
+def stage_commands(cursor: Cursor[Any], staged: Iterable[Command]) -> None:
+    """Stage the orchestrator's commands in its outbox (a command staged twice is one row)."""
+    cursor.executemany(insert_statement("orchestrator"), [command_row(c) for c in staged])
+
+
+async def stage_rows(conn: AsyncConnection[Any], schema: str, rows: Sequence[OutboxRow]) -> None:
+    """Stage rows made by ``outbox_row``, in this order, with one statement."""
+    if not rows:
+        return
+    query = load_queries("workers.core")["outbox_insert_rows"].format(schema=sql.Identifier(schema))
+    event_ids, keys, values, headers = (list(column) for column in zip(*rows, strict=True))
+    await conn.execute(
+        query, {"event_ids": event_ids, "keys": keys, "values": values, "headers": headers}
+    )
 
 
 def events_of(conn: Connection[Any], schema: str, payment_id: str) -> list[tuple[Event, bool]]:

@@ -1,4 +1,9 @@
-"""A payment's status as every service shows it, and which statuses are final."""
+"""A payment's status as every service shows it, and which statuses are final.
+
+As Stripe's PaymentIntents: a payment with ``capture_method: manual`` stops at
+``requires_capture`` once authorized, until it is captured (``processing``, then ``succeeded``),
+canceled (``processing``, then ``canceled``) or its authorization expires (``canceled``).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,31 @@ class PaymentStatus(StrEnum):
 
     INITIATED = "initiated"
     PROCESSING = "processing"
+    REQUIRES_CAPTURE = "requires_capture"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELED = "canceled"
     REFUNDED = "refunded"
 
 
 # Where a payment's event stream ends (a refund after success shows in a new stream).
-TERMINAL: Final = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.REFUNDED})
+TERMINAL: Final = frozenset(
+    {PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.CANCELED, PaymentStatus.REFUNDED}
+)
+
+
+class CaptureMethod(StrEnum):
+    """When a payment's authorization is captured: at once (one gateway charge), or on request."""
+
+    AUTOMATIC = "automatic"
+    MANUAL = "manual"
+
+
+class CancellationReason(StrEnum):
+    """Why a payment was canceled: a merchant's reason (Stripe's), or its authorization expired."""
+
+    DUPLICATE = "duplicate"
+    FRAUDULENT = "fraudulent"
+    REQUESTED_BY_CUSTOMER = "requested_by_customer"
+    ABANDONED = "abandoned"
+    EXPIRED = "expired"

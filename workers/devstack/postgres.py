@@ -1,4 +1,10 @@
-"""A private PostgreSQL 15 cluster from Debian's packages, on its own port and socket directory."""
+"""A private PostgreSQL 15 cluster from Debian's packages, on its own port and socket directory.
+
+Everyone logs in with a password (SCRAM) over TCP: FlowPay's roles, each as itself, and the
+cluster's superuser, with the passwords the stack generated (``workers.devstack.credentials``).
+The superuser is also trusted on the stack's Unix socket, which only the cluster's owner may
+reach: that is how the stack sets the passwords, before any exists.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from workers.core.config import Settings
-from workers.core.db import database_url
+from workers.core.db import DEV_DATABASE, DEV_SUPERUSER, admin_url
+from workers.core.db_roles import create_roles, set_passwords
 from workers.core.errors import StackError
+from workers.devstack.credentials import postgres_passwords
 from workers.devstack.paths import StackPaths
 from workers.devstack.procs import alive, read_pid, tail
 
@@ -23,8 +32,8 @@ log = logging.getLogger(__name__)
 
 PG_MAJOR = 15
 BIN_DIR = Path(f"/usr/lib/postgresql/{PG_MAJOR}/bin")
-SUPERUSER = "flowpay"
-DATABASE = "flowpay"
+SUPERUSER = DEV_SUPERUSER
+DATABASE = DEV_DATABASE
 # Debian's package would otherwise create and start a system cluster of its own.
 _CREATECLUSTER_CONF = Path("/etc/postgresql-common/createcluster.conf")
 
@@ -33,11 +42,21 @@ _SETTINGS = """\
 listen_addresses = '127.0.0.1'
 port = {port}
 unix_socket_directories = '{socket_dir}'
+unix_socket_permissions = 0700
+password_encryption = scram-sha-256
 max_connections = 300
 shared_buffers = 256MB
 synchronous_commit = on
 log_min_messages = warning
 log_line_prefix = '%m [%p] '
+"""
+
+_HBA = """\
+# Written by flowpay dev; edits are overwritten.
+# The superuser on the stack's own socket (only the cluster's owner may reach it).
+local  all  {superuser}  trust
+# Everyone over TCP, with a password (<dev.home>/credentials/postgres.pgpass).
+host   all  all  127.0.0.1/32  scram-sha-256
 """
 
 
@@ -77,13 +96,14 @@ def status(settings: Settings) -> PgStatus:
     return PgStatus(
         running=alive(pid, str(paths.pg_data)),
         pid=pid,
-        url=database_url(settings),
+        url=admin_url(settings),
         log=paths.pg_log,
     )
 
 
 def up(settings: Settings) -> PgStatus:
-    """Initialise once, start unless running, wait until it accepts connections."""
+    """Initialise once, start unless running, wait until it accepts connections; then the
+    database, FlowPay's roles and everyone's password."""
     install()
     paths = StackPaths.of(settings)
     _prepare_dirs(paths)
@@ -93,9 +113,12 @@ def up(settings: Settings) -> PgStatus:
         _SETTINGS.format(port=settings.dev.pg_port, socket_dir=paths.pg_socket_dir)
     )
     _chown(paths.pg_data / "flowpay.conf")
+    hba_changed = _write_hba(paths)
     if not status(settings).running:
         _start(paths, settings.dev.start_timeout_s)
-    _ensure_database(settings)
+    elif hba_changed:
+        _as_owner([str(BIN_DIR / "pg_ctl"), "reload", "-D", str(paths.pg_data)])
+    _ensure_database_and_roles(settings)
     return status(settings)
 
 
@@ -154,13 +177,33 @@ def _start(paths: StackPaths, timeout_s: float) -> None:
             time.sleep(1)
 
 
-def _ensure_database(settings: Settings) -> None:
-    admin_url = f"postgresql://{SUPERUSER}@127.0.0.1:{settings.dev.pg_port}/postgres"
+def _write_hba(paths: StackPaths) -> bool:
+    """Write pg_hba.conf; True when it changed (a running server must reload it)."""
+    path = paths.pg_data / "pg_hba.conf"
+    wanted = _HBA.format(superuser=SUPERUSER)
+    if path.exists() and path.read_text() == wanted:
+        return False
+    path.write_text(wanted)
+    _chown(path)
+    return True
+
+
+def _ensure_database_and_roles(settings: Settings) -> None:
+    socket = make_conninfo(
+        host=str(StackPaths.of(settings).pg_socket_dir),
+        port=settings.dev.pg_port,
+        user=SUPERUSER,
+        dbname="postgres",
+    )
     try:
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(socket, autocommit=True, connect_timeout=10) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
             if exists.fetchone() is None:
                 conn.execute(f"CREATE DATABASE {DATABASE}")
+            with conn.transaction():
+                for statement in create_roles(settings):
+                    conn.execute(statement)
+                set_passwords(conn, postgres_passwords(settings))
     except psycopg.OperationalError as exc:
         raise StackError(f"PostgreSQL on port {settings.dev.pg_port} refused: {exc}") from None
 

@@ -80,6 +80,12 @@ ROLES: tuple[Role, ...] = (
     ),
     Role("processor", ("run-processor",), _metrics(lambda m: m.processor_port), "/metrics"),
     Role("ledger", ("run-ledger",), _metrics(lambda m: m.ledger_port), "/metrics"),
+    Role(
+        "orchestrator",
+        ("run-orchestrator",),
+        _metrics(lambda m: m.orchestrator_port),
+        "/metrics",
+    ),
     Role("notifier", ("run-notifier",), _metrics(lambda m: m.notifier_port), "/metrics"),
     Role("webhook-sink", ("dev", "sink"), lambda s: ("127.0.0.1", s.dev.sink_port)),
 )

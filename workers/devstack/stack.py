@@ -11,15 +11,18 @@ from typing import Any
 import httpx
 
 from workers.core.config import Settings
-from workers.core.db import database_url
+from workers.core.db import connect, database_url
 from workers.core.errors import StackError
 from workers.core.kafka import bootstrap_servers, create_topics
 from workers.core.logs import mask_conninfo
-from workers.devstack import demo, health, kafka, postgres, roles
+from workers.core.sealing import keyring
+from workers.devstack import credentials, demo, health, kafka, postgres, roles
 from workers.devstack.paths import StackPaths
 from workers.devstack.procs import tail
 from workers.devstack.sink import sink_url
+from workers.migrations import setup
 from workers.migrations.runner import Migration, migrate
+from workers.notifier.endpoint_secrets import rotate
 
 Progress = Callable[[str], None]
 
@@ -49,11 +52,15 @@ def up(
     that exactly one instance of each role runs.
     """
     StackPaths.of(settings).logs.mkdir(parents=True, exist_ok=True)
-    if settings.database.url is None:
+    if settings.database.local:
         say("PostgreSQL")
         postgres.up(settings)
+        credentials.ensure_secrets_key(settings)
     say("schema")
     init_database(settings)
+    if settings.database.local:
+        say("secrets")
+        seal_plain_secrets(settings)
     if settings.kafka.bootstrap_servers is None:
         say("Kafka")
         kafka.up(settings)
@@ -82,8 +89,20 @@ def wait_http(url: str, timeout_s: float, log: Path) -> None:
 
 
 def init_database(settings: Settings) -> list[Migration]:
-    """Bring the database's schema up to date; returns the migrations applied."""
-    return migrate(database_url(settings))
+    """Bring the database up to date; returns the migrations applied.
+
+    The stack's own cluster gets `flowpay db init` (roles, access, migrations); a database of
+    someone else's only the migrations: its roles are its administrator's (`flowpay db init`).
+    """
+    if settings.database.local:
+        return setup.init_database(settings)
+    return migrate(database_url(settings, "owner"))
+
+
+def seal_plain_secrets(settings: Settings) -> int:
+    """Seal the secrets stored before encryption (as `flowpay secrets rotate` would)."""
+    with connect(settings, "notifier") as conn:
+        return rotate(conn, keyring(settings), lambda _n: None)
 
 
 def down(settings: Settings) -> list[str]:
@@ -93,7 +112,7 @@ def down(settings: Settings) -> list[str]:
         stopped.append("roles")
     if settings.kafka.bootstrap_servers is None and kafka.down(settings):
         stopped.append("kafka")
-    if settings.database.url is None and postgres.down(settings):
+    if settings.database.local and postgres.down(settings):
         stopped.append("postgres")
     return stopped
 
@@ -144,7 +163,7 @@ def as_json(settings: Settings) -> dict[str, Any]:
 
 
 def _postgres(settings: Settings) -> Component:
-    if settings.database.url is not None:
+    if not settings.database.local:
         return Component("postgres", "external", None, _redacted_url(settings), "")
     pg = postgres.status(settings)
     return Component("postgres", _state(pg.running), pg.pid, _redacted_url(settings), str(pg.log))
@@ -182,5 +201,5 @@ def _state(running: bool) -> str:
 
 
 def _redacted_url(settings: Settings) -> str:
-    """The database URL without its password: status output must never show a secret."""
-    return mask_conninfo(database_url(settings))
+    """The operator's database URL without its password: output must never show a secret."""
+    return mask_conninfo(database_url(settings, "operator"))

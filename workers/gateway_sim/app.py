@@ -1,6 +1,7 @@
 """The simulator's HTTP API (FastAPI): a Stripe-like gateway with faults injected on purpose.
 
-Only ``POST /v1/charges`` and ``POST /v1/refunds`` are faulted; lookups get the latency but
+Only the POSTs that move money are faulted (charges, refunds, authorizations, their captures
+and voids); lookups get the latency but
 never a fault, and ``/_sim/*`` (the simulator's own controls) and ``/healthz`` get neither.
 A request whose idempotency key is still in use by an earlier one is answered ``409
 idempotency_key_in_use``, as Stripe does.
@@ -22,10 +23,20 @@ from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
 from workers.core.requests import StrictBody
+from workers.gateway_sim import authorizations
+from workers.gateway_sim.db import Q
 from workers.gateway_sim.errors import API_ERROR, SimError, not_found, unavailable
 from workers.gateway_sim.faults import Endpoint, Fault, FaultModel, FaultSettings
 from workers.gateway_sim.in_progress import KeysInProgress, Release
-from workers.gateway_sim.schemas import ChargeCreate, RefundCreate, check_key, fingerprint
+from workers.gateway_sim.schemas import (
+    AuthorizationCreate,
+    CaptureCreate,
+    ChargeCreate,
+    RefundCreate,
+    VoidCreate,
+    check_key,
+    fingerprint,
+)
 from workers.gateway_sim.schemas import parse_body as parse
 from workers.gateway_sim.stats import Stats
 from workers.gateway_sim.store import Created, Store
@@ -172,6 +183,29 @@ class Simulator:
             self.stats.refunds += 1
         return self._created(created)
 
+    async def authorize(self, key: str, body: AuthorizationCreate) -> Response:
+        request_hash = fingerprint("/v1/authorizations", body)
+        created = await self.store.write(
+            lambda c: authorizations.create(c, key, body, request_hash)
+        )
+        if not created.replayed:
+            self.stats.authorizations += 1
+        return self._created(created)
+
+    async def capture(self, authorization_id: str, key: str, body: CaptureCreate) -> Response:
+        request_hash = fingerprint(f"/v1/authorizations/{authorization_id}/capture", body)
+        created = await self.store.write(
+            lambda c: authorizations.capture(c, authorization_id, key, body, request_hash)
+        )
+        return self._created(created)
+
+    async def void(self, authorization_id: str, key: str, body: VoidCreate) -> Response:
+        request_hash = fingerprint(f"/v1/authorizations/{authorization_id}/void", body)
+        created = await self.store.write(
+            lambda c: authorizations.void(c, authorization_id, key, request_hash)
+        )
+        return self._created(created)
+
     def _created(self, created: Created) -> Response:
         if created.replayed:
             self.stats.replays += 1
@@ -228,6 +262,44 @@ def _install_gateway_routes(app: FastAPI, sim: Simulator) -> None:
     @app.post("/v1/refunds")
     async def create_refund(request: Request) -> Response:
         return await sim.serve(request, "refunds", RefundCreate, sim.refund)
+
+    @app.post("/v1/authorizations")
+    async def create_authorization(request: Request) -> Response:
+        return await sim.serve(request, "authorizations", AuthorizationCreate, sim.authorize)
+
+    @app.post("/v1/authorizations/{authorization_id}/capture")
+    async def capture_authorization(request: Request, authorization_id: str) -> Response:
+        async def act(key: str, body: CaptureCreate) -> Response:
+            return await sim.capture(authorization_id, key, body)
+
+        return await sim.serve(request, "captures", CaptureCreate, act)
+
+    @app.post("/v1/authorizations/{authorization_id}/void")
+    async def void_authorization(request: Request, authorization_id: str) -> Response:
+        async def act(key: str, body: VoidCreate) -> Response:
+            return await sim.void(authorization_id, key, body)
+
+        return await sim.serve(request, "voids", VoidCreate, act)
+
+    @app.get("/v1/authorizations/{authorization_id}")
+    async def get_authorization(authorization_id: str) -> Response:
+        await sim.lookup()
+        found = await sim.store.read(
+            lambda c: c.execute(Q["authorization_by_id"], (authorization_id,)).fetchone()
+        )
+        if found is None:
+            raise not_found("authorization")
+        return json_response(authorizations.authorization_object(found))
+
+    @app.get("/v1/authorizations")
+    async def list_authorizations(request: Request) -> Response:
+        await sim.lookup()
+        reference = _reference(request)
+        rows = await sim.store.read(
+            lambda c: c.execute(Q["authorizations_by_reference"], (reference,)).fetchall()
+        )
+        data = [authorizations.authorization_object(row) for row in rows]
+        return json_response({"object": "list", "data": data})
 
     @app.get("/v1/charges/{charge_id}")
     async def get_charge(charge_id: str) -> Response:

@@ -18,6 +18,37 @@ CREATE TABLE IF NOT EXISTS charges (
     created_at      TEXT    NOT NULL
 );
 CREATE INDEX IF NOT EXISTS charges_by_reference ON charges (reference, seq);
+-- An authorization holds an amount on the card until it is captured (all or part of it: the
+-- capture makes a charge, the rest is released) or voided. Files made before authorizations
+-- get these tables when they are opened again (IF NOT EXISTS).
+CREATE TABLE IF NOT EXISTS authorizations (
+    seq             INTEGER PRIMARY KEY,
+    id              TEXT    NOT NULL UNIQUE,
+    idempotency_key TEXT    NOT NULL UNIQUE,
+    request_hash    TEXT    NOT NULL,
+    amount          INTEGER NOT NULL CHECK (amount > 0),
+    currency        TEXT    NOT NULL,
+    payment_method  TEXT    NOT NULL,
+    reference       TEXT    NOT NULL,
+    status          TEXT    NOT NULL
+                    CHECK (status IN ('requires_capture', 'declined', 'captured', 'canceled')),
+    decline_code    TEXT,
+    amount_captured INTEGER NOT NULL DEFAULT 0 CHECK (amount_captured BETWEEN 0 AND amount),
+    charge_id       TEXT    REFERENCES charges (id),
+    created_at      TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS authorizations_by_reference ON authorizations (reference, seq);
+-- Captures and voids, each once per key (a namespace per kind), with the answer they gave.
+CREATE TABLE IF NOT EXISTS authorization_actions (
+    seq              INTEGER PRIMARY KEY,
+    kind             TEXT    NOT NULL CHECK (kind IN ('capture', 'void')),
+    idempotency_key  TEXT    NOT NULL,
+    request_hash     TEXT    NOT NULL,
+    authorization_id TEXT    NOT NULL REFERENCES authorizations (id),
+    answer           TEXT    NOT NULL,
+    created_at       TEXT    NOT NULL,
+    UNIQUE (kind, idempotency_key)
+);
 CREATE TABLE IF NOT EXISTS refunds (
     seq             INTEGER PRIMARY KEY,
     id              TEXT    NOT NULL UNIQUE,
@@ -103,3 +134,34 @@ RELEASE job;
 
 -- name: rollback_to
 ROLLBACK TO job;
+
+-- name: authorization_by_key
+SELECT * FROM authorizations WHERE idempotency_key = ?;
+
+-- name: authorization_by_id
+SELECT * FROM authorizations WHERE id = ?;
+
+-- name: authorizations_by_reference
+SELECT * FROM authorizations WHERE reference = ? ORDER BY seq;
+
+-- name: authorization_insert
+INSERT INTO authorizations (
+    id, idempotency_key, request_hash, amount, currency, payment_method, reference, status,
+    decline_code, created_at
+) VALUES (
+    :id, :idempotency_key, :request_hash, :amount, :currency, :payment_method, :reference,
+    :status, :decline_code, :created_at
+);
+
+-- name: authorization_settle
+UPDATE authorizations SET status = :status, amount_captured = :amount_captured,
+    charge_id = :charge_id
+WHERE id = :id;
+
+-- name: action_by_key
+SELECT * FROM authorization_actions WHERE kind = ? AND idempotency_key = ?;
+
+-- name: action_insert
+INSERT INTO authorization_actions (
+    kind, idempotency_key, request_hash, authorization_id, answer, created_at
+) VALUES (:kind, :idempotency_key, :request_hash, :authorization_id, :answer, :created_at);

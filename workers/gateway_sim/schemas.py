@@ -23,6 +23,19 @@ class ChargeCreate(StrictBody):
     reference: str = Field(min_length=1, max_length=255)
 
 
+class AuthorizationCreate(ChargeCreate):
+    pass
+
+
+class CaptureCreate(StrictBody):
+    # Without it, all that is held is captured.
+    amount_to_capture: int | None = Field(default=None, ge=1, le=MAX_AMOUNT)
+
+
+class VoidCreate(StrictBody):
+    pass
+
+
 class RefundCreate(StrictBody):
     charge: str = Field(min_length=1, max_length=255)
     amount: int = Field(ge=1, le=MAX_AMOUNT)

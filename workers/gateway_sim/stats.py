@@ -11,11 +11,12 @@ from workers.gateway_sim.faults import Fault
 @dataclass
 class Stats:
     # Only the event loop's thread touches these, so plain ints are enough.
-    requests: int = 0  # POST /v1/charges and /v1/refunds received
+    requests: int = 0  # POSTs that move money received (charges, refunds, authorizations...)
     lookups: int = 0  # GET /v1/charges...
     charges: int = 0  # charges created, declined ones included
     declines: int = 0
     refunds: int = 0
+    authorizations: int = 0  # declined ones included
     replays: int = 0  # answers given from an earlier request with the same key
     conflicts: int = 0  # 409s: the key's first request was still being processed
     faults: dict[Fault, int] = field(default_factory=lambda: dict.fromkeys(Fault, 0))
@@ -27,6 +28,7 @@ class Stats:
             "charges": self.charges,
             "declines": self.declines,
             "refunds": self.refunds,
+            "authorizations": self.authorizations,
             "replays": self.replays,
             "conflicts": self.conflicts,
             "faults": {str(kind): count for kind, count in self.faults.items()},

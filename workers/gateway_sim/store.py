@@ -114,6 +114,13 @@ class Store:
     async def create_refund(self, key: str, body: RefundCreate, request_hash: str) -> Created:
         return await self._writer.submit(lambda c: _create_refund(c, key, body, request_hash))
 
+    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work`` on the writer's thread, in its transaction (a write of another module)."""
+        return await self._writer.submit(work)
+
+    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._read(work)
+
     async def charge(self, charge_id: str) -> JsonObject | None:
         row = await self._read(lambda c: c.execute(Q["charge_by_id"], (charge_id,)).fetchone())
         return None if row is None else charge_object(row)
@@ -157,11 +164,11 @@ def _bring_up_to_date(conn: sqlite3.Connection) -> None:
     conn.execute(Q["refunds_by_reference_index"])
 
 
-def _now() -> str:
+def now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _same_request(row: Mapping[str, Any], request_hash: str) -> None:
+def same_request(row: Mapping[str, Any], request_hash: str) -> None:
     if row["request_hash"] != request_hash:
         raise SimError(
             422,
@@ -178,20 +185,27 @@ def _create_charge(
 ) -> Created:
     existing = conn.execute(Q["charge_by_key"], (key,)).fetchone()
     if existing is not None:
-        _same_request(existing, request_hash)
+        same_request(existing, request_hash)
         return Created(charge_object(existing), replayed=True)
-    decline_code = DECLINES.get(body.payment_method)
-    charge = body.model_dump() | {
-        "id": new_id("ch"),
-        "idempotency_key": key,
-        "request_hash": request_hash,
-        "status": "succeeded" if decline_code is None else "declined",
-        "decline_code": decline_code,
-        "amount_refunded": 0,
-        "created_at": _now(),
-    }
+    charge = card_request(body, "ch", key, request_hash, "succeeded") | {"amount_refunded": 0}
     conn.execute(Q["charge_insert"], charge)
     return Created(charge_object(charge), replayed=False)
+
+
+def card_request(
+    body: ChargeCreate, prefix: str, key: str, request_hash: str, status: str
+) -> JsonObject:
+    """A new charge or authorization of ``body``: ``status``, or declined for a test card that
+    declines."""
+    decline_code = DECLINES.get(body.payment_method)
+    return body.model_dump() | {
+        "id": new_id(prefix),
+        "idempotency_key": key,
+        "request_hash": request_hash,
+        "status": status if decline_code is None else "declined",
+        "decline_code": decline_code,
+        "created_at": now(),
+    }
 
 
 def _create_refund(
@@ -199,7 +213,7 @@ def _create_refund(
 ) -> Created:
     existing = conn.execute(Q["refund_by_key"], (key,)).fetchone()
     if existing is not None:
-        _same_request(existing, request_hash)
+        same_request(existing, request_hash)
         return Created(refund_object(existing), replayed=True)
     charge = conn.execute(Q["charge_by_id"], (body.charge,)).fetchone()
     if charge is None:
@@ -218,7 +232,7 @@ def _create_refund(
         "charge_id": body.charge,
         "amount": body.amount,
         "status": "succeeded",
-        "created_at": _now(),
+        "created_at": now(),
         "reference": body.reference,
     }
     conn.execute(Q["refund_insert"], refund)

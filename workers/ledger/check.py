@@ -100,6 +100,7 @@ class _History:
     authorized: int
     posts: int
     posted: int
+    captures: int
     voids: int
     refunds: int
     refunded: int
@@ -119,15 +120,17 @@ def _history(conn: Conn, q: dict[str, sql.Composed]) -> list[str]:
 
 def _history_problems(h: _History) -> Iterator[str]:
     if h.initiated != h.authorizes:
-        yield f"{h.initiated} payment.initiated but {h.authorizes} pending transfers"
+        yield f"{h.initiated} payments created but {h.authorizes} pending transfers"
     elif h.initiated_amount != h.authorized:
-        yield f"pending transfer of {h.authorized} for payment.initiated of {h.initiated_amount}"
+        yield f"pending transfer of {h.authorized} for a payment created of {h.initiated_amount}"
     if h.succeeded != h.posts:
         yield f"{h.succeeded} payment.succeeded but {h.posts} posted transfers"
-    elif h.posts and h.posted != h.authorized:
+    elif h.posts and not h.captures and h.posted != h.authorized:
         yield f"posted {h.posted} of a pending transfer of {h.authorized}"
+    elif h.captures and not 0 < h.posted <= h.authorized:
+        yield f"captured {h.posted} of a hold of {h.authorized}"
     if h.failed != h.voids:
-        yield f"{h.failed} payment.failed but {h.voids} voided transfers"
+        yield f"{h.failed} payment.failed or payment.canceled but {h.voids} voided transfers"
     if (h.refunded_events, h.refunded_amount) != (h.refunds, h.refunded):
         yield (
             f"{h.refunded_events} payment.refunded for {h.refunded_amount} but "
@@ -142,6 +145,23 @@ def _history_problems(h: _History) -> Iterator[str]:
             f"{h.late_charges} late charges for {h.late_charged} and "
             f"{h.reversals} reversals for {h.reversed}"
         )
+
+
+def _holds(conn: Conn, q: dict[str, sql.Composed]) -> list[str]:
+    found = []
+    for problem, subject, pending, posted, open_ in conn.execute(q["check_holds"]):
+        if problem == "resolution":
+            payment, kind = subject.split(" ")
+            what = "a charge" if kind == "capture" else "a hold"
+            found.append(f"payment {payment}: a {kind} resolves {what}")
+        elif posted:
+            found.append(f"authorization_holds:{subject} has posted entries ({posted})")
+        else:
+            found.append(
+                f"authorization_holds:{subject} holds {pending} pending, "
+                f"but the holds not yet resolved come to {open_}"
+            )
+    return found
 
 
 def _hash_chain(conn: Conn, q: dict[str, sql.Composed]) -> list[str]:
@@ -202,14 +222,20 @@ CHECKS: Final[tuple[tuple[str, str, Check], ...]] = (
     ("balances", "each account's stored balance equals the sum of its entries", _balances),
     (
         "resolved_once",
-        "no pending transfer is resolved (posted or voided) more than once",
+        "no pending transfer is resolved (posted, captured or voided) more than once",
         _resolutions,
     ),
     (
         "history",
-        "each payment's postings match its events: posted iff succeeded, voided iff failed, "
-        "refunds as refunded and never above the charge",
+        "each payment's postings match its events: posted iff succeeded (a capture at most its "
+        "hold), voided iff failed or canceled, refunds as refunded and never above the charge",
         _history,
+    ),
+    (
+        "holds",
+        "authorization holds are never posted, their balance is the holds not yet resolved, "
+        "and a capture resolves a hold, a post a charge",
+        _holds,
     ),
     ("hash_chain", "every partition's hash chain is intact and ends at its head", _hash_chain),
 )

@@ -133,7 +133,7 @@ class Ledger:
         if self._conn is None or self._conn.closed or self._conn.broken:
             if self._conn is not None:
                 self._conn.close()
-            self._conn = connect(self.settings, autocommit=True)
+            self._conn = connect(self.settings, "ledger", autocommit=True)
         return self._conn
 
     def close(self) -> None:
@@ -157,9 +157,14 @@ ROUTES: Final = register(
         "ledger",
         {
             EventType.INITIATED: Ledger.post,
+            EventType.AUTHORIZATION_REQUESTED: Ledger.post,
             EventType.PROCESSING: Ledger.post,
+            EventType.REQUIRES_CAPTURE: Ledger.post,
+            EventType.CAPTURE_REQUESTED: Ledger.post,
+            EventType.CANCEL_REQUESTED: Ledger.post,
             EventType.SUCCEEDED: Ledger.post,
             EventType.FAILED: Ledger.post,
+            EventType.CANCELED: Ledger.post,
             EventType.REFUND_REQUESTED: Ledger.post,
             EventType.REFUNDED: Ledger.post,
             EventType.REFUND_FAILED: Ledger.post,

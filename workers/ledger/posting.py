@@ -16,6 +16,9 @@ from typing import Final
 from workers.core.consuming import Received
 from workers.core.errors import EventError, TransientError
 from workers.core.events import (
+    Canceled,
+    CancelRequested,
+    CaptureRequested,
     ChargeReversed,
     Event,
     EventData,
@@ -26,6 +29,7 @@ from workers.core.events import (
     Refunded,
     RefundFailed,
     RefundRequested,
+    RequiresCapture,
     Succeeded,
 )
 from workers.core.kafka import Message
@@ -168,8 +172,12 @@ class Planner:
 _ROW_FIELDS: Final[dict[type[EventData], tuple[str | None, str | None, str | None]]] = {
     Initiated: ("amount", None, "currency"),
     Processing: (None, None, None),
-    Succeeded: (None, "charge_id", None),
+    RequiresCapture: ("amount_capturable", "authorization_id", None),
+    CaptureRequested: ("amount_to_capture", None, None),
+    CancelRequested: (None, None, None),
+    Succeeded: ("amount_captured", "charge_id", None),
     Failed: (None, None, None),
+    Canceled: (None, None, None),
     RefundRequested: ("amount", "refund_id", None),
     Refunded: ("amount", "refund_id", None),
     RefundFailed: (None, "refund_id", None),

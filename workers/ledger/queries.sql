@@ -37,18 +37,23 @@ SELECT event_id FROM {schema}.events WHERE event_id = ANY(%(ids)s::uuid[]);
 
 -- name: payment_states
 -- What the ledger holds per payment, derived from its transactions (rules.PaymentState.after
--- derives the same in memory). A transfer's amount: its debits in the phase that moves most.
+-- derives the same in memory). A transfer's amount: its debits in the phase that moves most;
+-- what it posted: its debits in the posted phase; the account a pending transfer reserves on:
+-- its pending debit's (gateway_receivable, or authorization_holds for a hold).
 WITH per_phase AS (
-    SELECT t.id, t.kind, t.payment_id, t.merchant_id, t.reference,
+    SELECT t.id, t.kind, t.payment_id, t.merchant_id, t.reference, e.phase,
            min(e.currency) AS currency,
-           coalesce(sum(e.amount) FILTER (WHERE e.direction = 'debit'), 0) AS debits
+           coalesce(sum(e.amount) FILTER (WHERE e.direction = 'debit'), 0) AS debits,
+           min(split_part(e.account_id, ':', 1)) FILTER (WHERE e.direction = 'debit') AS debited
     FROM {schema}.transactions t
     JOIN {schema}.entries e ON e.txn_id = t.id
     WHERE t.payment_id = ANY(%(payment_ids)s::text[])
     GROUP BY t.id, e.phase
 ), txns AS (
     SELECT id, kind, payment_id, merchant_id, reference, min(currency) AS currency,
-           max(debits)::bigint AS amount
+           max(debits)::bigint AS amount,
+           coalesce(sum(debits) FILTER (WHERE phase = 'posted'), 0)::bigint AS posted,
+           min(debited) FILTER (WHERE phase = 'pending') AS account
     FROM per_phase GROUP BY id, kind, payment_id, merchant_id, reference
 )
 SELECT payment_id,
@@ -56,10 +61,13 @@ SELECT payment_id,
        (array_agg(merchant_id) FILTER (WHERE kind = 'authorize'))[1] AS merchant_id,
        (array_agg(currency) FILTER (WHERE kind = 'authorize'))[1] AS currency,
        (array_agg(amount) FILTER (WHERE kind = 'authorize'))[1] AS amount,
-       (array_agg(kind) FILTER (WHERE kind IN ('post', 'void')))[1] AS resolution,
+       (array_agg(account) FILTER (WHERE kind = 'authorize'))[1] AS account,
+       (array_agg(kind) FILTER (WHERE kind IN ('post', 'capture', 'void')))[1] AS resolution,
        coalesce(sum(amount) FILTER (WHERE kind = 'refund'), 0)::bigint AS refunded,
        coalesce(array_agg(ARRAY[kind, reference]) FILTER (WHERE reference IS NOT NULL),
-                ARRAY[]::text[]) AS refs
+                ARRAY[]::text[]) AS refs,
+       coalesce(sum(posted) FILTER (WHERE kind IN ('post', 'capture', 'void')), 0)::bigint
+           AS captured
 FROM txns
 GROUP BY payment_id;
 
@@ -154,26 +162,30 @@ WITH pending_debits AS (
 )
 SELECT t.payment_id,
        coalesce(sum(d.amount) FILTER (WHERE t.kind = 'authorize'), 0)::bigint AS reserved,
-       count(*) FILTER (WHERE t.kind IN ('post', 'void')) AS resolutions,
-       coalesce(sum(d.amount) FILTER (WHERE t.kind IN ('post', 'void')), 0)::bigint AS released,
-       count(*) FILTER (WHERE t.kind IN ('post', 'void') AND (a.id IS NULL OR a.kind <> 'authorize'
-                        OR a.payment_id <> t.payment_id)) AS misdirected
+       count(*) FILTER (WHERE t.kind IN ('post', 'capture', 'void')) AS resolutions,
+       coalesce(sum(d.amount) FILTER (WHERE t.kind IN ('post', 'capture', 'void')), 0)::bigint AS released,
+       count(*) FILTER (WHERE t.kind IN ('post', 'capture', 'void')
+                        AND (a.id IS NULL OR a.kind <> 'authorize'
+                             OR a.payment_id <> t.payment_id)) AS misdirected
 FROM {schema}.transactions t
 LEFT JOIN pending_debits d ON d.txn_id = t.id
 LEFT JOIN {schema}.transactions a ON a.id = t.pending_of
-WHERE t.kind IN ('authorize', 'post', 'void')
+WHERE t.kind IN ('authorize', 'post', 'capture', 'void')
 GROUP BY t.payment_id
-HAVING count(*) FILTER (WHERE t.kind IN ('post', 'void')) > 1
-    OR coalesce(sum(d.amount) FILTER (WHERE t.kind IN ('post', 'void')), 0)
+HAVING count(*) FILTER (WHERE t.kind IN ('post', 'capture', 'void')) > 1
+    OR coalesce(sum(d.amount) FILTER (WHERE t.kind IN ('post', 'capture', 'void')), 0)
        > coalesce(sum(d.amount) FILTER (WHERE t.kind = 'authorize'), 0)
-    OR count(*) FILTER (WHERE t.kind IN ('post', 'void') AND (a.id IS NULL OR a.kind <> 'authorize'
-                        OR a.payment_id <> t.payment_id)) > 0
+    OR count(*) FILTER (WHERE t.kind IN ('post', 'capture', 'void')
+                        AND (a.id IS NULL OR a.kind <> 'authorize'
+                             OR a.payment_id <> t.payment_id)) > 0
 ORDER BY t.payment_id;
 
 -- name: check_history
--- Per payment: what its applied events say happened, and what its postings say.
+-- Per payment: what its applied events say happened, and what its postings say. A transfer's
+-- amount is its debits in the phase that moves most; what it posted, its posted debits.
 WITH amounts AS (
-    SELECT txn_id, max(debits)::bigint AS amount
+    SELECT txn_id, max(debits)::bigint AS amount,
+           coalesce(sum(debits) FILTER (WHERE phase = 'posted'), 0)::bigint AS posted
     FROM (SELECT txn_id, phase,
                  coalesce(sum(amount) FILTER (WHERE direction = 'debit'), 0) AS debits
           FROM {schema}.entries GROUP BY txn_id, phase) AS per_phase
@@ -182,8 +194,9 @@ WITH amounts AS (
     SELECT t.payment_id,
            count(*) FILTER (WHERE t.kind = 'authorize') AS authorizes,
            coalesce(sum(a.amount) FILTER (WHERE t.kind = 'authorize'), 0)::bigint AS authorized,
-           count(*) FILTER (WHERE t.kind = 'post') AS posts,
-           coalesce(sum(a.amount) FILTER (WHERE t.kind = 'post'), 0)::bigint AS posted,
+           count(*) FILTER (WHERE t.kind IN ('post', 'capture')) AS posts,
+           coalesce(sum(a.posted) FILTER (WHERE t.kind IN ('post', 'capture')), 0)::bigint AS posted,
+           count(*) FILTER (WHERE t.kind = 'capture') AS captures,
            count(*) FILTER (WHERE t.kind = 'void') AS voids,
            count(*) FILTER (WHERE t.kind = 'refund') AS refunds,
            coalesce(sum(a.amount) FILTER (WHERE t.kind = 'refund'), 0)::bigint AS refunded,
@@ -195,10 +208,10 @@ WITH amounts AS (
     GROUP BY t.payment_id
 ), ev AS (
     SELECT payment_id,
-           count(*) FILTER (WHERE type = 'payment.initiated') AS initiated,
-           coalesce(sum(amount) FILTER (WHERE type = 'payment.initiated'), 0)::bigint AS initiated_amount,
+           count(*) FILTER (WHERE type IN ('payment.initiated', 'payment.authorization_requested')) AS initiated,
+           coalesce(sum(amount) FILTER (WHERE type IN ('payment.initiated', 'payment.authorization_requested')), 0)::bigint AS initiated_amount,
            count(*) FILTER (WHERE type = 'payment.succeeded') AS succeeded,
-           count(*) FILTER (WHERE type = 'payment.failed') AS failed,
+           count(*) FILTER (WHERE type IN ('payment.failed', 'payment.canceled')) AS failed,
            count(*) FILTER (WHERE type = 'payment.refunded') AS refunded_events,
            coalesce(sum(amount) FILTER (WHERE type = 'payment.refunded'), 0)::bigint AS refunded_amount,
            count(*) FILTER (WHERE type = 'payment.charge_reversed') AS reversed_events,
@@ -210,11 +223,41 @@ SELECT payment_id,
        coalesce(failed, 0), coalesce(refunded_events, 0), coalesce(refunded_amount, 0),
        coalesce(reversed_events, 0), coalesce(reversed_amount, 0),
        coalesce(authorizes, 0), coalesce(authorized, 0), coalesce(posts, 0), coalesce(posted, 0),
-       coalesce(voids, 0), coalesce(refunds, 0), coalesce(refunded, 0),
+       coalesce(captures, 0), coalesce(voids, 0), coalesce(refunds, 0), coalesce(refunded, 0),
        coalesce(late_charges, 0), coalesce(late_charged, 0), coalesce(reversals, 0),
        coalesce(reversed, 0)
 FROM ev FULL JOIN tx USING (payment_id)
 ORDER BY payment_id;
+
+-- name: check_holds
+-- The authorization holds. Each currency's: (what its accounts hold pending, what its accounts
+-- ever posted, the holds not yet resolved). Then each resolution of the wrong kind: a capture
+-- resolves a hold and a post a charge, never the other way round.
+WITH holds AS (
+    SELECT t.id, e.currency, e.amount
+    FROM {schema}.transactions t JOIN {schema}.entries e ON e.txn_id = t.id
+    WHERE t.kind = 'authorize' AND e.direction = 'debit' AND e.phase = 'pending'
+      AND e.account_id LIKE 'authorization\_holds:%%'
+), open_holds AS (
+    SELECT currency, sum(amount)::bigint AS amount FROM holds h
+    WHERE NOT EXISTS (SELECT 1 FROM {schema}.transactions r WHERE r.pending_of = h.id)
+    GROUP BY currency
+), kept AS (
+    SELECT a.currency,
+           coalesce(sum(b.debits - b.credits) FILTER (WHERE b.phase = 'pending'), 0)::bigint AS pending,
+           coalesce(sum(b.debits + b.credits) FILTER (WHERE b.phase = 'posted'), 0)::bigint AS posted
+    FROM {schema}.accounts a LEFT JOIN {schema}.balances b ON b.account_id = a.id
+    WHERE a.code = 'authorization_holds' GROUP BY a.currency
+)
+SELECT 'currency', currency, coalesce(k.pending, 0), coalesce(k.posted, 0), coalesce(o.amount, 0)
+FROM kept k FULL JOIN open_holds o USING (currency)
+WHERE coalesce(k.pending, 0) <> coalesce(o.amount, 0) OR coalesce(k.posted, 0) <> 0
+UNION ALL
+SELECT 'resolution', r.payment_id || ' ' || r.kind, 0, 0, 0
+FROM {schema}.transactions r
+WHERE r.kind IN ('post', 'capture')
+  AND (r.kind = 'capture') <> EXISTS (SELECT 1 FROM holds h WHERE h.id = r.pending_of)
+ORDER BY 1, 2;
 
 -- name: chain_rows
 -- Every transaction with its entries, in chain order.

@@ -10,25 +10,39 @@ Chart of accounts (one account per code and currency; merchant accounts also per
     suspense:<CUR>              house     credit       money held that belongs to no payment
                                                        (a late charge until it is returned)
     merchant_payable:<M>:<CUR>  merchant  credit       what FlowPay owes merchant <M>
+    authorization_holds:<CUR>   house     debit        what cards hold for payments authorized
+                                                       with manual capture, not yet captured
+                                                       or released (pending entries only)
 
 Every entry is in one of two phases, as TigerBeetle's two-phase transfers: ``pending`` (an
 amount reserved while the outcome is open) or ``posted`` (final). Each journal transaction
 balances per currency and phase (the database refuses any other at commit).
 
-Posting rules (A = the payment's amount, R = a refund's amount, X = a late charge's amount)::
+Posting rules (A = the payment's amount, C = what a manual capture took, R = a refund's amount,
+X = a late charge's amount)::
 
     payment.initiated         authorize (pending): Dr gateway_receivable A / Cr merchant_payable A
-    payment.succeeded         post (resolves the pending transfer, once):
+    payment.authorization_requested
+                              authorize, a hold (pending):
+                                Dr authorization_holds A / Cr merchant_payable A
+    payment.succeeded         of a charge: post (resolves the pending transfer, once):
                                 pending: Dr merchant_payable A / Cr gateway_receivable A
                                 posted:  Dr gateway_receivable A / Cr merchant_payable A
-    payment.failed            void (resolves the pending transfer, once):
+                              of a hold: capture (resolves it, once; A - C is released):
+                                pending: Dr merchant_payable A / Cr authorization_holds A
+                                posted:  Dr gateway_receivable C / Cr merchant_payable C
+    payment.failed, payment.canceled
+                              void (resolves the pending transfer or hold, once):
                                 pending: Dr merchant_payable A / Cr gateway_receivable A
+                                (or Cr authorization_holds A)
     payment.refunded          refund (posted): Dr merchant_payable R / Cr refunds_paid R
+                              (R at most what was posted, A or C, less earlier refunds)
     payment.charge_reversed   late_charge (posted):     Dr gateway_receivable X / Cr suspense X
                               charge_reversal (posted): Dr suspense X / Cr refunds_paid X
                               (the two transfers net to zero: suspense ends at 0, and the
                               gateway owes nothing for a charge it already gave back)
-    payment.processing, payment.refund_requested, payment.refund_failed
+    payment.processing, payment.requires_capture, payment.capture_requested,
+    payment.cancel_requested, payment.refund_requested, payment.refund_failed
                               nothing; the event is still recorded as applied
 
 An event the rules cannot apply (a payment never initiated, resolved twice, a refund above what
@@ -51,12 +65,14 @@ from workers.core.events import (
     EventType,
     Initiated,
     Refunded,
+    Succeeded,
 )
 
 
 class Kind(StrEnum):
     AUTHORIZE = "authorize"
     POST = "post"
+    CAPTURE = "capture"
     VOID = "void"
     REFUND = "refund"
     LATE_CHARGE = "late_charge"
@@ -78,13 +94,18 @@ class Code(StrEnum):
     REFUNDS_PAID = "refunds_paid"
     SUSPENSE = "suspense"
     MERCHANT_PAYABLE = "merchant_payable"
+    AUTHORIZATION_HOLDS = "authorization_holds"
 
+
+# The kinds that resolve a pending transfer (once): in full, in part, or not at all.
+RESOLUTIONS: Final = frozenset({Kind.POST, Kind.CAPTURE, Kind.VOID})
 
 NORMAL_SIDE: Final[dict[Code, Direction]] = {
     Code.GATEWAY_RECEIVABLE: Direction.DEBIT,
     Code.REFUNDS_PAID: Direction.CREDIT,
     Code.SUSPENSE: Direction.CREDIT,
     Code.MERCHANT_PAYABLE: Direction.CREDIT,
+    Code.AUTHORIZATION_HOLDS: Direction.DEBIT,
 }
 
 # Journal transaction ids derive from the event id, so a replay rebuilds the very same ids.
@@ -145,12 +166,14 @@ class Transfer:
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """A payment's pending transfer, as the authorize transaction booked it."""
+    """A payment's pending transfer, as the authorize transaction booked it: on
+    ``gateway_receivable`` (a charge) or ``authorization_holds`` (a hold, manual capture)."""
 
     txn_id: uuid.UUID
     merchant_id: str
     currency: str
     amount: int
+    account: Code = Code.GATEWAY_RECEIVABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +185,8 @@ class PaymentState:
     refunded: int = 0
     # (kind, reference) of its transfers that carry one: refund ids, reversed charge ids.
     references: frozenset[tuple[Kind, str]] = field(default_factory=frozenset)
+    # What its resolution posted: the whole amount (post), what a capture took, 0 (void).
+    captured: int = 0
 
     def after(self, txn_id: uuid.UUID, transfer: Transfer, merchant_id: str) -> PaymentState:
         """The state once ``transfer`` is written (mirrors the ``payment_states`` query)."""
@@ -169,21 +194,24 @@ class PaymentState:
         # One new state built directly: dataclasses.replace, once or twice per transfer, cost
         # more than the rest of this method.
         pending, resolution, refunded = self.pending, self.resolution, self.refunded
-        references = self.references
+        references, captured = self.references, self.captured
         if transfer.reference is not None:
             references = references | {(transfer.kind, transfer.reference)}
         if transfer.kind is Kind.AUTHORIZE:
             currency = transfer.lines[0].currency if transfer.lines else ""
-            pending = Pending(txn_id, merchant_id, currency, amount)
-        elif transfer.kind in (Kind.POST, Kind.VOID):
+            debited = transfer.lines[0].account.code if transfer.lines else Code.GATEWAY_RECEIVABLE
+            pending = Pending(txn_id, merchant_id, currency, amount, debited)
+        elif transfer.kind in RESOLUTIONS:
             resolution = transfer.kind
+            captured = posted_amount(transfer)
         elif transfer.kind is Kind.REFUND:
             refunded += amount
-        return PaymentState(pending, resolution, refunded, references)
+        return PaymentState(pending, resolution, refunded, references, captured)
 
     @property
     def posted(self) -> int:
-        return self.pending.amount if self.pending and self.resolution is Kind.POST else 0
+        """What was charged and may be refunded: what the resolution posted."""
+        return self.captured if self.pending else 0
 
 
 def transfer_amount(transfer: Transfer) -> int:
@@ -193,6 +221,15 @@ def transfer_amount(transfer: Transfer) -> int:
         if line.direction is Direction.DEBIT:
             per_phase[line.phase] = per_phase.get(line.phase, 0) + line.amount
     return max(per_phase.values(), default=0)
+
+
+def posted_amount(transfer: Transfer) -> int:
+    """A transfer's debits in the posted phase (see the ``payment_states`` SQL)."""
+    return sum(
+        line.amount
+        for line in transfer.lines
+        if line.direction is Direction.DEBIT and line.phase is Phase.POSTED
+    )
 
 
 def transaction_id(event_id: uuid.UUID, index: int) -> uuid.UUID:
@@ -223,10 +260,12 @@ class StandardRules:
     def transfers(self, event: Event, state: PaymentState) -> Sequence[Transfer]:
         match event.type:
             case EventType.INITIATED:
-                return [self.authorize(event, state)]
+                return [self.authorize(event, state, Code.GATEWAY_RECEIVABLE)]
+            case EventType.AUTHORIZATION_REQUESTED:
+                return [self.authorize(event, state, Code.AUTHORIZATION_HOLDS)]
             case EventType.SUCCEEDED:
-                return [self.post(event, _unresolved(event, state))]
-            case EventType.FAILED:
+                return [self.settle(event, _unresolved(event, state))]
+            case EventType.FAILED | EventType.CANCELED:
                 return [self.void(event, _unresolved(event, state))]
             case EventType.REFUNDED:
                 return [self.refund(event, state)]
@@ -234,6 +273,9 @@ class StandardRules:
                 return self.charge_reversed(event, state)
             case (
                 EventType.PROCESSING
+                | EventType.REQUIRES_CAPTURE
+                | EventType.CAPTURE_REQUESTED
+                | EventType.CANCEL_REQUESTED
                 | EventType.REFUND_REQUESTED
                 | EventType.REFUND_FAILED
                 # A gateway's report moves nothing until the processor settles by it.
@@ -243,25 +285,46 @@ class StandardRules:
             case unknown:  # mypy: no event type left without a rule
                 assert_never(unknown)
 
-    def authorize(self, event: Event, state: PaymentState) -> Transfer:
+    def authorize(self, event: Event, state: PaymentState, debited: Code) -> Transfer:
+        """The pending transfer of a payment: a charge's, or a hold's (manual capture)."""
         if state.pending is not None:
             raise PostingRefused(f"{event.payment_id} already has a pending transfer")
         data = event.payload(Initiated)
-        receivable = house(Code.GATEWAY_RECEIVABLE, data.currency)
         payable = merchant_payable(event.merchant_id, data.currency)
-        return Transfer(Kind.AUTHORIZE, move(receivable, payable, data.amount, Phase.PENDING))
+        lines = move(house(debited, data.currency), payable, data.amount, Phase.PENDING)
+        return Transfer(Kind.AUTHORIZE, lines)
+
+    def settle(self, event: Event, pending: Pending) -> Transfer:
+        """A success: a charge posted in full, or a hold captured (in part, the rest released)."""
+        captured = event.payload(Succeeded).amount_captured
+        if pending.account is Code.AUTHORIZATION_HOLDS:
+            return self.capture(event, pending, pending.amount if captured is None else captured)
+        if captured not in (None, pending.amount):
+            raise PostingRefused(f"{event.payment_id}: a charge of {pending.amount} captured")
+        return self.post(event, pending)
 
     def post(self, event: Event, pending: Pending) -> Transfer:
-        receivable, payable = _accounts_of(pending)
+        receivable = house(Code.GATEWAY_RECEIVABLE, pending.currency)
+        payable = merchant_payable(pending.merchant_id, pending.currency)
         lines = _release(pending) + move(receivable, payable, pending.amount, Phase.POSTED)
         return Transfer(Kind.POST, lines, resolves=pending.txn_id)
+
+    def capture(self, event: Event, pending: Pending, amount: int) -> Transfer:
+        if amount > pending.amount:
+            raise PostingRefused(
+                f"{event.payment_id}: captured {amount} of a hold of {pending.amount}"
+            )
+        receivable = house(Code.GATEWAY_RECEIVABLE, pending.currency)
+        payable = merchant_payable(pending.merchant_id, pending.currency)
+        lines = _release(pending) + move(receivable, payable, amount, Phase.POSTED)
+        return Transfer(Kind.CAPTURE, lines, resolves=pending.txn_id)
 
     def void(self, event: Event, pending: Pending) -> Transfer:
         return Transfer(Kind.VOID, _release(pending), resolves=pending.txn_id)
 
     def refund(self, event: Event, state: PaymentState) -> Transfer:
         data = event.payload(Refunded)
-        if state.pending is None or state.resolution is not Kind.POST:
+        if state.pending is None or state.resolution not in (Kind.POST, Kind.CAPTURE):
             raise PostingRefused(f"refund {data.refund_id}: {event.payment_id} was never posted")
         if (Kind.REFUND, data.refund_id) in state.references:
             raise PostingRefused(f"refund {data.refund_id} is already posted")
@@ -299,17 +362,11 @@ def _unresolved(event: Event, state: PaymentState) -> Pending:
     return state.pending
 
 
-def _accounts_of(pending: Pending) -> tuple[Account, Account]:
-    return (
-        house(Code.GATEWAY_RECEIVABLE, pending.currency),
-        merchant_payable(pending.merchant_id, pending.currency),
-    )
-
-
 def _release(pending: Pending) -> tuple[Line, Line]:
-    """The pending transfer reversed: what both post and void write in the pending phase."""
-    receivable, payable = _accounts_of(pending)
-    return move(payable, receivable, pending.amount, Phase.PENDING)
+    """The pending transfer reversed: what post, capture and void write in the pending phase."""
+    debited = house(pending.account, pending.currency)
+    payable = merchant_payable(pending.merchant_id, pending.currency)
+    return move(payable, debited, pending.amount, Phase.PENDING)
 
 
 STANDARD_RULES: Final = StandardRules()

@@ -17,7 +17,7 @@ from psycopg.errors import CheckViolation
 
 from workers.core.sql import load_queries
 from workers.ledger.chain import TxnRecord
-from workers.ledger.rules import Account, Kind, PaymentState, Pending
+from workers.ledger.rules import Account, Code, Kind, PaymentState, Pending
 
 Conn = psycopg.Connection[Any]
 Partition = tuple[str, int]
@@ -209,13 +209,14 @@ def _check_balanced(txn: TxnRecord) -> None:
 
 
 def _state(row: tuple[Any, ...]) -> PaymentState:
-    _pid, txn, merchant, currency, amount, resolution, refunded, refs = row
-    pending = None if txn is None else Pending(txn, merchant, currency, int(amount))
+    _pid, txn, merchant, currency, amount, account, resolution, refunded, refs, captured = row
+    pending = None if txn is None else Pending(txn, merchant, currency, int(amount), Code(account))
     return PaymentState(
         pending=pending,
         resolution=None if resolution is None else Kind(resolution),
         refunded=int(refunded),
         references=frozenset((Kind(kind), ref) for kind, ref in refs or ()),
+        captured=int(captured),
     )
 
 

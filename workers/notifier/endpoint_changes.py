@@ -64,7 +64,7 @@ def subscriber(settings: Settings, changes: EndpointChanges) -> Subscriber[Endpo
 def start(settings: Settings, stop: threading.Event) -> threading.Thread:
     """Apply endpoint changes in a background thread until ``stop`` is set; should it die
     otherwise, it sets ``stop`` (the notifier stops, and its supervisor starts it anew)."""
-    pool = make_pool(settings, name=ROLE)
+    pool = make_pool(settings, "notifier", name=ROLE)
 
     def consume() -> None:
         try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -29,9 +29,10 @@ from workers.core.endpoint_events import (
 )
 from workers.core.errors import NotFoundError
 from workers.core.ids import new_id
+from workers.core.sealing import Keyring, Sealed
 from workers.core.sql import load_queries
 from workers.core.webhook_urls import check_webhook_url
-from workers.notifier.secrets import expire_secrets, store_secret
+from workers.notifier.endpoint_secrets import expire_secrets, seal_secret, store_secret
 
 Q = load_queries("workers.notifier")
 log = logging.getLogger(__name__)
@@ -39,11 +40,15 @@ ENDPOINT_DISABLED: Final = "endpoint_disabled"  # the last_error of a delivery k
 
 
 @dataclass(frozen=True)
-class NewEndpoint:
+class Endpoint:
     id: str
     merchant_id: str
     url: str
-    secret: str  # shown once
+
+
+@dataclass(frozen=True)
+class NewEndpoint(Endpoint):
+    secret: str = field(repr=False)  # shown once
 
 
 @dataclass(frozen=True)
@@ -58,23 +63,31 @@ def register_endpoint(
     merchant_id: str,
     url: str,
     settings: NotifierSettings,
+    keys: Keyring,
     enabled_events: Sequence[str] = (EVERY_EVENT,),
 ) -> NewEndpoint:
-    """Add an endpoint whose URL obeys ``workers.core.webhook_urls`` under ``settings``."""
+    """Add an endpoint whose URL obeys ``workers.core.webhook_urls`` under ``settings``; its new
+    secret is stored sealed with ``keys``' current key."""
     checked = check_webhook_url(url, settings)
     endpoint = NewEndpoint(new_id("we"), merchant_id, checked, new_webhook_secret())
     with conn.transaction():
-        _insert(conn, endpoint, enabled_events, None)
+        _insert(
+            conn, endpoint, enabled_events, None, seal_secret(keys, endpoint.id, endpoint.secret)
+        )
     return endpoint
 
 
 def _insert(
-    conn: Connection[Any], endpoint: NewEndpoint, events: Sequence[str], at: datetime | None
+    conn: Connection[Any],
+    endpoint: Endpoint,
+    events: Sequence[str],
+    at: datetime | None,
+    sealed: Sealed,
 ) -> None:
     params = {"id": endpoint.id, "merchant_id": endpoint.merchant_id, "url": endpoint.url,
               "enabled_events": list(events), "at": at or datetime.now(UTC)}  # fmt: skip
     if conn.execute(Q["endpoint_insert"], params).fetchone() is not None:
-        store_secret(conn, endpoint.id, endpoint.secret)
+        store_secret(conn, endpoint.id, sealed)
 
 
 def apply(conn: Connection[Any], event: EndpointEvent) -> None:
@@ -83,10 +96,10 @@ def apply(conn: Connection[Any], event: EndpointEvent) -> None:
     at = event.occurred_at
     if event.type is EndpointEventType.CREATED:
         assert event.url is not None
-        assert event.secret is not None
+        assert event.sealed_secret is not None
         assert event.enabled_events
-        created = NewEndpoint(event.endpoint_id, event.merchant_id, event.url, event.secret)
-        _insert(conn, created, event.enabled_events, at)
+        created = Endpoint(event.endpoint_id, event.merchant_id, event.url)
+        _insert(conn, created, event.enabled_events, at, event.sealed_secret)
     elif event.type is EndpointEventType.UPDATED:
         params = {"id": event.endpoint_id, "url": event.url,
                   "enabled_events": list(event.enabled_events or ()), "at": at}  # fmt: skip
@@ -97,9 +110,9 @@ def apply(conn: Connection[Any], event: EndpointEvent) -> None:
         elif event.disabled is False:
             conn.execute(Q["endpoint_enable"], {"id": event.endpoint_id})
     elif event.type is EndpointEventType.SECRET_ROTATED:
-        assert event.secret is not None
+        assert event.sealed_secret is not None
         expire_secrets(conn, event.endpoint_id, event.previous_expire_at)
-        store_secret(conn, event.endpoint_id, event.secret)
+        store_secret(conn, event.endpoint_id, event.sealed_secret)
     else:
         conn.execute(Q["endpoint_delete"], {"id": event.endpoint_id, "at": at})
 

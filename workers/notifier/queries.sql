@@ -29,7 +29,8 @@ WHERE d.endpoint_id = deleted.id AND d.status = 'pending'
   AND (d.leased_until IS NULL OR d.leased_until < now());
 
 -- name: secret_insert
-INSERT INTO notifier.endpoint_secrets (endpoint_id, secret) VALUES (%(endpoint_id)s, %(secret)s);
+INSERT INTO notifier.endpoint_secrets (endpoint_id, secret_key_id, secret_sealed)
+VALUES (%(endpoint_id)s, %(key_id)s, %(sealed)s);
 
 -- name: secrets_expire
 UPDATE notifier.endpoint_secrets
@@ -37,14 +38,34 @@ SET expires_at = least(coalesce(expires_at, 'infinity'), coalesce(%(at)s, now())
 WHERE endpoint_id = %(endpoint_id)s;
 
 -- name: secrets_signing
-SELECT endpoint_id, secret FROM notifier.endpoint_secrets
+SELECT endpoint_id, secret_key_id, secret_sealed, secret_plain FROM notifier.endpoint_secrets
 WHERE endpoint_id = ANY(%(endpoint_ids)s) AND (expires_at IS NULL OR expires_at > now())
 ORDER BY endpoint_id, id DESC;
 
--- name: endpoints_of_merchant
--- Deleted endpoints are sent nothing, and keep nothing either.
-SELECT id, status, enabled_events FROM notifier.endpoints
-WHERE merchant_id = %(merchant_id)s AND disabled_reason IS DISTINCT FROM 'deleted';
+
+-- name: secrets_stale
+-- Secrets not sealed under the current key (or in plain text), a batch at a time for
+-- `flowpay secrets rotate`; locked until the batch is sealed again. Expired ones sign nothing
+-- and are left as they are.
+SELECT id, endpoint_id, secret_key_id, secret_sealed, secret_plain FROM notifier.endpoint_secrets
+WHERE secret_key_id IS DISTINCT FROM %(current)s AND (expires_at IS NULL OR expires_at > now())
+ORDER BY id LIMIT %(limit)s
+FOR UPDATE;
+
+-- name: secrets_stale_count
+SELECT count(*) FROM notifier.endpoint_secrets
+WHERE secret_key_id IS DISTINCT FROM %(current)s AND (expires_at IS NULL OR expires_at > now());
+
+-- name: secret_reseal
+UPDATE notifier.endpoint_secrets
+SET secret_key_id = %(key_id)s, secret_sealed = %(sealed)s, secret_plain = NULL
+WHERE id = %(id)s;
+
+-- name: secrets_by_key
+-- How many secrets that still sign each key sealed; NULL: stored in plain text.
+SELECT secret_key_id, count(*) FROM notifier.endpoint_secrets
+WHERE expires_at IS NULL OR expires_at > now()
+GROUP BY secret_key_id ORDER BY 1;
 
 -- name: endpoints_list
 SELECT id, merchant_id, url, enabled_events, status, created_at, disabled_at, disabled_reason,
@@ -81,10 +102,6 @@ SET status = 'enabled', disabled_at = NULL, disabled_reason = NULL, failing_sinc
 WHERE id = %(id)s AND disabled_reason IS DISTINCT FROM 'deleted'
 RETURNING id;
 
--- name: endpoint_succeeded
-UPDATE notifier.endpoints SET failing_since = NULL
-WHERE id = %(id)s AND failing_since IS NOT NULL;
-
 -- name: endpoint_failed
 -- Whether the endpoint has now failed every attempt for disable_after_s.
 UPDATE notifier.endpoints
@@ -97,24 +114,51 @@ RETURNING status = 'enabled'
 SELECT count(*), min(created_at) FROM notifier.deliveries
 WHERE endpoint_id = %(endpoint_id)s AND status = 'failed' AND last_error = 'endpoint_disabled';
 
--- name: event_mark_processed
-INSERT INTO notifier.processed_events (event_id) VALUES (%(event_id)s) ON CONFLICT DO NOTHING;
+-- name: events_mark_processed
+-- Which of a batch's events are new: a redelivered one records nothing twice.
+INSERT INTO notifier.processed_events (event_id)
+SELECT unnest(%(event_ids)s::uuid[])
+ON CONFLICT DO NOTHING
+RETURNING event_id;
 
--- name: payment_get
-SELECT object FROM notifier.payments WHERE payment_id = %(payment_id)s;
+-- name: payments_get
+SELECT payment_id, object FROM notifier.payments WHERE payment_id = ANY(%(payment_ids)s);
 
--- name: payment_put
+-- name: payments_put
 INSERT INTO notifier.payments (payment_id, merchant_id, object)
-VALUES (%(payment_id)s, %(merchant_id)s, %(object)s)
+SELECT * FROM unnest(%(payment_ids)s::text[], %(merchant_ids)s::text[], %(objects)s::jsonb[])
 ON CONFLICT (payment_id) DO UPDATE SET object = EXCLUDED.object, updated_at = now();
 
--- name: delivery_insert
+-- name: endpoints_of_merchants
+-- These merchants' endpoints, each with its attempts in flight (live leases) in every process;
+-- read under deliveries_claim_lock, so that what the intake leases and what claims lease never
+-- take an endpoint beyond its share together.
+-- Deleted endpoints are sent nothing, and keep nothing either.
+SELECT e.id, e.merchant_id, e.url, e.enabled_events, e.status,
+       (SELECT count(*) FROM notifier.deliveries d
+        WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.leased_until IS NOT NULL
+          AND d.leased_until >= now()) AS in_flight
+FROM notifier.endpoints e
+WHERE e.merchant_id = ANY(%(merchant_ids)s) AND e.disabled_reason IS DISTINCT FROM 'deleted'
+ORDER BY e.id;
+
+-- name: deliveries_insert
+-- A batch's deliveries, each once per event and endpoint. Those leased here go to this
+-- process's sender at once, in memory, as a claim would have given them.
 INSERT INTO notifier.deliveries
-    (id, endpoint_id, event_id, merchant_id, payment_id, event_type, body, correlation_id, traceparent,
-     status, last_error)
-VALUES (%(id)s, %(endpoint_id)s, %(event_id)s, %(merchant_id)s, %(payment_id)s, %(event_type)s, %(body)s,
-        %(correlation_id)s, %(traceparent)s, %(status)s, %(last_error)s)
-ON CONFLICT ON CONSTRAINT deliveries_once_per_event_and_endpoint DO NOTHING;
+    (id, endpoint_id, event_id, merchant_id, payment_id, event_type, body, correlation_id,
+     traceparent, status, last_error, leased_until)
+SELECT id, endpoint_id, event_id, merchant_id, payment_id, event_type, body, correlation_id,
+       traceparent, status, last_error,
+       CASE WHEN leased THEN now() + make_interval(secs => %(lease_s)s) END
+FROM unnest(%(ids)s::text[], %(endpoint_ids)s::text[], %(event_ids)s::uuid[],
+            %(merchant_ids)s::text[], %(payment_ids)s::text[], %(event_types)s::text[],
+            %(bodies)s::bytea[], %(correlation_ids)s::text[], %(traceparents)s::text[],
+            %(statuses)s::text[], %(last_errors)s::text[], %(leased)s::boolean[])
+     AS v(id, endpoint_id, event_id, merchant_id, payment_id, event_type, body, correlation_id,
+          traceparent, status, last_error, leased)
+ON CONFLICT ON CONSTRAINT deliveries_once_per_event_and_endpoint DO NOTHING
+RETURNING id;
 
 -- name: deliveries_claim_lock
 -- Claims take turns across notifier processes (for the length of a claim's transaction), so
@@ -165,17 +209,23 @@ WHERE d.id = ANY (ARRAY(SELECT id FROM chosen)) AND e.id = d.endpoint_id
 RETURNING d.id, d.endpoint_id, e.url, e.status, d.body, d.attempts,
           d.payment_id, d.event_id::text, d.correlation_id, d.traceparent;
 
--- name: attempt_insert
+-- name: attempts_insert
 INSERT INTO notifier.attempts
     (delivery_id, attempt, started_at, duration_ms, status_code, error, response_head)
-VALUES (%(delivery_id)s, %(attempt)s, %(started_at)s, %(duration_ms)s, %(status_code)s,
-        %(error)s, %(response_head)s);
+SELECT * FROM unnest(%(delivery_ids)s::text[], %(attempts)s::int[], %(started_at)s::timestamptz[],
+                     %(durations)s::int[], %(status_codes)s::int[], %(errors)s::text[],
+                     %(heads)s::text[]);
 
--- name: delivery_delivered
-UPDATE notifier.deliveries
-SET status = 'delivered', attempts = attempts + 1, delivered_at = now(), leased_until = NULL,
-    last_status = %(status_code)s, last_error = NULL
-WHERE id = %(id)s AND status = 'pending';
+-- name: deliveries_delivered
+UPDATE notifier.deliveries d
+SET status = 'delivered', attempts = d.attempts + 1, delivered_at = now(), leased_until = NULL,
+    last_status = v.status_code, last_error = NULL
+FROM unnest(%(ids)s::text[], %(status_codes)s::int[]) AS v(id, status_code)
+WHERE d.id = v.id AND d.status = 'pending';
+
+-- name: endpoints_succeeded
+UPDATE notifier.endpoints SET failing_since = NULL
+WHERE id = ANY(%(ids)s) AND failing_since IS NOT NULL;
 
 -- name: delivery_retry
 UPDATE notifier.deliveries

@@ -1,5 +1,6 @@
-"""`flowpay run-notifier`: the consumer (recording deliveries), the sender, and the consumer of
-endpoint changes, in one process."""
+"""`flowpay run-notifier`: the intake on the consumer engine and the sender, on one event loop
+in one process, so that the intake hands fresh deliveries to the sender in memory; beside them,
+the consumer of endpoint changes (``endpoint_changes``), in a thread of its own."""
 
 from __future__ import annotations
 
@@ -12,66 +13,99 @@ from psycopg_pool import AsyncConnectionPool
 
 from workers.core import observe
 from workers.core.config import Settings
-from workers.core.db import database_url, make_pool
+from workers.core.consuming import IGNORE, Engine, Routes, Subscriber, register
+from workers.core.db import connect, database_url
+from workers.core.events import EventType
 from workers.core.lifecycle import install_stop_handlers
-from workers.core.runner import ConsumerRunner
+from workers.core.sealing import Keyring, keyring
 from workers.core.topics import GROUP_NOTIFIER
 from workers.notifier import endpoint_changes, metrics
-from workers.notifier.intake import Intake
+from workers.notifier.endpoint_secrets import check_keys
+from workers.notifier.intake import NOTIFIED, Intake
 from workers.notifier.sender import Sender
-from workers.notifier.wakeup import Wakeup
 
+log = logging.getLogger(__name__)
 ROLE: Final = "notifier"
 # Their INFO lines name every endpoint's URL, once per request; the sender's own line per attempt
 # names the endpoint by its id.
 QUIET_LOGGERS = ("httpx", "httpcore")
+# Poll batches recorded at once: one's statements overlap the other's commit.
+BATCHES_IN_FLIGHT: Final = 2
+
+ROUTES: Final = register(
+    Routes[Intake](
+        ROLE,
+        {
+            # Its view of the payment starts here (amount, currency, metadata: what webhooks show).
+            EventType.INITIATED: Intake.take,
+            EventType.AUTHORIZATION_REQUESTED: Intake.take,
+            # No webhook, and nothing a webhook shows depends on it: the status it sets is
+            # passed by the terminal event that follows.
+            EventType.PROCESSING: IGNORE,
+            # No webhook: its outcome (refunded or refund_failed) is the one merchants hear of.
+            EventType.REFUND_REQUESTED: IGNORE,
+            # No webhook: a gateway's report is not a payment's outcome merchants are told of.
+            EventType.GATEWAY_REPORTED: IGNORE,
+            # No webhook: a merchant's own capture or cancel; its outcome is the one told.
+            EventType.CAPTURE_REQUESTED: IGNORE,
+            EventType.CANCEL_REQUESTED: IGNORE,
+            **{event_type: Intake.take for event_type in NOTIFIED},
+        },
+    )
+)
+
+
+def subscriber(intake: Intake) -> Subscriber[Intake]:
+    return Subscriber(
+        GROUP_NOTIFIER, ROLE, ROUTES, intake, principal="notifier", max_in_flight=BATCHES_IN_FLIGHT
+    )
 
 
 def serve(settings: Settings) -> None:
+    keys = _keys(settings)
     observe.start(settings, ROLE)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     stop = install_stop_handlers(settings.worker.grace_period_s)
     metrics.start(settings)
-    pool = make_pool(settings, name=f"{ROLE}-intake")
-    wakeup = Wakeup()
-    intake = Intake(pool, on_recorded=wakeup.set)
-    runner = ConsumerRunner(
-        settings,
-        group=GROUP_NOTIFIER,
-        role=ROLE,
-        handler=intake.handle,
-        batch_handler=intake.handle_batch,
-    )
-
-    def consume() -> None:
-        try:
-            runner.run(stop)
-        finally:
-            wakeup.set()  # a stop reaches the sender at once, not after its poll interval
-
-    consumer = threading.Thread(target=consume, name="notifier-consumer")
-    consumer.start()
-    changes = endpoint_changes.start(settings, stop)
-    try:
-        asyncio.run(_send(settings, stop, wakeup))
-    finally:
-        stop.set()
-        consumer.join()
-        changes.join()
-        pool.close()
+    asyncio.run(run(settings, keys, stop))
 
 
-async def _send(settings: Settings, stop: threading.Event, wakeup: Wakeup) -> None:
+def _keys(settings: Settings) -> Keyring:
+    """The keys that open the endpoints' secrets. Without one, or without one the secrets need,
+    the notifier could sign nothing: ConfigError (one line, exit 2) before anything starts."""
+    keys = keyring(settings)
+    with connect(settings, ROLE) as conn:
+        uses = check_keys(conn, keys)
+    plain = sum(use.secrets for use in uses if use.key_id is None)
+    if plain:
+        log.warning(
+            "%d webhook secrets are in plain text: `flowpay secrets rotate` seals them", plain
+        )
+    return keys
+
+
+async def run(settings: Settings, keys: Keyring, stop: threading.Event) -> None:
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        database_url(settings),
+        database_url(settings, ROLE),
         min_size=1,
         max_size=settings.database.pool_max_size,
         open=False,
         name=ROLE,
     )
     await pool.open()
+    sender = Sender(settings.notifier, pool, keys)
+    engine = Engine(settings, subscriber(Intake(settings.notifier, pool, sender)))
+    # The engine's stop ends the sender's claims too; attempts in flight end and are recorded.
+    sending = asyncio.create_task(sender.run(engine.stopping))
+    # A sender that fails stops the process (its supervisor starts it anew), not just sending.
+    sending.add_done_callback(lambda _task: engine.stopping.set())
+    changes = endpoint_changes.start(settings, stop)
     try:
-        await Sender(settings.notifier, pool, wakeup).run(stop)
+        await engine.run(stop)
     finally:
+        engine.stopping.set()
+        stop.set()  # the endpoint changes' thread stops with the rest
+        await sending
+        await asyncio.to_thread(changes.join)
         await pool.close()

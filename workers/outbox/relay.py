@@ -1,5 +1,8 @@
 """The outbox relay loop: publish every emitting schema's outbox to Kafka, at least once.
 
+Events go to the payment event log; the orchestrator's commands to the command topic (each
+outbox's topic is ``workers.core.outbox.OUTBOXES``'s), both keyed by payment id.
+
 A batch is read, produced, marked published (while Kafka acknowledges) and committed once
 every message is acknowledged, in one transaction; anything short of every acknowledgement
 rolls the transaction back and the batch goes again later. A crash between producing and
@@ -13,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 
 import psycopg
@@ -24,7 +27,7 @@ from workers.core.db import connect
 from workers.core.events import header
 from workers.core.heartbeat import Heartbeat
 from workers.core.lifecycle import install_stop_handlers
-from workers.core.outbox import EMITTING_SCHEMAS
+from workers.core.outbox import EMITTING_SCHEMAS, topic_of
 from workers.core.retry import delays
 from workers.core.topics import topics
 from workers.outbox import metrics, store
@@ -55,6 +58,7 @@ class OutboxRelay:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.topics = topics(settings)
+        self.topic_of = {schema: topic_of(settings, schema) for schema in EMITTING_SCHEMAS}
         self.failures = 0  # failed attempts since start, for tests and diagnostics
         self._stop = threading.Event()
         self._publisher = BatchPublisher(settings)
@@ -80,7 +84,10 @@ class OutboxRelay:
     def run(self, stop: threading.Event) -> None:
         """Publish until ``stop`` is set, riding out Kafka and PostgreSQL outages; then close."""
         self._stop = stop
-        log.info("relaying outboxes %s to %s", ", ".join(EMITTING_SCHEMAS), self.topics.payments)
+        log.info(
+            "relaying outboxes %s",
+            ", ".join(f"{schema} to {topic}" for schema, topic in self.topic_of.items()),
+        )
         try:
             while not stop.is_set():
                 self._heartbeat.beat()
@@ -142,7 +149,7 @@ class OutboxRelay:
             if not rows:
                 return 0
             started_ns = time.time_ns()
-            sent = self._publisher.send(self._topic_of, rows)
+            sent = self._publisher.send(self._router(schema), rows)
             # The rows are marked while Kafka acknowledges them; the mark commits only once
             # every acknowledgement is in (confirm raises otherwise, rolling it back).
             store.mark_published(conn, schema, [row.id for row in rows])
@@ -154,8 +161,9 @@ class OutboxRelay:
         )
         return len(rows)
 
-    def _topic_of(self, row: OutboxRow) -> str:
-        return self.topics.for_type(header(row.headers, "ce_type"))
+    def _router(self, schema: str) -> Callable[[OutboxRow], str]:
+        default = self.topic_of[schema]
+        return lambda row: self.topics.for_type(header(row.headers, "ce_type"), default)
 
     def _wait(self, seconds: float) -> None:
         """Sleep ``seconds`` or until a stop request, beating the heartbeat meanwhile."""
@@ -168,7 +176,7 @@ class OutboxRelay:
     def _connect(self) -> Conn:
         """The working connection, (re)opened when it was lost."""
         if self._conn is None or self._conn.closed:
-            self._conn = connect(self.settings, autocommit=True)
+            self._conn = connect(self.settings, "outbox", autocommit=True)
         return self._conn
 
     def _disconnect(self) -> None:

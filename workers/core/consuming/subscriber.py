@@ -25,6 +25,8 @@ class Subscriber(Generic[H]):
     in logs and metrics; ``principal`` is the Kafka principal its clients authenticate as.
     ``decode``: how its topics' messages parse (payment events unless they carry another kind,
     whose types its ``routes`` then name).
+    ``spans``: the engine records each event's span once its call is done; False when the
+    handlers make them themselves, to hang what they call and emit under each event's span.
     """
 
     group: str
@@ -36,6 +38,7 @@ class Subscriber(Generic[H]):
     store: OffsetStore | None = None
     max_in_flight: int = 1
     decode: Decoder = decode
+    spans: bool = True
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:

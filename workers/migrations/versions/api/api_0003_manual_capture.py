@@ -1,4 +1,4 @@
-"""Merchant self-service: webhook endpoints and the event record."""
+"""Payments authorized now and captured or canceled later: capture method, statuses, amounts."""
 
 from workers.migrations.steps import run_sql_file
 

@@ -1,5 +1,5 @@
-"""Endpoints managed by merchants through the API: the events each wants, several secrets at
-once (rotation), disabled by their merchant or deleted."""
+"""Webhook signing secrets encrypted at rest: sealed with the configured key, plain text only
+for those stored before, until `flowpay secrets rotate` seals them."""
 
 from workers.migrations.steps import run_sql_file
 

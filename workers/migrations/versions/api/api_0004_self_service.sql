@@ -1,4 +1,4 @@
--- api 0003: merchant self-service (issue 16).
+-- api 0004: merchant self-service (issue 16).
 
 -- What each merchant asked of its webhook endpoints (never their secrets: the notifier keeps
 -- those). deleted_at: deleted endpoints are kept, so that an id is never reused or shown again.
