@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -15,7 +16,14 @@ from workers.core.config import SecretsSettings, Settings
 from workers.core.db import connect
 from workers.core.errors import ConfigError
 from workers.core.sealing import Keyring, SealError, generate_key, key_id, keyring
-from workers.notifier.endpoint_secrets import check_keys, open_secret, rotate, seal_secret
+from workers.notifier.endpoint_secrets import (
+    check_keys,
+    expire_secrets,
+    open_secret,
+    rotate,
+    seal_secret,
+    store_secret,
+)
 from workers.notifier.endpoints import NewEndpoint, register_endpoint
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -82,14 +90,18 @@ def _endpoint(settings: Settings, db: Conn) -> NewEndpoint:
     return register_endpoint(db, merchant.id, url, settings.notifier, keyring(settings))
 
 
-def _stored(db: Conn, endpoint_id: str) -> tuple[str | None, bytes | None, str | None]:
-    row = db.execute(
+def _all_stored(db: Conn, endpoint_id: str) -> list[tuple[str | None, bytes | None, str | None]]:
+    rows = db.execute(
         "SELECT secret_key_id, secret_sealed, secret_plain FROM notifier.endpoint_secrets"
-        " WHERE endpoint_id = %s",
+        " WHERE endpoint_id = %s ORDER BY id",
         (endpoint_id,),
-    ).fetchone()
-    assert row is not None
-    return row[0], None if row[1] is None else bytes(row[1]), row[2]
+    ).fetchall()
+    return [(r[0], None if r[1] is None else bytes(r[1]), r[2]) for r in rows]
+
+
+def _stored(db: Conn, endpoint_id: str) -> tuple[str | None, bytes | None, str | None]:
+    (only,) = _all_stored(db, endpoint_id)
+    return only
 
 
 def test_a_new_secret_is_stored_sealed_never_in_plain_text(settings: Settings, db: Conn) -> None:
@@ -112,6 +124,9 @@ def test_rotate_reseals_under_the_new_key_and_seals_plain_text(
         " secret_key_id = NULL WHERE endpoint_id = %s",
         (legacy.secret, legacy.id),
     )
+    # The endpoint's secret is being rotated: two sign meanwhile, both re-sealed.
+    expire_secrets(db, endpoint.id, datetime.now(UTC) + timedelta(hours=1))
+    store_secret(db, endpoint.id, seal_secret(keyring(settings), endpoint.id, "whsec_next"))
     assert settings.secrets.key is not None
     current = settings.secrets.key.get_secret_value()
     rotated = override(settings, "secrets", key=SecretStr(NEW), previous_keys=(SecretStr(current),))
@@ -119,13 +134,14 @@ def test_rotate_reseals_under_the_new_key_and_seals_plain_text(
 
     done = flowpay("secrets", "rotate", "--json", env=env)
     assert done.returncode == 0, done.stderr
-    assert '"resealed": 2' in done.stdout
+    assert '"resealed": 3' in done.stdout
     new_keys = keyring(rotated)
-    for ep in (endpoint, legacy):
-        key, sealed, plain = _stored(db, ep.id)
-        assert key == new_keys.current_id
-        assert plain is None
-        assert open_secret(ring(NEW), ep.id, key, sealed) == ep.secret  # the old key can go
+    for ep, secrets in ((endpoint, [endpoint.secret, "whsec_next"]), (legacy, [legacy.secret])):
+        stored = _all_stored(db, ep.id)
+        assert [key for key, _, _ in stored] == [new_keys.current_id] * len(secrets)
+        assert [plain for _, _, plain in stored] == [None] * len(secrets)
+        # The old key can go.
+        assert [open_secret(ring(NEW), ep.id, key, sealed) for key, sealed, _ in stored] == secrets
     again = flowpay("secrets", "rotate", "--json", env=env)
     assert '"resealed": 0' in again.stdout
 

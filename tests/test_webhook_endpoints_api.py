@@ -16,12 +16,17 @@ import psycopg
 import pytest
 
 from tests.helpers.flow import Flow, flow
+from tests.helpers.kafka import read_topic
 from tests.helpers.receiver import Receiver, receiver
 from tests.helpers.servers import free_port
 from tests.helpers.waiting import wait_for
 from workers.api.merchants import create_merchant
 from workers.core.config import Settings
 from workers.core.db import database_url
+from workers.core.endpoint_events import decode_endpoint_event
+from workers.core.sealing import keyring
+from workers.core.topics import topics
+from workers.core.webhook_secrets import open_webhook_secret
 from workers.notifier.signing import InvalidSignature, verify
 
 pytestmark = pytest.mark.timeout(240)
@@ -101,6 +106,31 @@ def test_endpoints_made_through_the_api_get_what_they_asked_signed(
         for old in (secret, new_secret):
             with pytest.raises(InvalidSignature):
                 verify(only.raw, only.headers, old)
+        _sealed_everywhere(stack.settings, endpoint["id"], [secret, new_secret, latest])
+
+
+def _sealed_everywhere(settings: Settings, endpoint_id: str, shown: list[str]) -> None:
+    """The endpoint's secrets went through Kafka and are stored only sealed, for it: its
+    events (two creations, two rotations in all) carry none in plain text."""
+    messages = read_topic(settings, topics(settings).webhook_endpoints, 4)
+    assert len(messages) == 4
+    assert not [m for m in messages if b"whsec_" in (m.value() or b"")]
+    events = [decode_endpoint_event(m.value()) for m in messages]
+    keys = keyring(settings)
+    carried = [
+        open_webhook_secret(keys, e.endpoint_id, e.sealed_secret)
+        for e in events
+        if e.endpoint_id == endpoint_id and e.sealed_secret is not None
+    ]
+    assert carried == shown
+    with psycopg.connect(database_url(settings)) as db:
+        rows = db.execute(
+            "SELECT secret_plain, secret_sealed FROM notifier.endpoint_secrets"
+            " WHERE endpoint_id = %s ORDER BY id",
+            (endpoint_id,),
+        ).fetchall()
+    assert [plain for plain, _ in rows] == [None, None, None]
+    assert not [sealed for _, sealed in rows if b"whsec_" in bytes(sealed)]
 
 
 def _signed_by_both(stack: Flow, hooks: Receiver, old: str, new: str) -> Any:
