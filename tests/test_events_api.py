@@ -22,7 +22,7 @@ from workers.api.errors import ApiError
 from workers.api.events import like_pattern, parse_event_id
 from workers.api.merchants import create_merchant
 from workers.core.config import Settings
-from workers.core.db import database_url
+from workers.core.db import admin_url
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -45,7 +45,7 @@ def test_events_list_what_happened_to_the_merchants_payments(
     settings: Settings, tmp_path: Path
 ) -> None:
     with flow(settings, tmp_path) as stack:
-        with psycopg.connect(database_url(settings), autocommit=True) as db:
+        with psycopg.connect(admin_url(settings), autocommit=True) as db:
             other = create_merchant(db, "Other")
         since = int(time.time())
         paid = stack.pay()
@@ -101,7 +101,7 @@ def test_events_list_what_happened_to_the_merchants_payments(
         assert missing.json()["error"]["param"] == "starting_after"
 
         # Past the retention, an event is not shown.
-        with psycopg.connect(database_url(settings), autocommit=True) as db:
+        with psycopg.connect(admin_url(settings), autocommit=True) as db:
             db.execute(
                 "UPDATE api.events SET created_at = %s WHERE id = %s",
                 (datetime.now(UTC) - timedelta(days=31), parse_event_id(event["id"])),

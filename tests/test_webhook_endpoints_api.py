@@ -22,7 +22,7 @@ from tests.helpers.servers import free_port
 from tests.helpers.waiting import wait_for
 from workers.api.merchants import create_merchant
 from workers.core.config import Settings
-from workers.core.db import database_url
+from workers.core.db import admin_url
 from workers.core.endpoint_events import decode_endpoint_event
 from workers.core.sealing import keyring
 from workers.core.topics import topics
@@ -49,7 +49,7 @@ def _delivered(hooks: Receiver, payment_id: str, count: int = 1) -> list[Any]:
 
 
 def _deliveries_to(stack: Flow, endpoint_id: str) -> int:
-    with psycopg.connect(database_url(stack.settings)) as db:
+    with psycopg.connect(admin_url(stack.settings)) as db:
         row = db.execute(
             "SELECT count(*) FROM notifier.deliveries WHERE endpoint_id = %s", (endpoint_id,)
         ).fetchone()
@@ -123,7 +123,7 @@ def _sealed_everywhere(settings: Settings, endpoint_id: str, shown: list[str]) -
         if e.endpoint_id == endpoint_id and e.sealed_secret is not None
     ]
     assert carried == shown
-    with psycopg.connect(database_url(settings)) as db:
+    with psycopg.connect(admin_url(settings)) as db:
         rows = db.execute(
             "SELECT secret_plain, secret_sealed FROM notifier.endpoint_secrets"
             " WHERE endpoint_id = %s ORDER BY id",
@@ -162,7 +162,7 @@ def test_endpoints_are_the_merchants_own_and_follow_its_changes(
     settings: Settings, tmp_path: Path
 ) -> None:
     with flow(settings, tmp_path) as stack, receiver(free_port()) as hooks:
-        with psycopg.connect(database_url(settings), autocommit=True) as db:
+        with psycopg.connect(admin_url(settings), autocommit=True) as db:
             other = create_merchant(db, "Other")
         stack.start("notifier", ["run-notifier"])
         refused = _call(stack, "POST", "/v1/webhook_endpoints", {"url": "ftp://example.com/h"})
@@ -200,7 +200,7 @@ def test_endpoints_are_the_merchants_own_and_follow_its_changes(
         assert _call(stack, "DELETE", path).status_code == 404
         assert _call(stack, "GET", "/v1/webhook_endpoints").json()["data"] == []
         # The notifier learns of the deletion through Kafka; from then on it records nothing.
-        with psycopg.connect(database_url(settings)) as db:
+        with psycopg.connect(admin_url(settings)) as db:
             wait_for(
                 lambda: (
                     db.execute(

@@ -110,7 +110,8 @@ def _operator() -> tuple[TableGrant, ...]:
 
 # What each role may do. A new service, or a new need of one, is one line here.
 ACCESS: Final[dict[ServiceRole, Access]] = {
-    "api": Access(owns="api"),
+    # The read model prunes the events it keeps for /v1/events past their retention.
+    "api": Access(owns="api", grants=(TableGrant("api.events", ("DELETE",)),)),
     "outbox": Access(grants=_relay()),
     "processor": Access(owns="processor"),
     "ledger": Access(owns="ledger"),
