@@ -33,13 +33,20 @@ class EndpointChanges:
         self.pool = pool
 
     def apply(self, batch: Batch) -> None:
+        changes = [_change(item.envelope) for item in batch.items]
         with self.pool.connection() as conn, conn.transaction():
-            for item in batch.items:
-                change = item.envelope
-                assert isinstance(change, EndpointEvent)  # this topic's decoder made it
-                marked = conn.execute(Q["event_mark_processed"], {"event_id": change.event_id})
-                if marked.rowcount:
+            ids = [change.event_id for change in changes]
+            marked = conn.execute(Q["events_mark_processed"], {"event_ids": ids}).fetchall()
+            new = {row[0] for row in marked}
+            for change in changes:
+                if change.event_id in new:  # the first of its copies only
+                    new.discard(change.event_id)
                     endpoints.apply(conn, change)
+
+
+def _change(envelope: object) -> EndpointEvent:
+    assert isinstance(envelope, EndpointEvent)  # this topic's decoder made it
+    return envelope
 
 
 ROUTES: Final = register(
