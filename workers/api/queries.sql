@@ -264,6 +264,8 @@ SELECT e.id, p.merchant_id, p.id, e.type, e.at,
            'currency', p.currency, 'payment_method', p.payment_method,
            'description', p.description, 'metadata', p.metadata,
            'refunded_amount', p.refunded_amount, 'failure_reason', p.failure_reason,
+           'capture_method', p.capture_method, 'amount_capturable', p.amount_capturable,
+           'amount_received', p.amount_received, 'cancellation_reason', p.cancellation_reason,
            'created_at', to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
            'updated_at', to_char(p.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
 FROM unnest(%(event_ids)s::uuid[], %(types)s::text[], %(payment_ids)s::text[],
