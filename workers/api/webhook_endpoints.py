@@ -12,6 +12,7 @@ the API keeps no secret, and a retry with the same Idempotency-Key gets the answ
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -165,7 +166,8 @@ async def rotate_secret(
 def _sealed(keys: Keyring, endpoint_id: str, secret: str) -> dict[str, Any]:
     """The event's fields carrying ``secret``, sealed: it never travels in plain text."""
     sealed = seal_webhook_secret(keys, endpoint_id, secret)
-    return {"secret_key_id": sealed.key_id, "secret_sealed": sealed.blob}
+    # Base64Bytes takes its input base64-encoded, in Python as in JSON.
+    return {"secret_key_id": sealed.key_id, "secret_sealed": base64.b64encode(sealed.blob)}
 
 
 async def delete(conn: Conn, merchant_id: str, endpoint_id: str, correlation_id: str) -> bytes:
