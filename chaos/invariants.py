@@ -19,11 +19,19 @@ from chaos.receiver import Receipt
 from chaos.settle import unreversed
 from workers.api.client import TERMINAL
 from workers.api.read_model import ROUTES as READ_MODEL
-from workers.core.consuming import IGNORE
+from workers.core.consuming import IGNORE, Routes
 from workers.core.events import Event, EventType
 from workers.core.projection import iso
-from workers.core.topics import GROUP_API
+from workers.core.topics import GROUP_API, GROUP_LEDGER, GROUP_NOTIFIER
+from workers.ledger.consumer import ROUTES as LEDGER
 from workers.notifier.intake import NOTIFIED
+from workers.notifier.worker import ROUTES as NOTIFIER
+
+ROUTES_OF: dict[str, Routes[Any]] = {
+    GROUP_API: READ_MODEL,
+    GROUP_LEDGER: LEDGER,
+    GROUP_NOTIFIER: NOTIFIER,
+}
 
 Violations = list[str]
 
@@ -200,23 +208,27 @@ def one_payment_per_key(ev: Evidence) -> Violations:
     return found
 
 
+def _passed_over(group: str, events: dict[uuid.UUID, Event], listed: set[str]) -> set[uuid.UUID]:
+    """Events ``group``'s routing table ignores: having passed them (no lag) is all it does
+    with them. The API stores a payment in the transaction that emits its payment.initiated:
+    the payment being listed accounts for that event too."""
+    routes = ROUTES_OF[group]
+    return {
+        i
+        for i, e in events.items()
+        if routes.route(e.type) is IGNORE
+        and (group != GROUP_API or e.type is not EventType.INITIATED or e.payment_id in listed)
+    }
+
+
 def every_event_accounted(ev: Evidence) -> Violations:
     found = [f"consumer group {g} is {n} messages behind the log" for g, n in ev.lag.items() if n]
     undecodable = [m for m in ev.log if m.event is None]
     found.extend(f"message {m.partition}:{m.offset} is not an event" for m in undecodable)
     events = ev.events()
     listed = {p["id"] for p in ev.payments}
-    # The read model ignores some types (its routing table says which); having passed them (no
-    # lag, above) is all it does with them. The API stores a payment in the transaction that
-    # emits its payment.initiated: the payment being listed accounts for that event too.
-    stored = {
-        i
-        for i, e in events.items()
-        if READ_MODEL.route(e.type) is IGNORE
-        and (e.type is not EventType.INITIATED or e.payment_id in listed)
-    }
     for group, seen in ev.recorded.items():
-        missing = set(events) - seen - (stored if group == GROUP_API else set())
+        missing = set(events) - seen - _passed_over(group, events, listed)
         if missing:
             sample = ", ".join(sorted(str(i) for i in missing)[:5])
             found.append(f"group {group} never applied {len(missing)} events (e.g. {sample})")

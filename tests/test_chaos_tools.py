@@ -170,3 +170,20 @@ def test_events_the_read_model_ignores_are_not_missing_from_it() -> None:
     assert (
         "ledger never applied 1" in every_event_accounted(_evidence(log=log, recorded=missing))[0]
     )
+
+
+def test_events_a_groups_routing_table_passes_over_are_not_missing_from_it() -> None:
+    """The notifier passes over a refund request (no webhook); it does not record it."""
+    good = _evidence()
+    asked = new_event(
+        EventType.REFUND_REQUESTED, payment_id="pay_1", merchant_id="mer_1", source="test",
+        data=RefundRequested(refund_id="re_1", amount=100),
+    )  # fmt: skip
+    log = [*good.log, Logged(0, 2, asked, b"")]
+    seen = {"ledger": good.recorded["ledger"] | {asked.event_id}, "notifier": set()}
+    notified = {
+        e.event_id for e in good.events().values() if e.type is not EventType.REFUND_REQUESTED
+    }
+    assert every_event_accounted(_evidence(log=log, recorded={**seen, "notifier": notified})) == []
+    # A type it acts on, missing, is still missing.
+    assert "notifier never applied" in every_event_accounted(_evidence(log=log, recorded=seen))[0]
