@@ -7,12 +7,10 @@ variables; the scenario's process builds the same ``Settings`` from the same val
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import secrets
 import signal
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,10 +116,6 @@ def configure(home: Path, *, partitions: int, extra: dict[str, str] | None = Non
 def start(stack: ChaosStack) -> None:
     """PostgreSQL (with a password on its user), the schema, Kafka and the topics."""
     stack.paths.logs.mkdir(parents=True, exist_ok=True)
-    # A KRaft cluster id is 16 random bytes in URL-safe base64; writing it spares a JVM start.
-    stack.paths.kafka_dir.mkdir(parents=True, exist_ok=True)
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    (stack.paths.kafka_dir / "cluster-id").write_text(cluster_id + "\n")
     with ThreadPoolExecutor(2) as both:  # neither waits for the other
         database = both.submit(_start_database, stack)
         broker = both.submit(start_kafka, stack)

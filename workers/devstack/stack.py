@@ -99,7 +99,7 @@ def down(settings: Settings) -> list[str]:
 
 
 def status(settings: Settings) -> list[Component]:
-    infra = [_postgres(settings), _kafka(settings), _supervisor(settings)]
+    infra = [_postgres(settings), *_kafka(settings), _supervisor(settings)]
     return infra + [_role(settings, name, h) for name, h in health.role_health(settings).items()]
 
 
@@ -150,13 +150,20 @@ def _postgres(settings: Settings) -> Component:
     return Component("postgres", _state(pg.running), pg.pid, _redacted_url(settings), str(pg.log))
 
 
-def _kafka(settings: Settings) -> Component:
+def _kafka(settings: Settings) -> list[Component]:
     if settings.kafka.bootstrap_servers is not None:
-        return Component("kafka", "external", None, bootstrap_servers(settings), "")
-    status_ = kafka.status(settings)
-    return Component(
-        "kafka", _state(status_.running), status_.pid, status_.bootstrap_servers, str(status_.log)
-    )
+        return [Component("kafka", "external", None, bootstrap_servers(settings), "")]
+    nodes = kafka.status(settings)
+    return [
+        Component(
+            "kafka" if len(nodes) == 1 else f"kafka-{node.node}",
+            _state(node.running),
+            node.pid,
+            node.bootstrap_servers,
+            str(node.log),
+        )
+        for node in nodes
+    ]
 
 
 def _endpoint(settings: Settings, name: str) -> str:
