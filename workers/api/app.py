@@ -17,16 +17,14 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.exceptions import HTTPException
 
-from workers.api import openapi, payments, read_model, shared_state, stream
-from workers.api.auth import Authenticator
+from workers.api import openapi, payments, read_model, stream
 from workers.api.errors import API_ERROR, ApiError, codes
 from workers.api.idempotency import Answer, request_hash, run_once
 from workers.api.metrics import RequestMetrics
-from workers.api.rate_limit import RateLimiter
 from workers.api.request_context import RequestContext, correlation_id
 from workers.api.routing import RequestRoute, allowed_methods
 from workers.api.schemas import PaymentCreate, RefundCreate, parse_body
-from workers.api.stream_quota import StreamQuota
+from workers.api.services import Services, services_of
 from workers.core import observe
 from workers.core.config import Settings, load_settings
 from workers.core.db import database_url
@@ -40,21 +38,6 @@ REPLAYED = {
     "description": "`true` when this is the stored answer to an earlier request with the key",
     "schema": {"type": "string", "enum": ["true"]},
 }
-
-
-class Services:
-    """What the routes share in one server process (and, through ``shared``, with the other
-    server processes of the same serve-api)."""
-
-    def __init__(self, settings: Settings, pool: AsyncConnectionPool[Any]) -> None:
-        self.settings = settings
-        self.pool = pool
-        shared = shared_state.for_this_process()
-        limiter = RateLimiter(
-            shared.rates, settings.api.rate_limit_per_s, settings.api.rate_limit_burst
-        )
-        self.auth = Authenticator(pool, settings.api.key_cache_s, limiter)
-        self.streams = StreamQuota(shared, settings.api.max_streams_per_key)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -111,14 +94,9 @@ def _spare_startup_objects_from_gc() -> None:
     gc.freeze()
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
 async def _merchant(request: Request) -> str:
     """Who sent the request (401 without a valid key; 429 over the key's rate limit)."""
-    caller = await _services(request).auth.admit(request.headers.get("authorization"))
+    caller = await services_of(request).auth.admit(request.headers.get("authorization"))
     return caller.merchant_id
 
 
@@ -175,7 +153,7 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
 
     async def create_payment(request: Request) -> Response:
         raw = await _read_body(request, limit)
-        services = _services(request)
+        services = services_of(request)
         merchant_id = await _merchant(request)
         key = check_idempotency_key(request.headers.get("idempotency-key"))
         body = parse_body(PaymentCreate, raw)
@@ -225,7 +203,7 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
         ),
     )  # fmt: skip
     async def get_payment(request: Request, payment_id: openapi.PaymentId) -> Response:
-        services = _services(request)
+        services = services_of(request)
         merchant_id = await _merchant(request)
         payment = await payments.get_payment(services.pool, merchant_id, payment_id)
         return _json(payment, _correlation_id(request))
@@ -257,7 +235,7 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
             ),
         ] = None,
     ) -> Response:
-        services = _services(request)
+        services = services_of(request)
         merchant_id = await _merchant(request)
         page = await payments.list_payments(
             services.pool, merchant_id, limit=limit, starting_after=starting_after, status=status
@@ -282,7 +260,7 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
     )  # fmt: skip
     async def create_refund(request: Request, payment_id: openapi.PaymentId) -> Response:
         raw = await _read_body(request, limit)
-        services = _services(request)
+        services = services_of(request)
         merchant_id = await _merchant(request)
         key = check_idempotency_key(request.headers.get("idempotency-key"))
         body = parse_body(RefundCreate, raw)
@@ -319,7 +297,7 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
         ),
     )  # fmt: skip
     async def readyz(request: Request) -> dict[str, str]:
-        async with _services(request).pool.connection(timeout=5) as conn:
+        async with services_of(request).pool.connection(timeout=5) as conn:
             await conn.execute("SELECT 1")
         return {"status": "ready"}
 

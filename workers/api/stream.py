@@ -21,7 +21,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import psycopg
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -34,13 +34,11 @@ from workers.api import openapi
 from workers.api.change_feed import ChangeFeed
 from workers.api.errors import ApiError, codes, not_found, too_many_streams
 from workers.api.payments import check_lookable, dumps, payment_object
+from workers.api.services import services_of
 from workers.core.config import Settings
 from workers.core.db import database_url
 from workers.core.sql import load_queries
 from workers.core.status import TERMINAL, PaymentStatus
-
-if TYPE_CHECKING:
-    from workers.api.app import Services
 
 log = logging.getLogger(__name__)
 Q = load_queries("workers.api")
@@ -99,7 +97,7 @@ def router(settings: Settings) -> APIRouter:
         ),
     )  # fmt: skip
     async def payment_events(request: Request, payment_id: openapi.PaymentId) -> Response:
-        services: Services = request.app.state.services
+        services = services_of(request)
         caller = await services.auth.admit(request.headers.get("authorization"))
         merchant_id = caller.merchant_id
         given = seen_version(request.headers.get("last-event-id"))
