@@ -19,6 +19,7 @@ from pathlib import Path
 from workers.core.config import Settings
 from workers.core.errors import StackError
 from workers.core.kafka import KafkaException, make_admin
+from workers.core.topics import topics
 from workers.devstack import kafka
 from workers.devstack.procs import alive, read_pid
 
@@ -38,6 +39,24 @@ class PartitionState:
     leader: int  # -1: none (no replica in sync is alive)
     replicas: tuple[int, ...]
     in_sync: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    quorum: Quorum
+    topic: str
+    partitions: list[PartitionState]
+    error: str = ""  # why the partitions are not known (no broker answers)
+
+
+def view(settings: Settings) -> ClusterView:
+    """The quorum and every partition of the payments topic, as ``dev status`` shows them."""
+    topic = topics(settings).payments
+    try:
+        found = partitions(settings, topic)
+    except StackError as exc:
+        return ClusterView(quorum(settings), topic, [], str(exc))
+    return ClusterView(quorum(settings), topic, found)
 
 
 def read_quorum_state(text: str) -> Quorum:

@@ -357,6 +357,12 @@ def _make_monitor(settings: Settings, watcher: Server) -> None:
          "--no-ssl", "--pgctl", str(postgres.BIN_DIR / "pg_ctl")],
         _env(paths),
     )  # fmt: skip
+    # `create monitor` has no --listen: its server would listen on every address.
+    postgres.as_owner(
+        [postgres.AUTOCTL, "config", "set", "--pgdata", str(watcher.data),
+         "postgresql.listen_addresses", "127.0.0.1"],
+        _env(paths),
+    )  # fmt: skip
     with (watcher.data / "postgresql.conf").open("a") as conf:
         conf.write("\ninclude_if_exists = 'flowpay.conf'\n")
 
