@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -51,15 +52,14 @@ def up(
     StackPaths.of(settings).logs.mkdir(parents=True, exist_ok=True)
     _same_shape(settings)
     shape.record(settings)
-    if settings.database.url is None:
-        say("PostgreSQL" + (" and its standby" if settings.dev.pg_standby else ""))
-        (pg_standby.up if settings.dev.pg_standby else postgres.up)(settings)
-    say("schema")
-    init_database(settings)
-    if settings.kafka.bootstrap_servers is None:
-        brokers = settings.dev.kafka_brokers
-        say("Kafka" if brokers == 1 else f"Kafka ({brokers} nodes)")
-        kafka.up(settings)
+    with ThreadPoolExecutor(1) as beside:  # Kafka starts while PostgreSQL does
+        brokers = beside.submit(_kafka_up, settings, say)
+        if settings.database.url is None:
+            say("PostgreSQL" + (" and its standby" if settings.dev.pg_standby else ""))
+            (pg_standby.up if settings.dev.pg_standby else postgres.up)(settings)
+        say("schema")
+        init_database(settings)
+        brokers.result()
     say("topics")
     create_topics(settings)
     if not infra_only:
@@ -68,6 +68,13 @@ def up(
         say("roles")
         roles.start_supervisor(settings, config_file)
         health.wait_ready(settings, wait_s, lambda step: say(f"roles: {step}"))
+
+
+def _kafka_up(settings: Settings, say: Progress) -> None:
+    if settings.kafka.bootstrap_servers is None:
+        brokers = settings.dev.kafka_brokers
+        say("Kafka" if brokers == 1 else f"Kafka ({brokers} nodes)")
+        kafka.up(settings)
 
 
 def _same_shape(settings: Settings) -> None:
