@@ -7,6 +7,7 @@ servers' start once however the tests that need them spread over the workers.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,10 +29,12 @@ def shared_stack(
     make_config: Callable[[], dict[str, object]],
     up_args: tuple[str, ...],
     stop_config: Callable[[Path], Path] = lambda given: given,
+    remove: Path | None = None,
 ) -> Iterator[Path]:
     """`flowpay dev up --infra-only *up_args` on the configuration ``make_config`` gives (made
     once, in ``shared_dir``); yields that configuration's path. ``stop_config`` names the
-    configuration `dev down` is given at the end (`dev up --secure` writes one of its own)."""
+    configuration `dev down` is given at the end (`dev up --secure` writes one of its own);
+    ``remove`` is deleted after it (a stack's home outside the session's directory)."""
     shared_dir.mkdir(parents=True, exist_ok=True)
     user_config = shared_dir / "flowpay.toml"
     users = shared_dir / "users"
@@ -42,6 +45,8 @@ def shared_stack(
             "--config", str(user_config), "dev", "up", "--infra-only", *up_args,
             env=clean_env(), timeout=300,
         )  # fmt: skip
+        if done.returncode != 0 and not users.exists():
+            _down(stop_config(user_config), remove)  # what started of it, nobody else uses
         assert done.returncode == 0, done.stdout + done.stderr
         users.write_text(str(int(users.read_text() or "0") + 1 if users.exists() else 1))
     try:
@@ -51,8 +56,13 @@ def shared_stack(
             left = int(users.read_text()) - 1
             users.write_text(str(left))
             if left == 0:
-                config = str(stop_config(user_config))
-                flowpay("--config", config, "dev", "down", env=clean_env(), timeout=120)
+                _down(stop_config(user_config), remove)
+
+
+def _down(config: Path, remove: Path | None) -> None:
+    flowpay("--config", str(config), "dev", "down", env=clean_env(), timeout=120)
+    if remove is not None:
+        shutil.rmtree(remove, ignore_errors=True)
 
 
 def shared_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str, name: str) -> Path:

@@ -21,6 +21,7 @@ import base64
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -33,7 +34,7 @@ from workers.core.errors import StackError
 from workers.core.kafka import KafkaException, is_ready, make_admin
 from workers.devstack import secure
 from workers.devstack.paths import StackPaths, write_private
-from workers.devstack.procs import alive, read_pid, spawn, tail, terminate
+from workers.devstack.procs import alive, read_pid, spawn, tail, terminate, wait_gone
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +261,15 @@ def start_node(settings: Settings, node_id: int) -> None:
         classpath = f"{resolve_jars(settings)}/*"
         _start(settings, StackPaths.of(settings), n, _listener(settings), classpath)
     _wait_ready(settings, n)
+
+
+def kill_node(settings: Settings, node_id: int) -> None:
+    """SIGKILL one node, as a lost machine: no controlled shutdown, no leadership handed on."""
+    pid = read_pid(node(settings, node_id).pid_file)
+    if pid is None or not alive(pid, MAIN_CLASS):
+        return
+    os.kill(pid, signal.SIGKILL)
+    wait_gone(pid, MAIN_CLASS, timeout_s=30)
 
 
 def _start(
