@@ -10,8 +10,8 @@ from dataclasses import replace
 
 import pytest
 
-from chaos.faults import KINDS, REBALANCE
-from chaos.scenario import SECRETS, Config, Outcome, run
+from chaos.faults import FAILOVERS, KILL_KAFKA_LEADER, KILL_PG_PRIMARY, KINDS, REBALANCE
+from chaos.scenario import SECRETS, Config, Outcome, fault_kinds, run
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(420)]
 # Each fault short, and the next soon after the last recovered: one of each within ~2 minutes.
@@ -47,3 +47,14 @@ def test_scaled_out_with_rebalances_breaks_no_invariant() -> None:
 
     _assert_clean(outcome)
     _assert_every_fault_ran(outcome, (*KINDS, REBALANCE))
+
+
+def test_on_a_cluster_losing_a_broker_or_the_primary_loses_nothing_acknowledged() -> None:
+    config = replace(CI, payments=200, duration_s=45, seed=13, brokers=3, pg_standby=True)
+    outcome = run(config)
+
+    _assert_clean(outcome)
+    _assert_every_fault_ran(outcome, fault_kinds(config))
+    assert {KILL_KAFKA_LEADER, KILL_PG_PRIMARY} <= {f.kind for f in outcome.faults}
+    # Each failover recovered: a probe payment went all the way through afterwards.
+    assert all(f.recovery_s is not None for f in outcome.faults if f.kind in FAILOVERS)

@@ -11,6 +11,7 @@ from chaos.faults import KINDS, schedule
 from chaos.invariants import (
     CHECKS,
     Evidence,
+    acknowledged_kept,
     check_all,
     every_event_accounted,
     ledger_agrees,
@@ -18,6 +19,7 @@ from chaos.invariants import (
     one_payment_per_key,
     webhooks_delivered,
 )
+from chaos.load import Sent
 from chaos.receiver import Receipt
 from chaos.secrets import leaks
 from workers.core.events import EventType, Initiated, RefundRequested, Succeeded, new_event
@@ -85,7 +87,6 @@ def _evidence(**changes: Any) -> Evidence:
                 "metadata": {"chaos_key": "pay-1"},
             }
         ],
-        "sent": [],
         "refunds": [],
         "stuck_refunds": [],
         "leftovers": [],
@@ -124,6 +125,8 @@ def _evidence(**changes: Any) -> Evidence:
         "recorded": {"api": {PAID.event_id}, "ledger": {STARTED.event_id, PAID.event_id}},
         "lag": {"api": 0, "ledger": 0},
         "merchants": ["mer_1"],
+        "sent": [Sent("pay-1", "mer_1", {}, {"pay_1"}, "accepted")],
+        "acknowledged": {STARTED.event_id, PAID.event_id},
     }
     return Evidence(**(fields | changes))
 
@@ -154,6 +157,19 @@ def test_each_invariant_names_what_breaks_it() -> None:
         "consumer group ledger is 3 messages behind the log"
     ]
     assert "never applied 1 events" in every_event_accounted(_evidence(recorded={"api": set()}))[0]
+
+
+def test_a_lost_202_or_acknowledged_event_is_named() -> None:
+    lost = Sent("pay-2", "mer_1", {}, {"pay_2"}, "accepted")
+    good = _evidence()
+
+    assert acknowledged_kept(_evidence(sent=[*good.sent, lost])) == [
+        "payment pay_2 (pay-2) was answered 202 and is missing from the API's list"
+    ]
+    only_started = [m for m in good.log if m.event is STARTED]
+    assert acknowledged_kept(_evidence(log=only_started)) == [
+        f"1 events Kafka acknowledged are not in the log (e.g. {PAID.event_id})"
+    ]
 
 
 def test_events_the_read_model_ignores_are_not_missing_from_it() -> None:
