@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from workers.core.config import Settings, load_settings
 from workers.core.db import database_url
-from workers.core.kafka import create_topics, delete_topics
+from workers.core.kafka import bootstrap_servers, create_topics, delete_topics
 from workers.devstack import stack
 from workers.migrations.runner import migrate
 
@@ -45,9 +45,7 @@ def env_for(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWPAY_")}
     env["FLOWPAY_DATABASE__URL"] = database_url(settings)
     env["FLOWPAY_KAFKA__TOPIC_PREFIX"] = settings.kafka.topic_prefix
-    env["FLOWPAY_KAFKA__BOOTSTRAP_SERVERS"] = settings.kafka.bootstrap_servers or (
-        f"127.0.0.1:{settings.dev.kafka_port}"
-    )
+    env["FLOWPAY_KAFKA__BOOTSTRAP_SERVERS"] = bootstrap_servers(settings)  # every node
     env["FLOWPAY_DEV__HOME"] = str(settings.dev.home.resolve())
     env["FLOWPAY_KAFKA__SESSION_TIMEOUT_MS"] = str(settings.kafka.session_timeout_ms)
     # Roles of parallel tests would all want the default metrics ports; tests that read

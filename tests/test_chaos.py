@@ -49,6 +49,7 @@ def test_scaled_out_with_rebalances_breaks_no_invariant() -> None:
     _assert_every_fault_ran(outcome, (*KINDS, REBALANCE))
 
 
+@pytest.mark.timeout(600)  # three brokers and a standby to start, two failovers to mend
 def test_on_a_cluster_losing_a_broker_or_the_primary_loses_nothing_acknowledged() -> None:
     config = replace(CI, payments=200, duration_s=45, seed=13, brokers=3, pg_standby=True)
     outcome = run(config)

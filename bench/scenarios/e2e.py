@@ -45,6 +45,7 @@ class EndToEndSizes:
     # did not complete in time shows as completed < accepted).
     drain_timeout_s: float = 60.0
     profile: bool = True
+    instances: int = 1  # of each consumer role and relay (docs/scaling.md compares 1 and 2)
 
 
 @dataclass
@@ -98,7 +99,8 @@ def _start_roles(bench: Bench, sizes: EndToEndSizes) -> tuple[NewMerchant, str]:
     bench.env["FLOWPAY_GATEWAY__URL"] = sim
     url = start_api(bench, sizes.api_workers)
     for role in ("outbox", "processor", "ledger", "notifier"):
-        bench.start(role, [f"run-{role}"])
+        for n in range(sizes.instances):
+            bench.start(role if n == 0 else f"{role}-{n + 1}", [f"run-{role}"])
     return merchant, url
 
 

@@ -427,16 +427,17 @@ def _only(settings: Settings, n: KafkaNode) -> Settings:
 def _wait_ready(settings: Settings, n: KafkaNode) -> None:
     deadline = time.monotonic() + settings.dev.start_timeout_s
     alone = _only(settings, n)
+    name = "Kafka" if settings.dev.kafka_brokers == 1 else f"Kafka node {n.id}"
     while time.monotonic() < deadline:
         if is_ready(alone, 1.0) and n.id in _registered(alone):
             return
         if not alive(read_pid(n.pid_file), MAIN_CLASS):
             raise StackError(
-                f"Kafka node {n.id} exited while starting; last lines of {n.log}:\n" + tail(n.log)
+                f"{name} exited while starting; last lines of {n.log}:\n" + tail(n.log)
             )
         time.sleep(0.3)
     raise StackError(
-        f"Kafka node {n.id} did not answer within {settings.dev.start_timeout_s:.0f}s; "
+        f"{name} did not answer within {settings.dev.start_timeout_s:.0f}s; "
         f"last lines of {n.log}:\n{tail(n.log)}"
     )
 

@@ -315,12 +315,15 @@ def _created(paths: StackPaths, srv: Server) -> bool:
 
 
 def _set_partition_timeout(settings: Settings, node: Server) -> None:
-    """The keeper's network_partition_timeout (a running keeper reloads it)."""
-    postgres.as_owner(
-        [postgres.AUTOCTL, "config", "set", "--pgdata", str(node.data),
-         "timeout.network_partition_timeout", str(NETWORK_PARTITION_TIMEOUT_S)],
-        _env(StackPaths.of(settings), node),
-    )  # fmt: skip
+    """The keeper's network_partition_timeout (a running keeper reloads it), unless it has it
+    already: ``config set`` fails, saying nothing, while the keeper restarts its server."""
+    env = _env(StackPaths.of(settings), node)
+    key = "timeout.network_partition_timeout"
+    get = [postgres.AUTOCTL, "config", "get", "--pgdata", str(node.data), key]
+    if postgres.as_owner(get, env).strip() == str(NETWORK_PARTITION_TIMEOUT_S):
+        return
+    set_ = [postgres.AUTOCTL, "config", "set", "--pgdata", str(node.data), key]
+    postgres.as_owner([*set_, str(NETWORK_PARTITION_TIMEOUT_S)], env)
 
 
 def _monitor_url(settings: Settings) -> str:
