@@ -17,16 +17,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from bench.env import base_settings
 from bench.scenarios.e2e import EndToEndSizes
 from bench.scenarios.e2e import run as end_to_end
-from workers.core.config import load_settings
-from workers.devstack import shape
 
 SHOWN = ("offered_per_s", "completed_per_s", "p50_ms", "p99_ms")
 
 
 def measure(config: Path, sizes: EndToEndSizes) -> dict[str, Any]:
-    settings = shape.applied(load_settings(config))
+    settings = base_settings(config)
     before = os.getloadavg()[0]
     result = end_to_end(settings, sizes)
     half = result["at_50"] or {}

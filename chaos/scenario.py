@@ -56,6 +56,7 @@ class Config:
     keep: bool = False  # keep the stack's files (logs) even when every check passed
     brokers: int = 1  # Kafka nodes: 3 adds the kill of the busiest partition leader
     pg_standby: bool = False  # a synchronous standby; adds the kill of the primary
+    only: tuple[str, ...] = ()  # these kinds of fault alone (a shorter run); () for every kind
 
 
 @dataclass
@@ -164,7 +165,7 @@ def fault_kinds(config: Config) -> tuple[str, ...]:
         kinds = (*kinds, KILL_KAFKA_LEADER)
     if config.pg_standby:
         kinds = (*kinds, KILL_PG_PRIMARY)
-    return kinds
+    return tuple(k for k in kinds if k in config.only) if config.only else kinds
 
 
 def _merchants(st: stack.ChaosStack, receiver: Receiver, count: int) -> list[Merchant]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos.eventlog import Logged
-from chaos.faults import KINDS, schedule
+from chaos.faults import FAILOVERS, KINDS, schedule
 from chaos.invariants import (
     CHECKS,
     Evidence,
@@ -21,6 +21,7 @@ from chaos.invariants import (
 )
 from chaos.load import Sent
 from chaos.receiver import Receipt
+from chaos.scenario import Config, fault_kinds
 from chaos.secrets import leaks
 from workers.core.events import EventType, Initiated, RefundRequested, Succeeded, new_event
 from workers.core.projection import iso
@@ -186,3 +187,10 @@ def test_events_the_read_model_ignores_are_not_missing_from_it() -> None:
     assert (
         "ledger never applied 1" in every_event_accounted(_evidence(log=log, recorded=missing))[0]
     )
+
+
+def test_a_cluster_adds_its_failovers_and_only_narrows_the_kinds() -> None:
+    assert not set(FAILOVERS) & set(fault_kinds(Config()))
+    on_cluster = fault_kinds(Config(brokers=3, pg_standby=True))
+    assert on_cluster == (*KINDS, *FAILOVERS)
+    assert fault_kinds(Config(brokers=3, only=FAILOVERS)) == (FAILOVERS[0],)
