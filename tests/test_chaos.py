@@ -20,6 +20,9 @@ CI = Config(payments=300, duration_s=60, rounds=1, window_s=2.0, gap_s=0.6)
 
 def _assert_clean(outcome: Outcome) -> None:
     print("seconds:", {k: round(v, 1) for k, v in outcome.seconds.items()})  # shown with -s
+    print(
+        "recoveries:", [(f.kind, f.recovery_s and round(f.recovery_s, 1)) for f in outcome.faults]
+    )
     found = [f"{name}: {line}" for name, lines in outcome.violations.items() for line in lines]
     assert not found, f"{len(found)} violations (files kept in {outcome.home}):\n" + "\n".join(
         found[:100]

@@ -34,9 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from workers.core.config import Settings
+from workers.core.db import local_url
 from workers.core.errors import StackError
 from workers.devstack import postgres
 from workers.devstack.paths import StackPaths
@@ -157,6 +159,7 @@ def up(settings: Settings) -> list[NodeState]:
     _wait_state(settings, settled, say=lambda _now: _hurry_base_backup(settings))
     for node in (first, second):
         _set_partition_timeout(settings, node)
+    _wait_writable(settings, settings.dev.start_timeout_s)
     postgres.ensure_database(settings)
     return status(settings)
 
@@ -213,8 +216,14 @@ def primary(states: list[NodeState]) -> NodeState | None:
 
 
 def settled(states: list[NodeState]) -> bool:
-    """A primary and a standby in sync with it: a failover would lose nothing."""
-    return sorted(s.role for s in states) == ["primary", "standby"]
+    """A primary and a standby in sync with it, both up: a failover would lose nothing.
+
+    Both must also answer: the monitor's states of a pair just started again are those it
+    last had, before either server runs.
+    """
+    return sorted(s.role for s in states) == ["primary", "standby"] and all(
+        s.running for s in states
+    )
 
 
 def wait_settled(settings: Settings, timeout_s: float) -> list[NodeState]:
@@ -261,6 +270,16 @@ def _wait_state(
             raise StackError(f"PostgreSQL did not settle within {limit:.0f}s ({now})\n{logs}")
         say(now)
         time.sleep(0.5)
+
+
+def _wait_writable(settings: Settings, timeout_s: float) -> None:
+    """Until the multi-host URL reaches a server that takes writes, as every role's will."""
+    url = make_conninfo(local_url(settings), dbname="postgres")
+    deadline = time.monotonic() + timeout_s
+    while not _accepts(url):
+        if time.monotonic() > deadline:
+            raise StackError(f"no PostgreSQL server took writes within {timeout_s:.0f}s")
+        time.sleep(0.3)
 
 
 def _hurry_base_backup(settings: Settings) -> None:
