@@ -13,7 +13,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # Only the Python given: never a download of one.
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test chaos install lock lock-upgrade infra lint down status clean
+.PHONY: run test chaos install lock lock-upgrade infra lint down status clean stripe-mock
 
 run: infra  ## install, start the whole local stack, print where everything is, send a demo payment
 	$(FLOWPAY) dev up
@@ -21,7 +21,7 @@ run: infra  ## install, start the whole local stack, print where everything is, 
 	$(FLOWPAY) status $$($(BIN)/python -c "import json; print(json.load(open('.flowpay/demo-payment.json'))['id'])")
 	$(FLOWPAY) dev webhooks --wait 30 --payment $$($(BIN)/python -c "import json; print(json.load(open('.flowpay/demo-payment.json'))['id'])")
 
-test: infra lint  ## install, start PostgreSQL and Kafka, run the whole suite
+test: infra lint stripe-mock  ## install, start PostgreSQL and Kafka, run the whole suite
 	$(BIN)/pytest
 	$(BIN)/pytest -m 'chaos or serial' -n 0
 
@@ -48,6 +48,11 @@ $(UV): pyproject.toml
 
 infra: install
 	$(FLOWPAY) dev up --infra-only
+
+# Stripe's API mock, which the Stripe connector's tests run against: `go install` at the version
+# tests/helpers/stripe_mock.py pins, once, into .flowpay/stripe-mock/<version>/.
+stripe-mock: install
+	$(BIN)/python -m tests.helpers.stripe_mock
 
 .PHONY: bench
 bench: infra  ## every benchmark of issue 7 (under 15 min): tables, bench/results/, docs/performance.md

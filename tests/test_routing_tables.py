@@ -20,6 +20,7 @@ from workers.core.events import (
     ChargeReversed,
     EventType,
     Failed,
+    GatewayReported,
     Initiated,
     Processing,
     Refunded,
@@ -67,6 +68,16 @@ EXAMPLES = {
     EventType.REFUNDED: Refunded(refund_id="re_1", amount=10, refunded_total=10),
     EventType.REFUND_FAILED: RefundFailed(refund_id="re_1", reason="no"),
     EventType.CHARGE_REVERSED: ChargeReversed(charge_id="ch_1", amount=100),
+    EventType.GATEWAY_REPORTED: GatewayReported(
+        provider="stripe",
+        gateway_event_id="evt_1",
+        gateway_event_type="payment_intent.succeeded",
+        object_id="pi_1",
+        status="succeeded",
+        amount=100,
+        currency="USD",
+        livemode=False,
+    ),
 }
 
 

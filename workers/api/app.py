@@ -17,7 +17,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.exceptions import HTTPException
 
-from workers.api import openapi, payments, read_model, stream
+from workers.api import openapi, payments, read_model, stream, stripe_webhooks
 from workers.api.errors import API_ERROR, ApiError, codes
 from workers.api.idempotency import Answer, request_hash, run_once
 from workers.api.metrics import RequestMetrics
@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics)
     app.add_middleware(RequestContext)
     app.include_router(stream.router(settings))
+    app.include_router(stripe_webhooks.router(settings))
     openapi.install(app)
     return app
 

@@ -84,6 +84,12 @@ def _codes(*codes: ErrorCode) -> dict[str, ErrorCode]:
 CODES: Final = _codes(
     ErrorCode(400, "body_invalid_json", "The request body is not valid JSON."),
     ErrorCode(400, "idempotency_key_missing", "The request has no Idempotency-Key header."),
+    ErrorCode(400, "signature_missing", "A Stripe webhook without its Stripe-Signature header."),
+    ErrorCode(
+        400,
+        "signature_invalid",
+        "A Stripe webhook whose Stripe-Signature does not verify or is over 300 s old.",
+    ),
     ErrorCode(
         400,
         "idempotency_key_invalid",

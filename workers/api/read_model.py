@@ -98,6 +98,8 @@ ROUTES: Final = register(
             EventType.REFUND_FAILED: ReadModel.apply,
             # The payment already failed; the reversal changes nothing the API shows.
             EventType.CHARGE_REVERSED: IGNORE,
+            # The processor settles by it; what the API shows changes with that settlement.
+            EventType.GATEWAY_REPORTED: IGNORE,
         },
     )
 )

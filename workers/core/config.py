@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Final, Literal, get_args
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -214,7 +215,52 @@ class OutboxSettings(_Section):
     prune_interval_s: float = Field(default=300.0, gt=0)
 
 
+STRIPE_API: Final = "https://api.stripe.com"
+_LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class StripeSettings(_Section):
+    """Stripe, when ``gateway.provider = "stripe"``: the official SDK's client and webhooks."""
+
+    # A secret key (sk_test_..., sk_live_...) or a restricted one (rk_...); never logged.
+    api_key: SecretStr | None = None
+    # Stripe's API; stripe-mock's address in tests. Plain http only to this machine.
+    base_url: str = STRIPE_API
+    # One attempt's deadline, answer included; past it the outcome is unknown and looked up.
+    timeout_s: float = Field(default=30.0, gt=0, le=300)
+    # The signing secret (whsec_...) of the endpoint registered in Stripe's dashboard.
+    webhook_secret: SecretStr | None = None
+
+    @field_validator("api_key")
+    @classmethod
+    def _a_secret_key(cls, key: SecretStr | None) -> SecretStr | None:
+        # A publishable key (pk_) in its place would be sent to Stripe and refused on every call.
+        if key is not None and not key.get_secret_value().startswith(("sk_", "rk_")):
+            raise ValueError("not a Stripe secret key (sk_...) or restricted key (rk_...)")
+        return key
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _a_signing_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and not secret.get_secret_value().startswith("whsec_"):
+            raise ValueError("not a webhook signing secret (whsec_...)")
+        return secret
+
+    @field_validator("base_url")
+    @classmethod
+    def _keys_never_in_the_clear(cls, url: str) -> str:
+        parsed = urlsplit(url)
+        local = parsed.scheme == "http" and parsed.hostname in _LOOPBACK_HOSTS
+        if not (parsed.scheme == "https" or local) or not parsed.hostname:
+            # The secret key travels in every request's Authorization header.
+            raise ValueError("must be https (plain http only to 127.0.0.1 or localhost)")
+        return url.rstrip("/")
+
+
 class GatewaySettings(_Section):
+    # Which gateway the processor charges: the simulator (the local stack, the bench, chaos)
+    # or Stripe ([gateway.stripe]).
+    provider: Literal["simulator", "stripe"] = "simulator"
     # None means the dev stack's gateway simulator (http://<gateway_sim.host>:<gateway_sim.port>).
     url: str | None = None
     # Bearer token sent to the gateway, if it wants one.
@@ -226,6 +272,13 @@ class GatewaySettings(_Section):
     backoff_max_s: float = Field(default=5.0, gt=0)
     # HTTP connections to the gateway at most.
     max_connections: int = Field(default=256, ge=1)
+    stripe: StripeSettings = StripeSettings()
+
+    @model_validator(mode="after")
+    def _stripe_has_a_key(self) -> GatewaySettings:
+        if self.provider == "stripe" and self.stripe.api_key is None:
+            raise ValueError("provider stripe needs gateway.stripe.api_key")
+        return self
 
 
 class GatewaySimSettings(_Section):
@@ -407,6 +460,16 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     tracing: TracingSettings = TracingSettings()
     dev: DevSettings = DevSettings()
+
+    @model_validator(mode="after")
+    def _stripe_remembers_keys_a_day(self) -> Settings:
+        # The reconciler sends a charge again with its key until unknown_deadline_s: Stripe
+        # keeps idempotency keys for 24 hours, so past that a re-send could charge twice.
+        if self.gateway.provider == "stripe" and self.processor.unknown_deadline_s > 86_400:
+            raise ValueError(
+                "processor.unknown_deadline_s above 86400 with Stripe (keys last a day)"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -42,6 +42,9 @@ class EventType(StrEnum):
     REFUNDED = "payment.refunded"
     REFUND_FAILED = "payment.refund_failed"
     CHARGE_REVERSED = "payment.charge_reversed"
+    # A gateway's own word on an outcome that came later (a verified Stripe webhook), keyed by
+    # the FlowPay payment (or payout) it names: for the processor to settle by.
+    GATEWAY_REPORTED = "gateway.reported"
 
 
 class EventData(BaseModel):
@@ -64,8 +67,24 @@ class Succeeded(EventData):
     charge_id: str = Field(min_length=1)
 
 
+# Why a payment failed. The card's reasons are those a gateway reports (a decline code the
+# list does not name is card_declined); the last two are FlowPay's own.
+FailureReason = Literal[
+    "card_declined",
+    "insufficient_funds",
+    "expired_card",
+    "incorrect_cvc",
+    "incorrect_number",
+    "invalid_expiry",
+    "processing_error",
+    "authentication_failed",
+    "gateway_timeout",
+    "gateway_error",
+]
+
+
 class Failed(EventData):
-    reason: Literal["card_declined", "insufficient_funds", "gateway_timeout", "gateway_error"]
+    reason: FailureReason
 
 
 class RefundRequested(EventData):
@@ -90,6 +109,31 @@ class ChargeReversed(EventData):
     amount: Amount = Field(gt=0, le=MAX_AMOUNT)
 
 
+# What a gateway reports, bounded and checked as it comes in (workers.api.stripe_webhooks).
+GatewayEventType = Literal[
+    "payment_intent.succeeded",
+    "payment_intent.payment_failed",
+    "charge.refunded",
+    "payout.paid",
+    "payout.failed",
+]
+_GATEWAY_ID = r"^[A-Za-z0-9_]{1,255}$"
+_GATEWAY_WORD = r"^[a-z0-9_]{1,64}$"
+
+
+class GatewayReported(EventData):
+    provider: Literal["stripe"]
+    gateway_event_id: str = Field(pattern=_GATEWAY_ID)
+    gateway_event_type: GatewayEventType
+    object_id: str = Field(pattern=_GATEWAY_ID)  # pi_..., ch_..., po_...
+    status: str = Field(pattern=_GATEWAY_WORD)
+    # The object's amount that the event is about: received, refunded in all, paid out.
+    amount: Amount | None = Field(default=None, ge=0, le=MAX_AMOUNT)
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    failure_reason: str | None = Field(default=None, pattern=_GATEWAY_WORD)
+    livemode: bool
+
+
 PAYLOADS: Final[dict[EventType, type[EventData]]] = {
     EventType.INITIATED: Initiated,
     EventType.PROCESSING: Processing,
@@ -99,6 +143,7 @@ PAYLOADS: Final[dict[EventType, type[EventData]]] = {
     EventType.REFUNDED: Refunded,
     EventType.REFUND_FAILED: RefundFailed,
     EventType.CHARGE_REVERSED: ChargeReversed,
+    EventType.GATEWAY_REPORTED: GatewayReported,
 }
 
 D = TypeVar("D", bound=EventData)

@@ -164,6 +164,7 @@ ROUTES: Final = register(
             EventType.REFUNDED: Ledger.post,
             EventType.REFUND_FAILED: Ledger.post,
             EventType.CHARGE_REVERSED: Ledger.post,
+            EventType.GATEWAY_REPORTED: Ledger.post,
         },
     )
 )

@@ -20,6 +20,7 @@ from workers.core.events import (
     Event,
     EventData,
     Failed,
+    GatewayReported,
     Initiated,
     Processing,
     Refunded,
@@ -174,6 +175,7 @@ _ROW_FIELDS: Final[dict[type[EventData], tuple[str | None, str | None, str | Non
     Refunded: ("amount", "refund_id", None),
     RefundFailed: (None, "refund_id", None),
     ChargeReversed: ("amount", "charge_id", None),
+    GatewayReported: ("amount", "gateway_event_id", "currency"),
 }
 
 

@@ -232,7 +232,13 @@ class StandardRules:
                 return [self.refund(event, state)]
             case EventType.CHARGE_REVERSED:
                 return self.charge_reversed(event, state)
-            case EventType.PROCESSING | EventType.REFUND_REQUESTED | EventType.REFUND_FAILED:
+            case (
+                EventType.PROCESSING
+                | EventType.REFUND_REQUESTED
+                | EventType.REFUND_FAILED
+                # A gateway's report moves nothing until the processor settles by it.
+                | EventType.GATEWAY_REPORTED
+            ):
                 return []  # nothing moves; the event is recorded as applied
             case unknown:  # mypy: no event type left without a rule
                 assert_never(unknown)

@@ -14,7 +14,7 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import backoff
 import httpx
@@ -23,6 +23,8 @@ from workers.core.config import GatewaySettings, Settings
 from workers.core.ids import derived_key
 from workers.processor import metrics
 
+CaptureMethod = Literal["automatic", "manual"]
+
 
 @dataclass(frozen=True)
 class ChargeRequest:
@@ -30,6 +32,10 @@ class ChargeRequest:
     amount: int
     currency: str
     payment_method: str
+    # manual: authorize only (``workers.processor.operations``: capture or cancel later).
+    capture_method: CaptureMethod = "automatic"
+    # Where a customer sent to authenticate (3-D Secure) comes back to, when the payment has one.
+    return_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,8 @@ class Charged:
 
 @dataclass(frozen=True)
 class Declined:
-    code: str  # card_declined | insufficient_funds
+    code: str  # the failure reason: events.FailureReason
+    decline_code: str | None = None  # the issuer's own, where the gateway tells it
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,9 @@ class Gateway(Protocol):
 
     async def find_charges(self, reference: str) -> list[GatewayCharge]: ...
 
-    async def find_refunds(self, reference: str) -> list[GatewayRefund]: ...
+    async def find_refunds(
+        self, reference: str, charge_id: str | None = None
+    ) -> list[GatewayRefund]: ...
 
     async def close(self) -> None: ...
 
@@ -192,7 +201,10 @@ class HttpGateway:
             for c in await self._list("/v1/charges", reference)
         ]
 
-    async def find_refunds(self, reference: str) -> list[GatewayRefund]:
+    async def find_refunds(
+        self, reference: str, charge_id: str | None = None
+    ) -> list[GatewayRefund]:
+        """The refunds made with ``reference``; ``charge_id`` is for gateways that need it."""
         return [
             GatewayRefund(str(r["id"]), str(r["status"]), int(r["amount"]))
             for r in await self._list("/v1/refunds", reference)

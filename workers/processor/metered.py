@@ -42,8 +42,10 @@ class MeteredGateway:
     async def find_charges(self, reference: str) -> list[GatewayCharge]:
         return await _metered("lookup", self.gateway.find_charges(reference))
 
-    async def find_refunds(self, reference: str) -> list[GatewayRefund]:
-        return await _metered("refund_lookup", self.gateway.find_refunds(reference))
+    async def find_refunds(
+        self, reference: str, charge_id: str | None = None
+    ) -> list[GatewayRefund]:
+        return await _metered("refund_lookup", self.gateway.find_refunds(reference, charge_id))
 
     async def close(self) -> None:
         await self.gateway.close()

@@ -121,7 +121,9 @@ class Refunds:
     async def _find(self, payment: Payment, refund: Refund) -> list[GatewayRefund] | None:
         """The gateway's succeeded refunds with this refund's reference; None without an answer."""
         try:
-            refunds, ms = await timed(self.gateway.find_refunds(refund.refund_id))
+            refunds, ms = await timed(
+                self.gateway.find_refunds(refund.refund_id, payment.charge_id)
+            )
         except GatewayUnreachable as exc:
             detail = f"{refund.refund_id}: {exc}"
             await self.store.attempt(payment.payment_id, "lookup", "unreachable", detail, 0)

@@ -15,8 +15,7 @@ from workers.core.db import database_url
 from workers.core.lifecycle import install_stop_handlers
 from workers.core.topics import GROUP_PROCESSOR
 from workers.processor import metrics
-from workers.processor.gateway import HttpGateway
-from workers.processor.metered import MeteredGateway
+from workers.processor.gateways import make_gateway
 from workers.processor.service import Processor
 from workers.processor.store import ProcessorStore
 
@@ -39,7 +38,7 @@ async def run(settings: Settings, stop: threading.Event) -> None:
         name=ROLE,
     )
     await pool.open()
-    gateway = MeteredGateway(HttpGateway(settings))
+    gateway = make_gateway(settings)
     processor = Processor(settings, ProcessorStore(pool), gateway)
     runner = AsyncConsumerRunner(
         settings,

@@ -1,0 +1,1 @@
+"""Gateway connectors to real providers, each behind ``Gateway`` and ``OperationsGateway``."""
