@@ -204,11 +204,18 @@ def start(settings: Settings, name: str) -> None:
 
 
 def kill(settings: Settings, name: str) -> None:
-    """SIGKILL a server's keeper and everything it started, at once: a lost machine."""
-    pid = read_pid(server(settings, name).pid_file)
+    """SIGKILL a server's keeper and its PostgreSQL, at once: a lost machine."""
+    srv = server(settings, name)
+    pid = read_pid(srv.pid_file)
     if pid is None or not alive(pid, KEEPER):
         return
+    # The postmaster leads a session of its own (it calls setsid), apart from its keeper's
+    # process group: killing the keeper's group alone leaves the server answering.
+    postmaster = read_pid(srv.data / "postmaster.pid")
     os.killpg(pid, signal.SIGKILL)  # the keeper leads its own process group (spawn)
+    if postmaster is not None and alive(postmaster, "postgres"):
+        os.killpg(postmaster, signal.SIGKILL)  # with every backend
+        wait_gone(postmaster, "postgres", timeout_s=30)
     wait_gone(pid, KEEPER, timeout_s=30)
 
 
