@@ -143,9 +143,6 @@ def up(settings: Settings) -> list[NodeState]:
     postgres.prepare_dirs(paths, *_autoctl_dirs(paths))
     watcher = monitor(settings)
     first, second = nodes(settings)
-    if _created(paths, watcher) and _created(paths, first) and _created(paths, second):
-        _restart(settings, watcher, (first, second))
-        return status(settings)
     if not _created(paths, watcher):
         _make_monitor(settings, watcher)
     _start(settings, watcher)
@@ -165,30 +162,6 @@ def up(settings: Settings) -> list[NodeState]:
     _wait_writable(settings, settings.dev.start_timeout_s)
     postgres.ensure_database(settings)
     return status(settings)
-
-
-def _restart(settings: Settings, watcher: Server, pair: tuple[Server, Server]) -> None:
-    """Start a pair made before: the servers first, the monitor once both answer.
-
-    A monitor started beside servers that are not up yet finds both unhealthy at once: it
-    then lets the primary commit without its standby (``wait_primary``) while it promotes
-    that standby, and the commits in between are lost (seen in the chaos scenario's restart
-    of PostgreSQL). Without a monitor the keepers keep their last states: the primary
-    commits only once its standby has the commit, as before.
-    """
-    paths = StackPaths.of(settings)
-    for node in pair:
-        postgres.write_settings(node.data, node.port, paths)
-        _start(settings, node)
-    for node in pair:
-        _wait_accepting(node, _node_url(node), settings.dev.start_timeout_s)
-    _start(settings, watcher)
-    _wait_accepting(watcher, _monitor_url(settings), settings.dev.start_timeout_s)
-    _wait_state(settings, settled)
-    for node in pair:
-        _set_partition_timeout(settings, node)
-    _wait_writable(settings, settings.dev.start_timeout_s)
-    postgres.ensure_database(settings)
 
 
 def down(settings: Settings) -> bool:
