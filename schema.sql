@@ -214,14 +214,16 @@ CREATE TABLE IF NOT EXISTS processor.outbox (
 CREATE INDEX IF NOT EXISTS processor_outbox_unpublished ON processor.outbox (id) WHERE published_at IS NULL;
 
 -- ---------------------------------------------------------------------------------------------
--- notifier: merchants' webhook endpoints (Standard Webhooks secrets, whsec_...)
+-- notifier: merchants' webhook endpoints (Standard Webhooks secrets, whsec_..., sealed)
 -- ---------------------------------------------------------------------------------------------
 
 CREATE TABLE IF NOT EXISTS notifier.endpoints (
     id          text        PRIMARY KEY,
     merchant_id text        NOT NULL,
     url         text        NOT NULL CHECK (url ~ '^https?://'),
-    secret      text        NOT NULL CHECK (secret LIKE 'whsec_%'),
+    -- A signing secret stored before secrets were encrypted, until `flowpay secrets rotate`
+    -- seals it; NULL for every other (see secret_sealed).
+    secret_plain text       CONSTRAINT endpoints_secret_check CHECK (secret_plain LIKE 'whsec_%'),
     status      text        NOT NULL DEFAULT 'enabled' CHECK (status IN ('enabled', 'disabled')),
     created_at  timestamptz NOT NULL DEFAULT now(),
     disabled_at timestamptz,
@@ -230,7 +232,14 @@ CREATE TABLE IF NOT EXISTS notifier.endpoints (
     disabled_reason text        CONSTRAINT endpoints_disabled_reason_known
                                 CHECK (disabled_reason IN ('gone', 'failing', 'operator')),
     -- When its current run of failed attempts began; NULL after a success.
-    failing_since timestamptz
+    failing_since timestamptz,
+    -- The signing secret, encrypted with AES-256-GCM (workers.core.sealing): the id of the key,
+    -- and nonce || ciphertext || tag, sealed for this endpoint's id.
+    secret_key_id text,
+    secret_sealed bytea,
+    CONSTRAINT endpoints_secret_sealed_or_plain
+        CHECK ((secret_sealed IS NULL) <> (secret_plain IS NULL)
+               AND (secret_sealed IS NULL) = (secret_key_id IS NULL))
 );
 CREATE INDEX IF NOT EXISTS endpoints_by_merchant ON notifier.endpoints (merchant_id);
 

@@ -20,12 +20,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
-from pydantic import SecretStr
 
-from tests.conftest import LOCAL_RECEIVERS, env_for, override
+from tests.conftest import LOCAL_RECEIVERS, env_for, isolated_database, override
 from tests.helpers.servers import running
 from workers.core.config import Settings, load_settings
-from workers.core.db import database_url
+from workers.core.db import admin_url, database_url
+from workers.core.db_roles import database_access, public_schema_access
 from workers.core.kafka import create_topics, delete_topics
 from workers.devstack import shape, stack
 from workers.migrations.runner import migrate
@@ -55,7 +55,8 @@ class Bench:
         return process
 
     def connect(self) -> psycopg.Connection[tuple[Any, ...]]:
-        return psycopg.connect(database_url(self.settings), autocommit=True)
+        """The benchmark's database, as its administrator (what it reads spans every schema)."""
+        return psycopg.connect(admin_url(self.settings), autocommit=True)
 
     def scalar(self, query: str | sql.SQL, params: Any = None) -> Any:
         with self.connect() as conn:
@@ -76,16 +77,18 @@ def base_settings(config: Path | None = None) -> Settings:
 def isolated(base: Settings, name: str) -> Iterator[Bench]:
     """A fresh database (schema applied) and fresh topics, dropped afterwards."""
     tag = f"bench_{name}_{uuid.uuid4().hex[:8]}"
-    server = make_conninfo(database_url(base), dbname="postgres")
+    server = make_conninfo(admin_url(base), dbname="postgres")
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {tag}")
-    url = make_conninfo(database_url(base), dbname=tag)
-    settings = override(base, "database", url=SecretStr(url))
-    settings = override(settings, "kafka", topic_prefix=tag.replace("_", "-"))
+        for statement in database_access(tag):
+            conn.execute(statement)
+    settings = override(isolated_database(base, tag), "kafka", topic_prefix=tag.replace("_", "-"))
     env = {**env_for(settings), **_no_metrics_ports(), **UNLIMITED}
     bench = Bench(settings, env, Path(tempfile.mkdtemp(prefix=f"{tag}-")))
     try:
-        migrate(url)
+        with psycopg.connect(admin_url(settings), autocommit=True) as conn:
+            conn.execute(public_schema_access())
+        migrate(database_url(settings, "owner"))
         create_topics(settings)
         with bench.stack:
             yield bench

@@ -30,6 +30,7 @@ from chaos.receiver import Receiver, receiving
 from chaos.roles import Roles, start_roles
 from workers.api.merchants import create_merchant
 from workers.core.db import connect
+from workers.core.sealing import keyring
 from workers.core.sql import load_queries
 from workers.core.topics import GROUP_API, GROUP_LEDGER, GROUP_NOTIFIER, topics
 from workers.devstack.roles import flowpay_argv
@@ -170,11 +171,12 @@ def fault_kinds(config: Config) -> tuple[str, ...]:
 
 def _merchants(st: stack.ChaosStack, receiver: Receiver, count: int) -> list[Merchant]:
     made = []
-    with connect(st.settings, autocommit=True) as conn:
+    keys = keyring(st.settings)
+    with connect(st.settings, "operator", autocommit=True) as conn:
         for n in range(count):
             merchant = create_merchant(conn, f"Chaos shop {n + 1}")
             url = receiver.url(merchant.id)
-            endpoint = register_endpoint(conn, merchant.id, url, st.settings.notifier)
+            endpoint = register_endpoint(conn, merchant.id, url, st.settings.notifier, keys)
             receiver.secrets[merchant.id] = endpoint.secret
             made.append(Merchant(merchant.id, merchant.api_key, endpoint.secret))
     return made
@@ -208,7 +210,7 @@ def _delivered(receiver: Receiver, payment_id: str, event_type: str) -> bool:
 
 def _ledger_saw(st: stack.ChaosStack, payment_id: str, event_type: str) -> bool:
     try:
-        with connect(st.settings) as conn:
+        with connect(st.settings, "operator") as conn:
             row = conn.execute(
                 Q["ledger_saw_terminal"], {"payment_id": payment_id, "type": event_type}
             ).fetchone()
@@ -261,7 +263,7 @@ def _evidence(
     outputs: Outputs,
 ) -> Evidence:
     payments = [p for m in merchants for p in _listed(st, m)]
-    with connect(st.settings) as conn:
+    with connect(st.settings, "operator") as conn:
         stuck_refunds = [f"{r[0]} of {r[1]}" for r in conn.execute(Q["stuck_refunds"])]
         failed = [" ".join(str(x) for x in r) for r in conn.execute(Q["failed_deliveries"])]
         dead = [" ".join(str(x) for x in r) for r in conn.execute(Q["ledger_dead_letters"])]
@@ -328,7 +330,7 @@ def _leaks(
     st: stack.ChaosStack, roles: Roles, merchants: list[Merchant], outputs: Outputs
 ) -> list[str]:
     """Every secret the scenario created, searched for in every role's log and CLI output."""
-    wanted = {"database password": st.db_password}
+    wanted = dict(st.secrets)
     for m in merchants:
         wanted[f"API key of {m.id}"] = m.api_key
         wanted[f"webhook secret of {m.id}"] = m.webhook_secret

@@ -47,7 +47,7 @@ def lag(stack: ChaosStack) -> dict[str, int]:
 
 
 def ledger_cursors(stack: ChaosStack) -> dict[int, int]:
-    with connect(stack.settings) as conn:
+    with connect(stack.settings, "operator") as conn:
         rows = conn.execute(Q["ledger_cursors"], {"topic": topics(stack.settings).payments})
         return {int(str(p)): int(str(o)) for p, o in rows.fetchall()}
 
@@ -55,7 +55,7 @@ def ledger_cursors(stack: ChaosStack) -> dict[int, int]:
 def in_flight(stack: ChaosStack) -> list[str]:
     """What is still moving; empty when the system has settled."""
     left = []
-    with connect(stack.settings) as conn:
+    with connect(stack.settings, "operator") as conn:
         for name, what in (
             ("unsettled_payments", "payments not yet terminal"),
             ("unsettled_refunds", "refunds not yet resolved"),

@@ -1,31 +1,35 @@
-"""A FlowPay stack of the scenario's own: its PostgreSQL (and standby) and Kafka (one node or a
-cluster), on free ports.
+"""A FlowPay stack of the scenario's own: its PostgreSQL cluster and Kafka broker, on free ports.
 
 It lives under its own home, never touching the shared dev stack, because the scenario kills
 its broker and restarts its database. Every role gets the same settings through ``FLOWPAY_*``
-variables; the scenario's process builds the same ``Settings`` from the same values.
+variables; the scenario's process builds the same ``Settings`` from the same values. Each role
+logs in to PostgreSQL as its own role, with its password in its URL (so that there is one to
+leak, which the secrets check looks for), and the webhook secrets are sealed with a key of the
+scenario's own.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workers.core.config import Settings, load_settings
-from workers.core.db import connect, database_url, local_url
+from psycopg.conninfo import make_conninfo
+
+from workers.core.config import DATABASE_ROLES, Settings, load_settings
+from workers.core.db import dev_url, role_name
 from workers.core.errors import StackError
 from workers.core.kafka import create_topics
 from workers.core.ports import free_port as free_port
 from workers.core.ports import free_ports
+from workers.core.sealing import generate_key
 from workers.core.topics import topics
-from workers.devstack import cluster, kafka, pg_standby, postgres
+from workers.devstack import cluster, credentials, kafka, pg_standby, postgres
 from workers.devstack.paths import StackPaths
-from workers.migrations.runner import migrate
+from workers.migrations.setup import init_database
 
 # Short timeouts everywhere, so that a fault is noticed, and recovered from, in seconds.
 TUNING: dict[str, str] = {
@@ -61,7 +65,8 @@ class ChaosStack:
     home: Path
     settings: Settings
     env: dict[str, str]  # for `flowpay` subprocesses: the same settings as ``settings``
-    db_password: str
+    # Every secret the scenario's configuration holds: the database users' passwords, the key.
+    secrets: dict[str, str]
 
     @property
     def paths(self) -> StackPaths:
@@ -79,9 +84,12 @@ class ChaosStack:
 def _nested(flat: dict[str, str]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for key, value in flat.items():
-        section, _, name = key.partition("__")
+        *sections, name = key.split("__")
+        table = tree
+        for section in sections:
+            table = table.setdefault(section, {})
         # The environment's way of spelling a list is JSON; the in-process one is a list.
-        tree.setdefault(section, {})[name] = json.loads(value) if value[:1] == "[" else value
+        table[name] = json.loads(value) if value[:1] == "[" else value
     return tree
 
 
@@ -98,7 +106,6 @@ def configure(
     synchronous standby (and pg_auto_failover's monitor) on the ports after PostgreSQL's."""
     # The shared stack's jars (resolved from Maven Central the first time) serve this broker too.
     libs = kafka.resolve_jars(load_settings())
-    password = secrets.token_urlsafe(18)
     kafka_port = free_ports(2 * brokers)
     flat = {
         **TUNING,
@@ -116,15 +123,26 @@ def configure(
         "gateway_sim__db_path": str(home.resolve() / "gateway-sim.sqlite3"),
         # Two instances of a role would clash on one metrics port, and so would a dev stack's.
         "metrics__enabled": "false",
+        "secrets__key": generate_key(),
         **(extra or {}),
     }
-    # Every server of the stack in one URL, with the password the scenario sets (and hunts
-    # for in the logs).
-    flat["database__url"] = local_url(Settings(**_nested(flat)), postgres.SUPERUSER, password)
+    # The cluster's passwords, made now (under the stack's home) so that the URLs can carry them.
+    shaped = Settings(**_nested(flat))
+    passwords = credentials.postgres_passwords(shaped)
+    for role in DATABASE_ROLES:
+        flat[f"database__urls__{role}"] = _url(shaped, role_name(role), passwords)
+    flat["database__admin_url"] = _url(shaped, postgres.SUPERUSER, passwords)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWPAY_")}
     env |= {f"FLOWPAY_{key.upper()}": value for key, value in flat.items()}
     settings = Settings(**_nested(flat))
-    return ChaosStack(home.resolve(), settings, env, password)
+    found = {f"database password of {user}": password for user, password in passwords.items()}
+    return ChaosStack(home.resolve(), settings, env, found | {"secrets key": flat["secrets__key"]})
+
+
+def _url(settings: Settings, user: str, passwords: dict[str, str]) -> str:
+    """The stack's URL for ``user`` (every server of it), its password in it rather than in a
+    password file: the scenario hunts for it in the logs."""
+    return make_conninfo(dev_url(settings, user), password=passwords[user], passfile=None)
 
 
 def start(stack: ChaosStack) -> None:
@@ -140,10 +158,7 @@ def start(stack: ChaosStack) -> None:
 
 def _start_database(stack: ChaosStack) -> None:
     start_postgres(stack)
-    with connect(stack.settings, autocommit=True) as conn:
-        # The cluster trusts local connections; the password is set so that there is one to leak.
-        conn.execute(f"ALTER ROLE {postgres.SUPERUSER} PASSWORD '{stack.db_password}'")
-    migrate(database_url(stack.settings))
+    init_database(stack.settings)
 
 
 def start_postgres(stack: ChaosStack) -> None:

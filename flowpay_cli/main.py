@@ -10,6 +10,7 @@ import typer
 
 from flowpay_cli.commands import (
     api,
+    deploy,
     dev,
     dlq,
     gateway_sim,
@@ -21,6 +22,7 @@ from flowpay_cli.commands import (
     pay,
     payments,
     processor,
+    secret_keys,
     top,
     webhooks,
 )
@@ -78,6 +80,8 @@ app.add_typer(dlq.app, name="dlq")
 app.command("status")(payments.status)
 app.command("top")(top.top)
 app.add_typer(api.merchants_app, name="merchants")
+app.add_typer(secret_keys.app, name="secrets")
+app.add_typer(deploy.app, name="deploy")
 
 
 def run() -> None:

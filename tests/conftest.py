@@ -1,6 +1,10 @@
 """Fixtures on the real stack: the project's own PostgreSQL and Kafka, started once per session.
 
 Tests isolate themselves: a fresh database cloned from a template, and topics under a unique prefix.
+Every role connects to a test's database as itself (``database.urls``), as in production, so the
+suite runs on the roles' least privileges; a test's own look into the database goes through
+``database.admin_url`` (the dev cluster's superuser), as a DBA's would. Webhook secrets are sealed
+with a key of the session's own.
 """
 
 from __future__ import annotations
@@ -19,14 +23,18 @@ from filelock import FileLock
 from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
-from workers.core.config import Settings, load_settings
-from workers.core.db import database_url
+from workers.core.config import DATABASE_ROLES, Settings, load_settings
+from workers.core.db import admin_url, database_url
+from workers.core.db_roles import adopt, database_access, public_schema_access
 from workers.core.kafka import bootstrap_servers, create_topics, delete_topics
+from workers.core.sealing import generate_key
 from workers.devstack import stack
 from workers.migrations.runner import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE_DB = "flowpay_test_template"
+# The key every test's settings (and every role a test starts) seal webhook secrets with.
+SECRETS_KEY = generate_key()
 
 
 def override(settings: Settings, section: str, **values: Any) -> Settings:
@@ -43,7 +51,12 @@ LOCAL_RECEIVERS = {"allow_insecure_http": True, "allow_private_targets": True}
 def env_for(settings: Settings) -> dict[str, str]:
     """Environment that makes a `flowpay` subprocess use the same database and topics."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWPAY_")}
-    env["FLOWPAY_DATABASE__URL"] = database_url(settings)
+    if not settings.database.local:
+        for role in DATABASE_ROLES:
+            env[f"FLOWPAY_DATABASE__URLS__{role.upper()}"] = database_url(settings, role)
+        env["FLOWPAY_DATABASE__ADMIN_URL"] = admin_url(settings)
+    if settings.secrets.key is not None:
+        env["FLOWPAY_SECRETS__KEY"] = settings.secrets.key.get_secret_value()
     env["FLOWPAY_KAFKA__TOPIC_PREFIX"] = settings.kafka.topic_prefix
     env["FLOWPAY_KAFKA__BOOTSTRAP_SERVERS"] = bootstrap_servers(settings)  # every node
     env["FLOWPAY_DEV__HOME"] = str(settings.dev.home.resolve())
@@ -82,7 +95,7 @@ def base_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 
 def _server_url(settings: Settings, dbname: str) -> str:
-    return make_conninfo(database_url(settings), dbname=dbname)
+    return make_conninfo(admin_url(settings), dbname=dbname)
 
 
 @pytest.fixture(scope="session")
@@ -91,8 +104,13 @@ def template_db(base_settings: Settings, worker_id: str) -> str:
     with psycopg.connect(_server_url(base_settings, "postgres"), autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {name}")
-    # The migrations, as every deployment gets its schema (schema.sql is checked against them).
-    migrate(_server_url(base_settings, name))
+    # As `flowpay db init` sets a database up (the roles exist: `dev up` made them), then the
+    # migrations as the owner, as every deployment gets its schema (schema.sql is checked
+    # against them).
+    with psycopg.connect(_server_url(base_settings, name), autocommit=True) as conn:
+        for statement in [*database_access(name), public_schema_access(), adopt()]:
+            conn.execute(statement)
+    migrate(make_conninfo(database_url(base_settings, "owner"), dbname=name))
     return name
 
 
@@ -100,6 +118,9 @@ def _new_database(base: Settings, template: str) -> str:
     name = f"t_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(_server_url(base, "postgres"), autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+        # Who may connect is the database's own (a copy does not inherit it).
+        for statement in database_access(name):
+            conn.execute(statement)
     return name
 
 
@@ -114,9 +135,18 @@ def _new_topics(base: Settings) -> str:
     return prefix
 
 
+def isolated_database(base: Settings, dbname: str) -> Settings:
+    """``base`` with every role, and the administrator, on database ``dbname``."""
+    urls = {
+        role: SecretStr(make_conninfo(database_url(base, role), dbname=dbname))
+        for role in DATABASE_ROLES
+    }
+    with_db = override(base, "database", urls=urls, admin_url=SecretStr(_server_url(base, dbname)))
+    return override(with_db, "secrets", key=SecretStr(SECRETS_KEY))
+
+
 def _isolated(base: Settings, dbname: str, prefix: str) -> Settings:
-    with_db = override(base, "database", url=SecretStr(_server_url(base, dbname)))
-    return override(with_db, "kafka", topic_prefix=prefix)
+    return override(isolated_database(base, dbname), "kafka", topic_prefix=prefix)
 
 
 @pytest.fixture
@@ -150,5 +180,6 @@ def _isolated_for_a_while(base: Settings, template_db: str) -> Iterator[Settings
 
 @pytest.fixture
 def db(settings: Settings) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
-    with psycopg.connect(database_url(settings), autocommit=True) as conn:
+    """The test's database, as its administrator."""
+    with psycopg.connect(admin_url(settings), autocommit=True) as conn:
         yield conn

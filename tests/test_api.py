@@ -15,6 +15,7 @@ from tests.helpers import api as api_fixtures
 from tests.helpers.api import CARD, Api, error_of
 from workers.api.idempotency import lock_id
 from workers.core.config import Settings
+from workers.core.db import admin_url
 from workers.core.events import (
     EventType,
     Failed,
@@ -105,9 +106,7 @@ def test_keys_are_scoped_per_merchant(api: Api, db: Conn) -> None:
 
 
 def test_key_in_flight_is_409_and_safe_to_retry(api: Api, settings: Settings) -> None:
-    from workers.core.db import database_url
-
-    with psycopg.connect(database_url(settings), autocommit=True) as holder:
+    with psycopg.connect(admin_url(settings), autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", (lock_id(api.merchant_id, "busy"),))
         response = api.pay(idem="busy")
         assert response.status_code == 409

@@ -34,7 +34,7 @@ async def _wait(condition: Any, timeout_s: float = 30) -> None:
 async def _wake_times_after_reconnect(settings: Settings, db: Conn) -> list[float]:
     """When each of STREAMS subscribers was woken after the feed's connection was cut."""
     loop = asyncio.get_running_loop()
-    feed = ChangeFeed(database_url(settings), retry_s=0.05, wake_window_s=60)
+    feed = ChangeFeed(database_url(settings, "api"), retry_s=0.05, wake_window_s=60)
     with contextlib.ExitStack() as subscribed:
         events = [subscribed.enter_context(feed.subscribe(f"pay_{n}")) for n in range(STREAMS)]
         feed.start()

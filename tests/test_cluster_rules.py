@@ -9,7 +9,7 @@ import pytest
 
 from tests.test_config import _clean_env as _clean_env  # autouse: no FLOWPAY_* from outside
 from workers.core.config import ConfigError, Settings, load_settings
-from workers.core.db import local_url
+from workers.core.db import dev_url
 from workers.core.errors import StackError
 from workers.core.kafka import bootstrap_servers
 from workers.devstack import shape
@@ -74,22 +74,20 @@ def test_with_a_standby_every_url_names_both_servers_and_asks_for_the_writable_o
 ) -> None:
     settings = _settings(tmp_path, "pg_port = 31000\npg_standby = true")
 
-    secret = "p@ss/word"  # noqa: S105 - characters a URL must escape
-    url = local_url(settings, "processor", secret)
+    url = dev_url(settings, "flowpay_processor")
     parts = psycopg.conninfo.conninfo_to_dict(url)
 
     assert parts["host"] == "127.0.0.1,127.0.0.1"
     assert parts["port"] == "31000,31001"
     assert parts["target_session_attrs"] == "read-write"
-    assert parts["user"] == "processor"
-    assert parts["password"] == secret
+    assert parts["user"] == "flowpay_processor"
     assert int(str(parts["connect_timeout"])) > 0
 
 
 def test_a_lone_server_keeps_its_plain_url(tmp_path: Path) -> None:
-    assert local_url(_settings(tmp_path, "pg_port = 31000")) == (
-        "postgresql://flowpay@127.0.0.1:31000/flowpay"
-    )
+    parts = psycopg.conninfo.conninfo_to_dict(dev_url(_settings(tmp_path, "pg_port = 31000"), "u"))
+    assert (parts["host"], parts["port"]) == ("127.0.0.1", "31000")
+    assert "target_session_attrs" not in parts
 
 
 def test_the_newest_epochs_leader_wins_over_a_stale_view() -> None:

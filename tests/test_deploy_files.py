@@ -18,7 +18,8 @@ import yaml
 from pydantic import BaseModel
 
 from flowpay_cli.main import app
-from workers.core.config import Settings, load_settings
+from workers.core.config import KAFKA_ROLES, Settings, load_settings
+from workers.devstack import deploy_credentials
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -204,36 +205,148 @@ def test_infrastructure_has_healthchecks() -> None:
     assert "pg_isready" in " ".join(_healthcheck_test(services["postgres"]))
 
 
+def _jobs(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The one-shot jobs every `up` runs (not those of a profile, run by hand)."""
+    return {n: s for n, s in services.items() if s.get("restart") == "no" and "profiles" not in s}
+
+
 def test_startup_order_waits_for_setup() -> None:
     services = _flowpay_services()
-    jobs = {name for name, s in services.items() if s.get("restart") == "no"}
-    assert sorted(s["command"] for n, s in services.items() if n in jobs) == [
-        ["db", "migrate"],
+    jobs = _jobs(services)
+    assert sorted(s["command"] for s in jobs.values()) == [
+        ["db", "init"],
+        ["kafka", "acls", "apply"],
         ["topics", "create"],
     ]
     for name in jobs:
         depends = services[name]["depends_on"]
         for infra in ("kafka", "postgres"):
             assert depends[infra]["condition"] == "service_healthy", f"{name} -> {infra}"
+    # Topics are created by the operator's principal, which the ACLs let do so.
+    assert services["topics"]["depends_on"]["kafka-acls"]["condition"] == (
+        "service_completed_successfully"
+    )
     for name, service in _long_running(services).items():
         depends = service["depends_on"]
         for job in jobs:
             assert depends[job]["condition"] == "service_completed_successfully", name
 
 
-def test_flowpay_env_names_real_settings_and_real_services() -> None:
-    paths = {"__".join(path).upper() for path in _field_paths(Settings)}
+@pytest.fixture(scope="module")
+def credentials(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What `flowpay deploy credentials` writes for compose (deploy/secrets)."""
+    directory = tmp_path_factory.mktemp("secrets")
+    deploy_credentials.make(directory, db_host="postgres", kafka_host="kafka")
+    return directory
+
+
+def _env_files(service: dict[str, Any], credentials: Path) -> dict[str, dict[str, str]]:
+    """Each env file a service names (under deploy/secrets/), as `flowpay deploy credentials`
+    writes it: file name -> its variables."""
+    files = service.get("env_file") or []
+    found: dict[str, dict[str, str]] = {}
+    for name in [files] if isinstance(files, str) else files:
+        assert name.startswith("deploy/secrets/"), f"env file {name} is not a made one"
+        path = credentials / name.removeprefix("deploy/secrets/")
+        assert path.is_file(), f"`flowpay deploy credentials` writes no {name}"
+        lines = path.read_text().splitlines()
+        found[path.name] = dict(line.split("=", 1) for line in lines)
+    return found
+
+
+def test_deploy_credentials_are_owner_only_and_kept(credentials: Path) -> None:
+    before = {p.name: p.read_bytes() for p in credentials.glob("*.env")}
+    assert before
+    deploy_credentials.make(credentials, db_host="postgres", kafka_host="kafka")
+    assert {p.name: p.read_bytes() for p in credentials.glob("*.env")} == before
+    for path in [*credentials.glob("*.env"), credentials / "tls" / "broker-keystore.pem"]:
+        assert path.stat().st_mode & 0o077 == 0, path
+
+
+def _is_setting(key: str, paths: set[str], tables: set[str]) -> bool:
+    # A key of a table-valued setting (database.urls, kafka.principals) names one entry of it.
+    return key in paths or any(key.startswith(f"{table}__") for table in tables)
+
+
+def test_flowpay_env_names_real_settings_and_real_services(credentials: Path) -> None:
+    fields = _field_paths(Settings)
+    paths = {"__".join(path).upper() for path in fields}
+    # Settings that are tables (database.urls, kafka.principals) or models (kafka.admin).
+    tables = {"__".join(path).upper() for path, default in fields.items() if default == {}}
+    tables.add("KAFKA__ADMIN")
     services = _compose_services()
     for name, service in _flowpay_services().items():
-        env = service["environment"]
-        for key in env:
-            if key.startswith("FLOWPAY_"):
-                assert key.removeprefix("FLOWPAY_") in paths, f"{name}: unknown setting {key}"
-        db_host = re.search(r"@([^:/]+)", env["FLOWPAY_DATABASE__URL"])
-        assert db_host is not None, f"{name}: no host in FLOWPAY_DATABASE__URL"
-        assert db_host.group(1) in services, f"{name}: database host {db_host.group(1)}"
+        env = dict(service["environment"])
+        for values in _env_files(service, credentials).values():
+            env |= values
+        for key, value in env.items():
+            if not key.startswith("FLOWPAY_"):
+                continue
+            assert _is_setting(key.removeprefix("FLOWPAY_"), paths, tables), f"{name}: {key}"
+            if "__URLS__" in key or key.endswith("__ADMIN_URL"):
+                db_host = re.search(r"@([^:/]+)", value)
+                assert db_host is not None, f"{name}: no host in {key}"
+                assert db_host.group(1) in services, f"{name}: database host {db_host.group(1)}"
         for server in env["FLOWPAY_KAFKA__BOOTSTRAP_SERVERS"].split(","):
             assert server.rsplit(":", 1)[0] in services, f"{name}: broker {server}"
+
+
+def test_each_role_logs_in_as_itself_and_only_the_notifier_holds_the_key(
+    credentials: Path,
+) -> None:
+    roles = {
+        "serve-api": "api",
+        "run-outbox": "outbox",
+        "run-processor": "processor",
+        "run-ledger": "ledger",
+        "run-notifier": "notifier",
+    }
+    for name, service in _long_running(_flowpay_services()).items():
+        role = roles.get(service["command"][0])
+        env: dict[str, str] = {}
+        for values in _env_files(service, credentials).values():
+            env |= values
+        urls = sorted(k for k in env if k.startswith("FLOWPAY_DATABASE__URLS__"))
+        principals = {k for k in env if k.startswith("FLOWPAY_KAFKA__PRINCIPALS__")}
+        if role is None:  # the gateway simulator: neither database nor Kafka
+            assert not urls, name
+            assert not principals, name
+            continue
+        assert urls == [f"FLOWPAY_DATABASE__URLS__{role.upper()}"], name
+        assert f"flowpay_{role}:" in env[urls[0]], name
+        assert principals == {
+            f"FLOWPAY_KAFKA__PRINCIPALS__{role.upper()}__{k}" for k in ("USERNAME", "PASSWORD")
+        }, name
+        assert ("FLOWPAY_SECRETS__KEY" in env) == (role == "notifier"), name
+        assert "FLOWPAY_DATABASE__ADMIN_URL" not in env, name
+
+
+def test_acls_are_applied_as_the_broker_for_every_roles_principal(credentials: Path) -> None:
+    job = _compose_services()["kafka-acls"]
+    env: dict[str, str] = {}
+    for values in _env_files(job, credentials).values():
+        env |= values
+    assert env["FLOWPAY_KAFKA__ADMIN__USERNAME"] == "broker"
+    for role in KAFKA_ROLES:
+        username = env[f"FLOWPAY_KAFKA__PRINCIPALS__{role.upper()}__USERNAME"]
+        assert username == f"flowpay-{role}", role
+
+
+def test_the_broker_listens_with_sasl_ssl_and_enforces_acls() -> None:
+    kafka = _compose_services()["kafka"]
+    script = (ROOT / "deploy" / "kafka" / "start.sh").read_text()
+    assert "./deploy/kafka/start.sh:/deploy/kafka/start.sh:ro" in kafka["volumes"]
+    assert kafka["command"][-1] == "/deploy/kafka/start.sh"
+    for line in (
+        "listeners=SASL_SSL://:9094,CONTROLLER://localhost:9093",
+        "sasl.enabled.mechanisms=SCRAM-SHA-512",
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found=false",
+    ):
+        assert line in script.splitlines(), line
+    assert "PLAINTEXT://" not in script
+    for service in _flowpay_services().values():
+        assert service["environment"]["FLOWPAY_KAFKA__SECURITY_PROTOCOL"] == "SASL_SSL"
 
 
 def _scrape_targets() -> dict[str, list[str]]:

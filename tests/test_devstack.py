@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import ROOT, flowpay
 from tests.helpers.kafka import read_topic
 from workers.core.config import Settings, load_settings
+from workers.core.db import admin_url
 from workers.core.kafka import create_topics, make_producer, produce_sync
 from workers.core.ports import free_port
 from workers.core.topics import topics
@@ -86,7 +87,7 @@ def test_killed_components_come_back_with_their_data(
 ) -> None:
     _up(own_stack)
     settings = _settings(own_stack, monkeypatch)
-    url = f"postgresql://flowpay@127.0.0.1:{settings.dev.pg_port}/flowpay"
+    url = admin_url(settings)  # the stack's superuser, with its generated password
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("INSERT INTO api.merchants (id, name) VALUES ('mer_survivor', 'Survivor')")
     names = topics(settings)

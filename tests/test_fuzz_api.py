@@ -25,7 +25,7 @@ from tests.helpers.contract import run_schemathesis
 from tests.helpers.flow import flow
 from workers.api.merchants import create_merchant
 from workers.core.config import Settings
-from workers.core.db import database_url
+from workers.core.db import admin_url
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 SEED = os.environ.get("CONTRACT_SEED", "1")
@@ -45,7 +45,7 @@ def _payments(db: Conn, merchant_id: str) -> set[str]:
 def test_the_api_does_what_its_document_says(settings: Settings, tmp_path: Path) -> None:
     with (
         flow(settings, tmp_path, extra_env=STREAMS) as stack,
-        psycopg.connect(database_url(settings), autocommit=True) as db,
+        psycopg.connect(admin_url(settings), autocommit=True) as db,
     ):
         neighbour = create_merchant(db, "Neighbour")
         theirs = Api(stack.api_url, neighbour.api_key, neighbour.id, stack.api_key).pay(CARD)

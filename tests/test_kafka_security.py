@@ -30,7 +30,7 @@ from tests.helpers.servers import free_port
 from tests.helpers.shared_stack import clean_env, shared_dir
 from tests.helpers.waiting import wait_for
 from workers.core.config import KafkaRole, Settings
-from workers.core.db import database_url
+from workers.core.db import admin_url
 from workers.core.errors import KafkaAccessError, TransientError
 from workers.core.kafka import (
     KafkaError,
@@ -89,7 +89,7 @@ def test_the_payment_flow_runs_with_each_role_as_its_own_principal(
 
 
 def _ledger_applied(settings: Settings, payment_id: str) -> int:
-    with psycopg.connect(database_url(settings)) as conn:
+    with psycopg.connect(admin_url(settings)) as conn:
         row = conn.execute(
             "SELECT count(*) FROM ledger.events WHERE payment_id = %s", (payment_id,)
         ).fetchone()

@@ -20,7 +20,7 @@ from tests.helpers.engine import running
 from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 from workers.core.consuming import Engine
-from workers.core.db import database_url
+from workers.core.db import admin_url
 from workers.core.events import (
     ChargeReversed,
     Event,
@@ -352,4 +352,4 @@ def snapshot(db: Conn, schema: str = "ledger") -> Snapshot:
 
 
 def connect_to(settings: Settings) -> Conn:
-    return psycopg.connect(database_url(settings), autocommit=True)
+    return psycopg.connect(admin_url(settings), autocommit=True)

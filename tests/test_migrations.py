@@ -17,7 +17,7 @@ from psycopg.conninfo import make_conninfo
 
 from tests.conftest import ROOT, env_for, flowpay
 from workers.core.config import Settings
-from workers.core.db import database_url
+from workers.core.db import admin_url
 from workers.devstack.postgres import BIN_DIR
 from workers.migrations.runner import VERSIONS, MigrationError, migrate, status
 
@@ -43,7 +43,7 @@ def revision(history: str, number: int) -> str:
 @pytest.fixture
 def new_database(base_settings: Settings) -> Iterator[Callable[[], str]]:
     """Makes empty databases (dropped after the test); each call gives one's URL."""
-    server = make_conninfo(database_url(base_settings), dbname="postgres")
+    server = make_conninfo(admin_url(base_settings), dbname="postgres")
     names: list[str] = []
 
     def make() -> str:
@@ -51,7 +51,7 @@ def new_database(base_settings: Settings) -> Iterator[Callable[[], str]]:
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         names.append(name)
-        return make_conninfo(database_url(base_settings), dbname=name)
+        return make_conninfo(admin_url(base_settings), dbname=name)
 
     yield make
     with psycopg.connect(server, autocommit=True) as conn:

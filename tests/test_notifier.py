@@ -27,6 +27,7 @@ from workers.core.config import Settings
 from workers.core.db import database_url, make_pool
 from workers.core.events import Event, EventType, Initiated, Succeeded, new_event
 from workers.core.kafka import Message
+from workers.core.sealing import keyring
 from workers.notifier.intake import Intake
 from workers.notifier.posting import Result
 from workers.notifier.sender import Due, Sender
@@ -92,7 +93,7 @@ def test_intake_records_a_batch_in_one_go_each_event_once(settings: Settings, sh
     initiated = event(EventType.INITIATED, Initiated(amount=5, currency="EUR", payment_method="pm"))
     succeeded = event(EventType.SUCCEEDED, Succeeded(charge_id="ch_B"))
     wakes: list[None] = []
-    pool = make_pool(settings, name="test-intake")
+    pool = make_pool(settings, "notifier", name="test-intake")
     try:
         intake = Intake(pool, on_recorded=lambda: wakes.append(None))
         carried = cast(Message, Traced(TRACEPARENT))
@@ -240,8 +241,10 @@ def test_an_attempt_that_cannot_be_recorded_ends_quietly_for_the_lease_to_retry(
 ) -> None:
     # Its task must not end with an exception nobody retrieves ("Task exception was never
     # retrieved" on every database restart, found by the chaos scenario).
-    unreachable: AsyncConnectionPool[Any] = AsyncConnectionPool(database_url(settings), open=False)
-    sender = Sender(settings.notifier, unreachable)
+    unreachable: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        database_url(settings, "notifier"), open=False
+    )
+    sender = Sender(settings.notifier, unreachable, keyring(settings))
     due = Due("msg_q", shop.endpoint.id, hook.url, shop.endpoint.secret, "enabled", b"{}", 0)
 
     async def attempt() -> None:
@@ -358,10 +361,12 @@ def test_an_answer_the_database_refuses_is_recorded_without_it(
     refused = Result(500, None, None, datetime.now(UTC), 12, "NUL \x00 is no text to PostgreSQL")
 
     async def record() -> str:
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(database_url(settings), open=False)
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            database_url(settings, "notifier"), open=False
+        )
         await pool.open()
         try:
-            return await Sender(settings.notifier, pool).record(due, refused)
+            return await Sender(settings.notifier, pool, keyring(settings)).record(due, refused)
         finally:
             await pool.close()
 

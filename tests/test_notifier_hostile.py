@@ -24,7 +24,8 @@ from tests.helpers.servers import free_port
 from tests.helpers.waiting import wait_for
 from workers.api.merchants import create_merchant
 from workers.core.config import Settings
-from workers.core.db import database_url
+from workers.core.db import admin_url
+from workers.core.sealing import keyring
 from workers.notifier.endpoints import register_endpoint
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -51,8 +52,10 @@ def test_hostile_endpoints_hold_up_no_other_merchant(settings: Settings, tmp_pat
         hostile_endpoints(free_port()) as bad,
         flow(settings, tmp_path, extra_env=HOSTILE_ENV) as f,
     ):
-        with psycopg.connect(database_url(settings), autocommit=True) as conn:
-            good.secret = register_endpoint(conn, f.merchant_id, good.url, settings.notifier).secret
+        with psycopg.connect(admin_url(settings), autocommit=True) as conn:
+            good.secret = register_endpoint(
+                conn, f.merchant_id, good.url, settings.notifier, keyring(settings)
+            ).secret
         hostile_keys = _hostile_merchants(settings, bad.url)
         f.start("notifier", ["run-notifier"])
         notifier = f.processes["notifier"]
@@ -76,7 +79,7 @@ def test_hostile_endpoints_hold_up_no_other_merchant(settings: Settings, tmp_pat
         assert len({r.body["data"]["id"] for r in measured}) == GOOD_PAYMENTS
         assert all(r.signature_ok for r in good.got)
 
-        with psycopg.connect(database_url(settings), autocommit=True) as db:
+        with psycopg.connect(admin_url(settings), autocommit=True) as db:
             wait_for(lambda: _hostile_pending(db) == 0, 180, "hostile deliveries to run out")
             _assert_each_ran_its_schedule(db)
             assert _vm_hwm_bytes(notifier.pid) < MAX_RSS_BYTES
@@ -87,10 +90,11 @@ def test_hostile_endpoints_hold_up_no_other_merchant(settings: Settings, tmp_pat
 
 def _hostile_merchants(settings: Settings, url_of: Any) -> list[str]:
     keys = []
-    with psycopg.connect(database_url(settings), autocommit=True) as conn:
+    sealing = keyring(settings)
+    with psycopg.connect(admin_url(settings), autocommit=True) as conn:
         for behaviour in BEHAVIOURS:
             merchant = create_merchant(conn, f"Hostile {behaviour}")
-            register_endpoint(conn, merchant.id, url_of(behaviour), settings.notifier)
+            register_endpoint(conn, merchant.id, url_of(behaviour), settings.notifier, sealing)
             keys.append(merchant.api_key)
     return keys
 

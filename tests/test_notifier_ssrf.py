@@ -25,6 +25,7 @@ from tests.helpers.shop import FAST, Conn, Shop
 from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 from workers.core.events import EventType
+from workers.core.sealing import keyring
 from workers.notifier.endpoints import register_endpoint
 
 RULES_ON = {"allow_insecure_http": False, "allow_private_targets": False}
@@ -75,7 +76,7 @@ def test_every_attempt_checks_the_address_it_connects_to(
     }
     shop = Shop(settings, db, next(iter(refused)))  # registered while the rules were off
     for url in list(refused)[1:]:
-        register_endpoint(db, shop.merchant_id, url, settings.notifier)
+        register_endpoint(db, shop.merchant_id, url, settings.notifier, keyring(settings))
     env = {**env_for(override(settings, "notifier", **RULES_ON)), **FAST}
     with running(["run-notifier"], env):
         shop.publish("pay_S", EventType.INITIATED, EventType.SUCCEEDED)

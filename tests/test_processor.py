@@ -20,7 +20,7 @@ from tests.helpers.flow import Flow, flow
 from tests.helpers.metrics import MetricPorts, value
 from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
-from workers.core.db import database_url
+from workers.core.db import admin_url
 
 # How long the late-charge watch lasts in the test of its window.
 WINDOW_SETTING = "FLOWPAY_PROCESSOR__LATE_CHARGE_WINDOW_S"
@@ -290,7 +290,7 @@ def test_refund_of_a_failed_payment_is_refused_as_invalid_state(
         payment = f.pay("pm_card_chargeDeclined")
         f.wait_for(payment["id"], terminal)
         # The API refuses it itself; a request that slips past (stale view) meets the processor.
-        with psycopg.connect(database_url(settings), autocommit=True) as conn:
+        with psycopg.connect(admin_url(settings), autocommit=True) as conn:
             conn.execute(
                 "UPDATE api.payments SET status = 'succeeded' WHERE id = %s", (payment["id"],)
             )
@@ -348,7 +348,7 @@ def _sim_stats(f: Flow) -> dict[str, Any]:
 
 
 def _attempts(f: Flow, payment_id: str) -> list[dict[str, Any]]:
-    with psycopg.connect(database_url(f.settings), row_factory=dict_row) as conn:
+    with psycopg.connect(admin_url(f.settings), row_factory=dict_row) as conn:
         return conn.execute(
             "SELECT kind, outcome, detail, created_at FROM processor.attempts"
             " WHERE payment_id = %s ORDER BY id",
@@ -358,7 +358,7 @@ def _attempts(f: Flow, payment_id: str) -> list[dict[str, Any]]:
 
 def _unknown_refunds(f: Flow, payment_ids: list[str]) -> int:
     """How many of these payments have had a refund call end with its outcome unknown."""
-    with psycopg.connect(database_url(f.settings)) as conn:
+    with psycopg.connect(admin_url(f.settings)) as conn:
         row = conn.execute(
             "SELECT count(DISTINCT payment_id) FROM processor.attempts"
             " WHERE payment_id = ANY(%s) AND kind = 'refund' AND outcome = 'unknown'",
@@ -369,7 +369,7 @@ def _unknown_refunds(f: Flow, payment_ids: list[str]) -> int:
 
 def _api_refund(f: Flow, refund_id: str) -> tuple[str, str | None]:
     """A refund's status and failure reason as the merchant sees them."""
-    with psycopg.connect(database_url(f.settings)) as conn:
+    with psycopg.connect(admin_url(f.settings)) as conn:
         row = conn.execute(
             "SELECT status, failure_reason FROM api.refunds WHERE id = %s", (refund_id,)
         ).fetchone()

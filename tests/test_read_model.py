@@ -21,7 +21,7 @@ from tests.helpers.waiting import wait_for
 from workers.api import read_model
 from workers.api.read_model import ReadModel, subscriber
 from workers.core.config import Settings
-from workers.core.db import database_url, make_pool
+from workers.core.db import admin_url, make_pool
 from workers.core.events import (
     ChargeReversed,
     Event,
@@ -67,7 +67,7 @@ def stored(db: Conn, *payments: Event) -> None:
 
 @contextmanager
 def read_model_running(settings: Settings) -> Iterator[None]:
-    pool = make_pool(settings, name="test-read-model")
+    pool = make_pool(settings, "api", name="test-read-model")
     try:
         with running(settings, subscriber(ReadModel(pool))):
             yield
@@ -115,7 +115,7 @@ def test_each_change_of_a_batch_gets_its_own_version_and_a_notification(
         ),
     ]
     produce_events(settings, [start, *events])
-    with psycopg.connect(database_url(settings), autocommit=True) as listener:
+    with psycopg.connect(admin_url(settings), autocommit=True) as listener:
         listener.execute("LISTEN flowpay_payment_changes")
         with read_model_running(settings):
             consumed(settings, 5)

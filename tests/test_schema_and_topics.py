@@ -21,8 +21,8 @@ def test_migrating_an_up_to_date_database_applies_nothing_and_keeps_data(
     db: Conn, settings: Settings
 ) -> None:
     db.execute("INSERT INTO api.merchants (id, name) VALUES ('mer_keep', 'Keep')")
-    assert migrate(database_url(settings)) == []
-    assert migrate(database_url(settings)) == []
+    assert migrate(database_url(settings, "owner")) == []
+    assert migrate(database_url(settings, "owner")) == []
     assert db.execute("SELECT name FROM api.merchants WHERE id = 'mer_keep'").fetchone() == (
         "Keep",
     )

@@ -21,7 +21,7 @@ from tests.helpers.flow import Flow, flow
 from workers.api.client import ApiClient, StreamEvent, sse_events
 from workers.api.merchants import create_merchant, list_keys, revoke_key
 from workers.core.config import Settings
-from workers.core.db import database_url
+from workers.core.db import admin_url
 
 FAST_HEARTBEAT = {"FLOWPAY_API__STREAM_HEARTBEAT_S": "0.2"}
 KEEP_ALIVE = ": keep-alive"
@@ -191,7 +191,7 @@ def test_only_the_merchants_own_payments_and_valid_requests_stream(
 ) -> None:
     with flow(settings, tmp_path) as f:
         payment = f.pay()
-        with psycopg.connect(database_url(settings), autocommit=True) as conn:
+        with psycopg.connect(admin_url(settings), autocommit=True) as conn:
             other = create_merchant(conn, "Other shop")
         cases = [
             (Reader(f, payment["id"], api_key=other.api_key), 404, "resource_missing"),
@@ -215,7 +215,7 @@ def test_a_stream_ends_once_its_key_is_revoked(settings: Settings, tmp_path: Pat
         async def scenario() -> Reader:
             task = asyncio.create_task(reader.run())
             await until(lambda: len(reader.events) == 1, "the current state")
-            with psycopg.connect(database_url(settings), autocommit=True) as conn:
+            with psycopg.connect(admin_url(settings), autocommit=True) as conn:
                 [key] = list_keys(conn, f.merchant_id)
                 revoke_key(conn, key.id)
             async with asyncio.timeout(30):
@@ -243,7 +243,7 @@ def test_streams_follow_changes_applied_by_any_server_process(
                 readers = [Reader(f, f.pay()["id"]) for _ in range(6)]
                 tasks = [asyncio.create_task(r.run()) for r in readers]
                 await until(lambda: all(r.events for r in readers), "every stream's first event")
-                with psycopg.connect(database_url(settings)) as conn:
+                with psycopg.connect(admin_url(settings)) as conn:
                     assert listeners(conn) == 2
             async with asyncio.timeout(60):
                 return await asyncio.gather(*tasks)
@@ -271,7 +271,7 @@ def test_a_change_made_while_the_listener_reconnects_is_not_missed(
                 reader = Reader(f, f.pay()["id"])
                 task = asyncio.create_task(reader.run())
                 await until(lambda: len(reader.events) == 1, "the first event")
-                with psycopg.connect(database_url(settings), autocommit=True) as conn:
+                with psycopg.connect(admin_url(settings), autocommit=True) as conn:
                     assert kill_listeners(conn) == 1
                     # What the read model does on payment.processing, with nobody listening.
                     conn.execute(
@@ -289,7 +289,7 @@ def test_a_change_made_while_the_listener_reconnects_is_not_missed(
             ("2", "processing"),
             ("3", "succeeded"),
         ]
-        with psycopg.connect(database_url(settings)) as conn:
+        with psycopg.connect(admin_url(settings)) as conn:
             assert listeners(conn) == 1  # it came back
 
 

@@ -18,7 +18,7 @@ from tests.helpers.stripe_mock import StripeMock, stripe_mock
 from tests.helpers.waiting import wait_for
 from workers.api.stripe_webhooks import PATH
 from workers.core.config import Settings
-from workers.core.db import database_url
+from workers.core.db import admin_url
 from workers.core.events import EventType
 from workers.core.outbox import events_of
 
@@ -92,7 +92,7 @@ def test_stripes_webhook_about_a_payment_reaches_the_log(
     assert answer.json() == {"received": True, "recorded": True}
 
     def published() -> bool:
-        with psycopg.connect(database_url(f.settings)) as conn:
+        with psycopg.connect(admin_url(f.settings)) as conn:
             return any(
                 done and e.type is EventType.GATEWAY_REPORTED
                 for e, done in events_of(conn, "api", payment["id"])

@@ -24,6 +24,7 @@ from bench.scenarios.intake import start_api
 from tests.helpers.servers import free_port
 from workers.api.merchants import NewMerchant, create_merchant
 from workers.core.config import Settings
+from workers.core.sealing import keyring
 from workers.core.sql import load_queries
 from workers.devstack.paths import StackPaths
 from workers.devstack.procs import read_pid
@@ -77,7 +78,9 @@ def _start_roles(bench: Bench, sizes: EndToEndSizes) -> tuple[NewMerchant, str]:
     with bench.connect() as conn:
         merchant = create_merchant(conn, "Bench end to end")
         url = f"http://127.0.0.1:{sink_port}/hooks"
-        endpoint = register_endpoint(conn, merchant.id, url, bench.settings.notifier)
+        endpoint = register_endpoint(
+            conn, merchant.id, url, bench.settings.notifier, keyring(bench.settings)
+        )
     bench.roles["webhook-receiver"] = loadgen.receiver(bench.stack, sink_port, endpoint.secret)
     # A delivery that fails once must not hold the measurement for the production schedule's
     # 5 minutes before its retry.

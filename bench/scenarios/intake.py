@@ -122,7 +122,8 @@ def pgbench(bench: Bench, merchant_id: str, clients: int, seconds: float) -> dic
     script = pgbench_script(bench.tmp / "intake.pgbench.sql")
     row = outbox_row(initiated("pay_pgbench"))
     answer = json.dumps({"id": "pay_pgbench", "object": "payment", "status": "initiated"})
-    params = conninfo_to_dict(database_url(bench.settings))
+    # As the API's role, which runs this statement.
+    params = conninfo_to_dict(database_url(bench.settings, "api"))
     argv = [
         _pgbench_binary(), "--no-vacuum", "--protocol=prepared",
         f"--client={clients}", f"--jobs={min(clients, os.cpu_count() or 1)}",
@@ -133,7 +134,9 @@ def pgbench(bench: Bench, merchant_id: str, clients: int, seconds: float) -> dic
         "-D", f"headers={json.dumps(row[3].obj)}", "-D", f"body={answer.encode().hex()}",
         str(params["dbname"]),
     ]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    credentials = {"PGPASSFILE": params.get("passfile"), "PGPASSWORD": params.get("password")}
+    env = {**os.environ, **{k: str(v) for k, v in credentials.items() if v}}
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"pgbench failed: {done.stderr.strip()[-500:]}")
     tps = re.search(r"tps = ([\d.]+)", done.stdout)

@@ -7,17 +7,17 @@ from typing import Annotated
 import typer
 
 from flowpay_cli.context import settings, state
-from flowpay_cli.output import console, print_created, print_json, print_table
+from flowpay_cli.output import Json, console, print_created, print_json, print_table
 from flowpay_cli.role_options import LogFormatOption, role_settings
 from workers.api import merchants as merchant_store
 from workers.api.server import serve
 from workers.core.db import connect
 from workers.core.logs import setup_logging
+from workers.core.sealing import Keyring, keyring
 from workers.core.webhook_urls import check_webhook_url
 from workers.notifier.endpoints import register_endpoint
 
 merchants_app = typer.Typer(help="Create and list merchants; issue and revoke their API keys.")
-Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 def serve_api(
@@ -56,9 +56,11 @@ def merchants_create(
     config = settings(ctx)
     if not 1 <= len(name) <= 200:
         raise typer.BadParameter("must be 1 to 200 characters", param_hint="--name")
-    if webhook_url is not None:
-        check_webhook_url(webhook_url, config.notifier)  # before anything is created
-    with connect(config) as conn:
+    keys = None
+    if webhook_url is not None:  # before anything is created
+        check_webhook_url(webhook_url, config.notifier)
+        keys = keyring(config)
+    with connect(config, "operator") as conn:
         merchant = merchant_store.create_merchant(conn, name)
     created = {
         "id": merchant.id,
@@ -66,8 +68,8 @@ def merchants_create(
         "api_key_id": merchant.api_key_id,
         "api_key": merchant.api_key,
     }
-    if webhook_url is not None:
-        created |= _register_webhook(ctx, merchant.id, webhook_url)
+    if webhook_url is not None and keys is not None:
+        created |= _register_webhook(ctx, merchant.id, webhook_url, keys)
     print_created(
         "merchant created",
         created,
@@ -76,10 +78,12 @@ def merchants_create(
     )
 
 
-def _register_webhook(ctx: typer.Context, merchant_id: str, url: str) -> dict[str, str]:
+def _register_webhook(
+    ctx: typer.Context, merchant_id: str, url: str, keys: Keyring
+) -> dict[str, str]:
     config = settings(ctx)
-    with connect(config) as conn:
-        endpoint = register_endpoint(conn, merchant_id, url, config.notifier)
+    with connect(config, "operator") as conn:
+        endpoint = register_endpoint(conn, merchant_id, url, config.notifier, keys)
     return {
         "webhook_endpoint_id": endpoint.id,
         "webhook_url": endpoint.url,
@@ -90,7 +94,7 @@ def _register_webhook(ctx: typer.Context, merchant_id: str, url: str) -> dict[st
 @merchants_app.command("list")
 def merchants_list(ctx: typer.Context, as_json: Json = False) -> None:
     """Every merchant, with its number of active API keys."""
-    with connect(settings(ctx)) as conn:
+    with connect(settings(ctx), "operator") as conn:
         rows = merchant_store.list_merchants(conn)
     if as_json:
         print_json([vars(r) for r in rows])
@@ -109,7 +113,7 @@ def merchants_create_key(
     as_json: Json = False,
 ) -> None:
     """Issue another API key for a merchant; prints it once."""
-    with connect(settings(ctx)) as conn:
+    with connect(settings(ctx), "operator") as conn:
         key = merchant_store.create_key(conn, merchant_id)
     created = {"api_key_id": key.id, "merchant_id": key.merchant_id, "api_key": key.api_key}
     print_created(
@@ -125,7 +129,7 @@ def merchants_revoke_key(
 ) -> None:
     """Revoke an API key: servers refuse it (401) within api.key_cache_s seconds."""
     config = settings(ctx)
-    with connect(config) as conn:
+    with connect(config, "operator") as conn:
         row = merchant_store.revoke_key(conn, key_id)
     if as_json:
         print_json(vars(row))
@@ -142,7 +146,7 @@ def merchants_keys(
     as_json: Json = False,
 ) -> None:
     """A merchant's API keys by id and prefix, revoked ones included."""
-    with connect(settings(ctx)) as conn:
+    with connect(settings(ctx), "operator") as conn:
         rows = merchant_store.list_keys(conn, merchant_id)
     if as_json:
         print_json([vars(r) for r in rows])

@@ -7,12 +7,11 @@ from typing import Annotated
 import typer
 
 from flowpay_cli.context import settings
-from flowpay_cli.output import console, print_json, print_table
+from flowpay_cli.output import Json, console, print_json, print_table
 from workers.core import dlq
 from workers.core.db import connect
 
 app = typer.Typer(help="Inspect and replay dead letters.")
-Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 Group = Annotated[str | None, typer.Option("--group", help="Only this consumer group's.")]
 
 
@@ -59,7 +58,7 @@ def replay(
     config = settings(ctx)
     letters = dlq.read_all(config, group) if all_ else [dlq.find(config, dead_letter_id or "")]
     replayed = skipped = 0
-    with connect(config, autocommit=True) as conn:
+    with connect(config, "operator", autocommit=True) as conn:
         for letter in letters:
             try:
                 dlq.replay(config, conn, letter, force=force)

@@ -7,35 +7,67 @@ from typing import Annotated
 import typer
 
 from flowpay_cli.context import settings
-from flowpay_cli.output import console, print_json, print_table
-from workers.core.db import database_url
+from flowpay_cli.output import Json, console, print_json, print_table
+from workers.core.config import DATABASE_ROLES, Settings
+from workers.core.db import database_url, role_name
+from workers.core.db_roles import database_name, init_statements, login_users
 from workers.core.kafka import create_topics, describe_topics
 from workers.core.topics import topics
-from workers.devstack.stack import init_database
+from workers.migrations import setup
 from workers.migrations.runner import Migration, migrate, status
 
 db_app = typer.Typer(help="Manage the PostgreSQL schema: versioned migrations.")
 topics_app = typer.Typer(help="Manage FlowPay's Kafka topics.")
 
-Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-
 
 @db_app.command("init")
-def db_init(ctx: typer.Context, as_json: Json = False) -> None:
-    """Set the database up: apply every pending migration (safe to run again)."""
-    _print_applied(init_database(settings(ctx)), as_json=as_json)
+def db_init(
+    ctx: typer.Context,
+    print_sql: Annotated[
+        bool,
+        typer.Option(
+            "--print-sql",
+            help="Print what it runs as the administrator, for a DBA to run, and change nothing.",
+        ),
+    ] = False,
+    as_json: Json = False,
+) -> None:
+    """Create FlowPay's roles (one per service, and the owner) and let only them connect, as
+    database.admin_url; then apply every pending migration as the owner (safe to run again)."""
+    config = settings(ctx)
+    if print_sql:
+        _print_init_sql(config)
+        return
+    _print_applied(setup.init_database(config), as_json=as_json)
+
+
+def _print_init_sql(config: Settings) -> None:
+    statements = init_statements(config)
+    users = [role_name(r) for r in DATABASE_ROLES] + list(login_users(config))
+    lines = [
+        "-- FlowPay: its roles, who may connect, and the owner's takeover of what exists.",
+        f"-- Run as a superuser or a role with CREATEROLE, connected to {database_name(config)}.",
+        "BEGIN;",
+        *(f"{s.as_string(None)};" for s in statements),
+        "COMMIT;",
+        "-- Then give each login its password (psql sends it hashed), for example:",
+        *(f"--   \\password {user}" for user in users),
+        "-- and, as the owner: flowpay db migrate",
+    ]
+    typer.echo("\n".join(lines))
 
 
 @db_app.command("migrate")
 def db_migrate(ctx: typer.Context, as_json: Json = False) -> None:
-    """Apply every pending migration, all in one transaction: all of them, or none on an error."""
-    _print_applied(migrate(database_url(settings(ctx))), as_json=as_json)
+    """Apply every pending migration, all in one transaction: all of them, or none on an error;
+    then make the roles' privileges what FlowPay's table says. Runs as the owner."""
+    _print_applied(migrate(database_url(settings(ctx), "owner")), as_json=as_json)
 
 
 @db_app.command("status")
 def db_status(ctx: typer.Context, as_json: Json = False) -> None:
     """Every migration of every schema's history: applied or pending."""
-    migrations = status(database_url(settings(ctx)))
+    migrations = status(database_url(settings(ctx), "owner"))
     if as_json:
         print_json(
             {

@@ -18,7 +18,7 @@ from rich.text import Text
 
 from flowpay_cli import params
 from flowpay_cli.context import settings
-from flowpay_cli.output import console, print_json, print_table
+from flowpay_cli.output import Json, console, print_json, print_table
 from flowpay_cli.role_options import LogFormatOption, role_settings
 from workers.core.db import connect
 from workers.ledger import metrics as ledger_metrics
@@ -32,7 +32,6 @@ EXIT_VIOLATIONS = 1
 # Beyond this many, unapplied messages are counted, not listed (they are in dead_letters).
 NOT_APPLIED_SHOWN = 20
 
-Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 ledger_app = typer.Typer(help="Check the ledger and show balances.", no_args_is_help=True)
 
@@ -40,7 +39,7 @@ ledger_app = typer.Typer(help="Check the ledger and show balances.", no_args_is_
 @ledger_app.command("check")
 def check(ctx: typer.Context, as_json: Json = False) -> None:
     """Verify every ledger invariant; exit 1 listing each violation if any does not hold."""
-    with connect(settings(ctx), autocommit=True) as conn:
+    with connect(settings(ctx), "operator", autocommit=True) as conn:
         results = run_checks(conn)
     ok = all(r.ok for r in results)
     if as_json:
@@ -62,7 +61,7 @@ def balances(
     as_json: Json = False,
 ) -> None:
     """Pending and posted balance of each account (minor units, on its normal side)."""
-    with connect(settings(ctx), autocommit=True) as conn:
+    with connect(settings(ctx), "operator", autocommit=True) as conn:
         found = ledger_balances(
             conn, merchant_id=merchant, currency=currency.upper() if currency else None
         )

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from flowpay_cli import params
 from flowpay_cli.context import settings
-from flowpay_cli.output import console, print_json, print_table
+from flowpay_cli.output import Json, console, print_json, print_table
 from workers.api.operator import payment_view, refund_status, request_refund_as_operator
 from workers.core.config import Settings
 from workers.core.db import connect
@@ -21,8 +21,6 @@ from workers.core.outbox import EMITTING_SCHEMAS, events_of
 from workers.ledger.inspect import ledger_view
 from workers.notifier.deliveries import attempts_of, list_deliveries
 from workers.processor.inspect import processor_view
-
-Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 def refund(
@@ -53,7 +51,7 @@ def refund(
 
 def _wait_refund(config: Settings, refund_id: str, timeout_s: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
-    with connect(config, autocommit=True) as conn:
+    with connect(config, "operator", autocommit=True) as conn:
         while True:
             found = refund_status(conn, refund_id)
             if found["status"] != "requested":
@@ -69,7 +67,7 @@ def status(
     as_json: Json = False,
 ) -> None:
     """Show one payment's whole history: its events, the processor's state and gateway attempts."""
-    with connect(settings(ctx), autocommit=True) as conn:
+    with connect(settings(ctx), "operator", autocommit=True) as conn:
         events: list[dict[str, Any]] = [
             {
                 "type": e.type.value,

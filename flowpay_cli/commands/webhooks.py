@@ -8,15 +8,15 @@ from typing import Annotated
 import typer
 
 from flowpay_cli.context import settings
-from flowpay_cli.output import console, print_created, print_json, print_table
+from flowpay_cli.output import Json, console, print_created, print_json, print_table
 from flowpay_cli.role_options import LogFormatOption, role_settings
 from workers.core.db import connect
+from workers.core.sealing import keyring
 from workers.notifier import deliveries
 from workers.notifier.endpoints import disable_endpoint, enable_endpoint, register_endpoint
 from workers.notifier.worker import serve
 
 app = typer.Typer(help="Inspect and retry webhook deliveries; manage endpoints.")
-Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 def run_notifier(ctx: typer.Context, log_format: LogFormatOption = None) -> None:
@@ -33,7 +33,7 @@ def endpoints(
     as_json: Json = False,
 ) -> None:
     """Every webhook endpoint (secrets are never shown again)."""
-    with connect(settings(ctx)) as conn:
+    with connect(settings(ctx), "operator") as conn:
         rows = deliveries.list_endpoints(conn, merchant)
     if as_json:
         print_json(rows)
@@ -51,8 +51,9 @@ def add_endpoint(
 ) -> None:
     """Add an endpoint (https, outside private networks); prints its signing secret once."""
     config = settings(ctx)
-    with connect(config) as conn:
-        endpoint = register_endpoint(conn, merchant, url, config.notifier)
+    keys = keyring(config)
+    with connect(config, "operator") as conn:
+        endpoint = register_endpoint(conn, merchant, url, config.notifier, keys)
     shown = {
         "id": endpoint.id,
         "merchant_id": endpoint.merchant_id,
@@ -72,7 +73,7 @@ def disable(
     ctx: typer.Context, endpoint_id: Annotated[str, typer.Argument(help="Its id.")]
 ) -> None:
     """Stop sending to an endpoint; its deliveries are kept (failed, endpoint_disabled)."""
-    with connect(settings(ctx)) as conn:
+    with connect(settings(ctx), "operator") as conn:
         kept = disable_endpoint(conn, endpoint_id)
     if kept is None:
         console.print(f"{endpoint_id} was disabled already")
@@ -83,7 +84,7 @@ def disable(
 @app.command("enable")
 def enable(ctx: typer.Context, endpoint_id: Annotated[str, typer.Argument(help="Its id.")]) -> None:
     """Send to an endpoint again (also one the notifier disabled)."""
-    with connect(settings(ctx)) as conn:
+    with connect(settings(ctx), "operator") as conn:
         enabled = enable_endpoint(conn, endpoint_id)
     console.print(f"enabled {endpoint_id}")
     if enabled.kept and enabled.kept_since is not None:
@@ -107,7 +108,7 @@ def list_(
     """Deliveries, newest first."""
     if status not in (None, "pending", "delivered", "failed"):
         raise typer.BadParameter("must be pending, delivered or failed", param_hint="--status")
-    with connect(settings(ctx)) as conn:
+    with connect(settings(ctx), "operator") as conn:
         rows = deliveries.list_deliveries(conn, status=status, merchant_id=merchant, limit=limit)
     if as_json:
         print_json(rows)
@@ -128,7 +129,7 @@ def list_(
 @app.command("attempts")
 def attempts(ctx: typer.Context, delivery_id: str, as_json: Json = False) -> None:
     """Every attempt at one delivery."""
-    with connect(settings(ctx)) as conn:
+    with connect(settings(ctx), "operator") as conn:
         rows = deliveries.attempts_of(conn, delivery_id)
     if as_json:
         print_json(rows)
@@ -157,7 +158,7 @@ def retry(
     """Send failed deliveries again, with the same webhook-id (to enabled endpoints)."""
     if (delivery_id is None) == (not failed):
         raise typer.BadParameter("give a delivery id, or --failed --since TIME")
-    with connect(settings(ctx)) as conn:
+    with connect(settings(ctx), "operator") as conn:
         if delivery_id is not None:
             deliveries.requeue(conn, delivery_id)
             console.print(f"re-queued {delivery_id}")

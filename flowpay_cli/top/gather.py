@@ -220,7 +220,7 @@ class Gatherer:
 
     def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = connect(self.settings, autocommit=True)
+            self._conn = connect(self.settings, "operator", autocommit=True)
         return self._conn
 
 

@@ -17,7 +17,8 @@ from tests.conftest import env_for
 from tests.helpers.servers import free_port, running
 from workers.api.merchants import create_merchant
 from workers.core.config import Settings
-from workers.core.db import database_url
+from workers.core.db import admin_url
+from workers.core.sealing import keyring
 from workers.notifier.endpoints import register_endpoint
 
 # A processor tuned for tests: short timeouts, a fast reconciler, a short unknown-outcome deadline.
@@ -71,9 +72,9 @@ class Flow:
 
     def start_downstream(self, webhook_url: str) -> str:
         """Start the ledger and the notifier, sending to ``webhook_url``; returns its secret."""
-        with psycopg.connect(database_url(self.settings), autocommit=True) as conn:
+        with psycopg.connect(admin_url(self.settings), autocommit=True) as conn:
             endpoint = register_endpoint(
-                conn, self.merchant_id, webhook_url, self.settings.notifier
+                conn, self.merchant_id, webhook_url, self.settings.notifier, keyring(self.settings)
             )
         self.start("ledger", ["run-ledger"])
         self.start("notifier", ["run-notifier"])
@@ -135,7 +136,7 @@ class Flow:
         return None if self.log_dir is None else self.log_dir / f"{name}.log"
 
     def processor_state(self, payment_id: str) -> dict[str, Any] | None:
-        with psycopg.connect(database_url(self.settings)) as conn:
+        with psycopg.connect(admin_url(self.settings)) as conn:
             row = conn.execute(
                 "SELECT state, charge_id, failure_reason, next_check_at, reversed_charge_id, refunded_amount"
                 " FROM processor.payments WHERE payment_id = %s",
@@ -156,7 +157,7 @@ class Flow:
     def emitted(self, payment_id: str) -> list[dict[str, Any]]:
         import json
 
-        with psycopg.connect(database_url(self.settings)) as conn:
+        with psycopg.connect(admin_url(self.settings)) as conn:
             rows = conn.execute(
                 "SELECT value FROM processor.outbox WHERE message_key = %s ORDER BY id",
                 (payment_id.encode(),),
@@ -173,7 +174,7 @@ def flow(
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[Flow]:
     """API + relay + processor + simulator for one test, sharing its database and topics."""
-    with psycopg.connect(database_url(settings), autocommit=True) as conn:
+    with psycopg.connect(admin_url(settings), autocommit=True) as conn:
         merchant = create_merchant(conn, "Flow merchant")
     api_port, sim_port = free_port(), free_port()
     env = {**env_for(settings), **FAST_PROCESSOR, **(extra_env or {})}

@@ -17,7 +17,8 @@ from tests.helpers.receiver import Receiver, receiver
 from tests.helpers.servers import free_port
 from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
-from workers.core.db import database_url
+from workers.core.db import admin_url
+from workers.core.sealing import keyring
 from workers.notifier.endpoints import register_endpoint
 
 ROLES = ("api", "outbox", "processor", "ledger", "notifier", "replay")
@@ -104,8 +105,10 @@ def observed_stack(settings: Settings, tmp_path: Path) -> Iterator[Stack]:
     metrics = MetricPorts()
     env = {**metrics.env(), **FAST_WEBHOOKS}
     with receiver(free_port()) as hook, flow(settings, tmp_path, extra_env=env) as f:
-        with psycopg.connect(database_url(settings), autocommit=True) as conn:
-            hook.secret = register_endpoint(conn, f.merchant_id, hook.url, settings.notifier).secret
+        with psycopg.connect(admin_url(settings), autocommit=True) as conn:
+            hook.secret = register_endpoint(
+                conn, f.merchant_id, hook.url, settings.notifier, keyring(settings)
+            ).secret
         f.start("ledger", ["run-ledger"])
         f.start("notifier", ["run-notifier"])
         silent = set(SERVING_ROLES)

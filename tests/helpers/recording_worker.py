@@ -19,7 +19,7 @@ import psycopg
 
 from workers.core.config import load_settings
 from workers.core.consuming import Batch, Routes, Subscriber, run
-from workers.core.db import database_url
+from workers.core.db import admin_url
 from workers.core.errors import TransientError
 from workers.core.events import EventType, Initiated
 from workers.core.lifecycle import install_stop_handlers
@@ -72,7 +72,7 @@ def main() -> None:
     failing = sys.argv[3:] == ["failing"]
     settings = load_settings()
     setup_logging("INFO", "recording-worker")
-    conn = psycopg.connect(database_url(settings), autocommit=True)
+    conn = psycopg.connect(admin_url(settings), autocommit=True)
     conn.execute(TABLES)
     stop = install_stop_handlers(settings.worker.grace_period_s)
     handlers = Recording(conn, delay_s, failing)

@@ -18,7 +18,7 @@ from tests.conftest import LOCAL_RECEIVERS, env_for, override
 from tests.helpers.shared_stack import shared_stack
 from workers.core import kafka_acls
 from workers.core.config import Settings, load_settings
-from workers.core.db import database_url
+from workers.core.db import admin_url
 from workers.core.kafka import create_topics, delete_topics
 from workers.core.ports import free_port
 from workers.devstack import secure
@@ -50,7 +50,7 @@ def shared_secure_broker(shared_dir: Path, base: Settings) -> Iterator[SecureBro
 
 def _user_config(home: Path, base: Settings) -> dict[str, object]:
     return {
-        "database": {"url": database_url(base)},
+        "database": {"url": admin_url(base)},
         "dev": {
             "home": str(home),
             "kafka_port": free_port(),
@@ -69,7 +69,9 @@ def secured_prefix(broker: SecureBroker, database: Settings) -> Iterator[Setting
     """``database``'s database with topics of a fresh prefix on the broker, ACLs and all."""
     prefix = f"t{uuid.uuid4().hex[:12]}"
     settings = override(broker.settings, "kafka", topic_prefix=prefix)
-    settings = override(settings, "database", url=database.database.url)
+    settings = settings.model_copy(
+        update={"database": database.database, "secrets": database.secrets}
+    )
     # The tests' webhook receivers listen on 127.0.0.1 over http, as the other tests' do.
     settings = override(settings, "notifier", **LOCAL_RECEIVERS)
     # As `flowpay kafka acls apply` run with the cluster administrator's credentials.

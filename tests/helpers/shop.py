@@ -15,6 +15,7 @@ from workers.api.merchants import create_merchant
 from workers.core.config import Settings
 from workers.core.events import EventType, Failed, Initiated, Succeeded, encode, new_event
 from workers.core.kafka import make_producer, produce_sync
+from workers.core.sealing import keyring
 from workers.core.topics import topics
 from workers.notifier.endpoints import NewEndpoint, register_endpoint
 
@@ -37,7 +38,9 @@ class Shop:
         self.db = db
         merchant = create_merchant(db, name)
         self.merchant_id = merchant.id
-        self.endpoint: NewEndpoint = register_endpoint(db, merchant.id, url, settings.notifier)
+        self.endpoint: NewEndpoint = register_endpoint(
+            db, merchant.id, url, settings.notifier, keyring(settings)
+        )
         self.producer = make_producer(settings, "test")
 
     def publish(self, payment_id: str, *kinds: EventType) -> None:

@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            database_url(settings),
+            database_url(settings, "api"),
             min_size=settings.database.pool_min_size,
             max_size=settings.database.pool_max_size,
             # Single statements are their own transactions (no BEGIN/COMMIT round trips);

@@ -52,7 +52,7 @@ async def _refund(
     settings: Settings, payment_id: str, body: RefundCreate, key: str
 ) -> dict[str, Any]:
     async with AsyncConnectionPool(
-        database_url(settings), min_size=1, max_size=2, open=False
+        database_url(settings, "api"), min_size=1, max_size=2, open=False
     ) as pool:
         async with pool.connection() as conn:
             found = await conn.execute(Q["payment_merchant"], {"id": payment_id})

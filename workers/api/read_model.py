@@ -118,7 +118,7 @@ def start(
 
     ``on_death`` runs if the thread ends any other way; by default it stops this process.
     """
-    pool = make_pool(settings, name=ROLE)
+    pool = make_pool(settings, "api", name=ROLE)
 
     def consume() -> None:
         try:

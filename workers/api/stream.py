@@ -70,7 +70,7 @@ _NOTHING_MORE: Final = {
 def router(settings: Settings) -> APIRouter:
     """The events route, and the process's one change feed for its lifetime."""
     heartbeat_s = settings.api.stream_heartbeat_s
-    feed = ChangeFeed(database_url(settings), wake_window_s=heartbeat_s)
+    feed = ChangeFeed(database_url(settings, "api"), wake_window_s=heartbeat_s)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

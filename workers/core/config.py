@@ -7,6 +7,7 @@ Every key and its default is documented in ``flowpay.toml.example``.
 
 from __future__ import annotations
 
+import base64
 import os
 from contextvars import ContextVar
 from pathlib import Path
@@ -35,6 +36,7 @@ from workers.core.errors import ConfigError
 from workers.core.logs import LogFormat
 
 DEFAULT_CONFIG_FILE = Path("flowpay.toml")
+AES_KEY_BYTES = 32
 _toml_path: ContextVar[Path | None] = ContextVar("flowpay_toml_path", default=None)
 
 
@@ -42,30 +44,65 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# The roles FlowPay's processes act as. Each service has a PostgreSQL role and a Kafka principal
+# of its own, so that what it may do is enforced by the servers (``workers.core.db_roles``,
+# ``workers.core.kafka_acls``). The operator is the CLI's tools (topics, dead letters, replay's
+# reading, merchants, webhooks, status, ledger check).
+ServiceRole = Literal[
+    "api", "outbox", "processor", "ledger", "notifier", "orchestrator", "operator"
+]
+SERVICE_ROLES: tuple[ServiceRole, ...] = get_args(ServiceRole)
+# PostgreSQL's roles also have an owner: it owns every schema and runs the migrations.
+DatabaseRole = Literal[ServiceRole, "owner"]
+DATABASE_ROLES: tuple[DatabaseRole, ...] = (*SERVICE_ROLES, "owner")
+
+
+def _libpq_reads(url: SecretStr) -> SecretStr:
+    # Refused here, once, in words of our own: libpq's complaint quotes the string, so a role or
+    # command meeting it later would print part of the password.
+    try:
+        conninfo_to_dict(url.get_secret_value())
+    except psycopg.ProgrammingError:
+        raise ValueError("not a PostgreSQL URL or key=value connection string") from None
+    return url
+
+
 class DatabaseSettings(_Section):
-    # None means "the dev stack's private PostgreSQL cluster".
+    # The URL of every role without one of its own in ``urls`` (one URL for development).
+    # None, with no ``urls`` either, means the dev stack's private PostgreSQL cluster, where each
+    # role logs in as itself.
     url: SecretStr | None = None
+    # Each role's own URL (libpq URLs or key=value strings, multi-host ones included).
+    urls: dict[DatabaseRole, SecretStr] = {}
+    # Who `flowpay db init` connects as to create the roles: a superuser, or a role with
+    # CREATEROLE. None means ``url``.
+    admin_url: SecretStr | None = None
     pool_min_size: int = Field(default=1, ge=0)
     pool_max_size: int = Field(default=10, ge=1)
 
-    @field_validator("url")
+    @field_validator("url", "admin_url")
     @classmethod
     def _libpq_reads_it(cls, url: SecretStr | None) -> SecretStr | None:
-        # Refused here, once, in words of our own: libpq's complaint quotes the string, so a
-        # role or command meeting it later would print part of the password.
-        if url is not None:
-            try:
-                conninfo_to_dict(url.get_secret_value())
-            except psycopg.ProgrammingError:
-                raise ValueError("not a PostgreSQL URL or key=value connection string") from None
-        return url
+        return None if url is None else _libpq_reads(url)
+
+    @field_validator("urls")
+    @classmethod
+    def _libpq_reads_them(
+        cls, urls: dict[DatabaseRole, SecretStr]
+    ) -> dict[DatabaseRole, SecretStr]:
+        return {role: _libpq_reads(url) for role, url in urls.items()}
+
+    @property
+    def local(self) -> bool:
+        """True when FlowPay uses the dev stack's own PostgreSQL cluster."""
+        return self.url is None and not self.urls and self.admin_url is None
 
 
 # Who a Kafka client authenticates as: each role may have a principal of its own, so that the
 # brokers' ACLs give it only what it needs (``flowpay kafka acls``). The operator is the CLI's
 # admin tools (topics, dead-letter replay, ledger replay).
-KafkaRole = Literal["api", "outbox", "processor", "ledger", "notifier", "orchestrator", "operator"]
-KAFKA_ROLES: tuple[KafkaRole, ...] = get_args(KafkaRole)
+KafkaRole = ServiceRole
+KAFKA_ROLES: tuple[KafkaRole, ...] = SERVICE_ROLES
 
 # librdkafka properties FlowPay sets from its own settings (or that its guarantees rest on):
 # ``client_properties`` may not set them, so each has one source and secrets stay SecretStr.
@@ -117,6 +154,9 @@ class KafkaSettings(_Section):
     # Any other librdkafka property, for every producer, consumer and admin client.
     client_properties: dict[str, ClientProperty] = {}
     principals: dict[KafkaRole, KafkaPrincipal] = {}
+    # Who `flowpay kafka acls apply` connects as: a cluster administrator, which may alter ACLs
+    # (the operator's own principal may not create the first ones). None: the operator's.
+    admin: KafkaPrincipal | None = None
 
     @field_validator("client_properties", mode="before")
     @classmethod
@@ -376,6 +416,37 @@ class TracingSettings(_Section):
     file_dir: Path | None = None
 
 
+class SecretsSettings(_Section):
+    # The AES-256-GCM key that secrets stored in the database (webhook signing secrets) are
+    # encrypted with: base64 of 32 random bytes (`flowpay secrets generate-key`). None means the
+    # dev stack's own key (<dev.home>/credentials/secrets.key), and only with the dev stack's
+    # PostgreSQL: elsewhere a role that needs a key refuses to start without one.
+    key: SecretStr | None = None
+    # Earlier keys, used only to decrypt what `flowpay secrets rotate` has not yet re-encrypted.
+    previous_keys: tuple[SecretStr, ...] = ()
+
+    @field_validator("key")
+    @classmethod
+    def _key_is_a_key(cls, key: SecretStr | None) -> SecretStr | None:
+        return None if key is None else _aes_key(key)
+
+    @field_validator("previous_keys")
+    @classmethod
+    def _keys_are_keys(cls, keys: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        return tuple(_aes_key(key) for key in keys)
+
+
+def _aes_key(key: SecretStr) -> SecretStr:
+    # Says what is wrong without the value: the input is a secret.
+    try:
+        raw = base64.b64decode(key.get_secret_value().strip(), validate=True)
+    except ValueError:
+        raise ValueError("not base64 (make one with `flowpay secrets generate-key`)") from None
+    if len(raw) != AES_KEY_BYTES:
+        raise ValueError(f"must decode to {AES_KEY_BYTES} bytes (AES-256), not {len(raw)}")
+    return key
+
+
 class DevSettings(_Section):
     home: Path = Path(".flowpay")
     pg_port: int = Field(default=55432, ge=1, le=65535)
@@ -436,6 +507,11 @@ class DevSettings(_Section):
     def pg_monitor_port(self) -> int:
         return self.pg_port + 2
 
+    @property
+    def credentials(self) -> Path:
+        """The owner-only directory of the dev stack's generated passwords and keys."""
+        return self.home.resolve() / "credentials"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -459,6 +535,7 @@ class Settings(BaseSettings):
     notifier: NotifierSettings = NotifierSettings()
     metrics: MetricsSettings = MetricsSettings()
     tracing: TracingSettings = TracingSettings()
+    secrets: SecretsSettings = SecretsSettings()
     dev: DevSettings = DevSettings()
 
     @model_validator(mode="after")

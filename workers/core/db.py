@@ -1,60 +1,101 @@
-"""PostgreSQL access: connection URL, connections and pools, error mapping."""
+"""PostgreSQL access: each role's connection URL, connections and pools, error mapping.
+
+Every connection names the role it acts as (``DatabaseRole``): its URL is ``database.urls.<role>``,
+else the one ``database.url`` (development), else the dev stack's cluster, where each role logs
+in as ``flowpay_<role>`` with the password the stack generated (a libpq password file, so no URL
+ever holds one).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import quote
+from pathlib import Path
+from typing import Final
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
-from workers.core.config import Settings
+from workers.core.config import DatabaseRole, Settings
 from workers.core.errors import ConstraintViolation, TransientError
 
 # Taken by a migration run for its whole transaction, so that runs wait for each other (any
 # constant unique to FlowPay); replay's swap of the ledger schema takes it too.
 SCHEMA_LOCK = 0x466C6F77
+# The dev stack's cluster: its database and its superuser (the stack's own administrator).
+DEV_DATABASE: Final = "flowpay"
+DEV_SUPERUSER: Final = "flowpay"
+ROLE_PREFIX: Final = "flowpay_"
 # Per host of a multi-host URL: a server that accepts no connection (hung, unreachable) is
 # skipped after this long.
-MULTI_HOST_CONNECT_TIMEOUT_S = 5
+MULTI_HOST_CONNECT_TIMEOUT_S: Final = 5
 
 
-def database_url(settings: Settings) -> str:
-    """The configured database, else the dev stack's private cluster."""
-    if settings.database.url is not None:
-        return settings.database.url.get_secret_value()
-    return local_url(settings)
+def role_name(role: DatabaseRole) -> str:
+    """The PostgreSQL role that ``role``'s privileges are granted to."""
+    return f"{ROLE_PREFIX}{role}"
 
 
-def local_url(settings: Settings, user: str = "flowpay", password: str | None = None) -> str:
+def database_url(settings: Settings, role: DatabaseRole) -> str:
+    """Where ``role`` connects, as whom."""
+    database = settings.database
+    chosen = database.urls.get(role) or database.url
+    if chosen is not None:
+        return chosen.get_secret_value()
+    return dev_url(settings, role_name(role))
+
+
+def admin_url(settings: Settings) -> str:
+    """Who creates the roles (``flowpay db init``): a superuser or a role with CREATEROLE."""
+    database = settings.database
+    chosen = database.admin_url or database.url
+    if chosen is not None:
+        return chosen.get_secret_value()
+    return dev_url(settings, DEV_SUPERUSER)
+
+
+def dev_passfile(settings: Settings) -> Path:
+    """The dev stack's libpq password file: every role's generated password (mode 0600)."""
+    return settings.dev.credentials / "postgres.pgpass"
+
+
+def dev_url(settings: Settings, user: str, dbname: str = DEV_DATABASE) -> str:
     """The dev stack's database as ``user``: every server of it, in one libpq URL.
 
-    With a standby, libpq tries each host in turn and keeps the one that takes writes
-    (``target_session_attrs=read-write``), so that after a failover every new connection, a
-    pool's replacements included, reaches the new primary by itself. A host that does not
-    answer is given up after ``connect_timeout`` seconds rather than stalling the failover.
+    With a standby (``dev.pg_standby``), libpq tries each host in turn and keeps the one that
+    takes writes (``target_session_attrs=read-write``), so that after a failover every new
+    connection, a pool's replacements included, reaches the new primary by itself. A host that
+    does not answer is given up after ``connect_timeout`` seconds rather than stalling it.
     """
-    auth = user if password is None else f"{user}:{quote(password, safe='')}"
-    hosts = ",".join(f"127.0.0.1:{port}" for port in settings.dev.pg_ports)
-    url = f"postgresql://{auth}@{hosts}/flowpay"
-    if len(settings.dev.pg_ports) > 1:
-        url += f"?target_session_attrs=read-write&connect_timeout={MULTI_HOST_CONNECT_TIMEOUT_S}"
-    return url
+    ports = settings.dev.pg_ports
+    several = len(ports) > 1
+    return make_conninfo(
+        host=",".join("127.0.0.1" for _ in ports),
+        port=",".join(str(port) for port in ports),
+        user=user,
+        dbname=dbname,
+        passfile=str(dev_passfile(settings)),
+        # None leaves a parameter out: a lone server's URL is as it always was.
+        target_session_attrs="read-write" if several else None,
+        connect_timeout=MULTI_HOST_CONNECT_TIMEOUT_S if several else None,
+    )
 
 
 def connect(
-    settings: Settings, *, autocommit: bool = False
+    settings: Settings, role: DatabaseRole, *, autocommit: bool = False
 ) -> psycopg.Connection[tuple[object, ...]]:
-    return psycopg.connect(database_url(settings), autocommit=autocommit, connect_timeout=10)
+    return psycopg.connect(database_url(settings, role), autocommit=autocommit, connect_timeout=10)
 
 
-def make_pool(settings: Settings, *, name: str) -> ConnectionPool:
+def make_pool(
+    settings: Settings, role: DatabaseRole, *, name: str, max_size: int | None = None
+) -> ConnectionPool:
     return ConnectionPool(
-        database_url(settings),
+        database_url(settings, role),
         min_size=settings.database.pool_min_size,
-        max_size=settings.database.pool_max_size,
+        max_size=max_size or settings.database.pool_max_size,
         name=name,
         open=True,
     )

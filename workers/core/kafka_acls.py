@@ -20,7 +20,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from workers.core.config import KAFKA_ROLES, KafkaRole, Settings
+from workers.core.config import KAFKA_ROLES, KafkaPrincipal, KafkaRole, Settings
 from workers.core.errors import StackError
 from workers.core.kafka import group_id, make_admin
 from workers.core.kafka_security import credentials
@@ -147,15 +147,28 @@ def _grants(settings: Settings, role: KafkaRole, user: str, access: Access) -> I
             yield Grant(role, user, "topic", "prefixed", prefix, operation.name.lower())
 
 
+def as_administrator(settings: Settings, admin: KafkaPrincipal | None = None) -> Settings:
+    """``settings`` with the operator's clients acting as ``admin`` (default ``kafka.admin``);
+    unchanged when there is none."""
+    kafka = settings.kafka
+    admin = admin or kafka.admin
+    if admin is None:
+        return settings
+    principals = {**kafka.principals, "operator": admin}
+    return settings.model_copy(
+        update={"kafka": kafka.model_copy(update={"principals": principals})}
+    )
+
+
 def apply(settings: Settings, grants: list[Grant]) -> int:
     """Create the ACLs (Kafka keeps one copy of each, so applying again changes nothing).
 
-    Runs as the operator's principal, which must be allowed to alter the cluster's ACLs: a
-    cluster administrator's credentials, for instance through ``kafka.principals.operator``.
+    Runs as ``kafka.admin`` when set, else the operator's principal: it must be allowed to alter
+    the cluster's ACLs.
     """
     if not grants:
         return 0
-    admin = make_admin(settings, "operator")
+    admin = make_admin(as_administrator(settings), "operator")
     futures = admin.create_acls([grant.binding() for grant in grants], request_timeout=30)
     for future in futures.values():
         try:

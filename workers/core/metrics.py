@@ -20,7 +20,7 @@ import psycopg
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import start_http_server as _start_http_server
 
-from workers.core.config import Settings
+from workers.core.config import DatabaseRole, Settings
 from workers.core.db import connect
 from workers.core.kafka import Consumer, consumer_lag
 
@@ -146,21 +146,23 @@ class Sampler:
 
 
 class DatabaseSampler(Sampler):
-    """A ``Sampler`` whose ``sample`` reads the database, over one connection kept open."""
+    """A ``Sampler`` whose ``sample`` reads the database as ``role`` (whose name it takes), over
+    one connection kept open."""
 
     def __init__(
         self,
         settings: Settings,
-        name: str,
+        role: DatabaseRole,
         sample: Callable[[psycopg.Connection[tuple[object, ...]]], None],
         every_s: float = 1.0,
     ) -> None:
-        super().__init__(name, self._sample_with_connection, every_s)
+        super().__init__(role, self._sample_with_connection, every_s)
         self.settings = settings
+        self.role: DatabaseRole = role
         self.read = sample
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
 
     def _sample_with_connection(self) -> None:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = connect(self.settings, autocommit=True)
+            self._conn = connect(self.settings, self.role, autocommit=True)
         self.read(self._conn)

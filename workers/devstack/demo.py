@@ -13,6 +13,7 @@ from workers.api.merchants import create_merchant, merchant_exists
 from workers.core.config import Settings
 from workers.core.db import connect
 from workers.core.errors import ConfigError
+from workers.core.sealing import keyring
 from workers.devstack.paths import StackPaths
 from workers.devstack.sink import sink_url
 from workers.notifier.endpoints import register_endpoint
@@ -49,7 +50,7 @@ def demo_webhook_secret(settings: Settings) -> str:
 def ensure_demo_merchant(settings: Settings) -> str:
     """The demo merchant's id, creating it (its key, its webhook endpoint) the first time."""
     path = key_file(settings)
-    with connect(settings) as conn:
+    with connect(settings, "operator") as conn:
         if path.exists():
             merchant_id = str(json.loads(path.read_text())["merchant_id"])
             if merchant_exists(conn, merchant_id):
@@ -58,7 +59,9 @@ def ensure_demo_merchant(settings: Settings) -> str:
         local = settings.notifier.model_copy(
             update={"allow_insecure_http": True, "allow_private_targets": True}
         )
-        endpoint = register_endpoint(conn, merchant.id, sink_url(settings), local)
+        endpoint = register_endpoint(
+            conn, merchant.id, sink_url(settings), local, keyring(settings)
+        )
     demo = {
         "merchant_id": merchant.id,
         "api_key": merchant.api_key,

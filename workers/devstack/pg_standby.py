@@ -14,7 +14,7 @@ PostgreSQL of pg_auto_failover's own that holds the formation's state and decide
   below); ``flowpay dev failover`` asks it for a planned one. An old primary started again
   rejoins as the standby (``pg_rewind``).
 - Roles reach whichever node is primary through a multi-host URL
-  (``workers.core.db.local_url``).
+  (``workers.core.db.dev_url``).
 
 pg_autoctl keeps its configuration and state under ``$XDG_CONFIG_HOME`` and ``$XDG_DATA_HOME``:
 both point into ``<dev.home>/pg/autoctl`` so that every stack's files stay its own.
@@ -34,11 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from workers.core.config import Settings
-from workers.core.db import local_url
+from workers.core.db import DEV_SUPERUSER, dev_url
 from workers.core.errors import StackError
 from workers.devstack import postgres
 from workers.devstack.paths import StackPaths
@@ -160,7 +159,8 @@ def up(settings: Settings) -> list[NodeState]:
     for node in (first, second):
         _set_partition_timeout(settings, node)
     _wait_writable(settings, settings.dev.start_timeout_s)
-    postgres.ensure_database(settings)
+    lead = primary(status(settings))
+    postgres.ensure_database(settings, None if lead is None else lead.port)
     return status(settings)
 
 
@@ -281,7 +281,7 @@ def _wait_state(
 
 def _wait_writable(settings: Settings, timeout_s: float) -> None:
     """Until the multi-host URL reaches a server that takes writes, as every role's will."""
-    url = make_conninfo(local_url(settings), dbname="postgres")
+    url = dev_url(settings, DEV_SUPERUSER, "postgres")
     deadline = time.monotonic() + timeout_s
     while not _accepts(url):
         if time.monotonic() > deadline:

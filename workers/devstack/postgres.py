@@ -1,5 +1,10 @@
 """A private PostgreSQL 15 cluster from Debian's packages, on its own port and socket directory.
 
+Everyone logs in with a password (SCRAM) over TCP: FlowPay's roles, each as itself, and the
+cluster's superuser, with the passwords the stack generated (``workers.devstack.credentials``).
+The superuser is also trusted on the stack's Unix socket, which only the cluster's owner may
+reach: that is how the stack sets the passwords, before any exists.
+
 With ``dev.pg_standby`` the stack runs two servers and pg_auto_failover instead
 (``workers.devstack.pg_standby``), made with the helpers here.
 """
@@ -18,8 +23,10 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from workers.core.config import Settings
-from workers.core.db import database_url, local_url
+from workers.core.db import DEV_DATABASE, DEV_SUPERUSER, admin_url
+from workers.core.db_roles import create_roles, set_passwords
 from workers.core.errors import StackError
+from workers.devstack.credentials import postgres_passwords
 from workers.devstack.paths import StackPaths
 from workers.devstack.procs import alive, read_pid, tail
 
@@ -29,8 +36,8 @@ PG_MAJOR = 15
 BIN_DIR = Path(f"/usr/lib/postgresql/{PG_MAJOR}/bin")
 LIB_DIR = Path(f"/usr/lib/postgresql/{PG_MAJOR}/lib")
 AUTOCTL = "/usr/bin/pg_autoctl"
-SUPERUSER = "flowpay"
-DATABASE = "flowpay"
+SUPERUSER = DEV_SUPERUSER
+DATABASE = DEV_DATABASE
 # Debian's package would otherwise create and start a system cluster of its own.
 _CREATECLUSTER_CONF = Path("/etc/postgresql-common/createcluster.conf")
 
@@ -39,11 +46,21 @@ _SETTINGS = """\
 listen_addresses = '127.0.0.1'
 port = {port}
 unix_socket_directories = '{socket_dir}'
+unix_socket_permissions = 0700
+password_encryption = scram-sha-256
 max_connections = 300
 shared_buffers = 256MB
 synchronous_commit = on
 log_min_messages = warning
 log_line_prefix = '%m [%p] '
+"""
+
+_HBA = """\
+# Written by flowpay dev; edits are overwritten.
+# The superuser on the stack's own socket (only the cluster's owner may reach it).
+local  all  {superuser}  trust
+# Everyone over TCP, with a password (<dev.home>/credentials/postgres.pgpass).
+host   all  all  127.0.0.1/32  scram-sha-256
 """
 
 
@@ -89,21 +106,25 @@ def status(settings: Settings) -> PgStatus:
     return PgStatus(
         running=alive(pid, str(paths.pg_data)),
         pid=pid,
-        url=database_url(settings),
+        url=admin_url(settings),
         log=paths.pg_log,
     )
 
 
 def up(settings: Settings) -> PgStatus:
-    """Initialise once, start unless running, wait until it accepts connections."""
+    """Initialise once, start unless running, wait until it accepts connections; then the
+    database, FlowPay's roles and everyone's password."""
     install()
     paths = StackPaths.of(settings)
     prepare_dirs(paths)
     if not (paths.pg_data / "PG_VERSION").exists():
         initdb(paths.pg_data)
     write_settings(paths.pg_data, settings.dev.pg_port, paths)
+    hba_changed = _write_hba(paths)
     if not status(settings).running:
         _start(paths, settings.dev.start_timeout_s)
+    elif hba_changed:
+        as_owner([str(BIN_DIR / "pg_ctl"), "reload", "-D", str(paths.pg_data)])
     ensure_database(settings)
     return status(settings)
 
@@ -171,14 +192,35 @@ def _start(paths: StackPaths, timeout_s: float) -> None:
             time.sleep(1)
 
 
-def ensure_database(settings: Settings) -> None:
-    """The ``flowpay`` database, on whichever server takes writes."""
-    admin_url = make_conninfo(local_url(settings), dbname="postgres")
+def _write_hba(paths: StackPaths) -> bool:
+    """Write pg_hba.conf; True when it changed (a running server must reload it)."""
+    path = paths.pg_data / "pg_hba.conf"
+    wanted = _HBA.format(superuser=SUPERUSER)
+    if path.exists() and path.read_text() == wanted:
+        return False
+    path.write_text(wanted)
+    chown(path)
+    return True
+
+
+def ensure_database(settings: Settings, port: int | None = None) -> None:
+    """The database, FlowPay's roles and everyone's password, on the server at ``port`` (the
+    primary's; default ``dev.pg_port``), through the stack's socket."""
+    socket = make_conninfo(
+        host=str(StackPaths.of(settings).pg_socket_dir),
+        port=port or settings.dev.pg_port,
+        user=SUPERUSER,
+        dbname="postgres",
+    )
     try:
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(socket, autocommit=True, connect_timeout=10) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
             if exists.fetchone() is None:
                 conn.execute(f"CREATE DATABASE {DATABASE}")
+            with conn.transaction():
+                for statement in create_roles(settings):
+                    conn.execute(statement)
+                set_passwords(conn, postgres_passwords(settings))
     except psycopg.OperationalError as exc:
         ports = ", ".join(str(p) for p in settings.dev.pg_ports)
         raise StackError(f"PostgreSQL on port {ports} refused: {exc}") from None

@@ -131,11 +131,7 @@ def as_broker(settings: Settings) -> Settings:
     Only the super user can create the first ACLs, the operator's own among them.
     """
     root = KafkaPrincipal(username=BROKER_USER, password=SecretStr(broker_password(settings)))
-    kafka = settings.kafka
-    principals = {**kafka.principals, "operator": root}
-    return settings.model_copy(
-        update={"kafka": kafka.model_copy(update={"principals": principals})}
-    )
+    return kafka_acls.as_administrator(settings, root)
 
 
 def broker_properties(settings: Settings) -> str:

@@ -12,15 +12,28 @@ from typing import Any
 import httpx
 
 from workers.core.config import Settings
-from workers.core.db import database_url
+from workers.core.db import connect, database_url
 from workers.core.errors import StackError
 from workers.core.kafka import bootstrap_servers, create_topics
 from workers.core.logs import mask_conninfo
-from workers.devstack import cluster, demo, health, kafka, pg_standby, postgres, roles, shape
+from workers.core.sealing import keyring
+from workers.devstack import (
+    cluster,
+    credentials,
+    demo,
+    health,
+    kafka,
+    pg_standby,
+    postgres,
+    roles,
+    shape,
+)
 from workers.devstack.paths import StackPaths
 from workers.devstack.procs import tail
 from workers.devstack.sink import sink_url
+from workers.migrations import setup
 from workers.migrations.runner import Migration, migrate
+from workers.notifier.endpoint_secrets import rotate
 
 Progress = Callable[[str], None]
 
@@ -54,11 +67,15 @@ def up(
     shape.record(settings)
     with ThreadPoolExecutor(1) as beside:  # Kafka starts while PostgreSQL does
         brokers = beside.submit(_kafka_up, settings, say)
-        if settings.database.url is None:
+        if settings.database.local:
             say("PostgreSQL" + (" and its standby" if settings.dev.pg_standby else ""))
             (pg_standby.up if settings.dev.pg_standby else postgres.up)(settings)
+            credentials.ensure_secrets_key(settings)
         say("schema")
         init_database(settings)
+        if settings.database.local:
+            say("secrets")
+            seal_plain_secrets(settings)
         brokers.result()
     say("topics")
     create_topics(settings)
@@ -110,8 +127,20 @@ def wait_http(url: str, timeout_s: float, log: Path) -> None:
 
 
 def init_database(settings: Settings) -> list[Migration]:
-    """Bring the database's schema up to date; returns the migrations applied."""
-    return migrate(database_url(settings))
+    """Bring the database up to date; returns the migrations applied.
+
+    The stack's own cluster gets `flowpay db init` (roles, access, migrations); a database of
+    someone else's only the migrations: its roles are its administrator's (`flowpay db init`).
+    """
+    if settings.database.local:
+        return setup.init_database(settings)
+    return migrate(database_url(settings, "owner"))
+
+
+def seal_plain_secrets(settings: Settings) -> int:
+    """Seal the secrets stored before encryption (as `flowpay secrets rotate` would)."""
+    with connect(settings, "notifier") as conn:
+        return rotate(conn, keyring(settings), lambda _n: None)
 
 
 def down(settings: Settings) -> list[str]:
@@ -121,7 +150,7 @@ def down(settings: Settings) -> list[str]:
         stopped.append("roles")
     if settings.kafka.bootstrap_servers is None and kafka.down(settings):
         stopped.append("kafka")
-    if settings.database.url is None:
+    if settings.database.local:
         down_pg = pg_standby.down if settings.dev.pg_standby else postgres.down
         if down_pg(settings):
             stopped.append("postgres")
@@ -190,7 +219,7 @@ def kafka_cluster(settings: Settings) -> cluster.ClusterView | None:
 
 
 def _postgres(settings: Settings) -> list[Component]:
-    if settings.database.url is not None:
+    if not settings.database.local:
         return [Component("postgres", "external", None, _redacted_url(settings), "")]
     if not settings.dev.pg_standby:
         pg = postgres.status(settings)
@@ -254,5 +283,5 @@ def _state(running: bool) -> str:
 
 
 def _redacted_url(settings: Settings) -> str:
-    """The database URL without its password: status output must never show a secret."""
-    return mask_conninfo(database_url(settings))
+    """The operator's database URL without its password: output must never show a secret."""
+    return mask_conninfo(database_url(settings, "operator"))

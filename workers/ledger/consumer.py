@@ -133,7 +133,7 @@ class Ledger:
         if self._conn is None or self._conn.closed or self._conn.broken:
             if self._conn is not None:
                 self._conn.close()
-            self._conn = connect(self.settings, autocommit=True)
+            self._conn = connect(self.settings, "ledger", autocommit=True)
         return self._conn
 
     def close(self) -> None:

@@ -37,6 +37,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type
 from workers.core.config import Settings
 from workers.core.consuming import Received, decode_all
 from workers.core.db import SCHEMA_LOCK, connect
+from workers.core.db_roles import apply_grants, assume_owner
 from workers.core.delivery import FIRST_RETRY_S, TRANSIENT, offset_of, partition_of
 from workers.core.errors import FlowPayError
 from workers.core.kafka import (
@@ -152,7 +153,7 @@ class Replay:
 
     def prepare(self) -> list[Span]:
         """Lock out other replays, take the end offsets, build the shadow from the live ledger."""
-        self._lock_conn = connect(self.settings, autocommit=True)
+        self._lock_conn = _as_owner(self.settings)
         row = self._lock_conn.execute(self.q["replay_lock"], {"lock": REPLAY_LOCK}).fetchone()
         if row is None or not row[0]:
             raise ReplayError("another replay is running")
@@ -267,6 +268,9 @@ class Replay:
             conn.execute(
                 self.q["swap_reinstall"], {"live": LIVE_SCHEMA, "previous": PREVIOUS_SCHEMA}
             )
+            # The rebuilt ledger gets the roles' privileges; the one kept aside loses them.
+            apply_grants(conn, only=LIVE_SCHEMA)
+            apply_grants(conn, only=PREVIOUS_SCHEMA)
         self.swapped = True
         log.info("replay swapped in generation %d (%s)", row[0], note)
         return int(row[0])
@@ -290,7 +294,7 @@ class Replay:
     def _drop_shadow(self) -> None:
         try:
             # A fresh connection: the working one may be mid-statement after an interrupt.
-            with connect(self.settings, autocommit=True) as conn:
+            with _as_owner(self.settings) as conn:
                 conn.execute(self.q["shadow_drop"])
         except Exception as exc:  # harmless: the next replay starts by dropping it
             log.warning("could not drop %s: %s", SHADOW_SCHEMA, exc)
@@ -340,7 +344,7 @@ class Replay:
 
     def _connection(self) -> Conn:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = connect(self.settings, autocommit=True)
+            self._conn = _as_owner(self.settings)
         return self._conn
 
 
@@ -388,6 +392,14 @@ def _groups(spans: list[Span], count: int) -> list[list[Span]]:
     for span in sorted(spans, key=lambda s: -s.count):
         min(groups, key=lambda g: sum(s.count for s in g)).append(span)
     return groups
+
+
+def _as_owner(settings: Settings) -> Conn:
+    """A connection as the owner: replay creates, renames and drops schemas, which is DDL, and
+    suspends the shadow's checks, which only its owner may; it runs as the migrations do."""
+    conn = connect(settings, "owner", autocommit=True)
+    assume_owner(conn)
+    return conn
 
 
 def _reader(settings: Settings) -> Consumer:

@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from workers.core.db import SCHEMA_LOCK
+from workers.core.db_roles import apply_grants, assume_owner
 from workers.core.errors import DatabaseError
 
 HOME = Path(__file__).resolve().parent
@@ -50,7 +51,8 @@ class Migration:
 
 
 def migrate(url: str, *, locations: Sequence[Path] = (VERSIONS,)) -> list[Migration]:
-    """Apply every pending migration, all in one transaction; returns those applied.
+    """Apply every pending migration, then the roles' privileges (``db_roles.apply_grants``),
+    all in one transaction; returns the migrations applied.
 
     A failure rolls the whole run back: the database stays as it was. Concurrent runs wait for
     each other (the advisory lock replay's swap also takes), so the second finds nothing to do.
@@ -61,10 +63,16 @@ def migrate(url: str, *, locations: Sequence[Path] = (VERSIONS,)) -> list[Migrat
     try:
         with _transaction(url) as connection:
             connection.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            driver = connection.connection.driver_connection
+            assert isinstance(driver, psycopg.Connection)
+            assume_owner(driver, local=True)
             pending = [m for m in _migrations(script, connection) if not m.applied]
             if pending:
                 config.attributes["connection"] = connection
                 command.upgrade(config, "heads")
+            # After every run, not only one that applied something: a role `db init` made
+            # since, or a grant made by hand, is set right too.
+            apply_grants(driver)
     except MigrationError as exc:
         raise MigrationError(f"no migration was applied: {exc}") from exc
     done = set(config.attributes["applied"])

@@ -18,8 +18,10 @@ from psycopg import Connection
 from workers.core.config import NotifierSettings
 from workers.core.errors import NotFoundError
 from workers.core.ids import new_id
+from workers.core.sealing import Keyring
 from workers.core.sql import load_queries
 from workers.core.webhook_urls import check_webhook_url
+from workers.notifier.endpoint_secrets import seal_secret
 
 Q = load_queries("workers.notifier")
 ENDPOINT_DISABLED: Final = "endpoint_disabled"  # the last_error of a delivery kept, not sent
@@ -46,20 +48,17 @@ def new_secret() -> str:
 
 
 def register_endpoint(
-    conn: Connection[Any], merchant_id: str, url: str, settings: NotifierSettings
+    conn: Connection[Any], merchant_id: str, url: str, settings: NotifierSettings, keys: Keyring
 ) -> NewEndpoint:
-    """Add an endpoint whose URL obeys ``workers.core.webhook_urls`` under ``settings``."""
+    """Add an endpoint whose URL obeys ``workers.core.webhook_urls`` under ``settings``; its new
+    secret is stored sealed with ``keys``' current key."""
     checked = check_webhook_url(url, settings)
     endpoint = NewEndpoint(new_id("we"), merchant_id, checked, new_secret())
+    sealed = seal_secret(keys, endpoint.id, endpoint.secret)
     with conn.transaction():
         conn.execute(
             Q["endpoint_insert"],
-            {
-                "id": endpoint.id,
-                "merchant_id": merchant_id,
-                "url": endpoint.url,
-                "secret": endpoint.secret,
-            },
+            {"id": endpoint.id, "merchant_id": merchant_id, "url": endpoint.url, **sealed},
         )
     return endpoint
 

@@ -38,6 +38,8 @@ class Due:
     event_id: str | None = None
     correlation_id: str | None = None
     traceparent: str | None = None
+    # Why ``secret`` could not be had (its key is not configured): nothing is sent.
+    secret_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,11 @@ class _Answer:
     status_code: int | None = None
     retry_after: str | None = None
     head: bytes = b""
+
+
+def unsigned(error: str) -> Result:
+    """The outcome of an attempt that could not be signed, so was never sent."""
+    return Result(None, error, None, datetime.now(UTC), 0, None)
 
 
 async def post(http: httpx.AsyncClient, delivery: Due, deadline_s: float) -> Result:

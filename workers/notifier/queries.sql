@@ -1,8 +1,28 @@
 -- The notifier's SQL.
 
 -- name: endpoint_insert
-INSERT INTO notifier.endpoints (id, merchant_id, url, secret)
-VALUES (%(id)s, %(merchant_id)s, %(url)s, %(secret)s);
+INSERT INTO notifier.endpoints (id, merchant_id, url, secret_key_id, secret_sealed)
+VALUES (%(id)s, %(merchant_id)s, %(url)s, %(secret_key_id)s, %(secret_sealed)s);
+
+-- name: secrets_stale
+-- Endpoints whose secret is not sealed under the current key (or is plain text), a batch at a
+-- time for `flowpay secrets rotate`; locked until the batch is sealed again.
+SELECT id, secret_key_id, secret_sealed, secret_plain FROM notifier.endpoints
+WHERE secret_key_id IS DISTINCT FROM %(current)s
+ORDER BY id LIMIT %(limit)s
+FOR UPDATE;
+
+-- name: secrets_stale_count
+SELECT count(*) FROM notifier.endpoints WHERE secret_key_id IS DISTINCT FROM %(current)s;
+
+-- name: secret_reseal
+UPDATE notifier.endpoints
+SET secret_key_id = %(secret_key_id)s, secret_sealed = %(secret_sealed)s, secret_plain = NULL
+WHERE id = %(id)s;
+
+-- name: secrets_by_key
+-- How many secrets each key sealed; NULL: stored in plain text.
+SELECT secret_key_id, count(*) FROM notifier.endpoints GROUP BY secret_key_id ORDER BY 1;
 
 -- name: endpoints_of_merchant
 SELECT id, status FROM notifier.endpoints WHERE merchant_id = %(merchant_id)s;
@@ -121,7 +141,8 @@ SET leased_until = now() + make_interval(secs => %(lease_s)s)
 FROM notifier.endpoints e
 WHERE d.id = ANY (ARRAY(SELECT id FROM chosen)) AND e.id = d.endpoint_id
   AND d.status = 'pending' AND (d.leased_until IS NULL OR d.leased_until < now())
-RETURNING d.id, d.endpoint_id, e.url, e.secret, e.status, d.body, d.attempts,
+RETURNING d.id, d.endpoint_id, e.url, e.secret_key_id, e.secret_sealed, e.secret_plain, e.status,
+          d.body, d.attempts,
           d.payment_id, d.event_id::text, d.correlation_id, d.traceparent;
 
 -- name: attempt_insert

@@ -22,12 +22,14 @@ from psycopg_pool import AsyncConnectionPool
 
 from workers.core.config import NotifierSettings
 from workers.core.observe import following_up
+from workers.core.sealing import Keyring, SealError
 from workers.core.sql import load_queries
 from workers.notifier import metrics
 from workers.notifier.answers import describe
+from workers.notifier.endpoint_secrets import open_secret
 from workers.notifier.guard import GuardedTransport
 from workers.notifier.outcomes import conclude, keep_for_disabled_endpoint
-from workers.notifier.posting import USER_AGENT, Due, Result, post
+from workers.notifier.posting import USER_AGENT, Due, Result, post, unsigned
 from workers.notifier.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -51,10 +53,12 @@ class Sender:
         self,
         config: NotifierSettings,
         pool: AsyncConnectionPool[Any],
+        keys: Keyring,
         wakeup: Wakeup | None = None,
     ) -> None:
         self.config = config
         self.pool = pool
+        self.keys = keys
         self.wakeup = wakeup or Wakeup()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -88,15 +92,25 @@ class Sender:
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(Q["deliveries_claim_lock"])
             cursor = await conn.execute(Q["deliveries_claim"], params)
-            due = [
-                Due(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7], r[8], r[9], r[10])
-                for r in await cursor.fetchall()
-            ]
+            due = [self._due(row) for row in await cursor.fetchall()]
         for delivery in due:
             task = asyncio.create_task(self.attempt(http, delivery))
             self._tasks.add(task)
             task.add_done_callback(self._ended)
         return len(due)
+
+    def _due(self, row: tuple[Any, ...]) -> Due:
+        delivery_id, endpoint_id, url, key_id, sealed, plain, *rest = row
+        status, body, attempts, payment_id, event_id, correlation_id, traceparent = rest
+        secret, unavailable = "", None
+        try:
+            secret = open_secret(self.keys, endpoint_id, key_id, sealed, plain)
+        except SealError as exc:  # recorded as the attempt's failure; it goes again later
+            unavailable = f"secret_unavailable: {exc}"
+        return Due(
+            delivery_id, endpoint_id, url, secret, status, bytes(body), attempts, payment_id,
+            event_id, correlation_id, traceparent, secret_error=unavailable,
+        )  # fmt: skip
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -124,7 +138,10 @@ class Sender:
             async with self.pool.connection() as conn:
                 await keep_for_disabled_endpoint(conn, delivery)
             return
-        result = await post(http, delivery, self.config.attempt_deadline_s)
+        if delivery.secret_error is not None:
+            result = unsigned(delivery.secret_error)
+        else:
+            result = await post(http, delivery, self.config.attempt_deadline_s)
         outcome = await self.record(delivery, result)
         metrics.attempted(outcome, delivery.attempts + 1)
         log.info(

@@ -11,15 +11,18 @@ from psycopg_pool import AsyncConnectionPool
 
 from workers.core import observe
 from workers.core.config import Settings
-from workers.core.db import database_url, make_pool
+from workers.core.db import connect, database_url, make_pool
 from workers.core.lifecycle import install_stop_handlers
 from workers.core.runner import ConsumerRunner
+from workers.core.sealing import Keyring, keyring
 from workers.core.topics import GROUP_NOTIFIER
 from workers.notifier import metrics
+from workers.notifier.endpoint_secrets import check_keys
 from workers.notifier.intake import Intake
 from workers.notifier.sender import Sender
 from workers.notifier.wakeup import Wakeup
 
+log = logging.getLogger(__name__)
 ROLE: Final = "notifier"
 # Their INFO lines name every endpoint's URL, once per request; the sender's own line per attempt
 # names the endpoint by its id.
@@ -27,12 +30,13 @@ QUIET_LOGGERS = ("httpx", "httpcore")
 
 
 def serve(settings: Settings) -> None:
+    keys = _keys(settings)
     observe.start(settings, ROLE)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     stop = install_stop_handlers(settings.worker.grace_period_s)
     metrics.start(settings)
-    pool = make_pool(settings, name=f"{ROLE}-intake")
+    pool = make_pool(settings, "notifier", name=f"{ROLE}-intake")
     wakeup = Wakeup()
     intake = Intake(pool, on_recorded=wakeup.set)
     runner = ConsumerRunner(
@@ -52,16 +56,30 @@ def serve(settings: Settings) -> None:
     consumer = threading.Thread(target=consume, name="notifier-consumer")
     consumer.start()
     try:
-        asyncio.run(_send(settings, stop, wakeup))
+        asyncio.run(_send(settings, keys, stop, wakeup))
     finally:
         stop.set()
         consumer.join()
         pool.close()
 
 
-async def _send(settings: Settings, stop: threading.Event, wakeup: Wakeup) -> None:
+def _keys(settings: Settings) -> Keyring:
+    """The keys that open the endpoints' secrets. Without one, or without one the secrets need,
+    the notifier could sign nothing: ConfigError (one line, exit 2) before anything starts."""
+    keys = keyring(settings)
+    with connect(settings, ROLE) as conn:
+        uses = check_keys(conn, keys)
+    plain = sum(use.secrets for use in uses if use.key_id is None)
+    if plain:
+        log.warning(
+            "%d webhook secrets are in plain text: `flowpay secrets rotate` seals them", plain
+        )
+    return keys
+
+
+async def _send(settings: Settings, keys: Keyring, stop: threading.Event, wakeup: Wakeup) -> None:
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        database_url(settings),
+        database_url(settings, "notifier"),
         min_size=1,
         max_size=settings.database.pool_max_size,
         open=False,
@@ -69,6 +87,6 @@ async def _send(settings: Settings, stop: threading.Event, wakeup: Wakeup) -> No
     )
     await pool.open()
     try:
-        await Sender(settings.notifier, pool, wakeup).run(stop)
+        await Sender(settings.notifier, pool, keys, wakeup).run(stop)
     finally:
         await pool.close()

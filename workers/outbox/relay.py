@@ -164,7 +164,7 @@ class OutboxRelay:
     def _connect(self) -> Conn:
         """The working connection, (re)opened when it was lost."""
         if self._conn is None or self._conn.closed:
-            self._conn = connect(self.settings, autocommit=True)
+            self._conn = connect(self.settings, "outbox", autocommit=True)
         return self._conn
 
     def _disconnect(self) -> None:

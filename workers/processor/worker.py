@@ -31,7 +31,7 @@ def serve(settings: Settings) -> None:
 
 async def run(settings: Settings, stop: threading.Event) -> None:
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        database_url(settings),
+        database_url(settings, "processor"),
         min_size=settings.database.pool_min_size,
         max_size=max(settings.database.pool_max_size, 20),
         open=False,
