@@ -187,7 +187,9 @@ def kill(settings: Settings, name: str) -> None:
     postmaster = read_pid(srv.data / "postmaster.pid")
     os.killpg(pid, signal.SIGKILL)  # the keeper leads its own process group (spawn)
     if postmaster is not None and alive(postmaster, "postgres"):
-        os.killpg(postmaster, signal.SIGKILL)  # with every backend
+        # Gone already if it was in the keeper's group after all.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(postmaster, signal.SIGKILL)  # with every backend
         wait_gone(postmaster, "postgres", timeout_s=30)
     wait_gone(pid, KEEPER, timeout_s=30)
 
