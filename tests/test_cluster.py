@@ -21,7 +21,7 @@ from tests.conftest import ROOT, flowpay, override
 from tests.helpers.shared_stack import clean_env, shared_dir, shared_stack
 from tests.helpers.waiting import wait_for
 from workers.core.config import Settings, load_settings
-from workers.core.db import admin_url, make_pool
+from workers.core.db import database_url, make_pool
 from workers.core.kafka import (
     ConfigResource,
     Consumer,
@@ -38,6 +38,7 @@ from workers.devstack import cluster, kafka, pg_standby, shape
 from workers.devstack.paths import StackPaths
 
 pytestmark = pytest.mark.timeout(600)
+OWNER = "owner"  # the role that owns the schema: the test's table is its own
 
 
 class Cluster:
@@ -171,11 +172,11 @@ def _drain(consumer: Consumer, into: list[bytes]) -> int:
 
 @pytest.fixture
 def table(stack: Cluster) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url(stack.settings), autocommit=True) as conn:
+    name = f"api.t_{uuid.uuid4().hex[:12]}"  # a schema the owner role owns
+    with psycopg.connect(database_url(stack.settings, OWNER), autocommit=True) as conn:
         conn.execute(f"CREATE TABLE {name} (n int PRIMARY KEY)")
     yield name
-    with psycopg.connect(admin_url(stack.settings), autocommit=True) as conn:
+    with psycopg.connect(database_url(stack.settings, OWNER), autocommit=True) as conn:
         conn.execute(f"DROP TABLE {name}")
 
 
@@ -191,14 +192,14 @@ def _write(pool: ConnectionPool, table: str, n: int) -> bool:
 
 
 def _rows(settings: Settings, table: str) -> set[int]:
-    with psycopg.connect(admin_url(settings)) as conn:
+    with psycopg.connect(database_url(settings, OWNER)) as conn:
         return {row[0] for row in conn.execute(f"SELECT n FROM {table}")}
 
 
 def test_a_pool_finds_the_new_primary_after_a_planned_failover(stack: Cluster, table: str) -> None:
     before = pg_standby.primary(pg_standby.status(stack.settings))
     assert before is not None
-    with make_pool(stack.settings, "owner", name="test") as pool:
+    with make_pool(stack.settings, OWNER, name="test") as pool:
         assert all(_write(pool, table, n) for n in range(20))
 
         stack.cli("dev", "failover")
@@ -217,7 +218,7 @@ def test_a_killed_primary_is_replaced_and_comes_back_as_the_standby(
 ) -> None:
     lost = pg_standby.primary(pg_standby.status(stack.settings))
     assert lost is not None
-    with make_pool(stack.settings, "owner", name="test") as pool:
+    with make_pool(stack.settings, OWNER, name="test") as pool:
         assert all(_write(pool, table, n) for n in range(20))
 
         pg_standby.kill(stack.settings, lost.name)
