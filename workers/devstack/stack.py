@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -65,18 +64,16 @@ def up(
     StackPaths.of(settings).logs.mkdir(parents=True, exist_ok=True)
     _same_shape(settings)
     shape.record(settings)
-    with ThreadPoolExecutor(1) as beside:  # Kafka starts while PostgreSQL does
-        brokers = beside.submit(_kafka_up, settings, say)
-        if settings.database.local:
-            say("PostgreSQL" + (" and its standby" if settings.dev.pg_standby else ""))
-            (pg_standby.up if settings.dev.pg_standby else postgres.up)(settings)
-            credentials.ensure_secrets_key(settings)
-        say("schema")
-        init_database(settings)
-        if settings.database.local:
-            say("secrets")
-            seal_plain_secrets(settings)
-        brokers.result()
+    if settings.database.local:
+        say("PostgreSQL" + (" and its standby" if settings.dev.pg_standby else ""))
+        (pg_standby.up if settings.dev.pg_standby else postgres.up)(settings)
+        credentials.ensure_secrets_key(settings)
+    say("schema")
+    init_database(settings)
+    if settings.database.local:
+        say("secrets")
+        seal_plain_secrets(settings)
+    _kafka_up(settings, say)
     say("topics")
     create_topics(settings)
     if not infra_only:
