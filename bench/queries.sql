@@ -14,6 +14,9 @@ WHERE p.created_at >= %(t0)s AND p.created_at < %(t1)s;
 -- name: accepted_in_window
 SELECT count(*), min(created_at) FROM api.payments WHERE created_at >= %(t0)s AND created_at < %(t1)s;
 
+-- name: commits
+SELECT xact_commit FROM pg_stat_database WHERE datname = current_database();
+
 -- name: now
 SELECT clock_timestamp();
 

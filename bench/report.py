@@ -34,6 +34,7 @@ def tables(record: dict[str, Any]) -> list[Table]:
     if "e2e" in found:
         out.append(e2e.table(found["e2e"], best_intake))
         out.append(e2e.stages_table(found["e2e"]))
+        out.append(e2e.per_payment_table(found["e2e"]))
     if "replay" in found:
         out.append(replay.table(found["replay"]))
         out += _profile_tables(found["replay"]["replay"])
@@ -84,6 +85,8 @@ def _targets(found: dict[str, Any]) -> list[list[Any]]:
     if "e2e" in found and found["e2e"]["at_50"]:
         p99 = found["e2e"]["at_50"]["p99_ms"]
         add("p99 <= 1 s at 50% of max", p99, f"{p99} ms", p99 is not None and p99 <= 1000)
+    if "e2e" in found:
+        rows += _issue_14_targets(found)
     if "replay" in found:
         rate = found["replay"]["replay"]["events_per_s"]
         add("replay >= 20,000 events/s", rate, f"{rate:.0f}/s", rate >= 20_000)
@@ -93,6 +96,45 @@ def _targets(found: dict[str, Any]) -> list[list[Any]]:
         worst = max(roles.values(), default=0.0)
         add("every role < 200 MB RSS", worst, f"largest {worst:.0f} MB", worst < 200)
     return rows
+
+
+# Issue 14's bounds on what each role spends per completed payment (ms of CPU).
+CPU_MS_PER_PAYMENT = {"processor": 1.0, "notifier": 1.0, "ledger": 0.3}
+
+
+def _issue_14_targets(found: dict[str, Any]) -> list[list[Any]]:
+    """Issue 14's targets for the end-to-end burst and sweep, from the same run."""
+    rows: list[list[Any]] = []
+    top = found["e2e"]["max"]
+    at_64 = [
+        level["accepted_per_s"]
+        for level in found.get("intake", {}).get("levels", [])
+        if level["concurrency"] == 64
+    ]
+    if at_64:
+        share = top["completed_per_s"] / at_64[0]
+        rows.append(["end to end >= 25% of intake at 64", f"{share:.0%}", _met(share >= 0.25)])
+    for fraction, key, limit in ((0.5, "p99_ms", 500), (0.25, "p50_ms", 50)):
+        point = next(
+            (p for p in found["e2e"]["points"] if abs(p["fraction_of_max"] - fraction) < 1e-9),
+            None,
+        )
+        if point and point[key] is not None:
+            name = f"{key.removesuffix('_ms')} <= {limit} ms at {fraction:.0%} of max"
+            rows.append([name, f"{point[key]} ms", _met(point[key] <= limit)])
+    cpu = top.get("cpu_ms_per_payment", {})
+    for role, bound in CPU_MS_PER_PAYMENT.items():
+        if role in cpu:
+            rows.append([f"{role} <= {bound} ms CPU per payment", f"{cpu[role]:.3f} ms",
+                         _met(cpu[role] <= bound)])  # fmt: skip
+    commits = top.get("commits_per_payment")
+    if commits is not None:
+        rows.append(["<= 2 PostgreSQL commits per payment", f"{commits}", _met(commits <= 2)])
+    return rows
+
+
+def _met(ok: bool) -> str:
+    return "yes" if ok else "no"
 
 
 def show(record: dict[str, Any]) -> None:

@@ -11,8 +11,15 @@ from workers.core.kafka import Message
 
 
 class FakeMessage:
-    def __init__(self, partition: int, offset: int, key: bytes | None = None) -> None:
+    def __init__(
+        self,
+        partition: int,
+        offset: int,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         self._partition, self._offset, self._key = partition, offset, key
+        self._headers = headers
 
     def topic(self) -> str:
         return "t.payments"
@@ -26,8 +33,15 @@ class FakeMessage:
     def key(self) -> bytes | None:
         return self._key
 
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers
+
 
 def received(
-    partition: int, offset: int, decoded: Event | EventError, key: bytes | None = None
+    partition: int,
+    offset: int,
+    decoded: Event | EventError,
+    key: bytes | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
 ) -> Received:
-    return Received(cast(Message, FakeMessage(partition, offset, key)), decoded)
+    return Received(cast(Message, FakeMessage(partition, offset, key, headers)), decoded)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import psycopg
@@ -23,7 +22,6 @@ from workers.core.errors import EventError, PermanentError, TransientError
 from workers.core.events import Headers
 from workers.core.kafka import Message, Producer, make_producer, produce_sync
 from workers.core.metrics import dead_lettered
-from workers.core.retry import delays
 from workers.core.topics import topics
 
 log = logging.getLogger(__name__)
@@ -50,11 +48,6 @@ class Verdicts:
 
 # The first retry comes within this; each later one within twice the last, up to the cap.
 FIRST_RETRY_S = 0.1
-
-
-def retry_delays(max_backoff_s: float) -> Iterator[float]:
-    """Exponential backoff with full jitter, capped; endless (the caller stops on success)."""
-    return delays(FIRST_RETRY_S, max_backoff_s)
 
 
 def topic_of(message: Message) -> str:

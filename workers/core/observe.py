@@ -4,8 +4,7 @@ The consumer engine reports each handler call (a batch): one line for the batch 
 WARNING when it failed), one line per event at DEBUG carrying the event's ids
 (``workers.core.correlation``), and a span per event that is a child of the span that created
 the event (``workers.core.tracing``). Only CloudEvents headers are read, so a message that will
-not decode still gets its ids on the lines about it. ``consuming`` is the per-message form the
-two older runners use.
+not decode still gets its ids on the lines about it.
 """
 
 from __future__ import annotations
@@ -28,18 +27,13 @@ log = logging.getLogger("flowpay.events")
 
 
 @contextmanager
-def consuming(role: str, message: Message) -> Iterator[None]:
-    """Around everything one consumer does with one message (its retries included)."""
-    headers = headers_of(message)
+def handling(role: str, headers: Headers | None) -> Iterator[None]:
+    """Around a handler's own work on one event of a batch (a subscriber that makes its events'
+    spans itself): the event's ids on every line written meanwhile, and its span, current."""
     fields = correlation.of_headers(headers)
     name = f"{role} {fields['event_type']}"
     with correlation.bound(**fields), tracing.child_span(name, SpanKind.CONSUMER, headers, fields):
-        started = time.perf_counter()
         yield
-        log.info(
-            "%s handled %s in %.1f ms",
-            role, fields["event_type"], (time.perf_counter() - started) * 1000,
-        )  # fmt: skip
 
 
 @contextmanager
@@ -47,14 +41,17 @@ def following_up(
     name: str,
     traceparent: str | None,
     kind: SpanKind = SpanKind.INTERNAL,
+    *,
+    level: int = logging.INFO,
     **fields: str | None,
 ) -> Iterator[None]:
-    """Work done later for a payment (a webhook attempt, a re-check): its ids, and a child span."""
+    """Work done later for a payment (a webhook attempt, a re-check): its ids, a child span,
+    and a line at ``level`` once it is done."""
     headers: Headers = [(tracing.TRACEPARENT, traceparent)]
     with correlation.bound(**fields), tracing.child_span(name, kind, headers, fields):
         started = time.perf_counter()
         yield
-        log.info("%s done in %.1f ms", name, (time.perf_counter() - started) * 1000)
+        log.log(level, "%s done in %.1f ms", name, (time.perf_counter() - started) * 1000)
 
 
 def handled_batch(
@@ -63,8 +60,11 @@ def handled_batch(
     messages: Sequence[Message],
     started_ns: int,
     error: BaseException | None = None,
+    *,
+    spans: bool = True,
 ) -> None:
-    """After a handler call of ``messages``: its batch line, its events' lines and spans."""
+    """After a handler call of ``messages``: its batch line, its events' lines and (unless the
+    handler made them) spans."""
     ended_ns = time.time_ns()
     level = logging.INFO if error is None else logging.WARNING
     if log.isEnabledFor(level):
@@ -81,7 +81,7 @@ def handled_batch(
         for message in messages:
             fields = correlation.of_headers(headers_of(message))
             log.debug("%s %s %s", role, outcome, fields["event_type"], extra=fields)
-    if error is None and tracing.enabled():
+    if spans and error is None and tracing.enabled():
         _spans(role, [headers_of(m) for m in messages], started_ns, ended_ns, SpanKind.CONSUMER)
 
 
@@ -102,11 +102,6 @@ def spans_of(messages: Sequence[Message]) -> str:
 def published(role: str, batch: Iterable[Headers | None], started_ns: int) -> None:
     """After the relay published a batch: a line and a producer span per event."""
     _batch_done(role, "published", batch, started_ns, SpanKind.PRODUCER)
-
-
-def recorded(role: str, batch: Iterable[Headers | None], started_ns: int) -> None:
-    """After a consumer committed a batch in one transaction: a line and a span per event."""
-    _batch_done(role, "recorded", batch, started_ns, SpanKind.CONSUMER)
 
 
 def _batch_done(

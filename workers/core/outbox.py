@@ -5,10 +5,10 @@ Each emitting service has ``<schema>.outbox``; the relay (``workers.outbox``) pu
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from psycopg import AsyncCursor, Connection, Cursor, sql
+from psycopg import AsyncConnection, AsyncCursor, Connection, Cursor, sql
 from psycopg.types.json import Jsonb
 
 from workers.core import tracing
@@ -22,7 +22,12 @@ def insert_statement(schema: str) -> sql.Composed:
     return load_queries("workers.core")["outbox_insert"].format(schema=sql.Identifier(schema))
 
 
-def outbox_row(event: Event) -> tuple[Any, ...]:
+OutboxRow = tuple[Any, ...]
+
+
+def outbox_row(event: Event) -> OutboxRow:
+    """The event as its outbox row, carrying the current span's trace context: build it where
+    that span is current, even when the row is written later with others."""
     encoded = encode(event)
     headers = [
         [name, value.decode() if isinstance(value, bytes) else value]
@@ -37,6 +42,17 @@ def stage(cursor: Cursor[Any], schema: str, events: Iterable[Event]) -> None:
 
 async def stage_async(cursor: AsyncCursor[Any], schema: str, events: Iterable[Event]) -> None:
     await cursor.executemany(insert_statement(schema), [outbox_row(e) for e in events])
+
+
+async def stage_rows(conn: AsyncConnection[Any], schema: str, rows: Sequence[OutboxRow]) -> None:
+    """Stage rows made by ``outbox_row``, in this order, with one statement."""
+    if not rows:
+        return
+    query = load_queries("workers.core")["outbox_insert_rows"].format(schema=sql.Identifier(schema))
+    event_ids, keys, values, headers = (list(column) for column in zip(*rows, strict=True))
+    await conn.execute(
+        query, {"event_ids": event_ids, "keys": keys, "values": values, "headers": headers}
+    )
 
 
 def events_of(conn: Connection[Any], schema: str, payment_id: str) -> list[tuple[Event, bool]]:

@@ -5,6 +5,13 @@ INSERT INTO {schema}.outbox (event_id, message_key, value, headers)
 VALUES (%s, %s, %s, %s)
 ON CONFLICT (event_id) DO NOTHING;
 
+-- name: outbox_insert_rows
+-- Many events in one statement, in the order given (each event once, as above).
+INSERT INTO {schema}.outbox (event_id, message_key, value, headers)
+SELECT * FROM unnest(%(event_ids)s::uuid[], %(keys)s::bytea[], %(values)s::bytea[],
+                     %(headers)s::jsonb[])
+ON CONFLICT (event_id) DO NOTHING;
+
 -- name: outbox_events_of
 SELECT value, published_at FROM {schema}.outbox WHERE message_key = %s ORDER BY id;
 

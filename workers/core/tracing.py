@@ -19,7 +19,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, use_span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from workers.core.config import Settings
@@ -118,6 +118,33 @@ def child_span(
     if _tracer is None:
         return _NO_SPAN  # before any parsing: the consumers' hot path when tracing is off
     return span(name, kind=kind, parent=parent_of(headers), attributes=event_attributes(fields))
+
+
+def started(
+    name: str, kind: SpanKind, headers: Headers | None, fields: Mapping[str, str | None]
+) -> Span | None:
+    """``child_span``'s span, started but neither current nor ended: for work on many events at
+    once, where each event's span is made current around its own part (``within``) and ended
+    when its work is (``end``). None when tracing is off."""
+    if _tracer is None:
+        return None
+    return _tracer.start_span(
+        name, context=parent_of(headers), kind=kind, attributes=event_attributes(fields)
+    )
+
+
+def within(span: Span | None) -> AbstractContextManager[object]:
+    """``span`` current inside the block, left running at its end."""
+    return _NO_SPAN if span is None else use_span(span, end_on_exit=False)
+
+
+def end(span: Span | None, error: BaseException | None = None) -> None:
+    if span is None:
+        return
+    if error is not None:
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+    span.end()
 
 
 def record(

@@ -50,6 +50,17 @@ def open_secret(
     return keys.open(blob, _context(endpoint_id)).decode()
 
 
+def secret_to_sign(
+    keys: Keyring, endpoint_id: str, key_id: str | None, sealed: bytes | None, plain: str | None
+) -> tuple[str, str | None]:
+    """The secret a delivery is signed with, or why it cannot be had (its key is not
+    configured): the attempt is then recorded as failed, unsent, and goes again later."""
+    try:
+        return open_secret(keys, endpoint_id, key_id, sealed, plain), None
+    except SealError as exc:
+        return "", f"secret_unavailable: {exc}"
+
+
 def rotate(conn: Connection[Any], keys: Keyring, progress: Callable[[int], None]) -> int:
     """Seal every secret not under the current key (or in plain text) with it, a batch per
     transaction; returns how many. ``progress(n)`` after each batch. Safe while notifiers run:

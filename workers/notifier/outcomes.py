@@ -1,6 +1,6 @@
-"""What an attempt decides, written in the attempt's one transaction.
+"""What attempts decide, written with them: many attempts, one transaction.
 
-The attempt itself is always recorded. Then: a 2xx delivers; ``410 Gone`` disables the endpoint;
+Each attempt itself is always recorded. Then: a 2xx delivers; ``410 Gone`` disables the endpoint;
 the last attempt of the schedule fails the delivery; anything else schedules the next attempt
 (after the endpoint's ``Retry-After`` when it gives one, capped). An endpoint that has failed
 every attempt for ``disable_after_s`` is disabled, and its pending deliveries are kept.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -24,13 +25,29 @@ Q = load_queries("workers.notifier")
 Conn = AsyncConnection[Any]
 
 
-async def conclude(conn: Conn, config: NotifierSettings, delivery: Due, result: Result) -> str:
-    """Record the attempt and decide what follows; returns the outcome (a metrics label)."""
-    await _record(conn, delivery, result)
-    if result.ok:
-        await conn.execute(Q["endpoint_succeeded"], {"id": delivery.endpoint_id})
-        await _settle(conn, "delivery_delivered", delivery, result)
-        return "delivered"
+Finished = tuple[Due, Result]
+
+
+async def conclude(conn: Conn, config: NotifierSettings, finished: Sequence[Finished]) -> list[str]:
+    """Record each attempt and decide what follows it, set-based for the many that delivered;
+    returns each one's outcome (a metrics label), in order."""
+    await _record(conn, finished)
+    delivered = [(d, r) for d, r in finished if r.ok]
+    if delivered:
+        ids = [d.id for d, _ in delivered]
+        codes = [r.status_code for _, r in delivered]
+        await conn.execute(Q["deliveries_delivered"], {"ids": ids, "status_codes": codes})
+        endpoints = sorted({d.endpoint_id for d, _ in delivered})
+        await conn.execute(Q["endpoints_succeeded"], {"ids": endpoints})
+    return [
+        "delivered" if result.ok else await _after_failure(conn, config, delivery, result)
+        for delivery, result in finished
+    ]
+
+
+async def _after_failure(
+    conn: Conn, config: NotifierSettings, delivery: Due, result: Result
+) -> str:
     if result.status_code == 410:
         await _disable(conn, delivery, "gone")
         await _settle(conn, "delivery_failed", delivery, result, "endpoint gone (410)")
@@ -51,17 +68,17 @@ async def keep_for_disabled_endpoint(conn: Conn, delivery: Due) -> None:
     await conn.execute(Q["delivery_endpoint_disabled"], {"id": delivery.id})
 
 
-async def _record(conn: Conn, delivery: Due, result: Result) -> None:
+async def _record(conn: Conn, finished: Sequence[Finished]) -> None:
     await conn.execute(
-        Q["attempt_insert"],
+        Q["attempts_insert"],
         {
-            "delivery_id": delivery.id,
-            "attempt": delivery.attempts + 1,
-            "started_at": result.started_at,
-            "duration_ms": result.duration_ms,
-            "status_code": result.status_code,
-            "error": result.error,
-            "response_head": result.head,
+            "delivery_ids": [d.id for d, _ in finished],
+            "attempts": [d.attempts + 1 for d, _ in finished],
+            "started_at": [r.started_at for _, r in finished],
+            "durations": [r.duration_ms for _, r in finished],
+            "status_codes": [r.status_code for _, r in finished],
+            "errors": [r.error for _, r in finished],
+            "heads": [r.head for _, r in finished],
         },
     )
 

@@ -24,9 +24,6 @@ WHERE id = %(id)s;
 -- How many secrets each key sealed; NULL: stored in plain text.
 SELECT secret_key_id, count(*) FROM notifier.endpoints GROUP BY secret_key_id ORDER BY 1;
 
--- name: endpoints_of_merchant
-SELECT id, status FROM notifier.endpoints WHERE merchant_id = %(merchant_id)s;
-
 -- name: endpoints_list
 SELECT id, merchant_id, url, status, created_at, disabled_at, disabled_reason, failing_since
 FROM notifier.endpoints
@@ -60,10 +57,6 @@ SET status = 'enabled', disabled_at = NULL, disabled_reason = NULL, failing_sinc
 WHERE id = %(id)s
 RETURNING id;
 
--- name: endpoint_succeeded
-UPDATE notifier.endpoints SET failing_since = NULL
-WHERE id = %(id)s AND failing_since IS NOT NULL;
-
 -- name: endpoint_failed
 -- Whether the endpoint has now failed every attempt for disable_after_s.
 UPDATE notifier.endpoints
@@ -76,24 +69,50 @@ RETURNING status = 'enabled'
 SELECT count(*), min(created_at) FROM notifier.deliveries
 WHERE endpoint_id = %(endpoint_id)s AND status = 'failed' AND last_error = 'endpoint_disabled';
 
--- name: event_mark_processed
-INSERT INTO notifier.processed_events (event_id) VALUES (%(event_id)s) ON CONFLICT DO NOTHING;
+-- name: events_mark_processed
+-- Which of a batch's events are new: a redelivered one records nothing twice.
+INSERT INTO notifier.processed_events (event_id)
+SELECT unnest(%(event_ids)s::uuid[])
+ON CONFLICT DO NOTHING
+RETURNING event_id;
 
--- name: payment_get
-SELECT object FROM notifier.payments WHERE payment_id = %(payment_id)s;
+-- name: payments_get
+SELECT payment_id, object FROM notifier.payments WHERE payment_id = ANY(%(payment_ids)s);
 
--- name: payment_put
+-- name: payments_put
 INSERT INTO notifier.payments (payment_id, merchant_id, object)
-VALUES (%(payment_id)s, %(merchant_id)s, %(object)s)
+SELECT * FROM unnest(%(payment_ids)s::text[], %(merchant_ids)s::text[], %(objects)s::jsonb[])
 ON CONFLICT (payment_id) DO UPDATE SET object = EXCLUDED.object, updated_at = now();
 
--- name: delivery_insert
+-- name: endpoints_of_merchants
+-- These merchants' endpoints, each with its attempts in flight (live leases) in every process;
+-- read under deliveries_claim_lock, so that what the intake leases and what claims lease never
+-- take an endpoint beyond its share together.
+SELECT e.id, e.merchant_id, e.url, e.secret_key_id, e.secret_sealed, e.secret_plain, e.status,
+       (SELECT count(*) FROM notifier.deliveries d
+        WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.leased_until IS NOT NULL
+          AND d.leased_until >= now()) AS in_flight
+FROM notifier.endpoints e
+WHERE e.merchant_id = ANY(%(merchant_ids)s)
+ORDER BY e.id;
+
+-- name: deliveries_insert
+-- A batch's deliveries, each once per event and endpoint. Those leased here go to this
+-- process's sender at once, in memory, as a claim would have given them.
 INSERT INTO notifier.deliveries
-    (id, endpoint_id, event_id, merchant_id, payment_id, event_type, body, correlation_id, traceparent,
-     status, last_error)
-VALUES (%(id)s, %(endpoint_id)s, %(event_id)s, %(merchant_id)s, %(payment_id)s, %(event_type)s, %(body)s,
-        %(correlation_id)s, %(traceparent)s, %(status)s, %(last_error)s)
-ON CONFLICT ON CONSTRAINT deliveries_once_per_event_and_endpoint DO NOTHING;
+    (id, endpoint_id, event_id, merchant_id, payment_id, event_type, body, correlation_id,
+     traceparent, status, last_error, leased_until)
+SELECT id, endpoint_id, event_id, merchant_id, payment_id, event_type, body, correlation_id,
+       traceparent, status, last_error,
+       CASE WHEN leased THEN now() + make_interval(secs => %(lease_s)s) END
+FROM unnest(%(ids)s::text[], %(endpoint_ids)s::text[], %(event_ids)s::uuid[],
+            %(merchant_ids)s::text[], %(payment_ids)s::text[], %(event_types)s::text[],
+            %(bodies)s::bytea[], %(correlation_ids)s::text[], %(traceparents)s::text[],
+            %(statuses)s::text[], %(last_errors)s::text[], %(leased)s::boolean[])
+     AS v(id, endpoint_id, event_id, merchant_id, payment_id, event_type, body, correlation_id,
+          traceparent, status, last_error, leased)
+ON CONFLICT ON CONSTRAINT deliveries_once_per_event_and_endpoint DO NOTHING
+RETURNING id;
 
 -- name: deliveries_claim_lock
 -- Claims take turns across notifier processes (for the length of a claim's transaction), so
@@ -145,17 +164,23 @@ RETURNING d.id, d.endpoint_id, e.url, e.secret_key_id, e.secret_sealed, e.secret
           d.body, d.attempts,
           d.payment_id, d.event_id::text, d.correlation_id, d.traceparent;
 
--- name: attempt_insert
+-- name: attempts_insert
 INSERT INTO notifier.attempts
     (delivery_id, attempt, started_at, duration_ms, status_code, error, response_head)
-VALUES (%(delivery_id)s, %(attempt)s, %(started_at)s, %(duration_ms)s, %(status_code)s,
-        %(error)s, %(response_head)s);
+SELECT * FROM unnest(%(delivery_ids)s::text[], %(attempts)s::int[], %(started_at)s::timestamptz[],
+                     %(durations)s::int[], %(status_codes)s::int[], %(errors)s::text[],
+                     %(heads)s::text[]);
 
--- name: delivery_delivered
-UPDATE notifier.deliveries
-SET status = 'delivered', attempts = attempts + 1, delivered_at = now(), leased_until = NULL,
-    last_status = %(status_code)s, last_error = NULL
-WHERE id = %(id)s AND status = 'pending';
+-- name: deliveries_delivered
+UPDATE notifier.deliveries d
+SET status = 'delivered', attempts = d.attempts + 1, delivered_at = now(), leased_until = NULL,
+    last_status = v.status_code, last_error = NULL
+FROM unnest(%(ids)s::text[], %(status_codes)s::int[]) AS v(id, status_code)
+WHERE d.id = v.id AND d.status = 'pending';
+
+-- name: endpoints_succeeded
+UPDATE notifier.endpoints SET failing_since = NULL
+WHERE id = ANY(%(ids)s) AND failing_since IS NOT NULL;
 
 -- name: delivery_retry
 UPDATE notifier.deliveries

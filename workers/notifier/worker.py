@@ -1,4 +1,5 @@
-"""`flowpay run-notifier`: the consumer (recording deliveries) and the sender, in one process."""
+"""`flowpay run-notifier`: the intake on the consumer engine and the sender, on one event loop
+in one process, so that the intake hands fresh deliveries to the sender in memory."""
 
 from __future__ import annotations
 
@@ -11,22 +12,48 @@ from psycopg_pool import AsyncConnectionPool
 
 from workers.core import observe
 from workers.core.config import Settings
-from workers.core.db import connect, database_url, make_pool
+from workers.core.consuming import IGNORE, Engine, Routes, Subscriber, register
+from workers.core.db import connect, database_url
+from workers.core.events import EventType
 from workers.core.lifecycle import install_stop_handlers
-from workers.core.runner import ConsumerRunner
 from workers.core.sealing import Keyring, keyring
 from workers.core.topics import GROUP_NOTIFIER
 from workers.notifier import metrics
 from workers.notifier.endpoint_secrets import check_keys
-from workers.notifier.intake import Intake
+from workers.notifier.intake import NOTIFIED, Intake
 from workers.notifier.sender import Sender
-from workers.notifier.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 ROLE: Final = "notifier"
 # Their INFO lines name every endpoint's URL, once per request; the sender's own line per attempt
 # names the endpoint by its id.
 QUIET_LOGGERS = ("httpx", "httpcore")
+# Poll batches recorded at once: one's statements overlap the other's commit.
+BATCHES_IN_FLIGHT: Final = 2
+
+ROUTES: Final = register(
+    Routes[Intake](
+        ROLE,
+        {
+            # Its view of the payment starts here (amount, currency, metadata: what webhooks show).
+            EventType.INITIATED: Intake.take,
+            # No webhook, and nothing a webhook shows depends on it: the status it sets is
+            # passed by the terminal event that follows.
+            EventType.PROCESSING: IGNORE,
+            # No webhook: its outcome (refunded or refund_failed) is the one merchants hear of.
+            EventType.REFUND_REQUESTED: IGNORE,
+            # No webhook: a gateway's report is not a payment's outcome merchants are told of.
+            EventType.GATEWAY_REPORTED: IGNORE,
+            **{event_type: Intake.take for event_type in NOTIFIED},
+        },
+    )
+)
+
+
+def subscriber(intake: Intake) -> Subscriber[Intake]:
+    return Subscriber(
+        GROUP_NOTIFIER, ROLE, ROUTES, intake, principal="notifier", max_in_flight=BATCHES_IN_FLIGHT
+    )
 
 
 def serve(settings: Settings) -> None:
@@ -36,31 +63,7 @@ def serve(settings: Settings) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     stop = install_stop_handlers(settings.worker.grace_period_s)
     metrics.start(settings)
-    pool = make_pool(settings, "notifier", name=f"{ROLE}-intake")
-    wakeup = Wakeup()
-    intake = Intake(pool, on_recorded=wakeup.set)
-    runner = ConsumerRunner(
-        settings,
-        group=GROUP_NOTIFIER,
-        role=ROLE,
-        handler=intake.handle,
-        batch_handler=intake.handle_batch,
-    )
-
-    def consume() -> None:
-        try:
-            runner.run(stop)
-        finally:
-            wakeup.set()  # a stop reaches the sender at once, not after its poll interval
-
-    consumer = threading.Thread(target=consume, name="notifier-consumer")
-    consumer.start()
-    try:
-        asyncio.run(_send(settings, keys, stop, wakeup))
-    finally:
-        stop.set()
-        consumer.join()
-        pool.close()
+    asyncio.run(run(settings, keys, stop))
 
 
 def _keys(settings: Settings) -> Keyring:
@@ -77,16 +80,24 @@ def _keys(settings: Settings) -> Keyring:
     return keys
 
 
-async def _send(settings: Settings, keys: Keyring, stop: threading.Event, wakeup: Wakeup) -> None:
+async def run(settings: Settings, keys: Keyring, stop: threading.Event) -> None:
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        database_url(settings, "notifier"),
+        database_url(settings, ROLE),
         min_size=1,
         max_size=settings.database.pool_max_size,
         open=False,
         name=ROLE,
     )
     await pool.open()
+    sender = Sender(settings.notifier, pool, keys)
+    engine = Engine(settings, subscriber(Intake(settings.notifier, pool, sender)))
+    # The engine's stop ends the sender's claims too; attempts in flight end and are recorded.
+    sending = asyncio.create_task(sender.run(engine.stopping))
+    # A sender that fails stops the process (its supervisor starts it anew), not just sending.
+    sending.add_done_callback(lambda _task: engine.stopping.set())
     try:
-        await Sender(settings.notifier, pool, keys, wakeup).run(stop)
+        await engine.run(stop)
     finally:
+        engine.stopping.set()
+        await sending
         await pool.close()

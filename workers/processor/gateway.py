@@ -16,11 +16,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
-import backoff
 import httpx
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from workers.core.config import GatewaySettings, Settings
 from workers.core.ids import derived_key
+from workers.core.retry import jittered
 from workers.processor import metrics
 
 CaptureMethod = Literal["automatic", "manual"]
@@ -222,19 +223,19 @@ class HttpGateway:
         return found
 
     async def _retrying(self, call: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
-        async def attempt() -> httpx.Response:  # a coroutine function, so backoff awaits it
+        """``call`` until it answers, retried with the one backoff shape (``workers.core.retry``);
+        _Retryable once the retries run out."""
+
+        async def attempt() -> httpx.Response:  # a coroutine function: tenacity awaits it
             return await call()
 
-        retried = backoff.on_exception(
-            backoff.expo,
-            _Retryable,
-            max_tries=self.config.max_retries + 1,
-            factor=self.config.backoff_base_s,
-            max_value=self.config.backoff_max_s,
-            jitter=backoff.full_jitter,
-            logger=None,
-        )(attempt)
-        response: httpx.Response = await retried()
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.config.max_retries + 1),
+            wait=jittered(self.config.backoff_base_s, self.config.backoff_max_s),
+            retry=retry_if_exception_type(_Retryable),
+            reraise=True,
+        )
+        response: httpx.Response = await retrying(attempt)
         return response
 
     async def _post(self, path: str, body: dict[str, Any], key: str) -> httpx.Response:

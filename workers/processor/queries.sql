@@ -8,6 +8,36 @@ VALUES (%(payment_id)s, %(merchant_id)s, %(amount)s, %(currency)s, %(payment_met
         %(correlation_id)s, %(state)s, %(traceparent)s)
 ON CONFLICT (payment_id) DO NOTHING;
 
+-- name: payments_start
+-- A batch's payments, each recorded once, already moved to processing, in one statement: the
+-- rows this statement inserted (started: their payment.processing is staged with them), and
+-- the rows of payments recorded before (a redelivery), as they stand. A payment another
+-- transaction inserts meanwhile is in neither (this statement's snapshot predates it).
+WITH given AS (
+    SELECT * FROM unnest(%(payment_ids)s::text[], %(merchant_ids)s::text[],
+                         %(amounts)s::bigint[], %(currencies)s::text[], %(methods)s::text[],
+                         %(correlation_ids)s::text[], %(traceparents)s::text[])
+                  AS g(payment_id, merchant_id, amount, currency, payment_method,
+                       correlation_id, traceparent)
+), started AS (
+    INSERT INTO processor.payments
+        (payment_id, merchant_id, amount, currency, payment_method, correlation_id, state,
+         traceparent)
+    SELECT payment_id, merchant_id, amount, currency, payment_method, correlation_id,
+           %(state)s, traceparent
+    FROM given
+    ON CONFLICT (payment_id) DO NOTHING
+    RETURNING payment_id, merchant_id, amount, currency, payment_method, correlation_id, state,
+              charge_id, failure_reason, refunded_amount, next_check_at, checks,
+              reversed_charge_id, created_at, updated_at, traceparent, settled_at
+)
+SELECT *, true AS started FROM started
+UNION ALL
+SELECT payment_id, merchant_id, amount, currency, payment_method, correlation_id, state,
+       charge_id, failure_reason, refunded_amount, next_check_at, checks, reversed_charge_id,
+       created_at, updated_at, traceparent, settled_at, false
+FROM processor.payments WHERE payment_id IN (SELECT payment_id FROM given);
+
 -- name: payment_get
 SELECT payment_id, merchant_id, amount, currency, payment_method, correlation_id, state,
        charge_id, failure_reason, refunded_amount, next_check_at, checks, reversed_charge_id,
@@ -20,6 +50,27 @@ UPDATE processor.payments
 SET state = %(state)s, charge_id = %(charge_id)s, failure_reason = %(failure_reason)s,
     next_check_at = %(next_check_at)s, settled_at = now(), updated_at = now()
 WHERE payment_id = %(payment_id)s AND state = 'processing';
+
+-- name: payments_settle
+-- Many payments processing -> succeeded | failed, each once, in one statement; RETURNING the
+-- ones it moved (their events are staged with them).
+UPDATE processor.payments p
+SET state = v.state, charge_id = v.charge_id, failure_reason = v.failure_reason,
+    next_check_at = v.next_check_at, settled_at = now(), updated_at = now()
+FROM unnest(%(payment_ids)s::text[], %(states)s::text[], %(charge_ids)s::text[],
+            %(reasons)s::text[], %(next_checks)s::timestamptz[])
+     AS v(payment_id, state, charge_id, failure_reason, next_check_at)
+WHERE p.payment_id = v.payment_id AND p.state = 'processing'
+RETURNING p.payment_id;
+
+-- name: payments_defer
+-- Many payments whose outcome is unknown, to the reconciler, in one statement.
+UPDATE processor.payments p
+SET next_check_at = now() + make_interval(secs => v.after_s), checks = p.checks + v.counted,
+    updated_at = now()
+FROM unnest(%(payment_ids)s::text[], %(states)s::text[], %(after_s)s::float8[],
+            %(counted)s::int[]) AS v(payment_id, state, after_s, counted)
+WHERE p.payment_id = v.payment_id AND p.state = v.state;
 
 -- name: payment_defer
 -- The outcome is unknown: hand the payment to the reconciler.
@@ -107,6 +158,12 @@ RETURNING refunded_amount;
 -- name: attempt_insert
 INSERT INTO processor.attempts (payment_id, kind, outcome, detail, duration_ms)
 VALUES (%(payment_id)s, %(kind)s, %(outcome)s, %(detail)s, %(duration_ms)s);
+
+-- name: attempts_insert
+-- A group of gateway calls, recorded with the settlements they led to.
+INSERT INTO processor.attempts (payment_id, kind, outcome, detail, duration_ms)
+SELECT * FROM unnest(%(payment_ids)s::text[], %(kinds)s::text[], %(outcomes)s::text[],
+                     %(details)s::text[], %(durations)s::int[]);
 
 -- name: attempts_of
 SELECT kind, outcome, detail, duration_ms, created_at

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -10,23 +11,21 @@ from psycopg import AsyncConnection
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
-from workers.core import tracing
+from workers.core.errors import TransientError
 from workers.core.events import (
     ChargeReversed,
     Event,
     EventData,
     EventType,
-    Failed,
     Initiated,
-    Processing,
     Refunded,
     RefundFailed,
     RefundRequested,
-    Succeeded,
     new_event,
 )
-from workers.core.outbox import stage_async
+from workers.core.outbox import OutboxRow, outbox_row, stage_rows
 from workers.core.sql import load_queries
+from workers.processor.settlements import Attempt, Defer, Settle, Settlement, detail_of
 from workers.processor.states import Move, State, apply, refund_move
 
 Q = load_queries("workers.processor")
@@ -35,13 +34,33 @@ SCHEMA: Final = "processor"
 
 
 @dataclass(frozen=True)
-class Payment:
+class NewPayment:
+    """A payment to start, as its ``payment.initiated`` event (or a command) describes it."""
+
     payment_id: str
     merchant_id: str
     amount: int
     currency: str
     payment_method: str
     correlation_id: str
+
+    @classmethod
+    def of(cls, event: Event) -> NewPayment:
+        data = event.payload(Initiated)
+        return cls(
+            event.payment_id,
+            event.merchant_id,
+            data.amount,
+            data.currency,
+            data.payment_method,
+            event.correlation_id,
+        )
+
+
+@dataclass(frozen=True)
+class Payment(NewPayment):
+    """A payment as the processor holds it."""
+
     state: str
     charge_id: str | None
     failure_reason: str | None
@@ -53,6 +72,14 @@ class Payment:
     updated_at: datetime
     traceparent: str | None = None  # of the span that started it, for the reconciler's checks
     settled_at: datetime | None = None  # when it left processing (None while processing)
+
+
+@dataclass(frozen=True)
+class Staged:
+    """What starting a payment stores beside it, made under the span it is started in."""
+
+    traceparent: str | None  # that span's, for the reconciler's later checks
+    row: OutboxRow  # its payment.processing event
 
 
 @dataclass(frozen=True)
@@ -71,90 +98,47 @@ class ProcessorStore:
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
         self.pool = pool
 
-    async def start(self, event: Event) -> Payment:
-        """Record the payment as processing (once) with its ``payment.processing`` event."""
-        data = event.payload(Initiated)
-        async with self.pool.connection() as conn, conn.transaction():
-            inserted = await conn.execute(
-                Q["payment_insert"],
-                {
-                    "payment_id": event.payment_id,
-                    "merchant_id": event.merchant_id,
-                    "amount": data.amount,
-                    "currency": data.currency,
-                    "payment_method": data.payment_method,
-                    "correlation_id": event.correlation_id,
-                    "state": apply(State.INITIATED, Move.START),
-                    "traceparent": tracing.current_traceparent(),
-                },
+    async def start_many(
+        self, payments: Sequence[NewPayment], staged: Sequence[Staged]
+    ) -> dict[str, Payment]:
+        """Record each payment as processing (once) with its ``payment.processing`` event, all
+        in one transaction; every payment's row as it stands then."""
+        columns = {
+            name: [getattr(p, field) for p in payments]
+            for name, field in (
+                ("payment_ids", "payment_id"), ("merchant_ids", "merchant_id"),
+                ("amounts", "amount"), ("currencies", "currency"), ("methods", "payment_method"),
+                ("correlation_ids", "correlation_id"),
             )
-            if inserted.rowcount:
-                await self._emit(
-                    conn,
-                    event.payment_id,
-                    event.merchant_id,
-                    event.correlation_id,
-                    EventType.PROCESSING,
-                    Processing(),
-                )
-            payment = await self._get(conn, event.payment_id)
-        assert payment is not None
-        return payment
+        }  # fmt: skip
+        params = {
+            **columns,
+            "traceparents": [s.traceparent for s in staged],
+            "state": apply(State.INITIATED, Move.START),
+        }
+        async with self.pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(Q["payments_start"], params)
+            found = {row[0]: (Payment(*row[:-1]), bool(row[-1])) for row in await cursor.fetchall()}
+            if len(found) < len({p.payment_id for p in payments}):
+                # Inserted meanwhile by another transaction (a processor in a rebalance's
+                # overlap): its row is there to be read on the next try.
+                raise TransientError("a payment of the batch was started elsewhere meanwhile")
+            rows = [s.row for p, s in zip(payments, staged, strict=True) if found[p.payment_id][1]]
+            await stage_rows(conn, SCHEMA, rows)
+        return {payment_id: payment for payment_id, (payment, _new) in found.items()}
+
+    async def settle_many(self, group: Sequence[Settlement]) -> set[str]:
+        """A group of settlements in one transaction: their attempt rows, the payments they
+        settle (each with its event, once) and those they defer; the payments settled."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await _insert_attempts(conn, [(s.payment_id, a) for s in group for a in s.attempts])
+            settled = await _settle(conn, [s for s in group if isinstance(s.verdict, Settle)])
+            await _defer(conn, [s for s in group if isinstance(s.verdict, Defer)])
+        return settled
 
     async def get(self, payment_id: str) -> Payment | None:
         async with self.pool.connection() as conn:
             return await self._get(conn, payment_id)
-
-    async def succeed(self, payment: Payment, charge_id: str) -> bool:
-        state = apply(State.PROCESSING, Move.SUCCEED)
-        return await self._settle(
-            payment,
-            state,
-            charge_id,
-            None,
-            None,
-            EventType.SUCCEEDED,
-            Succeeded(charge_id=charge_id),
-        )
-
-    async def fail(self, payment: Payment, reason: str, watch_until: datetime | None) -> bool:
-        """processing -> failed; ``watch_until`` keeps the reconciler looking for a late charge."""
-        state = apply(State.PROCESSING, Move.FAIL)
-        return await self._settle(
-            payment, state, None, reason, watch_until, EventType.FAILED, Failed(reason=reason)
-        )
-
-    async def _settle(
-        self,
-        payment: Payment,
-        state: State,
-        charge_id: str | None,
-        reason: str | None,
-        next_check_at: datetime | None,
-        kind: EventType,
-        data: EventData,
-    ) -> bool:
-        async with self.pool.connection() as conn, conn.transaction():
-            changed = await conn.execute(
-                Q["payment_settle"],
-                {
-                    "payment_id": payment.payment_id,
-                    "state": state,
-                    "charge_id": charge_id,
-                    "failure_reason": reason,
-                    "next_check_at": next_check_at,
-                },
-            )
-            if changed.rowcount:
-                await self._emit(
-                    conn,
-                    payment.payment_id,
-                    payment.merchant_id,
-                    payment.correlation_id,
-                    kind,
-                    data,
-                )
-        return bool(changed.rowcount)
 
     async def defer(self, payment: Payment, after_s: float, *, counted: bool = True) -> None:
         async with self.pool.connection() as conn:
@@ -204,7 +188,7 @@ class ProcessorStore:
     async def record(self, payment_id: str, kind: str, outcome: object, duration_ms: int) -> None:
         """Record a gateway call by its outcome object (``Charged``, ``Unknown``, ...)."""
         name = type(outcome).__name__.lower()
-        await self.attempt(payment_id, kind, name, _detail(outcome), duration_ms)
+        await self.attempt(payment_id, kind, name, detail_of(outcome), duration_ms)
 
     async def attempt(
         self, payment_id: str, kind: str, outcome: str, detail: str | None, duration_ms: int
@@ -334,16 +318,73 @@ class ProcessorStore:
         kind: EventType,
         data: EventData,
     ) -> None:
-        event = new_event(
-            kind,
-            payment_id=payment_id,
-            merchant_id=merchant_id,
-            data=data,
-            source=SOURCE,
-            correlation_id=correlation_id,
-        )
-        async with conn.cursor() as cursor:
-            await stage_async(cursor, SCHEMA, [event])
+        row = event_row(payment_id, merchant_id, correlation_id, kind, data)
+        await stage_rows(conn, SCHEMA, [row])
+
+
+def event_row(
+    payment_id: str, merchant_id: str, correlation_id: str, kind: EventType, data: EventData
+) -> OutboxRow:
+    """An event the processor emits, as its outbox row (under the current span)."""
+    event = new_event(
+        kind,
+        payment_id=payment_id,
+        merchant_id=merchant_id,
+        data=data,
+        source=SOURCE,
+        correlation_id=correlation_id,
+    )
+    return outbox_row(event)
+
+
+async def _insert_attempts(conn: AsyncConnection[Any], made: list[tuple[str, Attempt]]) -> None:
+    if not made:
+        return
+    await conn.execute(
+        Q["attempts_insert"],
+        {
+            "payment_ids": [payment_id for payment_id, _ in made],
+            "kinds": [a.kind for _, a in made],
+            "outcomes": [a.outcome for _, a in made],
+            "details": [a.detail for _, a in made],
+            "durations": [a.duration_ms for _, a in made],
+        },
+    )
+
+
+async def _settle(conn: AsyncConnection[Any], settles: list[Settlement]) -> set[str]:
+    """processing -> each one's state, once; their events staged for those it moved."""
+    if not settles:
+        return set()
+    verdicts = [s.verdict for s in settles if isinstance(s.verdict, Settle)]
+    cursor = await conn.execute(
+        Q["payments_settle"],
+        {
+            "payment_ids": [s.payment_id for s in settles],
+            "states": [v.state.value for v in verdicts],
+            "charge_ids": [v.charge_id for v in verdicts],
+            "reasons": [v.reason for v in verdicts],
+            "next_checks": [v.next_check_at for v in verdicts],
+        },
+    )
+    settled = {str(row[0]) for row in await cursor.fetchall()}
+    events = [v.event for s, v in zip(settles, verdicts, strict=True) if s.payment_id in settled]
+    await stage_rows(conn, SCHEMA, events)
+    return settled
+
+
+async def _defer(conn: AsyncConnection[Any], defers: list[Settlement]) -> None:
+    if not defers:
+        return
+    await conn.execute(
+        Q["payments_defer"],
+        {
+            "payment_ids": [s.payment_id for s in defers],
+            "states": [s.state.value for s in defers],
+            "after_s": [s.verdict.after_s for s in defers if isinstance(s.verdict, Defer)],
+            "counted": [1] * len(defers),
+        },
+    )
 
 
 async def _settle_refund(
@@ -364,14 +405,6 @@ async def _settle_refund(
         },
     )
     return bool(settled.rowcount)
-
-
-def _detail(outcome: object) -> str | None:
-    for name in ("charge_id", "code", "detail", "reason", "refund_id"):
-        value = getattr(outcome, name, None)
-        if value is not None:
-            return str(value)
-    return None
 
 
 def _refund_row(

@@ -61,6 +61,7 @@ class Caller:
         worker: WorkerSettings,
         stopping: asyncio.Event,
         pool: ThreadPoolExecutor,
+        spans: bool = True,
     ) -> None:
         self.group = group
         self.role = role
@@ -70,6 +71,7 @@ class Caller:
         self.worker = worker
         self.stopping = stopping
         self.pool = pool
+        self.spans = spans
 
     async def call(self, handler: Handler[Any], items: Sequence[Received]) -> None:
         """Hand ``items`` to ``handler`` until they are done; raises Stopped."""
@@ -177,7 +179,7 @@ class Caller:
             observe.handled_batch(self.role, failed, messages, attempt.started_ns, exc)
             raise
         metrics.handled(self.group, outcome, attempt.started, len(items))
-        observe.handled_batch(self.role, outcome, messages, attempt.started_ns)
+        observe.handled_batch(self.role, outcome, messages, attempt.started_ns, spans=self.spans)
         assert attempt.batch is not None
         self.offsets.finished(attempt.batch)
 

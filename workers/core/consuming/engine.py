@@ -94,6 +94,7 @@ class Engine:
             worker=settings.worker,
             stopping=self.stopping,
             pool=self._pool,
+            spans=subscriber.spans,
         )
         self._units: set[Unit] = set()
         self._holders: dict[bytes | None, Unit] = {}

@@ -21,6 +21,8 @@ class Subscriber(Generic[H]):
     then the whole poll batch goes to one handler call (one transaction), one at a time.
     ``max_in_flight``: handler calls running at once (never two of one key). ``role`` names it
     in logs and metrics; ``principal`` is the Kafka principal its clients authenticate as.
+    ``spans``: the engine records each event's span once its call is done; False when the
+    handlers make them themselves, to hang what they call and emit under each event's span.
     """
 
     group: str
@@ -31,6 +33,7 @@ class Subscriber(Generic[H]):
     topics: tuple[str, ...] = ()  # () means the payments topic
     store: OffsetStore | None = None
     max_in_flight: int = 1
+    spans: bool = True
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:
