@@ -1,4 +1,4 @@
-"""The six things that must hold once the system has settled; each check names every violation.
+"""The things that must hold once the system has settled; each check names every violation.
 
 The evidence is gathered once (``chaos.evidence``): the payments as the API reports them, the
 gateway's charges, the whole event log, what the webhook receiver got, what the ledger says,
@@ -54,6 +54,7 @@ class Evidence:
     recorded: dict[str, set[uuid.UUID]]  # consumer group -> event ids it recorded as applied
     lag: dict[str, int]
     merchants: list[str] = field(default_factory=list)
+    acknowledged: set[uuid.UUID] = field(default_factory=set)  # events the relays saw acked
 
     def events(self) -> dict[uuid.UUID, Event]:
         """Each event once (the relay publishes at least once, so some appear twice)."""
@@ -62,15 +63,10 @@ class Evidence:
 
 def all_terminal(ev: Evidence) -> Violations:
     found = [f"did not settle: {what}" for what in ev.leftovers]
-    listed = {p["id"] for p in ev.payments}
     for p in ev.payments:
         if p["status"] not in TERMINAL:
             found.append(f"payment {p['id']} is stuck in {p['status']}")
     for sent in ev.sent:
-        found.extend(
-            f"accepted payment {pid} ({sent.key}) is missing from the API's list"
-            for pid in sent.ids - listed
-        )
         if not sent.accepted:
             found.append(f"payment request {sent.key} never got a definite answer: {sent.outcome}")
     found.extend(f"refund {r} is stuck in requested" for r in ev.stuck_refunds)
@@ -240,6 +236,23 @@ def every_event_accounted(ev: Evidence) -> Violations:
     return found
 
 
+def acknowledged_kept(ev: Evidence) -> Violations:
+    """What was acknowledged survived every loss: each payment answered 202 exists (the
+    commit was on the standby too), and each event Kafka acknowledged is in the log (acks=all
+    with two replicas in sync)."""
+    listed = {p["id"] for p in ev.payments}
+    found = [
+        f"payment {pid} ({sent.key}) was answered 202 and is missing from the API's list"
+        for sent in ev.sent
+        for pid in sent.ids - listed
+    ]
+    lost = ev.acknowledged - set(ev.events())
+    if lost:
+        sample = ", ".join(sorted(str(i) for i in lost)[:5])
+        found.append(f"{len(lost)} events Kafka acknowledged are not in the log (e.g. {sample})")
+    return found
+
+
 CHECKS: dict[str, Callable[[Evidence], Violations]] = {
     "1 every payment terminal": all_terminal,
     "2 at most one charge, failed never charged": one_charge_each,
@@ -247,6 +260,7 @@ CHECKS: dict[str, Callable[[Evidence], Violations]] = {
     "4 every terminal event delivered, signed": webhooks_delivered,
     "5 one payment per idempotency key": one_payment_per_key,
     "6 every event applied by every group": every_event_accounted,
+    "9 every 202 and every acknowledged event kept": acknowledged_kept,
 }
 
 
