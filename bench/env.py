@@ -27,7 +27,7 @@ from workers.core.config import Settings, load_settings
 from workers.core.db import admin_url, database_url
 from workers.core.db_roles import database_access, public_schema_access
 from workers.core.kafka import create_topics, delete_topics
-from workers.devstack import stack
+from workers.devstack import shape, stack
 from workers.migrations.runner import migrate
 
 
@@ -64,9 +64,10 @@ class Bench:
         return None if row is None else row[0]
 
 
-def base_settings() -> Settings:
-    """The local stack's settings, with the stack's PostgreSQL and Kafka started if they are not."""
-    settings = override(load_settings(), "kafka", session_timeout_ms=6000)
+def base_settings(config: Path | None = None) -> Settings:
+    """The local stack's settings (``config``'s, in the shape `dev up` made it), with the
+    stack's PostgreSQL and Kafka started if they are not."""
+    settings = override(shape.applied(load_settings(config)), "kafka", session_timeout_ms=6000)
     settings = override(settings, "notifier", **LOCAL_RECEIVERS)  # the bench's own receivers
     stack.up(settings, infra_only=True, config_file=None, say=lambda _step: None)
     return settings

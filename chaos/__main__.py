@@ -26,6 +26,18 @@ def main() -> None:
     parser.add_argument(
         "--scale-out", action="store_true", help="two of every consumer role, rebalances mid-flight"
     )
+    parser.add_argument(
+        "--brokers",
+        type=int,
+        choices=(1, 3),
+        default=1,
+        help="Kafka nodes; 3 adds SIGKILLs of the node leading the most payment partitions",
+    )
+    parser.add_argument(
+        "--pg-standby",
+        action="store_true",
+        help="a synchronous PostgreSQL standby; adds SIGKILLs of the primary (failed over)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the stack's logs")
     parser.add_argument("--reports", type=Path, default=ROOT / "reports")
     args = parser.parse_args()
@@ -36,6 +48,8 @@ def main() -> None:
         rounds=args.rounds,
         scale_out=args.scale_out,
         keep=args.keep,
+        brokers=args.brokers,
+        pg_standby=args.pg_standby,
     )
     console = Console()
     console.width = max(console.width, 110)  # the table stays readable in a log file

@@ -35,6 +35,12 @@ KINDS: tuple[str, ...] = (
 )
 # Scale-out only: one more processor and ledger join their groups, then leave again.
 REBALANCE = "rebalance"
+# On a cluster only (three brokers, a PostgreSQL standby): a lost machine, which FlowPay rides
+# out on the servers left. Recovery is measured from the kill; the victim is started again
+# after it.
+KILL_KAFKA_LEADER = "kill kafka leader"
+KILL_PG_PRIMARY = "kill postgres primary"
+FAILOVERS: tuple[str, ...] = (KILL_KAFKA_LEADER, KILL_PG_PRIMARY)
 
 
 def schedule(kinds: tuple[str, ...], rounds: int, seed: int) -> list[str]:
@@ -59,9 +65,16 @@ class Injector:
     def __post_init__(self) -> None:
         self.rng = random.Random(f"victims-{self.seed}")
 
-    def inject(self, kind: str) -> None:
-        action = self._action(kind)
-        action()
+    def inject(self, kind: str) -> Callable[[], None]:
+        """Inject the fault; returns what mends what it left broken (nothing for most)."""
+        if kind == KILL_KAFKA_LEADER:
+            node = stack_.kill_kafka_leader(self.stack)
+            return lambda: stack_.restore_kafka_node(self.stack, node)
+        if kind == KILL_PG_PRIMARY:
+            name = stack_.kill_pg_primary(self.stack)
+            return lambda: stack_.restore_pg_node(self.stack, name)
+        self._action(kind)()
+        return lambda: None
 
     def _action(self, kind: str) -> Callable[[], None]:
         if kind.startswith("kill ") and kind != "kill kafka":

@@ -1,4 +1,4 @@
-"""The six things that must hold once the system has settled; each check names every violation.
+"""The things that must hold once the system has settled; each check names every violation.
 
 The evidence is gathered once (``chaos.evidence``): the payments as the API reports them, the
 gateway's charges, the whole event log, what the webhook receiver got, what the ledger says,
@@ -19,11 +19,19 @@ from chaos.receiver import Receipt
 from chaos.settle import unreversed
 from workers.api.client import TERMINAL
 from workers.api.read_model import ROUTES as READ_MODEL
-from workers.core.consuming import IGNORE
+from workers.core.consuming import IGNORE, Routes
 from workers.core.events import Event, EventType
 from workers.core.projection import iso
-from workers.core.topics import GROUP_API
+from workers.core.topics import GROUP_API, GROUP_LEDGER, GROUP_NOTIFIER
+from workers.ledger.consumer import ROUTES as LEDGER
 from workers.notifier.intake import NOTIFIED
+from workers.notifier.worker import ROUTES as NOTIFIER
+
+ROUTES_OF: dict[str, Routes[Any]] = {
+    GROUP_API: READ_MODEL,
+    GROUP_LEDGER: LEDGER,
+    GROUP_NOTIFIER: NOTIFIER,
+}
 
 Violations = list[str]
 
@@ -46,6 +54,7 @@ class Evidence:
     recorded: dict[str, set[uuid.UUID]]  # consumer group -> event ids it recorded as applied
     lag: dict[str, int]
     merchants: list[str] = field(default_factory=list)
+    acknowledged: set[uuid.UUID] = field(default_factory=set)  # events the relays saw acked
 
     def events(self) -> dict[uuid.UUID, Event]:
         """Each event once (the relay publishes at least once, so some appear twice)."""
@@ -54,15 +63,10 @@ class Evidence:
 
 def all_terminal(ev: Evidence) -> Violations:
     found = [f"did not settle: {what}" for what in ev.leftovers]
-    listed = {p["id"] for p in ev.payments}
     for p in ev.payments:
         if p["status"] not in TERMINAL:
             found.append(f"payment {p['id']} is stuck in {p['status']}")
     for sent in ev.sent:
-        found.extend(
-            f"accepted payment {pid} ({sent.key}) is missing from the API's list"
-            for pid in sent.ids - listed
-        )
         if not sent.accepted:
             found.append(f"payment request {sent.key} never got a definite answer: {sent.outcome}")
     found.extend(f"refund {r} is stuck in requested" for r in ev.stuck_refunds)
@@ -200,23 +204,27 @@ def one_payment_per_key(ev: Evidence) -> Violations:
     return found
 
 
+def _passed_over(group: str, events: dict[uuid.UUID, Event], listed: set[str]) -> set[uuid.UUID]:
+    """Events ``group``'s routing table ignores: having passed them (no lag) is all it does
+    with them. The API stores a payment in the transaction that emits its payment.initiated:
+    the payment being listed accounts for that event too."""
+    routes = ROUTES_OF[group]
+    return {
+        i
+        for i, e in events.items()
+        if routes.route(e.type) is IGNORE
+        and (group != GROUP_API or e.type is not EventType.INITIATED or e.payment_id in listed)
+    }
+
+
 def every_event_accounted(ev: Evidence) -> Violations:
     found = [f"consumer group {g} is {n} messages behind the log" for g, n in ev.lag.items() if n]
     undecodable = [m for m in ev.log if m.event is None]
     found.extend(f"message {m.partition}:{m.offset} is not an event" for m in undecodable)
     events = ev.events()
     listed = {p["id"] for p in ev.payments}
-    # The read model ignores some types (its routing table says which); having passed them (no
-    # lag, above) is all it does with them. The API stores a payment in the transaction that
-    # emits its payment.initiated: the payment being listed accounts for that event too.
-    stored = {
-        i
-        for i, e in events.items()
-        if READ_MODEL.route(e.type) is IGNORE
-        and (e.type is not EventType.INITIATED or e.payment_id in listed)
-    }
     for group, seen in ev.recorded.items():
-        missing = set(events) - seen - (stored if group == GROUP_API else set())
+        missing = set(events) - seen - _passed_over(group, events, listed)
         if missing:
             sample = ", ".join(sorted(str(i) for i in missing)[:5])
             found.append(f"group {group} never applied {len(missing)} events (e.g. {sample})")
@@ -228,6 +236,23 @@ def every_event_accounted(ev: Evidence) -> Violations:
     return found
 
 
+def acknowledged_kept(ev: Evidence) -> Violations:
+    """What was acknowledged survived every loss: each payment answered 202 exists (the
+    commit was on the standby too), and each event Kafka acknowledged is in the log (acks=all
+    with two replicas in sync)."""
+    listed = {p["id"] for p in ev.payments}
+    found = [
+        f"payment {pid} ({sent.key}) was answered 202 and is missing from the API's list"
+        for sent in ev.sent
+        for pid in sent.ids - listed
+    ]
+    lost = ev.acknowledged - set(ev.events())
+    if lost:
+        sample = ", ".join(sorted(str(i) for i in lost)[:5])
+        found.append(f"{len(lost)} events Kafka acknowledged are not in the log (e.g. {sample})")
+    return found
+
+
 CHECKS: dict[str, Callable[[Evidence], Violations]] = {
     "1 every payment terminal": all_terminal,
     "2 at most one charge, failed never charged": one_charge_each,
@@ -235,6 +260,7 @@ CHECKS: dict[str, Callable[[Evidence], Violations]] = {
     "4 every terminal event delivered, signed": webhooks_delivered,
     "5 one payment per idempotency key": one_payment_per_key,
     "6 every event applied by every group": every_event_accounted,
+    "9 every 202 and every acknowledged event kept": acknowledged_kept,
 }
 
 

@@ -44,3 +44,9 @@ WHERE status = 'failed';
 
 -- name: failed_payments
 SELECT id FROM api.payments WHERE status = 'failed';
+
+-- name: acknowledged_events
+-- Events the relays marked published: Kafka acknowledged each (acks=all) before the mark.
+SELECT event_id FROM api.outbox WHERE published_at IS NOT NULL
+UNION ALL
+SELECT event_id FROM processor.outbox WHERE published_at IS NOT NULL;

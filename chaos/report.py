@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from chaos.faults import FAILOVERS
 from chaos.scenario import Outcome, recovery_stats
 
 RECOVERY_MEANS = (
@@ -67,6 +68,10 @@ def show(data: dict[str, Any], console: Console) -> None:
         late = stats["count"] - stats["recovered"]
         count = f"{stats['count']}" + (f" ({late} not recovered)" if late else "")
         table.add_row(f"fault: {kind}", count, _s(stats["p50_s"]), _s(stats["max_s"]))
+    for fault in data["fault_log"]:
+        if fault["kind"] in FAILOVERS:  # each failover's own recovery, not only the p50
+            at = f"  {fault['kind']} at {fault['at_s']:.0f} s"
+            table.add_row(at, "", _s(fault["recovery_s"]) or "not recovered", "")
     for name, found in data["violations"].items():
         table.add_row(f"violations: {name}", str(len(found)), "", "", style="red" if found else "")
     table.add_row("violations (must be 0)", str(data["violation_count"]), "", "")

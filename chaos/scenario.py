@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from chaos import eventlog, secrets, settle, stack
-from chaos.faults import KINDS, REBALANCE, Injector, schedule
+from chaos.faults import KILL_KAFKA_LEADER, KILL_PG_PRIMARY, KINDS, REBALANCE, Injector, schedule
 from chaos.invariants import Evidence, check_all
 from chaos.load import Load, Merchant, Sent
 from chaos.receiver import Receiver, receiving
@@ -55,6 +55,9 @@ class Config:
     gap_s: float = 1.5  # between one fault's recovery and the next fault, on average
     settle_s: float = 180.0
     keep: bool = False  # keep the stack's files (logs) even when every check passed
+    brokers: int = 1  # Kafka nodes: 3 adds the kill of the busiest partition leader
+    pg_standby: bool = False  # a synchronous standby; adds the kill of the primary
+    only: tuple[str, ...] = ()  # these kinds of fault alone (a shorter run); () for every kind
 
 
 @dataclass
@@ -85,7 +88,9 @@ def run(config: Config) -> Outcome:
     began = time.monotonic()
     home = ROOT / ".flowpay" / "chaos" / uuid.uuid4().hex[:8]
     partitions = 6 if config.scale_out else 3
-    chaos_stack = stack.configure(home, partitions=partitions)
+    chaos_stack = stack.configure(
+        home, partitions=partitions, brokers=config.brokers, pg_standby=config.pg_standby
+    )
     outcome.home = home
     roles: Roles | None = None
     try:
@@ -123,7 +128,7 @@ def _run_load(
     died: list[str] = []
     try:
         injector = Injector(st, roles, receiver, config.seed, window_s=config.window_s)
-        kinds = (*KINDS, REBALANCE) if config.scale_out else KINDS
+        kinds = fault_kinds(config)
         gaps = random.Random(f"gaps-{config.seed}")
         for kind in schedule(kinds, config.rounds or 10_000, config.seed):
             if config.rounds is None and time.monotonic() - started > config.duration_s:
@@ -131,8 +136,9 @@ def _run_load(
             time.sleep(gaps.uniform(config.gap_s / 2, config.gap_s * 1.5))
             died.extend(roles.revive())
             at = time.monotonic() - started
-            injector.inject(kind)
+            mend = injector.inject(kind)
             outcome.faults.append(FaultRecord(kind, at, _recovery(st, load, receiver)))
+            mend()
         while not load.wait(1.0):
             died.extend(roles.revive())
         outcome.seconds["load"] = time.monotonic() - started
@@ -151,6 +157,16 @@ def _run_load(
             outcome.statuses[payment["status"]] = outcome.statuses.get(payment["status"], 0) + 1
     finally:
         load.close()
+
+
+def fault_kinds(config: Config) -> tuple[str, ...]:
+    """Today's faults, and those of a scaled-out stack or a cluster where it is one."""
+    kinds = (*KINDS, REBALANCE) if config.scale_out else KINDS
+    if config.brokers >= 3:
+        kinds = (*kinds, KILL_KAFKA_LEADER)
+    if config.pg_standby:
+        kinds = (*kinds, KILL_PG_PRIMARY)
+    return tuple(k for k in kinds if k in config.only) if config.only else kinds
 
 
 def _merchants(st: stack.ChaosStack, receiver: Receiver, count: int) -> list[Merchant]:
@@ -251,6 +267,7 @@ def _evidence(
         stuck_refunds = [f"{r[0]} of {r[1]}" for r in conn.execute(Q["stuck_refunds"])]
         failed = [" ".join(str(x) for x in r) for r in conn.execute(Q["failed_deliveries"])]
         dead = [" ".join(str(x) for x in r) for r in conn.execute(Q["ledger_dead_letters"])]
+        acknowledged = {uuid.UUID(str(r[0])) for r in conn.execute(Q["acknowledged_events"])}
         recorded = {
             group: {uuid.UUID(str(r[0])) for r in conn.execute(Q[query])}
             for group, query in (
@@ -276,6 +293,7 @@ def _evidence(
         recorded=recorded,
         lag=settle.lag(st),
         merchants=[m.id for m in merchants],
+        acknowledged=acknowledged,
     )
 
 

@@ -10,24 +10,25 @@ scenario's own.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import signal
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from psycopg.conninfo import make_conninfo
+
 from workers.core.config import DATABASE_ROLES, Settings, load_settings
-from workers.core.db import role_name
+from workers.core.db import dev_url, role_name
+from workers.core.errors import StackError
 from workers.core.kafka import create_topics
 from workers.core.ports import free_port as free_port
+from workers.core.ports import free_ports
 from workers.core.sealing import generate_key
-from workers.devstack import credentials, kafka, postgres
+from workers.core.topics import topics
+from workers.devstack import cluster, credentials, kafka, pg_standby, postgres
 from workers.devstack.paths import StackPaths
-from workers.devstack.procs import read_pid, wait_gone
 from workers.migrations.setup import init_database
 
 # Short timeouts everywhere, so that a fault is noticed, and recovered from, in seconds.
@@ -92,19 +93,30 @@ def _nested(flat: dict[str, str]) -> dict[str, Any]:
     return tree
 
 
-def configure(home: Path, *, partitions: int, extra: dict[str, str] | None = None) -> ChaosStack:
-    """Settings for a stack under ``home`` on free ports; nothing is started."""
+def configure(
+    home: Path,
+    *,
+    partitions: int,
+    extra: dict[str, str] | None = None,
+    brokers: int = 1,
+    pg_standby: bool = False,
+) -> ChaosStack:
+    """Settings for a stack under ``home`` on free ports; nothing is started. ``brokers`` Kafka
+    nodes (each with a client and a controller port, counting up), and with ``pg_standby`` a
+    synchronous standby (and pg_auto_failover's monitor) on the ports after PostgreSQL's."""
     # The shared stack's jars (resolved from Maven Central the first time) serve this broker too.
     libs = kafka.resolve_jars(load_settings())
-    pg_port = free_port()
+    kafka_port = free_ports(2 * brokers)
     flat = {
         **TUNING,
         "kafka__topic_prefix": "chaos",
         "kafka__partitions": str(partitions),
         "dev__home": str(home.resolve()),
-        "dev__pg_port": str(pg_port),
-        "dev__kafka_port": str(free_port()),
-        "dev__kafka_controller_port": str(free_port()),
+        "dev__pg_port": str(free_ports(3 if pg_standby else 1)),
+        "dev__pg_standby": str(pg_standby).lower(),
+        "dev__kafka_port": str(kafka_port),
+        "dev__kafka_controller_port": str(kafka_port + 1),
+        "dev__kafka_brokers": str(brokers),
         "dev__kafka_home": str(libs.parent),
         "api__port": str(free_port()),
         "gateway_sim__port": str(free_port()),
@@ -115,10 +127,11 @@ def configure(home: Path, *, partitions: int, extra: dict[str, str] | None = Non
         **(extra or {}),
     }
     # The cluster's passwords, made now (under the stack's home) so that the URLs can carry them.
-    passwords = credentials.postgres_passwords(Settings(**_nested(flat)))
+    shaped = Settings(**_nested(flat))
+    passwords = credentials.postgres_passwords(shaped)
     for role in DATABASE_ROLES:
-        flat[f"database__urls__{role}"] = _url(role_name(role), passwords, pg_port)
-    flat["database__admin_url"] = _url(postgres.SUPERUSER, passwords, pg_port)
+        flat[f"database__urls__{role}"] = _url(shaped, role_name(role), passwords)
+    flat["database__admin_url"] = _url(shaped, postgres.SUPERUSER, passwords)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWPAY_")}
     env |= {f"FLOWPAY_{key.upper()}": value for key, value in flat.items()}
     settings = Settings(**_nested(flat))
@@ -126,17 +139,15 @@ def configure(home: Path, *, partitions: int, extra: dict[str, str] | None = Non
     return ChaosStack(home.resolve(), settings, env, found | {"secrets key": flat["secrets__key"]})
 
 
-def _url(user: str, passwords: dict[str, str], port: int) -> str:
-    return f"postgresql://{user}:{passwords[user]}@127.0.0.1:{port}/{postgres.DATABASE}"
+def _url(settings: Settings, user: str, passwords: dict[str, str]) -> str:
+    """The stack's URL for ``user`` (every server of it), its password in it rather than in a
+    password file: the scenario hunts for it in the logs."""
+    return make_conninfo(dev_url(settings, user), password=passwords[user], passfile=None)
 
 
 def start(stack: ChaosStack) -> None:
     """PostgreSQL (with a password on its user), the schema, Kafka and the topics."""
     stack.paths.logs.mkdir(parents=True, exist_ok=True)
-    # A KRaft cluster id is 16 random bytes in URL-safe base64; writing it spares a JVM start.
-    stack.paths.kafka_dir.mkdir(parents=True, exist_ok=True)
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    (stack.paths.kafka_dir / "cluster-id").write_text(cluster_id + "\n")
     with ThreadPoolExecutor(2) as both:  # neither waits for the other
         database = both.submit(_start_database, stack)
         broker = both.submit(start_kafka, stack)
@@ -151,12 +162,12 @@ def _start_database(stack: ChaosStack) -> None:
 
 
 def start_postgres(stack: ChaosStack) -> None:
-    postgres.up(stack.settings)
+    (pg_standby.up if stack.settings.dev.pg_standby else postgres.up)(stack.settings)
 
 
 def stop_postgres(stack: ChaosStack) -> None:
     """A fast shutdown: clients are disconnected, open transactions rolled back."""
-    postgres.down(stack.settings)
+    (pg_standby.down if stack.settings.dev.pg_standby else postgres.down)(stack.settings)
 
 
 def start_kafka(stack: ChaosStack) -> None:
@@ -164,15 +175,43 @@ def start_kafka(stack: ChaosStack) -> None:
 
 
 def kill_kafka(stack: ChaosStack) -> None:
-    pid = read_pid(stack.paths.kafka_pid)
-    if pid is None:
-        return
-    os.kill(pid, signal.SIGKILL)
-    wait_gone(pid, kafka.MAIN_CLASS, timeout_s=30)
+    """SIGKILL every Kafka node at once."""
+    for node in kafka.nodes(stack.settings):
+        kafka.kill_node(stack.settings, node.id)
+
+
+def kill_kafka_leader(stack: ChaosStack) -> int:
+    """SIGKILL the node that leads the most partitions of the payments topic; its id."""
+    led = cluster.partitions(stack.settings, topics(stack.settings).payments)
+    victim = cluster.busiest_leader(led) or 1
+    kafka.kill_node(stack.settings, victim)
+    return victim
+
+
+def restore_kafka_node(stack: ChaosStack, node_id: int) -> None:
+    """Start a killed node again; return once every partition has all its replicas in sync."""
+    kafka.start_node(stack.settings, node_id)
+    named = topics(stack.settings)
+    cluster.wait_in_sync(stack.settings, [named.payments, named.dead_letters], 180)
+
+
+def kill_pg_primary(stack: ChaosStack) -> str:
+    """SIGKILL the PostgreSQL primary and its keeper: the monitor promotes the standby."""
+    lead = pg_standby.primary(pg_standby.status(stack.settings))
+    if lead is None:
+        raise StackError("no PostgreSQL primary to kill")
+    pg_standby.kill(stack.settings, lead.name)
+    return lead.name
+
+
+def restore_pg_node(stack: ChaosStack, name: str) -> None:
+    """Start a killed server again; return once it is the new primary's standby, in sync."""
+    pg_standby.start(stack.settings, name)
+    pg_standby.wait_settled(stack.settings, 180)
 
 
 def stop(stack: ChaosStack) -> None:
-    # The broker's data is the scenario's own and never reused, so there is no need to wait out
+    # The brokers' data is the scenario's own and never reused, so there is no need to wait out
     # a controlled shutdown.
     kill_kafka(stack)
-    postgres.down(stack.settings)
+    stop_postgres(stack)

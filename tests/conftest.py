@@ -26,7 +26,7 @@ from pydantic import SecretStr
 from workers.core.config import DATABASE_ROLES, Settings, load_settings
 from workers.core.db import admin_url, database_url
 from workers.core.db_roles import adopt, database_access, public_schema_access
-from workers.core.kafka import create_topics, delete_topics
+from workers.core.kafka import bootstrap_servers, create_topics, delete_topics
 from workers.core.sealing import generate_key
 from workers.devstack import stack
 from workers.migrations.runner import migrate
@@ -58,9 +58,7 @@ def env_for(settings: Settings) -> dict[str, str]:
     if settings.secrets.key is not None:
         env["FLOWPAY_SECRETS__KEY"] = settings.secrets.key.get_secret_value()
     env["FLOWPAY_KAFKA__TOPIC_PREFIX"] = settings.kafka.topic_prefix
-    env["FLOWPAY_KAFKA__BOOTSTRAP_SERVERS"] = settings.kafka.bootstrap_servers or (
-        f"127.0.0.1:{settings.dev.kafka_port}"
-    )
+    env["FLOWPAY_KAFKA__BOOTSTRAP_SERVERS"] = bootstrap_servers(settings)  # every node
     env["FLOWPAY_DEV__HOME"] = str(settings.dev.home.resolve())
     env["FLOWPAY_KAFKA__SESSION_TIMEOUT_MS"] = str(settings.kafka.session_timeout_ms)
     # Roles of parallel tests would all want the default metrics ports; tests that read

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from chaos.eventlog import Logged
-from chaos.faults import KINDS, schedule
+from chaos.faults import FAILOVERS, KINDS, schedule
 from chaos.invariants import (
     CHECKS,
     Evidence,
+    acknowledged_kept,
     check_all,
     every_event_accounted,
     ledger_agrees,
@@ -18,7 +19,9 @@ from chaos.invariants import (
     one_payment_per_key,
     webhooks_delivered,
 )
+from chaos.load import Sent
 from chaos.receiver import Receipt
+from chaos.scenario import Config, fault_kinds
 from chaos.secrets import leaks
 from workers.core.events import EventType, Initiated, RefundRequested, Succeeded, new_event
 from workers.core.projection import iso
@@ -85,7 +88,6 @@ def _evidence(**changes: Any) -> Evidence:
                 "metadata": {"chaos_key": "pay-1"},
             }
         ],
-        "sent": [],
         "refunds": [],
         "stuck_refunds": [],
         "leftovers": [],
@@ -124,6 +126,8 @@ def _evidence(**changes: Any) -> Evidence:
         "recorded": {"api": {PAID.event_id}, "ledger": {STARTED.event_id, PAID.event_id}},
         "lag": {"api": 0, "ledger": 0},
         "merchants": ["mer_1"],
+        "sent": [Sent("pay-1", "mer_1", {}, {"pay_1"}, "accepted")],
+        "acknowledged": {STARTED.event_id, PAID.event_id},
     }
     return Evidence(**(fields | changes))
 
@@ -156,6 +160,19 @@ def test_each_invariant_names_what_breaks_it() -> None:
     assert "never applied 1 events" in every_event_accounted(_evidence(recorded={"api": set()}))[0]
 
 
+def test_a_lost_202_or_acknowledged_event_is_named() -> None:
+    lost = Sent("pay-2", "mer_1", {}, {"pay_2"}, "accepted")
+    good = _evidence()
+
+    assert acknowledged_kept(_evidence(sent=[*good.sent, lost])) == [
+        "payment pay_2 (pay-2) was answered 202 and is missing from the API's list"
+    ]
+    only_started = [m for m in good.log if m.event is STARTED]
+    assert acknowledged_kept(_evidence(log=only_started)) == [
+        f"1 events Kafka acknowledged are not in the log (e.g. {PAID.event_id})"
+    ]
+
+
 def test_events_the_read_model_ignores_are_not_missing_from_it() -> None:
     good = _evidence()
     asked = new_event(
@@ -170,3 +187,27 @@ def test_events_the_read_model_ignores_are_not_missing_from_it() -> None:
     assert (
         "ledger never applied 1" in every_event_accounted(_evidence(log=log, recorded=missing))[0]
     )
+
+
+def test_events_a_groups_routing_table_passes_over_are_not_missing_from_it() -> None:
+    """The notifier passes over a refund request (no webhook); it does not record it."""
+    good = _evidence()
+    asked = new_event(
+        EventType.REFUND_REQUESTED, payment_id="pay_1", merchant_id="mer_1", source="test",
+        data=RefundRequested(refund_id="re_1", amount=100),
+    )  # fmt: skip
+    log = [*good.log, Logged(0, 2, asked, b"")]
+    seen = {"ledger": good.recorded["ledger"] | {asked.event_id}, "notifier": set()}
+    notified = {
+        e.event_id for e in good.events().values() if e.type is not EventType.REFUND_REQUESTED
+    }
+    assert every_event_accounted(_evidence(log=log, recorded={**seen, "notifier": notified})) == []
+    # A type it acts on, missing, is still missing.
+    assert "notifier never applied" in every_event_accounted(_evidence(log=log, recorded=seen))[0]
+
+
+def test_a_cluster_adds_its_failovers_and_only_narrows_the_kinds() -> None:
+    assert not set(FAILOVERS) & set(fault_kinds(Config()))
+    on_cluster = fault_kinds(Config(brokers=3, pg_standby=True))
+    assert on_cluster == (*KINDS, *FAILOVERS)
+    assert fault_kinds(Config(brokers=3, only=FAILOVERS)) == (FAILOVERS[0],)

@@ -25,13 +25,9 @@ from confluent_kafka.cimpl import NewTopic
 from tests.conftest import ROOT, flowpay, override
 from tests.helpers.flow import flow
 from tests.helpers.receiver import receiver
-from tests.helpers.secure_kafka import (
-    SecureBroker,
-    clean_env,
-    secured_prefix,
-    shared_secure_broker,
-)
+from tests.helpers.secure_kafka import SecureBroker, secured_prefix, shared_secure_broker
 from tests.helpers.servers import free_port
+from tests.helpers.shared_stack import clean_env, shared_dir
 from tests.helpers.waiting import wait_for
 from workers.core.config import KafkaRole, Settings
 from workers.core.db import admin_url
@@ -57,9 +53,7 @@ FAST_NOTIFIER = {"FLOWPAY_NOTIFIER__POLL_INTERVAL_S": "0.1", "FLOWPAY_LOG_FORMAT
 def broker(
     base_settings: Settings, tmp_path_factory: pytest.TempPathFactory, worker_id: str
 ) -> Iterator[SecureBroker]:
-    # Under xdist every worker's temporary directory sits in the session's own.
-    session_dir = tmp_path_factory.getbasetemp()
-    shared = (session_dir.parent if worker_id != "master" else session_dir) / "secure-kafka"
+    shared = shared_dir(tmp_path_factory, worker_id, "secure-kafka")
     with shared_secure_broker(shared, base_settings) as started:
         yield started
 

@@ -36,10 +36,10 @@ def screen(snapshot: Snapshot) -> list[str]:
 
 
 def row(lines: list[str], label: str) -> list[str]:
-    """The words of the one line that starts with ``label``, after the label."""
-    found = [line for line in lines if line.strip().startswith(label)]
+    """The words after ``label`` on the one line that holds it (in either column)."""
+    found = [line for line in lines if label in line]
     assert len(found) == 1, f"{label!r} in {lines}"
-    return found[0].strip()[len(label) :].split()
+    return found[0][found[0].index(label) + len(label) :].split()
 
 
 def test_top_draws_real_data_on_80x24(stack: Stack) -> None:

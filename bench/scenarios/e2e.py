@@ -51,6 +51,7 @@ class EndToEndSizes:
     # A burst is measured to its last payment: wait that long for it.
     burst_drain_timeout_s: float = 900.0
     profile: bool = True
+    instances: int = 1  # of each consumer role and relay (docs/scaling.md compares 1 and 2)
 
 
 @dataclass
@@ -106,7 +107,8 @@ def _start_roles(bench: Bench, sizes: EndToEndSizes) -> tuple[NewMerchant, str]:
     bench.env["FLOWPAY_GATEWAY__URL"] = sim
     url = start_api(bench, sizes.api_workers)
     for role in ("outbox", "processor", "orchestrator", "ledger", "notifier"):
-        bench.start(role, [f"run-{role}"])
+        for n in range(sizes.instances):
+            bench.start(role if n == 0 else f"{role}-{n + 1}", [f"run-{role}"])
     return merchant, url
 
 

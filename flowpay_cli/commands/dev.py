@@ -10,9 +10,10 @@ import typer
 from flowpay_cli.context import settings, state
 from flowpay_cli.output import Json, console, error_line, print_json, print_table
 from workers.core.config import Settings, load_settings
+from workers.core.errors import StackError
 from workers.core.lifecycle import install_stop_handlers
 from workers.core.logs import setup_logging
-from workers.devstack import roles, secure, stack
+from workers.devstack import cluster, pg_standby, roles, secure, shape, stack
 from workers.devstack.demo import demo_webhook_secret
 from workers.devstack.health import NotReady
 from workers.devstack.sink import received
@@ -39,13 +40,31 @@ def up(
         float,
         typer.Option("--wait-s", min=0, help="Seconds every role gets to answer its health check."),
     ] = 60.0,
+    brokers: Annotated[
+        int | None,
+        typer.Option(
+            "--brokers",
+            min=1,
+            max=9,
+            help="Kafka nodes, each a broker and a KRaft controller: 1, or 3 (a quorum; topics "
+            "with 3 replicas, 2 in sync). Default: as the stack was last brought up.",
+        ),
+    ] = None,
+    pg_standby: Annotated[
+        bool | None,
+        typer.Option(
+            "--pg-standby/--no-pg-standby",
+            help="A synchronous streaming standby of PostgreSQL, failed over by "
+            "pg_auto_failover. Default: as the stack was last brought up.",
+        ),
+    ] = None,
 ) -> None:
     """Start whatever is not running; reuse what is. Exit 1 if a role does not come up."""
-    config = settings(ctx)
+    config = shape.applied(settings(ctx), brokers=brokers, pg_standby=pg_standby)
     config_file = state(ctx).resolved_config_file
     if secure_kafka:
         config_file = secure.prepare(config, config_file)
-        config = load_settings(config_file)
+        config = shape.applied(load_settings(config_file), brokers=brokers, pg_standby=pg_standby)
     try:
         with console.status("starting the stack") as spinner:
             stack.up(
@@ -70,14 +89,32 @@ def up(
 @app.command()
 def down(ctx: typer.Context) -> None:
     """Stop what `dev up` started, and any process of the stack a SIGKILL left running."""
-    stopped = stack.down(settings(ctx))
+    stopped = stack.down(shape.applied(settings(ctx)))
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
 @app.command()
 def status(ctx: typer.Context, as_json: Json = False) -> None:
-    """Each component's state (running, unhealthy, conflict, stopped), PID, endpoint and log."""
-    _show(settings(ctx), as_json=as_json)
+    """Each component's state (running, unhealthy, conflict, stopped), PID, endpoint and log;
+    with a Kafka cluster, the quorum's leader and each payment partition's leader and ISR."""
+    _show(shape.applied(settings(ctx)), as_json=as_json)
+
+
+@app.command()
+def failover(ctx: typer.Context, as_json: Json = False) -> None:
+    """Promote the PostgreSQL standby (`dev up --pg-standby`); the old primary becomes its
+    standby. Refused unless the standby is in sync."""
+    config = shape.applied(settings(ctx))
+    if not config.dev.pg_standby or config.database.url is not None:
+        raise StackError("no local PostgreSQL standby: start one with flowpay dev up --pg-standby")
+    began = time.monotonic()
+    with console.status("failing over") as spinner:
+        new = pg_standby.failover(config, lambda step: spinner.update(f"failing over: {step}"))
+    took = round(time.monotonic() - began, 1)
+    if as_json:
+        print_json({"primary": new, "seconds": took})
+    else:
+        console.print(f"{new} is the primary ({took} s)")
 
 
 @app.command(hidden=True)
@@ -153,3 +190,31 @@ def _show(config: Settings, *, as_json: bool) -> None:
         [(c.name, c.state, c.pid, c.endpoint, c.log, c.detail) for c in stack.status(config)],
     )
     print_table("endpoints", ["name", "value"], stack.endpoints(config).items())
+    view = stack.kafka_cluster(config)
+    if view is not None:
+        _show_cluster(view)
+
+
+def _show_cluster(view: cluster.ClusterView) -> None:
+    leader = (
+        "none (an election, or no node runs)" if view.quorum.leader is None else view.quorum.leader
+    )
+    voters = ", ".join(str(v) for v in view.quorum.voters)
+    print_table(
+        "Kafka quorum",
+        ["leader", "epoch", "voters"],
+        [(leader, str(view.quorum.epoch), voters)],
+    )
+    print_table(
+        f"partitions of {view.topic}" + (f": {view.error}" if view.error else ""),
+        ["partition", "leader", "replicas", "in sync"],
+        [
+            (
+                str(p.partition),
+                str(p.leader) if p.leader >= 0 else "none",
+                ", ".join(str(r) for r in p.replicas),
+                ", ".join(str(r) for r in p.in_sync),
+            )
+            for p in view.partitions
+        ],
+    )

@@ -8,17 +8,14 @@ that prefix and topics the operator creates.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import tomli_w
-from filelock import FileLock
-
-from tests.conftest import LOCAL_RECEIVERS, env_for, flowpay, override
+from tests.conftest import LOCAL_RECEIVERS, env_for, override
+from tests.helpers.shared_stack import shared_stack
 from workers.core import kafka_acls
 from workers.core.config import Settings, load_settings
 from workers.core.db import admin_url
@@ -39,33 +36,16 @@ class SecureBroker:
         return {**env_for(settings), "FLOWPAY_CONFIG": str(self.config)}
 
 
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("FLOWPAY_")}
-
-
 @contextmanager
 def shared_secure_broker(shared_dir: Path, base: Settings) -> Iterator[SecureBroker]:
-    shared_dir.mkdir(parents=True, exist_ok=True)
-    user_config = shared_dir / "flowpay.toml"
-    users = shared_dir / "users"
-    with FileLock(str(shared_dir / ".lock")):
-        if not user_config.exists():
-            user_config.write_text(tomli_w.dumps(_user_config(shared_dir / "home", base)))
-        done = flowpay(
-            "--config", str(user_config), "dev", "up", "--secure", "--infra-only",
-            env=clean_env(), timeout=300,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stdout + done.stderr
-        users.write_text(str(int(users.read_text() or "0") + 1 if users.exists() else 1))
-    config = secure.SecureFiles.of(load_settings(user_config)).config
-    try:
+    with shared_stack(
+        shared_dir,
+        lambda: _user_config(shared_dir / "home", base),
+        ("--secure",),
+        lambda given: secure.SecureFiles.of(load_settings(given)).config,
+    ) as user_config:
+        config = secure.SecureFiles.of(load_settings(user_config)).config
         yield SecureBroker(user_config, config, load_settings(config))
-    finally:
-        with FileLock(str(shared_dir / ".lock")):
-            left = int(users.read_text()) - 1
-            users.write_text(str(left))
-            if left == 0:
-                flowpay("--config", str(config), "dev", "down", env=clean_env(), timeout=120)
 
 
 def _user_config(home: Path, base: Settings) -> dict[str, object]:

@@ -475,6 +475,53 @@ class DevSettings(_Section):
     # The demo's local webhook receiver.
     sink_port: int = Field(default=8200, ge=1, le=65535)
     start_timeout_s: float = Field(default=90.0, gt=0)
+    # Kafka nodes, each a broker and a KRaft controller: 1, or 3 or more for a quorum and
+    # topics that outlive a broker (`flowpay dev up --brokers 3`). Node n listens on
+    # kafka_port + 2(n - 1), its controller on kafka_controller_port + 2(n - 1).
+    kafka_brokers: int = Field(default=1, ge=1, le=9)
+    # A synchronous streaming standby of PostgreSQL, failed over by pg_auto_failover
+    # (`flowpay dev up --pg-standby`): the standby listens on pg_port + 1, the monitor on
+    # pg_port + 2.
+    pg_standby: bool = False
+
+    @field_validator("kafka_brokers")
+    @classmethod
+    def _a_quorum_that_tolerates_a_loss(cls, brokers: int) -> int:
+        if brokers == 2:
+            # Two voters need both for a majority: losing either stops the cluster.
+            raise ValueError("2 brokers survive no loss: use 1, or 3 or more")
+        return brokers
+
+    @model_validator(mode="after")
+    def _ports_apart(self) -> DevSettings:
+        kafka = [*self.kafka_ports, *self.kafka_controller_ports]
+        if len(set(kafka)) != len(kafka) or max(kafka) > 65535:
+            raise ValueError(
+                "the Kafka nodes' ports (kafka_port and kafka_controller_port, each + 2 per "
+                "further node) overlap or pass 65535"
+            )
+        postgres = [*self.pg_ports, self.pg_monitor_port] if self.pg_standby else [self.pg_port]
+        if set(postgres) & set(kafka) or max(postgres) > 65535:
+            raise ValueError("pg_port (+ 1 and + 2 with pg_standby) overlaps a Kafka port")
+        return self
+
+    @property
+    def kafka_ports(self) -> tuple[int, ...]:
+        """Each Kafka node's client port, node 1 first."""
+        return tuple(self.kafka_port + 2 * n for n in range(self.kafka_brokers))
+
+    @property
+    def kafka_controller_ports(self) -> tuple[int, ...]:
+        return tuple(self.kafka_controller_port + 2 * n for n in range(self.kafka_brokers))
+
+    @property
+    def pg_ports(self) -> tuple[int, ...]:
+        """Every PostgreSQL server's port, the one first made primary first."""
+        return (self.pg_port, self.pg_port + 1) if self.pg_standby else (self.pg_port,)
+
+    @property
+    def pg_monitor_port(self) -> int:
+        return self.pg_port + 2
 
     @property
     def credentials(self) -> Path:

@@ -28,6 +28,9 @@ SCHEMA_LOCK = 0x466C6F77
 DEV_DATABASE: Final = "flowpay"
 DEV_SUPERUSER: Final = "flowpay"
 ROLE_PREFIX: Final = "flowpay_"
+# Per host of a multi-host URL: a server that accepts no connection (hung, unreachable) is
+# skipped after this long.
+MULTI_HOST_CONNECT_TIMEOUT_S: Final = 5
 
 
 def role_name(role: DatabaseRole) -> str:
@@ -59,12 +62,24 @@ def dev_passfile(settings: Settings) -> Path:
 
 
 def dev_url(settings: Settings, user: str, dbname: str = DEV_DATABASE) -> str:
+    """The dev stack's database as ``user``: every server of it, in one libpq URL.
+
+    With a standby (``dev.pg_standby``), libpq tries each host in turn and keeps the one that
+    takes writes (``target_session_attrs=read-write``), so that after a failover every new
+    connection, a pool's replacements included, reaches the new primary by itself. A host that
+    does not answer is given up after ``connect_timeout`` seconds rather than stalling it.
+    """
+    ports = settings.dev.pg_ports
+    several = len(ports) > 1
     return make_conninfo(
-        host="127.0.0.1",
-        port=settings.dev.pg_port,
+        host=",".join("127.0.0.1" for _ in ports),
+        port=",".join(str(port) for port in ports),
         user=user,
         dbname=dbname,
         passfile=str(dev_passfile(settings)),
+        # None leaves a parameter out: a lone server's URL is as it always was.
+        target_session_attrs="read-write" if several else None,
+        connect_timeout=MULTI_HOST_CONNECT_TIMEOUT_S if several else None,
     )
 
 

@@ -43,8 +43,9 @@ log = logging.getLogger(__name__)
 
 
 def bootstrap_servers(settings: Settings) -> str:
-    """The configured brokers, else the dev stack's."""
-    return settings.kafka.bootstrap_servers or f"127.0.0.1:{settings.dev.kafka_port}"
+    """The configured brokers, else every node of the dev stack's."""
+    local = ",".join(f"127.0.0.1:{port}" for port in settings.dev.kafka_ports)
+    return settings.kafka.bootstrap_servers or local
 
 
 def client_config(settings: Settings, role: KafkaRole) -> dict[str, Any]:

@@ -32,14 +32,21 @@ _handed_out: set[int] = set()
 
 def free_port() -> int:
     """A port nothing listens on now, that no live process was handed before."""
+    return free_ports(1)
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports (a cluster's nodes count up from one)."""
     low = _ephemeral_low()
     with _registry_locked():
         for _ in range(1_000):
-            port = random.randrange(max(1024, low - _SPAN), low)
-            if port not in _handed_out and not _claimed(port) and _bindable(port):
-                _claim(port)
-                _handed_out.add(port)
-                return port
+            first = random.randrange(max(1024, low - _SPAN), low - count + 1)
+            block = range(first, first + count)
+            if all(p not in _handed_out and not _claimed(p) and _bindable(p) for p in block):
+                for port in block:
+                    _claim(port)
+                    _handed_out.add(port)
+                return first
     raise RuntimeError("no free port below the ephemeral range")
 
 

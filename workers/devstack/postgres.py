@@ -4,6 +4,9 @@ Everyone logs in with a password (SCRAM) over TCP: FlowPay's roles, each as itse
 cluster's superuser, with the passwords the stack generated (``workers.devstack.credentials``).
 The superuser is also trusted on the stack's Unix socket, which only the cluster's owner may
 reach: that is how the stack sets the passwords, before any exists.
+
+With ``dev.pg_standby`` the stack runs two servers and pg_auto_failover instead
+(``workers.devstack.pg_standby``), made with the helpers here.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import pwd
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 
 PG_MAJOR = 15
 BIN_DIR = Path(f"/usr/lib/postgresql/{PG_MAJOR}/bin")
+LIB_DIR = Path(f"/usr/lib/postgresql/{PG_MAJOR}/lib")
+AUTOCTL = "/usr/bin/pg_autoctl"
 SUPERUSER = DEV_SUPERUSER
 DATABASE = DEV_DATABASE
 # Debian's package would otherwise create and start a system cluster of its own.
@@ -68,22 +72,28 @@ class PgStatus:
     log: Path
 
 
-def install() -> None:
-    """Install postgresql-15 from Debian's packages when it is missing (root only)."""
-    if (BIN_DIR / "postgres").exists():
+def install(*, standby: bool = False) -> None:
+    """Install postgresql-15 (and pg_auto_failover for a standby) from Debian's packages when
+    missing (root only)."""
+    wanted = {f"postgresql-{PG_MAJOR}": BIN_DIR / "postgres"}
+    if standby:
+        wanted |= {
+            f"postgresql-{PG_MAJOR}-auto-failover": LIB_DIR / "pgautofailover.so",
+            "pg-auto-failover-cli": Path(AUTOCTL),
+        }
+    missing = [package for package, installed in wanted.items() if not installed.exists()]
+    if not missing:
         return
     if os.geteuid() != 0:
-        raise StackError(
-            f"PostgreSQL {PG_MAJOR} is missing: run 'apt-get install postgresql-{PG_MAJOR}'"
-        )
-    log.info("installing postgresql-%s with apt-get", PG_MAJOR)
+        raise StackError(f"missing Debian packages: run 'apt-get install {' '.join(missing)}'")
+    log.info("installing %s with apt-get", " ".join(missing))
     _CREATECLUSTER_CONF.parent.mkdir(parents=True, exist_ok=True)
     if not _CREATECLUSTER_CONF.exists():
         _CREATECLUSTER_CONF.write_text("create_main_cluster = false\n")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for argv in (
         ["apt-get", "update", "-q"],
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", f"postgresql-{PG_MAJOR}"],
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
     ):
         done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
@@ -106,19 +116,16 @@ def up(settings: Settings) -> PgStatus:
     database, FlowPay's roles and everyone's password."""
     install()
     paths = StackPaths.of(settings)
-    _prepare_dirs(paths)
+    prepare_dirs(paths)
     if not (paths.pg_data / "PG_VERSION").exists():
-        _initdb(paths)
-    (paths.pg_data / "flowpay.conf").write_text(
-        _SETTINGS.format(port=settings.dev.pg_port, socket_dir=paths.pg_socket_dir)
-    )
-    _chown(paths.pg_data / "flowpay.conf")
+        initdb(paths.pg_data)
+    write_settings(paths.pg_data, settings.dev.pg_port, paths)
     hba_changed = _write_hba(paths)
     if not status(settings).running:
         _start(paths, settings.dev.start_timeout_s)
     elif hba_changed:
-        _as_owner([str(BIN_DIR / "pg_ctl"), "reload", "-D", str(paths.pg_data)])
-    _ensure_database_and_roles(settings)
+        as_owner([str(BIN_DIR / "pg_ctl"), "reload", "-D", str(paths.pg_data)])
+    ensure_database(settings)
     return status(settings)
 
 
@@ -126,34 +133,42 @@ def down(settings: Settings) -> bool:
     paths = StackPaths.of(settings)
     if not status(settings).running:
         return False
-    _as_owner([str(BIN_DIR / "pg_ctl"), "stop", "-D", str(paths.pg_data), "-m", "fast", "-w"])
+    as_owner([str(BIN_DIR / "pg_ctl"), "stop", "-D", str(paths.pg_data), "-m", "fast", "-w"])
     return True
 
 
-def _prepare_dirs(paths: StackPaths) -> None:
-    for directory in (paths.pg_data, paths.pg_socket_dir, paths.logs):
+def prepare_dirs(paths: StackPaths, *more: Path) -> None:
+    """The data, socket and log directories, owned by the server's user; data private."""
+    for directory in (paths.pg_data, paths.pg_socket_dir, paths.logs, *more):
         directory.mkdir(parents=True, exist_ok=True)
     paths.pg_log.touch(exist_ok=True)
-    for path in (paths.pg_data.parent, paths.pg_data, paths.pg_socket_dir, paths.pg_log):
-        _chown(path)
+    for path in (paths.pg_data.parent, paths.pg_data, paths.pg_socket_dir, paths.pg_log, *more):
+        chown(path)
     paths.pg_data.chmod(0o700)
     if os.geteuid() == 0:
         _grant_traverse(paths.pg_data.parent)
 
 
-def _initdb(paths: StackPaths) -> None:
-    _as_owner(
+def initdb(data: Path) -> None:
+    as_owner(
         [
             str(BIN_DIR / "initdb"),
-            "-D", str(paths.pg_data),
+            "-D", str(data),
             "-U", SUPERUSER,
             "--auth=trust",
             "--encoding=UTF8",
             "--no-locale",
         ]
     )  # fmt: skip
-    with (paths.pg_data / "postgresql.conf").open("a") as conf:
+    with (data / "postgresql.conf").open("a") as conf:
         conf.write("\ninclude_if_exists = 'flowpay.conf'\n")
+
+
+def write_settings(data: Path, port: int, paths: StackPaths, extra: str = "") -> None:
+    """The server's own settings file (``flowpay.conf``, which postgresql.conf includes)."""
+    conf = data / "flowpay.conf"
+    conf.write_text(_SETTINGS.format(port=port, socket_dir=paths.pg_socket_dir) + extra)
+    chown(conf)
 
 
 def _start(paths: StackPaths, timeout_s: float) -> None:
@@ -164,7 +179,7 @@ def _start(paths: StackPaths, timeout_s: float) -> None:
     ]  # fmt: skip
     while True:
         try:
-            _as_owner(argv)
+            as_owner(argv)
             return
         except StackError:
             last = tail(paths.pg_log)
@@ -184,14 +199,16 @@ def _write_hba(paths: StackPaths) -> bool:
     if path.exists() and path.read_text() == wanted:
         return False
     path.write_text(wanted)
-    _chown(path)
+    chown(path)
     return True
 
 
-def _ensure_database_and_roles(settings: Settings) -> None:
+def ensure_database(settings: Settings, port: int | None = None) -> None:
+    """The database, FlowPay's roles and everyone's password, on the server at ``port`` (the
+    primary's; default ``dev.pg_port``), through the stack's socket."""
     socket = make_conninfo(
         host=str(StackPaths.of(settings).pg_socket_dir),
-        port=settings.dev.pg_port,
+        port=port or settings.dev.pg_port,
         user=SUPERUSER,
         dbname="postgres",
     )
@@ -205,10 +222,11 @@ def _ensure_database_and_roles(settings: Settings) -> None:
                     conn.execute(statement)
                 set_passwords(conn, postgres_passwords(settings))
     except psycopg.OperationalError as exc:
-        raise StackError(f"PostgreSQL on port {settings.dev.pg_port} refused: {exc}") from None
+        ports = ", ".join(str(p) for p in settings.dev.pg_ports)
+        raise StackError(f"PostgreSQL on port {ports} refused: {exc}") from None
 
 
-def _owner() -> pwd.struct_passwd | None:
+def owner() -> pwd.struct_passwd | None:
     """The OS user that runs the cluster: 'postgres' when we are root, else ourselves."""
     if os.geteuid() != 0:
         return None
@@ -220,10 +238,10 @@ def _owner() -> pwd.struct_passwd | None:
         ) from None
 
 
-def _chown(path: Path) -> None:
-    owner = _owner()
-    if owner is not None:
-        os.chown(path, owner.pw_uid, owner.pw_gid)
+def chown(path: Path) -> None:
+    user = owner()
+    if user is not None:
+        os.chown(path, user.pw_uid, user.pw_gid)
 
 
 def _grant_traverse(directory: Path) -> None:
@@ -237,11 +255,21 @@ def _grant_traverse(directory: Path) -> None:
             parent.chmod(mode | 0o001)
 
 
-def _as_owner(argv: list[str]) -> None:
-    if _owner() is not None:
-        runuser = shutil.which("runuser") or "/usr/sbin/runuser"
-        argv = [runuser, "-u", "postgres", "--", *argv]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False, cwd="/")
+def as_owner(argv: list[str], env: dict[str, str] | None = None) -> str:
+    """Run a PostgreSQL tool as the server's user; its output, or StackError with its complaint."""
+    user = owner()
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd="/",
+        env=env,
+        user=None if user is None else user.pw_uid,
+        group=None if user is None else user.pw_gid,
+        extra_groups=None if user is None else [],
+    )
     if done.returncode != 0:
-        tool = next(Path(a).name for a in argv if a.startswith(str(BIN_DIR)))
+        tool = Path(argv[0]).name
         raise StackError(f"{tool} failed: {(done.stderr or done.stdout).strip()[-800:]}")
+    return done.stdout

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import signal
 import subprocess
 import time
@@ -56,8 +57,10 @@ def spawn(
     *,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    user: pwd.struct_passwd | None = None,
 ) -> int:
-    """Start ``argv`` in its own session, output appended to ``log_file``; returns its PID."""
+    """Start ``argv`` in its own session (as ``user``, if given), output appended to
+    ``log_file``; returns its PID, which is also the session's and its process group's."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as out:
         process = subprocess.Popen(
@@ -68,6 +71,9 @@ def spawn(
             start_new_session=True,
             env=dict(env) if env is not None else None,
             cwd=cwd,
+            user=None if user is None else user.pw_uid,
+            group=None if user is None else user.pw_gid,
+            extra_groups=None if user is None else [],
         )
     return process.pid
 

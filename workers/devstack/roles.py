@@ -26,6 +26,7 @@ import psutil
 
 from workers.core.config import MetricsSettings, Settings
 from workers.core.lifecycle import signal_on_parent_death
+from workers.devstack import shape
 from workers.devstack.demo import LOCAL_RECEIVER_ENV
 from workers.devstack.paths import StackPaths
 from workers.devstack.procs import (
@@ -146,7 +147,7 @@ def start_supervisor(settings: Settings, config_file: Path | None) -> int:
     pid = live_supervisor(settings)
     if pid is not None:
         return pid
-    env = {**os.environ, STACK_ENV: stack_id(settings)}
+    env = {**os.environ, STACK_ENV: stack_id(settings), **shape.environment(settings)}
     if config_file is not None:
         env["FLOWPAY_CONFIG"] = str(config_file.resolve())
     pid = spawn(flowpay_argv("dev", "supervise"), paths.supervisor_log, env=env)

@@ -16,7 +16,17 @@ from workers.core.errors import StackError
 from workers.core.kafka import bootstrap_servers, create_topics
 from workers.core.logs import mask_conninfo
 from workers.core.sealing import keyring
-from workers.devstack import credentials, demo, health, kafka, postgres, roles
+from workers.devstack import (
+    cluster,
+    credentials,
+    demo,
+    health,
+    kafka,
+    pg_standby,
+    postgres,
+    roles,
+    shape,
+)
 from workers.devstack.paths import StackPaths
 from workers.devstack.procs import tail
 from workers.devstack.sink import sink_url
@@ -52,18 +62,18 @@ def up(
     that exactly one instance of each role runs.
     """
     StackPaths.of(settings).logs.mkdir(parents=True, exist_ok=True)
+    _same_shape(settings)
+    shape.record(settings)
     if settings.database.local:
-        say("PostgreSQL")
-        postgres.up(settings)
+        say("PostgreSQL" + (" and its standby" if settings.dev.pg_standby else ""))
+        (pg_standby.up if settings.dev.pg_standby else postgres.up)(settings)
         credentials.ensure_secrets_key(settings)
     say("schema")
     init_database(settings)
     if settings.database.local:
         say("secrets")
         seal_plain_secrets(settings)
-    if settings.kafka.bootstrap_servers is None:
-        say("Kafka")
-        kafka.up(settings)
+    _kafka_up(settings, say)
     say("topics")
     create_topics(settings)
     if not infra_only:
@@ -72,6 +82,31 @@ def up(
         say("roles")
         roles.start_supervisor(settings, config_file)
         health.wait_ready(settings, wait_s, lambda step: say(f"roles: {step}"))
+
+
+def _kafka_up(settings: Settings, say: Progress) -> None:
+    if settings.kafka.bootstrap_servers is None:
+        brokers = settings.dev.kafka_brokers
+        say("Kafka" if brokers == 1 else f"Kafka ({brokers} nodes)")
+        kafka.up(settings)
+
+
+def _same_shape(settings: Settings) -> None:
+    """Refuse another shape while the recorded one runs: its servers hold the same ports."""
+    before = shape.recorded(settings)
+    if before is None or before == shape.Shape.of(settings):
+        return
+    was = settings.model_copy(update={"dev": settings.dev.model_copy(update=asdict(before))})
+    if any(c.state == "running" for c in _infra(was)):
+        raise StackError(
+            f"the stack runs as {_described(before)}, not {_described(shape.Shape.of(settings))}:"
+            " run flowpay dev down first"
+        )
+
+
+def _described(made: shape.Shape) -> str:
+    brokers = f"{made.kafka_brokers} Kafka node" + ("s" if made.kafka_brokers > 1 else "")
+    return brokers + (" and a PostgreSQL standby" if made.pg_standby else "")
 
 
 def wait_http(url: str, timeout_s: float, log: Path) -> None:
@@ -112,14 +147,20 @@ def down(settings: Settings) -> list[str]:
         stopped.append("roles")
     if settings.kafka.bootstrap_servers is None and kafka.down(settings):
         stopped.append("kafka")
-    if settings.database.local and postgres.down(settings):
-        stopped.append("postgres")
+    if settings.database.local:
+        down_pg = pg_standby.down if settings.dev.pg_standby else postgres.down
+        if down_pg(settings):
+            stopped.append("postgres")
     return stopped
 
 
 def status(settings: Settings) -> list[Component]:
-    infra = [_postgres(settings), _kafka(settings), _supervisor(settings)]
+    infra = [*_infra(settings), _supervisor(settings)]
     return infra + [_role(settings, name, h) for name, h in health.role_health(settings).items()]
+
+
+def _infra(settings: Settings) -> list[Component]:
+    return [*_postgres(settings), *_kafka(settings)]
 
 
 def _role(settings: Settings, name: str, role: health.RoleHealth) -> Component:
@@ -156,26 +197,64 @@ def api_url(settings: Settings) -> str:
 
 
 def as_json(settings: Settings) -> dict[str, Any]:
-    return {
+    shown: dict[str, Any] = {
         "components": [asdict(c) for c in status(settings)],
         "endpoints": endpoints(settings),
     }
+    view = kafka_cluster(settings)
+    if view is not None:
+        shown["kafka_cluster"] = asdict(view)
+    return shown
 
 
-def _postgres(settings: Settings) -> Component:
+def kafka_cluster(settings: Settings) -> cluster.ClusterView | None:
+    """The local Kafka cluster's quorum and payment partitions; None for a lone or external
+    broker."""
+    if settings.kafka.bootstrap_servers is not None or settings.dev.kafka_brokers == 1:
+        return None
+    return cluster.view(settings)
+
+
+def _postgres(settings: Settings) -> list[Component]:
     if not settings.database.local:
-        return Component("postgres", "external", None, _redacted_url(settings), "")
-    pg = postgres.status(settings)
-    return Component("postgres", _state(pg.running), pg.pid, _redacted_url(settings), str(pg.log))
+        return [Component("postgres", "external", None, _redacted_url(settings), "")]
+    if not settings.dev.pg_standby:
+        pg = postgres.status(settings)
+        url = _redacted_url(settings)
+        return [Component("postgres", _state(pg.running), pg.pid, url, str(pg.log))]
+    watching, pid = pg_standby.monitor_running(settings)
+    watcher = pg_standby.monitor(settings)
+    monitor = Component(
+        "pg-monitor", _state(watching), pid, f"127.0.0.1:{watcher.port}", str(watcher.log),
+        "pg_auto_failover's monitor",
+    )  # fmt: skip
+    return [
+        Component(
+            f"postgres-{node.name.removeprefix('node-')}",
+            _state(node.running),
+            node.pid,
+            f"127.0.0.1:{node.port}",
+            str(node.log),
+            node.role,
+        )
+        for node in pg_standby.status(settings)
+    ] + [monitor]
 
 
-def _kafka(settings: Settings) -> Component:
+def _kafka(settings: Settings) -> list[Component]:
     if settings.kafka.bootstrap_servers is not None:
-        return Component("kafka", "external", None, bootstrap_servers(settings), "")
-    status_ = kafka.status(settings)
-    return Component(
-        "kafka", _state(status_.running), status_.pid, status_.bootstrap_servers, str(status_.log)
-    )
+        return [Component("kafka", "external", None, bootstrap_servers(settings), "")]
+    nodes = kafka.status(settings)
+    return [
+        Component(
+            "kafka" if len(nodes) == 1 else f"kafka-{node.node}",
+            _state(node.running),
+            node.pid,
+            node.bootstrap_servers,
+            str(node.log),
+        )
+        for node in nodes
+    ]
 
 
 def _endpoint(settings: Settings, name: str) -> str:
