@@ -149,6 +149,37 @@ CREATE OR REPLACE TRIGGER payments_record_change BEFORE UPDATE ON api.payments F
                             NEW.amount_capturable, NEW.amount_received, NEW.cancellation_reason))
     EXECUTE FUNCTION api.record_payment_change();
 
+-- What each merchant asked of its webhook endpoints (never their secrets: the notifier keeps
+-- those). deleted_at: deleted endpoints are kept, so that an id is never reused or shown again.
+CREATE TABLE IF NOT EXISTS api.webhook_endpoints (
+    id             text        PRIMARY KEY,
+    merchant_id    text        NOT NULL REFERENCES api.merchants (id),
+    url            text        NOT NULL CHECK (length(url) <= 2000),
+    description    text        CHECK (length(description) <= 5000),
+    enabled_events text[]      NOT NULL,
+    status         text        NOT NULL DEFAULT 'enabled' CHECK (status IN ('enabled', 'disabled')),
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    deleted_at     timestamptz
+);
+CREATE INDEX IF NOT EXISTS webhook_endpoints_by_merchant ON api.webhook_endpoints (merchant_id, id)
+    WHERE deleted_at IS NULL;
+
+-- Every event of a merchant's payments, as GET /v1/events shows it (data: the payment just after
+-- it), kept by the read model from the event log for api.events_retention_days.
+CREATE TABLE IF NOT EXISTS api.events (
+    id          uuid        PRIMARY KEY,
+    merchant_id text        NOT NULL,
+    payment_id  text        NOT NULL,
+    type        text        NOT NULL,
+    created_at  timestamptz NOT NULL,
+    data        jsonb       NOT NULL
+);
+-- GET /v1/events pages a merchant's events newest first.
+CREATE INDEX IF NOT EXISTS events_by_merchant ON api.events (merchant_id, created_at, id);
+CREATE INDEX IF NOT EXISTS events_by_age ON api.events (created_at);
+
+
 -- ---------------------------------------------------------------------------------------------
 -- processor: the payment state machine's own record, refunds, and every gateway attempt
 -- ---------------------------------------------------------------------------------------------
@@ -242,27 +273,42 @@ CREATE TABLE IF NOT EXISTS notifier.endpoints (
     id          text        PRIMARY KEY,
     merchant_id text        NOT NULL,
     url         text        NOT NULL CHECK (url ~ '^https?://'),
-    -- A signing secret stored before secrets were encrypted, until `flowpay secrets rotate`
-    -- seals it; NULL for every other (see secret_sealed).
-    secret_plain text       CONSTRAINT endpoints_secret_check CHECK (secret_plain LIKE 'whsec_%'),
     status      text        NOT NULL DEFAULT 'enabled' CHECK (status IN ('enabled', 'disabled')),
     created_at  timestamptz NOT NULL DEFAULT now(),
     disabled_at timestamptz,
     -- Why it is disabled: 'gone' (it answered 410), 'failing' (every attempt failed for
-    -- notifier.disable_after_s, counted from failing_since), 'operator' (`webhooks disable`).
+    -- notifier.disable_after_s, counted from failing_since), 'operator' (`webhooks disable`),
+    -- 'merchant' (through the API), 'deleted' (by its merchant: for good).
     disabled_reason text        CONSTRAINT endpoints_disabled_reason_known
-                                CHECK (disabled_reason IN ('gone', 'failing', 'operator')),
+                                CHECK (disabled_reason IN ('gone', 'failing', 'operator', 'merchant', 'deleted')),
     -- When its current run of failed attempts began; NULL after a success.
     failing_since timestamptz,
-    -- The signing secret, encrypted with AES-256-GCM (workers.core.sealing): the id of the key,
-    -- and nonce || ciphertext || tag, sealed for this endpoint's id.
+    -- The event types it is sent ('*': every type webhooks are sent for).
+    enabled_events text[]   NOT NULL DEFAULT '{*}',
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS endpoints_by_merchant ON notifier.endpoints (merchant_id);
+
+-- Its signing secrets (Standard Webhooks, whsec_...), newest last. After a rotation the earlier
+-- ones sign too until they expire, so that a merchant can switch over without a gap.
+CREATE TABLE IF NOT EXISTS notifier.endpoint_secrets (
+    id            bigserial   PRIMARY KEY,
+    endpoint_id   text        NOT NULL REFERENCES notifier.endpoints (id),
+    -- A secret stored before secrets were encrypted, until `flowpay secrets rotate` seals it;
+    -- NULL for every other (see secret_sealed).
+    secret_plain  text        CONSTRAINT endpoint_secrets_plain_check
+                              CHECK (secret_plain LIKE 'whsec_%'),
+    -- The secret encrypted with AES-256-GCM (workers.core.sealing): the id of the key, and
+    -- nonce || ciphertext || tag, sealed for its endpoint's id.
     secret_key_id text,
     secret_sealed bytea,
-    CONSTRAINT endpoints_secret_sealed_or_plain
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    expires_at    timestamptz,
+    CONSTRAINT endpoint_secrets_sealed_or_plain
         CHECK ((secret_sealed IS NULL) <> (secret_plain IS NULL)
                AND (secret_sealed IS NULL) = (secret_key_id IS NULL))
 );
-CREATE INDEX IF NOT EXISTS endpoints_by_merchant ON notifier.endpoints (merchant_id);
+CREATE INDEX IF NOT EXISTS endpoint_secrets_by_endpoint ON notifier.endpoint_secrets (endpoint_id, id);
 
 -- ---------------------------------------------------------------------------------------------
 -- notifier: its view of each payment, one delivery per (event, endpoint), every attempt

@@ -60,7 +60,8 @@ def refused(conn: Conn, statement: str) -> bool:
 def test_the_api_cannot_read_the_notifiers_secrets(as_role: Any, endpoint: NewEndpoint) -> None:
     api = as_role("api")
     for column in ("secret_sealed", "secret_key_id", "secret_plain", "*"):
-        assert refused(api, f"SELECT {column} FROM notifier.endpoints")
+        assert refused(api, f"SELECT {column} FROM notifier.endpoint_secrets")
+    assert refused(api, "SELECT * FROM notifier.endpoints")
     assert refused(api, "SELECT * FROM notifier.deliveries")
 
 
@@ -71,8 +72,8 @@ def test_the_operator_reads_endpoints_but_not_their_secrets(
     row = operator.execute("SELECT id, url, status FROM notifier.endpoints").fetchone()
     assert row is not None
     assert row[0] == endpoint.id
-    for column in ("secret_sealed", "secret_plain", "*"):
-        assert refused(operator, f"SELECT {column} FROM notifier.endpoints")
+    for column in ("secret_sealed", "secret_plain", "endpoint_id", "*"):
+        assert refused(operator, f"SELECT {column} FROM notifier.endpoint_secrets")
 
 
 # What may change the ledger's rules: nobody but the owner, not even the ledger's own role.
@@ -161,10 +162,10 @@ def test_a_grant_made_by_hand_is_taken_back_by_the_next_migrate(
     db: Conn, as_role: Any, settings: Settings
 ) -> None:
     db.execute(f"GRANT USAGE ON SCHEMA notifier TO {role_name('api')}")
-    db.execute(f"GRANT SELECT ON notifier.endpoints TO {role_name('api')}")
-    as_role("api").execute("SELECT secret_sealed FROM notifier.endpoints")  # it did take
+    db.execute(f"GRANT SELECT ON notifier.endpoint_secrets TO {role_name('api')}")
+    as_role("api").execute("SELECT secret_sealed FROM notifier.endpoint_secrets")  # it did take
     assert migrate(database_url(settings, "owner")) == []
-    assert refused(as_role("api"), "SELECT secret_sealed FROM notifier.endpoints")
+    assert refused(as_role("api"), "SELECT secret_sealed FROM notifier.endpoint_secrets")
 
 
 def test_a_table_a_migration_adds_gets_its_schemas_grants(

@@ -303,7 +303,7 @@ def test_an_attempt_that_cannot_be_recorded_ends_quietly_for_the_lease_to_retry(
         database_url(settings, "notifier"), open=False
     )
     sender = Sender(settings.notifier, unreachable, keyring(settings))
-    due = Due("msg_q", shop.endpoint.id, hook.url, shop.endpoint.secret, "enabled", b"{}", 0)
+    due = Due("msg_q", shop.endpoint.id, hook.url, (shop.endpoint.secret,), "enabled", b"{}", 0)
 
     async def send() -> None:
         stopping = asyncio.Event()
@@ -433,7 +433,9 @@ def test_an_answer_the_database_refuses_is_recorded_without_it(
         (shop.endpoint.id, shop.merchant_id),
     )
     pending = shop.delivery()
-    due = Due(pending["id"], shop.endpoint.id, hook.url, shop.endpoint.secret, "enabled", b"{}", 0)
+    due = Due(
+        pending["id"], shop.endpoint.id, hook.url, (shop.endpoint.secret,), "enabled", b"{}", 0
+    )
     refused = Result(500, None, None, datetime.now(UTC), 12, "NUL \x00 is no text to PostgreSQL")
 
     async def record() -> str:

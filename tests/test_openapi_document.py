@@ -172,3 +172,13 @@ def test_the_readme_lists_every_code_with_its_status() -> None:
         code: int(status) for status, codes in rows for code in re.findall(r"`([a-z_<>]+)`", codes)
     }
     assert listed == {c.code: c.status for c in CODES.values()} | {"<field>_invalid": 422}
+
+
+def test_body_bounds_are_written_as_json_schema_says_them(document: dict[str, Any]) -> None:
+    """Pydantic's own names for bounds ("ge", "le") mean nothing to a merchant's tooling."""
+    for model in BODIES:
+        schema = document["components"]["schemas"][model.__name__]
+        for name, field in schema["properties"].items():
+            assert not {"ge", "le", "gt", "lt"} & set(field), (model.__name__, name, field)
+    amount = document["components"]["schemas"]["PaymentCreate"]["properties"]["amount"]
+    assert (amount["minimum"], amount["type"]) == (1, "integer")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -15,7 +16,14 @@ from workers.core.config import SecretsSettings, Settings
 from workers.core.db import connect
 from workers.core.errors import ConfigError
 from workers.core.sealing import Keyring, SealError, generate_key, key_id, keyring
-from workers.notifier.endpoint_secrets import check_keys, open_secret, rotate, seal_secret
+from workers.notifier.endpoint_secrets import (
+    check_keys,
+    expire_secrets,
+    open_secret,
+    rotate,
+    seal_secret,
+    store_secret,
+)
 from workers.notifier.endpoints import NewEndpoint, register_endpoint
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -32,29 +40,27 @@ def ring(current: str, *previous: str) -> Keyring:
 def test_a_sealed_secret_opens_only_with_its_key_and_for_its_endpoint() -> None:
     keys = ring(NEW)
     stored = seal_secret(keys, "we_1", "whsec_abc")
-    assert b"whsec_abc" not in stored["secret_sealed"]
-    assert stored["secret_key_id"] == keys.current_id
-    assert (
-        open_secret(keys, "we_1", stored["secret_key_id"], stored["secret_sealed"]) == "whsec_abc"
-    )
+    assert b"whsec_abc" not in stored.blob
+    assert stored.key_id == keys.current_id
+    assert open_secret(keys, "we_1", stored.key_id, stored.blob) == "whsec_abc"
     with pytest.raises(SealError, match="altered"):  # moved to another endpoint's row
-        open_secret(keys, "we_2", stored["secret_key_id"], stored["secret_sealed"])
-    tampered = bytearray(stored["secret_sealed"])
+        open_secret(keys, "we_2", stored.key_id, stored.blob)
+    tampered = bytearray(stored.blob)
     tampered[-1] ^= 1
     with pytest.raises(SealError, match="altered"):
-        open_secret(keys, "we_1", stored["secret_key_id"], bytes(tampered))
+        open_secret(keys, "we_1", stored.key_id, bytes(tampered))
     with pytest.raises(SealError, match=r"neither secrets\.key nor secrets\.previous_keys"):
-        open_secret(ring(OLD), "we_1", stored["secret_key_id"], stored["secret_sealed"])
+        open_secret(ring(OLD), "we_1", stored.key_id, stored.blob)
 
 
 def test_each_sealing_differs_and_a_previous_key_still_opens() -> None:
     old = ring(OLD)
     first, second = seal_secret(old, "we_1", "whsec_x"), seal_secret(old, "we_1", "whsec_x")
-    assert first["secret_sealed"] != second["secret_sealed"]  # a fresh nonce each time
+    assert first.blob != second.blob  # a fresh nonce each time
     rotated = ring(NEW, OLD)
     assert rotated.current_id != old.current_id
-    assert open_secret(rotated, "we_1", first["secret_key_id"], first["secret_sealed"]) == "whsec_x"
-    assert seal_secret(rotated, "we_1", "whsec_x")["secret_key_id"] == key_id(base64.b64decode(NEW))
+    assert open_secret(rotated, "we_1", first.key_id, first.blob) == "whsec_x"
+    assert seal_secret(rotated, "we_1", "whsec_x").key_id == key_id(base64.b64decode(NEW))
 
 
 @pytest.mark.parametrize(
@@ -84,13 +90,18 @@ def _endpoint(settings: Settings, db: Conn) -> NewEndpoint:
     return register_endpoint(db, merchant.id, url, settings.notifier, keyring(settings))
 
 
-def _stored(db: Conn, endpoint_id: str) -> tuple[str | None, bytes | None, str | None]:
-    row = db.execute(
-        "SELECT secret_key_id, secret_sealed, secret_plain FROM notifier.endpoints WHERE id = %s",
+def _all_stored(db: Conn, endpoint_id: str) -> list[tuple[str | None, bytes | None, str | None]]:
+    rows = db.execute(
+        "SELECT secret_key_id, secret_sealed, secret_plain FROM notifier.endpoint_secrets"
+        " WHERE endpoint_id = %s ORDER BY id",
         (endpoint_id,),
-    ).fetchone()
-    assert row is not None
-    return row[0], None if row[1] is None else bytes(row[1]), row[2]
+    ).fetchall()
+    return [(r[0], None if r[1] is None else bytes(r[1]), r[2]) for r in rows]
+
+
+def _stored(db: Conn, endpoint_id: str) -> tuple[str | None, bytes | None, str | None]:
+    (only,) = _all_stored(db, endpoint_id)
+    return only
 
 
 def test_a_new_secret_is_stored_sealed_never_in_plain_text(settings: Settings, db: Conn) -> None:
@@ -106,13 +117,16 @@ def test_rotate_reseals_under_the_new_key_and_seals_plain_text(
     settings: Settings, db: Conn
 ) -> None:
     endpoint = _endpoint(settings, db)
-    # One stored before encryption (as notifier_0003 leaves them).
+    # One stored before encryption (as notifier_0003 leaves them, notifier_0004 moves them).
     legacy = _endpoint(settings, db)
     db.execute(
-        "UPDATE notifier.endpoints SET secret_plain = %s, secret_sealed = NULL,"
-        " secret_key_id = NULL WHERE id = %s",
+        "UPDATE notifier.endpoint_secrets SET secret_plain = %s, secret_sealed = NULL,"
+        " secret_key_id = NULL WHERE endpoint_id = %s",
         (legacy.secret, legacy.id),
     )
+    # The endpoint's secret is being rotated: two sign meanwhile, both re-sealed.
+    expire_secrets(db, endpoint.id, datetime.now(UTC) + timedelta(hours=1))
+    store_secret(db, endpoint.id, seal_secret(keyring(settings), endpoint.id, "whsec_next"))
     assert settings.secrets.key is not None
     current = settings.secrets.key.get_secret_value()
     rotated = override(settings, "secrets", key=SecretStr(NEW), previous_keys=(SecretStr(current),))
@@ -120,13 +134,14 @@ def test_rotate_reseals_under_the_new_key_and_seals_plain_text(
 
     done = flowpay("secrets", "rotate", "--json", env=env)
     assert done.returncode == 0, done.stderr
-    assert '"resealed": 2' in done.stdout
+    assert '"resealed": 3' in done.stdout
     new_keys = keyring(rotated)
-    for ep in (endpoint, legacy):
-        key, sealed, plain = _stored(db, ep.id)
-        assert key == new_keys.current_id
-        assert plain is None
-        assert open_secret(ring(NEW), ep.id, key, sealed) == ep.secret  # the old key can go
+    for ep, secrets in ((endpoint, [endpoint.secret, "whsec_next"]), (legacy, [legacy.secret])):
+        stored = _all_stored(db, ep.id)
+        assert [key for key, _, _ in stored] == [new_keys.current_id] * len(secrets)
+        assert [plain for _, _, plain in stored] == [None] * len(secrets)
+        # The old key can go.
+        assert [open_secret(ring(NEW), ep.id, key, sealed) for key, sealed, _ in stored] == secrets
     again = flowpay("secrets", "rotate", "--json", env=env)
     assert '"resealed": 0' in again.stdout
 

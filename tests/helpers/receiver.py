@@ -28,6 +28,8 @@ class Received:
     signature_ok: bool
     answer: Answer
     at: float = field(default_factory=time.time)  # when it arrived (epoch seconds)
+    raw: bytes = b""  # the body as sent, and its headers: to verify against other secrets
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -68,7 +70,14 @@ def receiver(port: int) -> Iterator[Receiver]:
                 ok = False
             answer = state.next_answer()
             state.got.append(
-                Received(self.headers.get("webhook-id", ""), json.loads(body), ok, answer)
+                Received(
+                    self.headers.get("webhook-id", ""),
+                    json.loads(body),
+                    ok,
+                    answer,
+                    raw=body,
+                    headers=dict(self.headers.items()),
+                )
             )
             if answer == "hang":
                 time.sleep(state.hang_s)

@@ -17,7 +17,17 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.exceptions import HTTPException
 
-from workers.api import decisions, handling, openapi, payments, read_model, stream, stripe_webhooks
+from workers.api import (
+    decisions,
+    endpoint_routes,
+    event_routes,
+    handling,
+    openapi,
+    payments,
+    read_model,
+    stream,
+    stripe_webhooks,
+)
 from workers.api.errors import API_ERROR, ApiError, codes
 from workers.api.idempotency import Answer, request_hash
 from workers.api.metrics import RequestMetrics
@@ -77,6 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContext)
     app.include_router(stream.router(settings))
     app.include_router(decisions.router(settings))
+    app.include_router(endpoint_routes.router(settings))
+    app.include_router(event_routes.router(settings))
     app.include_router(stripe_webhooks.router(settings))
     openapi.install(app)
     return app

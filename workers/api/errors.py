@@ -156,6 +156,13 @@ CODES: Final = _codes(
         "The amount is more than is left: of the payment to refund, or of the authorization to "
         "capture (param names which).",
     ),
+    # The body field's <field>_invalid, for a URL webhooks may not go to (webhook_urls' rules).
+    ErrorCode(
+        422,
+        "url_invalid",
+        "Webhooks may not go to this URL: https, outside private networks.",
+        param="url",
+    ),
     ErrorCode(
         422,
         "idempotency_key_reused",

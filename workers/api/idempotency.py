@@ -31,6 +31,9 @@ class Answer:
     body: bytes
     location: str | None = None
     replayed: bool = False
+    # What a retry with the key gets instead of ``body``: the answer without a secret it
+    # showed, which is shown once (None: the body itself).
+    stored: bytes | None = None
 
 
 Work = Callable[[AsyncConnection[Any]], Awaitable[Answer]]
@@ -69,7 +72,8 @@ async def run_once(
             await conn.execute(
                 Q["idempotency_insert"],
                 {**ids, "request_hash": fingerprint, "status": answer.status,
-                 "body": answer.body, "location": answer.location},
+                 "body": answer.body if answer.stored is None else answer.stored,
+                 "location": answer.location},
             )  # fmt: skip
         except pg_errors.UniqueViolation:
             raise in_use() from None

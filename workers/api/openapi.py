@@ -25,6 +25,12 @@ from fastapi import FastAPI, Path
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
+from workers.api import endpoint_openapi, event_openapi
+from workers.api.endpoint_schemas import (
+    SecretRotation,
+    WebhookEndpointCreate,
+    WebhookEndpointUpdate,
+)
 from workers.api.errors import CODES, TYPES, ErrorCode, codes, invalid_fields
 from workers.api.schemas import CancelCreate, CaptureCreate, PaymentCreate, RefundCreate
 from workers.core.requests import MAX_IDEMPOTENCY_KEY
@@ -60,6 +66,8 @@ FlowPay's merchant API: create payments and refunds, read them, follow their sta
 TAGS: Final = [
     {"name": "payments", "description": "Payments: create, read, list, follow, capture, cancel"},
     {"name": "refunds", "description": "Refunds of succeeded payments"},
+    {"name": "events", "description": "Every event of your payments, kept for 30 days"},
+    {"name": "webhook_endpoints", "description": "Where your webhooks go, and their secrets"},
     {"name": "health", "description": "For load balancers and orchestrators: no key needed"},
 ]
 
@@ -245,7 +253,10 @@ READINESS: Final[dict[str, Any]] = {
     "properties": {"status": {"type": "string", "enum": ["ready"]}},
     "examples": [{"status": "ready"}],
 }
-BODIES: Final = (PaymentCreate, RefundCreate, CaptureCreate, CancelCreate)
+BODIES: Final = (
+    PaymentCreate, RefundCreate, CaptureCreate, CancelCreate,
+    WebhookEndpointCreate, WebhookEndpointUpdate, SecretRotation,
+)  # fmt: skip
 SCHEMAS: Final = {
     "ErrorResponse": ERROR_RESPONSE,
     "Error": ERROR,
@@ -255,6 +266,8 @@ SCHEMAS: Final = {
     "Refund": REFUND,
     "Health": HEALTH,
     "Readiness": READINESS,
+    **endpoint_openapi.SCHEMAS,
+    **event_openapi.schemas(PAYMENT_EXAMPLE),
 }
 
 LOCATION: Final = {
@@ -309,11 +322,14 @@ def json_answer(
     return answer
 
 
-def link(operation_id: str, payment_id: str, description: str) -> dict[str, Any]:
-    """A link to ``operation_id`` with the payment id found at ``payment_id`` (an expression)."""
+def link(
+    operation_id: str, payment_id: str, description: str, parameter: str = "payment_id"
+) -> dict[str, Any]:
+    """A link to ``operation_id`` with its ``parameter`` (the payment id, unless named) found
+    at ``payment_id`` (an expression)."""
     return {
         "operationId": operation_id,
-        "parameters": {"payment_id": payment_id},
+        "parameters": {parameter: payment_id},
         "description": description,
     }
 

@@ -224,6 +224,75 @@ FROM api.refunds WHERE id = %(id)s;
 -- name: merchant_exists
 SELECT 1 FROM api.merchants WHERE id = %(id)s;
 
+-- name: endpoint_insert
+INSERT INTO api.webhook_endpoints
+    (id, merchant_id, url, description, enabled_events, created_at, updated_at)
+VALUES (%(id)s, %(merchant_id)s, %(url)s, %(description)s, %(enabled_events)s, %(at)s, %(at)s);
+
+-- name: endpoint_get
+-- FOR UPDATE: a change reads the endpoint as it stands and writes it in one transaction.
+SELECT id, url, description, enabled_events, status, created_at FROM api.webhook_endpoints
+WHERE id = %(id)s AND merchant_id = %(merchant_id)s AND deleted_at IS NULL
+FOR UPDATE;
+
+-- name: endpoint_update
+UPDATE api.webhook_endpoints
+SET url = %(url)s, description = %(description)s, enabled_events = %(enabled_events)s,
+    status = %(status)s, updated_at = %(at)s
+WHERE id = %(id)s AND merchant_id = %(merchant_id)s AND deleted_at IS NULL;
+
+-- name: endpoint_delete
+UPDATE api.webhook_endpoints SET deleted_at = %(at)s, updated_at = %(at)s
+WHERE id = %(id)s AND merchant_id = %(merchant_id)s AND deleted_at IS NULL
+RETURNING id;
+
+-- name: endpoints_page
+-- A merchant's live endpoints, newest first (ids sort by creation), after a cursor if given.
+SELECT id, url, description, enabled_events, status, created_at FROM api.webhook_endpoints
+WHERE merchant_id = %(merchant_id)s AND deleted_at IS NULL
+  AND (%(starting_after)s::text IS NULL OR id < %(starting_after)s)
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: events_record
+-- The events of one read-model round, each with its payment as it stands after the round
+-- (a round holds at most one event per payment). A redelivered event is recorded once.
+INSERT INTO api.events (id, merchant_id, payment_id, type, created_at, data)
+SELECT e.id, p.merchant_id, p.id, e.type, e.at,
+       jsonb_build_object(
+           'id', p.id, 'object', 'payment', 'status', p.status, 'amount', p.amount,
+           'currency', p.currency, 'payment_method', p.payment_method,
+           'description', p.description, 'metadata', p.metadata,
+           'refunded_amount', p.refunded_amount, 'failure_reason', p.failure_reason,
+           'capture_method', p.capture_method, 'amount_capturable', p.amount_capturable,
+           'amount_received', p.amount_received, 'cancellation_reason', p.cancellation_reason,
+           'created_at', to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+           'updated_at', to_char(p.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+FROM unnest(%(event_ids)s::uuid[], %(types)s::text[], %(payment_ids)s::text[],
+            %(at)s::timestamptz[]) AS e(id, type, payment_id, at)
+JOIN api.payments p ON p.id = e.payment_id
+ON CONFLICT (id) DO NOTHING;
+
+-- name: events_prune
+DELETE FROM api.events WHERE created_at < now() - make_interval(days => %(days)s);
+
+-- name: event_get
+SELECT id, type, created_at, data FROM api.events
+WHERE id = %(id)s AND merchant_id = %(merchant_id)s AND created_at >= %(since)s;
+
+-- name: event_cursor
+SELECT created_at, id FROM api.events WHERE id = %(id)s AND merchant_id = %(merchant_id)s;
+
+-- name: events_page
+-- A merchant's events newest first, after a cursor (created, id) if given, of the types
+-- matching a LIKE pattern, since a moment.
+SELECT id, type, created_at, data FROM api.events
+WHERE merchant_id = %(merchant_id)s AND created_at >= %(since)s
+  AND type LIKE %(type)s
+  AND (%(after_at)s::timestamptz IS NULL OR (created_at, id) < (%(after_at)s, %(after_id)s::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
 -- name: payment_lock_for_decision
 -- A capture or a cancel reads the payment under a row lock, so that of two requests (a
 -- capture and a cancel, or two captures) only the first finds it requires_capture.

@@ -8,6 +8,9 @@ process, and a single-process serve-api exits 1 for its supervisor to restart.
 A poll batch is applied in one transaction, one statement per round of it (no round holds two
 events of one payment). Each event is applied at most once: its id goes into
 ``api.processed_events`` in the statement that applies it, and a clash means "already done".
+Every event of a payment is also recorded in ``api.events`` (by its id, once) with the payment
+as it stands after it, for ``GET /v1/events``; those older than ``api.events_retention_days``
+are pruned as batches come.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -57,15 +61,26 @@ _RULES: Final = {
 }
 
 
+# Events past their retention are deleted at most this often by each server process.
+PRUNE_EVERY_S: Final = 600.0
+
+
 class ReadModel:
-    def __init__(self, pool: ConnectionPool[Any]) -> None:
+    def __init__(self, pool: ConnectionPool[Any], retention_days: int = 30) -> None:
         self.pool = pool
+        self.retention_days = retention_days
+        self._pruned_at = -PRUNE_EVERY_S
 
     def apply(self, batch: Batch) -> None:
         """A poll batch in one transaction: a commit per batch rather than one per event."""
         with self.pool.connection() as conn, conn.transaction():
             for round_ in batch.rounds():
-                conn.execute(Q["changes_apply"], changes(round_))
+                params = changes(round_)
+                conn.execute(Q["changes_apply"], params)
+                conn.execute(Q["events_record"], params)
+            if time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
+                conn.execute(Q["events_prune"], {"days": self.retention_days})
+                self._pruned_at = time.monotonic()
 
 
 def changes(items: Sequence[Received]) -> dict[str, Any]:
@@ -111,9 +126,10 @@ ROUTES: Final = register(
     Routes[ReadModel](
         ROLE,
         {
-            # The intake stored the payment in the transaction that emitted this event: there
-            # is nothing to apply, and a transaction per accepted payment would halve intake.
-            EventType.INITIATED: IGNORE,
+            # The intake stored the payment as it emitted this event: only the event is new
+            # (applied per poll batch, as every event).
+            EventType.INITIATED: ReadModel.apply,
+            # The orchestrator's request to the gateway: no event of the merchant's.
             EventType.AUTHORIZATION_REQUESTED: IGNORE,
             EventType.PROCESSING: ReadModel.apply,
             EventType.REQUIRES_CAPTURE: ReadModel.apply,
@@ -124,13 +140,15 @@ ROUTES: Final = register(
             EventType.SUCCEEDED: ReadModel.apply,
             EventType.FAILED: ReadModel.apply,
             EventType.CANCELED: ReadModel.apply,
-            # The API stored the refund as it emitted this event.
-            EventType.REFUND_REQUESTED: IGNORE,
+            # The API stored the refund as it emitted this event: only the event is new.
+            EventType.REFUND_REQUESTED: ReadModel.apply,
             EventType.REFUNDED: ReadModel.apply,
             EventType.REFUND_FAILED: ReadModel.apply,
-            # The payment already failed; the reversal changes nothing the API shows.
-            EventType.CHARGE_REVERSED: IGNORE,
-            # The processor settles by it; what the API shows changes with that settlement.
+            # The payment already failed; the reversal changes nothing the API shows but
+            # its events.
+            EventType.CHARGE_REVERSED: ReadModel.apply,
+            # The processor settles by it; what the API shows changes with that settlement
+            # (a gateway's report is not an event of the merchant's).
             EventType.GATEWAY_REPORTED: IGNORE,
         },
     )
@@ -154,7 +172,7 @@ def start(
 
     def consume() -> None:
         try:
-            run(settings, subscriber(ReadModel(pool)), stop)
+            run(settings, subscriber(ReadModel(pool, settings.api.events_retention_days)), stop)
         except BaseException:
             if stop.is_set():
                 raise  # the server is stopping anyway

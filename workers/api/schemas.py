@@ -37,7 +37,10 @@ def _integral(value: Any) -> Any:
     return value
 
 
-# Minor units: an integer, whether written 548 or 548.0 (strict mode refuses 548.5 and "548").
+# An integer, whether written 548 or 548.0 (strict mode refuses 548.5 and "548"). Bounds go in
+# the same Annotated (nested in another, pydantic would write them as "ge"/"le" in the schema).
+WholeNumber = Annotated[int, BeforeValidator(_integral)]
+# Minor units.
 MinorUnits = Annotated[int, Field(ge=1, le=MAX_AMOUNT), BeforeValidator(_integral)]
 
 

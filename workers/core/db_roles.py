@@ -66,9 +66,7 @@ class Access:
 
 
 # Where merchants' signing secrets are kept, sealed or (before encryption) not: only the
-# notifier, which signs with them, reads them. The columns of notifier.endpoints that hold one,
-# and the tables that hold nothing else.
-ENDPOINT_SECRETS: Final = ("secret_sealed", "secret_plain")
+# notifier, which signs with them, reads them. The tables that hold them (and nothing else).
 SECRET_TABLES: Final = ("endpoint_secrets",)
 
 
@@ -84,7 +82,7 @@ def _relay() -> tuple[TableGrant, ...]:
 
 def _operator() -> tuple[TableGrant, ...]:
     read_everything = tuple(
-        TableGrant(f"{schema}.*", ("SELECT",), hidden=ENDPOINT_SECRETS, excluded=SECRET_TABLES)
+        TableGrant(f"{schema}.*", ("SELECT",), excluded=SECRET_TABLES)
         for schema in ("api", "processor", "ledger", "notifier", "orchestrator")
     )
     return (
@@ -96,6 +94,7 @@ def _operator() -> tuple[TableGrant, ...]:
         # `webhooks add-endpoint` (it writes a new, encrypted secret and never reads one back),
         # `webhooks disable` / `enable`, `webhooks retry`.
         TableGrant("notifier.endpoints", ("INSERT",)),
+        TableGrant("notifier.endpoint_secrets", ("INSERT",)),
         TableGrant(
             "notifier.endpoints",
             ("UPDATE",),
@@ -111,7 +110,8 @@ def _operator() -> tuple[TableGrant, ...]:
 
 # What each role may do. A new service, or a new need of one, is one line here.
 ACCESS: Final[dict[ServiceRole, Access]] = {
-    "api": Access(owns="api"),
+    # The read model prunes the events it keeps for /v1/events past their retention.
+    "api": Access(owns="api", grants=(TableGrant("api.events", ("DELETE",)),)),
     "outbox": Access(grants=_relay()),
     "processor": Access(owns="processor"),
     "ledger": Access(owns="ledger"),

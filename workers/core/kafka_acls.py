@@ -28,6 +28,7 @@ from workers.core.topics import (
     GROUP_API,
     GROUP_LEDGER,
     GROUP_NOTIFIER,
+    GROUP_NOTIFIER_ENDPOINTS,
     GROUP_ORCHESTRATOR,
     GROUP_PREFIX_DLQ_READER,
     GROUP_PREFIX_REPLAY,
@@ -35,7 +36,7 @@ from workers.core.topics import (
     topics,
 )
 
-TopicKey = Literal["payments", "commands", "dead_letters"]
+TopicKey = Literal["payments", "commands", "dead_letters", "webhook_endpoints"]
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,15 @@ _DLQ: tuple[TopicKey, ...] = ("dead_letters",)
 
 # What each role may do. A new topic or consumer is one line here.
 ACCESS: dict[KafkaRole, Access] = {
-    "outbox": Access(writes=("payments", "commands")),
+    "outbox": Access(writes=("payments", "commands", "webhook_endpoints")),
     "api": Access(reads=("payments",), groups=(GROUP_API,), writes=_DLQ),
     "processor": Access(reads=("payments", "commands"), groups=(GROUP_PROCESSOR,), writes=_DLQ),
     "ledger": Access(reads=("payments",), groups=(GROUP_LEDGER,), writes=_DLQ),
-    "notifier": Access(reads=("payments",), groups=(GROUP_NOTIFIER,), writes=_DLQ),
+    "notifier": Access(
+        reads=("payments", "webhook_endpoints"),
+        groups=(GROUP_NOTIFIER, GROUP_NOTIFIER_ENDPOINTS),
+        writes=_DLQ,
+    ),
     # The saga orchestrator: it writes its commands through its outbox and the relay.
     "orchestrator": Access(
         reads=("payments", "commands"), groups=(GROUP_ORCHESTRATOR,), writes=_DLQ
@@ -116,6 +121,7 @@ def topic_names(settings: Settings) -> dict[TopicKey, str]:
         "payments": names.payments,
         "commands": names.commands,
         "dead_letters": names.dead_letters,
+        "webhook_endpoints": names.webhook_endpoints,
     }
 
 

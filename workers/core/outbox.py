@@ -44,14 +44,15 @@ OutboxRow = tuple[Any, ...]
 def outbox_row(event: Event) -> OutboxRow:
     """The event as its outbox row, carrying the current span's trace context: build it where
     that span is current, even when the row is written later with others."""
-    return _row(event.event_id, encode(event))
+    return encoded_row(event.event_id, encode(event))
 
 
 def command_row(command: Command) -> OutboxRow:
-    return _row(command.command_id, commands.encode(command))
+    return encoded_row(command.command_id, commands.encode(command))
 
 
-def _row(id_: object, encoded: Encoded) -> OutboxRow:
+def encoded_row(id_: object, encoded: Encoded) -> OutboxRow:
+    """An encoded message of any kind as an outbox row (the current trace in its headers)."""
     headers = [
         [name, value.decode() if isinstance(value, bytes) else value]
         for name, value in tracing.inject(encoded.headers)

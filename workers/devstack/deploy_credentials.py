@@ -7,7 +7,8 @@ Under ``DIR`` (owner-only), for compose's ``env_file`` entries and mounts:
 - ``postgres.env``: the PostgreSQL image's superuser; ``admin.env``: its URL, for `db init`;
 - ``role-<role>.env``: one per database role, its URL as its own PostgreSQL role and, for the
   roles that use Kafka, its SCRAM principal (``flowpay-<role>``);
-- ``secrets-key.env``: the key webhook signing secrets are encrypted with;
+- ``secrets-key.env``: the key webhook signing secrets are encrypted with (the API, the
+  notifier and the operator read it);
 - ``kafka.env``: the broker's own password and every principal's, for its storage format's
   ``--add-scram``; ``kafka-admin.env``: the broker's super user as ``kafka.admin``, for
   `kafka acls apply`;

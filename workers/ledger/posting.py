@@ -89,10 +89,9 @@ class Planner:
                 continue  # applied by an earlier batch: a redelivery
             cursor = Cursor(item.offset + 1, cursor.seq, cursor.hash)
             plan.writes.cursors[item.partition] = cursor
-            event = item.decoded
-            if isinstance(event, EventError):
-                plan.reject(item, None, event)
-            elif event.event_id not in seen:  # else: the same event again, a no-op
+            if isinstance(item.decoded, EventError):
+                plan.reject(item, None, item.decoded)
+            elif (event := item.event).event_id not in seen:  # else: the same event again
                 self._apply(plan, item, event, states, seen, verdict)
         return plan
 

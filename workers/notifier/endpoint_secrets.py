@@ -1,37 +1,38 @@
-"""Where an endpoint's signing secret is kept: sealed (AES-256-GCM, ``workers.core.sealing``).
+"""Where endpoints' signing secrets are kept: the one module that writes and reads them.
 
-``seal_secret`` is what is stored for a new secret, ``open_secret`` the secret back from what is
-stored: the one pair every writer and reader of ``notifier.endpoints``' secret goes through. A
-secret is sealed for its endpoint's id, so that a sealed value moved to another endpoint's row
-does not open. Secrets stored before encryption (``secret_plain``) open as they are, until
-``rotate`` seals them; ``rotate`` also re-seals every secret under a previous key with the
-current one, after which that key can leave the configuration.
+An endpoint has one or more secrets (``notifier.endpoint_secrets``): after a rotation the earlier
+ones sign too until they expire, so every delivery meanwhile carries a signature by each
+(Standard Webhooks allows several) and a merchant can switch its verifier over without a gap.
+Each is stored sealed (AES-256-GCM, ``workers.core.webhook_secrets``) for its endpoint's id, so
+that a sealed value moved to another endpoint does not open: ``store_secret`` keeps one as it
+came (the API sealed it before it went on Kafka, the CLI seals its own with ``seal_secret``),
+``load_secrets`` opens those that sign now. Secrets stored before encryption
+(``secret_plain``) open as they are, until ``rotate`` seals them; ``rotate`` also re-seals every
+secret under a previous key with the current one, after which that key can leave the
+configuration.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
-from psycopg import Connection
+from psycopg import AsyncConnection, Connection
 
 from workers.core.errors import ConfigError
 from workers.core.sealing import Keyring, Sealed, SealError
 from workers.core.sql import load_queries
+from workers.core.webhook_secrets import open_webhook_secret, seal_webhook_secret
 
 Q = load_queries("workers.notifier")
 ROTATE_BATCH: Final = 500
 
 
-def _context(endpoint_id: str) -> bytes:
-    return f"flowpay notifier.endpoints {endpoint_id} secret".encode()
-
-
-def seal_secret(keys: Keyring, endpoint_id: str, secret: str) -> dict[str, Any]:
-    """The columns that store ``secret`` for the endpoint."""
-    sealed = keys.seal(secret.encode(), _context(endpoint_id))
-    return {"secret_key_id": sealed.key_id, "secret_sealed": sealed.blob}
+def seal_secret(keys: Keyring, endpoint_id: str, secret: str) -> Sealed:
+    """What is stored for a new secret of the endpoint."""
+    return seal_webhook_secret(keys, endpoint_id, secret)
 
 
 def open_secret(
@@ -41,24 +42,61 @@ def open_secret(
     sealed: bytes | None,
     plain: str | None = None,
 ) -> str:
-    """The endpoint's secret from its stored columns; SealError when it cannot be opened."""
+    """A secret from its stored columns; SealError when it cannot be opened."""
     if sealed is None or key_id is None:
         if plain is None:
             raise SealError(f"endpoint {endpoint_id} has no secret")
         return plain
-    blob = Sealed(key_id, bytes(sealed))
-    return keys.open(blob, _context(endpoint_id)).decode()
+    return open_webhook_secret(keys, endpoint_id, Sealed(key_id, bytes(sealed)))
 
 
-def secret_to_sign(
-    keys: Keyring, endpoint_id: str, key_id: str | None, sealed: bytes | None, plain: str | None
-) -> tuple[str, str | None]:
-    """The secret a delivery is signed with, or why it cannot be had (its key is not
-    configured): the attempt is then recorded as failed, unsent, and goes again later."""
-    try:
-        return open_secret(keys, endpoint_id, key_id, sealed, plain), None
-    except SealError as exc:
-        return "", f"secret_unavailable: {exc}"
+def store_secret(conn: Connection[Any], endpoint_id: str, sealed: Sealed) -> None:
+    """Keep a new secret of an endpoint, sealed for it (it signs from now on), in the caller's
+    transaction."""
+    params = {"endpoint_id": endpoint_id, "key_id": sealed.key_id, "sealed": sealed.blob}
+    conn.execute(Q["secret_insert"], params)
+
+
+def expire_secrets(conn: Connection[Any], endpoint_id: str, at: datetime | None) -> None:
+    """The endpoint's secrets kept so far stop signing ``at`` (None: at once), unless they
+    were to stop earlier."""
+    conn.execute(Q["secrets_expire"], {"endpoint_id": endpoint_id, "at": at})
+
+
+@dataclass(frozen=True)
+class Signing:
+    """An endpoint's secrets that sign now, newest first; or why they cannot be had (a key is
+    not configured): the attempt is then recorded as failed, unsent, and goes again later."""
+
+    secrets: tuple[str, ...]
+    error: str | None = None
+
+
+async def load_secrets(
+    conn: AsyncConnection[Any], keys: Keyring, endpoint_ids: Iterable[str]
+) -> dict[str, Signing]:
+    """Each endpoint's secrets that sign now, opened."""
+    params = {"endpoint_ids": sorted(set(endpoint_ids))}
+    cursor = await conn.execute(Q["secrets_signing"], params)
+    opened: dict[str, list[str]] = {}
+    failed: dict[str, str] = {}
+    for endpoint_id, key_id, sealed, plain in await cursor.fetchall():
+        try:
+            opened.setdefault(endpoint_id, []).append(
+                open_secret(keys, endpoint_id, key_id, sealed, plain)
+            )
+        except SealError as exc:
+            failed.setdefault(endpoint_id, f"secret_unavailable: {exc}")
+    return {
+        endpoint_id: Signing((), failed[endpoint_id])
+        if endpoint_id in failed
+        else Signing(tuple(secrets))
+        for endpoint_id, secrets in opened.items()
+    }
+
+
+def no_secret(endpoint_id: str) -> Signing:
+    return Signing((), f"secret_unavailable: endpoint {endpoint_id} has no secret")
 
 
 def rotate(conn: Connection[Any], keys: Keyring, progress: Callable[[int], None]) -> int:
@@ -70,7 +108,7 @@ def rotate(conn: Connection[Any], keys: Keyring, progress: Callable[[int], None]
         with conn.transaction():
             params = {"current": keys.current_id, "limit": ROTATE_BATCH}
             rows = conn.execute(Q["secrets_stale"], params).fetchall()
-            for endpoint_id, key_id, sealed, plain in rows:
+            for secret_id, endpoint_id, key_id, sealed, plain in rows:
                 try:
                     secret = open_secret(keys, endpoint_id, key_id, sealed, plain)
                 except SealError as exc:
@@ -78,8 +116,11 @@ def rotate(conn: Connection[Any], keys: Keyring, progress: Callable[[int], None]
                         f"cannot re-seal endpoint {endpoint_id}'s secret: {exc}; add that key to"
                         " secrets.previous_keys and run `flowpay secrets rotate` again"
                     ) from None
-                columns = seal_secret(keys, endpoint_id, secret)
-                conn.execute(Q["secret_reseal"], {"id": endpoint_id, **columns})
+                again = seal_secret(keys, endpoint_id, secret)
+                conn.execute(
+                    Q["secret_reseal"],
+                    {"id": secret_id, "key_id": again.key_id, "sealed": again.blob},
+                )
         if not rows:
             return done
         done += len(rows)

@@ -25,12 +25,13 @@ from workers.core import tracing
 from workers.core.config import NotifierSettings
 from workers.core.consuming import Batch, Received
 from workers.core.delivery import headers_of
-from workers.core.events import CREATED, Event, EventType, header
+from workers.core.endpoint_events import WEBHOOK_EVENT_TYPES, wants
+from workers.core.events import CREATED, Event, header
 from workers.core.ids import new_id
 from workers.core.projection import advance, initial, iso
 from workers.core.sealing import Keyring
 from workers.core.sql import load_queries
-from workers.notifier.endpoint_secrets import secret_to_sign
+from workers.notifier.endpoint_secrets import Signing, load_secrets, no_secret
 from workers.notifier.endpoints import ENDPOINT_DISABLED
 from workers.notifier.posting import Due
 from workers.notifier.sender import Sender
@@ -38,27 +39,16 @@ from workers.notifier.sender import Sender
 Q = load_queries("workers.notifier")
 Conn = AsyncConnection[Any]
 
-# The events a webhook tells merchants of.
-NOTIFIED: Final = frozenset(
-    {
-        EventType.SUCCEEDED,
-        EventType.FAILED,
-        EventType.REFUNDED,
-        EventType.REFUND_FAILED,
-        EventType.CHARGE_REVERSED,
-        # Manual capture: authorized (capture or cancel it now), and canceled.
-        EventType.REQUIRES_CAPTURE,
-        EventType.CANCELED,
-    }
-)
+# The events a webhook tells merchants of (each endpoint is sent those it wants).
+NOTIFIED: Final = frozenset(WEBHOOK_EVENT_TYPES)
 
 
 @dataclass(frozen=True)
 class _Endpoint:
     id: str
     url: str
-    secret: str
-    secret_error: str | None  # why it cannot be had: the delivery is recorded failed, unsent
+    enabled_events: tuple[str, ...]
+    signing: Signing  # no secrets but an error: the delivery is recorded failed, unsent
     status: str
     room: int  # attempts it may still have in flight, over every process
 
@@ -106,6 +96,7 @@ class Intake:
             _Row(item, payment, endpoint)
             for item, payment in notified
             for endpoint in endpoints.get(item.event.merchant_id, ())
+            if wants(endpoint.enabled_events, item.event.type.value)
         ]
 
 
@@ -163,10 +154,13 @@ async def _endpoints(
     conn: Conn, keys: Keyring, merchant_ids: list[str], per_endpoint: int
 ) -> dict[str, list[_Endpoint]]:
     cursor = await conn.execute(Q["endpoints_of_merchants"], {"merchant_ids": merchant_ids})
+    rows = await cursor.fetchall()
+    signing = await load_secrets(conn, keys, (row[0] for row in rows))
     found: dict[str, list[_Endpoint]] = {}
-    for id_, merchant_id, url, key_id, sealed, plain, status, in_flight in await cursor.fetchall():
-        secret, error = secret_to_sign(keys, id_, key_id, sealed, plain)
-        endpoint = _Endpoint(id_, url, secret, error, status, per_endpoint - int(in_flight))
+    for id_, merchant_id, url, enabled_events, status, in_flight in rows:
+        secrets = signing.get(id_) or no_secret(id_)
+        endpoint = _Endpoint(id_, url, tuple(enabled_events), secrets, status,
+                             per_endpoint - int(in_flight))  # fmt: skip
         found.setdefault(merchant_id, []).append(endpoint)
     return found
 
@@ -192,9 +186,9 @@ class _Row:
     def due(self) -> Due:
         e = self.endpoint
         event = self.event
-        return Due(self.id, e.id, e.url, e.secret, e.status, self.body, 0, event.payment_id,
-                   str(event.event_id), event.correlation_id, self.traceparent,
-                   secret_error=e.secret_error)  # fmt: skip
+        return Due(self.id, e.id, e.url, e.signing.secrets, e.status, self.body, 0,
+                   event.payment_id, str(event.event_id), event.correlation_id, self.traceparent,
+                   secret_error=e.signing.error)  # fmt: skip
 
 
 def _lease(rows: list[_Row], slots: int) -> None:

@@ -30,7 +30,9 @@ class Due:
     id: str
     endpoint_id: str
     url: str
-    secret: str
+    secrets: tuple[
+        str, ...
+    ]  # those that sign now, newest first (workers.notifier.endpoint_secrets)
     endpoint_status: str
     body: bytes
     attempts: int
@@ -101,7 +103,7 @@ async def post(http: httpx.AsyncClient, delivery: Due, deadline_s: float) -> Res
 
 
 async def _exchange(http: httpx.AsyncClient, delivery: Due, answer: _Answer) -> None:
-    headers = signing.headers(delivery.secret, delivery.id, delivery.body)
+    headers = signing.headers(delivery.secrets, delivery.id, delivery.body)
     headers["Content-Type"] = "application/json"
     # Compressed answers could expand far beyond what was read: ask for none, decode none.
     headers["Accept-Encoding"] = "identity"

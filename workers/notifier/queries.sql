@@ -1,31 +1,75 @@
 -- The notifier's SQL.
 
 -- name: endpoint_insert
-INSERT INTO notifier.endpoints (id, merchant_id, url, secret_key_id, secret_sealed)
-VALUES (%(id)s, %(merchant_id)s, %(url)s, %(secret_key_id)s, %(secret_sealed)s);
+-- An endpoint the API announced may come again (a redelivered event): once is enough.
+INSERT INTO notifier.endpoints (id, merchant_id, url, enabled_events, updated_at)
+VALUES (%(id)s, %(merchant_id)s, %(url)s, %(enabled_events)s, %(at)s)
+ON CONFLICT (id) DO NOTHING
+RETURNING id;
+
+-- name: endpoint_update
+UPDATE notifier.endpoints
+SET url = %(url)s, enabled_events = %(enabled_events)s, updated_at = %(at)s
+WHERE id = %(id)s AND disabled_reason IS DISTINCT FROM 'deleted'
+RETURNING id;
+
+-- name: endpoint_delete
+-- For good: its deliveries not yet sent are kept as failed, and it is never enabled again.
+WITH deleted AS (
+    UPDATE notifier.endpoints
+    SET status = 'disabled', disabled_at = coalesce(disabled_at, now()),
+        disabled_reason = 'deleted', updated_at = %(at)s
+    WHERE id = %(id)s
+    RETURNING id
+)
+UPDATE notifier.deliveries d
+SET status = 'failed', leased_until = NULL, last_error = 'endpoint_deleted'
+FROM deleted
+WHERE d.endpoint_id = deleted.id AND d.status = 'pending'
+  AND (d.leased_until IS NULL OR d.leased_until < now());
+
+-- name: secret_insert
+INSERT INTO notifier.endpoint_secrets (endpoint_id, secret_key_id, secret_sealed)
+VALUES (%(endpoint_id)s, %(key_id)s, %(sealed)s);
+
+-- name: secrets_expire
+UPDATE notifier.endpoint_secrets
+SET expires_at = least(coalesce(expires_at, 'infinity'), coalesce(%(at)s, now()))
+WHERE endpoint_id = %(endpoint_id)s;
+
+-- name: secrets_signing
+SELECT endpoint_id, secret_key_id, secret_sealed, secret_plain FROM notifier.endpoint_secrets
+WHERE endpoint_id = ANY(%(endpoint_ids)s) AND (expires_at IS NULL OR expires_at > now())
+ORDER BY endpoint_id, id DESC;
+
 
 -- name: secrets_stale
--- Endpoints whose secret is not sealed under the current key (or is plain text), a batch at a
--- time for `flowpay secrets rotate`; locked until the batch is sealed again.
-SELECT id, secret_key_id, secret_sealed, secret_plain FROM notifier.endpoints
-WHERE secret_key_id IS DISTINCT FROM %(current)s
+-- Secrets not sealed under the current key (or in plain text), a batch at a time for
+-- `flowpay secrets rotate`; locked until the batch is sealed again. Expired ones sign nothing
+-- and are left as they are.
+SELECT id, endpoint_id, secret_key_id, secret_sealed, secret_plain FROM notifier.endpoint_secrets
+WHERE secret_key_id IS DISTINCT FROM %(current)s AND (expires_at IS NULL OR expires_at > now())
 ORDER BY id LIMIT %(limit)s
 FOR UPDATE;
 
 -- name: secrets_stale_count
-SELECT count(*) FROM notifier.endpoints WHERE secret_key_id IS DISTINCT FROM %(current)s;
+SELECT count(*) FROM notifier.endpoint_secrets
+WHERE secret_key_id IS DISTINCT FROM %(current)s AND (expires_at IS NULL OR expires_at > now());
 
 -- name: secret_reseal
-UPDATE notifier.endpoints
-SET secret_key_id = %(secret_key_id)s, secret_sealed = %(secret_sealed)s, secret_plain = NULL
+UPDATE notifier.endpoint_secrets
+SET secret_key_id = %(key_id)s, secret_sealed = %(sealed)s, secret_plain = NULL
 WHERE id = %(id)s;
 
 -- name: secrets_by_key
--- How many secrets each key sealed; NULL: stored in plain text.
-SELECT secret_key_id, count(*) FROM notifier.endpoints GROUP BY secret_key_id ORDER BY 1;
+-- How many secrets that still sign each key sealed; NULL: stored in plain text.
+SELECT secret_key_id, count(*) FROM notifier.endpoint_secrets
+WHERE expires_at IS NULL OR expires_at > now()
+GROUP BY secret_key_id ORDER BY 1;
 
 -- name: endpoints_list
-SELECT id, merchant_id, url, status, created_at, disabled_at, disabled_reason, failing_since
+SELECT id, merchant_id, url, enabled_events, status, created_at, disabled_at, disabled_reason,
+       failing_since
 FROM notifier.endpoints
 WHERE (%(merchant_id)s::text IS NULL OR merchant_id = %(merchant_id)s)
 ORDER BY created_at, id;
@@ -52,9 +96,10 @@ WITH disabled AS (
 SELECT (SELECT count(*) FROM disabled) AS disabled, (SELECT count(*) FROM kept) AS kept;
 
 -- name: endpoint_enable
+-- A deleted endpoint stays deleted.
 UPDATE notifier.endpoints
 SET status = 'enabled', disabled_at = NULL, disabled_reason = NULL, failing_since = NULL
-WHERE id = %(id)s
+WHERE id = %(id)s AND disabled_reason IS DISTINCT FROM 'deleted'
 RETURNING id;
 
 -- name: endpoint_failed
@@ -88,12 +133,13 @@ ON CONFLICT (payment_id) DO UPDATE SET object = EXCLUDED.object, updated_at = no
 -- These merchants' endpoints, each with its attempts in flight (live leases) in every process;
 -- read under deliveries_claim_lock, so that what the intake leases and what claims lease never
 -- take an endpoint beyond its share together.
-SELECT e.id, e.merchant_id, e.url, e.secret_key_id, e.secret_sealed, e.secret_plain, e.status,
+-- Deleted endpoints are sent nothing, and keep nothing either.
+SELECT e.id, e.merchant_id, e.url, e.enabled_events, e.status,
        (SELECT count(*) FROM notifier.deliveries d
         WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.leased_until IS NOT NULL
           AND d.leased_until >= now()) AS in_flight
 FROM notifier.endpoints e
-WHERE e.merchant_id = ANY(%(merchant_ids)s)
+WHERE e.merchant_id = ANY(%(merchant_ids)s) AND e.disabled_reason IS DISTINCT FROM 'deleted'
 ORDER BY e.id;
 
 -- name: deliveries_insert
@@ -160,8 +206,7 @@ SET leased_until = now() + make_interval(secs => %(lease_s)s)
 FROM notifier.endpoints e
 WHERE d.id = ANY (ARRAY(SELECT id FROM chosen)) AND e.id = d.endpoint_id
   AND d.status = 'pending' AND (d.leased_until IS NULL OR d.leased_until < now())
-RETURNING d.id, d.endpoint_id, e.url, e.secret_key_id, e.secret_sealed, e.secret_plain, e.status,
-          d.body, d.attempts,
+RETURNING d.id, d.endpoint_id, e.url, e.status, d.body, d.attempts,
           d.payment_id, d.event_id::text, d.correlation_id, d.traceparent;
 
 -- name: attempts_insert

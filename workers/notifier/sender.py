@@ -36,7 +36,7 @@ from workers.core.sealing import Keyring
 from workers.core.sql import load_queries
 from workers.notifier import metrics
 from workers.notifier.answers import describe
-from workers.notifier.endpoint_secrets import secret_to_sign
+from workers.notifier.endpoint_secrets import Signing, load_secrets, no_secret
 from workers.notifier.guard import GuardedTransport
 from workers.notifier.outcomes import Finished, conclude, keep_for_disabled_endpoint
 from workers.notifier.posting import USER_AGENT, Due, Result, post, unsigned
@@ -166,15 +166,17 @@ class Sender:
             "per_endpoint": self.config.max_in_flight_per_endpoint,
         }
         cursor = await conn.execute(Q["deliveries_claim"], params)
-        return [self._due(row) for row in await cursor.fetchall()]
+        rows = await cursor.fetchall()
+        signing = await load_secrets(conn, self.keys, (row[1] for row in rows))
+        return [self._due(row, signing) for row in rows]
 
-    def _due(self, row: tuple[Any, ...]) -> Due:
-        delivery_id, endpoint_id, url, key_id, sealed, plain, *rest = row
+    def _due(self, row: tuple[Any, ...], signing: dict[str, Signing]) -> Due:
+        delivery_id, endpoint_id, url, *rest = row
         status, body, attempts, payment_id, event_id, correlation_id, traceparent = rest
-        secret, unavailable = secret_to_sign(self.keys, endpoint_id, key_id, sealed, plain)
+        secrets = signing.get(endpoint_id) or no_secret(endpoint_id)
         return Due(
-            delivery_id, endpoint_id, url, secret, status, bytes(body), attempts, payment_id,
-            event_id, correlation_id, traceparent, secret_error=unavailable,
+            delivery_id, endpoint_id, url, secrets.secrets, status, bytes(body), attempts,
+            payment_id, event_id, correlation_id, traceparent, secret_error=secrets.error,
         )  # fmt: skip
 
     def _start(self, delivery: Due) -> None:

@@ -8,7 +8,8 @@ A merchant verifies a delivery with::
     event = verify(request_body_bytes, request.headers, "whsec_...")  # raises InvalidSignature
 
 ``verify`` refuses timestamps more than five minutes from now (replays), compares in constant
-time, and accepts any one of several space-separated signatures (secret rotation).
+time, and accepts any one of several space-separated signatures. FlowPay sends several while an
+endpoint's secret is being rotated: one by each secret that still signs, newest first.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 PREFIX: Final = "whsec_"
@@ -40,12 +41,18 @@ def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-def headers(secret: str, webhook_id: str, body: bytes, now: int | None = None) -> dict[str, str]:
+def headers(
+    secrets: str | Sequence[str], webhook_id: str, body: bytes, now: int | None = None
+) -> dict[str, str]:
+    """The headers of one attempt, signed by each of ``secrets`` (one or several)."""
     timestamp = int(time.time()) if now is None else now
+    signing = [secrets] if isinstance(secrets, str) else list(secrets)
+    if not signing:
+        raise ValueError("a webhook needs a secret to sign it")
     return {
         "webhook-id": webhook_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secret, webhook_id, timestamp, body),
+        "webhook-signature": " ".join(sign(s, webhook_id, timestamp, body) for s in signing),
     }
 
 

@@ -1,5 +1,6 @@
 """`flowpay run-notifier`: the intake on the consumer engine and the sender, on one event loop
-in one process, so that the intake hands fresh deliveries to the sender in memory."""
+in one process, so that the intake hands fresh deliveries to the sender in memory; beside them,
+the consumer of endpoint changes (``endpoint_changes``), in a thread of its own."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from workers.core.events import EventType
 from workers.core.lifecycle import install_stop_handlers
 from workers.core.sealing import Keyring, keyring
 from workers.core.topics import GROUP_NOTIFIER
-from workers.notifier import metrics
+from workers.notifier import endpoint_changes, metrics
 from workers.notifier.endpoint_secrets import check_keys
 from workers.notifier.intake import NOTIFIED, Intake
 from workers.notifier.sender import Sender
@@ -99,9 +100,12 @@ async def run(settings: Settings, keys: Keyring, stop: threading.Event) -> None:
     sending = asyncio.create_task(sender.run(engine.stopping))
     # A sender that fails stops the process (its supervisor starts it anew), not just sending.
     sending.add_done_callback(lambda _task: engine.stopping.set())
+    changes = endpoint_changes.start(settings, stop)
     try:
         await engine.run(stop)
     finally:
         engine.stopping.set()
+        stop.set()  # the endpoint changes' thread stops with the rest
         await sending
+        await asyncio.to_thread(changes.join)
         await pool.close()

@@ -63,13 +63,14 @@ class BatchPublisher:
         self.timeout_s = settings.outbox.delivery_timeout_s
         self._producer: Producer | None = None
 
-    def send(self, topic: str, rows: Sequence[OutboxRow]) -> Sent:
-        """Hand ``rows`` to the producer in order; ``confirm`` waits for their acknowledgements."""
+    def send(self, topic_of: Callable[[OutboxRow], str], rows: Sequence[OutboxRow]) -> Sent:
+        """Hand ``rows`` to the producer in order, each to its topic; ``confirm`` waits for
+        their acknowledgements."""
         producer = self._ensure_producer()
         acks = _Acks()
         try:
             for row in rows:
-                _produce(producer, topic, row, acks)
+                _produce(producer, topic_of(row), row, acks)
         except KafkaException as exc:
             self._discard()
             raise NotAcknowledged(f"Kafka refused a message: {exc.args[0]}") from None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 
 import psycopg
@@ -24,13 +24,15 @@ import psycopg
 from workers.core import observe
 from workers.core.config import Settings
 from workers.core.db import connect
+from workers.core.events import header
 from workers.core.heartbeat import Heartbeat
 from workers.core.lifecycle import install_stop_handlers
 from workers.core.outbox import EMITTING_SCHEMAS, topic_of
 from workers.core.retry import delays
+from workers.core.topics import topics
 from workers.outbox import metrics, store
 from workers.outbox.publisher import ROLE, BatchPublisher, NotAcknowledged
-from workers.outbox.store import Conn, Pruned
+from workers.outbox.store import Conn, OutboxRow, Pruned
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ def serve(settings: Settings) -> None:
 class OutboxRelay:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.topics = topics(settings)
         self.topic_of = {schema: topic_of(settings, schema) for schema in EMITTING_SCHEMAS}
         self.failures = 0  # failed attempts since start, for tests and diagnostics
         self._stop = threading.Event()
@@ -146,7 +149,7 @@ class OutboxRelay:
             if not rows:
                 return 0
             started_ns = time.time_ns()
-            sent = self._publisher.send(self.topic_of[schema], rows)
+            sent = self._publisher.send(self._router(schema), rows)
             # The rows are marked while Kafka acknowledges them; the mark commits only once
             # every acknowledgement is in (confirm raises otherwise, rolling it back).
             store.mark_published(conn, schema, [row.id for row in rows])
@@ -157,6 +160,10 @@ class OutboxRelay:
             "published %d events from %s.outbox (up to id %d)", len(rows), schema, rows[-1].id
         )
         return len(rows)
+
+    def _router(self, schema: str) -> Callable[[OutboxRow], str]:
+        default = self.topic_of[schema]
+        return lambda row: self.topics.for_type(header(row.headers, "ce_type"), default)
 
     def _wait(self, seconds: float) -> None:
         """Sleep ``seconds`` or until a stop request, beating the heartbeat meanwhile."""

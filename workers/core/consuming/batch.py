@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
 
 from workers.core.delivery import offset_of, partition_of, topic_of
 from workers.core.errors import EventError
@@ -14,12 +16,23 @@ Partition = tuple[str, int]
 DeadLetterSink = Callable[[Message, BaseException], None]
 
 
+class Envelope(Protocol):
+    """A decoded message of some topic: what routing needs of it (payment events are one kind)."""
+
+    @property
+    def type(self) -> StrEnum: ...
+
+
+# Parses one message's value and headers; raises EventError (MalformedEvent, UnknownEventType).
+Decoder = Callable[[bytes | None, Headers | None], Envelope]
+
+
 @dataclass(frozen=True, slots=True)
 class Received:
     """A message and what decoding it gave: an event, or why it is not one."""
 
     message: Message
-    decoded: Event | EventError
+    decoded: Envelope | EventError
     # Read once from the message: routing, ordering and the ledger's planner ask often.
     partition: Partition = field(init=False)
     offset: int = field(init=False)
@@ -34,12 +47,21 @@ class Received:
         return key if isinstance(key, bytes) or key is None else str(key).encode()
 
     @property
-    def event(self) -> Event:
-        """The event; only for an item that decoded (the engine routes only those, except to
-        a subscriber that stores its own offsets, which gets the undecodable ones too)."""
+    def envelope(self) -> Envelope:
+        """What the message decoded to; only for an item that decoded (the engine routes only
+        those, except to a subscriber that stores its own offsets, which gets the undecodable
+        ones too)."""
         if isinstance(self.decoded, EventError):
             raise TypeError(f"offset {self.offset} did not decode: {self.decoded}")
         return self.decoded
+
+    @property
+    def event(self) -> Event:
+        """The payment event (for consumers of the payments topic)."""
+        envelope = self.envelope
+        if not isinstance(envelope, Event):
+            raise TypeError(f"offset {self.offset} is not a payment event")
+        return envelope
 
 
 def ends_of(items: Iterable[Received]) -> dict[Partition, int]:
@@ -50,16 +72,16 @@ def ends_of(items: Iterable[Received]) -> dict[Partition, int]:
     return ends
 
 
-def receive(message: Message) -> Received:
+def receive(message: Message, decoder: Decoder = decode) -> Received:
     try:
-        decoded: Event | EventError = decode(message.value(), raw_headers(message))
+        decoded: Envelope | EventError = decoder(message.value(), raw_headers(message))
     except EventError as exc:
         decoded = exc
     return Received(message, decoded)
 
 
-def decode_all(messages: Sequence[Message]) -> list[Received]:
-    return [receive(message) for message in messages]
+def decode_all(messages: Sequence[Message], decoder: Decoder = decode) -> list[Received]:
+    return [receive(message, decoder) for message in messages]
 
 
 def raw_headers(message: Message) -> Headers | None:

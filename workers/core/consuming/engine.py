@@ -19,7 +19,7 @@ from workers.core.consuming.routing import IGNORE, Handler, calls
 from workers.core.consuming.subscriber import Subscriber
 from workers.core.delivery import DeadLetters
 from workers.core.errors import EventError
-from workers.core.events import Event, header
+from workers.core.events import header
 from workers.core.heartbeat import Heartbeat
 from workers.core.kafka import (
     Consumer,
@@ -183,9 +183,9 @@ class Engine:
                 self.offsets.passed_over(message)  # never decoded: nothing is done with it
                 ignored += 1
             else:
-                item = receive(message)
-                event = item.decoded
-                if isinstance(event, Event) and routes.route(event.type) is IGNORE:
+                item = receive(message, self.subscriber.decode)
+                decoded = item.decoded
+                if not isinstance(decoded, EventError) and routes.route(decoded.type) is IGNORE:
                     self.offsets.passed_over(message)
                     ignored += 1
                 else:
@@ -250,8 +250,8 @@ class Engine:
         routes = self.subscriber.routes
         if isinstance(self.offsets, StoredOffsets):
             return [(routes.handlers[0], items)]  # undecodable ones included, to be recorded
-        decoded = [item for item in items if isinstance(item.decoded, Event)]
-        return calls(decoded, lambda item: routes.handler(item.event.type))
+        decoded = [item for item in items if not isinstance(item.decoded, EventError)]
+        return calls(decoded, lambda item: routes.handler(item.envelope.type))
 
     async def _drain(self) -> None:
         tasks = self._tasks(self._units)
