@@ -5,21 +5,25 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from workers.core.commands import Command
 from workers.core.delivery import offset_of, partition_of, topic_of
 from workers.core.errors import EventError
 from workers.core.events import Event, Headers, decode
 from workers.core.kafka import Message
 
 Partition = tuple[str, int]
+# What a message of a subscribed topic decodes to: an event, or (the commands topic) a command.
+Decoded = Event | Command
+Decoder = Callable[[bytes | None, Headers | None], Decoded]
 DeadLetterSink = Callable[[Message, BaseException], None]
 
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """A message and what decoding it gave: an event, or why it is not one."""
+    """A message and what decoding it gave: an event (or a command), or why it is not one."""
 
     message: Message
-    decoded: Event | EventError
+    decoded: Decoded | EventError
     # Read once from the message: routing, ordering and the ledger's planner ask often.
     partition: Partition = field(init=False)
     offset: int = field(init=False)
@@ -37,8 +41,15 @@ class Received:
     def event(self) -> Event:
         """The event; only for an item that decoded (the engine routes only those, except to
         a subscriber that stores its own offsets, which gets the undecodable ones too)."""
-        if isinstance(self.decoded, EventError):
-            raise TypeError(f"offset {self.offset} did not decode: {self.decoded}")
+        if not isinstance(self.decoded, Event):
+            raise TypeError(f"offset {self.offset} is not an event: {self.decoded}")
+        return self.decoded
+
+    @property
+    def command(self) -> Command:
+        """The command; only for an item of the commands topic that decoded."""
+        if not isinstance(self.decoded, Command):
+            raise TypeError(f"offset {self.offset} is not a command: {self.decoded}")
         return self.decoded
 
 
@@ -50,9 +61,9 @@ def ends_of(items: Iterable[Received]) -> dict[Partition, int]:
     return ends
 
 
-def receive(message: Message) -> Received:
+def receive(message: Message, decoder: Decoder = decode) -> Received:
     try:
-        decoded: Event | EventError = decode(message.value(), raw_headers(message))
+        decoded: Decoded | EventError = decoder(message.value(), raw_headers(message))
     except EventError as exc:
         decoded = exc
     return Received(message, decoded)

@@ -8,6 +8,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from enum import StrEnum
 from typing import Any, Final, TypeVar
 
 from workers.core import metrics
@@ -19,7 +20,7 @@ from workers.core.consuming.routing import IGNORE, Handler, calls
 from workers.core.consuming.subscriber import Subscriber
 from workers.core.delivery import DeadLetters
 from workers.core.errors import EventError
-from workers.core.events import Event, header
+from workers.core.events import header
 from workers.core.heartbeat import Heartbeat
 from workers.core.kafka import (
     Consumer,
@@ -183,9 +184,9 @@ class Engine:
                 self.offsets.passed_over(message)  # never decoded: nothing is done with it
                 ignored += 1
             else:
-                item = receive(message)
-                event = item.decoded
-                if isinstance(event, Event) and routes.route(event.type) is IGNORE:
+                item = receive(message, self.subscriber.decoder)
+                decoded = item.decoded
+                if not isinstance(decoded, EventError) and routes.route(decoded.type) is IGNORE:
                     self.offsets.passed_over(message)
                     ignored += 1
                 else:
@@ -250,8 +251,8 @@ class Engine:
         routes = self.subscriber.routes
         if isinstance(self.offsets, StoredOffsets):
             return [(routes.handlers[0], items)]  # undecodable ones included, to be recorded
-        decoded = [item for item in items if isinstance(item.decoded, Event)]
-        return calls(decoded, lambda item: routes.handler(item.event.type))
+        decoded = [item for item in items if not isinstance(item.decoded, EventError)]
+        return calls(decoded, lambda item: routes.handler(_type_of(item)))
 
     async def _drain(self) -> None:
         tasks = self._tasks(self._units)
@@ -296,3 +297,9 @@ class Engine:
 def run(settings: Settings, subscriber: Subscriber[Any], stop: threading.Event) -> None:
     """Run ``subscriber`` until ``stop`` is set (in its own event loop, in this thread)."""
     asyncio.run(Engine(settings, subscriber).run(stop))
+
+
+def _type_of(item: Received) -> StrEnum:
+    """The routed type of a decoded item (an event's or a command's)."""
+    assert not isinstance(item.decoded, EventError)
+    return item.decoded.type

@@ -2,12 +2,14 @@
 
 A table must name every ``EventType``, with a handler or ``IGNORE``: an event type added later
 fails at import of every consumer that has not decided about it, never falls through silently.
+A table over the commands topic names every ``CommandType`` instead (``types``).
 Tables register themselves by name (``register``), so that one test walks them all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from enum import StrEnum
 from typing import Any, Final, Generic, TypeVar
 
 from workers.core.consuming.batch import Batch, Received
@@ -34,22 +36,28 @@ Handler = Callable[[H, Batch], object]
 
 
 class Routes(Generic[H]):
-    """One consumer's exhaustive ``{EventType: handler | IGNORE}``."""
+    """One consumer's exhaustive ``{EventType: handler | IGNORE}`` (or over ``types``)."""
 
-    def __init__(self, name: str, table: Mapping[EventType, Handler[H] | _Ignore]) -> None:
-        missing = [t.value for t in EventType if t not in table]
+    def __init__(
+        self,
+        name: str,
+        table: Mapping[Any, Handler[H] | _Ignore],
+        types: type[StrEnum] = EventType,
+    ) -> None:
+        missing = [t.value for t in types if t not in table]
         if missing:
             raise IncompleteRoutes(f"{name}: no decision for {', '.join(missing)}")
         self.name = name
-        self.table: dict[EventType, Handler[H] | _Ignore] = dict(table)
+        self.types = types
+        self.table: dict[StrEnum, Handler[H] | _Ignore] = dict(table)
         # By the type's name, as the ce_type header carries it: ignored messages are passed
         # over without decoding their body.
         self._ignored = frozenset(t.value for t, r in self.table.items() if r is IGNORE)
 
-    def route(self, event_type: EventType) -> Handler[H] | _Ignore:
+    def route(self, event_type: StrEnum) -> Handler[H] | _Ignore:
         return self.table[event_type]
 
-    def handler(self, event_type: EventType) -> Handler[H]:
+    def handler(self, event_type: StrEnum) -> Handler[H]:
         """The handler of a type that is not ignored."""
         route = self.table[event_type]
         if isinstance(route, _Ignore):

@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from workers.core.config import KafkaRole
+from workers.core.consuming.batch import Decoder
 from workers.core.consuming.offsets import OffsetStore
 from workers.core.consuming.routing import IGNORE, Routes
+from workers.core.events import decode
 
 H = TypeVar("H")
 
@@ -21,6 +23,7 @@ class Subscriber(Generic[H]):
     then the whole poll batch goes to one handler call (one transaction), one at a time.
     ``max_in_flight``: handler calls running at once (never two of one key). ``role`` names it
     in logs and metrics; ``principal`` is the Kafka principal its clients authenticate as.
+    ``decoder`` turns a message into what ``routes`` is keyed by (an event, or a command).
     ``spans``: the engine records each event's span once its call is done; False when the
     handlers make them themselves, to hang what they call and emit under each event's span.
     """
@@ -34,6 +37,8 @@ class Subscriber(Generic[H]):
     store: OffsetStore | None = None
     max_in_flight: int = 1
     spans: bool = True
+    # How its messages decode: events, or ``workers.core.commands.decode`` for the commands topic.
+    decoder: Decoder = decode
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:
