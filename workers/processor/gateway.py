@@ -211,6 +211,13 @@ class HttpGateway:
             for r in await self._list("/v1/refunds", reference)
         ]
 
+    async def posted(self, path: str, body: dict[str, Any], key: str) -> httpx.Response | Unknown:
+        """POST ``body`` with the idempotency key, retried; Unknown once the retries run out."""
+        try:
+            return await self._retrying(lambda: self._post(path, body, key))
+        except _Retryable as exc:
+            return Unknown(exc.reason)
+
     async def _list(self, path: str, reference: str) -> list[dict[str, Any]]:
         """The objects at ``path`` made with ``reference``; GatewayUnreachable without an answer."""
         try:
