@@ -92,6 +92,8 @@ class Planner:
             event = item.decoded
             if isinstance(event, EventError):
                 plan.reject(item, None, event)
+            elif not isinstance(event, Event):
+                raise TypeError(f"the ledger consumes events, not {event!r}")
             elif event.event_id not in seen:  # else: the same event again, a no-op
                 self._apply(plan, item, event, states, seen, verdict)
         return plan

@@ -24,7 +24,8 @@ GATEWAY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1
 
 CALLS = Counter(
     "flowpay_gateway_calls",
-    "Gateway calls by operation (charge, refund, lookup, refund_lookup, authorize, capture, void, authorization_lookup) and outcome"
+    "Gateway calls by operation (charge, refund, lookup, refund_lookup, authorize, capture,"
+    " void, authorization_lookup) and outcome"
     " (success, decline, rejected, unknown).",
     ["operation", "outcome"],
 )
