@@ -172,6 +172,9 @@ def test_a_redelivered_command_calls_the_gateway_for_nothing(
         )
         assert s.sim_stats()["requests"] == after["requests"]
         assert s.payment(payment_id)["amount_received"] == 1000
+        # Deduped by command id: no command was answered twice.
+        answers = [e["type"] for e in s.flow.emitted(payment_id)]
+        assert answers == ["payment.requires_capture", "payment.succeeded"]
         s.ledger_check()
 
 
