@@ -35,12 +35,7 @@ from workers.processor.operations import (
 
 class SimGateway(HttpGateway):
     async def authorize(self, request: ChargeRequest) -> AuthorizeOutcome:
-        body = {
-            "amount": request.amount,
-            "currency": request.currency,
-            "payment_method": request.payment_method,
-            "reference": request.payment_id,
-        }
+        body = card_body(request)
         reply = await self.posted("/v1/authorizations", body, authorize_key(request.payment_id))
         if not isinstance(reply, httpx.Response):
             return reply
