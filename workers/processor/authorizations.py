@@ -19,6 +19,7 @@ from workers.processor.gateway import (
     Declined,
     HttpGateway,
     Rejected,
+    card_body,
 )
 from workers.processor.operations import (
     Authorized,
