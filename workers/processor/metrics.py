@@ -65,7 +65,16 @@ REFUNDS_DUE = Gauge(
 
 def attempted(method: str, path: str, failure: BaseException | None, status: int = 0) -> None:
     """One HTTP request to the gateway: ``failure`` is what httpx raised, if anything."""
-    ATTEMPTS.labels(f"{method} {path}", _attempt_outcome(failure, status)).inc()
+    ATTEMPTS.labels(f"{method} {route_of(path)}", _attempt_outcome(failure, status)).inc()
+
+
+def route_of(path: str) -> str:
+    """The path as a label: an object's id (``/v1/authorizations/<id>/capture``) is ``{id}``, so
+    that the label's values stay few."""
+    parts = path.split("/")
+    if len(parts) > 3 and parts[3]:
+        parts[3] = "{id}"
+    return "/".join(parts)
 
 
 def _attempt_outcome(failure: BaseException | None, status: int) -> str:
