@@ -248,6 +248,15 @@ CREATE TABLE IF NOT EXISTS processor.attempts (
 );
 CREATE INDEX IF NOT EXISTS processor_attempts_by_payment ON processor.attempts (payment_id, id);
 
+-- The orchestrator's commands the processor executed, each recorded in the transaction of its
+-- effects: a redelivered command is found here and changes nothing.
+CREATE TABLE IF NOT EXISTS processor.commands (
+    command_id  uuid        PRIMARY KEY,
+    payment_id  text        NOT NULL,
+    type        text        NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
 -- ---------------------------------------------------------------------------------------------
 -- outboxes: the relay polls them, at once again while they have rows. No NOTIFY on insert:
 -- a notifying transaction holds PostgreSQL's one notify lock through its commit and fsync, so

@@ -1,13 +1,13 @@
-"""The orchestrator end to end on the real stack: serve-api, the relay and run-orchestrator as
-processes, Kafka and PostgreSQL, and a test executor (``tests.helpers.executor``) that plays
-the service executing commands with real Kafka clients."""
+"""The orchestrator end to end on the real stack: serve-api, the relay, run-orchestrator, the
+processor executing its commands against the gateway simulator, and the ledger, as processes,
+on Kafka and PostgreSQL."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,46 +15,43 @@ from typing import Any
 import httpx
 import psycopg
 
-from tests.conftest import env_for, flowpay
-from tests.helpers.executor import Executor
-from tests.helpers.servers import free_port, running
+from tests.conftest import flowpay
+from tests.helpers.flow import Flow, flow
+from tests.helpers.kafka import committed_total
 from tests.helpers.waiting import wait_for
-from workers.api.merchants import create_merchant
-from workers.core.commands import Capture, CommandType, Void
+from workers.core import commands
 from workers.core.config import Settings
 from workers.core.db import admin_url
 from workers.core.errors import FlowPayError
-from workers.core.status import CancellationReason
+from workers.core.kafka import make_producer
+from workers.core.topics import GROUP_PROCESSOR_COMMANDS, topics
 from workers.orchestrator.inspect import saga_view
 
 
 @dataclass
 class Stack:
-    settings: Settings
-    url: str
-    key: str
-    executor: Executor
-    env: dict[str, str]
-    logs: Path
-    orchestrator: ExitStack
+    flow: Flow
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.flow.env
 
     def post(self, path: str, body: dict[str, Any], key: str | None = None) -> httpx.Response:
         headers = {
-            "Authorization": f"Bearer {self.key}",
+            "Authorization": f"Bearer {self.flow.api_key}",
             "Idempotency-Key": key or f"k-{time.monotonic_ns()}",
         }
-        return httpx.post(self.url + path, json=body, headers=headers, timeout=30)
+        return httpx.post(self.flow.api_url + path, json=body, headers=headers, timeout=30)
 
     def payment(self, payment_id: str) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {self.key}"}
-        return dict(httpx.get(f"{self.url}/v1/payments/{payment_id}", headers=headers).json())
+        return self.flow.payment(payment_id)
 
     def reaches(self, payment_id: str, status: str) -> dict[str, Any]:
         wait_for(lambda: self.payment(payment_id)["status"] == status, what=f"{status}")
         return self.payment(payment_id)
 
     def saga(self, saga_id: str) -> dict[str, Any]:
-        with psycopg.connect(admin_url(self.settings), autocommit=True) as conn:
+        with psycopg.connect(admin_url(self.flow.settings), autocommit=True) as conn:
             return saga_view(conn, saga_id)
 
     def ended(self, saga_id: str) -> bool:
@@ -73,49 +70,61 @@ class Stack:
         self.reaches(payment_id, "requires_capture")
         return payment_id
 
-    def start_orchestrator(self) -> None:
-        log = self.logs / "orchestrator.log"
-        self.orchestrator.enter_context(running(["run-orchestrator"], self.env, None, log))
+    def sim_stats(self) -> dict[str, Any]:
+        return dict(httpx.get(self.flow.sim_url + "/_sim/stats").json())
+
+    def sim_authorization(self, payment_id: str) -> dict[str, Any]:
+        params = {"reference": payment_id}
+        found = httpx.get(self.flow.sim_url + "/v1/authorizations", params=params).json()["data"]
+        [authorization] = found
+        return dict(authorization)
+
+    def ledger_check(self) -> None:
+        def balanced() -> bool:
+            checked = flowpay("ledger", "check", "--json", env=self.env)
+            return checked.returncode == 0 and json.loads(checked.stdout)["ok"] is True
+
+        wait_for(balanced, what="the ledger to balance")
+
+    def redeliver_commands(self, payment_id: str) -> int:
+        """Publish again every command issued for the payment, as they were; how many."""
+        with psycopg.connect(admin_url(self.flow.settings), autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT value FROM orchestrator.outbox WHERE message_key = %s ORDER BY id",
+                (payment_id.encode(),),
+            ).fetchall()
+        producer = make_producer(self.flow.settings, "outbox")
+        for (value,) in rows:
+            encoded = commands.encode(commands.decode(bytes(value)))
+            producer.produce(
+                topics(self.flow.settings).commands,
+                key=encoded.key,
+                value=encoded.value,
+                headers=encoded.headers,
+            )
+        assert producer.flush(30) == 0
+        return len(rows)
 
 
 @contextmanager
 def stack(settings: Settings, tmp_path: Path, ttl_s: float = 3600.0) -> Iterator[Stack]:
-    with psycopg.connect(admin_url(settings), autocommit=True) as conn:
-        merchant = create_merchant(conn, "Saga merchant")
-    port = free_port()
-    env = {
-        **env_for(settings),
-        "FLOWPAY_WORKER__POLL_TIMEOUT_S": "0.1",
+    extra = {
         "FLOWPAY_ORCHESTRATOR__AUTHORIZATION_TTL_S": str(ttl_s),
         "FLOWPAY_ORCHESTRATOR__TIMER_INTERVAL_S": "0.2",
     }
-    url = f"http://127.0.0.1:{port}"
-    with ExitStack() as roles, Executor(settings).running() as executor:
-        roles.enter_context(
-            running(
-                ["serve-api", "--port", str(port), "--workers", "1"],
-                env,
-                url + "/healthz",
-                tmp_path / "api.log",
-            )
-        )
-        roles.enter_context(running(["run-outbox"], env, None, tmp_path / "outbox.log"))
-        orchestrator = roles.enter_context(ExitStack())
-        result = Stack(settings, url, merchant.api_key, executor, env, tmp_path, orchestrator)
-        result.start_orchestrator()
-        yield result
+    with flow(settings, tmp_path, extra_env=extra) as f:
+        f.start("ledger", ["run-ledger"])
+        yield Stack(f)
 
 
-def test_a_manual_payment_is_authorized_then_partly_captured(
+def test_a_manual_payment_is_authorized_at_the_gateway_then_partly_captured(
     settings: Settings, tmp_path: Path
 ) -> None:
     with stack(settings, tmp_path) as s:
         payment_id = s.manual(1000)
         held = s.payment(payment_id)
         assert (held["capture_method"], held["amount_capturable"]) == ("manual", 1000)
-        [authorize] = s.executor.of(payment_id)
-        assert authorize.type is CommandType.AUTHORIZE
-        assert authorize.saga_id == f"payment:{payment_id}"
+        assert s.sim_authorization(payment_id)["status"] == "requires_capture"
 
         taken = s.post(f"/v1/payments/{payment_id}/capture", {"amount_to_capture": 600}, "cap-1")
         assert taken.status_code == 202, taken.text
@@ -123,19 +132,50 @@ def test_a_manual_payment_is_authorized_then_partly_captured(
         assert again.headers.get("Idempotent-Replayed") == "true"
         done = s.reaches(payment_id, "succeeded")
         assert (done["amount_received"], done["amount_capturable"]) == (600, 0)
-        [capture] = s.executor.of(payment_id, CommandType.CAPTURE)
-        assert capture.data == Capture(amount_to_capture=600)
+        at_gateway = s.sim_authorization(payment_id)
+        assert (at_gateway["status"], at_gateway["amount_captured"]) == ("captured", 600)
 
         saga = s.saga(f"payment:{payment_id}")
         assert (saga["state"], saga["outcome"]) == ("done", "succeeded")
         assert [st["name"] for st in saga["steps"]] == ["authorize", "await_decision", "capture"]
         assert all(st["answer_type"] for st in saga["steps"])
         assert [t["status"] for t in saga["timers"]] == ["canceled", "canceled", "canceled"]
+        s.ledger_check()
         # A capture once the payment moved on is refused, naming its status.
         late = s.post(f"/v1/payments/{payment_id}/capture", {})
         assert late.status_code == 409
         assert late.json()["error"]["code"] == "payment_invalid_state"
         assert "succeeded" in late.json()["error"]["message"]
+
+
+def test_a_redelivered_command_calls_the_gateway_for_nothing(
+    settings: Settings, tmp_path: Path
+) -> None:
+    with stack(settings, tmp_path) as s:
+        payment_id = s.manual(1000)
+        before = s.sim_stats()
+        assert s.redeliver_commands(payment_id) == 1  # the authorize, again
+        # Keyed by the payment: the capture is executed after the redelivered authorize.
+        taken = s.post(f"/v1/payments/{payment_id}/capture", {})
+        assert taken.status_code == 202, taken.text
+        assert s.reaches(payment_id, "succeeded")["amount_received"] == 1000
+        after = s.sim_stats()
+        # One call since: the capture. The redelivered authorize made none.
+        assert after["requests"] - before["requests"] == 1
+        assert after["authorizations"] == before["authorizations"] == 1
+        assert s.redeliver_commands(payment_id) == 2  # authorize and capture, again
+        # On the topic: 2 issued, 1 + 2 redelivered; offsets commit after the effects.
+        commands_topic = topics(settings).commands
+        wait_for(
+            lambda: committed_total(settings, GROUP_PROCESSOR_COMMANDS, commands_topic) == 5,
+            what="the processor to take the redelivered commands",
+        )
+        assert s.sim_stats()["requests"] == after["requests"]
+        assert s.payment(payment_id)["amount_received"] == 1000
+        # Deduped by command id: no command was answered twice.
+        answers = [e["type"] for e in s.flow.emitted(payment_id)]
+        assert answers == ["payment.requires_capture", "payment.succeeded"]
+        s.ledger_check()
 
 
 def test_a_cancel_voids_the_authorization_and_operators_see_the_saga(
@@ -148,8 +188,7 @@ def test_a_cancel_voids_the_authorization_and_operators_see_the_saga(
         assert json.loads(canceled.stdout)["status"] == "processing"
         done = s.reaches(payment_id, "canceled")
         assert done["cancellation_reason"] == "duplicate"
-        [void] = s.executor.of(payment_id, CommandType.VOID)
-        assert void.data == Void(cancellation_reason=CancellationReason.DUPLICATE)
+        assert s.sim_authorization(payment_id)["status"] == "canceled"
         saga_id = f"payment:{payment_id}"
         wait_for(lambda: s.ended(saga_id), what="the saga to end")
 
@@ -169,6 +208,7 @@ def test_a_cancel_voids_the_authorization_and_operators_see_the_saga(
         again = flowpay("capture", payment_id, env=s.env)
         assert again.returncode != 0
         assert "payment_invalid_state" in again.stderr
+        s.ledger_check()
 
 
 def test_an_authorization_expires_even_across_an_orchestrator_restart(
@@ -177,12 +217,13 @@ def test_an_authorization_expires_even_across_an_orchestrator_restart(
     with stack(settings, tmp_path, ttl_s=3.0) as s:
         payment_id = s.manual()
         # The timer is a row: the orchestrator that armed it can go, another fires it.
-        s.orchestrator.close()
-        s.start_orchestrator()
+        first = s.flow.processes["orchestrator"]
+        first.terminate()
+        first.wait(30)
+        s.flow.start("orchestrator-2", ["run-orchestrator"])
         expired = s.reaches(payment_id, "canceled")
         assert expired["cancellation_reason"] == "expired"
-        [void] = s.executor.of(payment_id, CommandType.VOID)
-        assert void.data == Void(cancellation_reason=CancellationReason.EXPIRED)
+        assert s.sim_authorization(payment_id)["status"] == "canceled"
         saga = s.saga(f"payment:{payment_id}")
         assert (saga["state"], saga["outcome"]) == ("failed", "canceled")
         assert saga["steps"][-1]["compensation"]
@@ -198,8 +239,6 @@ def test_an_automatic_payment_and_its_refund_are_sagas(settings: Settings, tmp_p
         refund_id = refund.json()["id"]
         wait_for(lambda: s.ended(f"refund:{refund_id}"), what="the refund saga")
         assert s.saga(f"refund:{refund_id}")["outcome"] == "refunded"
-        assert [c.type for c in s.executor.of(payment_id)] == [
-            CommandType.CHARGE,
-            CommandType.REFUND,
-        ]
         assert s.saga(f"payment:{payment_id}")["outcome"] == "succeeded"
+        commands_sent = [st["command_type"] for st in s.saga(f"payment:{payment_id}")["steps"]]
+        assert commands_sent == ["payment.charge"]

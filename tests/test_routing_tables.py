@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import workers
+from workers.core.commands import CommandType
 from workers.core.consuming import IGNORE, registered
 from workers.core.events import (
     PAYLOADS,
@@ -47,7 +48,24 @@ def _every_table() -> dict[str, Any]:
     return registered()
 
 
-TABLES = _every_table()
+EVERY_TABLE = _every_table()
+# The event consumers' tables (payment and endpoint events); the command tables are walked apart.
+TABLES = {name: t for name, t in EVERY_TABLE.items() if t.kinds is not CommandType}
+COMMAND_TABLES = {name: t for name, t in EVERY_TABLE.items() if t.kinds is CommandType}
+
+
+@pytest.mark.parametrize("name", sorted(COMMAND_TABLES))
+@pytest.mark.parametrize("command_type", list(CommandType))
+def test_every_command_type_has_a_decision_in_every_command_table(
+    name: str, command_type: CommandType
+) -> None:
+    assert command_type in COMMAND_TABLES[name].table
+
+
+def test_the_processor_executes_the_manual_capture_commands() -> None:
+    table = COMMAND_TABLES["processor-commands"].table
+    executed = {t for t, route in table.items() if route is not IGNORE}
+    assert executed == {CommandType.AUTHORIZE, CommandType.CAPTURE, CommandType.VOID}
 
 
 def test_the_consumers_tables_are_registered() -> None:

@@ -12,6 +12,12 @@ ALLOWED = {
     (State.PROCESSING, Move.FAIL): State.FAILED,
     (State.SUCCEEDED, Move.REFUND_PARTIAL): State.SUCCEEDED,
     (State.SUCCEEDED, Move.REFUND_FULL): State.REFUNDED,
+    # Manual capture, as the orchestrator's commands drive it.
+    (State.INITIATED, Move.AUTHORIZE): State.REQUIRES_CAPTURE,
+    (State.INITIATED, Move.DECLINE): State.FAILED,
+    (State.REQUIRES_CAPTURE, Move.CAPTURE): State.SUCCEEDED,
+    (State.REQUIRES_CAPTURE, Move.CAPTURE_FAIL): State.FAILED,
+    (State.REQUIRES_CAPTURE, Move.VOID): State.CANCELED,
 }
 
 
@@ -33,7 +39,7 @@ def test_the_table_is_exactly_the_documented_machine() -> None:
 
 
 def test_terminal_states_have_no_way_out_but_refunds() -> None:
-    for state in (State.FAILED, State.REFUNDED):
+    for state in (State.FAILED, State.REFUNDED, State.CANCELED):
         assert not [m for (s, m) in TRANSITIONS if s is state]
 
 
@@ -53,3 +59,9 @@ def test_refund_move_by_what_is_left(amount: int, refunded: int, refund: int, mo
 def test_refund_beyond_what_is_left_is_refused(refunded: int, refund: int) -> None:
     with pytest.raises(ValueError, match="left to refund"):
         refund_move(1000, refunded, refund)
+
+
+def test_the_processor_states_are_payment_statuses() -> None:
+    from workers.core.status import PaymentStatus
+
+    assert {s.value for s in State} == {s.value for s in PaymentStatus}

@@ -33,6 +33,7 @@ from workers.core.topics import (
     GROUP_PREFIX_DLQ_READER,
     GROUP_PREFIX_REPLAY,
     GROUP_PROCESSOR,
+    GROUP_PROCESSOR_COMMANDS,
     topics,
 )
 
@@ -54,7 +55,11 @@ _DLQ: tuple[TopicKey, ...] = ("dead_letters",)
 ACCESS: dict[KafkaRole, Access] = {
     "outbox": Access(writes=("payments", "commands", "webhook_endpoints")),
     "api": Access(reads=("payments",), groups=(GROUP_API,), writes=_DLQ),
-    "processor": Access(reads=("payments", "commands"), groups=(GROUP_PROCESSOR,), writes=_DLQ),
+    "processor": Access(
+        reads=("payments", "commands"),
+        groups=(GROUP_PROCESSOR, GROUP_PROCESSOR_COMMANDS),
+        writes=_DLQ,
+    ),
     "ledger": Access(reads=("payments",), groups=(GROUP_LEDGER,), writes=_DLQ),
     "notifier": Access(
         reads=("payments", "webhook_endpoints"),

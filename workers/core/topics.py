@@ -18,6 +18,8 @@ from workers.core.config import Settings
 # Consumer groups, one per consuming service.
 GROUP_API: Final = "api"
 GROUP_PROCESSOR: Final = "processor"
+# The processor's consumer of the orchestrator's commands (its events' consumer is the other).
+GROUP_PROCESSOR_COMMANDS: Final = "processor-commands"
 GROUP_LEDGER: Final = "ledger"
 GROUP_NOTIFIER: Final = "notifier"
 GROUP_ORCHESTRATOR: Final = "orchestrator"

@@ -162,12 +162,7 @@ class HttpGateway:
         await asyncio.gather(*(c.aclose() for c in self._clients))
 
     async def charge(self, request: ChargeRequest) -> ChargeOutcome:
-        body = {
-            "amount": request.amount,
-            "currency": request.currency,
-            "payment_method": request.payment_method,
-            "reference": request.payment_id,
-        }
+        body = card_body(request)
         try:
             reply = await self._retrying(
                 lambda: self._post("/v1/charges", body, charge_key(request.payment_id))
@@ -210,6 +205,13 @@ class HttpGateway:
             GatewayRefund(str(r["id"]), str(r["status"]), int(r["amount"]))
             for r in await self._list("/v1/refunds", reference)
         ]
+
+    async def posted(self, path: str, body: dict[str, Any], key: str) -> httpx.Response | Unknown:
+        """POST ``body`` with the idempotency key, retried; Unknown once the retries run out."""
+        try:
+            return await self._retrying(lambda: self._post(path, body, key))
+        except _Retryable as exc:
+            return Unknown(exc.reason)
 
     async def _list(self, path: str, reference: str) -> list[dict[str, Any]]:
         """The objects at ``path`` made with ``reference``; GatewayUnreachable without an answer."""
@@ -257,6 +259,16 @@ class HttpGateway:
         if response.status_code >= 500 or response.status_code in RETRYABLE_4XX:
             raise _Retryable(f"http_{response.status_code}")
         return response
+
+
+def card_body(request: ChargeRequest) -> dict[str, Any]:
+    """What a charge or an authorization asks the simulator for; the payment id is its reference."""
+    return {
+        "amount": request.amount,
+        "currency": request.currency,
+        "payment_method": request.payment_method,
+        "reference": request.payment_id,
+    }
 
 
 async def timed(call: Awaitable[Any]) -> tuple[Any, int]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from workers.core.config import Settings
+from workers.processor.authorizations import SimGateway
 from workers.processor.connectors.stripe import StripeGateway
-from workers.processor.gateway import Gateway, HttpGateway
-from workers.processor.metered import MeteredGateway
+from workers.processor.metered import MeteredCaptureGateway
+from workers.processor.operations import CaptureGateway
 
 
-def make_gateway(settings: Settings) -> Gateway:
+def make_gateway(settings: Settings) -> CaptureGateway:
     """The simulator's HTTP client (the default) or the Stripe connector, each call metered."""
     if settings.gateway.provider == "stripe":
-        return MeteredGateway(StripeGateway(settings.gateway))
-    return MeteredGateway(HttpGateway(settings))
+        return MeteredCaptureGateway(StripeGateway(settings.gateway))
+    return MeteredCaptureGateway(SimGateway(settings))

@@ -21,6 +21,13 @@ from workers.processor.gateway import (
     Unknown,
 )
 from workers.processor.metrics import CALL_SECONDS, CALLS, IN_FLIGHT
+from workers.processor.operations import (
+    AuthorizeOutcome,
+    CancelOutcome,
+    CaptureGateway,
+    CaptureOutcome,
+    GatewayPayment,
+)
 
 T = TypeVar("T")
 
@@ -49,6 +56,28 @@ class MeteredGateway:
 
     async def close(self) -> None:
         await self.gateway.close()
+
+
+class MeteredCaptureGateway(MeteredGateway):
+    """A ``CaptureGateway``, with its manual-capture calls counted and timed too."""
+
+    def __init__(self, gateway: CaptureGateway) -> None:
+        super().__init__(gateway)
+        self.operations = gateway
+
+    async def authorize(self, request: ChargeRequest) -> AuthorizeOutcome:
+        return await _metered("authorize", self.operations.authorize(request))
+
+    async def capture(self, charge_id: str, amount: int | None, key: str) -> CaptureOutcome:
+        return await _metered("capture", self.operations.capture(charge_id, amount, key))
+
+    async def cancel(self, charge_id: str, key: str) -> CancelOutcome:
+        return await _metered("void", self.operations.cancel(charge_id, key))
+
+    async def look_up(self, payment_id: str, charge_id: str | None = None) -> list[GatewayPayment]:
+        return await _metered(
+            "authorization_lookup", self.operations.look_up(payment_id, charge_id)
+        )
 
 
 async def _metered(operation: str, call: Awaitable[T]) -> T:

@@ -24,7 +24,8 @@ GATEWAY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1
 
 CALLS = Counter(
     "flowpay_gateway_calls",
-    "Gateway calls by operation (charge, refund, lookup, refund_lookup) and outcome"
+    "Gateway calls by operation (charge, refund, lookup, refund_lookup, authorize, capture,"
+    " void, authorization_lookup) and outcome"
     " (success, decline, rejected, unknown).",
     ["operation", "outcome"],
 )
@@ -64,7 +65,16 @@ REFUNDS_DUE = Gauge(
 
 def attempted(method: str, path: str, failure: BaseException | None, status: int = 0) -> None:
     """One HTTP request to the gateway: ``failure`` is what httpx raised, if anything."""
-    ATTEMPTS.labels(f"{method} {path}", _attempt_outcome(failure, status)).inc()
+    ATTEMPTS.labels(f"{method} {route_of(path)}", _attempt_outcome(failure, status)).inc()
+
+
+def route_of(path: str) -> str:
+    """The path as a label: an object's id (``/v1/authorizations/<id>/capture``) is ``{id}``, so
+    that the label's values stay few."""
+    parts = path.split("/")
+    if len(parts) > 3 and parts[3]:
+        parts[3] = "{id}"
+    return "/".join(parts)
 
 
 def _attempt_outcome(failure: BaseException | None, status: int) -> str:

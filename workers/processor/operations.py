@@ -105,7 +105,10 @@ class GatewayPayment:
     amount_received: int
 
 
-class OperationsGateway(Gateway, Protocol):
+class CaptureGateway(Gateway, Protocol):
+    """A gateway that also authorizes, captures and cancels: what manual capture needs (the
+    simulator's client, ``workers.processor.authorizations``, and the Stripe connector)."""
+
     async def authorize(self, request: ChargeRequest) -> AuthorizeOutcome:
         """Create and confirm the payment, capturing as ``request.capture_method`` says."""
         ...
@@ -116,12 +119,18 @@ class OperationsGateway(Gateway, Protocol):
 
     async def cancel(self, charge_id: str, key: str) -> CancelOutcome: ...
 
-    async def payout(self, request: PayoutRequest) -> PayoutOutcome: ...
-
     async def look_up(self, payment_id: str, charge_id: str | None = None) -> list[GatewayPayment]:
         """The payments made for ``payment_id``: by the gateway's id when known, else by
         FlowPay's reference; raises GatewayUnreachable without an answer."""
         ...
+
+
+class OperationsGateway(CaptureGateway, Protocol):
+    async def payout(self, request: PayoutRequest) -> PayoutOutcome: ...
+
+
+def authorize_key(payment_id: str) -> str:
+    return derived_key("authorize", payment_id)
 
 
 def capture_key(payment_id: str) -> str:

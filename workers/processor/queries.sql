@@ -182,3 +182,30 @@ GROUP BY state;
 SELECT count(*), count(*) FILTER (WHERE next_check_at <= now())
 FROM processor.refunds
 WHERE next_check_at IS NOT NULL;
+
+-- name: command_seen
+SELECT 1 FROM processor.commands WHERE command_id = %(command_id)s;
+
+-- name: command_record
+-- An executed command, in the transaction of its effects; nothing inserted: a redelivery.
+INSERT INTO processor.commands (command_id, payment_id, type)
+VALUES (%(command_id)s, %(payment_id)s, %(type)s)
+ON CONFLICT (command_id) DO NOTHING;
+
+-- name: payment_authorized
+-- A manual payment, recorded once with its authorization's outcome (requires_capture or failed).
+INSERT INTO processor.payments
+    (payment_id, merchant_id, amount, currency, payment_method, correlation_id, state,
+     charge_id, failure_reason, settled_at)
+VALUES (%(payment_id)s, %(merchant_id)s, %(amount)s, %(currency)s, %(payment_method)s,
+        %(correlation_id)s, %(state)s, %(charge_id)s, %(failure_reason)s, now())
+ON CONFLICT (payment_id) DO NOTHING;
+
+-- name: payment_move
+-- A manual payment's capture or void, once: from the state it was in when the call was made.
+-- A capture takes its charge id and the amount captured (the rest was released).
+UPDATE processor.payments
+SET state = %(state)s, charge_id = coalesce(%(charge_id)s, charge_id),
+    amount = coalesce(%(amount)s, amount), failure_reason = %(failure_reason)s,
+    settled_at = now(), updated_at = now()
+WHERE payment_id = %(payment_id)s AND state = %(from_state)s;

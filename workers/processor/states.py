@@ -3,6 +3,12 @@
     initiated --start--> processing --succeed--> succeeded --refund_full--> refunded
                                     \\--fail----> failed     \\--refund_partial--> succeeded
 
+Manual capture (the orchestrator's commands, ``workers.processor.captures``)::
+
+    initiated --authorize--> requires_capture --capture--> succeeded
+              \\--decline--> failed              \\--capture_fail--> failed
+                                               \\--void--> canceled
+
 Every other move is impossible by construction; the database agrees, because each state change
 is an ``UPDATE ... WHERE state = <expected>``.
 """
@@ -18,9 +24,11 @@ from workers.core.errors import FlowPayError
 class State(StrEnum):
     INITIATED = "initiated"
     PROCESSING = "processing"
+    REQUIRES_CAPTURE = "requires_capture"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     REFUNDED = "refunded"
+    CANCELED = "canceled"
 
 
 class Move(StrEnum):
@@ -29,6 +37,11 @@ class Move(StrEnum):
     FAIL = "fail"
     REFUND_PARTIAL = "refund_partial"
     REFUND_FULL = "refund_full"
+    AUTHORIZE = "authorize"
+    DECLINE = "decline"
+    CAPTURE = "capture"
+    CAPTURE_FAIL = "capture_fail"
+    VOID = "void"
 
 
 TRANSITIONS: Final[dict[tuple[State, Move], State]] = {
@@ -37,6 +50,11 @@ TRANSITIONS: Final[dict[tuple[State, Move], State]] = {
     (State.PROCESSING, Move.FAIL): State.FAILED,
     (State.SUCCEEDED, Move.REFUND_PARTIAL): State.SUCCEEDED,
     (State.SUCCEEDED, Move.REFUND_FULL): State.REFUNDED,
+    (State.INITIATED, Move.AUTHORIZE): State.REQUIRES_CAPTURE,
+    (State.INITIATED, Move.DECLINE): State.FAILED,
+    (State.REQUIRES_CAPTURE, Move.CAPTURE): State.SUCCEEDED,
+    (State.REQUIRES_CAPTURE, Move.CAPTURE_FAIL): State.FAILED,
+    (State.REQUIRES_CAPTURE, Move.VOID): State.CANCELED,
 }
 
 

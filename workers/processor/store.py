@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -11,6 +12,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
+from workers.core.commands import Command
 from workers.core.errors import TransientError
 from workers.core.events import (
     ChargeReversed,
@@ -80,6 +82,18 @@ class Staged:
 
     traceparent: str | None  # that span's, for the reconciler's later checks
     row: OutboxRow  # its payment.processing event
+
+
+@dataclass(frozen=True)
+class Change:
+    """A manual payment's state change, as a named query and its parameters."""
+
+    query: str  # payment_authorized | payment_move
+    params: Mapping[str, Any]
+
+
+# The event that answers a command.
+Answer = tuple[EventType, EventData]
 
 
 @dataclass(frozen=True)
@@ -298,6 +312,41 @@ class ProcessorStore:
                 EventType.REFUNDED,
                 data,
             )
+
+    async def command_seen(self, command_id: uuid.UUID) -> bool:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(Q["command_seen"], {"command_id": command_id})
+            return await cursor.fetchone() is not None
+
+    async def execute(
+        self, command: Command, change: Change | None, answer: Callable[[Payment], Answer | None]
+    ) -> bool:
+        """In one transaction: record ``command`` as executed, make ``change`` (if any), and
+        stage ``answer`` of the payment as it then stands. False: executed before (nothing is
+        done again)."""
+        async with self.pool.connection() as conn, conn.transaction():
+            recorded = await conn.execute(
+                Q["command_record"],
+                {"command_id": command.command_id, "payment_id": command.subject,
+                 "type": command.type.value},
+            )  # fmt: skip
+            if not recorded.rowcount:
+                return False
+            if change is not None:
+                await conn.execute(Q[change.query], change.params)
+            payment = await self._get(conn, command.subject)
+            reply = None if payment is None else answer(payment)
+            if payment is not None and reply is not None:
+                kind, data = reply
+                await self._emit(
+                    conn,
+                    payment.payment_id,
+                    payment.merchant_id,
+                    payment.correlation_id,
+                    kind,
+                    data,
+                )
+        return True
 
     async def attempts(self, payment_id: str) -> list[tuple[Any, ...]]:
         async with self.pool.connection() as conn:

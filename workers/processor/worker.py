@@ -1,5 +1,5 @@
-"""`flowpay run-processor`: the processor's handlers on the consumer engine, and the reconciler,
-on one event loop in one process."""
+"""`flowpay run-processor`: the processor's two subscribers on the consumer engine (the payment
+events, and the orchestrator's commands) and the reconciler, on one event loop in one process."""
 
 from __future__ import annotations
 
@@ -9,15 +9,17 @@ from typing import Any, Final
 
 from psycopg_pool import AsyncConnectionPool
 
-from workers.core import observe
+from workers.core import commands, observe
+from workers.core.commands import CommandType
 from workers.core.config import Settings
 from workers.core.consuming import IGNORE, Engine, Routes, Subscriber, register
 from workers.core.db import database_url
 from workers.core.events import EventType
 from workers.core.lifecycle import install_stop_handlers
-from workers.core.topics import GROUP_PROCESSOR
+from workers.core.topics import GROUP_PROCESSOR, GROUP_PROCESSOR_COMMANDS, topics
 from workers.processor import metrics
-from workers.processor.charging import Charging
+from workers.processor.captures import Captures
+from workers.processor.charging import Charging, gather_all
 from workers.processor.gateways import make_gateway
 from workers.processor.reconciler import Reconciler
 from workers.processor.refunds import Refunds
@@ -46,8 +48,8 @@ ROUTES: Final = register(
             # A gateway's own report (its webhook, through the API): the ledger records it;
             # the processor does not act on it yet.
             EventType.GATEWAY_REPORTED: IGNORE,
-            # Manual capture: the saga orchestrator's commands will carry the processor's work
-            # (authorize, capture, void); until it executes them, these are passed over.
+            # Manual capture: the processor's work comes as the orchestrator's commands
+            # (COMMAND_ROUTES); these events are the API's and its own answers.
             EventType.AUTHORIZATION_REQUESTED: IGNORE,
             EventType.REQUIRES_CAPTURE: IGNORE,
             EventType.CAPTURE_REQUESTED: IGNORE,
@@ -56,6 +58,36 @@ ROUTES: Final = register(
         },
     )
 )
+
+
+COMMAND_ROUTES: Final = register(
+    Routes[Captures](
+        f"{ROLE}-commands",
+        {
+            CommandType.AUTHORIZE: Captures.execute,
+            CommandType.CAPTURE: Captures.execute,
+            CommandType.VOID: Captures.execute,
+            # Automatic payments and refunds still start from the payment events (ROUTES:
+            # payment.initiated, payment.refund_requested), which answer these commands too.
+            CommandType.CHARGE: IGNORE,
+            CommandType.REFUND: IGNORE,
+        },
+        CommandType,
+    )
+)
+
+
+def command_subscriber(settings: Settings, captures: Captures) -> Subscriber[Captures]:
+    return Subscriber(
+        GROUP_PROCESSOR_COMMANDS,
+        ROLE,
+        COMMAND_ROUTES,
+        captures,
+        principal="processor",
+        topics=(topics(settings).commands,),
+        max_in_flight=BATCHES_IN_FLIGHT,
+        decode=commands.decode,
+    )
 
 
 def subscriber(processor: Processor) -> Subscriber[Processor]:
@@ -93,9 +125,22 @@ async def run(settings: Settings, stop: threading.Event) -> None:
     reconciler_stop = asyncio.Event()
     reconciler = asyncio.create_task(Reconciler(charging, refunds).run(reconciler_stop))
     try:
-        await Engine(settings, subscriber(Processor(charging, refunds))).run(stop)
+        engines = (
+            Engine(settings, subscriber(Processor(charging, refunds))),
+            Engine(settings, command_subscriber(settings, Captures(store, gateway))),
+        )
+        await gather_all(_until_one_fails(engine, stop) for engine in engines)
     finally:
         reconciler_stop.set()
         await reconciler
         await gateway.close()
         await pool.close()
+
+
+async def _until_one_fails(engine: Engine, stop: threading.Event) -> None:
+    """Run ``engine``; if it fails, stop the other too (the process exits, to be restarted)."""
+    try:
+        await engine.run(stop)
+    except BaseException:
+        stop.set()
+        raise

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from workers.core.commands import Command
 from workers.core.delivery import offset_of, partition_of, topic_of
 from workers.core.errors import EventError
 from workers.core.events import Event, Headers, decode
@@ -61,6 +62,14 @@ class Received:
         envelope = self.envelope
         if not isinstance(envelope, Event):
             raise TypeError(f"offset {self.offset} is not a payment event")
+        return envelope
+
+    @property
+    def command(self) -> Command:
+        """The command (for consumers of the commands topic)."""
+        envelope = self.envelope
+        if not isinstance(envelope, Command):
+            raise TypeError(f"offset {self.offset} is not a command")
         return envelope
 
 
