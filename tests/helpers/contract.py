@@ -49,11 +49,12 @@ def run_schemathesis(
     seed: int | None,
     max_examples: int | None = None,
     max_time_s: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> Run:
     """One run against ``api_url`` as the merchants of ``keys`` (the first makes every request).
 
     ``seed`` None is a random run; ``max_time_s`` repeats fuzzing and stateful testing until
-    it is spent.
+    it is spent. ``env``: the values tests/schemathesis.toml reads from the environment.
     """
     wfc = workdir / "auth.json"
     wfc.write_text(json.dumps({"auth": [_identity(name, key) for name, key in keys.items()]}))
@@ -70,7 +71,7 @@ def run_schemathesis(
     if max_time_s is not None:
         command += ["--max-time", str(max_time_s)]
     # The hooks module imports tests.helpers and workers from the checkout.
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "CONTRACT_AUTH_FILE": str(wfc)}
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT), "CONTRACT_AUTH_FILE": str(wfc)}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     exchanges = json.loads(har.read_text())["log"]["entries"] if har.exists() else []
     return Run(done.returncode, done.stdout + done.stderr, exchanges)
