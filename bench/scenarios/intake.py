@@ -44,6 +44,7 @@ BINDINGS = {
     "description": "NULL::text",
     "metadata": "'{}'::jsonb",
     "created_at": "now()",
+    "capture_method": "'automatic'",
     "status": "202",
     "value": "decode(:value, 'hex')",
     "headers": ":headers::jsonb",
