@@ -91,7 +91,7 @@ def test_top_json_and_once_from_the_command_line(stack: Stack) -> None:
     totals = {t["stage"]: t["total"] for t in snapshot["throughput"]}
     assert totals["API accepted"] == 2
     assert {lag["group"] for lag in snapshot["lag"]} == {
-        "api", "processor", "ledger", "notifier", "orchestrator",
+        "api", "processor", "ledger", "notifier", "notifier-endpoints", "orchestrator",
     }  # fmt: skip
 
     once = flowpay("top", "--once", "--interval", "0.2", env={**env, "COLUMNS": "80"})
