@@ -8,7 +8,7 @@ command's id in the orchestrator's).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from psycopg import AsyncConnection, AsyncCursor, Connection, Cursor, sql
@@ -47,15 +47,21 @@ def outbox_row(event: Event) -> OutboxRow:
     return encoded_row(event.event_id, encode(event))
 
 
-def command_row(command: Command) -> OutboxRow:
-    return encoded_row(command.command_id, commands.encode(command))
+def command_row(command: Command, traceparent: str | None = None) -> OutboxRow:
+    """``traceparent``: the trace of the event the command answers (else the current span's)."""
+    return encoded_row(command.command_id, commands.encode(command), traceparent)
 
 
-def encoded_row(id_: object, encoded: Encoded) -> OutboxRow:
-    """An encoded message of any kind as an outbox row (the current trace in its headers)."""
+def encoded_row(id_: object, encoded: Encoded, traceparent: str | None = None) -> OutboxRow:
+    """An encoded message of any kind as an outbox row, with ``traceparent`` in its headers, or
+    else the current span's trace context."""
+    carried = (
+        tracing.inject(encoded.headers)
+        if traceparent is None
+        else [*encoded.headers, (tracing.TRACEPARENT, traceparent.encode())]
+    )
     headers = [
-        [name, value.decode() if isinstance(value, bytes) else value]
-        for name, value in tracing.inject(encoded.headers)
+        [name, value.decode() if isinstance(value, bytes) else value] for name, value in carried
     ]
     return (id_, encoded.key, encoded.value, Jsonb(headers))
 
@@ -68,9 +74,14 @@ async def stage_async(cursor: AsyncCursor[Any], schema: str, events: Iterable[Ev
     await cursor.executemany(insert_statement(schema), [outbox_row(e) for e in events])
 
 
-def stage_commands(cursor: Cursor[Any], staged: Iterable[Command]) -> None:
-    """Stage the orchestrator's commands in its outbox (a command staged twice is one row)."""
-    cursor.executemany(insert_statement("orchestrator"), [command_row(c) for c in staged])
+def stage_commands(
+    cursor: Cursor[Any], staged: Iterable[Command], traces: Mapping[str, str] | None = None
+) -> None:
+    """Stage the orchestrator's commands in its outbox (a command staged twice is one row);
+    ``traces``: per subject, the trace context of the event that led to its commands."""
+    traces = traces or {}
+    rows = [command_row(c, traces.get(c.subject)) for c in staged]
+    cursor.executemany(insert_statement("orchestrator"), rows)
 
 
 async def stage_rows(conn: AsyncConnection[Any], schema: str, rows: Sequence[OutboxRow]) -> None:

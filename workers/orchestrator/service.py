@@ -20,10 +20,11 @@ from typing import Any, Final
 
 from psycopg_pool import ConnectionPool
 
-from workers.core import observe
+from workers.core import observe, tracing
 from workers.core.config import Settings
 from workers.core.consuming import IGNORE, Batch, Routes, Subscriber, register, run
-from workers.core.events import EventType
+from workers.core.delivery import headers_of
+from workers.core.events import Event, EventType, header
 from workers.core.lifecycle import install_stop_handlers
 from workers.core.metrics import serve_metrics
 from workers.core.topics import GROUP_ORCHESTRATOR
@@ -70,7 +71,7 @@ class Orchestrator:
                 return
             instances = store.lock(conn, (e.payment_id for e in events))
             decisions, heard = machine.walk(events, instances, now, self.timeouts)
-            store.write(conn, decisions, heard, now)
+            store.write(conn, decisions, heard, now, _traces(batch))
 
     def fire_due(self, now: datetime | None = None) -> int:
         """Fire the due timers (one batch of them, in one transaction); how many fired."""
@@ -97,6 +98,17 @@ class Orchestrator:
                 fired = 0
             if not fired:
                 stop.wait(self.config.timer_interval_s)
+
+
+def _traces(batch: Batch) -> dict[str, str]:
+    """Per payment, the trace context of its last event in the batch: the commands it leads to
+    stay in the payment's trace."""
+    traces = {}
+    for item in batch.items:
+        traceparent = header(headers_of(item.message), tracing.TRACEPARENT)
+        if traceparent is not None and isinstance(item.decoded, Event):
+            traces[item.decoded.payment_id] = traceparent
+    return traces
 
 
 def subscriber(orchestrator: Orchestrator) -> Subscriber[Orchestrator]:

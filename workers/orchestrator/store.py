@@ -8,7 +8,7 @@ neither. Statements are set-based: one ``executemany`` per table per batch.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -54,8 +54,15 @@ def mark_fired(conn: Conn, timer_ids: Sequence[int], now: datetime) -> None:
     conn.execute(Q["timers_fired"], {"ids": list(timer_ids), "now": now})
 
 
-def write(conn: Conn, decisions: Sequence[Decision], heard: Sequence[Heard], now: datetime) -> None:
-    """The decisions (in order) and what was done with each event heard."""
+def write(
+    conn: Conn,
+    decisions: Sequence[Decision],
+    heard: Sequence[Heard],
+    now: datetime,
+    traces: Mapping[str, str] | None = None,
+) -> None:
+    """The decisions (in order) and what was done with each event heard; ``traces``: per
+    subject, the trace context its commands carry (the event's that led to them)."""
     last = {d.instance.id: d for d in decisions}  # the instance as it stands at the end
     with conn.cursor() as cursor:
         if last:
@@ -70,7 +77,7 @@ def write(conn: Conn, decisions: Sequence[Decision], heard: Sequence[Heard], now
                      for i, d in last.items() if d.timer is not None]  # fmt: skip
             if armed:
                 cursor.executemany(Q["timer_arm"], armed)
-            stage_commands(cursor, [c for d in decisions for c in d.commands])
+            stage_commands(cursor, [c for d in decisions for c in d.commands], traces)
         if heard:
             cursor.executemany(Q["event_insert"], [_heard_row(h) for h in heard])
 
