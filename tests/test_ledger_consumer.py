@@ -6,9 +6,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
-from pydantic import SecretStr
 
-from tests.conftest import _drop_database, _new_database, _server_url, override
+from tests.conftest import _drop_database, _new_database, isolated_database, override
 from tests.helpers.kafka import headers_of, read_topic
 from tests.test_ledger_support import (
     Conn,
@@ -258,7 +257,11 @@ def test_run_ledger_beats_and_stops_cleanly_on_sigterm(settings: Settings, db: C
 def twin(settings: Settings, base_settings: Settings, template_db: str) -> Iterator[Settings]:
     """Another fresh database on the same topics: where an undisturbed run keeps its books."""
     name = _new_database(base_settings, template_db)
-    yield override(settings, "database", url=SecretStr(_server_url(base_settings, name)))
+    # Every role's URL on it (a role's own URL wins over ``database.url``).
+    twin_db = isolated_database(base_settings, name)
+    yield override(
+        settings, "database", urls=twin_db.database.urls, admin_url=twin_db.database.admin_url
+    )
     _drop_database(base_settings, name)
 
 
