@@ -21,7 +21,7 @@ from workers.core.db import admin_url
 from workers.core.sealing import keyring
 from workers.notifier.endpoints import register_endpoint
 
-ROLES = ("api", "outbox", "processor", "ledger", "notifier", "replay")
+ROLES = ("api", "outbox", "processor", "ledger", "notifier", "orchestrator", "replay")
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
