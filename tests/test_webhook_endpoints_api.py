@@ -82,6 +82,12 @@ def test_endpoints_made_through_the_api_get_what_they_asked_signed(
         }).json()  # fmt: skip
 
         hooks.secret = secret
+        # The notifier learns of endpoints from their events (another topic): an event it takes
+        # before that one has no delivery to the endpoint.
+        known = [endpoint["id"], failures["id"]]
+        with psycopg.connect(admin_url(stack.settings), autocommit=True) as db:
+            query = "SELECT count(*) FROM notifier.endpoints WHERE id = ANY(%s)"
+            wait_for(lambda: db.execute(query, (known,)).fetchone() == (2,), what="endpoints known")
         paid = stack.pay()
         (got,) = _delivered(hooks, paid["id"])
         assert got.body["type"] == "payment.succeeded"
