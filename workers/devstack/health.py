@@ -24,6 +24,7 @@ from workers.devstack.procs import Listeners, alive, descendants, describe, list
 from workers.devstack.roles import Address, Recorded, Role
 
 LOG_LINES = 10
+CRASH_LOOP = 3  # exits during one wait that make a role's failure certain, not a slow start
 
 
 class NotReady(StackError):
@@ -35,6 +36,7 @@ class RoleHealth:
     state: str  # running | unhealthy | conflict | stopped
     pid: int | None  # the role's; for a conflict, the process holding its port
     detail: str
+    exits: int = 0  # since the supervisor started
 
 
 def role_health(settings: Settings) -> dict[str, RoleHealth]:
@@ -59,7 +61,7 @@ def check(settings: Settings, role: Role, record: Recorded, listening: Listeners
         return RoleHealth("conflict", holder, what)
     if not running or record.pid is None:
         exits = f"; it exited {record.restarts} times" if record.restarts else ""
-        return RoleHealth("stopped", None, f"not running{exits}")
+        return RoleHealth("stopped", None, f"not running{exits}", record.restarts)
     if address is None:
         return RoleHealth("running", record.pid, "no health check: its metrics are off")
     if not holders:
@@ -100,9 +102,11 @@ def wait_ready(settings: Settings, wait_s: float, say: Callable[[str], None]) ->
     """Return once every role is ``running``; raise NotReady naming those that are not.
 
     Gives up at once when a role's port is held by a process outside the stack: it will not
-    let go by itself. Otherwise the supervisor keeps restarting a failing role after this.
+    let go by itself; and when a role has exited ``CRASH_LOOP`` times during the wait: it
+    exits at every start. Otherwise the supervisor keeps restarting a failing role after this.
     """
     deadline = time.monotonic() + wait_s
+    exits_before = {name: r.restarts for name, r in roles.recorded(settings).items()}
     while True:
         if roles.live_supervisor(settings) is None:
             log = StackPaths.of(settings).supervisor_log
@@ -117,6 +121,13 @@ def wait_ready(settings: Settings, wait_s: float, say: Callable[[str], None]) ->
         }
         if taken:
             raise NotReady(_explain(settings, taken, ""))
+        looping = {
+            name: health
+            for name, health in down.items()
+            if health.exits - exits_before.get(name, 0) >= CRASH_LOOP
+        }
+        if looping:
+            raise NotReady(_explain(settings, looping, ""))
         left = deadline - time.monotonic()
         if left <= 0:
             raise NotReady(_explain(settings, down, f" within {wait_s:.0f}s"))
