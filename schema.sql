@@ -196,8 +196,10 @@ CREATE TABLE IF NOT EXISTS processor.payments (
                                                  'failed', 'canceled', 'refunded')),
     charge_id       text,
     failure_reason  text,
+    -- Bounded by what was received (a partial capture took less than the amount).
     refunded_amount bigint      NOT NULL DEFAULT 0 CONSTRAINT processor_payments_refund_range
-                                CHECK (refunded_amount >= 0 AND refunded_amount <= amount),
+                                CHECK (refunded_amount >= 0
+                                       AND refunded_amount <= coalesce(amount_received, amount)),
     -- Non-null: the reconciler owns this payment (unknown outcome, or a watch for a late charge).
     next_check_at   timestamptz,
     checks          integer     NOT NULL DEFAULT 0,
@@ -210,10 +212,14 @@ CREATE TABLE IF NOT EXISTS processor.payments (
     -- When the payment left processing: a failed one is watched for a late charge for
     -- processor.late_charge_window_s from then.
     settled_at      timestamptz,
+    -- What a manual capture took (the rest was released); NULL: the whole amount. The amount
+    -- the payment was made for stays, as Stripe keeps ``amount`` beside ``amount_received``.
+    amount_received bigint      CONSTRAINT processor_payments_received_range
+                                CHECK (amount_received > 0 AND amount_received <= amount),
     CONSTRAINT processor_payments_charged_when_succeeded
         CHECK (state NOT IN ('succeeded', 'refunded') OR charge_id IS NOT NULL),
     CONSTRAINT processor_payments_fully_refunded
-        CHECK (state <> 'refunded' OR refunded_amount = amount)
+        CHECK (state <> 'refunded' OR refunded_amount = coalesce(amount_received, amount))
 );
 CREATE INDEX IF NOT EXISTS processor_payments_due ON processor.payments (next_check_at)
     WHERE next_check_at IS NOT NULL;

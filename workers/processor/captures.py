@@ -152,8 +152,8 @@ def _move(
 ) -> Change:
     from_state = State(payment.state)
     params = {"payment_id": payment.payment_id, "from_state": from_state,
-              "state": apply(from_state, move), "charge_id": charge_id, "amount": amount,
-              "failure_reason": reason}  # fmt: skip
+              "state": apply(from_state, move), "charge_id": charge_id,
+              "amount_received": amount, "failure_reason": reason}  # fmt: skip
     return Change("payment_move", params)
 
 
@@ -170,7 +170,7 @@ def answer(command: Command, payment: Payment) -> Answer | None:
     if command.type == CommandType.CAPTURE and state == State.SUCCEEDED:
         assert payment.charge_id is not None
         return EventType.SUCCEEDED, Succeeded(
-            charge_id=payment.charge_id, amount_captured=payment.amount
+            charge_id=payment.charge_id, amount_captured=payment.received
         )
     if isinstance(command.data, Void) and state == State.CANCELED:
         reason = command.data.cancellation_reason

@@ -74,6 +74,13 @@ class Payment(NewPayment):
     updated_at: datetime
     traceparent: str | None = None  # of the span that started it, for the reconciler's checks
     settled_at: datetime | None = None  # when it left processing (None while processing)
+    # What a manual capture took (at most ``amount``; the rest was released). None: all of it.
+    amount_received: int | None = None
+
+    @property
+    def received(self) -> int:
+        """What the payment took from the card, so what refunds may give back."""
+        return self.amount if self.amount_received is None else self.amount_received
 
 
 @dataclass(frozen=True)
