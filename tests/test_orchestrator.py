@@ -230,6 +230,32 @@ def test_a_cancel_voids_the_authorization_and_operators_see_the_saga(
         s.ledger_check()
 
 
+def test_a_refused_capture_fails_the_payment_and_its_saga_ends(
+    settings: Settings, tmp_path: Path
+) -> None:
+    with stack(settings, tmp_path) as s:
+        payment_id = s.manual()
+        # The hold lapses at the gateway (released there, not by FlowPay): the capture is refused.
+        held = s.sim_authorization(payment_id)["id"]
+        lapsed = httpx.post(
+            f"{s.flow.sim_url}/v1/authorizations/{held}/void",
+            json={},
+            headers={"Idempotency-Key": f"lapsed-{payment_id}"},
+        )
+        assert lapsed.status_code == 200, lapsed.text
+        taken = s.post(f"/v1/payments/{payment_id}/capture", {})
+        assert taken.status_code == 202, taken.text
+        assert s.reaches(payment_id, "failed")["failure_reason"] == "gateway_error"
+        saga_id = f"payment:{payment_id}"
+        wait_for(lambda: s.ended(saga_id), what="the saga to end")
+        saga = s.saga(saga_id)
+        assert (saga["state"], saga["outcome"]) == ("failed", "failed")
+        assert [st["name"] for st in saga["steps"]] == ["authorize", "await_decision", "capture"]
+        # Nothing is left waiting: no void is sent that nothing would answer.
+        assert all(t["status"] == "canceled" for t in saga["timers"])
+        s.ledger_check()
+
+
 def test_an_authorization_expires_even_across_an_orchestrator_restart(
     settings: Settings, tmp_path: Path
 ) -> None:

@@ -162,8 +162,9 @@ PAYMENT_MANUAL: Final = Saga(
             CommandType.CAPTURE,
             {
                 EventType.SUCCEEDED: End("succeeded"),
-                # What stays held after a failed capture is released.
-                EventType.FAILED: Compensate("failed"),
+                # A capture releases what it does not take (the command's contract): after a
+                # refused one nothing is held, and there is nothing left to compensate.
+                EventType.FAILED: End("failed", SagaState.FAILED),
             },
         ),
         Step("cancel", CommandType.VOID, {EventType.CANCELED: End("canceled")}),

@@ -111,6 +111,8 @@ class Captures:
                 return _move(payment, Move.CAPTURE, charge_id=charge_id, amount=amount)
             case Rejected(detail):
                 log.error("gateway refused the capture of %s: %s", payment.payment_id, detail)
+                # A capture releases what it does not take: a refused one, all of it.
+                await self._release(payment)
                 return _move(payment, Move.CAPTURE_FAIL, reason="gateway_error")
         found = await self._look_up(payment.payment_id, payment.charge_id)
         charged = self._settled(found, Charged)
@@ -119,13 +121,22 @@ class Captures:
         return _move(payment, Move.CAPTURE, charge_id=charged.charge_id, amount=captured)
 
     async def _void(self, payment: Payment) -> Change:
+        refused = await self._release(payment)
+        if refused is not None:
+            raise PermanentError(f"gateway refused the void of {payment.payment_id}: {refused}")
+        return _move(payment, Move.VOID)
+
+    async def _release(self, payment: Payment) -> Rejected | None:
+        """Void the payment's authorization at the gateway; the gateway's refusal if it refused
+        (it holds nothing to void). An unknown outcome is looked up: TransientError until the
+        gateway shows the authorization canceled."""
         assert payment.charge_id is not None, "an authorization without its id"
         outcome = await self.gateway.cancel(payment.charge_id, cancel_key(payment.payment_id))
         if isinstance(outcome, Rejected):
-            raise PermanentError(f"gateway refused the void of {payment.payment_id}: {outcome}")
+            return outcome
         if not isinstance(outcome, Canceled):
             self._settled(await self._look_up(payment.payment_id, payment.charge_id), Canceled)
-        return _move(payment, Move.VOID)
+        return None
 
     async def _look_up(self, payment_id: str, charge_id: str | None = None) -> list[GatewayPayment]:
         try:
