@@ -408,7 +408,7 @@ CREATE SCHEMA IF NOT EXISTS orchestrator;
 
 CREATE TABLE IF NOT EXISTS orchestrator.sagas (
     id             text        PRIMARY KEY,
-    type           text        NOT NULL CONSTRAINT sagas_type_known CHECK (type IN ('payment', 'refund')),
+    type           text        NOT NULL CONSTRAINT sagas_type_known CHECK (type IN ('payment', 'refund', 'payout')),
     -- Which declared saga it runs (workers/orchestrator/sagas.py).
     definition     text        NOT NULL,
     -- The payment it is about: its commands' Kafka key.
@@ -556,7 +556,7 @@ CREATE TABLE IF NOT EXISTS @s@.accounts (
     id          text        PRIMARY KEY,
     code        text        NOT NULL CONSTRAINT accounts_code_check CHECK (code IN
                             ('gateway_receivable', 'refunds_paid', 'suspense', 'merchant_payable',
-                             'authorization_holds')),
+                             'authorization_holds', 'payouts_in_transit', 'payouts_paid')),
     merchant_id text,
     currency    text        NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
     normal_side text        NOT NULL CHECK (normal_side IN ('debit', 'credit')),
@@ -654,11 +654,12 @@ CREATE TABLE IF NOT EXISTS @s@.balances (
     PRIMARY KEY (account_id, phase)
 );
 
--- A ledger installed before manual capture (ledger 0002) gets today's constraints in place;
--- a new one gets them again, unchanged.
+-- A ledger installed before payouts (ledger 0003) gets today's constraints in place; a new one
+-- gets them again, unchanged.
 ALTER TABLE @s@.accounts DROP CONSTRAINT accounts_code_check;
 ALTER TABLE @s@.accounts ADD CONSTRAINT accounts_code_check CHECK (code IN
-    ('gateway_receivable', 'refunds_paid', 'suspense', 'merchant_payable', 'authorization_holds'));
+    ('gateway_receivable', 'refunds_paid', 'suspense', 'merchant_payable', 'authorization_holds',
+     'payouts_in_transit', 'payouts_paid'));
 ALTER TABLE @s@.transactions DROP CONSTRAINT transactions_kind_check;
 ALTER TABLE @s@.transactions ADD CONSTRAINT transactions_kind_check CHECK (kind IN
     ('authorize', 'post', 'capture', 'void', 'refund', 'late_charge', 'charge_reversal'));

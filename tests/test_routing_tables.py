@@ -26,6 +26,9 @@ from workers.core.events import (
     Failed,
     GatewayReported,
     Initiated,
+    PayoutFailed,
+    PayoutPaid,
+    PayoutRequested,
     Processing,
     Refunded,
     RefundFailed,
@@ -109,6 +112,9 @@ EXAMPLES = {
         currency="USD",
         livemode=False,
     ),
+    EventType.PAYOUT_REQUESTED: PayoutRequested(amount=100, currency="USD"),
+    EventType.PAYOUT_PAID: PayoutPaid(gateway_payout_id="po_g", amount=100),
+    EventType.PAYOUT_FAILED: PayoutFailed(reason="payout_refused"),
 }
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from workers.core.commands import Capture, CommandType, Void
+from workers.core.commands import Capture, CommandType, Payout, Void
 from workers.core.events import (
     Canceled,
     CancelRequested,
@@ -15,6 +15,9 @@ from workers.core.events import (
     EventType,
     Failed,
     Initiated,
+    PayoutFailed,
+    PayoutPaid,
+    PayoutRequested,
     Processing,
     Refunded,
     RefundRequested,
@@ -253,3 +256,54 @@ def test_a_batch_walks_each_payments_events_in_order_through_one_instance() -> N
         ("ignored", None),
     ]
     assert [d.instance.state for d in decisions] == [SagaState.RUNNING, SagaState.DONE]
+
+
+def payout_started() -> Decision:
+    request = event(EventType.PAYOUT_REQUESTED, PayoutRequested(amount=700, currency="EUR"), "po_1")
+    decision = machine.start(request, T0, TIMEOUTS)
+    assert decision is not None
+    return decision
+
+
+def test_a_payout_is_sent_through_the_gateway_once_reserved_and_ends_paid() -> None:
+    decision = payout_started()
+    saga = decision.instance
+    assert (saga.id, saga.type, saga.state, saga.step) == (
+        "payout:po_1", SagaType.PAYOUT, SagaState.RUNNING, "send",
+    )  # fmt: skip
+    [command] = decision.commands
+    assert (command.type, command.subject) == (CommandType.PAYOUT, "po_1")
+    assert command.data == Payout(amount=700, currency="EUR")
+    assert decision.timer is not None
+    assert decision.timer.action is OnTimeout.RESEND
+    paid = machine.hear(
+        saga, event(EventType.PAYOUT_PAID, PayoutPaid(gateway_payout_id="po_g", amount=700), "po_1"),
+        T0, TIMEOUTS,
+    )  # fmt: skip
+    assert (paid.instance.state, paid.instance.outcome) == (SagaState.DONE, "paid")
+    assert paid.commands == ()
+
+
+def test_a_failed_payout_ends_failed_and_a_resend_asks_for_the_same_payout() -> None:
+    saga = payout_started().instance
+    resent = machine.fire(saga, saga.current.seq, OnTimeout.RESEND, T0, TIMEOUTS)
+    [again] = resent.commands
+    assert (again.attempt, again.data) == (2, Payout(amount=700, currency="EUR"))
+    failed = machine.hear(
+        resent.instance, event(EventType.PAYOUT_FAILED, PayoutFailed(reason="payout_refused"), "po_1"),
+        T0, TIMEOUTS,
+    )  # fmt: skip
+    assert (failed.instance.state, failed.instance.outcome) == (SagaState.FAILED, "failed")
+    assert failed.commands == ()
+    assert failed.timer is None
+
+
+def test_a_payment_event_never_reaches_a_payout_saga_of_the_same_id() -> None:
+    saga = payout_started().instance
+    key = machine.key_of(event(EventType.SUCCEEDED, Succeeded(charge_id="c"), "po_1"))
+    assert key is not None
+    assert key[0] is SagaType.PAYMENT
+    assert machine.key_of(event(EventType.PAYOUT_PAID, PayoutPaid(gateway_payout_id="g", amount=1), "po_1")) == (
+        SagaType.PAYOUT, "po_1", "",
+    )  # fmt: skip
+    assert saga.type is SagaType.PAYOUT

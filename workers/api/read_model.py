@@ -150,6 +150,10 @@ ROUTES: Final = register(
             # The processor settles by it; what the API shows changes with that settlement
             # (a gateway's report is not an event of the merchant's).
             EventType.GATEWAY_REPORTED: IGNORE,
+            # Not a payment's: the API has no payouts to show yet.
+            EventType.PAYOUT_REQUESTED: IGNORE,
+            EventType.PAYOUT_PAID: IGNORE,
+            EventType.PAYOUT_FAILED: IGNORE,
         },
     )
 )

@@ -46,6 +46,11 @@ ROUTES: Final = register(
             EventType.REFUND_REQUESTED: IGNORE,
             # No webhook: a gateway's report is not a payment's outcome merchants are told of.
             EventType.GATEWAY_REPORTED: IGNORE,
+            # Not yet told: payout.paid and payout.failed webhooks need the notifier's view of a
+            # payout (it knows payments only).
+            EventType.PAYOUT_REQUESTED: IGNORE,
+            EventType.PAYOUT_PAID: IGNORE,
+            EventType.PAYOUT_FAILED: IGNORE,
             # No webhook: a merchant's own capture or cancel; its outcome is the one told.
             EventType.CAPTURE_REQUESTED: IGNORE,
             EventType.CANCEL_REQUESTED: IGNORE,

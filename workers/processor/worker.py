@@ -48,6 +48,10 @@ ROUTES: Final = register(
             # A gateway's own report (its webhook, through the API): the ledger records it;
             # the processor does not act on it yet.
             EventType.GATEWAY_REPORTED: IGNORE,
+            # A payout is the orchestrator's to drive: the processor executes its command.
+            EventType.PAYOUT_REQUESTED: IGNORE,
+            EventType.PAYOUT_PAID: IGNORE,
+            EventType.PAYOUT_FAILED: IGNORE,
             # Manual capture: the processor's work comes as the orchestrator's commands
             # (COMMAND_ROUTES); these events are the API's and its own answers.
             EventType.AUTHORIZATION_REQUESTED: IGNORE,
@@ -71,6 +75,8 @@ COMMAND_ROUTES: Final = register(
             # payment.initiated, payment.refund_requested), which answer these commands too.
             CommandType.CHARGE: IGNORE,
             CommandType.REFUND: IGNORE,
+            # Not yet executed: the payout saga's send (the gateway's payout) is to come.
+            CommandType.PAYOUT: IGNORE,
         },
         CommandType,
     )
