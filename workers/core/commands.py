@@ -75,6 +75,7 @@ class Refund(CommandData):
 class Payout(CommandData):
     amount: Amount = Field(gt=0, le=MAX_AMOUNT)
     currency: str = Field(pattern=r"^[A-Z]{3}$")
+    destination: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]{1,255}$")
 
 
 PAYLOADS: Final[dict[CommandType, type[CommandData]]] = {

@@ -176,6 +176,9 @@ class PayoutRequested(EventData):
 
     amount: Amount = Field(gt=0, le=MAX_AMOUNT)
     currency: str = Field(pattern=r"^[A-Z]{3}$")
+    # The bank account paid into, as the gateway names it (Stripe's ``destination``); None: the
+    # merchant's default one.
+    destination: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]{1,255}$")
 
 
 class PayoutPaid(EventData):

@@ -336,7 +336,8 @@ def command_data(type_: CommandType, context: Mapping[str, Any]) -> CommandData:
         case CommandType.REFUND:
             return Refund(refund_id=context["refund_id"], amount=context["refund_amount"])
         case CommandType.PAYOUT:
-            return Payout(amount=context["amount"], currency=context["currency"])
+            return Payout(amount=context["amount"], currency=context["currency"],
+                          destination=context.get("destination"))  # fmt: skip
 
 
 def _learned(context: Mapping[str, Any], event: Event) -> dict[str, Any]:
@@ -347,7 +348,7 @@ def _learned(context: Mapping[str, Any], event: Event) -> dict[str, Any]:
         learned.update(amount=data.amount, currency=data.currency,
                        payment_method=data.payment_method)  # fmt: skip
     elif isinstance(data, PayoutRequested):
-        learned.update(amount=data.amount, currency=data.currency)
+        learned.update(amount=data.amount, currency=data.currency, destination=data.destination)
     elif isinstance(data, RefundRequested):
         learned.update(refund_id=data.refund_id, refund_amount=data.amount)
     elif isinstance(data, RequiresCapture):

@@ -1,4 +1,5 @@
-"""Manual capture: the processor executes the orchestrator's authorize, capture and void commands.
+"""Manual capture: the processor executes the orchestrator's authorize, capture and void commands
+(and hands its payout commands to ``workers.processor.payouts``).
 
 Each command is done against the gateway with the key derived from the payment id and the
 operation (a resend finds what the first call did, never does it twice), then recorded, with
@@ -28,11 +29,12 @@ from workers.processor.operations import (
     Authorized,
     Canceled,
     Captured,
-    CaptureGateway,
     GatewayPayment,
+    OperationsGateway,
     cancel_key,
     capture_key,
 )
+from workers.processor.payouts import Payouts
 from workers.processor.states import Move, State, apply
 from workers.processor.store import Answer, Change, Payment, ProcessorStore
 
@@ -44,9 +46,14 @@ ROLE = "processor"
 class Captures:
     """The commands subscriber's handlers (``workers.processor.worker.COMMAND_ROUTES``)."""
 
-    def __init__(self, store: ProcessorStore, gateway: CaptureGateway) -> None:
+    def __init__(self, store: ProcessorStore, gateway: OperationsGateway) -> None:
         self.store = store
         self.gateway = gateway
+        self.payouts = Payouts(store, gateway)
+
+    async def pay_out(self, batch: Batch) -> None:
+        """The payout saga's ``payout.send`` commands (``workers.processor.payouts``)."""
+        await self.payouts.execute(batch)
 
     async def execute(self, batch: Batch) -> None:
         """Each command of the batch, a round at a time (no round holds a payment twice)."""

@@ -187,6 +187,17 @@ WHERE next_check_at IS NOT NULL;
 -- name: command_seen
 SELECT 1 FROM processor.commands WHERE command_id = %(command_id)s;
 
+-- name: payout_seen
+SELECT 1 FROM processor.payouts WHERE payout_id = %(payout_id)s;
+
+-- name: payout_insert
+-- A payout settled at the gateway, once; nothing inserted: settled before.
+INSERT INTO processor.payouts
+    (payout_id, merchant_id, amount, currency, status, gateway_payout_id, failure)
+VALUES (%(payout_id)s, %(merchant_id)s, %(amount)s, %(currency)s, %(status)s,
+        %(gateway_payout_id)s, %(failure)s)
+ON CONFLICT (payout_id) DO NOTHING;
+
 -- name: command_record
 -- An executed command, in the transaction of its effects; nothing inserted: a redelivery.
 INSERT INTO processor.commands (command_id, payment_id, type)

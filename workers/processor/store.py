@@ -12,7 +12,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
-from workers.core.commands import Command
+from workers.core.commands import Command, Payout
 from workers.core.errors import TransientError
 from workers.core.events import (
     ChargeReversed,
@@ -20,6 +20,8 @@ from workers.core.events import (
     EventData,
     EventType,
     Initiated,
+    PayoutFailed,
+    PayoutPaid,
     Refunded,
     RefundFailed,
     RefundRequested,
@@ -101,6 +103,15 @@ class Change:
 
 # The event that answers a command.
 Answer = tuple[EventType, EventData]
+
+
+@dataclass(frozen=True)
+class PayoutOutcomeRow:
+    """How the gateway settled a payout: paid or failed, its id there, why it failed."""
+
+    status: str
+    gateway_payout_id: str | None
+    failure: str | None
 
 
 @dataclass(frozen=True)
@@ -354,6 +365,44 @@ class ProcessorStore:
                     data,
                 )
         return True
+
+    async def payout_known(self, payout_id: str) -> bool:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(Q["payout_seen"], {"payout_id": payout_id})
+            return await cursor.fetchone() is not None
+
+    async def payout_settled(self, command: Command, outcome: PayoutOutcomeRow | None) -> None:
+        """In one transaction: record ``command`` as executed and, with ``outcome`` (None: the
+        payout was settled before), the payout and the event that answers it, once."""
+        data = command.data
+        assert isinstance(data, Payout)
+        async with self.pool.connection() as conn, conn.transaction():
+            recorded = await conn.execute(
+                Q["command_record"],
+                {"command_id": command.command_id, "payment_id": command.subject,
+                 "type": command.type.value},
+            )  # fmt: skip
+            if not recorded.rowcount or outcome is None:
+                return
+            inserted = await conn.execute(
+                Q["payout_insert"],
+                {"payout_id": command.subject, "merchant_id": command.merchant_id,
+                 "amount": data.amount, "currency": data.currency, "status": outcome.status,
+                 "gateway_payout_id": outcome.gateway_payout_id,
+                 "failure": outcome.failure},
+            )  # fmt: skip
+            if not inserted.rowcount:
+                return
+            reply: EventData
+            if outcome.status == "paid":
+                assert outcome.gateway_payout_id is not None
+                kind = EventType.PAYOUT_PAID
+                reply = PayoutPaid(gateway_payout_id=outcome.gateway_payout_id, amount=data.amount)
+            else:
+                kind, reply = EventType.PAYOUT_FAILED, PayoutFailed(reason="payout_refused")
+            await self._emit(
+                conn, command.subject, command.merchant_id, command.correlation_id, kind, reply
+            )
 
     async def attempts(self, payment_id: str) -> list[tuple[Any, ...]]:
         async with self.pool.connection() as conn:

@@ -75,8 +75,7 @@ COMMAND_ROUTES: Final = register(
             # payment.initiated, payment.refund_requested), which answer these commands too.
             CommandType.CHARGE: IGNORE,
             CommandType.REFUND: IGNORE,
-            # Not yet executed: the payout saga's send (the gateway's payout) is to come.
-            CommandType.PAYOUT: IGNORE,
+            CommandType.PAYOUT: Captures.pay_out,
         },
         CommandType,
     )
