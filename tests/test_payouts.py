@@ -1,12 +1,14 @@
-"""Payouts end to end on the real stack from their payout.requested event: the orchestrator's
-payout saga, the processor paying out through the gateway simulator, and the ledger's postings.
-(The API's intake of payouts, which stages that event, is not built yet: the tests publish it.)"""
+"""Payouts end to end on the real stack: the API's intake reserving against the balance, the
+orchestrator's payout saga, the processor paying out through the gateway simulator, the ledger's
+postings and the API's read model. Some tests publish payout.requested themselves, to see the
+saga and the ledger apart from the intake."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -62,8 +64,12 @@ def processor_payout(s: Stack, payout_id: str) -> tuple[str, str | None]:
 
 
 def ledger_balances(s: Stack) -> dict[str, tuple[int, int]]:
-    """(pending, posted) of each EUR account, on its normal side."""
-    shown = flowpay("ledger", "balances", "--currency", "EUR", "--json", env=s.env)
+    return ledger_balances_in(s, "EUR")
+
+
+def ledger_balances_in(s: Stack, currency: str) -> dict[str, tuple[int, int]]:
+    """(pending, posted) of each account in ``currency``, on its normal side."""
+    shown = flowpay("ledger", "balances", "--currency", currency, "--json", env=s.env)
     assert shown.returncode == 0, shown.stderr
     return {b["account"]: (b["pending"], b["posted"]) for b in json.loads(shown.stdout)}
 
@@ -116,3 +122,78 @@ def test_a_refused_payout_fails_and_its_reservation_is_voided(
 def _commands_done(s: Stack, total: int) -> bool:
     commands_topic = topics(s.flow.settings).commands
     return committed_total(s.flow.settings, GROUP_PROCESSOR_COMMANDS, commands_topic) == total
+
+
+def balance(s: Stack) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {s.flow.api_key}"}
+    got = httpx.get(f"{s.flow.api_url}/v1/balance", headers=headers, timeout=30)
+    assert got.status_code == 200, got.text
+    return dict(got.json())
+
+
+def available(s: Stack, currency: str = "USD") -> int:
+    found = [f["amount"] for f in balance(s)["available"] if f["currency"] == currency]
+    return found[0] if found else 0
+
+
+def payout_of(s: Stack, payout_id: str) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {s.flow.api_key}"}
+    got = httpx.get(f"{s.flow.api_url}/v1/payouts/{payout_id}", headers=headers, timeout=30)
+    assert got.status_code == 200, got.text
+    return dict(got.json())
+
+
+def test_fifty_payouts_at_once_never_overdraw_and_each_is_paid_once(
+    settings: Settings, tmp_path: Path
+) -> None:
+    with stack(settings, tmp_path) as s:
+        for _ in range(3):
+            s.reaches(s.flow.pay(amount=1000)["id"], "succeeded")
+        wait_for(lambda: available(s) == 3000, what="the captures in the balance")
+        assert (
+            s.post("/v1/payouts", {"amount": 3001, "currency": "USD"}).json()["error"]["code"]
+            == "insufficient_balance"
+        )
+
+        def pay_out(n: int) -> httpx.Response:
+            return s.post("/v1/payouts", {"amount": 100, "currency": "USD"}, f"po-{n}")
+
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            answers = list(pool.map(pay_out, range(50)))
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses == [202] * 30 + [422] * 20, statuses
+        refused = [a.json()["error"] for a in answers if a.status_code == 422]
+        assert {(e["code"], e["param"]) for e in refused} == {("insufficient_balance", "amount")}
+        assert available(s) == 0
+        # A retry is answered as first, reserving nothing again.
+        again = pay_out(0)
+        assert again.headers.get("Idempotent-Replayed") == "true"
+        accepted = [a.json()["id"] for a in answers if a.status_code == 202]
+        for payout_id in accepted:
+            wait_for(lambda p=payout_id: payout_of(s, p)["status"] == "paid", what=payout_id)
+        assert s.sim_stats()["payouts"] == 30
+        listed = httpx.get(f"{s.flow.api_url}/v1/payouts", params={"limit": 100},
+                           headers={"Authorization": f"Bearer {s.flow.api_key}"}).json()  # fmt: skip
+        assert sorted(p["id"] for p in listed["data"]) == sorted(accepted)
+        assert available(s) == 0
+        s.ledger_check()
+        balances = ledger_balances_in(s, "USD")
+        assert balances["payouts_paid:USD"] == (0, 3000)
+        assert balances[f"merchant_payable:{s.flow.merchant_id}:USD"] == (0, 0)
+
+
+def test_a_failed_payout_gives_its_amount_back_to_the_balance(
+    settings: Settings, tmp_path: Path
+) -> None:
+    with stack(settings, tmp_path) as s:
+        s.reaches(s.flow.pay(amount=1000)["id"], "succeeded")
+        wait_for(lambda: available(s) == 1000, what="the capture in the balance")
+        body = {"amount": 400, "currency": "USD", "destination": "ba_closed"}
+        created = s.post("/v1/payouts", body)
+        assert created.status_code == 202, created.text
+        payout_id = created.json()["id"]
+        wait_for(lambda: payout_of(s, payout_id)["status"] == "failed", what="the payout to fail")
+        assert payout_of(s, payout_id)["failure_reason"] == "payout_refused"
+        wait_for(lambda: available(s) == 1000, what="the amount back in the balance")
+        assert s.saga(f"payout:{payout_id}")["outcome"] == "failed"
+        s.ledger_check()
