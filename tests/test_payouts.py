@@ -197,3 +197,18 @@ def test_a_failed_payout_gives_its_amount_back_to_the_balance(
         wait_for(lambda: available(s) == 1000, what="the amount back in the balance")
         assert s.saga(f"payout:{payout_id}")["outcome"] == "failed"
         s.ledger_check()
+        # The operator's CLI does what the API does, for any merchant.
+        merchant = s.flow.merchant_id
+        shown = flowpay("balance", "--merchant", merchant, "--json", env=s.env)
+        assert json.loads(shown.stdout)["available"] == [{"amount": 1000, "currency": "USD"}]
+        args = ["payout", "--merchant", merchant, "--currency", "usd", "--json"]
+        paid = flowpay(*args, "--amount", "600", env=s.env)
+        assert paid.returncode == 0, paid.stderr
+        assert json.loads(paid.stdout)["status"] == "pending"
+        over = flowpay(*args, "--amount", "401", env=s.env)
+        assert over.returncode == 2
+        assert over.stderr.count("\n") == 1
+        assert "insufficient_balance" in over.stderr
+        assert "400 USD is available" in over.stderr
+        unknown = flowpay("balance", "--merchant", "mer_nobody", env=s.env)
+        assert (unknown.returncode, unknown.stderr.count("\n")) == (2, 1)
