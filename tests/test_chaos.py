@@ -41,6 +41,8 @@ def test_one_of_each_fault_under_load_breaks_no_invariant() -> None:
     assert outcome.statuses.get("succeeded", 0) > 0
     assert outcome.statuses.get("failed", 0) > 0
     assert outcome.refunds, "the load made no refund"
+    assert outcome.statuses.get("canceled", 0) > 0, "no authorization was canceled or expired"
+    assert any(a.accepted for a in outcome.actions), "the load captured or canceled nothing"
     # The secrets scan ran over something: it is one of the checks, and it found nothing.
     assert SECRETS in outcome.violations
 
