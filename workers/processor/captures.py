@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from workers.core.commands import Authorize, Capture, Command, CommandType, Void
+from workers.core.commands import Authorize, Capture, Command, CommandType, Payout, Void
 from workers.core.consuming import Batch, Received
 from workers.core.delivery import headers_of
 from workers.core.errors import PermanentError, TransientError
@@ -51,10 +51,6 @@ class Captures:
         self.gateway = gateway
         self.payouts = Payouts(store, gateway)
 
-    async def pay_out(self, batch: Batch) -> None:
-        """The payout saga's ``payout.send`` commands (``workers.processor.payouts``)."""
-        await self.payouts.execute(batch)
-
     async def execute(self, batch: Batch) -> None:
         """Each command of the batch, a round at a time (no round holds a payment twice)."""
         for round_ in batch.rounds():
@@ -64,6 +60,9 @@ class Captures:
         command = item.command
         with handling(ROLE, headers_of(item.message)):
             if await self.store.command_seen(command.command_id):
+                return
+            if isinstance(command.data, Payout):
+                await self.payouts.execute(command)
                 return
             payment = await self.store.get(command.subject)
             change = await self._change(command, payment)

@@ -15,11 +15,7 @@ from __future__ import annotations
 import logging
 
 from workers.core.commands import Command, Payout
-from workers.core.consuming import Batch, Received
-from workers.core.delivery import headers_of
 from workers.core.errors import PermanentError, TransientError
-from workers.core.observe import handling
-from workers.processor.charging import gather_all
 from workers.processor.gateway import Rejected
 from workers.processor.operations import (
     OperationsGateway,
@@ -31,28 +27,18 @@ from workers.processor.store import PayoutOutcomeRow, ProcessorStore
 
 log = logging.getLogger(__name__)
 
-ROLE = "processor"
-
 
 class Payouts:
     def __init__(self, store: ProcessorStore, gateway: OperationsGateway) -> None:
         self.store = store
         self.gateway = gateway
 
-    async def execute(self, batch: Batch) -> None:
-        """Each command of the batch, a round at a time (no round holds a payout twice)."""
-        for round_ in batch.rounds():
-            await gather_all(self._one(item) for item in round_)
-
-    async def _one(self, item: Received) -> None:
-        command = item.command
-        with handling(ROLE, headers_of(item.message)):
-            if await self.store.command_seen(command.command_id):
-                return
-            if await self.store.payout_known(command.subject):
-                await self.store.payout_settled(command, None)
-                return
-            await self.store.payout_settled(command, await self._send(command))
+    async def execute(self, command: Command) -> None:
+        """One ``payout.send`` not executed before (``Captures`` dedupes and routes it)."""
+        if await self.store.payout_known(command.subject):
+            await self.store.payout_settled(command, None)
+            return
+        await self.store.payout_settled(command, await self._send(command))
 
     async def _send(self, command: Command) -> PayoutOutcomeRow:
         data = command.data

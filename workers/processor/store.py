@@ -343,12 +343,7 @@ class ProcessorStore:
         stage ``answer`` of the payment as it then stands. False: executed before (nothing is
         done again)."""
         async with self.pool.connection() as conn, conn.transaction():
-            recorded = await conn.execute(
-                Q["command_record"],
-                {"command_id": command.command_id, "payment_id": command.subject,
-                 "type": command.type.value},
-            )  # fmt: skip
-            if not recorded.rowcount:
+            if not await _record_command(conn, command):
                 return False
             if change is not None:
                 await conn.execute(Q[change.query], change.params)
@@ -377,12 +372,7 @@ class ProcessorStore:
         data = command.data
         assert isinstance(data, Payout)
         async with self.pool.connection() as conn, conn.transaction():
-            recorded = await conn.execute(
-                Q["command_record"],
-                {"command_id": command.command_id, "payment_id": command.subject,
-                 "type": command.type.value},
-            )  # fmt: skip
-            if not recorded.rowcount or outcome is None:
+            if not await _record_command(conn, command) or outcome is None:
                 return
             inserted = await conn.execute(
                 Q["payout_insert"],
@@ -522,3 +512,13 @@ def _refund_row(
         "status": status,
         "failure_reason": reason,
     }
+
+
+async def _record_command(conn: AsyncConnection[Any], command: Command) -> bool:
+    """Record ``command`` as executed, in the caller's transaction; False: it was before."""
+    recorded = await conn.execute(
+        Q["command_record"],
+        {"command_id": command.command_id, "payment_id": command.subject,
+         "type": command.type.value},
+    )  # fmt: skip
+    return bool(recorded.rowcount)

@@ -75,7 +75,7 @@ COMMAND_ROUTES: Final = register(
             # payment.initiated, payment.refund_requested), which answer these commands too.
             CommandType.CHARGE: IGNORE,
             CommandType.REFUND: IGNORE,
-            CommandType.PAYOUT: Captures.pay_out,
+            CommandType.PAYOUT: Captures.execute,
         },
         CommandType,
     )
