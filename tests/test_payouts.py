@@ -19,6 +19,8 @@ import psycopg
 from tests.conftest import flowpay
 from tests.helpers.flow import Flow, flow
 from tests.helpers.kafka import committed_total
+from tests.helpers.receiver import receiver
+from tests.helpers.servers import free_port
 from tests.helpers.waiting import wait_for
 from tests.test_ledger_support import publish
 from tests.test_orchestrator import Stack
@@ -212,3 +214,32 @@ def test_a_failed_payout_gives_its_amount_back_to_the_balance(
         assert "400 USD is available" in over.stderr
         unknown = flowpay("balance", "--merchant", "mer_nobody", env=s.env)
         assert (unknown.returncode, unknown.stderr.count("\n")) == (2, 1)
+
+
+def test_merchants_are_told_of_paid_and_failed_payouts_by_webhook(
+    settings: Settings, tmp_path: Path
+) -> None:
+    env = {"FLOWPAY_NOTIFIER__POLL_INTERVAL_S": "0.1"}
+    with receiver(free_port()) as hook, flow(settings, tmp_path, extra_env=env) as f:
+        hook.secret = f.start_downstream(hook.url)
+        s = Stack(f)
+        s.reaches(f.pay(amount=1000)["id"], "succeeded")
+        wait_for(lambda: available(s) == 1000, what="the capture in the balance")
+        paid = s.post("/v1/payouts", {"amount": 300, "currency": "USD"}).json()["id"]
+        body = {"amount": 200, "currency": "USD", "destination": "ba_closed"}
+        failed = s.post("/v1/payouts", body).json()["id"]
+        hook.wait_for(3)
+        told = {r.body["data"]["id"]: r for r in hook.wait_for(3)}
+        assert told[paid].body["type"] == "payout.paid"
+        assert told[paid].body["data"] | {"created_at": 0, "updated_at": 0} == {
+            "id": paid, "object": "payout", "amount": 300, "currency": "USD",
+            "destination": None, "status": "paid", "failure_reason": None,
+            "created_at": 0, "updated_at": 0,
+        }  # fmt: skip
+        assert told[failed].body["type"] == "payout.failed"
+        assert (told[failed].body["data"]["status"], told[failed].body["data"]["failure_reason"]) == (
+            "failed", "payout_refused",
+        )  # fmt: skip
+        assert all(r.signature_ok for r in told.values())
+        # The API shows what the webhook said.
+        assert payout_of(s, paid) | {"updated_at": 0} == told[paid].body["data"] | {"updated_at": 0}

@@ -46,11 +46,8 @@ ROUTES: Final = register(
             EventType.REFUND_REQUESTED: IGNORE,
             # No webhook: a gateway's report is not a payment's outcome merchants are told of.
             EventType.GATEWAY_REPORTED: IGNORE,
-            # Not yet told: payout.paid and payout.failed webhooks need the notifier's view of a
-            # payout (it knows payments only).
-            EventType.PAYOUT_REQUESTED: IGNORE,
-            EventType.PAYOUT_PAID: IGNORE,
-            EventType.PAYOUT_FAILED: IGNORE,
+            # Its view of the payout starts here (what payout.paid and payout.failed show).
+            EventType.PAYOUT_REQUESTED: Intake.take,
             # No webhook: a merchant's own capture or cancel; its outcome is the one told.
             EventType.CAPTURE_REQUESTED: IGNORE,
             EventType.CANCEL_REQUESTED: IGNORE,
