@@ -15,7 +15,6 @@ amount back to ``available``.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -82,7 +81,7 @@ async def create_payout(
         await cursor.execute(
             Q["payout_insert"],
             {**ids, "id": payout_id, "amount": body.amount, "destination": body.destination,
-             "created_at": datetime.now(UTC)},
+             "created_at": event.occurred_at},
         )  # fmt: skip
         row = await cursor.fetchone()
         assert row is not None
