@@ -44,6 +44,13 @@ ATTEMPTS = Counter(
     " (answered, timeout, lost_ack, connect_error, server_error, conflict).",
     ["request", "outcome"],
 )
+REPORTS = Counter(
+    "flowpay_gateway_reports",
+    "The gateway's reports (its webhooks) by type and what came of each (applied, stale,"
+    " duplicate, contradicted, unknown_payment, refunds_rechecked, nothing_to_recheck,"
+    " not_flowpays).",
+    ["type", "outcome"],
+)
 RECONCILER_BACKLOG = Gauge(
     "flowpay_reconciler_backlog",
     "Payments the reconciler watches, by state (processing: outcome unknown;"

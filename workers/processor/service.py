@@ -1,5 +1,5 @@
 """What the processor does with a batch of events: start and charge the new payments, answer
-the refund requests.
+the refund requests, settle by the gateway's reports.
 
 These are the consumer engine's handlers (``workers.core.consuming``), set-based: the payments
 of a batch start in one transaction and are charged at once (``workers.processor.charging``),
@@ -20,21 +20,32 @@ from workers.core.delivery import headers_of
 from workers.core.observe import handling
 from workers.processor.charging import Charging, Job, gather_all
 from workers.processor.refunds import Refunds
+from workers.processor.reports import Reports
 from workers.processor.store import NewPayment
 
 ROLE: Final = "processor"
 
 
 class Processor:
-    def __init__(self, charging: Charging, refunds: Refunds) -> None:
+    def __init__(self, charging: Charging, refunds: Refunds, reports: Reports) -> None:
         self.charging = charging
         self.refunds = refunds
+        self.reports = reports
 
     async def start(self, batch: Batch) -> None:
         """``payment.initiated``: start and charge each payment, a round at a time (no round
         holds a payment twice)."""
         for round_ in batch.rounds():
             await self.charging.start([_job(item) for item in round_])
+
+    async def reported(self, batch: Batch) -> None:
+        """``gateway.reported``: settle each payment the gateway reports on, once."""
+        for round_ in batch.rounds():
+            await gather_all(self._reported(item) for item in round_)
+
+    async def _reported(self, item: Received) -> None:
+        with handling(ROLE, headers_of(item.message)):
+            await self.reports.on_reported(item.event)
 
     async def refund(self, batch: Batch) -> None:
         """``payment.refund_requested``: refuse each, or send it once to the gateway."""
