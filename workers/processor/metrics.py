@@ -53,14 +53,14 @@ REPORTS = Counter(
 )
 RECONCILER_BACKLOG = Gauge(
     "flowpay_reconciler_backlog",
-    "Payments the reconciler watches, by state (processing: outcome unknown;"
-    " failed: watched for a late charge).",
+    "Payments the reconciler watches, by state (processing: outcome unknown or pending at the"
+    " gateway; requires_action: waiting for the customer; failed: watched for a late charge).",
     ["state"],
 )
 RECONCILER_DUE = Gauge(
     "flowpay_reconciler_due", "Watched payments whose re-check is due now, by state.", ["state"]
 )
-WATCHED_STATES: Final = ("processing", "failed")
+WATCHED_STATES: Final = ("processing", "requires_action", "failed")
 REFUND_BACKLOG = Gauge(
     "flowpay_reconciler_refund_backlog",
     "Refunds whose outcome is unknown, left requested for the reconciler to re-check.",

@@ -181,8 +181,9 @@ SELECT kind, outcome, detail, duration_ms, created_at
 FROM processor.attempts WHERE payment_id = %(payment_id)s ORDER BY id;
 
 -- name: reconciler_backlog
--- For metrics: payments the reconciler watches (processing: outcome unknown; failed: a late
--- charge may still land), and how many of them are due now.
+-- For metrics: payments the reconciler watches (processing: outcome unknown or pending at the
+-- gateway; requires_action: waiting for the customer; failed: a late charge may still land),
+-- and how many of them are due now.
 SELECT state, count(*), count(*) FILTER (WHERE next_check_at <= now())
 FROM processor.payments
 WHERE next_check_at IS NOT NULL
