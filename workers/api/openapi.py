@@ -179,27 +179,36 @@ PAYMENT: Final[dict[str, Any]] = {
             "description": "Why a canceled payment was canceled (`expired`: not captured in time)",
         },
         "next_action": {
-            "type": ["object", "null"],
+            "anyOf": [ref("NextAction"), {"type": "null"}],
             "description": "While `requires_action`: what the customer must do before the payment"
-            " can go on (3-D Secure), in Stripe's shape: `type` (`redirect_to_url`,"
-            " `use_stripe_sdk`, ...) and, for a redirect, `redirect_to_url.url` to send the"
-            " customer to. Null in every other status.",
-            "required": ["type"],
-            "additionalProperties": False,
-            "properties": {
-                "type": {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"},
-                "redirect_to_url": {
-                    "type": "object",
-                    "required": ["url"],
-                    "additionalProperties": False,
-                    "properties": {"url": {"type": "string", "pattern": "^https://"}},
-                },
-            },
+            " can go on (3-D Secure); null in every other status",
         },
         "created_at": _MOMENT,
         "updated_at": _MOMENT,
     },
     "examples": [PAYMENT_EXAMPLE],
+}
+NEXT_ACTION: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "What the customer must do, in Stripe's shape: `type` (`redirect_to_url`,"
+    " `use_stripe_sdk`, ...) and, for a redirect, `redirect_to_url.url` to send them to",
+    "required": ["type"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"},
+        "redirect_to_url": {
+            "type": "object",
+            "required": ["url"],
+            "additionalProperties": False,
+            "properties": {"url": {"type": "string", "pattern": "^https://"}},
+        },
+    },
+    "examples": [
+        {
+            "type": "redirect_to_url",
+            "redirect_to_url": {"url": "https://hooks.stripe.com/3d_secure_2/hosted"},
+        }
+    ],
 }
 REFUND: Final[dict[str, Any]] = {
     "type": "object",
@@ -284,6 +293,7 @@ SCHEMAS: Final = {
     "ErrorResponse": ERROR_RESPONSE,
     "Error": ERROR,
     "Payment": PAYMENT,
+    "NextAction": NEXT_ACTION,
     "PaymentList": PAYMENT_LIST,
     "PaymentEvent": PAYMENT_EVENT,
     "Refund": REFUND,
