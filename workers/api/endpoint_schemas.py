@@ -26,6 +26,7 @@ EventName = Literal[
     "payment.charge_reversed",
     "payment.requires_capture",
     "payment.canceled",
+    "payment.requires_action",
     "payout.paid",
     "payout.failed",
 ]

@@ -57,8 +57,9 @@ payment's are, and its reservation is its pending transfer)::
                                 posted:  Dr merchant_payable P / Cr payouts_paid P
     payout.failed             void (resolves the reservation, once: the saga's compensation):
                                 pending: Dr payouts_in_transit P / Cr merchant_payable P
-    payment.processing, payment.requires_capture, payment.capture_requested,
-    payment.cancel_requested, payment.refund_requested, payment.refund_failed
+    payment.processing, payment.requires_action, payment.requires_capture,
+    payment.capture_requested, payment.cancel_requested, payment.refund_requested,
+    payment.refund_failed, gateway.reported
                               nothing; the event is still recorded as applied
 
 An event the rules cannot apply (a payment never initiated, resolved twice, a refund above what
@@ -308,6 +309,9 @@ class StandardRules:
             case (
                 EventType.PROCESSING
                 | EventType.REQUIRES_CAPTURE
+                # The charge waits for the customer: its pending transfer stands until the
+                # outcome (payment.succeeded or payment.failed) resolves it.
+                | EventType.REQUIRES_ACTION
                 | EventType.CAPTURE_REQUESTED
                 | EventType.CANCEL_REQUESTED
                 | EventType.REFUND_REQUESTED

@@ -1,9 +1,9 @@
-"""What a manual capture took, beside the amount the payment was made for."""
+"""Payouts, and the balance projection they reserve against."""
 
 from workers.migrations.steps import run_sql_file
 
-revision = "processor_0005"
-down_revision = "processor_0004"
+revision = "api_0006"
+down_revision = "api_0005"
 branch_labels = None
 depends_on = None
 

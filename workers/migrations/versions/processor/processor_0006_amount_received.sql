@@ -1,4 +1,4 @@
--- processor 0005: what a manual capture took, beside the amount the payment was made for (as
+-- processor 0006: what a manual capture took, beside the amount the payment was made for (as
 -- Stripe keeps ``amount`` and ``amount_received``): a partial capture no longer overwrites the
 -- amount. Refunds are bounded by what was received.
 

@@ -1,4 +1,4 @@
--- api 0005: payouts, and the balance projection they reserve against.
+-- api 0006: payouts, and the balance projection they reserve against.
 
 -- What each merchant may pay out, per currency: credited by its payments' captures, debited by
 -- their refunds, and reserved by a payout in the transaction that records it (UPDATE ... WHERE

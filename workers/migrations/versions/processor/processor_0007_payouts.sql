@@ -1,4 +1,4 @@
--- processor 0006: payouts the processor sent through the gateway, each recorded once with its
+-- processor 0007: payouts the processor sent through the gateway, each recorded once with its
 -- outcome in the transaction of the event that answers the payout saga's command.
 
 CREATE TABLE processor.payouts (

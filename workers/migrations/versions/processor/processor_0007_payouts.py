@@ -2,8 +2,8 @@
 
 from workers.migrations.steps import run_sql_file
 
-revision = "processor_0006"
-down_revision = "processor_0005"
+revision = "processor_0007"
+down_revision = "processor_0006"
 branch_labels = None
 depends_on = None
 

@@ -1,9 +1,9 @@
-"""Payouts, and the balance projection they reserve against."""
+"""What a manual capture took, beside the amount the payment was made for."""
 
 from workers.migrations.steps import run_sql_file
 
-revision = "api_0005"
-down_revision = "api_0004"
+revision = "processor_0006"
+down_revision = "processor_0005"
 branch_labels = None
 depends_on = None
 
