@@ -83,6 +83,38 @@ CREATE TABLE IF NOT EXISTS api.refunds (
 );
 CREATE INDEX IF NOT EXISTS refunds_by_payment ON api.refunds (payment_id);
 
+-- What each merchant may pay out, per currency: credited by its payments' captures, debited by
+-- their refunds, and reserved by a payout in the transaction that records it (UPDATE ... WHERE
+-- available >= amount, under the row's lock: concurrent payouts never overdraw). The ledger stays
+-- the truth; this is the API's projection of it, kept by the read model.
+CREATE TABLE IF NOT EXISTS api.balances (
+    merchant_id text        NOT NULL REFERENCES api.merchants (id),
+    currency    text        NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    available   bigint      NOT NULL DEFAULT 0,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (merchant_id, currency)
+);
+
+-- The events the read model has counted in balances, each once.
+CREATE TABLE IF NOT EXISTS api.balance_events (
+    event_id   uuid        PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS api.payouts (
+    id             text        PRIMARY KEY,
+    merchant_id    text        NOT NULL REFERENCES api.merchants (id),
+    amount         bigint      NOT NULL CHECK (amount > 0 AND amount <= 1000000000000),
+    currency       text        NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    destination    text,
+    status         text        NOT NULL DEFAULT 'pending'
+                               CHECK (status IN ('pending', 'paid', 'failed')),
+    failure_reason text,
+    created_at     timestamptz NOT NULL,
+    updated_at     timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS payouts_list ON api.payouts (merchant_id, created_at DESC, id DESC);
+
 -- One row per (merchant, Idempotency-Key). response_status NULL means "still in flight".
 CREATE TABLE IF NOT EXISTS api.idempotency_keys (
     merchant_id     text        NOT NULL REFERENCES api.merchants (id),
@@ -203,8 +235,10 @@ CREATE TABLE IF NOT EXISTS processor.payments (
                                                  'canceled', 'refunded')),
     charge_id       text,
     failure_reason  text,
+    -- Bounded by what was received (a partial capture took less than the amount).
     refunded_amount bigint      NOT NULL DEFAULT 0 CONSTRAINT processor_payments_refund_range
-                                CHECK (refunded_amount >= 0 AND refunded_amount <= amount),
+                                CHECK (refunded_amount >= 0
+                                       AND refunded_amount <= coalesce(amount_received, amount)),
     -- Non-null: the reconciler owns this payment (unknown outcome, or a watch for a late charge).
     next_check_at   timestamptz,
     checks          integer     NOT NULL DEFAULT 0,
@@ -217,10 +251,14 @@ CREATE TABLE IF NOT EXISTS processor.payments (
     -- When the payment left processing: a failed one is watched for a late charge for
     -- processor.late_charge_window_s from then.
     settled_at      timestamptz,
+    -- What a manual capture took (the rest was released); NULL: the whole amount. The amount
+    -- the payment was made for stays, as Stripe keeps ``amount`` beside ``amount_received``.
+    amount_received bigint      CONSTRAINT processor_payments_received_range
+                                CHECK (amount_received > 0 AND amount_received <= amount),
     CONSTRAINT processor_payments_charged_when_succeeded
         CHECK (state NOT IN ('succeeded', 'refunded') OR charge_id IS NOT NULL),
     CONSTRAINT processor_payments_fully_refunded
-        CHECK (state <> 'refunded' OR refunded_amount = amount)
+        CHECK (state <> 'refunded' OR refunded_amount = coalesce(amount_received, amount))
 );
 CREATE INDEX IF NOT EXISTS processor_payments_due ON processor.payments (next_check_at)
     WHERE next_check_at IS NOT NULL;
@@ -263,6 +301,22 @@ CREATE TABLE IF NOT EXISTS processor.commands (
     payment_id  text        NOT NULL,
     type        text        NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Payouts sent through the gateway, each once, with its outcome (recorded with the event that
+-- answers the payout saga's command).
+CREATE TABLE IF NOT EXISTS processor.payouts (
+    payout_id         text        PRIMARY KEY,
+    merchant_id       text        NOT NULL,
+    amount            bigint      NOT NULL CHECK (amount > 0 AND amount <= 1000000000000),
+    currency          text        NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
+    status            text        NOT NULL CHECK (status IN ('paid', 'failed')),
+    gateway_payout_id text,
+    -- The gateway's failure code (or gateway_rejected); NULL when paid.
+    failure           text,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT processor_payouts_paid_at_the_gateway
+        CHECK (status <> 'paid' OR gateway_payout_id IS NOT NULL)
 );
 
 -- ---------------------------------------------------------------------------------------------
@@ -410,7 +464,7 @@ CREATE SCHEMA IF NOT EXISTS orchestrator;
 
 CREATE TABLE IF NOT EXISTS orchestrator.sagas (
     id             text        PRIMARY KEY,
-    type           text        NOT NULL CONSTRAINT sagas_type_known CHECK (type IN ('payment', 'refund')),
+    type           text        NOT NULL CONSTRAINT sagas_type_known CHECK (type IN ('payment', 'refund', 'payout')),
     -- Which declared saga it runs (workers/orchestrator/sagas.py).
     definition     text        NOT NULL,
     -- The payment it is about: its commands' Kafka key.
@@ -558,7 +612,7 @@ CREATE TABLE IF NOT EXISTS @s@.accounts (
     id          text        PRIMARY KEY,
     code        text        NOT NULL CONSTRAINT accounts_code_check CHECK (code IN
                             ('gateway_receivable', 'refunds_paid', 'suspense', 'merchant_payable',
-                             'authorization_holds')),
+                             'authorization_holds', 'payouts_in_transit', 'payouts_paid')),
     merchant_id text,
     currency    text        NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
     normal_side text        NOT NULL CHECK (normal_side IN ('debit', 'credit')),
@@ -656,11 +710,12 @@ CREATE TABLE IF NOT EXISTS @s@.balances (
     PRIMARY KEY (account_id, phase)
 );
 
--- A ledger installed before manual capture (ledger 0002) gets today's constraints in place;
--- a new one gets them again, unchanged.
+-- A ledger installed before payouts (ledger 0003) gets today's constraints in place; a new one
+-- gets them again, unchanged.
 ALTER TABLE @s@.accounts DROP CONSTRAINT accounts_code_check;
 ALTER TABLE @s@.accounts ADD CONSTRAINT accounts_code_check CHECK (code IN
-    ('gateway_receivable', 'refunds_paid', 'suspense', 'merchant_payable', 'authorization_holds'));
+    ('gateway_receivable', 'refunds_paid', 'suspense', 'merchant_payable', 'authorization_holds',
+     'payouts_in_transit', 'payouts_paid'));
 ALTER TABLE @s@.transactions DROP CONSTRAINT transactions_kind_check;
 ALTER TABLE @s@.transactions ADD CONSTRAINT transactions_kind_check CHECK (kind IN
     ('authorize', 'post', 'capture', 'void', 'refund', 'late_charge', 'charge_reversal'));

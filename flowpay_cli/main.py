@@ -21,6 +21,7 @@ from flowpay_cli.commands import (
     outbox,
     pay,
     payments,
+    payouts,
     processor,
     sagas,
     secret_keys,
@@ -74,6 +75,8 @@ app.command("run-processor")(processor.run_processor)
 app.command("refund")(payments.refund)
 app.command("capture")(payments.capture)
 app.command("cancel")(payments.cancel)
+app.command("payout")(payouts.payout)
+app.command("balance")(payouts.balance)
 app.command("run-notifier")(webhooks.run_notifier)
 app.command("run-ledger")(ledger.run_ledger)
 app.command("run-orchestrator")(sagas.run_orchestrator)

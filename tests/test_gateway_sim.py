@@ -499,7 +499,7 @@ def test_faults_change_at_run_time_and_stats_count_what_happened(start: Start) -
         assert faults.json() == {
             "latency_ms": 20.0, "latency_jitter_ms": 0.0, "timeout_rate": 0.0,
             "lost_ack_rate": 0.0, "error_rate": 1.0,
-            "faulted": ["charges", "refunds", "authorizations", "captures", "voids"],
+            "faulted": ["charges", "refunds", "authorizations", "captures", "voids", "payouts"],
         }  # fmt: skip
         assert sim.get("/_sim/faults").json() == faults.json()
         assert sim.charge(card()).status_code == 503
@@ -516,7 +516,7 @@ def test_faults_change_at_run_time_and_stats_count_what_happened(start: Start) -
 
         assert sim.stats() == {
             "requests": 6, "lookups": 1, "charges": 3, "declines": 1, "refunds": 1, "replays": 1,
-            "authorizations": 0, "conflicts": 0, "faults": {"error": 1, "timeout": 0, "lost_ack": 1}, "held": 0,
+            "authorizations": 0, "payouts": 0, "conflicts": 0, "faults": {"error": 1, "timeout": 0, "lost_ack": 1}, "held": 0,
         }  # fmt: skip
         assert len(sim.records()) == 3
 
@@ -530,7 +530,7 @@ def test_faults_change_at_run_time_and_stats_count_what_happened(start: Start) -
         {"latency_ms": "5"},
         {"latency_ms": None},
         {"chaos": 1},
-        {"faulted": ["payouts"]},
+        {"faulted": ["transfers"]},
         {"faulted": "refunds"},
     ],
 )
@@ -713,4 +713,39 @@ def test_an_authorization_key_is_bound_to_its_parameters(sim: Sim) -> None:
 def test_authorizations_are_faulted_like_charges(start: Start) -> None:
     with start(error_rate=1, faulted="authorizations") as sim:
         assert sim.post("/v1/authorizations", card(), new_key()).status_code == 503
+        assert sim.charge(card()).status_code == 200
+
+
+def payout(reference: str | None = None, **changes: Any) -> dict[str, Any]:
+    body = {"amount": 2500, "currency": "EUR", "destination": "ba_merchant",
+            "reference": reference or f"po_{uuid.uuid4().hex[:12]}"}  # fmt: skip
+    return body | changes
+
+
+def test_a_payout_is_paid_once_per_key_and_found_by_its_reference(sim: Sim) -> None:
+    key, body = new_key(), payout()
+    paid = sim.post("/v1/payouts", body, key)
+    assert paid.status_code == 200, paid.text
+    assert (paid.json()["status"], paid.json()["amount"]) == ("paid", 2500)
+    again = sim.post("/v1/payouts", body, key)
+    assert (again.json(), again.headers.get("Idempotent-Replayed")) == (paid.json(), "true")
+    other = sim.post("/v1/payouts", {**body, "amount": 1}, key)
+    assert error_of(other)["code"] == "idempotency_key_reused"
+    listed = sim.get("/v1/payouts", reference=body["reference"]).json()["data"]
+    assert [p["id"] for p in listed] == [paid.json()["id"]]
+    assert sim.get("/_sim/stats").json()["payouts"] == 1
+
+
+def test_a_payout_to_a_failing_test_account_fails_with_its_code(sim: Sim) -> None:
+    failed = sim.post("/v1/payouts", payout(destination="ba_closed"), new_key())
+    assert (failed.json()["status"], failed.json()["failure_code"]) == ("failed", "account_closed")
+    refused = sim.post("/v1/payouts", payout(amount=0), new_key())
+    assert (refused.status_code, error_of(refused)["code"]) == (422, "parameter_invalid")
+
+
+def test_payouts_are_faulted_like_charges(start: Start) -> None:
+    with start(error_rate=1, faulted="payouts") as sim:
+        body = payout()
+        assert sim.post("/v1/payouts", body, new_key()).status_code == 503
+        assert sim.get("/v1/payouts", reference=body["reference"]).json()["data"] == []
         assert sim.charge(card()).status_code == 200

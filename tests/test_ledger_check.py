@@ -15,7 +15,18 @@ from typer.testing import CliRunner, Result
 
 from flowpay_cli.commands import ledger as ledger_cli
 from tests.conftest import env_for
-from tests.test_ledger_support import Conn, ledger_thread, mixed, publish, quick, wait_consumed
+from tests.test_ledger_support import (
+    Conn,
+    balances,
+    ledger_thread,
+    merged,
+    mixed,
+    nonzero,
+    payouts,
+    publish,
+    quick,
+    wait_consumed,
+)
 from workers.core.config import Settings
 from workers.core.money import Money
 from workers.ledger.chain import GENESIS, EntryRecord, TxnRecord, digest
@@ -32,12 +43,15 @@ def cli(settings: Settings, args: Sequence[str]) -> Result:
 
 @pytest.fixture
 def books(settings: Settings, db: Conn) -> Conn:
-    """A ledger posted by run-ledger from a mixed history; every check passes on it."""
+    """A ledger posted by run-ledger from a mixed history, payouts among it; every check
+    passes on it, and its balances are the scenario's."""
     settings = quick(settings)
-    sent = publish(settings, mixed(24).events)
+    scenario = merged(mixed(24), payouts())
+    sent = publish(settings, scenario.events)
     with ledger_thread(settings):
         wait_consumed(db, sent)
     assert [r.name for r in run_checks(db) if not r.ok] == []
+    assert balances(db) == nonzero(scenario.expected)
     return db
 
 
@@ -103,7 +117,7 @@ def failed_without_a_void(db: Conn) -> str:
     )
     assert isinstance(payment, str)
     plant_event(db, payment, "payment.failed", None)
-    return f"payment {payment}: 1 payment.failed or payment.canceled but 0 voided transfers"
+    return f"payment {payment}: 1 payment.failed, payment.canceled or payout.failed but 0 voided"
 
 
 def refund_above_the_charge(db: Conn) -> str:
@@ -171,6 +185,27 @@ def hold_left_behind(db: Conn) -> str:
            WHERE b.account_id = c.account_id AND b.phase = c.phase"""
     )
     return "authorization_holds:USD holds"
+
+
+def post_in_transit(db: Conn) -> str:
+    """A posted entry on payouts_in_transit (which only ever holds pending reservations)."""
+    (payout,) = one(db, "SELECT payment_id FROM ledger.events WHERE type = 'payout.paid' LIMIT 1")
+    assert isinstance(payout, str)
+    event_id = plant_event(db, payout, "payment.charge_reversed", 10)
+    plant_transaction(db, "late_charge", payout, event_id, reference="ch_odd", partition=99,
+                      lines=[("payouts_in_transit:USD", "debit", "posted", 10),
+                             ("suspense:USD", "credit", "posted", 10)])  # fmt: skip
+    return "payouts_in_transit:USD has posted entries (10)"
+
+
+def paid_without_a_post(db: Conn) -> str:
+    """An applied payout.paid that posted nothing (the payout had failed)."""
+    (payout,) = one(
+        db, "SELECT payment_id FROM ledger.events WHERE type = 'payout.failed' ORDER BY 1 LIMIT 1"
+    )
+    assert isinstance(payout, str)
+    plant_event(db, payout, "payout.paid", 300)
+    return f"payment {payout}: 1 payment.succeeded or payout.paid but 0 posted transfers"
 
 
 def rewrite_a_transaction(db: Conn) -> str:
@@ -276,6 +311,8 @@ Plant = Callable[[Conn], str]
         (post_on_a_hold, "holds"),
         (capture_a_charge, "holds"),
         (hold_left_behind, "holds"),
+        (post_in_transit, "payouts"),
+        (paid_without_a_post, "history"),
         (rewrite_a_transaction, "hash_chain"),
         (break_the_chain, "hash_chain"),
     ],

@@ -18,6 +18,9 @@ from workers.core.events import (
     EventType,
     Failed,
     Initiated,
+    PayoutFailed,
+    PayoutPaid,
+    PayoutRequested,
     Processing,
     Refunded,
     RefundFailed,
@@ -375,6 +378,17 @@ def test_transaction_ids_are_uuid5_of_the_event_id_and_index() -> None:
             (None, None, "re_1"),
         ),
         (EventType.CHARGE_REVERSED, ChargeReversed(charge_id="ch_1", amount=7), (7, None, "ch_1")),
+        (
+            EventType.PAYOUT_REQUESTED,
+            PayoutRequested(amount=9, currency="USD"),
+            (9, "USD", None),
+        ),
+        (
+            EventType.PAYOUT_PAID,
+            PayoutPaid(gateway_payout_id="po_g", amount=9),
+            (9, None, "po_g"),
+        ),
+        (EventType.PAYOUT_FAILED, PayoutFailed(reason="payout_refused"), (None, None, None)),
     ],
 )
 def test_each_event_type_fills_its_events_row(kind: EventType, data: Any, columns: Any) -> None:
@@ -384,3 +398,62 @@ def test_each_event_type_fills_its_events_row(kind: EventType, data: Any, column
     assert row == (
         event.event_id, kind.value, "pay_1", "mer_a", *columns, "recorded", "t.payments", 3, 9,
     )  # fmt: skip
+
+
+IN_TRANSIT = ("payouts_in_transit:USD", "pending", "USD")
+
+
+def payout_requested(amount: int = 400) -> Any:
+    return ev(EventType.PAYOUT_REQUESTED, "po_1", PayoutRequested(amount=amount, currency="USD"))
+
+
+def test_a_payout_is_reserved_pending_then_posted_to_payouts_paid_once_paid() -> None:
+    transfers, state = run([payout_requested()])
+    assert [t.kind for t in transfers] == [Kind.AUTHORIZE]
+    # Reserved: taken from what the merchant is owed, on its way out.
+    assert nets(transfers) == {(PAYABLE, "pending", "USD"): 400, IN_TRANSIT: -400}
+    events = [
+        payout_requested(),
+        ev(EventType.PAYOUT_PAID, "po_1", PayoutPaid(gateway_payout_id="g", amount=400)),
+    ]
+    transfers, state = run(events)
+    assert [t.kind for t in transfers] == [Kind.AUTHORIZE, Kind.POST]
+    assert all(balanced(t) for t in transfers)
+    assert transfers[1].resolves == transaction_id(events[0].event_id, 0)
+    assert nets(transfers) == {
+        (PAYABLE, "pending", "USD"): 0,
+        IN_TRANSIT: 0,
+        (PAYABLE, "posted", "USD"): 400,
+        ("payouts_paid:USD", "posted", "USD"): -400,
+    }
+    assert state.resolution is Kind.POST
+    with pytest.raises(PostingRefused, match="already post"):
+        STANDARD_RULES.transfers(
+            ev(EventType.PAYOUT_FAILED, "po_1", PayoutFailed(reason="gateway_error")), state
+        )
+
+
+def test_a_failed_payout_voids_its_reservation_and_posts_nothing() -> None:
+    failed = ev(EventType.PAYOUT_FAILED, "po_1", PayoutFailed(reason="payout_refused"))
+    transfers, state = run([payout_requested(), failed])
+    assert [t.kind for t in transfers] == [Kind.AUTHORIZE, Kind.VOID]
+    assert set(nets(transfers).values()) == {0}
+    assert IN_TRANSIT in nets(transfers)
+    assert (state.resolution, state.posted) == (Kind.VOID, 0)
+
+
+def test_a_payout_is_paid_exactly_its_reservation_and_never_as_a_payment() -> None:
+    _, state = run([payout_requested()])
+    with pytest.raises(PostingRefused, match="of 400 paid 401"):
+        STANDARD_RULES.transfers(
+            ev(EventType.PAYOUT_PAID, "po_1", PayoutPaid(gateway_payout_id="g", amount=401)), state
+        )
+    with pytest.raises(PostingRefused, match="whose pending transfer is not"):
+        STANDARD_RULES.transfers(ev(EventType.SUCCEEDED, "po_1", Succeeded(charge_id="c")), state)
+    _, paying = run([ev(EventType.INITIATED, "pay_1", INIT)])
+    with pytest.raises(PostingRefused, match="whose pending transfer is not"):
+        STANDARD_RULES.transfers(
+            ev(EventType.PAYOUT_FAILED, "pay_1", PayoutFailed(reason="gateway_error")), paying
+        )
+    with pytest.raises(PostingRefused, match="already has a pending transfer"):
+        STANDARD_RULES.transfers(payout_requested(), state)

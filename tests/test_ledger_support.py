@@ -30,6 +30,9 @@ from workers.core.events import (
     EventType,
     Failed,
     Initiated,
+    PayoutFailed,
+    PayoutPaid,
+    PayoutRequested,
     Processing,
     Refunded,
     RefundFailed,
@@ -231,6 +234,32 @@ def mixed(payments: int, start: int = 0) -> Scenario:
         scenario.payment(
             n, outcome, amount=amount, refunds=refunds, currency=currency, merchant=merchant
         )
+    return scenario
+
+
+def payouts(count: int = 3, amount: int = 300) -> Scenario:
+    """Payouts of mer_a in USD: paid, failed and still in transit, in turn."""
+    scenario = Scenario()
+    mp, in_transit, paid = (
+        "merchant_payable:mer_a:USD",
+        "payouts_in_transit:USD",
+        "payouts_paid:USD",
+    )
+    for n in range(count):
+        pid, outcome = f"po_{n:05d}", ("paid", "failed", "in_transit")[n % 3]
+        requested = PayoutRequested(amount=amount, currency="USD")
+        scenario.events.append(ev(EventType.PAYOUT_REQUESTED, pid, requested))
+        if outcome == "paid":
+            done = PayoutPaid(gateway_payout_id=f"pog_{n}", amount=amount)
+            scenario.events.append(ev(EventType.PAYOUT_PAID, pid, done))
+            scenario.add(mp, "posted", -amount)
+            scenario.add(paid, "posted", amount)
+        elif outcome == "failed":
+            failed = PayoutFailed(reason="payout_refused")
+            scenario.events.append(ev(EventType.PAYOUT_FAILED, pid, failed))
+        else:
+            scenario.add(mp, "pending", -amount)
+            scenario.add(in_transit, "pending", amount)
     return scenario
 
 

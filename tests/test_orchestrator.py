@@ -79,6 +79,16 @@ class Stack:
         [authorization] = found
         return dict(authorization)
 
+    def processor_amounts(self, payment_id: str) -> tuple[int, int | None]:
+        """(amount, amount_received) as the processor records the payment."""
+        with psycopg.connect(admin_url(self.flow.settings), autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT amount, amount_received FROM processor.payments WHERE payment_id = %s",
+                (payment_id,),
+            ).fetchone()
+        assert row is not None
+        return int(row[0]), row[1]
+
     def ledger_check(self) -> None:
         def balanced() -> bool:
             checked = flowpay("ledger", "check", "--json", env=self.env)
@@ -140,12 +150,21 @@ def test_a_manual_payment_is_authorized_at_the_gateway_then_partly_captured(
         assert [st["name"] for st in saga["steps"]] == ["authorize", "await_decision", "capture"]
         assert all(st["answer_type"] for st in saga["steps"])
         assert [t["status"] for t in saga["timers"]] == ["canceled", "canceled", "canceled"]
+        # The processor keeps what the payment was made for beside what it received.
+        assert s.processor_amounts(payment_id) == (1000, 600)
         s.ledger_check()
+        # Refunds are bounded by what was received: all of it refunds the payment in full.
+        above = s.post(f"/v1/payments/{payment_id}/refunds", {"amount": 601})
+        assert above.status_code == 422, above.text
+        refund = s.post(f"/v1/payments/{payment_id}/refunds", {"amount": 600})
+        assert refund.status_code == 202, refund.text
+        s.reaches(payment_id, "refunded")
+        assert s.processor_amounts(payment_id) == (1000, 600)
         # A capture once the payment moved on is refused, naming its status.
         late = s.post(f"/v1/payments/{payment_id}/capture", {})
         assert late.status_code == 409
         assert late.json()["error"]["code"] == "payment_invalid_state"
-        assert "succeeded" in late.json()["error"]["message"]
+        assert "refunded" in late.json()["error"]["message"]
 
 
 def test_a_redelivered_command_calls_the_gateway_for_nothing(
@@ -208,6 +227,32 @@ def test_a_cancel_voids_the_authorization_and_operators_see_the_saga(
         again = flowpay("capture", payment_id, env=s.env)
         assert again.returncode != 0
         assert "payment_invalid_state" in again.stderr
+        s.ledger_check()
+
+
+def test_a_refused_capture_fails_the_payment_and_its_saga_ends(
+    settings: Settings, tmp_path: Path
+) -> None:
+    with stack(settings, tmp_path) as s:
+        payment_id = s.manual()
+        # The hold lapses at the gateway (released there, not by FlowPay): the capture is refused.
+        held = s.sim_authorization(payment_id)["id"]
+        lapsed = httpx.post(
+            f"{s.flow.sim_url}/v1/authorizations/{held}/void",
+            json={},
+            headers={"Idempotency-Key": f"lapsed-{payment_id}"},
+        )
+        assert lapsed.status_code == 200, lapsed.text
+        taken = s.post(f"/v1/payments/{payment_id}/capture", {})
+        assert taken.status_code == 202, taken.text
+        assert s.reaches(payment_id, "failed")["failure_reason"] == "gateway_error"
+        saga_id = f"payment:{payment_id}"
+        wait_for(lambda: s.ended(saga_id), what="the saga to end")
+        saga = s.saga(saga_id)
+        assert (saga["state"], saga["outcome"]) == ("failed", "failed")
+        assert [st["name"] for st in saga["steps"]] == ["authorize", "await_decision", "capture"]
+        # Nothing is left waiting: no void is sent that nothing would answer.
+        assert all(t["status"] == "canceled" for t in saga["timers"])
         s.ledger_check()
 
 

@@ -27,6 +27,9 @@ from workers.core.events import (
     GatewayReported,
     Initiated,
     NextAction,
+    PayoutFailed,
+    PayoutPaid,
+    PayoutRequested,
     Processing,
     Refunded,
     RefundFailed,
@@ -64,10 +67,12 @@ def test_every_command_type_has_a_decision_in_every_command_table(
     assert command_type in COMMAND_TABLES[name].table
 
 
-def test_the_processor_executes_the_manual_capture_commands() -> None:
+def test_the_processor_executes_the_manual_capture_and_payout_commands() -> None:
     table = COMMAND_TABLES["processor-commands"].table
     executed = {t for t, route in table.items() if route is not IGNORE}
-    assert executed == {CommandType.AUTHORIZE, CommandType.CAPTURE, CommandType.VOID}
+    assert executed == {
+        CommandType.AUTHORIZE, CommandType.CAPTURE, CommandType.VOID, CommandType.PAYOUT,
+    }  # fmt: skip
 
 
 def test_the_consumers_tables_are_registered() -> None:
@@ -114,6 +119,9 @@ EXAMPLES = {
         currency="USD",
         livemode=False,
     ),
+    EventType.PAYOUT_REQUESTED: PayoutRequested(amount=100, currency="USD"),
+    EventType.PAYOUT_PAID: PayoutPaid(gateway_payout_id="po_g", amount=100),
+    EventType.PAYOUT_FAILED: PayoutFailed(reason="payout_refused"),
 }
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from workers.core.commands import Capture, CommandType, Void
+from workers.core.commands import Capture, CommandType, Payout, Void
 from workers.core.events import (
     Canceled,
     CancelRequested,
@@ -15,6 +15,9 @@ from workers.core.events import (
     EventType,
     Failed,
     Initiated,
+    PayoutFailed,
+    PayoutPaid,
+    PayoutRequested,
     Processing,
     Refunded,
     RefundRequested,
@@ -181,14 +184,15 @@ def test_an_expired_authorization_is_voided_as_a_compensation() -> None:
     assert (done.state, done.outcome) == (SagaState.FAILED, "canceled")
 
 
-def test_a_failed_capture_releases_the_authorization() -> None:
+def test_a_failed_capture_ends_the_saga_failed_waiting_for_nothing() -> None:
+    # The capture released the hold it did not take (the processor voids it before it answers
+    # payment.failed): a void sent after it would wait for an answer that never comes.
     saga = authorized()
     capture = hear(saga, EventType.CAPTURE_REQUESTED, CaptureRequested(amount_to_capture=1000))
     failed = hear(capture.instance, EventType.FAILED, Failed(reason="gateway_error"))
-    assert [c.type for c in failed.commands] == [CommandType.VOID]
-    assert failed.instance.state is SagaState.COMPENSATING
-    done = hear(failed.instance, EventType.CANCELED, Canceled(cancellation_reason="abandoned"))
-    assert (done.instance.state, done.instance.outcome) == (SagaState.FAILED, "failed")
+    assert failed.commands == ()
+    assert failed.timer is None
+    assert (failed.instance.state, failed.instance.outcome) == (SagaState.FAILED, "failed")
 
 
 def test_a_resend_is_a_new_attempt_of_the_same_command() -> None:
@@ -252,3 +256,54 @@ def test_a_batch_walks_each_payments_events_in_order_through_one_instance() -> N
         ("ignored", None),
     ]
     assert [d.instance.state for d in decisions] == [SagaState.RUNNING, SagaState.DONE]
+
+
+def payout_started() -> Decision:
+    request = event(EventType.PAYOUT_REQUESTED, PayoutRequested(amount=700, currency="EUR"), "po_1")
+    decision = machine.start(request, T0, TIMEOUTS)
+    assert decision is not None
+    return decision
+
+
+def test_a_payout_is_sent_through_the_gateway_once_reserved_and_ends_paid() -> None:
+    decision = payout_started()
+    saga = decision.instance
+    assert (saga.id, saga.type, saga.state, saga.step) == (
+        "payout:po_1", SagaType.PAYOUT, SagaState.RUNNING, "send",
+    )  # fmt: skip
+    [command] = decision.commands
+    assert (command.type, command.subject) == (CommandType.PAYOUT, "po_1")
+    assert command.data == Payout(amount=700, currency="EUR")
+    assert decision.timer is not None
+    assert decision.timer.action is OnTimeout.RESEND
+    paid = machine.hear(
+        saga, event(EventType.PAYOUT_PAID, PayoutPaid(gateway_payout_id="po_g", amount=700), "po_1"),
+        T0, TIMEOUTS,
+    )  # fmt: skip
+    assert (paid.instance.state, paid.instance.outcome) == (SagaState.DONE, "paid")
+    assert paid.commands == ()
+
+
+def test_a_failed_payout_ends_failed_and_a_resend_asks_for_the_same_payout() -> None:
+    saga = payout_started().instance
+    resent = machine.fire(saga, saga.current.seq, OnTimeout.RESEND, T0, TIMEOUTS)
+    [again] = resent.commands
+    assert (again.attempt, again.data) == (2, Payout(amount=700, currency="EUR"))
+    failed = machine.hear(
+        resent.instance, event(EventType.PAYOUT_FAILED, PayoutFailed(reason="payout_refused"), "po_1"),
+        T0, TIMEOUTS,
+    )  # fmt: skip
+    assert (failed.instance.state, failed.instance.outcome) == (SagaState.FAILED, "failed")
+    assert failed.commands == ()
+    assert failed.timer is None
+
+
+def test_a_payment_event_never_reaches_a_payout_saga_of_the_same_id() -> None:
+    saga = payout_started().instance
+    key = machine.key_of(event(EventType.SUCCEEDED, Succeeded(charge_id="c"), "po_1"))
+    assert key is not None
+    assert key[0] is SagaType.PAYMENT
+    assert machine.key_of(event(EventType.PAYOUT_PAID, PayoutPaid(gateway_payout_id="g", amount=1), "po_1")) == (
+        SagaType.PAYOUT, "po_1", "",
+    )  # fmt: skip
+    assert saga.type is SagaType.PAYOUT

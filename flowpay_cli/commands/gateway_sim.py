@@ -23,6 +23,7 @@ class Faulted(StrEnum):
     AUTHORIZATIONS = "authorizations"
     CAPTURES = "captures"
     VOIDS = "voids"
+    PAYOUTS = "payouts"
 
 
 def serve_gateway_sim(

@@ -24,6 +24,7 @@ from workers.api import (
     handling,
     openapi,
     payments,
+    payout_routes,
     read_model,
     stream,
     stripe_webhooks,
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(endpoint_routes.router(settings))
     app.include_router(event_routes.router(settings))
     app.include_router(stripe_webhooks.router(settings))
+    app.include_router(payout_routes.router(settings))
     openapi.install(app)
     return app
 

@@ -152,6 +152,12 @@ CODES: Final = _codes(
     ErrorCode(422, "parameter_invalid", "A query parameter is invalid (param names it)."),
     ErrorCode(
         422,
+        "insufficient_balance",
+        "The payout is more than the balance available to pay out in its currency.",
+        param="amount",
+    ),
+    ErrorCode(
+        422,
         "amount_too_large",
         "The amount is more than is left: of the payment to refund, or of the authorization to "
         "capture (param names which).",

@@ -25,14 +25,20 @@ from fastapi import FastAPI, Path
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
-from workers.api import endpoint_openapi, event_openapi
+from workers.api import endpoint_openapi, event_openapi, payout_openapi
 from workers.api.endpoint_schemas import (
     SecretRotation,
     WebhookEndpointCreate,
     WebhookEndpointUpdate,
 )
 from workers.api.errors import CODES, TYPES, ErrorCode, codes, invalid_fields
-from workers.api.schemas import CancelCreate, CaptureCreate, PaymentCreate, RefundCreate
+from workers.api.schemas import (
+    CancelCreate,
+    CaptureCreate,
+    PaymentCreate,
+    PayoutCreate,
+    RefundCreate,
+)
 from workers.core.requests import MAX_IDEMPOTENCY_KEY
 from workers.core.status import CancellationReason, CaptureMethod, PaymentStatus
 
@@ -72,6 +78,7 @@ TAGS: Final = [
     {"name": "refunds", "description": "Refunds of succeeded payments"},
     {"name": "events", "description": "Every event of your payments, kept for 30 days"},
     {"name": "webhook_endpoints", "description": "Where your webhooks go, and their secrets"},
+    {"name": "payouts", "description": "Your balance, and paying it out"},
     {"name": "health", "description": "For load balancers and orchestrators: no key needed"},
 ]
 
@@ -286,7 +293,7 @@ READINESS: Final[dict[str, Any]] = {
     "examples": [{"status": "ready"}],
 }
 BODIES: Final = (
-    PaymentCreate, RefundCreate, CaptureCreate, CancelCreate,
+    PaymentCreate, RefundCreate, CaptureCreate, CancelCreate, PayoutCreate,
     WebhookEndpointCreate, WebhookEndpointUpdate, SecretRotation,
 )  # fmt: skip
 SCHEMAS: Final = {
@@ -300,6 +307,7 @@ SCHEMAS: Final = {
     "Health": HEALTH,
     "Readiness": READINESS,
     **endpoint_openapi.SCHEMAS,
+    **payout_openapi.SCHEMAS,
     **event_openapi.schemas(PAYMENT_EXAMPLE),
 }
 

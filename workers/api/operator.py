@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from psycopg import AsyncConnection, Connection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from workers.api import decisions
+from workers.api import decisions, payouts
 from workers.api.errors import ApiError
 from workers.api.idempotency import Answer, request_hash, run_once
 from workers.api.payments import payment_object, request_refund
-from workers.api.schemas import CancelCreate, CaptureCreate, RefundCreate
+from workers.api.schemas import CancelCreate, CaptureCreate, PayoutCreate, RefundCreate
 from workers.core.config import Settings
 from workers.core.db import database_url
 from workers.core.errors import NotFoundError
@@ -99,18 +100,69 @@ async def _as_merchant(
             row = await found.fetchone()
         if row is None:
             raise NotFoundError(f"no payment {payment_id}")
-        merchant_id = str(row[0])
-
-        async def work(conn: AsyncConnection[Any]) -> Answer:
-            return await act(conn, merchant_id, f"operator-{uuid.uuid4()}")
-
         path = f"/v1/payments/{payment_id}/{action}"
-        fingerprint = request_hash("POST", path, body.model_dump(mode="json"))
-        try:
-            answer = await run_once(pool, merchant_id, key or str(uuid.uuid4()), fingerprint, work)
-        except ApiError as exc:
-            raise ApiError(
-                exc.status, exc.code, f"{exc.code}: {exc.message}", param=exc.param
-            ) from None
+        return await _once(pool, str(row[0]), path, body, key, act)
+
+
+async def _once(
+    pool: AsyncConnectionPool[Any],
+    merchant_id: str,
+    path: str,
+    body: StrictBody,
+    key: str | None,
+    act: OperatorAct,
+) -> dict[str, Any]:
+    """``act`` once per key for ``merchant_id``, as the route at ``path`` would."""
+
+    async def work(conn: AsyncConnection[Any]) -> Answer:
+        return await act(conn, merchant_id, f"operator-{uuid.uuid4()}")
+
+    fingerprint = request_hash("POST", path, body.model_dump(mode="json"))
+    try:
+        answer = await run_once(pool, merchant_id, key or str(uuid.uuid4()), fingerprint, work)
+    except ApiError as exc:
+        raise ApiError(
+            exc.status, exc.code, f"{exc.code}: {exc.message}", param=exc.param
+        ) from None
     result: dict[str, Any] = json.loads(answer.body)
     return result
+
+
+def payout_as_operator(
+    settings: Settings, merchant_id: str, body: PayoutCreate, key: str | None
+) -> dict[str, Any]:
+    """Pay out as POST /v1/payouts does for the merchant (reserving from its balance)."""
+
+    async def act(conn: AsyncConnection[Any], merchant: str, correlation_id: str) -> Answer:
+        return await payouts.create_payout(conn, merchant, body, correlation_id)
+
+    async def run() -> dict[str, Any]:
+        async with _merchant_pool(settings, merchant_id) as pool:
+            return await _once(pool, merchant_id, "/v1/payouts", body, key, act)
+
+    return asyncio.run(run())
+
+
+def balance_as_operator(settings: Settings, merchant_id: str) -> dict[str, Any]:
+    """The merchant's balance, as GET /v1/balance shows it."""
+
+    async def run() -> dict[str, Any]:
+        async with _merchant_pool(settings, merchant_id) as pool:
+            return await payouts.balance(pool, merchant_id)
+
+    return asyncio.run(run())
+
+
+@asynccontextmanager
+async def _merchant_pool(
+    settings: Settings, merchant_id: str
+) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    """A small pool as the API's role; NotFoundError for a merchant FlowPay does not know."""
+    async with AsyncConnectionPool(
+        database_url(settings, "api"), min_size=1, max_size=2, open=False
+    ) as pool:
+        async with pool.connection() as conn:
+            found = await conn.execute(Q["merchant_exists"], {"id": merchant_id})
+            if await found.fetchone() is None:
+                raise NotFoundError(f"no merchant {merchant_id}")
+        yield pool

@@ -314,3 +314,99 @@ WHERE id = %(id)s
 RETURNING id, status, amount, currency, payment_method, description, metadata, refunded_amount,
           failure_reason, created_at, updated_at, capture_method, amount_capturable,
           amount_received, cancellation_reason, next_action;
+
+-- name: balance_reserve
+-- Take a payout's amount from what the merchant may pay out, only if it is there: the row's
+-- lock serialises concurrent payouts, and each re-reads the balance once it has the lock.
+UPDATE api.balances SET available = available - %(amount)s, updated_at = now()
+WHERE merchant_id = %(merchant_id)s AND currency = %(currency)s AND available >= %(amount)s
+RETURNING available;
+
+-- name: balance_available
+SELECT available FROM api.balances WHERE merchant_id = %(merchant_id)s AND currency = %(currency)s;
+
+-- name: payout_insert
+INSERT INTO api.payouts (id, merchant_id, amount, currency, destination, created_at, updated_at)
+VALUES (%(id)s, %(merchant_id)s, %(amount)s, %(currency)s, %(destination)s, %(created_at)s,
+        %(created_at)s)
+RETURNING id, amount, currency, destination, status, failure_reason, created_at, updated_at;
+
+-- name: payout_get
+SELECT id, amount, currency, destination, status, failure_reason, created_at, updated_at
+FROM api.payouts WHERE id = %(id)s AND merchant_id = %(merchant_id)s;
+
+-- name: payouts_list
+SELECT id, amount, currency, destination, status, failure_reason, created_at, updated_at
+FROM api.payouts WHERE merchant_id = %(merchant_id)s
+ORDER BY created_at DESC, id DESC LIMIT %(limit)s;
+
+-- name: payouts_list_after
+SELECT p.id, p.amount, p.currency, p.destination, p.status, p.failure_reason, p.created_at,
+       p.updated_at
+FROM api.payouts p, api.payouts a
+WHERE a.id = %(starting_after)s AND a.merchant_id = %(merchant_id)s
+  AND p.merchant_id = %(merchant_id)s AND (p.created_at, p.id) < (a.created_at, a.id)
+ORDER BY p.created_at DESC, p.id DESC LIMIT %(limit)s;
+
+-- name: payout_exists
+SELECT 1 FROM api.payouts WHERE id = %(id)s AND merchant_id = %(merchant_id)s;
+
+-- name: balance_of
+-- Per currency: what the merchant may pay out, and what its payments still in flight will bring
+-- (pending: created or authorized, not yet captured or settled).
+WITH available AS (
+    SELECT currency, available FROM api.balances WHERE merchant_id = %(merchant_id)s
+), pending AS (
+    SELECT currency, sum(amount)::bigint AS pending FROM api.payments
+    WHERE merchant_id = %(merchant_id)s
+      AND status IN ('initiated', 'processing', 'requires_action', 'requires_capture')
+    GROUP BY currency
+)
+SELECT currency, coalesce(a.available, 0), coalesce(p.pending, 0)
+FROM available a FULL JOIN pending p USING (currency)
+ORDER BY currency;
+
+-- name: balance_credit
+-- A round's captures (+) and refunds (-) into the merchants' balances, each event once; an
+-- amount of NULL is the payment's whole amount (an automatic charge).
+WITH given AS (
+    SELECT * FROM unnest(%(event_ids)s::uuid[], %(payment_ids)s::text[],
+                         %(amounts)s::bigint[], %(signs)s::int[])
+                  AS g(event_id, payment_id, amount, sign)
+), fresh AS (
+    INSERT INTO api.balance_events (event_id) SELECT event_id FROM given
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+), deltas AS (
+    SELECT p.merchant_id, p.currency, sum(g.sign * coalesce(g.amount, p.amount))::bigint AS delta
+    FROM given g JOIN fresh USING (event_id) JOIN api.payments p ON p.id = g.payment_id
+    GROUP BY p.merchant_id, p.currency
+)
+INSERT INTO api.balances AS b (merchant_id, currency, available)
+SELECT merchant_id, currency, delta FROM deltas
+ON CONFLICT (merchant_id, currency)
+DO UPDATE SET available = b.available + excluded.available, updated_at = now();
+
+-- name: payouts_settle
+-- A round's payout.paid and payout.failed, each once: the payout takes its outcome, and a
+-- failed one's amount goes back to what the merchant may pay out (the saga's compensation).
+WITH given AS (
+    SELECT * FROM unnest(%(event_ids)s::uuid[], %(payout_ids)s::text[], %(statuses)s::text[],
+                         %(reasons)s::text[])
+                  AS g(event_id, payout_id, status, reason)
+), fresh AS (
+    INSERT INTO api.balance_events (event_id) SELECT event_id FROM given
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+), settled AS (
+    UPDATE api.payouts p
+    SET status = g.status, failure_reason = g.reason, updated_at = now()
+    FROM given g JOIN fresh USING (event_id)
+    WHERE p.id = g.payout_id AND p.status = 'pending'
+    RETURNING p.merchant_id, p.currency, p.amount, p.status
+), returned AS (
+    SELECT merchant_id, currency, sum(amount)::bigint AS amount FROM settled
+    WHERE status = 'failed' GROUP BY merchant_id, currency
+)
+UPDATE api.balances b SET available = b.available + r.amount, updated_at = now()
+FROM returned r WHERE b.merchant_id = r.merchant_id AND b.currency = r.currency;

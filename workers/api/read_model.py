@@ -35,6 +35,7 @@ from workers.core.events import (
     EventData,
     EventType,
     Failed,
+    PayoutFailed,
     Refunded,
     RefundFailed,
     RequiresCapture,
@@ -79,9 +80,45 @@ class ReadModel:
                 params = changes(round_)
                 conn.execute(Q["changes_apply"], params)
                 conn.execute(Q["events_record"], params)
+                credits = balance_credits(round_)
+                if credits["event_ids"]:
+                    conn.execute(Q["balance_credit"], credits)
             if time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
                 conn.execute(Q["events_prune"], {"days": self.retention_days})
                 self._pruned_at = time.monotonic()
+
+    def settle_payouts(self, batch: Batch) -> None:
+        """Payouts paid or failed: their outcome, and a failed one's amount available again."""
+        columns: dict[str, list[Any]] = {"event_ids": [], "payout_ids": [], "statuses": [],
+                                         "reasons": []}  # fmt: skip
+        for item in batch.items:
+            event = item.event
+            failed = event.data if isinstance(event.data, PayoutFailed) else None
+            row = (event.event_id, event.payment_id, "failed" if failed else "paid",
+                   failed.reason if failed else None)  # fmt: skip
+            for column, value in zip(columns.values(), row, strict=True):
+                column.append(value)
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute(Q["payouts_settle"], columns)
+
+
+def balance_credits(items: Sequence[Received]) -> dict[str, list[Any]]:
+    """A round's captures (+, None: the payment's whole amount) and refunds (-), for the
+    merchants' balances (``balance_credit``)."""
+    columns: dict[str, list[Any]] = {"event_ids": [], "payment_ids": [], "amounts": [],
+                                     "signs": []}  # fmt: skip
+    for item in items:
+        data = item.event.data
+        if isinstance(data, Succeeded):
+            row = (data.amount_captured, 1)
+        elif isinstance(data, Refunded):
+            row = (data.amount, -1)
+        else:
+            continue
+        for column, value in zip(columns.values(), (item.event.event_id, item.event.payment_id,
+                                                     *row), strict=True):  # fmt: skip
+            column.append(value)
+    return columns
 
 
 def changes(items: Sequence[Received]) -> dict[str, Any]:
@@ -157,6 +194,10 @@ ROUTES: Final = register(
             # The processor settles by it; what the API shows changes with that settlement
             # (a gateway's report is not an event of the merchant's).
             EventType.GATEWAY_REPORTED: IGNORE,
+            # The intake stored the payout and reserved its amount as it emitted this event.
+            EventType.PAYOUT_REQUESTED: IGNORE,
+            EventType.PAYOUT_PAID: ReadModel.settle_payouts,
+            EventType.PAYOUT_FAILED: ReadModel.settle_payouts,
         },
     )
 )

@@ -134,6 +134,17 @@ class RefundCreate(StrictBody):
     reason: str | None = Field(default=None, max_length=1000)
 
 
+class PayoutCreate(StrictBody):
+    """A payout of (part of) the available balance in ``currency`` to a bank account."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"amount": 5000, "currency": "EUR"}]})
+
+    amount: MinorUnits
+    currency: CurrencyCode = Field(json_schema_extra={"enum": list[JsonValue](currency_codes())})
+    # The bank account paid into, as the gateway names it; without it, the default one.
+    destination: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]{1,255}$")
+
+
 def parse_body(model: type[B], raw: bytes) -> B:
     """Validate a JSON body; an invalid field's code is ``<field>_invalid``."""
     return parse_json(model, raw, lambda field: f"{field}_invalid")

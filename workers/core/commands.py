@@ -42,6 +42,7 @@ class CommandType(StrEnum):
     CAPTURE = "payment.capture"  # take (part of) what is held; the rest is released
     VOID = "payment.void"  # release what is held
     REFUND = "payment.refund"  # give (part of) a captured payment back
+    PAYOUT = "payout.send"  # pay a merchant's reserved balance out through the gateway
 
 
 class CommandData(BaseModel):
@@ -71,12 +72,19 @@ class Refund(CommandData):
     amount: Amount = Field(gt=0, le=MAX_AMOUNT)
 
 
+class Payout(CommandData):
+    amount: Amount = Field(gt=0, le=MAX_AMOUNT)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    destination: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]{1,255}$")
+
+
 PAYLOADS: Final[dict[CommandType, type[CommandData]]] = {
     CommandType.CHARGE: Charge,
     CommandType.AUTHORIZE: Authorize,
     CommandType.CAPTURE: Capture,
     CommandType.VOID: Void,
     CommandType.REFUND: Refund,
+    CommandType.PAYOUT: Payout,
 }
 
 # The events that answer each command: the executing service emits one of them (an unknown
@@ -87,6 +95,7 @@ ANSWERS: Final[dict[CommandType, frozenset[EventType]]] = {
     CommandType.CAPTURE: frozenset({EventType.SUCCEEDED, EventType.FAILED}),
     CommandType.VOID: frozenset({EventType.CANCELED}),
     CommandType.REFUND: frozenset({EventType.REFUNDED, EventType.REFUND_FAILED}),
+    CommandType.PAYOUT: frozenset({EventType.PAYOUT_PAID, EventType.PAYOUT_FAILED}),
 }
 
 
@@ -96,7 +105,7 @@ class Command(BaseModel):
     command_id: uuid.UUID
     type: CommandType
     saga_id: str = Field(min_length=1, max_length=255)
-    subject: str = Field(min_length=1, max_length=255)  # the payment id
+    subject: str = Field(min_length=1, max_length=255)  # the payment (or payout) id
     merchant_id: str = Field(min_length=1, max_length=255)
     issued_at: datetime
     schema_version: int = Field(ge=1, le=SCHEMA_VERSION)

@@ -43,6 +43,7 @@ WEBHOOK_EVENT_TYPES: Final = (
     EventType.SUCCEEDED, EventType.FAILED, EventType.REFUNDED, EventType.REFUND_FAILED,
     EventType.CHARGE_REVERSED, EventType.REQUIRES_CAPTURE, EventType.CANCELED,
     EventType.REQUIRES_ACTION,
+    EventType.PAYOUT_PAID, EventType.PAYOUT_FAILED,
 )  # fmt: skip
 EVERY_EVENT: Final = "*"
 

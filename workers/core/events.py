@@ -55,6 +55,11 @@ class EventType(StrEnum):
     # A gateway's own word on an outcome that came later (a verified Stripe webhook), keyed by
     # the FlowPay payment (or payout) it names: for the processor to settle by.
     GATEWAY_REPORTED = "gateway.reported"
+    # A merchant's payout of its balance (the envelope's ``payment_id`` is the payout's id: a
+    # payout's events are ordered in one partition as a payment's are).
+    PAYOUT_REQUESTED = "payout.requested"
+    PAYOUT_PAID = "payout.paid"
+    PAYOUT_FAILED = "payout.failed"
 
 
 class EventData(BaseModel):
@@ -193,6 +198,29 @@ class GatewayReported(EventData):
     livemode: bool
 
 
+class PayoutRequested(EventData):
+    """The API reserved ``amount`` of the merchant's available balance for this payout."""
+
+    amount: Amount = Field(gt=0, le=MAX_AMOUNT)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    # The bank account paid into, as the gateway names it (Stripe's ``destination``); None: the
+    # merchant's default one.
+    destination: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]{1,255}$")
+
+
+class PayoutPaid(EventData):
+    gateway_payout_id: str = Field(min_length=1, max_length=255)
+    amount: Amount = Field(gt=0, le=MAX_AMOUNT)
+
+
+# Why a payout failed: the gateway refused it, or could not be reached in time.
+PayoutFailureReason = Literal["payout_refused", "gateway_error"]
+
+
+class PayoutFailed(EventData):
+    reason: PayoutFailureReason
+
+
 PAYLOADS: Final[dict[EventType, type[EventData]]] = {
     EventType.INITIATED: Initiated,
     EventType.AUTHORIZATION_REQUESTED: Initiated,
@@ -209,6 +237,9 @@ PAYLOADS: Final[dict[EventType, type[EventData]]] = {
     EventType.REFUND_FAILED: RefundFailed,
     EventType.CHARGE_REVERSED: ChargeReversed,
     EventType.GATEWAY_REPORTED: GatewayReported,
+    EventType.PAYOUT_REQUESTED: PayoutRequested,
+    EventType.PAYOUT_PAID: PayoutPaid,
+    EventType.PAYOUT_FAILED: PayoutFailed,
 }
 
 D = TypeVar("D", bound=EventData)
@@ -251,6 +282,10 @@ class Event(BaseModel):
 
 # The two events that create a payment (both carry ``Initiated``): automatic, manual capture.
 CREATED: Final = frozenset({EventType.INITIATED, EventType.AUTHORIZATION_REQUESTED})
+# A payout's events: its subject is a payout, not a payment.
+PAYOUT_EVENTS: Final = frozenset(
+    {EventType.PAYOUT_REQUESTED, EventType.PAYOUT_PAID, EventType.PAYOUT_FAILED}
+)
 
 # By the type's name: what EventType(str(name)) would find, without building the enum member
 # (a decode's before-validator asks this for every event).

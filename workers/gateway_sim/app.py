@@ -1,7 +1,7 @@
 """The simulator's HTTP API (FastAPI): a Stripe-like gateway with faults injected on purpose.
 
 Only the POSTs that move money are faulted (charges, refunds, authorizations, their captures
-and voids); lookups get the latency but
+and voids, payouts); lookups get the latency but
 never a fault, and ``/_sim/*`` (the simulator's own controls) and ``/healthz`` get neither.
 A request whose idempotency key is still in use by an earlier one is answered ``409
 idempotency_key_in_use``, as Stripe does.
@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
 from workers.core.requests import StrictBody
-from workers.gateway_sim import authorizations
+from workers.gateway_sim import authorizations, payouts
 from workers.gateway_sim.db import Q
 from workers.gateway_sim.errors import API_ERROR, SimError, not_found, unavailable
 from workers.gateway_sim.faults import Endpoint, Fault, FaultModel, FaultSettings
@@ -32,6 +32,7 @@ from workers.gateway_sim.schemas import (
     AuthorizationCreate,
     CaptureCreate,
     ChargeCreate,
+    PayoutCreate,
     RefundCreate,
     VoidCreate,
     check_key,
@@ -206,6 +207,13 @@ class Simulator:
         )
         return self._created(created)
 
+    async def payout(self, key: str, body: PayoutCreate) -> Response:
+        request_hash = fingerprint("/v1/payouts", body)
+        created = await self.store.write(lambda c: payouts.create(c, key, body, request_hash))
+        if not created.replayed:
+            self.stats.payouts += 1
+        return self._created(created)
+
     def _created(self, created: Created) -> Response:
         if created.replayed:
             self.stats.replays += 1
@@ -300,6 +308,19 @@ def _install_gateway_routes(app: FastAPI, sim: Simulator) -> None:
         )
         data = [authorizations.authorization_object(row) for row in rows]
         return json_response({"object": "list", "data": data})
+
+    @app.post("/v1/payouts")
+    async def create_payout(request: Request) -> Response:
+        return await sim.serve(request, "payouts", PayoutCreate, sim.payout)
+
+    @app.get("/v1/payouts")
+    async def list_payouts(request: Request) -> Response:
+        await sim.lookup()
+        reference = _reference(request)
+        rows = await sim.store.read(
+            lambda c: c.execute(Q["payouts_by_reference"], (reference,)).fetchall()
+        )
+        return json_response({"object": "list", "data": [payouts.payout_object(r) for r in rows]})
 
     @app.get("/v1/charges/{charge_id}")
     async def get_charge(charge_id: str) -> Response:

@@ -1,11 +1,10 @@
 """The fault model: latency, 503s, timeouts (late charges) and lost acknowledgements.
 
 Faults are drawn from one ``random.Random(seed)``, three numbers per request that moves money
-(charge, refund, authorization, capture, void) whatever the rates and whichever endpoints are
-faulted, so a seeded run gives the same faults for the same request sequence, and changing one
-setting does not reshuffle the others. Latency
-jitter has a generator of its own so that lookups, which get latency but never faults, do not
-shift the fault sequence.
+(charge, refund, authorization, capture, void, payout) whatever the rates and whichever
+endpoints are faulted, so a seeded run gives the same faults for the same request sequence, and
+changing one setting does not reshuffle the others. Latency jitter has a generator of its own so
+that lookups, which get latency but never faults, do not shift the fault sequence.
 """
 
 from __future__ import annotations
@@ -26,8 +25,10 @@ class Fault(StrEnum):
     LOST_ACK = "lost_ack"  # done and committed, then the connection dropped without an answer
 
 
-Endpoint = Literal["charges", "refunds", "authorizations", "captures", "voids"]
-ENDPOINTS: tuple[Endpoint, ...] = ("charges", "refunds", "authorizations", "captures", "voids")
+Endpoint = Literal["charges", "refunds", "authorizations", "captures", "voids", "payouts"]
+ENDPOINTS: tuple[Endpoint, ...] = (
+    "charges", "refunds", "authorizations", "captures", "voids", "payouts",
+)  # fmt: skip
 
 
 class FaultSettings(BaseModel):

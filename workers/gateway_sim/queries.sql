@@ -60,6 +60,22 @@ CREATE TABLE IF NOT EXISTS refunds (
     created_at      TEXT    NOT NULL,
     reference       TEXT  -- the caller's own id for the refund, to find it by
 );
+-- A payout of a merchant's balance to its bank account (as Stripe's): paid at once, or failed
+-- for a test bank account that fails (failure_code says why).
+CREATE TABLE IF NOT EXISTS payouts (
+    seq             INTEGER PRIMARY KEY,
+    id              TEXT    NOT NULL UNIQUE,
+    idempotency_key TEXT    NOT NULL UNIQUE,
+    request_hash    TEXT    NOT NULL,
+    amount          INTEGER NOT NULL CHECK (amount > 0),
+    currency        TEXT    NOT NULL,
+    destination     TEXT    NOT NULL,
+    reference       TEXT    NOT NULL,
+    status          TEXT    NOT NULL CHECK (status IN ('paid', 'failed')),
+    failure_code    TEXT,
+    created_at      TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS payouts_by_reference ON payouts (reference, seq);
 
 -- name: refund_columns
 SELECT name FROM pragma_table_info('refunds');
@@ -137,6 +153,21 @@ RELEASE job;
 
 -- name: rollback_to
 ROLLBACK TO job;
+
+-- name: payout_by_key
+SELECT * FROM payouts WHERE idempotency_key = ?;
+
+-- name: payouts_by_reference
+SELECT * FROM payouts WHERE reference = ? ORDER BY seq;
+
+-- name: payout_insert
+INSERT INTO payouts (
+    id, idempotency_key, request_hash, amount, currency, destination, reference, status,
+    failure_code, created_at
+) VALUES (
+    :id, :idempotency_key, :request_hash, :amount, :currency, :destination, :reference,
+    :status, :failure_code, :created_at
+);
 
 -- name: authorization_by_key
 SELECT * FROM authorizations WHERE idempotency_key = ?;

@@ -36,6 +36,15 @@ class VoidCreate(StrictBody):
     pass
 
 
+class PayoutCreate(StrictBody):
+    amount: int = Field(ge=1, le=MAX_AMOUNT)
+    currency: CurrencyCode
+    # The bank account paid into (a test one fails: workers.gateway_sim.payouts).
+    destination: str = Field(default="ba_default", min_length=1, max_length=255)
+    # The caller's own id for the payout, to look it up by later.
+    reference: str = Field(min_length=1, max_length=255)
+
+
 class RefundCreate(StrictBody):
     charge: str = Field(min_length=1, max_length=255)
     amount: int = Field(ge=1, le=MAX_AMOUNT)

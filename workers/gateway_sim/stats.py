@@ -17,6 +17,7 @@ class Stats:
     declines: int = 0
     refunds: int = 0
     authorizations: int = 0  # declined ones included
+    payouts: int = 0  # failed ones included
     replays: int = 0  # answers given from an earlier request with the same key
     conflicts: int = 0  # 409s: the key's first request was still being processed
     faults: dict[Fault, int] = field(default_factory=lambda: dict.fromkeys(Fault, 0))
@@ -29,6 +30,7 @@ class Stats:
             "declines": self.declines,
             "refunds": self.refunds,
             "authorizations": self.authorizations,
+            "payouts": self.payouts,
             "replays": self.replays,
             "conflicts": self.conflicts,
             "faults": {str(kind): count for kind, count in self.faults.items()},

@@ -120,17 +120,18 @@ def _history(conn: Conn, q: dict[str, sql.Composed]) -> list[str]:
 
 def _history_problems(h: _History) -> Iterator[str]:
     if h.initiated != h.authorizes:
-        yield f"{h.initiated} payments created but {h.authorizes} pending transfers"
+        yield f"{h.initiated} payments (or payouts) created but {h.authorizes} pending transfers"
     elif h.initiated_amount != h.authorized:
         yield f"pending transfer of {h.authorized} for a payment created of {h.initiated_amount}"
     if h.succeeded != h.posts:
-        yield f"{h.succeeded} payment.succeeded but {h.posts} posted transfers"
+        yield f"{h.succeeded} payment.succeeded or payout.paid but {h.posts} posted transfers"
     elif h.posts and not h.captures and h.posted != h.authorized:
         yield f"posted {h.posted} of a pending transfer of {h.authorized}"
     elif h.captures and not 0 < h.posted <= h.authorized:
         yield f"captured {h.posted} of a hold of {h.authorized}"
     if h.failed != h.voids:
-        yield f"{h.failed} payment.failed or payment.canceled but {h.voids} voided transfers"
+        failed = "payment.failed, payment.canceled or payout.failed"
+        yield f"{h.failed} {failed} but {h.voids} voided transfers"
     if (h.refunded_events, h.refunded_amount) != (h.refunds, h.refunded):
         yield (
             f"{h.refunded_events} payment.refunded for {h.refunded_amount} but "
@@ -160,6 +161,21 @@ def _holds(conn: Conn, q: dict[str, sql.Composed]) -> list[str]:
             found.append(
                 f"authorization_holds:{subject} holds {pending} pending, "
                 f"but the holds not yet resolved come to {open_}"
+            )
+    return found
+
+
+def _payouts(conn: Conn, q: dict[str, sql.Composed]) -> list[str]:
+    found = []
+    for code, currency, pending, posted, open_ in conn.execute(q["check_payouts"]):
+        if code == "payouts_paid":
+            found.append(f"payouts_paid:{currency} holds {pending} pending; it is only posted to")
+        elif posted:
+            found.append(f"payouts_in_transit:{currency} has posted entries ({posted})")
+        else:
+            found.append(
+                f"payouts_in_transit:{currency} holds {pending} pending, "
+                f"but the payouts not yet paid or failed come to {open_}"
             )
     return found
 
@@ -227,8 +243,9 @@ CHECKS: Final[tuple[tuple[str, str, Check], ...]] = (
     ),
     (
         "history",
-        "each payment's postings match its events: posted iff succeeded (a capture at most its "
-        "hold), voided iff failed or canceled, refunds as refunded and never above the charge",
+        "each payment's (and payout's) postings match its events: posted iff succeeded or paid "
+        "(a capture at most its hold), voided iff failed or canceled, refunds as refunded and "
+        "never above the charge",
         _history,
     ),
     (
@@ -236,6 +253,12 @@ CHECKS: Final[tuple[tuple[str, str, Check], ...]] = (
         "authorization holds are never posted, their balance is the holds not yet resolved, "
         "and a capture resolves a hold, a post a charge",
         _holds,
+    ),
+    (
+        "payouts",
+        "payouts in transit are never posted and hold exactly the payouts not yet paid or "
+        "failed; payouts paid are never pending",
+        _payouts,
     ),
     ("hash_chain", "every partition's hash chain is intact and ends at its head", _hash_chain),
 )

@@ -171,6 +171,9 @@ ROUTES: Final = register(
             EventType.REFUND_FAILED: Ledger.post,
             EventType.CHARGE_REVERSED: Ledger.post,
             EventType.GATEWAY_REPORTED: Ledger.post,
+            EventType.PAYOUT_REQUESTED: Ledger.post,
+            EventType.PAYOUT_PAID: Ledger.post,
+            EventType.PAYOUT_FAILED: Ledger.post,
         },
     )
 )

@@ -25,6 +25,9 @@ from workers.core.events import (
     Failed,
     GatewayReported,
     Initiated,
+    PayoutFailed,
+    PayoutPaid,
+    PayoutRequested,
     Processing,
     Refunded,
     RefundFailed,
@@ -185,6 +188,9 @@ _ROW_FIELDS: Final[dict[type[EventData], tuple[str | None, str | None, str | Non
     RefundFailed: (None, "refund_id", None),
     ChargeReversed: ("amount", "charge_id", None),
     GatewayReported: ("amount", "gateway_event_id", "currency"),
+    PayoutRequested: ("amount", None, "currency"),
+    PayoutPaid: ("amount", "gateway_payout_id", None),
+    PayoutFailed: (None, None, None),
 }
 
 

@@ -208,10 +208,10 @@ WITH amounts AS (
     GROUP BY t.payment_id
 ), ev AS (
     SELECT payment_id,
-           count(*) FILTER (WHERE type IN ('payment.initiated', 'payment.authorization_requested')) AS initiated,
-           coalesce(sum(amount) FILTER (WHERE type IN ('payment.initiated', 'payment.authorization_requested')), 0)::bigint AS initiated_amount,
-           count(*) FILTER (WHERE type = 'payment.succeeded') AS succeeded,
-           count(*) FILTER (WHERE type IN ('payment.failed', 'payment.canceled')) AS failed,
+           count(*) FILTER (WHERE type IN ('payment.initiated', 'payment.authorization_requested', 'payout.requested')) AS initiated,
+           coalesce(sum(amount) FILTER (WHERE type IN ('payment.initiated', 'payment.authorization_requested', 'payout.requested')), 0)::bigint AS initiated_amount,
+           count(*) FILTER (WHERE type IN ('payment.succeeded', 'payout.paid')) AS succeeded,
+           count(*) FILTER (WHERE type IN ('payment.failed', 'payment.canceled', 'payout.failed')) AS failed,
            count(*) FILTER (WHERE type = 'payment.refunded') AS refunded_events,
            coalesce(sum(amount) FILTER (WHERE type = 'payment.refunded'), 0)::bigint AS refunded_amount,
            count(*) FILTER (WHERE type = 'payment.charge_reversed') AS reversed_events,
@@ -257,6 +257,36 @@ SELECT 'resolution', r.payment_id || ' ' || r.kind, 0, 0, 0
 FROM {schema}.transactions r
 WHERE r.kind IN ('post', 'capture')
   AND (r.kind = 'capture') <> EXISTS (SELECT 1 FROM holds h WHERE h.id = r.pending_of)
+ORDER BY 1, 2;
+
+-- name: check_payouts
+-- The payouts. Each currency's payouts_in_transit: (what it holds pending, what it ever posted,
+-- the reservations not yet paid or failed); then each currency's payouts_paid that holds
+-- anything pending (it is only ever posted to).
+WITH reservations AS (
+    SELECT t.id, e.currency, e.amount
+    FROM {schema}.transactions t JOIN {schema}.entries e ON e.txn_id = t.id
+    WHERE t.kind = 'authorize' AND e.direction = 'credit' AND e.phase = 'pending'
+      AND e.account_id LIKE 'payouts\_in\_transit:%%'
+), open_reservations AS (
+    SELECT currency, sum(amount)::bigint AS amount FROM reservations r
+    WHERE NOT EXISTS (SELECT 1 FROM {schema}.transactions v WHERE v.pending_of = r.id)
+    GROUP BY currency
+), kept AS (
+    SELECT a.code, a.currency,
+           coalesce(sum(b.credits - b.debits) FILTER (WHERE b.phase = 'pending'), 0)::bigint AS pending,
+           coalesce(sum(b.debits + b.credits) FILTER (WHERE b.phase = 'posted'), 0)::bigint AS posted
+    FROM {schema}.accounts a LEFT JOIN {schema}.balances b ON b.account_id = a.id
+    WHERE a.code IN ('payouts_in_transit', 'payouts_paid') GROUP BY a.code, a.currency
+)
+SELECT 'payouts_in_transit', currency, coalesce(k.pending, 0), coalesce(k.posted, 0),
+       coalesce(o.amount, 0)
+FROM (SELECT * FROM kept WHERE code = 'payouts_in_transit') k
+FULL JOIN open_reservations o USING (currency)
+WHERE coalesce(k.pending, 0) <> coalesce(o.amount, 0) OR coalesce(k.posted, 0) <> 0
+UNION ALL
+SELECT 'payouts_paid', currency, pending, posted, 0 FROM kept
+WHERE code = 'payouts_paid' AND pending <> 0
 ORDER BY 1, 2;
 
 -- name: chain_rows

@@ -13,13 +13,22 @@ Chart of accounts (one account per code and currency; merchant accounts also per
     authorization_holds:<CUR>   house     debit        what cards hold for payments authorized
                                                        with manual capture, not yet captured
                                                        or released (pending entries only)
+    payouts_in_transit:<CUR>    house     credit       merchants' payouts reserved and on their
+                                                       way through the gateway, not yet paid
+                                                       or failed (pending entries only)
+    payouts_paid:<CUR>          house     credit       paid out to merchants through the
+                                                       gateway (a contra account, as
+                                                       refunds_paid: the gateway owes
+                                                       gateway_receivable - refunds_paid -
+                                                       payouts_paid)
 
 Every entry is in one of two phases, as TigerBeetle's two-phase transfers: ``pending`` (an
 amount reserved while the outcome is open) or ``posted`` (final). Each journal transaction
 balances per currency and phase (the database refuses any other at commit).
 
 Posting rules (A = the payment's amount, C = what a manual capture took, R = a refund's amount,
-X = a late charge's amount)::
+X = a late charge's amount, P = a payout's amount; a payout's events are keyed by its id as a
+payment's are, and its reservation is its pending transfer)::
 
     payment.initiated         authorize (pending): Dr gateway_receivable A / Cr merchant_payable A
     payment.authorization_requested
@@ -41,6 +50,13 @@ X = a late charge's amount)::
                               charge_reversal (posted): Dr suspense X / Cr refunds_paid X
                               (the two transfers net to zero: suspense ends at 0, and the
                               gateway owes nothing for a charge it already gave back)
+    payout.requested          authorize, a payout's reservation (pending):
+                                Dr merchant_payable P / Cr payouts_in_transit P
+    payout.paid               post (resolves the reservation, once):
+                                pending: Dr payouts_in_transit P / Cr merchant_payable P
+                                posted:  Dr merchant_payable P / Cr payouts_paid P
+    payout.failed             void (resolves the reservation, once: the saga's compensation):
+                                pending: Dr payouts_in_transit P / Cr merchant_payable P
     payment.processing, payment.requires_action, payment.requires_capture,
     payment.capture_requested, payment.cancel_requested, payment.refund_requested,
     payment.refund_failed, gateway.reported
@@ -61,10 +77,13 @@ from typing import Final, Protocol, assert_never
 
 from workers.core.errors import PermanentError
 from workers.core.events import (
+    PAYOUT_EVENTS,
     ChargeReversed,
     Event,
     EventType,
     Initiated,
+    PayoutPaid,
+    PayoutRequested,
     Refunded,
     Succeeded,
 )
@@ -96,6 +115,8 @@ class Code(StrEnum):
     SUSPENSE = "suspense"
     MERCHANT_PAYABLE = "merchant_payable"
     AUTHORIZATION_HOLDS = "authorization_holds"
+    PAYOUTS_IN_TRANSIT = "payouts_in_transit"
+    PAYOUTS_PAID = "payouts_paid"
 
 
 # The kinds that resolve a pending transfer (once): in full, in part, or not at all.
@@ -107,6 +128,8 @@ NORMAL_SIDE: Final[dict[Code, Direction]] = {
     Code.SUSPENSE: Direction.CREDIT,
     Code.MERCHANT_PAYABLE: Direction.CREDIT,
     Code.AUTHORIZATION_HOLDS: Direction.DEBIT,
+    Code.PAYOUTS_IN_TRANSIT: Direction.CREDIT,
+    Code.PAYOUTS_PAID: Direction.CREDIT,
 }
 
 # Journal transaction ids derive from the event id, so a replay rebuilds the very same ids.
@@ -167,14 +190,19 @@ class Transfer:
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """A payment's pending transfer, as the authorize transaction booked it: on
-    ``gateway_receivable`` (a charge) or ``authorization_holds`` (a hold, manual capture)."""
+    """A payment's pending transfer, as the authorize transaction booked it: its debit on
+    ``gateway_receivable`` (a charge), ``authorization_holds`` (a hold, manual capture) or
+    ``merchant_payable`` (a payout's reservation)."""
 
     txn_id: uuid.UUID
     merchant_id: str
     currency: str
     amount: int
     account: Code = Code.GATEWAY_RECEIVABLE
+
+    @property
+    def payout(self) -> bool:
+        return self.account is Code.MERCHANT_PAYABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +298,12 @@ class StandardRules:
                 return [self.void(event, _unresolved(event, state))]
             case EventType.REFUNDED:
                 return [self.refund(event, state)]
+            case EventType.PAYOUT_REQUESTED:
+                return [self.reserve_payout(event, state)]
+            case EventType.PAYOUT_PAID:
+                return [self.pay_out(event, _unresolved(event, state))]
+            case EventType.PAYOUT_FAILED:
+                return [self.void(event, _unresolved(event, state))]
             case EventType.CHARGE_REVERSED:
                 return self.charge_reversed(event, state)
             case (
@@ -297,6 +331,24 @@ class StandardRules:
         payable = merchant_payable(event.merchant_id, data.currency)
         lines = move(house(debited, data.currency), payable, data.amount, Phase.PENDING)
         return Transfer(Kind.AUTHORIZE, lines)
+
+    def reserve_payout(self, event: Event, state: PaymentState) -> Transfer:
+        """A payout's reservation: taken from what the merchant is owed until it is paid."""
+        if state.pending is not None:
+            raise PostingRefused(f"payout {event.payment_id} already has a pending transfer")
+        data = event.payload(PayoutRequested)
+        payable = merchant_payable(event.merchant_id, data.currency)
+        in_transit = house(Code.PAYOUTS_IN_TRANSIT, data.currency)
+        return Transfer(Kind.AUTHORIZE, move(payable, in_transit, data.amount, Phase.PENDING))
+
+    def pay_out(self, event: Event, pending: Pending) -> Transfer:
+        paid = event.payload(PayoutPaid).amount
+        if paid != pending.amount:
+            raise PostingRefused(f"payout {event.payment_id} of {pending.amount} paid {paid}")
+        payable = merchant_payable(pending.merchant_id, pending.currency)
+        paid_out = house(Code.PAYOUTS_PAID, pending.currency)
+        lines = _release(pending) + move(payable, paid_out, paid, Phase.POSTED)
+        return Transfer(Kind.POST, lines, resolves=pending.txn_id)
 
     def settle(self, event: Event, pending: Pending) -> Transfer:
         """A success: a charge posted in full, or a hold captured (in part, the rest released)."""
@@ -363,13 +415,18 @@ def _unresolved(event: Event, state: PaymentState) -> Pending:
         raise PostingRefused(f"{event.type} for {event.payment_id}, which has no pending transfer")
     if state.resolution is not None:
         raise PostingRefused(f"{event.type}: the pending transfer was already {state.resolution}")
+    if state.pending.payout != (event.type in PAYOUT_EVENTS):
+        raise PostingRefused(f"{event.type} for {event.payment_id}, whose pending transfer is not")
     return state.pending
 
 
 def _release(pending: Pending) -> tuple[Line, Line]:
     """The pending transfer reversed: what post, capture and void write in the pending phase."""
-    debited = house(pending.account, pending.currency)
     payable = merchant_payable(pending.merchant_id, pending.currency)
+    if pending.payout:
+        in_transit = house(Code.PAYOUTS_IN_TRANSIT, pending.currency)
+        return move(in_transit, payable, pending.amount, Phase.PENDING)
+    debited = house(pending.account, pending.currency)
     return move(payable, debited, pending.amount, Phase.PENDING)
 
 

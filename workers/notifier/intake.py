@@ -26,8 +26,9 @@ from workers.core.config import NotifierSettings
 from workers.core.consuming import Batch, Received
 from workers.core.delivery import headers_of
 from workers.core.endpoint_events import WEBHOOK_EVENT_TYPES, wants
-from workers.core.events import CREATED, Event, header
+from workers.core.events import CREATED, PAYOUT_EVENTS, Event, EventType, header
 from workers.core.ids import new_id
+from workers.core.payout_view import payout_advance, payout_initial
 from workers.core.projection import advance, initial, iso
 from workers.core.sealing import Keyring
 from workers.core.sql import load_queries
@@ -117,7 +118,7 @@ async def _new_events(conn: Conn, items: Sequence[Received]) -> list[Received]:
 async def _project(conn: Conn, items: list[Received]) -> list[Notified]:
     """Each payment's view after the events, in order, written back once; the notified
     events, each with the view it describes."""
-    later = sorted({i.event.payment_id for i in items if i.event.type not in CREATED})
+    later = sorted({i.event.payment_id for i in items if i.event.type not in _CREATING})
     views: dict[str, dict[str, Any]] = {}
     if later:
         cursor = await conn.execute(Q["payments_get"], {"payment_ids": later})
@@ -127,12 +128,9 @@ async def _project(conn: Conn, items: list[Received]) -> list[Notified]:
     for item in items:
         event = item.event
         before = views.get(event.payment_id)
-        if event.type in CREATED:
-            after = initial(event)
-        elif before is None:
-            continue  # a payment whose start this notifier never saw: nothing to describe
-        else:
-            after = advance(before, event)
+        after = _view_after(before, event)
+        if after is None:
+            continue  # a payment (or payout) whose start this notifier never saw
         if after != before:
             views[event.payment_id] = after
             changed[event.payment_id] = event
@@ -148,6 +146,23 @@ async def _project(conn: Conn, items: list[Received]) -> list[Notified]:
             },
         )
     return notified
+
+
+# The events that start a view: a payment's creation, or a payout's request.
+_CREATING: Final = CREATED | {EventType.PAYOUT_REQUESTED}
+
+
+def _view_after(before: dict[str, Any] | None, event: Event) -> dict[str, Any] | None:
+    """The payment's (or payout's) view after ``event``; None without one to follow."""
+    if event.type in CREATED:
+        return initial(event)
+    if event.type is EventType.PAYOUT_REQUESTED:
+        return payout_initial(event)
+    if before is None:
+        return None
+    if event.type in PAYOUT_EVENTS:
+        return payout_advance(before, event)
+    return advance(before, event)
 
 
 async def _endpoints(

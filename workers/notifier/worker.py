@@ -46,6 +46,8 @@ ROUTES: Final = register(
             EventType.REFUND_REQUESTED: IGNORE,
             # No webhook: a gateway's report is not a payment's outcome merchants are told of.
             EventType.GATEWAY_REPORTED: IGNORE,
+            # Its view of the payout starts here (what payout.paid and payout.failed show).
+            EventType.PAYOUT_REQUESTED: Intake.take,
             # No webhook: a merchant's own capture or cancel; its outcome is the one told.
             EventType.CAPTURE_REQUESTED: IGNORE,
             EventType.CANCEL_REQUESTED: IGNORE,

@@ -25,16 +25,19 @@ from workers.core.commands import (
     Command,
     CommandData,
     CommandType,
+    Payout,
     Refund,
     Void,
     new_command,
 )
 from workers.core.events import (
+    PAYOUT_EVENTS,
     CancelRequested,
     CaptureRequested,
     Event,
     EventType,
     Initiated,
+    PayoutRequested,
     Refunded,
     RefundFailed,
     RefundRequested,
@@ -143,6 +146,8 @@ def key_of(event: Event) -> tuple[SagaType, str, str] | None:
         return SagaType.REFUND, event.payment_id, data.refund_id
     if event.type in _PAYMENT_EVENTS:
         return SagaType.PAYMENT, event.payment_id, ""
+    if event.type in PAYOUT_EVENTS:
+        return SagaType.PAYOUT, event.payment_id, ""
     return None
 
 
@@ -330,6 +335,9 @@ def command_data(type_: CommandType, context: Mapping[str, Any]) -> CommandData:
             return Void(cancellation_reason=CancellationReason(reason))
         case CommandType.REFUND:
             return Refund(refund_id=context["refund_id"], amount=context["refund_amount"])
+        case CommandType.PAYOUT:
+            return Payout(amount=context["amount"], currency=context["currency"],
+                          destination=context.get("destination"))  # fmt: skip
 
 
 def _learned(context: Mapping[str, Any], event: Event) -> dict[str, Any]:
@@ -339,6 +347,8 @@ def _learned(context: Mapping[str, Any], event: Event) -> dict[str, Any]:
     if isinstance(data, Initiated):
         learned.update(amount=data.amount, currency=data.currency,
                        payment_method=data.payment_method)  # fmt: skip
+    elif isinstance(data, PayoutRequested):
+        learned.update(amount=data.amount, currency=data.currency, destination=data.destination)
     elif isinstance(data, RefundRequested):
         learned.update(refund_id=data.refund_id, refund_amount=data.amount)
     elif isinstance(data, RequiresCapture):

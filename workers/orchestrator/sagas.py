@@ -26,6 +26,7 @@ from workers.core.events import EventType
 class SagaType(StrEnum):
     PAYMENT = "payment"
     REFUND = "refund"
+    PAYOUT = "payout"
 
 
 class SagaState(StrEnum):
@@ -162,8 +163,9 @@ PAYMENT_MANUAL: Final = Saga(
             CommandType.CAPTURE,
             {
                 EventType.SUCCEEDED: End("succeeded"),
-                # What stays held after a failed capture is released.
-                EventType.FAILED: Compensate("failed"),
+                # A capture releases what it does not take (the command's contract): after a
+                # refused one nothing is held, and there is nothing left to compensate.
+                EventType.FAILED: End("failed", SagaState.FAILED),
             },
         ),
         Step("cancel", CommandType.VOID, {EventType.CANCELED: End("canceled")}),
@@ -187,7 +189,29 @@ REFUND: Final = Saga(
     ),
 )
 
-SAGAS: Final = (PAYMENT_AUTOMATIC, PAYMENT_MANUAL, REFUND)
+# A payout of a merchant's available balance. The reservation is made where it cannot race:
+# the API takes the amount from its balance projection in the transaction that stages
+# payout.requested, and the ledger books it pending (Dr merchant_payable, Cr
+# payouts_in_transit) from that event. Then the gateway pays it out: payout.paid posts the
+# reservation; payout.failed is the compensation, done by the services holding the reservation
+# as they hear it (the ledger voids it, the API gives the amount back to available).
+PAYOUT: Final = Saga(
+    "payout",
+    SagaType.PAYOUT,
+    EventType.PAYOUT_REQUESTED,
+    (
+        Step(
+            "send",
+            CommandType.PAYOUT,
+            {
+                EventType.PAYOUT_PAID: End("paid"),
+                EventType.PAYOUT_FAILED: End("failed", SagaState.FAILED),
+            },
+        ),
+    ),
+)
+
+SAGAS: Final = (PAYMENT_AUTOMATIC, PAYMENT_MANUAL, REFUND, PAYOUT)
 BY_NAME: Final = {s.name: s for s in SAGAS}
 STARTED_BY: Final = {s.starts_on: s for s in SAGAS}
 # The outcome of a saga whose expiry timer compensated it.

@@ -133,6 +133,9 @@ ROUTES: Final = register(
             EventType.CANCELED: Orchestrator.hear,
             EventType.REFUNDED: Orchestrator.hear,
             EventType.REFUND_FAILED: Orchestrator.hear,
+            EventType.PAYOUT_REQUESTED: Orchestrator.hear,
+            EventType.PAYOUT_PAID: Orchestrator.hear,
+            EventType.PAYOUT_FAILED: Orchestrator.hear,
             # Progress inside the executor, and its own compensation of a late charge.
             EventType.PROCESSING: IGNORE,
             EventType.CHARGE_REVERSED: IGNORE,

@@ -1,4 +1,5 @@
-"""Manual capture at the simulator: ``/v1/authorizations``, their captures and voids.
+"""Manual capture and payouts at the simulator: ``/v1/authorizations``, their captures and
+voids, and ``/v1/payouts``.
 
 ``SimGateway`` is ``HttpGateway`` with the operations manual capture needs
 (``workers.processor.operations.CaptureGateway``), in the shapes the Stripe connector answers
@@ -30,7 +31,12 @@ from workers.processor.operations import (
     CaptureOutcome,
     GatewayPayment,
     PaymentOutcome,
+    PayoutFailed,
+    PayoutOutcome,
+    PayoutRequest,
+    PayoutSent,
     authorize_key,
+    payout_key,
 )
 
 
@@ -61,6 +67,21 @@ class SimGateway(HttpGateway):
         if reply.status_code != 200:
             return _rejected(reply)
         return Canceled(str(reply.json()["id"]))
+
+    async def payout(self, request: PayoutRequest) -> PayoutOutcome:
+        body: dict[str, Any] = {"amount": request.amount, "currency": request.currency,
+                                "reference": request.payout_id}  # fmt: skip
+        if request.destination is not None:
+            body["destination"] = request.destination
+        reply = await self.posted("/v1/payouts", body, payout_key(request.payout_id))
+        if not isinstance(reply, httpx.Response):
+            return reply
+        if reply.status_code != 200:
+            return _rejected(reply)
+        found = reply.json()
+        if found["status"] == "failed":
+            return PayoutFailed(str(found["id"]), str(found["failure_code"]))
+        return PayoutSent(str(found["id"]), str(found["status"]))
 
     async def look_up(self, payment_id: str, charge_id: str | None = None) -> list[GatewayPayment]:
         """The authorizations made for ``payment_id`` (by its reference)."""

@@ -1,4 +1,5 @@
-"""Manual capture: the processor executes the orchestrator's authorize, capture and void commands.
+"""Manual capture: the processor executes the orchestrator's authorize, capture and void commands
+(and hands its payout commands to ``workers.processor.payouts``).
 
 Each command is done against the gateway with the key derived from the payment id and the
 operation (a resend finds what the first call did, never does it twice), then recorded, with
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from workers.core.commands import Authorize, Capture, Command, CommandType, Void
+from workers.core.commands import Authorize, Capture, Command, CommandType, Payout, Void
 from workers.core.consuming import Batch, Received
 from workers.core.delivery import headers_of
 from workers.core.errors import PermanentError, TransientError
@@ -28,11 +29,12 @@ from workers.processor.operations import (
     Authorized,
     Canceled,
     Captured,
-    CaptureGateway,
     GatewayPayment,
+    OperationsGateway,
     cancel_key,
     capture_key,
 )
+from workers.processor.payouts import Payouts
 from workers.processor.states import Move, State, apply
 from workers.processor.store import Answer, Change, Payment, ProcessorStore
 
@@ -44,9 +46,10 @@ ROLE = "processor"
 class Captures:
     """The commands subscriber's handlers (``workers.processor.worker.COMMAND_ROUTES``)."""
 
-    def __init__(self, store: ProcessorStore, gateway: CaptureGateway) -> None:
+    def __init__(self, store: ProcessorStore, gateway: OperationsGateway) -> None:
         self.store = store
         self.gateway = gateway
+        self.payouts = Payouts(store, gateway)
 
     async def execute(self, batch: Batch) -> None:
         """Each command of the batch, a round at a time (no round holds a payment twice)."""
@@ -57,6 +60,9 @@ class Captures:
         command = item.command
         with handling(ROLE, headers_of(item.message)):
             if await self.store.command_seen(command.command_id):
+                return
+            if isinstance(command.data, Payout):
+                await self.payouts.execute(command)
                 return
             payment = await self.store.get(command.subject)
             change = await self._change(command, payment)
@@ -111,6 +117,8 @@ class Captures:
                 return _move(payment, Move.CAPTURE, charge_id=charge_id, amount=amount)
             case Rejected(detail):
                 log.error("gateway refused the capture of %s: %s", payment.payment_id, detail)
+                # A capture releases what it does not take: a refused one, all of it.
+                await self._release(payment)
                 return _move(payment, Move.CAPTURE_FAIL, reason="gateway_error")
         found = await self._look_up(payment.payment_id, payment.charge_id)
         charged = self._settled(found, Charged)
@@ -119,13 +127,22 @@ class Captures:
         return _move(payment, Move.CAPTURE, charge_id=charged.charge_id, amount=captured)
 
     async def _void(self, payment: Payment) -> Change:
+        refused = await self._release(payment)
+        if refused is not None:
+            raise PermanentError(f"gateway refused the void of {payment.payment_id}: {refused}")
+        return _move(payment, Move.VOID)
+
+    async def _release(self, payment: Payment) -> Rejected | None:
+        """Void the payment's authorization at the gateway; the gateway's refusal if it refused
+        (it holds nothing to void). An unknown outcome is looked up: TransientError until the
+        gateway shows the authorization canceled."""
         assert payment.charge_id is not None, "an authorization without its id"
         outcome = await self.gateway.cancel(payment.charge_id, cancel_key(payment.payment_id))
         if isinstance(outcome, Rejected):
-            raise PermanentError(f"gateway refused the void of {payment.payment_id}: {outcome}")
+            return outcome
         if not isinstance(outcome, Canceled):
             self._settled(await self._look_up(payment.payment_id, payment.charge_id), Canceled)
-        return _move(payment, Move.VOID)
+        return None
 
     async def _look_up(self, payment_id: str, charge_id: str | None = None) -> list[GatewayPayment]:
         try:
@@ -152,8 +169,8 @@ def _move(
 ) -> Change:
     from_state = State(payment.state)
     params = {"payment_id": payment.payment_id, "from_state": from_state,
-              "state": apply(from_state, move), "charge_id": charge_id, "amount": amount,
-              "failure_reason": reason}  # fmt: skip
+              "state": apply(from_state, move), "charge_id": charge_id,
+              "amount_received": amount, "failure_reason": reason}  # fmt: skip
     return Change("payment_move", params)
 
 
@@ -170,7 +187,7 @@ def answer(command: Command, payment: Payment) -> Answer | None:
     if command.type == CommandType.CAPTURE and state == State.SUCCEEDED:
         assert payment.charge_id is not None
         return EventType.SUCCEEDED, Succeeded(
-            charge_id=payment.charge_id, amount_captured=payment.amount
+            charge_id=payment.charge_id, amount_captured=payment.received
         )
     if isinstance(command.data, Void) and state == State.CANCELED:
         reason = command.data.cancellation_reason

@@ -6,10 +6,10 @@ from workers.core.config import Settings
 from workers.processor.authorizations import SimGateway
 from workers.processor.connectors.stripe import StripeGateway
 from workers.processor.metered import MeteredCaptureGateway
-from workers.processor.operations import CaptureGateway
+from workers.processor.operations import OperationsGateway
 
 
-def make_gateway(settings: Settings) -> CaptureGateway:
+def make_gateway(settings: Settings) -> OperationsGateway:
     """The simulator's HTTP client (the default) or the Stripe connector, each call metered."""
     if settings.gateway.provider == "stripe":
         return MeteredCaptureGateway(StripeGateway(settings.gateway))

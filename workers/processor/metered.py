@@ -24,9 +24,11 @@ from workers.processor.metrics import CALL_SECONDS, CALLS, IN_FLIGHT
 from workers.processor.operations import (
     AuthorizeOutcome,
     CancelOutcome,
-    CaptureGateway,
     CaptureOutcome,
     GatewayPayment,
+    OperationsGateway,
+    PayoutOutcome,
+    PayoutRequest,
 )
 
 T = TypeVar("T")
@@ -59,9 +61,10 @@ class MeteredGateway:
 
 
 class MeteredCaptureGateway(MeteredGateway):
-    """A ``CaptureGateway``, with its manual-capture calls counted and timed too."""
+    """An ``OperationsGateway``, with its manual-capture and payout calls counted and timed
+    too."""
 
-    def __init__(self, gateway: CaptureGateway) -> None:
+    def __init__(self, gateway: OperationsGateway) -> None:
         super().__init__(gateway)
         self.operations = gateway
 
@@ -73,6 +76,9 @@ class MeteredCaptureGateway(MeteredGateway):
 
     async def cancel(self, charge_id: str, key: str) -> CancelOutcome:
         return await _metered("void", self.operations.cancel(charge_id, key))
+
+    async def payout(self, request: PayoutRequest) -> PayoutOutcome:
+        return await _metered("payout", self.operations.payout(request))
 
     async def look_up(self, payment_id: str, charge_id: str | None = None) -> list[GatewayPayment]:
         return await _metered(

@@ -49,6 +49,8 @@ class PayoutRequest:
     # The merchant's own account at the gateway (a Stripe Connect account), when payouts go
     # from it; None pays out of the platform's balance.
     account: str | None = None
+    # The bank account (or card) paid into; None: the default one.
+    destination: str | None = None
 
 
 @dataclass(frozen=True)

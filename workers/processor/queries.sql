@@ -41,7 +41,7 @@ FROM processor.payments WHERE payment_id IN (SELECT payment_id FROM given);
 -- name: payment_get
 SELECT payment_id, merchant_id, amount, currency, payment_method, correlation_id, state,
        charge_id, failure_reason, refunded_amount, next_check_at, checks, reversed_charge_id,
-       created_at, updated_at, traceparent, settled_at
+       created_at, updated_at, traceparent, settled_at, amount_received
 FROM processor.payments WHERE payment_id = %(payment_id)s;
 
 -- name: payment_settle
@@ -149,15 +149,16 @@ RETURNING r.refund_id;
 -- What is left to refund: refunds still requested count as made (their outcome may be known
 -- only later), as the API counts them. One statement, so a refund settling meanwhile is
 -- counted once, either as requested or as refunded.
-SELECT p.amount - p.refunded_amount - coalesce(
+SELECT coalesce(p.amount_received, p.amount) - p.refunded_amount - coalesce(
            (SELECT sum(r.amount) FROM processor.refunds r
             WHERE r.payment_id = p.payment_id AND r.status = 'requested'), 0)
 FROM processor.payments p WHERE p.payment_id = %(payment_id)s;
 
 -- name: payment_lock_refunds
 -- The payment's refund figures under a row lock, for the refund being settled in the same
--- transaction: two refunds settling at once each see the other's.
-SELECT state, amount, refunded_amount FROM processor.payments
+-- transaction: two refunds settling at once each see the other's. What may be refunded is what
+-- was received (a partial capture took less than the amount).
+SELECT state, coalesce(amount_received, amount), refunded_amount FROM processor.payments
 WHERE payment_id = %(payment_id)s FOR UPDATE;
 
 -- name: payment_refunded
@@ -198,6 +199,17 @@ WHERE next_check_at IS NOT NULL;
 -- name: command_seen
 SELECT 1 FROM processor.commands WHERE command_id = %(command_id)s;
 
+-- name: payout_seen
+SELECT 1 FROM processor.payouts WHERE payout_id = %(payout_id)s;
+
+-- name: payout_insert
+-- A payout settled at the gateway, once; nothing inserted: settled before.
+INSERT INTO processor.payouts
+    (payout_id, merchant_id, amount, currency, status, gateway_payout_id, failure)
+VALUES (%(payout_id)s, %(merchant_id)s, %(amount)s, %(currency)s, %(status)s,
+        %(gateway_payout_id)s, %(failure)s)
+ON CONFLICT (payout_id) DO NOTHING;
+
 -- name: command_record
 -- An executed command, in the transaction of its effects; nothing inserted: a redelivery.
 INSERT INTO processor.commands (command_id, payment_id, type)
@@ -215,9 +227,11 @@ ON CONFLICT (payment_id) DO NOTHING;
 
 -- name: payment_move
 -- A manual payment's capture or void, once: from the state it was in when the call was made.
--- A capture takes its charge id and the amount captured (the rest was released).
+-- A capture takes its charge id and the amount captured (the rest was released); the amount
+-- the payment was made for stays, as Stripe keeps ``amount`` beside ``amount_received``.
 UPDATE processor.payments
 SET state = %(state)s, charge_id = coalesce(%(charge_id)s, charge_id),
-    amount = coalesce(%(amount)s, amount), failure_reason = %(failure_reason)s,
+    amount_received = coalesce(%(amount_received)s, amount_received),
+    failure_reason = %(failure_reason)s,
     settled_at = now(), updated_at = now()
 WHERE payment_id = %(payment_id)s AND state = %(from_state)s;

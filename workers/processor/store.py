@@ -12,7 +12,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
-from workers.core.commands import Command
+from workers.core.commands import Command, Payout
 from workers.core.errors import TransientError
 from workers.core.events import (
     ChargeReversed,
@@ -20,6 +20,8 @@ from workers.core.events import (
     EventData,
     EventType,
     Initiated,
+    PayoutFailed,
+    PayoutPaid,
     Refunded,
     RefundFailed,
     RefundRequested,
@@ -74,6 +76,13 @@ class Payment(NewPayment):
     updated_at: datetime
     traceparent: str | None = None  # of the span that started it, for the reconciler's checks
     settled_at: datetime | None = None  # when it left processing (None while processing)
+    # What a manual capture took (at most ``amount``; the rest was released). None: all of it.
+    amount_received: int | None = None
+
+    @property
+    def received(self) -> int:
+        """What the payment took from the card, so what refunds may give back."""
+        return self.amount if self.amount_received is None else self.amount_received
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,15 @@ class Change:
 
 # The event that answers a command.
 Answer = tuple[EventType, EventData]
+
+
+@dataclass(frozen=True)
+class PayoutOutcomeRow:
+    """How the gateway settled a payout: paid or failed, its id there, why it failed."""
+
+    status: str
+    gateway_payout_id: str | None
+    failure: str | None
 
 
 @dataclass(frozen=True)
@@ -331,12 +349,7 @@ class ProcessorStore:
         stage ``answer`` of the payment as it then stands. False: executed before (nothing is
         done again)."""
         async with self.pool.connection() as conn, conn.transaction():
-            recorded = await conn.execute(
-                Q["command_record"],
-                {"command_id": command.command_id, "payment_id": command.subject,
-                 "type": command.type.value},
-            )  # fmt: skip
-            if not recorded.rowcount:
+            if not await _record_command(conn, command):
                 return False
             if change is not None:
                 await conn.execute(Q[change.query], change.params)
@@ -353,6 +366,39 @@ class ProcessorStore:
                     data,
                 )
         return True
+
+    async def payout_known(self, payout_id: str) -> bool:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(Q["payout_seen"], {"payout_id": payout_id})
+            return await cursor.fetchone() is not None
+
+    async def payout_settled(self, command: Command, outcome: PayoutOutcomeRow | None) -> None:
+        """In one transaction: record ``command`` as executed and, with ``outcome`` (None: the
+        payout was settled before), the payout and the event that answers it, once."""
+        data = command.data
+        assert isinstance(data, Payout)
+        async with self.pool.connection() as conn, conn.transaction():
+            if not await _record_command(conn, command) or outcome is None:
+                return
+            inserted = await conn.execute(
+                Q["payout_insert"],
+                {"payout_id": command.subject, "merchant_id": command.merchant_id,
+                 "amount": data.amount, "currency": data.currency, "status": outcome.status,
+                 "gateway_payout_id": outcome.gateway_payout_id,
+                 "failure": outcome.failure},
+            )  # fmt: skip
+            if not inserted.rowcount:
+                return
+            reply: EventData
+            if outcome.status == "paid":
+                assert outcome.gateway_payout_id is not None
+                kind = EventType.PAYOUT_PAID
+                reply = PayoutPaid(gateway_payout_id=outcome.gateway_payout_id, amount=data.amount)
+            else:
+                kind, reply = EventType.PAYOUT_FAILED, PayoutFailed(reason="payout_refused")
+            await self._emit(
+                conn, command.subject, command.merchant_id, command.correlation_id, kind, reply
+            )
 
     async def attempts(self, payment_id: str) -> list[tuple[Any, ...]]:
         async with self.pool.connection() as conn:
@@ -478,3 +524,13 @@ def _refund_row(
         "status": status,
         "failure_reason": reason,
     }
+
+
+async def _record_command(conn: AsyncConnection[Any], command: Command) -> bool:
+    """Record ``command`` as executed, in the caller's transaction; False: it was before."""
+    recorded = await conn.execute(
+        Q["command_record"],
+        {"command_id": command.command_id, "payment_id": command.subject,
+         "type": command.type.value},
+    )  # fmt: skip
+    return bool(recorded.rowcount)

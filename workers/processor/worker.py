@@ -52,6 +52,10 @@ ROUTES: Final = register(
             EventType.GATEWAY_REPORTED: Processor.reported,
             # Its own, as the others: the wait's end is the reconciler's (waits).
             EventType.REQUIRES_ACTION: IGNORE,
+            # A payout is the orchestrator's to drive: the processor executes its command.
+            EventType.PAYOUT_REQUESTED: IGNORE,
+            EventType.PAYOUT_PAID: IGNORE,
+            EventType.PAYOUT_FAILED: IGNORE,
             # Manual capture: the processor's work comes as the orchestrator's commands
             # (COMMAND_ROUTES); these events are the API's and its own answers.
             EventType.AUTHORIZATION_REQUESTED: IGNORE,
@@ -75,6 +79,7 @@ COMMAND_ROUTES: Final = register(
             # payment.initiated, payment.refund_requested), which answer these commands too.
             CommandType.CHARGE: IGNORE,
             CommandType.REFUND: IGNORE,
+            CommandType.PAYOUT: Captures.execute,
         },
         CommandType,
     )

@@ -238,6 +238,8 @@ class StripeGateway:
                 MERCHANT_REFERENCE: _checked(request.merchant_id),
             },
         }
+        if request.destination is not None:
+            params["destination"] = _checked(request.destination)
         options = self._options(payout_key(request.payout_id))
         if request.account is not None:
             options["stripe_account"] = _checked(request.account)

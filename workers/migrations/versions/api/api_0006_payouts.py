@@ -1,0 +1,12 @@
+"""Payouts, and the balance projection they reserve against."""
+
+from workers.migrations.steps import run_sql_file
+
+revision = "api_0006"
+down_revision = "api_0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    run_sql_file(__file__)
