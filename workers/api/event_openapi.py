@@ -47,4 +47,26 @@ def schemas(payment_example: dict[str, Any]) -> dict[str, dict[str, Any]]:
         },
         "examples": [{"object": "list", "data": [event_example], "has_more": False}],
     }
-    return {"Event": event, "EventList": event_list}
+    frame: dict[str, Any] = {
+        "type": "object",
+        "description": "One Server-Sent Event of the merchant's event stream: one event.",
+        "required": ["id", "data"],
+        "properties": {
+            "event": {"type": "string", "enum": ["message"], "description": "Always the default"},
+            "id": {
+                "type": "string",
+                "pattern": ID_PATTERN,
+                "description": "The event's id; send it back as Last-Event-ID to resume after it",
+            },
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": "#/components/schemas/Event"},
+                "description": "The event as `GET /v1/events/{event_id}` shows it",
+            },
+        },
+        "examples": [
+            {"id": EVENT_ID_EXAMPLE, "data": '{"id":"' + EVENT_ID_EXAMPLE + '","...":"..."}'}
+        ],
+    }
+    return {"Event": event, "EventList": event_list, "StreamedEvent": frame}
