@@ -27,7 +27,7 @@ from workers.core.endpoint_events import decode_endpoint_event
 from workers.core.sealing import keyring
 from workers.core.topics import topics
 from workers.core.webhook_secrets import open_webhook_secret
-from workers.notifier.signing import InvalidSignature, verify
+from workers.core.webhooks import InvalidSignature, verify
 
 pytestmark = pytest.mark.timeout(240)
 
