@@ -107,7 +107,7 @@ def test_every_event_of_the_merchants_payments_as_it_happens_then_resumed(
             tasks = [asyncio.create_task(r.run()) for r in (every, succeeded, others)]
             await until(lambda: all(KEEP_ALIVE in r.lines for r in (every, succeeded, others)),
                         "every stream open")  # fmt: skip
-            paid = f.pay()["id"]
+            paid = str(f.pay()["id"])
             await until(lambda: len(every.of(paid)) == 3, "the payment's three events")
             await until(lambda: len(succeeded.of(paid)) == 1, "its success, filtered")
             for task in tasks:
