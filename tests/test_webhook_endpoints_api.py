@@ -7,6 +7,7 @@ Real roles: the API, relay, processor, gateway simulator and notifier, and a rec
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import httpx
 import psycopg
 import pytest
 
+from tests.conftest import flowpay
 from tests.helpers.flow import Flow, flow
 from tests.helpers.kafka import read_topic
 from tests.helpers.receiver import Receiver, receiver
@@ -228,3 +230,35 @@ def test_endpoints_are_the_merchants_own_and_follow_its_changes(
             (got,) = _delivered(later, paid["id"])
             assert got.signature_ok
         assert _deliveries_to(stack, made["id"]) == before
+
+
+def test_an_endpoint_the_operator_adds_is_the_merchants_own(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """`flowpay webhooks add-endpoint` goes the API's way: the merchant lists the endpoint, and
+    the notifier learns of it from its event and signs with the secret the command printed."""
+    with flow(settings, tmp_path) as stack, receiver(free_port()) as hooks:
+        stack.start("notifier", ["run-notifier"])
+        args = ["--merchant", stack.merchant_id, "--url", hooks.url, "--json"]
+        done = flowpay("webhooks", "add-endpoint", *args, env=stack.env)
+        assert done.returncode == 0, done.stderr
+        added = json.loads(done.stdout)
+        assert set(added) == {"id", "merchant_id", "url", "secret"}
+        listed = _call(stack, "GET", "/v1/webhook_endpoints").json()["data"]
+        assert [(e["id"], e["url"], e["enabled_events"]) for e in listed] == [
+            (added["id"], hooks.url, ["*"])
+        ]
+        with psycopg.connect(admin_url(stack.settings), autocommit=True) as db:
+            query = "SELECT count(*) FROM notifier.endpoints WHERE id = %s"
+            wait_for(lambda: db.execute(query, (added["id"],)).fetchone() == (1,),
+                     what="the notifier to learn of it")  # fmt: skip
+        shown = flowpay("webhooks", "endpoints", "--json", env=stack.env)
+        assert [e["id"] for e in json.loads(shown.stdout)] == [added["id"]]
+        hooks.secret = added["secret"]
+        paid = stack.pay()
+        [hook] = _delivered(hooks, paid["id"])
+        assert hook.signature_ok
+        refused = flowpay("webhooks", "add-endpoint", "--merchant", "mer_none", "--url",
+                          hooks.url, env=stack.env)  # fmt: skip
+        assert refused.returncode == 2
+        assert "no merchant mer_none" in refused.stderr

@@ -26,7 +26,7 @@ from fastapi.responses import StreamingResponse
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from workers.api import openapi
+from workers.api import event_openapi, openapi
 from workers.api.change_feed import MERCHANT_EVENTS, ChangeFeed
 from workers.api.errors import ApiError, codes
 from workers.api.event_routes import TAG, TypeFilter
@@ -48,18 +48,13 @@ LAST_EVENT_ID_HEADER: Final = {
     "required": False,
     "description": "The id of the last event seen: the stream resumes after it. "
     "Browsers' EventSource sends it by itself when it reconnects.",
-    "schema": {"type": "string", "pattern": ID_PATTERN, "examples": [
-        "evt_0f8fad5bd9cb469fa16570867728950e"
-    ]},
+    "schema": {"type": "string", "pattern": ID_PATTERN,
+               "examples": [event_openapi.EVENT_ID_EXAMPLE]},
 }  # fmt: skip
 _STREAM: Final = {
     "description": "Each event of your payments as it happens, as Server-Sent Events",
     "headers": {"X-Request-Id": openapi.REQUEST_ID},
-    # As the payment's stream: the text as a whole, or each of its events (workers.api.openapi).
-    "content": {"text/event-stream": {"schema": {"anyOf": [
-        {"type": "string", "description": "The stream as a whole: text"},
-        {**openapi.ref("StreamedEvent"), "description": "Each of its events"},
-    ]}}},
+    "content": {"text/event-stream": {"schema": event_openapi.event_stream("StreamedEvent")}},
 }  # fmt: skip
 
 
