@@ -10,8 +10,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.helpers.flow import Flow, flow
-from workers.api.client import StreamEvent, sse_events
+from tests.helpers.sse import Recording, record
 from workers.api.merchants import create_merchant
 from workers.core.config import Settings
 from workers.core.db import admin_url
@@ -33,17 +32,13 @@ STREAM = "/v1/events/stream"
 
 
 @dataclass
-class Reader:
+class Reader(Recording):
     """One connection to the merchant's event stream, recording every line and event."""
 
     f: Flow
     api_key: str | None = None
     last_event_id: str | None = None
     type_: str | None = None
-    status: int = 0
-    body: bytes = b""
-    lines: list[str] = field(default_factory=list)
-    events: list[StreamEvent] = field(default_factory=list)
 
     @property
     def objects(self) -> list[dict[str, Any]]:
@@ -57,25 +52,8 @@ class Reader:
         if self.last_event_id is not None:
             headers["Last-Event-ID"] = self.last_event_id
         params = {"type": self.type_} if self.type_ is not None else {}
-        async with (
-            httpx.AsyncClient(base_url=self.f.api_url, timeout=30) as http,
-            http.stream("GET", STREAM, headers=headers, params=params) as response,
-        ):
-            self.status = response.status_code
-            if response.status_code != 200:
-                self.body = await response.aread()
-                return self
-            assert response.headers["content-type"].startswith("text/event-stream")
-            async for event in sse_events(self._tap(response)):
-                self.events.append(event)
-                if len(self.events) == stop_after:
-                    return self
+        await record(self, self.f.api_url, STREAM, headers, params, stop_after)
         return self
-
-    async def _tap(self, response: httpx.Response) -> AsyncIterator[str]:
-        async for line in response.aiter_lines():
-            self.lines.append(line)
-            yield line
 
 
 async def until(check: Any, what: str, timeout_s: float = 60) -> None:
