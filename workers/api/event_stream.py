@@ -146,8 +146,8 @@ def _looker(
         frames: list[bytes] = []
         for row in found:
             if not row["settled"]:
-                held_s = min(held_s * 2, HELD_MOST_S)
-                return Found(frames, again_in_s=held_s / 2)
+                wait_s, held_s = held_s, min(held_s * 2, HELD_MOST_S)
+                return Found(frames, again_in_s=wait_s)
             frames.append(b"id: %s\ndata: %s\n\n" % (
                 event_id(row["id"]).encode(), dumps(event_object(row))
             ))  # fmt: skip
