@@ -13,12 +13,13 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from flowpay_cli.commands.listen import _report
 from tests.conftest import env_for, flowpay
 from tests.helpers.flow import Flow, flow
 from tests.helpers.receiver import Receiver, receiver
@@ -27,6 +28,7 @@ from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 from workers.core.endpoint_events import new_webhook_secret
 from workers.core.webhooks import webhook_body
+from workers.notifier.posting import Result
 
 pytestmark = pytest.mark.timeout(300)
 FLOW_OF_SUCCESS = ["payment.initiated", "payment.processing", "payment.succeeded"]
@@ -136,3 +138,19 @@ def test_listen_refuses_bad_options_in_one_line(settings: Settings) -> None:
 
 def _moment(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_a_line_per_event_for_people_names_the_event_and_the_answer(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    event = {
+        "id": "evt_" + "0" * 32,
+        "type": "payment.succeeded",
+        "data": {"object": {"id": "pay_1"}},
+    }
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    _report(event, Result(200, None, None, at, 12, ""), as_json=False)
+    _report(event, Result(None, "ConnectError: refused", None, at, 3, None), as_json=False)
+    first, second = capsys.readouterr().out.splitlines()
+    assert first == f"03:04:05  --> payment.succeeded {event['id']} (pay_1)  <-- [HTTP 200]"
+    assert second.endswith("<-- [!ConnectError: refused]")

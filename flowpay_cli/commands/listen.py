@@ -121,6 +121,7 @@ def _say_ready(secret: str, target: str, as_json: bool) -> None:
         f"Ready! Your webhook signing secret is {secret}; forwarding to {target} (^C to quit)",
         markup=False,
         highlight=False,
+        soft_wrap=True,  # one line, whatever the terminal's width
     )
 
 
@@ -167,6 +168,7 @@ def _report(event: dict[str, Any], result: Result, as_json: bool) -> None:
         f"{at}  --> {event['type']} {event['id']} ({payment_id})  <-- {answer}",
         markup=False,
         highlight=False,
+        soft_wrap=True,  # one line, whatever the terminal's width
     )
 
 
