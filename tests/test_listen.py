@@ -44,7 +44,7 @@ def lines(log: Path) -> list[dict[str, Any]]:
 def listening(f: Flow, log: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
     common = ["--api-key", f.api_key, "--url", f.api_url, "--json"]
     with running(["listen", *args, *common], f.env, None, log) as process:
-        wait_for(lambda: lines(log), what="listen to say it is ready")
+        wait_for(lambda: lines(log), 120, "listen to say it is ready")
         yield process
 
 
@@ -92,6 +92,8 @@ def test_listen_forwards_each_event_signed_and_resumes_after_a_crash(
         f.start("api", ["serve-api", "--port", port], f.api_url + "/healthz")
         second = f.pay()["id"]
         wait_for(lambda: forwarded(hooks, second) == FLOW_OF_SUCCESS, what="after the crash")
+        # Its line follows the answer: printed once the receiver has answered.
+        wait_for(lambda: len(lines(log)) >= 7, what="a line per event after the crash")
         ids = [r["event_id"] for r in lines(log)[1:]]
         assert len(ids) == 6 == len(set(ids))  # none lost, none twice
         assert forwarded(hooks, first) == FLOW_OF_SUCCESS
@@ -111,7 +113,7 @@ def test_an_unreachable_target_is_a_line_and_listen_carries_on(
         assert made.startswith("whsec_")  # a new one, made for this run
         for _ in range(2):
             f.pay()
-        wait_for(lambda: len(lines(log)) == 7, what="a line per event of both payments")
+        wait_for(lambda: len(lines(log)) == 7, 120, "a line per event of both payments")
         for line in lines(log)[1:]:
             assert line["status"] is None
             assert "Connect" in line["error"]

@@ -71,7 +71,6 @@ def listen(
     target = _target(forward_to)
     signing = _secret(secret)
     base_url, key = url or api_url(config), api_key or demo_api_key(config)
-    _say_ready(signing, target, as_json)
     try:
         asyncio.run(
             _forward_all(base_url, key, target, signing, patterns, forward_timeout, as_json)
@@ -135,10 +134,19 @@ async def _forward_all(
     as_json: bool,
 ) -> None:
     query = {"type": patterns[0]} if len(patterns) == 1 else None
+    ready = False
+
+    def opened() -> None:
+        """Ready once the API has taken the stream: every event from then on comes."""
+        nonlocal ready
+        if not ready:
+            ready = True
+            _say_ready(secret, target, as_json)
+
     async with (
         ApiClient(base_url, key, connections=1) as api,
         httpx.AsyncClient(follow_redirects=False, headers={"User-Agent": USER_AGENT}) as http,
-        aclosing(api.stream(STREAM, params=query)) as stream,
+        aclosing(api.stream(STREAM, params=query, on_open=opened)) as stream,
     ):
         async for frame in stream:
             event: dict[str, Any] = json.loads(frame.data)

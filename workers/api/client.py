@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Final
@@ -118,8 +118,10 @@ class ApiClient:
         params: dict[str, str] | None = None,
         last_event_id: str | None = None,
         retry_s: float = 0.5,
+        on_open: Callable[[], None] | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
-        """Every event of the stream at ``path``, until the server answers 204.
+        """Every event of the stream at ``path``, until the server answers 204; ``on_open``
+        is called each time the server has taken the stream (and so where it starts).
 
         A cut stream (a lost connection, a 5xx) is resumed after the last event seen with
         ``Last-Event-ID``, and one refused for the key's limits (429) once ``Retry-After`` has
@@ -139,6 +141,8 @@ class ApiClient:
                         await got.aread()
                         raise StreamRefused(_reply(got))
                     elif got.status_code == 200:
+                        if on_open is not None:
+                            on_open()
                         async for event in sse_events(got.aiter_lines()):
                             seen = event.id
                             yield event
