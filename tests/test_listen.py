@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from flowpay_cli.commands.listen import _report
@@ -90,7 +91,10 @@ def test_listen_forwards_each_event_signed_and_resumes_after_a_crash(
         f.processes["api"].wait(10)
         port = f.api_url.rsplit(":", 1)[1]
         f.start("api", ["serve-api", "--port", port], f.api_url + "/healthz")
-        second = f.pay()["id"]
+        made: list[str] = []
+        # The killed server's processes may still be letting go of the port.
+        wait_for(lambda: _paid(f, made), 60, "a payment through the API restarted")
+        second = made[0]
         wait_for(lambda: forwarded(hooks, second) == FLOW_OF_SUCCESS, what="after the crash")
         # Its line follows the answer: printed once the receiver has answered.
         wait_for(lambda: len(lines(log)) >= 7, what="a line per event after the crash")
@@ -136,6 +140,14 @@ def test_listen_refuses_bad_options_in_one_line(settings: Settings) -> None:
         assert done.returncode == 2, done.stderr
         assert says in done.stderr
         assert len(done.stderr.strip().splitlines()) <= 2, done.stderr
+
+
+def _paid(f: Flow, made: list[str]) -> bool:
+    try:
+        made.append(f.pay()["id"])
+    except httpx.TransportError:
+        return False
+    return True
 
 
 def _moment(text: str) -> datetime:
