@@ -52,6 +52,10 @@ FlowPay's merchant API: create payments and refunds, read them, follow their sta
   it stops at `requires_capture` until you capture it (all or part of it: the rest is
   released) or cancel it; an authorization not captured within 7 days is canceled
   (`cancellation_reason: "expired"`).
+- **Customer authentication**: a card that needs 3-D Secure puts the payment at
+  `requires_action`; its `next_action` says what the customer must do (for a redirect, the URL
+  to send them to). It then succeeds or fails as the gateway reports, or fails with
+  `action_expired` if the customer has not acted in time (a day by default).
 
 - **Authentication**: `Authorization: Bearer <your API key>` on every `/v1` request.
 - **Idempotency**: every `POST` carries an `Idempotency-Key`, new for each new request. The
@@ -107,6 +111,7 @@ PAYMENT_EXAMPLE: Final[dict[str, Any]] = {
     "refunded_amount": 0,
     "failure_reason": None,
     "cancellation_reason": None,
+    "next_action": None,
     "created_at": "2025-01-15T09:30:00.000000Z",
     "updated_at": "2025-01-15T09:30:01.250000Z",
 }
@@ -173,10 +178,37 @@ PAYMENT: Final[dict[str, Any]] = {
             "enum": [*(r.value for r in CancellationReason), None],
             "description": "Why a canceled payment was canceled (`expired`: not captured in time)",
         },
+        "next_action": {
+            "anyOf": [ref("NextAction"), {"type": "null"}],
+            "description": "While `requires_action`: what the customer must do before the payment"
+            " can go on (3-D Secure); null in every other status",
+        },
         "created_at": _MOMENT,
         "updated_at": _MOMENT,
     },
     "examples": [PAYMENT_EXAMPLE],
+}
+NEXT_ACTION: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "What the customer must do, in Stripe's shape: `type` (`redirect_to_url`,"
+    " `use_stripe_sdk`, ...) and, for a redirect, `redirect_to_url.url` to send them to",
+    "required": ["type"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"},
+        "redirect_to_url": {
+            "type": "object",
+            "required": ["url"],
+            "additionalProperties": False,
+            "properties": {"url": {"type": "string", "pattern": "^https://"}},
+        },
+    },
+    "examples": [
+        {
+            "type": "redirect_to_url",
+            "redirect_to_url": {"url": "https://hooks.stripe.com/3d_secure_2/hosted"},
+        }
+    ],
 }
 REFUND: Final[dict[str, Any]] = {
     "type": "object",
@@ -243,6 +275,7 @@ SCHEMAS: Final = {
     "ErrorResponse": ERROR_RESPONSE,
     "Error": ERROR,
     "Payment": PAYMENT,
+    "NextAction": NEXT_ACTION,
     "PaymentList": PAYMENT_LIST,
     "PaymentEvent": PAYMENT_EVENT,
     "Refund": REFUND,

@@ -1,4 +1,4 @@
--- api 0005: the merchant-wide event stream (GET /v1/events/stream).
+-- api 0006: the merchant-wide event stream (GET /v1/events/stream).
 
 -- Each event's place in commit order: the transaction that recorded it, then its order in that
 -- transaction. A stream reads only events of transactions older than every one still running
