@@ -211,11 +211,30 @@ CREATE TABLE IF NOT EXISTS api.events (
     payment_id  text        NOT NULL,
     type        text        NOT NULL,
     created_at  timestamptz NOT NULL,
-    data        jsonb       NOT NULL
+    data        jsonb       NOT NULL,
+    -- Its place in commit order, for GET /v1/events/stream: the transaction that recorded it,
+    -- then its order in that transaction. A stream reads only events of transactions older
+    -- than every one still running (pg_snapshot_xmin), so none can appear behind its cursor.
+    tx          xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    seq         bigint      GENERATED ALWAYS AS IDENTITY
 );
 -- GET /v1/events pages a merchant's events newest first.
 CREATE INDEX IF NOT EXISTS events_by_merchant ON api.events (merchant_id, created_at, id);
 CREATE INDEX IF NOT EXISTS events_by_age ON api.events (created_at);
+CREATE INDEX IF NOT EXISTS events_in_commit_order ON api.events (merchant_id, tx, seq);
+
+-- Streams are woken per merchant (NOTIFY flowpay_merchant_events, payload = merchant id), once
+-- per merchant and statement however many of its events the statement records.
+CREATE OR REPLACE FUNCTION api.notify_merchant_events() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('flowpay_merchant_events', merchant_id)
+    FROM (SELECT DISTINCT merchant_id FROM recorded) AS m;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE TRIGGER events_notify_merchants AFTER INSERT ON api.events
+    REFERENCING NEW TABLE AS recorded FOR EACH STATEMENT
+    EXECUTE FUNCTION api.notify_merchant_events();
 
 
 -- ---------------------------------------------------------------------------------------------

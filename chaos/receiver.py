@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from workers.notifier.signing import InvalidSignature, verify
+from workers.core.webhooks import InvalidSignature, verify
 
 HEALTHY, FAILING, HANGING = "healthy", "failing", "hanging"
 

@@ -18,6 +18,7 @@ from flowpay_cli.commands import (
     infra,
     kafka,
     ledger,
+    listen,
     outbox,
     pay,
     payments,
@@ -69,6 +70,7 @@ app.add_typer(kafka.app, name="kafka")
 app.command("health")(health.health)
 app.command("serve-api")(api.serve_api)
 app.command("pay")(pay.pay)
+app.command("listen")(listen.listen)
 app.command("run-outbox")(outbox.run_outbox)
 app.command("serve-gateway-sim")(gateway_sim.serve_gateway_sim)
 app.command("run-processor")(processor.run_processor)

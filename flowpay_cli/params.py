@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from workers.core.money import UnknownCurrency, currency_exponent
 from workers.core.requests import BadRequest, check_idempotency_key
+
+# How a command that calls the API as a merchant is told which merchant, and where the API is.
+ApiKey = Annotated[
+    str | None,
+    typer.Option(envvar="FLOWPAY_API_KEY", help="Merchant API key (default: the demo's)."),
+]
+ApiUrl = Annotated[str | None, typer.Option(help="API base URL (default: the configured API).")]
 
 
 def currency(value: str | None) -> str | None:

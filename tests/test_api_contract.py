@@ -185,9 +185,11 @@ def test_each_event_is_the_documented_frame_the_payment_as_get_shows_it(api: Api
     fields = dict(line.split(": ", 1) for line in response.text.splitlines())
     event = {"event": "message", **fields}  # no event: field is the default, as SSE says
     conforms(doc, event_schema, event)
+    # The frame's schema: the one the stream's schema refers to (each of its events).
+    schemas = doc["components"]["schemas"]
     [data_schema] = [
-        s["properties"]["data"] for s in [event_schema, *doc["components"]["schemas"].values()]
-        if "data" in s.get("properties", {}) and "contentSchema" in s["properties"]["data"]
+        schemas[ref.rsplit("/", 1)[1]]["properties"]["data"]
+        for ref in (alt.get("$ref") for alt in event_schema["anyOf"]) if ref is not None
     ]  # fmt: skip
     data = json.loads(event["data"])
     conforms(doc, data_schema["contentSchema"], data)

@@ -31,6 +31,7 @@ OPERATION_IDS = {
     ("get", "/v1/payments/{payment_id}"): "getPayment",
     ("post", "/v1/payments/{payment_id}/refunds"): "createRefund",
     ("get", "/v1/payments/{payment_id}/events"): "streamPaymentEvents",
+    ("get", "/v1/events/stream"): "streamEvents",
     ("get", "/healthz"): "getHealth",
     ("get", "/readyz"): "getReadiness",
 }
@@ -145,6 +146,18 @@ def test_the_event_stream_documents_its_frames_and_its_stream_cap(
     assert frame["properties"]["data"]["contentSchema"] == {"$ref": "#/components/schemas/Payment"}
     assert frame["properties"]["data"]["contentMediaType"] == "application/json"
     assert frame["properties"]["id"]["pattern"] == "^[1-9][0-9]{0,8}$"
+    assert {"rate_limited", "too_many_streams"} <= documented_codes(op["responses"]["429"])
+
+
+def test_the_merchant_event_stream_documents_its_frames(document: dict[str, Any]) -> None:
+    op = document["paths"]["/v1/events/stream"]["get"]
+    [text, event] = op["responses"]["200"]["content"]["text/event-stream"]["schema"]["anyOf"]
+    assert text["type"] == "string"
+    frame = document["components"]["schemas"][event["$ref"].rsplit("/", 1)[1]]
+    assert frame["properties"]["data"]["contentSchema"] == {"$ref": "#/components/schemas/Event"}
+    assert frame["properties"]["id"]["pattern"] == "^evt_[0-9a-f]{32}$"
+    assert "last_event_id_unknown" in documented_codes(op["responses"]["409"])
+    assert "last_event_id_invalid" in documented_codes(op["responses"]["400"])
     assert {"rate_limited", "too_many_streams"} <= documented_codes(op["responses"]["429"])
 
 

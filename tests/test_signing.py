@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.notifier.signing import InvalidSignature, headers, sign, verify
+from workers.core.webhooks import InvalidSignature, headers, sign, verify
 
 # From the Standard Webhooks reference libraries' tests.
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # noqa: S105 - the published test secret

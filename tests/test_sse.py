@@ -7,18 +7,18 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 
 from tests.conftest import flowpay
 from tests.helpers.flow import Flow, flow
-from workers.api.client import ApiClient, StreamEvent, sse_events
+from tests.helpers.sse import Recording, record
+from workers.api.client import ApiClient
 from workers.api.merchants import create_merchant, list_keys, revoke_key
 from workers.core.config import Settings
 from workers.core.db import admin_url
@@ -28,18 +28,13 @@ KEEP_ALIVE = ": keep-alive"
 
 
 @dataclass
-class Reader:
+class Reader(Recording):
     """One connection to a payment's event stream, recording every line and event."""
 
     f: Flow
     payment_id: str
     last_event_id: str | None = None
     api_key: str | None = None
-    status: int = 0
-    body: bytes = b""
-    lines: list[str] = field(default_factory=list)
-    events: list[StreamEvent] = field(default_factory=list)
-    ended: bool = False
 
     @property
     def payments(self) -> list[dict[str, Any]]:
@@ -55,26 +50,8 @@ class Reader:
         if self.last_event_id is not None:
             headers["Last-Event-ID"] = self.last_event_id
         url = f"/v1/payments/{self.payment_id}/events"
-        async with (
-            httpx.AsyncClient(base_url=self.f.api_url, timeout=30) as http,
-            http.stream("GET", url, headers=headers) as response,
-        ):
-            self.status = response.status_code
-            if response.status_code != 200:
-                self.body = await response.aread()
-                return self
-            assert response.headers["content-type"].startswith("text/event-stream")
-            async for event in sse_events(self._tap(response)):
-                self.events.append(event)
-                if len(self.events) == stop_after:
-                    return self
-        self.ended = True
+        await record(self, self.f.api_url, url, headers, stop_after=stop_after)
         return self
-
-    async def _tap(self, response: httpx.Response) -> AsyncIterator[str]:
-        async for line in response.aiter_lines():
-            self.lines.append(line)
-            yield line
 
 
 def read(reader: Reader, stop_after: int | None = None, timeout_s: float = 60) -> Reader:

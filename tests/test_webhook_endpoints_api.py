@@ -7,6 +7,7 @@ Real roles: the API, relay, processor, gateway simulator and notifier, and a rec
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -15,19 +16,22 @@ import httpx
 import psycopg
 import pytest
 
+from tests.conftest import flowpay
 from tests.helpers.flow import Flow, flow
 from tests.helpers.kafka import read_topic
 from tests.helpers.receiver import Receiver, receiver
 from tests.helpers.servers import free_port
 from tests.helpers.waiting import wait_for
 from workers.api.merchants import create_merchant
+from workers.api.operator import add_endpoint_as_operator
 from workers.core.config import Settings
 from workers.core.db import admin_url
 from workers.core.endpoint_events import decode_endpoint_event
+from workers.core.errors import NotFoundError
 from workers.core.sealing import keyring
 from workers.core.topics import topics
 from workers.core.webhook_secrets import open_webhook_secret
-from workers.notifier.signing import InvalidSignature, verify
+from workers.core.webhooks import InvalidSignature, verify
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -228,3 +232,31 @@ def test_endpoints_are_the_merchants_own_and_follow_its_changes(
             (got,) = _delivered(later, paid["id"])
             assert got.signature_ok
         assert _deliveries_to(stack, made["id"]) == before
+
+
+def test_an_endpoint_the_operator_adds_is_the_merchants_own(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """`flowpay webhooks add-endpoint` goes the API's way: the merchant lists the endpoint, and
+    the notifier learns of it from its event and signs with the secret the command printed."""
+    with flow(settings, tmp_path) as stack, receiver(free_port()) as hooks:
+        stack.start("notifier", ["run-notifier"])
+        args = ["--merchant", stack.merchant_id, "--url", hooks.url, "--json"]
+        done = flowpay("webhooks", "add-endpoint", *args, env=stack.env)
+        assert done.returncode == 0, done.stderr
+        added = json.loads(done.stdout)
+        assert set(added) == {"id", "merchant_id", "url", "secret"}
+        listed = _call(stack, "GET", "/v1/webhook_endpoints").json()["data"]
+        assert [(e["id"], e["url"], e["enabled_events"]) for e in listed] == [
+            (added["id"], hooks.url, ["*"])
+        ]
+        with psycopg.connect(admin_url(stack.settings), autocommit=True) as db:
+            query = "SELECT count(*) FROM notifier.endpoints WHERE id = %s"
+            wait_for(lambda: db.execute(query, (added["id"],)).fetchone() == (1,),
+                     what="the notifier to learn of it")  # fmt: skip
+        hooks.secret = added["secret"]
+        paid = stack.pay()
+        [hook] = _delivered(hooks, paid["id"])
+        assert hook.signature_ok
+        with pytest.raises(NotFoundError, match="no merchant mer_none"):
+            add_endpoint_as_operator(stack.settings, "mer_none", hooks.url)

@@ -10,12 +10,12 @@ from flowpay_cli.context import settings, state
 from flowpay_cli.output import Json, console, print_created, print_json, print_table
 from flowpay_cli.role_options import LogFormatOption, role_settings
 from workers.api import merchants as merchant_store
+from workers.api.operator import add_endpoint_as_operator
 from workers.api.server import serve
 from workers.core.db import connect
 from workers.core.logs import setup_logging
-from workers.core.sealing import Keyring, keyring
+from workers.core.sealing import keyring
 from workers.core.webhook_urls import check_webhook_url
-from workers.notifier.endpoints import register_endpoint
 
 merchants_app = typer.Typer(help="Create and list merchants; issue and revoke their API keys.")
 
@@ -56,10 +56,9 @@ def merchants_create(
     config = settings(ctx)
     if not 1 <= len(name) <= 200:
         raise typer.BadParameter("must be 1 to 200 characters", param_hint="--name")
-    keys = None
     if webhook_url is not None:  # before anything is created
         check_webhook_url(webhook_url, config.notifier)
-        keys = keyring(config)
+        keyring(config)
     with connect(config, "operator") as conn:
         merchant = merchant_store.create_merchant(conn, name)
     created = {
@@ -68,8 +67,8 @@ def merchants_create(
         "api_key_id": merchant.api_key_id,
         "api_key": merchant.api_key,
     }
-    if webhook_url is not None and keys is not None:
-        created |= _register_webhook(ctx, merchant.id, webhook_url, keys)
+    if webhook_url is not None:
+        created |= _register_webhook(ctx, merchant.id, webhook_url)
     print_created(
         "merchant created",
         created,
@@ -78,16 +77,13 @@ def merchants_create(
     )
 
 
-def _register_webhook(
-    ctx: typer.Context, merchant_id: str, url: str, keys: Keyring
-) -> dict[str, str]:
-    config = settings(ctx)
-    with connect(config, "operator") as conn:
-        endpoint = register_endpoint(conn, merchant_id, url, config.notifier, keys)
+def _register_webhook(ctx: typer.Context, merchant_id: str, url: str) -> dict[str, str]:
+    """Its endpoint, as the merchant would add it through the API (the lists agree)."""
+    endpoint = add_endpoint_as_operator(settings(ctx), merchant_id, url)
     return {
-        "webhook_endpoint_id": endpoint.id,
-        "webhook_url": endpoint.url,
-        "webhook_secret": endpoint.secret,
+        "webhook_endpoint_id": endpoint["id"],
+        "webhook_url": endpoint["url"],
+        "webhook_secret": endpoint["secret"],
     }
 
 

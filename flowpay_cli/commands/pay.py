@@ -57,12 +57,8 @@ def pay(
         bool, typer.Option("--wait", help="Wait for each payment's final status.")
     ] = False,
     wait_timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 60.0,
-    api_key: Annotated[
-        str | None, typer.Option(envvar="FLOWPAY_API_KEY", help="Merchant API key.")
-    ] = None,
-    url: Annotated[
-        str | None, typer.Option(help="API base URL (default: the configured API).")
-    ] = None,
+    api_key: params.ApiKey = None,
+    url: params.ApiUrl = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Send test payments through the API; exit 1 if any request failed."""

@@ -10,10 +10,10 @@ import typer
 from flowpay_cli.context import settings
 from flowpay_cli.output import Json, console, print_created, print_json, print_table
 from flowpay_cli.role_options import LogFormatOption, role_settings
+from workers.api.operator import add_endpoint_as_operator
 from workers.core.db import connect
-from workers.core.sealing import keyring
 from workers.notifier import deliveries
-from workers.notifier.endpoints import disable_endpoint, enable_endpoint, register_endpoint
+from workers.notifier.endpoints import disable_endpoint, enable_endpoint
 from workers.notifier.worker import serve
 
 app = typer.Typer(help="Inspect and retry webhook deliveries; manage endpoints.")
@@ -49,16 +49,14 @@ def add_endpoint(
     url: Annotated[str, typer.Option("--url", help="Where to POST webhooks.")],
     as_json: Json = False,
 ) -> None:
-    """Add an endpoint (https, outside private networks); prints its signing secret once."""
-    config = settings(ctx)
-    keys = keyring(config)
-    with connect(config, "operator") as conn:
-        endpoint = register_endpoint(conn, merchant, url, config.notifier, keys)
+    """Add an endpoint (https, outside private networks) as the merchant would through the API;
+    prints its signing secret once."""
+    endpoint = add_endpoint_as_operator(settings(ctx), merchant, url)
     shown = {
-        "id": endpoint.id,
-        "merchant_id": endpoint.merchant_id,
-        "url": endpoint.url,
-        "secret": endpoint.secret,
+        "id": endpoint["id"],
+        "merchant_id": merchant,
+        "url": endpoint["url"],
+        "secret": endpoint["secret"],
     }
     print_created(
         "webhook endpoint added",

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from chaos.receiver import serving
-from workers.notifier.signing import InvalidSignature, verify
+from workers.core.webhooks import InvalidSignature, verify
 
 Answer = int | str | tuple[int, dict[str, str]]
 

@@ -21,6 +21,7 @@ from workers.api import (
     decisions,
     endpoint_routes,
     event_routes,
+    event_stream,
     handling,
     openapi,
     payments,
@@ -86,7 +87,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_routes(app, settings)
     app.add_middleware(RequestMetrics)
     app.add_middleware(RequestContext)
-    app.include_router(stream.router(settings))
+    feed = stream.change_feed(settings)
+    app.include_router(stream.router(settings, feed))
+    # Before /v1/events/{event_id}, which would take "stream" for an event id.
+    app.include_router(event_stream.router(settings, feed))
     app.include_router(decisions.router(settings))
     app.include_router(endpoint_routes.router(settings))
     app.include_router(event_routes.router(settings))

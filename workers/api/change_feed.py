@@ -1,9 +1,11 @@
-"""Wakes a server process's event streams when their payment changes.
+"""Wakes a server process's event streams when their payment changes, or their merchant has
+new events.
 
 The read model that writes a change may run in any ``serve-api`` process (they share one
 consumer group), so the signal goes through PostgreSQL: a trigger on ``api.payments`` sends
-``NOTIFY flowpay_payment_changes, '<payment id>'`` and each process keeps one ``LISTEN``
-connection, fanning notifications out to its own streams. A wake-up only says "look again":
+``NOTIFY flowpay_payment_changes, '<payment id>'``, one on ``api.events`` ``NOTIFY
+flowpay_merchant_events, '<merchant id>'``, and each process keeps one ``LISTEN`` connection
+to both, fanning notifications out to its own streams. A wake-up only says "look again":
 streams read what changed from the database, so a lost notification delays, never loses.
 
 When the connection comes back after a loss, every stream must look again (a change may have
@@ -33,6 +35,9 @@ Q = load_queries("workers.api")
 # Streams woken a second, on average, after the connection comes back: each reads its payment
 # once, a few milliseconds of a pool connection.
 WAKE_ALL_PER_S: Final = 500.0
+PAYMENTS: Final = "flowpay_payment_changes"  # payload: a payment id
+MERCHANT_EVENTS: Final = "flowpay_merchant_events"  # payload: a merchant id
+Key = tuple[str, str]  # (channel, payload)
 
 
 class ChangeFeed:
@@ -40,7 +45,7 @@ class ChangeFeed:
         self._conninfo = conninfo
         self._retry_s = retry_s
         self._wake_window_s = wake_window_s
-        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._waiters: dict[Key, set[asyncio.Event]] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -54,17 +59,18 @@ class ChangeFeed:
             self._task = None
 
     @contextlib.contextmanager
-    def subscribe(self, payment_id: str) -> Iterator[asyncio.Event]:
-        """An event set whenever ``payment_id`` may have changed, until the block ends."""
-        changed = asyncio.Event()
-        self._waiters.setdefault(payment_id, set()).add(changed)
+    def subscribe(self, payload: str, channel: str = PAYMENTS) -> Iterator[asyncio.Event]:
+        """An event set whenever ``channel`` may have news of ``payload`` (a payment that may
+        have changed; a merchant that may have new events), until the block ends."""
+        changed, key = asyncio.Event(), (channel, payload)
+        self._waiters.setdefault(key, set()).add(changed)
         try:
             yield changed
         finally:
-            waiters = self._waiters[payment_id]
+            waiters = self._waiters[key]
             waiters.discard(changed)
             if not waiters:
-                del self._waiters[payment_id]
+                del self._waiters[key]
 
     async def _listen(self) -> None:
         while True:
@@ -72,17 +78,17 @@ class ChangeFeed:
                 async with await AsyncConnection.connect(
                     self._conninfo, autocommit=True, connect_timeout=10
                 ) as conn:
-                    await conn.execute(Q["stream_listen"])
+                    await conn.execute(Q["stream_listen"])  # both channels, one statement
                     # Whatever changed while nobody listened is looked at again.
                     self._wake_all()
                     async for notify in conn.notifies():
-                        self._wake(notify.payload)
+                        self._wake((notify.channel, notify.payload))
             except psycopg.Error as exc:
                 log.warning("change feed lost its database connection, reconnecting: %s", exc)
             await asyncio.sleep(self._retry_s)
 
-    def _wake(self, payment_id: str) -> None:
-        for changed in self._waiters.get(payment_id, ()):
+    def _wake(self, key: Key) -> None:
+        for changed in self._waiters.get(key, ()):
             changed.set()
 
     def _wake_all(self) -> None:

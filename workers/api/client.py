@@ -6,7 +6,8 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -102,29 +103,52 @@ class ApiClient:
 
         A cut stream is resumed with ``Last-Event-ID``: no change is missed or seen twice.
         """
-        seen: str | None = None
+        path = f"/v1/payments/{payment_id}/events"
+        async with aclosing(self.stream(path, retry_s=retry_s)) as events:
+            async for event in events:
+                payment: dict[str, Any] = json.loads(event.data)
+                yield payment
+                if payment.get("status") in TERMINAL:
+                    return
+
+    async def stream(
+        self,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        last_event_id: str | None = None,
+        retry_s: float = 0.5,
+        on_open: Callable[[], None] | None = None,
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Every event of the stream at ``path``, until the server answers 204; ``on_open``
+        is called each time the server has taken the stream (and so where it starts).
+
+        A cut stream (a lost connection, a 5xx) is resumed after the last event seen with
+        ``Last-Event-ID``, and one refused for the key's limits (429) once ``Retry-After`` has
+        passed: no event is missed or seen twice. Any other refusal raises ``StreamRefused``.
+        """
+        seen = last_event_id
         while True:
             headers = {"Last-Event-ID": seen} if seen is not None else {}
+            wait = retry_s
             try:
-                async with self._http.stream(
-                    "GET", f"/v1/payments/{payment_id}/events", headers=headers
-                ) as response:
-                    if response.status_code == 204:
-                        return  # the change last seen was final
-                    if 400 <= response.status_code < 500:
-                        await response.aread()
-                        raise StreamRefused(_reply(response))
-                    if response.status_code == 200:
-                        async for event in sse_events(response.aiter_lines()):
+                async with self._http.stream("GET", path, headers=headers, params=params) as got:
+                    if got.status_code == 204:
+                        return  # the event last seen was the stream's last
+                    if got.status_code == 429:
+                        wait = _retry_after(got) or retry_s
+                    elif 400 <= got.status_code < 500:
+                        await got.aread()
+                        raise StreamRefused(_reply(got))
+                    elif got.status_code == 200:
+                        if on_open is not None:
+                            on_open()
+                        async for event in sse_events(got.aiter_lines()):
                             seen = event.id
-                            payment: dict[str, Any] = json.loads(event.data)
-                            yield payment
-                            if payment.get("status") in TERMINAL:
-                                return
+                            yield event
             except httpx.TransportError:
                 pass
-            # A cut stream, or a 5xx, is resumed from the last change seen.
-            await asyncio.sleep(retry_s)
+            await asyncio.sleep(wait)
 
     async def refund(
         self, payment_id: str, body: dict[str, Any], idempotency_key: str | None = None

@@ -98,7 +98,8 @@ CODES: Final = _codes(
     ErrorCode(
         400,
         "last_event_id_invalid",
-        "Last-Event-ID is not an event id (1 to 9 digits).",
+        "Last-Event-ID is not an event id of the stream (a payment's: 1 to 9 digits; yours: "
+        "evt_...).",
         param="Last-Event-ID",
     ),
     ErrorCode(
@@ -141,7 +142,8 @@ CODES: Final = _codes(
     ErrorCode(
         409,
         "last_event_id_unknown",
-        "Last-Event-ID is after the payment's latest event: it is not this stream's.",
+        "Last-Event-ID is not an event of this stream: after the payment's latest, or none of "
+        "your events still kept.",
         param="Last-Event-ID",
     ),
     ErrorCode(413, "request_too_large", "The request body is over the size limit."),

@@ -10,6 +10,44 @@ EVENT_ID_EXAMPLE: Final = "evt_0f8fad5bd9cb469fa16570867728950e"
 TYPE_DESCRIPTION: Final = "`payment.succeeded`, `payment.refunded`, ..."
 
 
+def sse_frame(
+    description: str,
+    id_: dict[str, str],
+    schema: str,
+    data_description: str,
+    example: dict[str, str],
+) -> dict[str, Any]:
+    """The schema of one frame of a stream: its ``id`` (``id_``: pattern and description) and
+    its ``data``, JSON of the document's ``schema``."""
+    return {
+        "type": "object",
+        "description": description,
+        "required": ["id", "data"],
+        "properties": {
+            "event": {"type": "string", "enum": ["message"], "description": "Always the default"},
+            "id": {"type": "string", **id_},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": f"#/components/schemas/{schema}"},
+                "description": data_description,
+            },
+        },
+        "examples": [example],
+    }
+
+
+def event_stream(frame: str) -> dict[str, Any]:
+    """A ``text/event-stream`` body whose frames are the document's ``frame`` schema: OpenAPI
+    3.1 has no ``itemSchema``; see ``workers.api.openapi``."""
+    return {
+        "anyOf": [
+            {"type": "string", "description": "The stream as a whole: text"},
+            {"$ref": f"#/components/schemas/{frame}", "description": "Each of its events"},
+        ]
+    }
+
+
 def schemas(payment_example: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The schemas, with ``payment_example`` as the payment an example event carries."""
     event_example: dict[str, Any] = {
@@ -47,4 +85,11 @@ def schemas(payment_example: dict[str, Any]) -> dict[str, dict[str, Any]]:
         },
         "examples": [{"object": "list", "data": [event_example], "has_more": False}],
     }
-    return {"Event": event, "EventList": event_list}
+    frame = sse_frame(
+        "One Server-Sent Event of the merchant's event stream: one event.",
+        {"pattern": ID_PATTERN,
+         "description": "The event's id; send it back as Last-Event-ID to resume after it"},
+        "Event", "The event as `GET /v1/events/{event_id}` shows it",
+        {"id": EVENT_ID_EXAMPLE, "data": '{"id":"' + EVENT_ID_EXAMPLE + '","...":"..."}'},
+    )  # fmt: skip
+    return {"Event": event, "EventList": event_list, "StreamedEvent": frame}

@@ -14,6 +14,15 @@ from workers.core.config import Settings
 
 TAG: Final = "events"
 LAST_MOMENT: Final = 253_402_300_799  # 9999-12-31T23:59:59Z
+TypeFilter = Annotated[
+    str | None,
+    Query(
+        alias="type",
+        pattern=events.TYPE_PATTERN,
+        description="Only events of this type; `*` matches any part (`payment.*`)",
+        examples=["payment.*"],
+    ),
+]
 EventId = Annotated[
     str, Path(description="The event's id (`evt_...`)", examples=[EVENT_ID_EXAMPLE])
 ]
@@ -49,15 +58,7 @@ def router(settings: Settings) -> APIRouter:
                 examples=[EVENT_ID_EXAMPLE],
             ),
         ] = None,
-        type_: Annotated[
-            str | None,
-            Query(
-                alias="type",
-                pattern=events.TYPE_PATTERN,
-                description="Only events of this type; `*` matches any part (`payment.*`)",
-                examples=["payment.*"],
-            ),
-        ] = None,
+        type_: TypeFilter = None,
         created_gte: Annotated[
             int | None,
             Query(

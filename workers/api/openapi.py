@@ -253,33 +253,15 @@ PAYMENT_LIST: Final[dict[str, Any]] = {
     },
     "examples": [{"object": "list", "data": [PAYMENT_EXAMPLE], "has_more": False}],
 }
-PAYMENT_EVENT: Final[dict[str, Any]] = {
-    "type": "object",
-    "description": "One Server-Sent Event of a payment's stream: the payment after one change.",
-    "required": ["id", "data"],
-    "properties": {
-        "event": {"type": "string", "enum": ["message"], "description": "Always the default"},
-        "id": {
-            "type": "string",
-            "pattern": "^[1-9][0-9]{0,8}$",
-            "description": "The payment's version after the change (1: as created); "
-            "send it back as Last-Event-ID to resume after it",
-        },
-        "data": {
-            "type": "string",
-            "contentMediaType": "application/json",
-            "contentSchema": ref("Payment"),
-            "description": "The payment as `GET /v1/payments/{payment_id}` shows it",
-        },
-    },
-    "examples": [{"id": "3", "data": '{"id":"pay_01JBZ3N6Q8X5V7T9R2M4K6H8F0","...":"..."}'}],
-}
-EVENT_STREAM: Final = {
-    "anyOf": [
-        {"type": "string", "description": "The stream as a whole: text"},
-        {**ref("PaymentEvent"), "description": "Each of its events"},
-    ]
-}
+PAYMENT_EVENT: Final = event_openapi.sse_frame(
+    "One Server-Sent Event of a payment's stream: the payment after one change.",
+    {"pattern": "^[1-9][0-9]{0,8}$",
+     "description": "The payment's version after the change (1: as created); "
+     "send it back as Last-Event-ID to resume after it"},
+    "Payment", "The payment as `GET /v1/payments/{payment_id}` shows it",
+    {"id": "3", "data": '{"id":"pay_01JBZ3N6Q8X5V7T9R2M4K6H8F0","...":"..."}'},
+)  # fmt: skip
+EVENT_STREAM: Final = event_openapi.event_stream("PaymentEvent")
 HEALTH: Final[dict[str, Any]] = {
     "type": "object",
     "required": ["status"],

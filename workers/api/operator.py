@@ -12,16 +12,19 @@ from typing import Any
 from psycopg import AsyncConnection, Connection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
+from pydantic import ValidationError
 
-from workers.api import decisions, payouts
+from workers.api import decisions, payouts, webhook_endpoints
+from workers.api.endpoint_schemas import WebhookEndpointCreate
 from workers.api.errors import ApiError
 from workers.api.idempotency import Answer, request_hash, run_once
 from workers.api.payments import payment_object, request_refund
 from workers.api.schemas import CancelCreate, CaptureCreate, PayoutCreate, RefundCreate
 from workers.core.config import Settings
 from workers.core.db import database_url
-from workers.core.errors import NotFoundError
+from workers.core.errors import FlowPayError, NotFoundError
 from workers.core.requests import StrictBody
+from workers.core.sealing import keyring
 from workers.core.sql import load_queries
 
 Q = load_queries("workers.api")
@@ -78,6 +81,32 @@ def cancel_as_operator(
         return await decisions.cancel(conn, merchant_id, payment_id, body, correlation_id)
 
     return asyncio.run(_as_merchant(settings, payment_id, "cancel", body, key, act))
+
+
+def add_endpoint_as_operator(settings: Settings, merchant_id: str, url: str) -> dict[str, Any]:
+    """Add a merchant's webhook endpoint exactly as POST /v1/webhook_endpoints does: the API's
+    record of it (so the merchant's ``GET /v1/webhook_endpoints`` lists it) and its event to
+    the notifier, in one transaction. The answer shows its secret, this once."""
+    keys = keyring(settings)  # refused at once without one: nothing is made
+
+    async def add() -> dict[str, Any]:
+        checked = await webhook_endpoints.checked_url(url, settings.notifier)
+        try:
+            body = WebhookEndpointCreate(url=checked)
+        except ValidationError:
+            raise FlowPayError("url: not an http(s) URL of at most 2000 characters") from None
+        conninfo = database_url(settings, "api")
+        async with await AsyncConnection.connect(conninfo) as conn, conn.transaction():
+            found = await conn.execute(Q["merchant_exists"], {"id": merchant_id})
+            if await found.fetchone() is None:
+                raise NotFoundError(f"no merchant {merchant_id}")
+            answer = await webhook_endpoints.create(
+                conn, keys, merchant_id, body, checked, f"operator-{uuid.uuid4()}"
+            )
+        shown: dict[str, Any] = json.loads(answer.body)
+        return shown
+
+    return asyncio.run(add())
 
 
 OperatorAct = Callable[[AsyncConnection[Any], str, str], Awaitable[Answer]]

@@ -185,7 +185,7 @@ SELECT (SELECT count(*) FROM fresh), (SELECT count(*) FROM advanced),
        (SELECT count(*) FROM refunded), (SELECT count(*) FROM resolved);
 
 -- name: stream_listen
-LISTEN flowpay_payment_changes;
+LISTEN flowpay_payment_changes; LISTEN flowpay_merchant_events;
 
 -- name: stream_head
 SELECT version, status FROM api.payments WHERE id = %(id)s AND merchant_id = %(merchant_id)s;
@@ -410,3 +410,22 @@ WITH given AS (
 )
 UPDATE api.balances b SET available = b.available + r.amount, updated_at = now()
 FROM returned r WHERE b.merchant_id = r.merchant_id AND b.currency = r.currency;
+
+-- name: event_stream_horizon
+-- Where a stream that resumes nothing starts: events of transactions still running or to come.
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text;
+
+-- name: event_stream_cursor
+SELECT tx::text, seq FROM api.events WHERE id = %(id)s AND merchant_id = %(merchant_id)s;
+
+-- name: event_stream_next
+-- A merchant's events after a cursor, in commit order, of the types matching a LIKE pattern.
+-- settled: its transaction is older than every one still running, so no event can still
+-- appear before it (a stream stops at the first that is not).
+SELECT e.tx::text AS tx, e.seq, e.id, e.type, e.created_at, e.data,
+       e.tx < pg_snapshot_xmin(pg_current_snapshot()) AS settled
+FROM api.events e
+WHERE e.merchant_id = %(merchant_id)s AND (e.tx, e.seq) > (%(tx)s::xid8, %(seq)s::bigint)
+  AND e.type LIKE %(type)s
+ORDER BY e.tx, e.seq
+LIMIT %(limit)s;

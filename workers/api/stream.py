@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Final
 
 import psycopg
@@ -31,10 +33,11 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.types import Receive, Scope, Send
 
 from workers.api import openapi
+from workers.api.auth import Caller
 from workers.api.change_feed import ChangeFeed
 from workers.api.errors import ApiError, codes, not_found, too_many_streams
 from workers.api.payments import check_lookable, dumps, payment_object
-from workers.api.services import services_of
+from workers.api.services import Services, services_of
 from workers.core.config import Settings
 from workers.core.db import database_url
 from workers.core.sql import load_queries
@@ -67,10 +70,14 @@ _NOTHING_MORE: Final = {
 }
 
 
-def router(settings: Settings) -> APIRouter:
-    """The events route, and the process's one change feed for its lifetime."""
+def change_feed(settings: Settings) -> ChangeFeed:
+    """The process's one change feed: ``router`` runs it for the app's lifetime."""
+    return ChangeFeed(database_url(settings, "api"), wake_window_s=settings.api.stream_heartbeat_s)
+
+
+def router(settings: Settings, feed: ChangeFeed) -> APIRouter:
+    """The payment's events route; runs ``feed``, which every stream route shares."""
     heartbeat_s = settings.api.stream_heartbeat_s
-    feed = ChangeFeed(database_url(settings, "api"), wake_window_s=heartbeat_s)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -112,21 +119,33 @@ def router(settings: Settings) -> APIRouter:
             )  # fmt: skip
         if seen == version and status in TERMINAL:
             return Response(status_code=204)
-        authorization = request.headers.get("authorization")
-
-        async def current_merchant() -> str | None:
-            """The merchant, while the request's key still works (cached per ``key_cache_s``)."""
-            try:
-                return await services.auth.merchant_for(authorization)
-            except ApiError:
-                return None  # revoked since the stream began
-
-        if not services.streams.open(caller.key):
-            raise too_many_streams(services.streams.per_key)
-        frames = _frames(services.pool, feed, current_merchant, payment_id, seen, heartbeat_s)
-        return CountedStream(frames, lambda: services.streams.close(caller.key))
+        current_merchant = key_watch(services, request)
+        return counted(services, caller, _frames(
+            services.pool, feed, current_merchant, payment_id, seen, heartbeat_s
+        ))  # fmt: skip
 
     return routes
+
+
+def key_watch(services: Services, request: Request) -> Callable[[], Awaitable[str | None]]:
+    """The merchant, while the request's key still works (cached per ``key_cache_s``); None
+    once it was revoked: a stream asks at each wake-up."""
+    authorization = request.headers.get("authorization")
+
+    async def current_merchant() -> str | None:
+        try:
+            return await services.auth.merchant_for(authorization)
+        except ApiError:
+            return None  # revoked since the stream began
+
+    return current_merchant
+
+
+def counted(services: Services, caller: Caller, frames: AsyncIterator[bytes]) -> CountedStream:
+    """``frames`` as the answer, counted in the key's quota of open streams (429 when full)."""
+    if not services.streams.open(caller.key):
+        raise too_many_streams(services.streams.per_key)
+    return CountedStream(frames, lambda: services.streams.close(caller.key))
 
 
 class CountedStream(StreamingResponse):
@@ -170,6 +189,53 @@ async def _head(
     return int(row[0]), str(row[1])
 
 
+@dataclass(frozen=True)
+class Found:
+    """What one look at the database found: frames to send, and what follows."""
+
+    frames: list[bytes]
+    done: bool = False  # nothing more will come: the stream ends
+    again_in_s: float | None = None  # look again this soon, woken or not
+
+
+async def follow(
+    changed: asyncio.Event,
+    current_merchant: Callable[[], Awaitable[str | None]],
+    look: Callable[[str], Awaitable[Found]],
+    heartbeat_s: float,
+    what: str,
+) -> AsyncIterator[bytes]:
+    """A stream's frames: ``look`` (for the key's merchant) at each wake-up of ``changed``,
+    at each heartbeat and when ``look`` asks, until it is done or the key is revoked."""
+    quiet_since = time.monotonic()
+    while True:
+        changed.clear()
+        try:
+            merchant_id = await current_merchant()
+            if merchant_id is None:
+                log.info("%s ends: its API key was revoked", what)
+                return
+            found = await look(merchant_id)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            # Ending the stream is safe: the client resumes from its Last-Event-ID.
+            log.warning("%s ends, database unavailable: %s", what, exc)
+            return
+        for frame in found.frames:
+            yield frame
+            quiet_since = time.monotonic()
+        if found.done:
+            return
+        try:
+            wait_s = heartbeat_s if found.again_in_s is None else found.again_in_s
+            await asyncio.wait_for(changed.wait(), wait_s)
+        except TimeoutError:
+            if found.again_in_s is None or time.monotonic() - quiet_since >= heartbeat_s:
+                # Idle: keep proxies from cutting the stream, and look again in case the
+                # feed's connection died silently and took a notification with it.
+                yield KEEP_ALIVE
+                quiet_since = time.monotonic()
+
+
 async def _frames(
     pool: AsyncConnectionPool[Any],
     feed: ChangeFeed,
@@ -179,31 +245,22 @@ async def _frames(
     heartbeat_s: float,
 ) -> AsyncIterator[bytes]:
     """Every change after ``seen`` as it happens, until a final status."""
+
+    async def look(merchant_id: str) -> Found:
+        nonlocal seen
+        changes = await _changes(pool, merchant_id, payment_id, seen)
+        if not changes:
+            return Found([])
+        seen = changes[-1][0]
+        frames = [b"id: %d\ndata: %s\n\n" % (version, dumps(p)) for version, p in changes]
+        return Found(frames, done=changes[-1][1]["status"] in TERMINAL)
+
     # Subscribed before the first read, so a change committed in between still wakes us.
     with feed.subscribe(payment_id) as changed:
-        while True:
-            changed.clear()
-            try:
-                merchant_id = await current_merchant()
-                if merchant_id is None:
-                    log.info("event stream of %s ends: its API key was revoked", payment_id)
-                    return
-                changes = await _changes(pool, merchant_id, payment_id, seen)
-            except (psycopg.OperationalError, PoolTimeout) as exc:
-                # Ending the stream is safe: the client resumes from its Last-Event-ID.
-                log.warning("event stream of %s ends, database unavailable: %s", payment_id, exc)
-                return
-            for version, payment in changes:
-                yield b"id: %d\ndata: %s\n\n" % (version, dumps(payment))
-                seen = version
-            if changes and changes[-1][1]["status"] in TERMINAL:
-                return
-            try:
-                await asyncio.wait_for(changed.wait(), heartbeat_s)
-            except TimeoutError:
-                # Idle: keep proxies from cutting the stream, and look again in case the
-                # feed's connection died silently and took a notification with it.
-                yield KEEP_ALIVE
+        async for frame in follow(
+            changed, current_merchant, look, heartbeat_s, f"event stream of {payment_id}"
+        ):
+            yield frame
 
 
 async def _changes(

@@ -91,8 +91,9 @@ def _operator() -> tuple[TableGrant, ...]:
         TableGrant("api.merchants", ("INSERT",)),
         TableGrant("api.api_keys", ("INSERT",)),
         TableGrant("api.api_keys", ("UPDATE",), columns=("revoked_at",)),
-        # `webhooks add-endpoint` (it writes a new, encrypted secret and never reads one back),
-        # `webhooks disable` / `enable`, `webhooks retry`.
+        # The dev stack's demo endpoint, registered straight with the notifier (it writes a new,
+        # encrypted secret and never reads one back; `webhooks add-endpoint` goes the API's
+        # way, as the api role), `webhooks disable` / `enable`, `webhooks retry`.
         TableGrant("notifier.endpoints", ("INSERT",)),
         TableGrant("notifier.endpoint_secrets", ("INSERT",)),
         TableGrant(

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from workers.core.config import Settings
+from workers.core.webhooks import InvalidSignature, verify
 from workers.devstack.paths import StackPaths
-from workers.notifier.signing import InvalidSignature, verify
 
 
 def sink_file(settings: Settings) -> Path:

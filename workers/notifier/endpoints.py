@@ -1,8 +1,9 @@
 """Merchants' webhook endpoints as the notifier sends to them; each has its signing secrets.
 
-Merchants manage theirs through the API, whose changes arrive as endpoint events
-(``workers.core.endpoint_events``, applied by ``apply``); operators add one with ``flowpay
-webhooks add-endpoint`` (``register_endpoint``). An endpoint is sent the events its
+Merchants manage theirs through the API, and operators with ``flowpay webhooks add-endpoint``
+(the API's code): their changes arrive as endpoint events (``workers.core.endpoint_events``,
+applied by ``apply``). The dev stack's demo endpoint is registered here directly
+(``register_endpoint``). An endpoint is sent the events its
 ``enabled_events`` name (``endpoint_events.wants``). It is disabled when it answers ``410
 Gone``, when every attempt to it has failed for ``notifier.disable_after_s``, by an operator or
 by its merchant; while it is, its deliveries are kept (``failed``, ``endpoint_disabled``) rather

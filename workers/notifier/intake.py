@@ -12,7 +12,6 @@ intake never waits on a merchant's server.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -29,9 +28,10 @@ from workers.core.endpoint_events import WEBHOOK_EVENT_TYPES, wants
 from workers.core.events import CREATED, PAYOUT_EVENTS, Event, EventType, header
 from workers.core.ids import new_id
 from workers.core.payout_view import payout_advance, payout_initial
-from workers.core.projection import advance, initial, iso
+from workers.core.projection import advance, initial
 from workers.core.sealing import Keyring
 from workers.core.sql import load_queries
+from workers.core.webhooks import webhook_body
 from workers.notifier.endpoint_secrets import Signing, load_secrets, no_secret
 from workers.notifier.endpoints import ENDPOINT_DISABLED
 from workers.notifier.posting import Due
@@ -189,7 +189,7 @@ class _Row:
         self.id = new_id("msg")
         self.event = item.event
         self.endpoint = endpoint
-        self.body = webhook_body(self.event, payment)
+        self.body = webhook_body(self.event.type.value, self.event.occurred_at, payment)
         # The event's own trace context: the attempts hang under the span that emitted it.
         self.traceparent = header(headers_of(item.message), tracing.TRACEPARENT)
         self.leased = False
@@ -245,8 +245,3 @@ async def _insert(conn: Conn, rows: list[_Row], lease_s: float) -> set[str]:
         },
     )
     return {str(row[0]) for row in await cursor.fetchall()}
-
-
-def webhook_body(event: Event, payment: dict[str, Any]) -> bytes:
-    body = {"type": event.type.value, "timestamp": iso(event.occurred_at), "data": payment}
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()

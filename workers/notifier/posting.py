@@ -16,7 +16,7 @@ from typing import Final
 
 import httpx
 
-from workers.notifier import signing
+from workers.core import webhooks
 from workers.notifier.answers import HEAD_BYTES, describe, retry_after_s, sanitise
 
 USER_AGENT: Final = "FlowPay-Webhooks/1"
@@ -103,7 +103,7 @@ async def post(http: httpx.AsyncClient, delivery: Due, deadline_s: float) -> Res
 
 
 async def _exchange(http: httpx.AsyncClient, delivery: Due, answer: _Answer) -> None:
-    headers = signing.headers(delivery.secrets, delivery.id, delivery.body)
+    headers = webhooks.headers(delivery.secrets, delivery.id, delivery.body)
     headers["Content-Type"] = "application/json"
     # Compressed answers could expand far beyond what was read: ask for none, decode none.
     headers["Accept-Encoding"] = "identity"

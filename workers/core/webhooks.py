@@ -1,10 +1,11 @@
-"""Standard Webhooks signatures (the scheme Svix uses), for FlowPay and for merchants.
+"""Webhooks as FlowPay sends them: their body, and Standard Webhooks signatures (the scheme
+Svix uses), for FlowPay (the notifier, ``flowpay listen``) and for merchants.
 
 FlowPay signs ``"<webhook-id>.<webhook-timestamp>.<body>"`` with HMAC-SHA256 under the
 endpoint's secret (``whsec_`` + base64 key) and sends ``webhook-signature: v1,<base64>``.
 A merchant verifies a delivery with::
 
-    from workers.notifier.signing import verify
+    from workers.core.webhooks import verify
     event = verify(request_body_bytes, request.headers, "whsec_...")  # raises InvalidSignature
 
 ``verify`` refuses timestamps more than five minutes from now (replays), compares in constant
@@ -20,7 +21,10 @@ import hmac
 import json
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Final
+
+from workers.core.projection import iso
 
 PREFIX: Final = "whsec_"
 TOLERANCE_S: Final = 300
@@ -28,6 +32,12 @@ TOLERANCE_S: Final = 300
 
 class InvalidSignature(Exception):
     """The delivery was not signed with this secret, or is too old or too new."""
+
+
+def webhook_body(event_type: str, occurred_at: datetime, payment: dict[str, Any]) -> bytes:
+    """A webhook's JSON: the event's type and moment, and the payment just after it."""
+    body = {"type": event_type, "timestamp": iso(occurred_at), "data": payment}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _key(secret: str) -> bytes:
