@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.exceptions import HTTPException
 
 from workers.api import (
+    browser_routes,
     decisions,
     endpoint_routes,
     event_routes,
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics)
     app.add_middleware(RequestContext)
     app.include_router(stream.router(settings))
+    app.include_router(browser_routes.router())
     app.include_router(decisions.router(settings))
     app.include_router(endpoint_routes.router(settings))
     app.include_router(event_routes.router(settings))
@@ -145,10 +147,12 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
     @app.get(
         "/v1/payments/{payment_id}",
         **openapi.operation(
-            "getPayment", "Read a payment", tag="payments",
+            "getPayment", "Read a payment (with its client secret: a browser's reduced view)",
+            tag="payments", browser=True,
             errors=codes("resource_missing"),
             answers={"200": openapi.json_answer(
-                "The payment", "Payment",
+                "The payment (with client_secret: its PaymentView)", "Payment",
+                alternative="PaymentView",
                 links={
                     "StreamPaymentEvents": openapi.link(
                         "streamPaymentEvents", by_id, "Follow its status"
@@ -159,7 +163,13 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
             )},
         ),
     )  # fmt: skip
-    async def get_payment(request: Request, payment_id: openapi.PaymentId) -> Response:
+    async def get_payment(
+        request: Request,
+        payment_id: openapi.PaymentId,
+        client_secret: browser_routes.ClientSecret = None,
+    ) -> Response:
+        if client_secret is not None:
+            return await browser_routes.read_payment(request, payment_id, client_secret)
         services = services_of(request)
         merchant_id = await handling.merchant(request)
         payment = await payments.get_payment(services.pool, merchant_id, payment_id)

@@ -26,6 +26,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from workers.api import endpoint_openapi, event_openapi
+from workers.api.client_secrets import VIEW_FIELDS
 from workers.api.endpoint_schemas import (
     SecretRotation,
     WebhookEndpointCreate,
@@ -175,8 +176,22 @@ PAYMENT: Final[dict[str, Any]] = {
         },
         "created_at": _MOMENT,
         "updated_at": _MOMENT,
+        "client_secret": {
+            **_NULLABLE_STRING,
+            "description": "Hand it to your checkout page: it lets a browser read this payment "
+            "alone (`?client_secret=`). Shown to you only (creation, `GET` and the stream with "
+            "your key); null for a payment made before client secrets",
+        },
     },
     "examples": [PAYMENT_EXAMPLE],
+}
+PAYMENT_VIEW: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "What a payment's client secret may read of it (a browser's view).",
+    "required": list(VIEW_FIELDS),
+    "additionalProperties": False,
+    "properties": {name: PAYMENT["properties"][name] for name in VIEW_FIELDS},
+    "examples": [{name: PAYMENT_EXAMPLE[name] for name in VIEW_FIELDS}],
 }
 REFUND: Final[dict[str, Any]] = {
     "type": "object",
@@ -229,8 +244,9 @@ PAYMENT_EVENT: Final[dict[str, Any]] = {
         "data": {
             "type": "string",
             "contentMediaType": "application/json",
-            "contentSchema": ref("Payment"),
-            "description": "The payment as `GET /v1/payments/{payment_id}` shows it",
+            "contentSchema": {"anyOf": [ref("Payment"), ref("PaymentView")]},
+            "description": "The payment as `GET /v1/payments/{payment_id}` shows it to the "
+            "stream's caller (with a client secret: its PaymentView)",
         },
     },
     "examples": [{"id": "3", "data": '{"id":"pay_01JBZ3N6Q8X5V7T9R2M4K6H8F0","...":"..."}'}],
@@ -261,6 +277,7 @@ SCHEMAS: Final = {
     "ErrorResponse": ERROR_RESPONSE,
     "Error": ERROR,
     "Payment": PAYMENT,
+    "PaymentView": PAYMENT_VIEW,
     "PaymentList": PAYMENT_LIST,
     "PaymentEvent": PAYMENT_EVENT,
     "Refund": REFUND,
@@ -310,12 +327,15 @@ def json_answer(
     *,
     headers: dict[str, Any] | None = None,
     links: dict[str, Any] | None = None,
+    alternative: str | None = None,
 ) -> dict[str, Any]:
-    """A success answer of one of the document's schemas, with X-Request-Id."""
+    """A success answer of one of the document's schemas (or of ``alternative``), with
+    X-Request-Id."""
+    body = ref(schema) if alternative is None else {"anyOf": [ref(schema), ref(alternative)]}
     answer: dict[str, Any] = {
         "description": description,
         "headers": {"X-Request-Id": REQUEST_ID, **(headers or {})},
-        "content": {"application/json": {"schema": ref(schema)}},
+        "content": {"application/json": {"schema": body}},
     }
     if links:
         answer["links"] = links
@@ -352,13 +372,15 @@ def operation(
     body: type[BaseModel] | None = None,
     body_bytes: int = 0,
     authenticated: bool = True,
+    browser: bool = False,
 ) -> dict[str, Any]:
     """FastAPI's route keyword arguments for an operation, as the document shows it.
 
     ``answers`` are its success answers by status; ``errors`` the codes it can answer beyond
     those every merchant route (``authenticated``) shares, and those of its ``body``;
     ``parameters`` those it reads from the request itself (FastAPI documents the others);
-    ``body_bytes`` the most its body may weigh (a limit no schema can state).
+    ``body_bytes`` the most its body may weigh (a limit no schema can state); ``browser``: a
+    payment's client secret may stand in for the key (``workers.api.client_secrets``).
     """
     declared = list(errors)
     extra: dict[str, Any] = {
@@ -367,6 +389,10 @@ def operation(
     }
     if authenticated:
         declared = [*MERCHANT_ERRORS, *declared]
+    if browser:
+        # The secret is a query parameter (EventSource sends no headers): no security scheme.
+        extra["security"].append({})
+        declared += codes("client_secret_invalid", "origin_not_allowed")
     if body is not None:
         if body_bytes < 1:
             raise TypeError(f"{operation_id}: a body needs the most it may weigh (body_bytes)")

@@ -21,6 +21,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Final
 
 import psycopg
@@ -30,10 +31,11 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.types import Receive, Scope, Send
 
-from workers.api import openapi
+from workers.api import browser_routes, openapi
 from workers.api.change_feed import ChangeFeed
+from workers.api.client_secrets import browser_view
 from workers.api.errors import ApiError, codes, not_found, too_many_streams
-from workers.api.payments import check_lookable, dumps, payment_object
+from workers.api.payments import check_lookable, dumps, merchant_view, payment_object
 from workers.api.services import services_of
 from workers.core.config import Settings
 from workers.core.db import database_url
@@ -87,7 +89,7 @@ def router(settings: Settings) -> APIRouter:
         response_class=StreamingResponse,
         **openapi.operation(
             "streamPaymentEvents", "Follow a payment's status as Server-Sent Events",
-            tag="payments",
+            tag="payments", browser=True,
             parameters=[LAST_EVENT_ID_HEADER],
             errors=codes(
                 "last_event_id_invalid", "last_event_id_unknown", "resource_missing",
@@ -96,9 +98,16 @@ def router(settings: Settings) -> APIRouter:
             answers={"200": _STREAM, "204": _NOTHING_MORE},
         ),
     )  # fmt: skip
-    async def payment_events(request: Request, payment_id: openapi.PaymentId) -> Response:
+    async def payment_events(
+        request: Request,
+        payment_id: openapi.PaymentId,
+        client_secret: browser_routes.ClientSecret = None,
+    ) -> Response:
         services = services_of(request)
-        caller = await services.auth.admit(request.headers.get("authorization"))
+        if client_secret is None:
+            caller = await _merchant(request)
+        else:
+            caller = await _browser(request, payment_id, client_secret)
         merchant_id = caller.merchant_id
         given = seen_version(request.headers.get("last-event-id"))
         version, status = await _head(services.pool, merchant_id, payment_id)
@@ -111,30 +120,65 @@ def router(settings: Settings) -> APIRouter:
                 param="Last-Event-ID",
             )  # fmt: skip
         if seen == version and status in TERMINAL:
-            return Response(status_code=204)
-        authorization = request.headers.get("authorization")
-
-        async def current_merchant() -> str | None:
-            """The merchant, while the request's key still works (cached per ``key_cache_s``)."""
-            try:
-                return await services.auth.merchant_for(authorization)
-            except ApiError:
-                return None  # revoked since the stream began
-
+            return Response(status_code=204, headers=caller.headers)
         if not services.streams.open(caller.key):
             raise too_many_streams(services.streams.per_key)
-        frames = _frames(services.pool, feed, current_merchant, payment_id, seen, heartbeat_s)
-        return CountedStream(frames, lambda: services.streams.close(caller.key))
+        frames = _frames(services.pool, feed, caller, payment_id, seen, heartbeat_s)
+        return CountedStream(frames, lambda: services.streams.close(caller.key), caller.headers)
 
     return routes
+
+
+@dataclass(frozen=True)
+class StreamCaller:
+    """Who follows the stream: a merchant by its key, or a browser by the payment's secret."""
+
+    merchant_id: str
+    key: int  # its number in the shared tables (stream quota)
+    current_merchant: Callable[[], Awaitable[str | None]]  # None once it may no longer read
+    view: Callable[[dict[str, Any]], dict[str, Any]]  # what it sees of each change
+    headers: dict[str, str]  # its answers' own (CORS)
+
+
+async def _merchant(request: Request) -> StreamCaller:
+    services = services_of(request)
+    authorization = request.headers.get("authorization")
+    caller = await services.auth.admit(authorization)
+
+    async def current_merchant() -> str | None:
+        """The merchant, while the request's key still works (cached per ``key_cache_s``)."""
+        try:
+            return await services.auth.merchant_for(authorization)
+        except ApiError:
+            return None  # revoked since the stream began
+
+    return StreamCaller(caller.merchant_id, caller.key, current_merchant, merchant_view, {})
+
+
+async def _browser(request: Request, payment_id: str, secret: str) -> StreamCaller:
+    browser = await browser_routes.admit(request, payment_id, secret)
+
+    async def current_merchant() -> str | None:
+        return browser.merchant_id  # a client secret is good for its payment's life
+
+    def view(row: dict[str, Any]) -> dict[str, Any]:
+        return browser_view(payment_object(row))
+
+    return StreamCaller(
+        browser.merchant_id, browser.key, current_merchant, view, browser.cors_headers()
+    )
 
 
 class CountedStream(StreamingResponse):
     """An event stream that stays counted in its key's quota until it ends, however it ends
     (finished, client gone, server stopping): the response is always called once returned."""
 
-    def __init__(self, frames: AsyncIterator[bytes], closed: Callable[[], None]) -> None:
-        super().__init__(frames, media_type="text/event-stream", headers=STREAM_HEADERS)
+    def __init__(
+        self, frames: AsyncIterator[bytes], closed: Callable[[], None], headers: dict[str, str]
+    ) -> None:
+        super().__init__(
+            frames, media_type="text/event-stream", headers={**STREAM_HEADERS, **headers}
+        )
         self._closed = closed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -173,7 +217,7 @@ async def _head(
 async def _frames(
     pool: AsyncConnectionPool[Any],
     feed: ChangeFeed,
-    current_merchant: Callable[[], Awaitable[str | None]],
+    caller: StreamCaller,
     payment_id: str,
     seen: int,
     heartbeat_s: float,
@@ -184,11 +228,11 @@ async def _frames(
         while True:
             changed.clear()
             try:
-                merchant_id = await current_merchant()
+                merchant_id = await caller.current_merchant()
                 if merchant_id is None:
                     log.info("event stream of %s ends: its API key was revoked", payment_id)
                     return
-                changes = await _changes(pool, merchant_id, payment_id, seen)
+                changes = await _changes(pool, merchant_id, payment_id, seen, caller.view)
             except (psycopg.OperationalError, PoolTimeout) as exc:
                 # Ending the stream is safe: the client resumes from its Last-Event-ID.
                 log.warning("event stream of %s ends, database unavailable: %s", payment_id, exc)
@@ -207,7 +251,11 @@ async def _frames(
 
 
 async def _changes(
-    pool: AsyncConnectionPool[Any], merchant_id: str, payment_id: str, seen: int
+    pool: AsyncConnectionPool[Any],
+    merchant_id: str,
+    payment_id: str,
+    seen: int,
+    view: Callable[[dict[str, Any]], dict[str, Any]],
 ) -> list[tuple[int, dict[str, Any]]]:
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
         await cursor.execute(
@@ -220,4 +268,4 @@ async def _changes(
             },
         )
         rows = await cursor.fetchall()
-    return [(int(row["version"]), payment_object(row)) for row in rows]
+    return [(int(row["version"]), view(row)) for row in rows]
