@@ -17,7 +17,9 @@ from workers.core.sealing import Keyring, keyring
 from workers.core.webhook_urls import check_webhook_url
 from workers.notifier.endpoints import register_endpoint
 
-merchants_app = typer.Typer(help="Create and list merchants; issue and revoke their API keys.")
+merchants_app = typer.Typer(
+    help="Create and list merchants; issue and revoke their API keys; allow their origins."
+)
 
 
 def serve_api(
@@ -156,3 +158,51 @@ def merchants_keys(
         ["id", "prefix", "created", "revoked"],
         [(r.id, r.key_prefix, r.created_at, r.revoked_at) for r in rows],
     )
+
+
+@merchants_app.command("set-origins")
+def merchants_set_origins(
+    ctx: typer.Context,
+    merchant_id: Annotated[str, typer.Argument(help="The merchant (mer_...).")],
+    origins: Annotated[
+        list[str],
+        typer.Argument(help="scheme://host[:port] of each page allowed (replaces the list)."),
+    ],
+    as_json: Json = False,
+) -> None:
+    """Allow these origins' pages to use the merchant's client secrets (CORS); others refused."""
+    with connect(settings(ctx), "operator") as conn:
+        allowed = merchant_store.set_origins(conn, merchant_id, origins)
+    _print_origins(merchant_id, allowed, as_json)
+
+
+@merchants_app.command("origins")
+def merchants_origins(
+    ctx: typer.Context,
+    merchant_id: Annotated[str, typer.Argument(help="The merchant (mer_...).")],
+    as_json: Json = False,
+) -> None:
+    """The origins whose pages may use the merchant's client secrets."""
+    with connect(settings(ctx), "operator") as conn:
+        allowed = merchant_store.allowed_origins(conn, merchant_id)
+    _print_origins(merchant_id, allowed, as_json)
+
+
+@merchants_app.command("clear-origins")
+def merchants_clear_origins(
+    ctx: typer.Context,
+    merchant_id: Annotated[str, typer.Argument(help="The merchant (mer_...).")],
+    as_json: Json = False,
+) -> None:
+    """Allow no origin: pages elsewhere can no longer use the merchant's client secrets."""
+    with connect(settings(ctx), "operator") as conn:
+        allowed = merchant_store.set_origins(conn, merchant_id, [])
+    _print_origins(merchant_id, allowed, as_json)
+
+
+def _print_origins(merchant_id: str, allowed: list[str], as_json: bool) -> None:
+    if as_json:
+        print_json({"merchant_id": merchant_id, "allowed_origins": allowed})
+        return
+    rows = [(merchant_id, origin) for origin in allowed]
+    print_table("allowed origins", ["merchant", "origin"], rows)
