@@ -204,7 +204,7 @@ def test_body_bounds_are_written_as_json_schema_says_them(document: dict[str, An
 def test_what_a_client_secret_opens_is_documented_with_its_refusals(
     document: dict[str, Any],
 ) -> None:
-    for method, path, op in operations(document):
+    for method, _path, op in operations(document):
         opens = op["operationId"] in BROWSER_OPERATIONS
         params = {p["name"] for p in op.get("parameters", [])}
         assert ("client_secret" in params) == (opens or method == "options"), op["operationId"]
