@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 
 from workers.api import (
     browser_routes,
+    checkout_page,
     decisions,
     endpoint_routes,
     event_routes,
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContext)
     app.include_router(stream.router(settings))
     app.include_router(browser_routes.router())
+    app.include_router(checkout_page.router())
     app.include_router(decisions.router(settings))
     app.include_router(endpoint_routes.router(settings))
     app.include_router(event_routes.router(settings))

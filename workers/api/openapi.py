@@ -63,6 +63,10 @@ FlowPay's merchant API: create payments and refunds, read them, follow their sta
 - **Errors** come in one envelope, `{"error": {"type", "code", "param", "message"}}`: each
   operation lists the codes it can answer under each status, with an example of each.
 - **Live status**: `GET /v1/payments/{payment_id}/events` is a Server-Sent Events stream.
+- **Browsers**: a payment's `client_secret` (on its creation) lets your checkout page read
+  that one payment (`?client_secret=`, no key): its status, amount, currency and failure
+  reason, and its event stream. Pages on other origins need the origin allowed (CORS);
+  `/checkout` is an example page.
 """
 TAGS: Final = [
     {"name": "payments", "description": "Payments: create, read, list, follow, capture, cancel"},
@@ -70,6 +74,7 @@ TAGS: Final = [
     {"name": "events", "description": "Every event of your payments, kept for 30 days"},
     {"name": "webhook_endpoints", "description": "Where your webhooks go, and their secrets"},
     {"name": "health", "description": "For load balancers and orchestrators: no key needed"},
+    {"name": "checkout", "description": "An example page: a payment's live status in a browser"},
 ]
 
 PAYMENT_ID_EXAMPLE: Final = "pay_01JBZ3N6Q8X5V7T9R2M4K6H8F0"
