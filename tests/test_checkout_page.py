@@ -33,6 +33,8 @@ from workers.api.merchants import create_merchant, set_origins
 from workers.core.config import Settings
 
 Conn = psycopg.Connection[tuple[Any, ...]]
+# One server process: the API restarts in half the time.
+ONE_SERVER = {"FLOWPAY_API__WORKERS": "1"}
 STATIC = Path(__file__).resolve().parents[1] / "workers" / "api" / "static"
 
 
@@ -93,7 +95,11 @@ def restart_api(f: Flow) -> None:
 def test_the_page_follows_a_payment_through_an_api_restart_and_stops_at_204(
     settings: Settings, tmp_path: Path, db: Conn
 ) -> None:
-    with flow(settings, tmp_path) as f, page_server() as port, chromium() as browser:
+    with (
+        flow(settings, tmp_path, extra_env=ONE_SERVER) as f,
+        page_server() as port,
+        chromium() as browser,
+    ):
         set_origins(db, f.merchant_id, [f"http://127.0.0.1:{port}"])
         with paused(f.processes["outbox"]):  # the payment waits at initiated meanwhile
             payment = f.pay()
