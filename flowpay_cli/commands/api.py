@@ -160,10 +160,13 @@ def merchants_keys(
     )
 
 
+MerchantId = Annotated[str, typer.Argument(help="The merchant (mer_...).")]
+
+
 @merchants_app.command("set-origins")
 def merchants_set_origins(
     ctx: typer.Context,
-    merchant_id: Annotated[str, typer.Argument(help="The merchant (mer_...).")],
+    merchant_id: MerchantId,
     origins: Annotated[
         list[str],
         typer.Argument(help="scheme://host[:port] of each page allowed (replaces the list)."),
@@ -171,36 +174,32 @@ def merchants_set_origins(
     as_json: Json = False,
 ) -> None:
     """Allow these origins' pages to use the merchant's client secrets (CORS); others refused."""
-    with connect(settings(ctx), "operator") as conn:
-        allowed = merchant_store.set_origins(conn, merchant_id, origins)
-    _print_origins(merchant_id, allowed, as_json)
+    _origins(ctx, merchant_id, as_json, origins)
 
 
 @merchants_app.command("origins")
-def merchants_origins(
-    ctx: typer.Context,
-    merchant_id: Annotated[str, typer.Argument(help="The merchant (mer_...).")],
-    as_json: Json = False,
-) -> None:
+def merchants_origins(ctx: typer.Context, merchant_id: MerchantId, as_json: Json = False) -> None:
     """The origins whose pages may use the merchant's client secrets."""
-    with connect(settings(ctx), "operator") as conn:
-        allowed = merchant_store.allowed_origins(conn, merchant_id)
-    _print_origins(merchant_id, allowed, as_json)
+    _origins(ctx, merchant_id, as_json)
 
 
 @merchants_app.command("clear-origins")
 def merchants_clear_origins(
-    ctx: typer.Context,
-    merchant_id: Annotated[str, typer.Argument(help="The merchant (mer_...).")],
-    as_json: Json = False,
+    ctx: typer.Context, merchant_id: MerchantId, as_json: Json = False
 ) -> None:
     """Allow no origin: pages elsewhere can no longer use the merchant's client secrets."""
+    _origins(ctx, merchant_id, as_json, [])
+
+
+def _origins(
+    ctx: typer.Context, merchant_id: str, as_json: bool, new: list[str] | None = None
+) -> None:
+    """Show the merchant's allowed origins, after making them ``new`` if given."""
     with connect(settings(ctx), "operator") as conn:
-        allowed = merchant_store.set_origins(conn, merchant_id, [])
-    _print_origins(merchant_id, allowed, as_json)
-
-
-def _print_origins(merchant_id: str, allowed: list[str], as_json: bool) -> None:
+        if new is None:
+            allowed = merchant_store.allowed_origins(conn, merchant_id)
+        else:
+            allowed = merchant_store.set_origins(conn, merchant_id, new)
     if as_json:
         print_json({"merchant_id": merchant_id, "allowed_origins": allowed})
         return

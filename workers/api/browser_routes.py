@@ -83,8 +83,8 @@ def router() -> APIRouter:
                 operation_id, f"CORS preflight of {what} with its client secret",
                 tag="payments", authenticated=False, parameters=_PREFLIGHT_PARAMETERS,
                 errors=codes(
-                    "client_secret_invalid", "origin_not_allowed", "rate_limited",
-                    "service_unavailable",
+                    "client_secret_invalid", "origin_not_allowed", "parameter_invalid",
+                    "rate_limited", "service_unavailable",
                 ),
                 answers={"204": _PREFLIGHT_ANSWER},
             ),

@@ -397,7 +397,7 @@ def operation(
     if browser:
         # The secret is a query parameter (EventSource sends no headers): no security scheme.
         extra["security"].append({})
-        declared += codes("client_secret_invalid", "origin_not_allowed")
+        declared += codes("client_secret_invalid", "origin_not_allowed", "parameter_invalid")
     if body is not None:
         if body_bytes < 1:
             raise TypeError(f"{operation_id}: a body needs the most it may weigh (body_bytes)")

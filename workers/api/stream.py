@@ -8,6 +8,9 @@ reconnecting; an N the payment has not reached is a conflict (409), not a malfor
 The key is checked again at each wake-up, so a stream ends within ``api.key_cache_s`` plus one
 heartbeat of its key being revoked.
 A key may hold at most ``api.max_streams_per_key`` streams open at once (``stream_quota.py``).
+A browser follows it with the payment's client secret instead of a key (``client_secrets.py``):
+the payment in its reduced view, with CORS headers for an allowed origin; the secret counts as
+a key of its own for the quota.
 
 Starlette's ``StreamingResponse`` rather than an SSE library: the route answers 404, 409, 400 or 204
 as ordinary responses before streaming, and Starlette already cancels the stream when the client
