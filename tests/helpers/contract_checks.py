@@ -7,6 +7,10 @@
   ``amount_too_large`` when the refund is more than the run left of its payment. (The
   configuration lets schemathesis' positive_data_acceptance take a 422 on POSTs, since no
   schema can say that a key is new or an amount still left; this check keeps the rest.)
+- ``created_endpoints_found``: a webhook endpoint the run created is found by its creator
+  until the run deletes it. (schemathesis' ensure_resource_availability is off for the
+  endpoint's routes: a creation replayed with its key rightly answers with the endpoint it
+  first created, which the run may have deleted since, and a 404 then is right.)
 - ``every_operation_succeeds``: each operation tested answered 2xx at least once, so a run
   that never reaches an operation's core (a refund of a succeeded payment, say) fails.
 """
@@ -127,6 +131,36 @@ class valid_post_refusals:  # a check is named by its class
             self.left[answer["id"]] = answer["amount"]
         elif answer["object"] == "refund" and answer["payment_id"] in self.left:
             self.left[answer["payment_id"]] -= answer["amount"]
+
+
+ENDPOINTS = "/v1/webhook_endpoints"
+
+
+@schemathesis.check
+class created_endpoints_found:  # a check is named by its class
+    """No 404 to its creator for a webhook endpoint the run created and has not deleted."""
+
+    def __init__(self) -> None:
+        self.creator: dict[str, str] = {}  # endpoint id -> the Authorization that created it
+        self.deleted: set[str] = set()
+        self.lock = threading.Lock()
+
+    def after_response(self, ctx: Any, response: Any, case: Any) -> None:
+        if not _targets_operation(case) or not case.path.startswith(ENDPOINTS):
+            return
+        caller = response.request.headers.get("Authorization", "")
+        endpoint_id = (case.path_parameters or {}).get("endpoint_id")
+        ok = 200 <= response.status_code < 300
+        missing = False
+        with self.lock:
+            if ok and case.method.upper() == "POST" and case.path == ENDPOINTS:
+                self.creator.setdefault(json.loads(response.content)["id"], caller)
+            elif ok and case.method.upper() == "DELETE":
+                self.deleted.add(endpoint_id)
+            elif response.status_code == 404 and self.creator.get(endpoint_id) == caller:
+                missing = endpoint_id not in self.deleted
+        if missing:
+            raise AssertionError(f"{case.method} {case.path}: 404 for {endpoint_id}")
 
 
 @schemathesis.check
