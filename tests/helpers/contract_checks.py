@@ -7,10 +7,10 @@
   ``amount_too_large`` when the refund is more than the run left of its payment. (The
   configuration lets schemathesis' positive_data_acceptance take a 422 on POSTs, since no
   schema can say that a key is new or an amount still left; this check keeps the rest.)
-- ``created_endpoints_found``: a webhook endpoint the run created is found by its creator
-  until the run deletes it. (schemathesis' ensure_resource_availability is off for the
-  endpoint's routes: a creation replayed with its key rightly answers with the endpoint it
-  first created, which the run may have deleted since, and a 404 then is right.)
+- ``created_resources_found``: what the run created is found by its creator until the run
+  deletes it. It stands in for schemathesis' ensure_resource_availability (excluded), which
+  takes a creation replayed with its key for a new resource: the answer is the first
+  creation's, whose resource the run may have deleted since, and its 404 then is right.
 - ``every_operation_succeeds``: each operation tested answered 2xx at least once, so a run
   that never reaches an operation's core (a refund of a succeeded payment, say) fails.
 """
@@ -133,34 +133,34 @@ class valid_post_refusals:  # a check is named by its class
             self.left[answer["payment_id"]] -= answer["amount"]
 
 
-ENDPOINTS = "/v1/webhook_endpoints"
-
-
 @schemathesis.check
-class created_endpoints_found:  # a check is named by its class
-    """No 404 to its creator for a webhook endpoint the run created and has not deleted."""
+class created_resources_found:  # a check is named by its class
+    """No 404 to its creator for what the run created (a POST to a collection) and has not
+    deleted."""
 
     def __init__(self) -> None:
-        self.creator: dict[str, str] = {}  # endpoint id -> the Authorization that created it
+        self.creator: dict[str, str] = {}  # resource id -> the Authorization that created it
         self.deleted: set[str] = set()
         self.lock = threading.Lock()
 
     def after_response(self, ctx: Any, response: Any, case: Any) -> None:
-        if not _targets_operation(case) or not case.path.startswith(ENDPOINTS):
+        if not _targets_operation(case):
             return
         caller = response.request.headers.get("Authorization", "")
-        endpoint_id = (case.path_parameters or {}).get("endpoint_id")
-        ok = 200 <= response.status_code < 300
-        missing = False
+        ids = {str(v) for v in (case.path_parameters or {}).values()}
+        ok, method = 200 <= response.status_code < 300, case.method.upper()
+        lost: list[str] = []
         with self.lock:
-            if ok and case.method.upper() == "POST" and case.path == ENDPOINTS:
-                self.creator.setdefault(json.loads(response.content)["id"], caller)
-            elif ok and case.method.upper() == "DELETE":
-                self.deleted.add(endpoint_id)
-            elif response.status_code == 404 and self.creator.get(endpoint_id) == caller:
-                missing = endpoint_id not in self.deleted
-        if missing:
-            raise AssertionError(f"{case.method} {case.path}: 404 for {endpoint_id}")
+            if ok and method == "POST" and not ids:
+                answer = json.loads(response.content)
+                if isinstance(answer, dict) and isinstance(answer.get("id"), str):
+                    self.creator.setdefault(answer["id"], caller)
+            elif ok and method == "DELETE":
+                self.deleted |= ids
+            elif response.status_code == 404:
+                lost = [i for i in ids if self.creator.get(i) == caller and i not in self.deleted]
+        if lost:
+            raise AssertionError(f"{case.method} {case.path}: 404 for {', '.join(lost)}")
 
 
 @schemathesis.check
