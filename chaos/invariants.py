@@ -55,6 +55,9 @@ class Evidence:
     lag: dict[str, int]
     merchants: list[str] = field(default_factory=list)
     acknowledged: set[uuid.UUID] = field(default_factory=set)  # events the relays saw acked
+    actions: list[Sent] = field(default_factory=list)  # merchants' captures and cancels
+    authorizations: list[dict[str, Any]] = field(default_factory=list)  # the gateway's
+    unfinished_sagas: list[str] = field(default_factory=list)  # neither ended nor timed
 
     def events(self) -> dict[uuid.UUID, Event]:
         """Each event once (the relay publishes at least once, so some appear twice)."""
@@ -122,7 +125,7 @@ def ledger_agrees(ev: Evidence) -> Violations:
     expected: dict[str, int] = dict.fromkeys(ev.merchants, 0)
     for p in ev.payments:
         if p["status"] in ("succeeded", "refunded"):
-            expected[p["merchant_id"]] += int(p["amount"]) - int(p["refunded_amount"])
+            expected[p["merchant_id"]] += _received(p) - int(p["refunded_amount"])
     posted = {
         b["merchant_id"]: int(b["posted"]) for b in ev.balances if b["code"] == "merchant_payable"
     }
@@ -253,6 +256,52 @@ def acknowledged_kept(ev: Evidence) -> Violations:
     return found
 
 
+def _received(payment: dict[str, Any]) -> int:
+    """What a succeeded payment took: all of it, or what a partial capture took."""
+    return int(payment.get("amount_received") or payment["amount"])
+
+
+def authorizations_ended(ev: Evidence) -> Violations:
+    """Every authorization was captured (at most what it held, as the payment reports) or
+    voided, none is left holding a card's funds; every capture and cancel got a definite
+    answer (a 409 only for a payment whose authorization had expired first)."""
+    by_payment = {p["id"]: p for p in ev.payments}
+    found = []
+    captured: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for a in ev.authorizations:
+        payment = by_payment.get(a["reference"])
+        if payment is None:
+            found.append(f"authorization {a['id']} is for {a['reference']}, which no merchant has")
+        elif a["status"] == "requires_capture":
+            found.append(
+                f"authorization {a['id']} of {payment['status']} payment {payment['id']} "
+                f"still holds {a['amount_capturable']}"
+            )
+        elif a["status"] == "captured":
+            captured[a["reference"]].append(a)
+    for pid, held in captured.items():
+        payment = by_payment[pid]
+        if len(held) > 1 or payment["status"] not in ("succeeded", "refunded"):
+            ids = ", ".join(a["id"] for a in held)
+            found.append(f"{payment['status']} payment {pid} was captured by {ids}")
+        elif held[0]["amount_captured"] != _received(payment):
+            found.append(
+                f"payment {pid} reports {_received(payment)} received, "
+                f"its authorization captured {held[0]['amount_captured']}"
+            )
+    for action in ev.actions:
+        payment = by_payment.get(str(action.body["id"]), {})
+        expired = payment.get("cancellation_reason") == "expired"
+        if action.accepted or (expired and action.outcome == "rejected:409:payment_invalid_state"):
+            continue
+        found.append(f"{action.key} got {action.outcome}; the payment is {payment.get('status')}")
+    return found
+
+
+def sagas_finished(ev: Evidence) -> Violations:
+    return [f"saga {s} is neither ended nor waiting on a timer" for s in ev.unfinished_sagas]
+
+
 CHECKS: dict[str, Callable[[Evidence], Violations]] = {
     "1 every payment terminal": all_terminal,
     "2 at most one charge, failed never charged": one_charge_each,
@@ -261,6 +310,8 @@ CHECKS: dict[str, Callable[[Evidence], Violations]] = {
     "5 one payment per idempotency key": one_payment_per_key,
     "6 every event applied by every group": every_event_accounted,
     "9 every 202 and every acknowledged event kept": acknowledged_kept,
+    "10 every authorization captured (within it) or voided": authorizations_ended,
+    "11 every saga ended or waiting on its timer": sagas_finished,
 }
 
 

@@ -12,13 +12,16 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
 
 from workers.api.client import TERMINAL, ApiClient, Reply
+
+# Where a manual payment's authorization has ended up: held, or never held (declined).
+AUTHORIZED = TERMINAL | {"requires_capture"}
 
 T = TypeVar("T")
 
@@ -28,6 +31,11 @@ METHOD_WEIGHTS = (80, 12, 8)
 RETRY_FRACTION = 0.1  # sent first by a client that drops the connection before the answer
 DUPLICATE_FRACTION = 0.05  # sent again after the answer, as a client that lost it would
 REFUND_FRACTION = 0.12
+# Authorized only (capture_method manual), then captured whole or in part, canceled, or left to
+# expire (the stack's orchestrator.authorization_ttl_s is short).
+MANUAL_FRACTION = 0.15
+MANUAL_ENDINGS = ("capture", "partial", "cancel", "expire")
+MANUAL_WEIGHTS = (45, 20, 20, 15)
 GIVE_UP_S = 240.0
 
 
@@ -62,6 +70,8 @@ class Plan:
     drop_first: bool
     duplicate: bool
     refund: int | None  # None: no refund; 0: a full refund; else that amount
+    manual: str | None = None  # one of MANUAL_ENDINGS for a payment authorized only
+    capture: int | None = None  # what a partial capture takes
 
 
 class Load:
@@ -81,6 +91,7 @@ class Load:
         self.rng = random.Random(f"load-{seed}")
         self.payments: list[Sent] = []
         self.refunds: list[Sent] = []
+        self.actions: list[Sent] = []  # captures and cancels
         self.done = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="load", daemon=True)
@@ -131,9 +142,14 @@ class Load:
         refund = None
         if rng.random() < REFUND_FRACTION:
             refund = 0 if rng.random() < 0.5 else rng.randint(1, amount)
-        body = {"amount": amount, "currency": "USD", "payment_method": method}
+        body: dict[str, Any] = {"amount": amount, "currency": "USD", "payment_method": method}
         body["metadata"] = {"chaos_key": f"pay-{index}"}
-        return Plan(merchant, body, drop_first, duplicate, refund)
+        if rng.random() >= MANUAL_FRACTION:
+            return Plan(merchant, body, drop_first, duplicate, refund)
+        body["capture_method"] = "manual"
+        manual = rng.choices(MANUAL_ENDINGS, MANUAL_WEIGHTS)[0]
+        capture = rng.randint(1, amount) if manual == "partial" else None
+        return Plan(merchant, body, drop_first, duplicate, None, manual, capture)
 
     async def _run(self) -> None:
         try:
@@ -154,6 +170,8 @@ class Load:
             await self._resend_payment(plan.merchant, sent)
         if sent.accepted and plan.refund is not None:
             await self._refund(plan.merchant, next(iter(sent.ids)), plan.refund)
+        if sent.accepted and plan.manual is not None:
+            await self._end_authorization(plan, next(iter(sent.ids)))
 
     async def pay(
         self, merchant: Merchant, body: dict[str, Any], *, drop_first: bool = False
@@ -193,15 +211,41 @@ class Load:
         client = self._clients[merchant.id]
         await self._until_answered(sent, lambda: client.refund(payment_id, body, key))
 
+    async def _end_authorization(self, plan: Plan, payment_id: str) -> None:
+        """Capture or cancel the authorized payment, as planned; or leave it to expire."""
+        held = await self.wait_status(plan.merchant, payment_id, AUTHORIZED)
+        if held != "requires_capture" or plan.manual == "expire":
+            return
+        client = self._clients[plan.merchant.id]
+        if plan.manual == "cancel":
+            body: dict[str, Any] = {"cancellation_reason": "requested_by_customer"}
+            send = client.cancel
+        else:
+            body = {} if plan.capture is None else {"amount_to_capture": plan.capture}
+            send = client.capture
+        sent = Sent(f"{plan.manual}-{payment_id}", plan.merchant.id, body | {"id": payment_id})
+        self.actions.append(sent)
+        await self._until_answered(sent, lambda: send(payment_id, body, sent.key))
+
     async def wait_terminal(
         self, merchant: Merchant, payment_id: str, timeout_s: float = GIVE_UP_S
     ) -> str | None:
         """The payment's status once the API reports it terminal; None if it never does."""
+        return await self.wait_status(merchant, payment_id, TERMINAL, timeout_s)
+
+    async def wait_status(
+        self,
+        merchant: Merchant,
+        payment_id: str,
+        statuses: Collection[str],
+        timeout_s: float = GIVE_UP_S,
+    ) -> str | None:
+        """The payment's status once the API reports one of ``statuses``; None if it never does."""
         deadline = time.monotonic() + timeout_s
         client = self._clients[merchant.id]
         while time.monotonic() < deadline:
             reply = await _ignoring_errors(client.get_payment(payment_id))
-            if reply is not None and reply.body.get("status") in TERMINAL:
+            if reply is not None and reply.body.get("status") in statuses:
                 return str(reply.body["status"])
             await asyncio.sleep(0.25)
         return None

@@ -33,6 +33,7 @@ def summary(outcome: Outcome) -> dict[str, Any]:
             "by_status": outcome.statuses,
             "refunds_requested": len(outcome.refunds),
             "refunds_accepted": sum(1 for r in outcome.refunds if r.accepted),
+            "captures_and_cancels_accepted": sum(1 for a in outcome.actions if a.accepted),
         },
         "faults": recovery_stats(outcome.faults),
         "fault_log": [asdict(f) for f in outcome.faults],
@@ -64,6 +65,8 @@ def show(data: dict[str, Any], console: Console) -> None:
         table.add_row(f"  {status}", str(count), "", "")
     table.add_row("requests resent with the same key", str(payments["resent_same_key"]), "", "")
     table.add_row("refunds accepted", str(payments["refunds_accepted"]), "", "")
+    accepted = str(payments["captures_and_cancels_accepted"])
+    table.add_row("captures and cancels accepted", accepted, "", "")
     for kind, stats in data["faults"].items():
         late = stats["count"] - stats["recovered"]
         count = f"{stats['count']}" + (f" ({late} not recovered)" if late else "")

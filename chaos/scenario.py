@@ -72,6 +72,7 @@ class Outcome:
     config: Config
     sent: list[Sent] = field(default_factory=list)
     refunds: list[Sent] = field(default_factory=list)
+    actions: list[Sent] = field(default_factory=list)  # captures and cancels
     statuses: dict[str, int] = field(default_factory=dict)
     faults: list[FaultRecord] = field(default_factory=list)
     violations: dict[str, list[str]] = field(default_factory=dict)
@@ -152,7 +153,7 @@ def _run_load(
         outcome.violations[SECRETS] = _leaks(st, roles, merchants, outputs)
         outcome.violations[STAYED_UP] = died
         outcome.seconds["checks"] = time.monotonic() - checking
-        outcome.sent, outcome.refunds = load.payments, load.refunds
+        outcome.sent, outcome.refunds, outcome.actions = load.payments, load.refunds, load.actions
         for payment in evidence.payments:
             outcome.statuses[payment["status"]] = outcome.statuses.get(payment["status"], 0) + 1
     finally:
@@ -268,6 +269,7 @@ def _evidence(
         failed = [" ".join(str(x) for x in r) for r in conn.execute(Q["failed_deliveries"])]
         dead = [" ".join(str(x) for x in r) for r in conn.execute(Q["ledger_dead_letters"])]
         acknowledged = {uuid.UUID(str(r[0])) for r in conn.execute(Q["acknowledged_events"])}
+        sagas = [" ".join(str(x) for x in r) for r in conn.execute(Q["unfinished_sagas"])]
         recorded = {
             group: {uuid.UUID(str(r[0])) for r in conn.execute(Q[query])}
             for group, query in (
@@ -294,6 +296,9 @@ def _evidence(
         lag=settle.lag(st),
         merchants=[m.id for m in merchants],
         acknowledged=acknowledged,
+        actions=load.actions,
+        authorizations=settle.sim_authorizations(st),
+        unfinished_sagas=sagas,
     )
 
 

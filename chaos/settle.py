@@ -12,13 +12,22 @@ from chaos import eventlog
 from chaos.stack import ChaosStack
 from workers.core.db import connect
 from workers.core.sql import load_queries
+from workers.core.status import TERMINAL
 from workers.core.topics import GROUP_LEDGER, topics
 
 Q = load_queries("chaos")
 
 
 def sim_charges(stack: ChaosStack) -> list[dict[str, Any]]:
-    response = httpx.get(f"{stack.sim_url}/_sim/charges", timeout=30)
+    return _sim_list(stack, "charges")
+
+
+def sim_authorizations(stack: ChaosStack) -> list[dict[str, Any]]:
+    return _sim_list(stack, "authorizations")
+
+
+def _sim_list(stack: ChaosStack, what: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{stack.sim_url}/_sim/{what}", timeout=30)
     response.raise_for_status()
     return list(response.json()["data"])
 
@@ -56,13 +65,14 @@ def in_flight(stack: ChaosStack) -> list[str]:
     """What is still moving; empty when the system has settled."""
     left = []
     with connect(stack.settings, "operator") as conn:
-        for name, what in (
-            ("unsettled_payments", "payments not yet terminal"),
-            ("unsettled_refunds", "refunds not yet resolved"),
-            ("unpublished", "outbox rows not yet published"),
-            ("pending_deliveries", "webhook deliveries pending"),
+        terminal = {"terminal": sorted(TERMINAL)}
+        for name, params, what in (
+            ("unsettled_payments", terminal, "payments not yet terminal"),
+            ("unsettled_refunds", None, "refunds not yet resolved"),
+            ("unpublished", None, "outbox rows not yet published"),
+            ("pending_deliveries", None, "webhook deliveries pending"),
         ):
-            count = _count(conn.execute(Q[name]).fetchone())
+            count = _count(conn.execute(Q[name], params).fetchone())
             if count:
                 left.append(f"{count} {what}")
         failed = {str(r[0]) for r in conn.execute(Q["failed_payments"]).fetchall()}

@@ -57,6 +57,8 @@ TUNING: dict[str, str] = {
     "notifier__poll_interval_s": "0.2",
     "notifier__max_retry_after_s": "5",
     "dev__kafka_heap": "384m",
+    # Some of the load's authorizations are left to expire: within the run, not in 7 days.
+    "orchestrator__authorization_ttl_s": "20",
 }
 
 

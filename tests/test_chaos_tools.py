@@ -12,11 +12,13 @@ from chaos.invariants import (
     CHECKS,
     Evidence,
     acknowledged_kept,
+    authorizations_ended,
     check_all,
     every_event_accounted,
     ledger_agrees,
     one_charge_each,
     one_payment_per_key,
+    sagas_finished,
     webhooks_delivered,
 )
 from chaos.load import Sent
@@ -215,3 +217,52 @@ def test_a_cluster_adds_its_failovers_and_only_narrows_the_kinds() -> None:
     on_cluster = fault_kinds(Config(brokers=3, pg_standby=True))
     assert on_cluster == (*KINDS, *FAILOVERS)
     assert fault_kinds(Config(brokers=3, only=FAILOVERS)) == (FAILOVERS[0],)
+
+
+def _authorization(**changes: Any) -> dict[str, Any]:
+    held = {"id": "au_1", "reference": "pay_1", "status": "captured", "amount": 800}
+    return held | {"amount_capturable": 0, "amount_captured": 500} | changes
+
+
+def test_a_partially_captured_authorization_agrees_with_its_payment() -> None:
+    partial = [_evidence().payments[0] | {"amount": 800, "amount_received": 500}]
+    captured = Sent("partial-pay_1", "mer_1", {"id": "pay_1"}, {"pay_1"}, "accepted")
+    good = _evidence(payments=partial, authorizations=[_authorization()], actions=[captured])
+
+    assert check_all(good) == {name: [] for name in CHECKS}
+
+
+def test_an_authorization_left_open_or_captured_wrongly_is_named() -> None:
+    partial = [_evidence().payments[0] | {"amount": 800, "amount_received": 500}]
+    open_ = _authorization(status="requires_capture", amount_capturable=800, amount_captured=0)
+    twice = [_authorization(), _authorization(id="au_2")]
+    more = [_authorization(amount_captured=800)]
+
+    assert authorizations_ended(_evidence(payments=partial, authorizations=[open_])) == [
+        "authorization au_1 of succeeded payment pay_1 still holds 800"
+    ]
+    assert authorizations_ended(_evidence(payments=partial, authorizations=twice)) == [
+        "succeeded payment pay_1 was captured by au_1, au_2"
+    ]
+    assert authorizations_ended(_evidence(payments=partial, authorizations=more)) == [
+        "payment pay_1 reports 500 received, its authorization captured 800"
+    ]
+
+
+def test_a_refused_capture_is_named_unless_the_authorization_had_expired() -> None:
+    refused = Sent(
+        "capture-pay_1", "mer_1", {"id": "pay_1"}, set(), "rejected:409:payment_invalid_state"
+    )
+    canceled = _evidence().payments[0] | {"status": "canceled", "amount_received": 0}
+
+    assert authorizations_ended(_evidence(payments=[canceled], actions=[refused])) == [
+        "capture-pay_1 got rejected:409:payment_invalid_state; the payment is canceled"
+    ]
+    expired = [canceled | {"cancellation_reason": "expired"}]
+    assert authorizations_ended(_evidence(payments=expired, actions=[refused])) == []
+
+
+def test_a_saga_neither_ended_nor_timed_is_named() -> None:
+    assert sagas_finished(_evidence(unfinished_sagas=["sag_1 payment running charge"])) == [
+        "saga sag_1 payment running charge is neither ended nor waiting on a timer"
+    ]

@@ -263,6 +263,23 @@ def test_deploy_credentials_are_owner_only_and_kept(credentials: Path) -> None:
         assert path.stat().st_mode & 0o077 == 0, path
 
 
+def test_the_broker_reads_its_tls_files_from_a_volume_its_user_owns(credentials: Path) -> None:
+    # Written owner-only by whoever ran `deploy credentials`; the Kafka image runs as uid 1000.
+    services = _compose_services()
+    job, kafka = services["kafka-tls"], services["kafka"]
+    assert job["user"] == "0:0"
+    assert kafka["depends_on"]["kafka-tls"]["condition"] == "service_completed_successfully"
+    assert "kafka-tls:/tls:ro" in kafka["volumes"]
+    assert not any(v.startswith("./deploy/secrets") for v in kafka["volumes"])
+    script = " ".join(job["command"])
+    assert "chown -R 1000:1000 /tls" in script
+    start = (COMPOSE.parent / "deploy" / "kafka" / "start.sh").read_text()
+    for name in ("ca.pem", "broker-keystore.pem"):
+        assert (credentials / "tls" / name).is_file()
+        assert f"/tls-host/{name}" in script
+        assert f"/tls/{name}" in start
+
+
 def _is_setting(key: str, paths: set[str], tables: set[str]) -> bool:
     # A key of a table-valued setting (database.urls, kafka.principals) names one entry of it.
     return key in paths or any(key.startswith(f"{table}__") for table in tables)

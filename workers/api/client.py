@@ -90,8 +90,7 @@ class ApiClient:
     async def create_payment(
         self, body: dict[str, Any], idempotency_key: str | None = None
     ) -> Reply:
-        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
-        return await self._send("POST", "/v1/payments", json=body, headers=headers)
+        return await self._post("/v1/payments", body, idempotency_key)
 
     async def get_payment(self, payment_id: str) -> Reply:
         return await self._send("GET", f"/v1/payments/{payment_id}")
@@ -130,10 +129,21 @@ class ApiClient:
     async def refund(
         self, payment_id: str, body: dict[str, Any], idempotency_key: str | None = None
     ) -> Reply:
+        return await self._post(f"/v1/payments/{payment_id}/refunds", body, idempotency_key)
+
+    async def capture(
+        self, payment_id: str, body: dict[str, Any], idempotency_key: str | None = None
+    ) -> Reply:
+        return await self._post(f"/v1/payments/{payment_id}/capture", body, idempotency_key)
+
+    async def cancel(
+        self, payment_id: str, body: dict[str, Any], idempotency_key: str | None = None
+    ) -> Reply:
+        return await self._post(f"/v1/payments/{payment_id}/cancel", body, idempotency_key)
+
+    async def _post(self, path: str, body: dict[str, Any], idempotency_key: str | None) -> Reply:
         headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
-        return await self._send(
-            "POST", f"/v1/payments/{payment_id}/refunds", json=body, headers=headers
-        )
+        return await self._send("POST", path, json=body, headers=headers)
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> Reply:
         """The answer, after waiting out the key's rate limit: a request refused with 429 and

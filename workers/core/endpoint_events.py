@@ -22,10 +22,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
 
-from pydantic import Base64Bytes, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Base64Bytes, BaseModel, ConfigDict, Field, model_validator
 
 from workers.core.errors import MalformedEvent, UnknownEventType
-from workers.core.events import CONTENT_TYPE, Encoded, EventType, Headers, header
+from workers.core.events import (
+    Encoded,
+    EventType,
+    Headers,
+    cloudevent_headers,
+    decode_envelope,
+)
 from workers.core.outbox import encoded_row
 from workers.core.sealing import Sealed
 
@@ -130,38 +136,26 @@ def new_endpoint_event(
 
 
 def encode_endpoint_event(event: EndpointEvent) -> Encoded:
-    headers: Headers = [
-        ("ce_specversion", b"1.0"),
-        ("ce_id", str(event.event_id).encode()),
-        ("ce_source", event.source.encode()),
-        ("ce_type", event.type.value.encode()),
-        ("ce_subject", event.endpoint_id.encode()),
-        ("ce_time", event.occurred_at.isoformat().encode()),
-        ("ce_merchantid", event.merchant_id.encode()),
-        ("ce_correlationid", event.correlation_id.encode()),
-        ("ce_schemaversion", str(event.schema_version).encode()),
-        ("content-type", CONTENT_TYPE.encode()),
-    ]
+    headers = cloudevent_headers(
+        str(event.event_id),
+        event.source,
+        event.type.value,
+        event.endpoint_id,
+        event.occurred_at,
+        [
+            ("ce_merchantid", event.merchant_id.encode()),
+            ("ce_correlationid", event.correlation_id.encode()),
+            ("ce_schemaversion", str(event.schema_version).encode()),
+        ],
+    )
     return Encoded(event.endpoint_id.encode(), event.model_dump_json().encode(), headers)
 
 
 def decode_endpoint_event(value: bytes | None, headers: Headers | None = None) -> EndpointEvent:
     """Parse one message of the endpoints topic; raises MalformedEvent or UnknownEventType."""
-    if not value:
-        raise MalformedEvent("empty message value")
-    try:
-        event = EndpointEvent.model_validate_json(value)
-    except ValidationError as exc:
-        for error in exc.errors(include_url=False):
-            if error["loc"] == ("type",) and error["type"] == "enum":
-                raise UnknownEventType(f"unknown event type {error.get('input')!r}") from None
-        first = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(root)"
-        raise MalformedEvent(f"{where}: {first['msg']}") from None
-    declared = header(headers, "ce_type")
-    if declared is not None and declared != event.type.value:
-        raise MalformedEvent(f"header ce_type {declared!r} disagrees with body type {event.type}")
-    return event
+    return decode_envelope(
+        EndpointEvent, value, headers, MalformedEvent, UnknownEventType, "endpoint event"
+    )
 
 
 def endpoint_outbox_row(event: EndpointEvent) -> tuple[Any, ...]:

@@ -142,6 +142,9 @@ def up(settings: Settings) -> list[NodeState]:
     postgres.prepare_dirs(paths, *_autoctl_dirs(paths))
     watcher = monitor(settings)
     first, second = nodes(settings)
+    if all(_created(paths, srv) for srv in (watcher, first, second)):
+        _restart(settings, watcher, [first, second])
+        return _settle(settings)
     if not _created(paths, watcher):
         _make_monitor(settings, watcher)
     _start(settings, watcher)
@@ -155,8 +158,37 @@ def up(settings: Settings) -> list[NodeState]:
         if (node.data / "PG_VERSION").exists():
             postgres.write_settings(node.data, node.port, paths)
         _start(settings, node)
+    return _settle(settings)
+
+
+def _restart(settings: Settings, watcher: Server, pair: list[Server]) -> None:
+    """Start a made pair again: the monitor, then the last primary, then once it answers the
+    other server.
+
+    Both at once let the monitor see the standby back before the primary's server ran: it
+    promoted the standby while the primary, alone and without synchronous replication, took
+    writes the promotion then lost. A standby not yet back cannot be promoted; the primary
+    alone keeps its commits, and the standby catches up from it.
+    """
+    paths = StackPaths.of(settings)
+    _start(settings, watcher)
+    _wait_accepting(watcher, _monitor_url(settings), settings.dev.start_timeout_s)
+    last = _monitor_states(settings)
+    was_primary = [
+        node
+        for node in pair
+        if str(last.get(node.port, {}).get("assigned_group_state")) in PRIMARY_STATES
+    ]
+    for node in [*was_primary, *(n for n in pair if n not in was_primary)]:
+        postgres.write_settings(node.data, node.port, paths)
+        _start(settings, node)
+        _wait_accepting(node, _node_url(node), settings.dev.start_timeout_s)
+
+
+def _settle(settings: Settings) -> list[NodeState]:
+    """Wait for a primary and a standby in sync, then for writes; the database made."""
     _wait_state(settings, settled, say=lambda _now: _hurry_base_backup(settings))
-    for node in (first, second):
+    for node in nodes(settings):
         _set_partition_timeout(settings, node)
     _wait_writable(settings, settings.dev.start_timeout_s)
     lead = primary(status(settings))

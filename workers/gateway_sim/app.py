@@ -353,6 +353,11 @@ def _install_sim_routes(app: FastAPI, sim: Simulator) -> None:
     async def charges() -> Response:
         return json_response({"data": await sim.store.all_charges()})
 
+    @app.get("/_sim/authorizations")
+    async def every_authorization() -> Response:
+        rows = await sim.store.read(lambda c: c.execute(Q["all_authorizations"]).fetchall())
+        return json_response({"data": [authorizations.authorization_object(r) for r in rows]})
+
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SimError)

@@ -85,6 +85,9 @@ SELECT * FROM charges WHERE reference = ? ORDER BY seq;
 -- name: all_charges
 SELECT * FROM charges ORDER BY seq;
 
+-- name: all_authorizations
+SELECT * FROM authorizations ORDER BY seq;
+
 -- name: charge_insert
 INSERT INTO charges (
     id, idempotency_key, request_hash, amount, currency, payment_method, reference, status,
