@@ -42,8 +42,9 @@ CREATE TABLE IF NOT EXISTS api.payments (
     description     text        CHECK (length(description) <= 1000),
     metadata        jsonb       NOT NULL DEFAULT '{}'::jsonb,
     status          text        NOT NULL DEFAULT 'initiated' CONSTRAINT payments_status_known
-                                CHECK (status IN ('initiated', 'processing', 'requires_capture', 'succeeded',
-                                                  'failed', 'canceled', 'refunded')),
+                                CHECK (status IN ('initiated', 'processing', 'requires_action',
+                                                  'requires_capture', 'succeeded', 'failed',
+                                                  'canceled', 'refunded')),
     refunded_amount bigint      NOT NULL DEFAULT 0 CONSTRAINT payments_refunded_range
                                 CHECK (refunded_amount >= 0 AND refunded_amount <= amount),
     failure_reason  text,
@@ -63,6 +64,8 @@ CREATE TABLE IF NOT EXISTS api.payments (
     cancellation_reason text    CONSTRAINT payments_cancellation_reason_known
                                 CHECK (cancellation_reason IN ('duplicate', 'fraudulent',
                                        'requested_by_customer', 'abandoned', 'expired')),
+    -- While requires_action: what the customer must do (Stripe's shape: type, redirect_to_url).
+    next_action     jsonb,
     -- What lets a browser read this one payment (<id>_secret_<random>); shown to the merchant,
     -- so kept as it is and compared in constant time. Payments made before it have none.
     client_secret   text
@@ -133,6 +136,7 @@ CREATE TABLE IF NOT EXISTS api.payment_changes (
     amount_capturable bigint    NOT NULL DEFAULT 0,
     amount_received bigint      NOT NULL DEFAULT 0,
     cancellation_reason text,
+    next_action     jsonb,
     CONSTRAINT payment_changes_pkey PRIMARY KEY (payment_id, version)
 );
 
@@ -141,18 +145,20 @@ BEGIN
     NEW.version := OLD.version + 1;
     INSERT INTO api.payment_changes
         (payment_id, version, status, refunded_amount, failure_reason, changed_at,
-         amount_capturable, amount_received, cancellation_reason)
+         amount_capturable, amount_received, cancellation_reason, next_action)
     VALUES (NEW.id, NEW.version, NEW.status, NEW.refunded_amount, NEW.failure_reason,
-            NEW.updated_at, NEW.amount_capturable, NEW.amount_received, NEW.cancellation_reason);
+            NEW.updated_at, NEW.amount_capturable, NEW.amount_received, NEW.cancellation_reason,
+            NEW.next_action);
     PERFORM pg_notify('flowpay_payment_changes', NEW.id);
     RETURN NEW;
 END $$;
 
 CREATE OR REPLACE TRIGGER payments_record_change BEFORE UPDATE ON api.payments FOR EACH ROW
     WHEN ((OLD.status, OLD.refunded_amount, OLD.failure_reason, OLD.amount_capturable,
-           OLD.amount_received, OLD.cancellation_reason)
+           OLD.amount_received, OLD.cancellation_reason, OLD.next_action)
           IS DISTINCT FROM (NEW.status, NEW.refunded_amount, NEW.failure_reason,
-                            NEW.amount_capturable, NEW.amount_received, NEW.cancellation_reason))
+                            NEW.amount_capturable, NEW.amount_received, NEW.cancellation_reason,
+                            NEW.next_action))
     EXECUTE FUNCTION api.record_payment_change();
 
 -- What each merchant asked of its webhook endpoints (never their secrets: the notifier keeps
@@ -198,8 +204,9 @@ CREATE TABLE IF NOT EXISTS processor.payments (
     payment_method  text        NOT NULL,
     correlation_id  text        NOT NULL,
     state           text        NOT NULL CONSTRAINT processor_payments_state_known
-                                CHECK (state IN ('initiated', 'processing', 'requires_capture', 'succeeded',
-                                                 'failed', 'canceled', 'refunded')),
+                                CHECK (state IN ('initiated', 'processing', 'requires_action',
+                                                 'requires_capture', 'succeeded', 'failed',
+                                                 'canceled', 'refunded')),
     charge_id       text,
     failure_reason  text,
     refunded_amount bigint      NOT NULL DEFAULT 0 CONSTRAINT processor_payments_refund_range
@@ -246,7 +253,8 @@ CREATE INDEX IF NOT EXISTS processor_refunds_due ON processor.refunds (next_chec
 CREATE TABLE IF NOT EXISTS processor.attempts (
     id          bigserial   PRIMARY KEY,
     payment_id  text        NOT NULL,
-    kind        text        NOT NULL CHECK (kind IN ('charge', 'lookup', 'refund', 'reversal')),
+    kind        text        NOT NULL CHECK (kind IN ('charge', 'lookup', 'refund', 'reversal',
+                                                     'cancel', 'report')),
     outcome     text        NOT NULL,
     detail      text,
     duration_ms integer     NOT NULL,

@@ -20,7 +20,7 @@ from workers.core.config import Settings
 Conn = psycopg.Connection[tuple[Any, ...]]
 server, settings, api = api_fixtures.server, api_fixtures.settings, api_fixtures.api
 SHOP = "https://shop.example"
-VIEW = {"id", "object", "status", "amount", "currency", "failure_reason"}
+VIEW = {"id", "object", "status", "amount", "currency", "failure_reason", "next_action"}
 
 
 def _paid(api: Api) -> dict[str, Any]:

@@ -92,6 +92,7 @@ def test_every_stage_moves_its_metrics(stack: Stack) -> None:
     assert value(processor, "flowpay_gateway_in_flight", operation="charge") == 0
     assert label_values(processor, "flowpay_reconciler_backlog", "state") == {
         "processing",
+        "requires_action",
         "failed",
     }
     # The processor passes over the events it emitted itself: it handles the initiated ones.

@@ -217,7 +217,7 @@ def test_what_a_client_secret_opens_is_documented_with_its_refusals(
         "$ref": "#/components/schemas/PaymentView"
     }
     assert set(view["required"]) == {"id", "object", "status", "amount", "currency",
-                                     "failure_reason"}  # fmt: skip
+                                     "failure_reason", "next_action"}  # fmt: skip
     preflight = document["paths"]["/v1/payments/{payment_id}/events"]["options"]
     assert preflight["security"] == []
     assert "Access-Control-Allow-Origin" in preflight["responses"]["204"]["headers"]

@@ -29,9 +29,12 @@ from workers.core.events import (
     EventType,
     Failed,
     Initiated,
+    NextAction,
     Processing,
+    RedirectToUrl,
     Refunded,
     RefundFailed,
+    RequiresAction,
     Succeeded,
     new_event,
 )
@@ -136,6 +139,12 @@ def test_each_change_of_a_batch_gets_its_own_version_and_a_notification(
     assert woken == {"pay_rb"}
 
 
+WAITING = RequiresAction(
+    charge_id="pi_1",
+    next_action=NextAction(
+        type="redirect_to_url", redirect_to_url=RedirectToUrl(url="https://hooks.stripe.com/3ds")
+    ),
+)
 # Each payment's events after payment.initiated: every path the status rules know, late and
 # repeated events among them.
 SEQUENCES: dict[str, list[tuple[EventType, EventData]]] = {
@@ -168,6 +177,21 @@ SEQUENCES: dict[str, list[tuple[EventType, EventData]]] = {
         (EventType.REFUNDED, Refunded(refund_id="r2", amount=200, refunded_total=500)),
         (EventType.REFUNDED, Refunded(refund_id="r1", amount=300, refunded_total=300)),
     ],
+    "3-D Secure, then succeeded": [
+        (EventType.PROCESSING, Processing()),
+        (EventType.REQUIRES_ACTION, WAITING),
+        (EventType.SUCCEEDED, Succeeded(charge_id="pi_1")),
+    ],
+    "3-D Secure, still waiting": [
+        (EventType.PROCESSING, Processing()),
+        (EventType.REQUIRES_ACTION, WAITING),
+        (EventType.PROCESSING, Processing()),
+    ],
+    "3-D Secure, expired": [
+        (EventType.REQUIRES_ACTION, WAITING),
+        (EventType.FAILED, Failed(reason="action_expired")),
+        (EventType.REQUIRES_ACTION, WAITING),
+    ],
     "refunded before settled": [
         (EventType.REFUNDED, Refunded(refund_id="r1", amount=AMOUNT, refunded_total=AMOUNT)),
         (EventType.SUCCEEDED, Succeeded(charge_id="c")),
@@ -197,10 +221,12 @@ def test_the_read_model_and_the_projection_apply_the_same_status_rules(
         for e in events[1:]:
             expected = advance(expected, e)
         row = db.execute(
-            "SELECT status, refunded_amount, failure_reason FROM api.payments WHERE id = %s",
+            "SELECT status, refunded_amount, failure_reason, next_action FROM api.payments"
+            " WHERE id = %s",
             (payment_id,),
         ).fetchone()
-        wanted = (expected["status"], expected["refunded_amount"], expected["failure_reason"])
+        wanted = (expected["status"], expected["refunded_amount"], expected["failure_reason"],
+                  expected["next_action"])  # fmt: skip
         assert row == wanted, payment_id
 
 

@@ -26,10 +26,12 @@ from workers.core.events import (
     Failed,
     GatewayReported,
     Initiated,
+    NextAction,
     Processing,
     Refunded,
     RefundFailed,
     RefundRequested,
+    RequiresAction,
     RequiresCapture,
     Succeeded,
     new_event,
@@ -93,6 +95,9 @@ EXAMPLES = {
     EventType.CANCEL_REQUESTED: CancelRequested(cancellation_reason="requested_by_customer"),
     EventType.CANCELED: Canceled(cancellation_reason="expired"),
     EventType.PROCESSING: Processing(),
+    EventType.REQUIRES_ACTION: RequiresAction(
+        charge_id="pi_1", next_action=NextAction(type="use_stripe_sdk")
+    ),
     EventType.SUCCEEDED: Succeeded(charge_id="ch_1"),
     EventType.FAILED: Failed(reason="card_declined"),
     EventType.REFUND_REQUESTED: RefundRequested(refund_id="re_1", amount=10),
@@ -129,3 +134,9 @@ def test_the_posting_rules_decide_about_every_event_type(event_type: EventType) 
 
 def test_the_ledger_says_what_each_payload_records() -> None:
     assert set(posting._ROW_FIELDS) == set(PAYLOADS.values())
+
+
+def test_the_processor_settles_by_the_gateways_reports() -> None:
+    assert TABLES["processor"].route(EventType.GATEWAY_REPORTED) is not IGNORE
+    # Webhooks tell merchants that a payment waits for its customer.
+    assert TABLES["notifier"].route(EventType.REQUIRES_ACTION) is not IGNORE

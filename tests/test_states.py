@@ -10,6 +10,10 @@ ALLOWED = {
     (State.INITIATED, Move.START): State.PROCESSING,
     (State.PROCESSING, Move.SUCCEED): State.SUCCEEDED,
     (State.PROCESSING, Move.FAIL): State.FAILED,
+    # 3-D Secure: the customer's action, then the gateway's report or the wait's end.
+    (State.PROCESSING, Move.REQUIRE_ACTION): State.REQUIRES_ACTION,
+    (State.REQUIRES_ACTION, Move.SUCCEED): State.SUCCEEDED,
+    (State.REQUIRES_ACTION, Move.FAIL): State.FAILED,
     (State.SUCCEEDED, Move.REFUND_PARTIAL): State.SUCCEEDED,
     (State.SUCCEEDED, Move.REFUND_FULL): State.REFUNDED,
     # Manual capture, as the orchestrator's commands drive it.

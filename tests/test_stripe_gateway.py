@@ -165,7 +165,10 @@ def test_3d_secure_waits_for_the_customer_with_the_redirect(mocks: dict[str, Str
     outcome = run(mock.url, lambda g: g.authorize(request))
     assert isinstance(outcome, AwaitingCustomer)
     assert outcome.next_action == NextAction("redirect_to_url", REDIRECT)
-    assert run(mock.url, lambda g: g.charge(request)) == Unknown("requires_action")
+    # An automatic charge answers the same: the processor shows the payment as requires_action.
+    charged = run(mock.url, lambda g: g.charge(request))
+    assert isinstance(charged, AwaitingCustomer)
+    assert charged.next_action == outcome.next_action
     assert "return_url:https://shop.example/back" in sent(mock, mark)
     assert valid(mock, mark) == ["POST /v1/payment_intents"] * 2
 

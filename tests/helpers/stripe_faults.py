@@ -29,6 +29,11 @@ class Fault:
     error: dict[str, str] = field(default_factory=lambda: {"type": "api_error"})
     headers: dict[str, str] = field(default_factory=dict)
     hold_s: float = 0.0  # wait this long before answering (past the client's deadline)
+    # Served only to a request whose path contains this (None: the next request, whatever it is).
+    path: str | None = None
+    # The answer's body instead of Stripe's error envelope (what Stripe answers that
+    # stripe-mock's one fixture per resource cannot: a PaymentIntent canceled, say).
+    body: dict[str, object] | None = None
 
 
 @dataclass
@@ -57,7 +62,7 @@ def faulty_front(upstream: str, *faults: Fault) -> Iterator[Front]:
             body = self.rfile.read(int(self.headers.get("content-length") or 0))
             with lock:
                 front.seen.append({k.lower(): v for k, v in self.headers.items()})
-                fault = front.faults.pop(0) if front.faults else None
+                fault = _take(front.faults, self.path)
             if fault is None:
                 self._forward(body)
             else:
@@ -71,7 +76,8 @@ def faulty_front(upstream: str, *faults: Fault) -> Iterator[Front]:
         def _fault(self, fault: Fault) -> None:
             if fault.hold_s:
                 time.sleep(fault.hold_s)
-            body = json.dumps({"error": {"message": "fault", **fault.error}}).encode()
+            answer = fault.body or {"error": {"message": "fault", **fault.error}}
+            body = json.dumps(answer).encode()
             self._send(fault.status, body, fault.headers)
 
         def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
@@ -99,3 +105,11 @@ def faulty_front(upstream: str, *faults: Fault) -> Iterator[Front]:
         server.shutdown()
         server.server_close()
         client.close()
+
+
+def _take(faults: list[Fault], path: str) -> Fault | None:
+    """The first fault meant for a request to ``path``, taken off the list."""
+    for n, fault in enumerate(faults):
+        if fault.path is None or fault.path in path:
+            return faults.pop(n)
+    return None

@@ -26,11 +26,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Final
 
+import httpx
+import stripe
 from filelock import FileLock
 
 from tests.conftest import ROOT
 from tests.helpers.servers import free_port
 from tests.helpers.waiting import wait_for
+from workers.api.stripe_webhooks import PATH
 
 MODULE: Final = "github.com/stripe/stripe-mock"
 # Its specification is Stripe's API version 2026-08-26.dahlia, the pinned SDK's (stripe 15.6.2).
@@ -120,6 +123,18 @@ def stripe_mock(
     finally:
         process.terminate()
         process.wait(10)
+
+
+def post_stripe_event(api_url: str, event: dict[str, Any], secret: str) -> httpx.Response:
+    """``event`` sent to FlowPay's Stripe webhook route, signed by the SDK's own helper."""
+    body = json.dumps(event)
+    header = stripe.WebhookSignature.generate_signature_header(body, secret)
+    return httpx.post(
+        api_url + PATH,
+        content=body,
+        headers={"Stripe-Signature": header, "Content-Type": "application/json"},
+        timeout=30,
+    )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,11 @@ Q = load_queries("workers.api")
 SEPARATOR: Final = "_secret_"
 MAX_LENGTH: Final = 255
 PARAM: Final = "client_secret"
-# What a browser sees of a payment: nothing of the merchant's own (method, metadata, ...).
-VIEW_FIELDS: Final = ("id", "object", "status", "amount", "currency", "failure_reason")
+# What a browser sees of a payment: nothing of the merchant's own (method, metadata, ...);
+# next_action, so that a checkout page can take its customer through 3-D Secure (Stripe's too).
+VIEW_FIELDS: Final = (
+    "id", "object", "status", "amount", "currency", "failure_reason", "next_action",
+)  # fmt: skip
 # Compared with when no payment matches, so that a refusal takes as long either way.
 _NOBODY: Final = b"pay_nobody" + SEPARATOR.encode() + b"x" * 24
 

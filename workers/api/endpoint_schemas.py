@@ -26,6 +26,7 @@ EventName = Literal[
     "payment.charge_reversed",
     "payment.requires_capture",
     "payment.canceled",
+    "payment.requires_action",
 ]
 EVENT_NAMES: Final = (EVERY_EVENT, *(t.value for t in WEBHOOK_EVENT_TYPES))
 if set(get_args(EventName)) != set(EVENT_NAMES):  # a type added to webhooks is added here too

@@ -53,6 +53,10 @@ FlowPay's merchant API: create payments and refunds, read them, follow their sta
   it stops at `requires_capture` until you capture it (all or part of it: the rest is
   released) or cancel it; an authorization not captured within 7 days is canceled
   (`cancellation_reason: "expired"`).
+- **Customer authentication**: a card that needs 3-D Secure puts the payment at
+  `requires_action`; its `next_action` says what the customer must do (for a redirect, the URL
+  to send them to). It then succeeds or fails as the gateway reports, or fails with
+  `action_expired` if the customer has not acted in time (a day by default).
 
 - **Authentication**: `Authorization: Bearer <your API key>` on every `/v1` request.
 - **Idempotency**: every `POST` carries an `Idempotency-Key`, new for each new request. The
@@ -64,9 +68,9 @@ FlowPay's merchant API: create payments and refunds, read them, follow their sta
   operation lists the codes it can answer under each status, with an example of each.
 - **Live status**: `GET /v1/payments/{payment_id}/events` is a Server-Sent Events stream.
 - **Browsers**: a payment's `client_secret` (on its creation) lets your checkout page read
-  that one payment (`?client_secret=`, no key): its status, amount, currency and failure
-  reason, and its event stream. Pages on other origins need the origin allowed (CORS);
-  `/checkout` is an example page.
+  that one payment (`?client_secret=`, no key): its status, amount, currency, failure
+  reason and next action, and its event stream. Pages on other origins need the origin
+  allowed (CORS); `/checkout` is an example page.
 """
 TAGS: Final = [
     {"name": "payments", "description": "Payments: create, read, list, follow, capture, cancel"},
@@ -113,6 +117,7 @@ PAYMENT_EXAMPLE: Final[dict[str, Any]] = {
     "refunded_amount": 0,
     "failure_reason": None,
     "cancellation_reason": None,
+    "next_action": None,
     "created_at": "2025-01-15T09:30:00.000000Z",
     "updated_at": "2025-01-15T09:30:01.250000Z",
 }
@@ -179,6 +184,11 @@ PAYMENT: Final[dict[str, Any]] = {
             "enum": [*(r.value for r in CancellationReason), None],
             "description": "Why a canceled payment was canceled (`expired`: not captured in time)",
         },
+        "next_action": {
+            "anyOf": [ref("NextAction"), {"type": "null"}],
+            "description": "While `requires_action`: what the customer must do before the payment"
+            " can go on (3-D Secure); null in every other status",
+        },
         "created_at": _MOMENT,
         "updated_at": _MOMENT,
         "client_secret": {
@@ -197,6 +207,28 @@ PAYMENT_VIEW: Final[dict[str, Any]] = {
     "additionalProperties": False,
     "properties": {name: PAYMENT["properties"][name] for name in VIEW_FIELDS},
     "examples": [{name: PAYMENT_EXAMPLE[name] for name in VIEW_FIELDS}],
+}
+NEXT_ACTION: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "What the customer must do, in Stripe's shape: `type` (`redirect_to_url`,"
+    " `use_stripe_sdk`, ...) and, for a redirect, `redirect_to_url.url` to send them to",
+    "required": ["type"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"type": "string", "pattern": "^[a-z0-9_]{1,64}$"},
+        "redirect_to_url": {
+            "type": "object",
+            "required": ["url"],
+            "additionalProperties": False,
+            "properties": {"url": {"type": "string", "pattern": "^https://"}},
+        },
+    },
+    "examples": [
+        {
+            "type": "redirect_to_url",
+            "redirect_to_url": {"url": "https://hooks.stripe.com/3d_secure_2/hosted"},
+        }
+    ],
 }
 REFUND: Final[dict[str, Any]] = {
     "type": "object",
@@ -283,6 +315,7 @@ SCHEMAS: Final = {
     "Error": ERROR,
     "Payment": PAYMENT,
     "PaymentView": PAYMENT_VIEW,
+    "NextAction": NEXT_ACTION,
     "PaymentList": PAYMENT_LIST,
     "PaymentEvent": PAYMENT_EVENT,
     "Refund": REFUND,

@@ -65,6 +65,7 @@ def payment_object(row: dict[str, Any]) -> dict[str, Any]:
         "refunded_amount": row["refunded_amount"],
         "failure_reason": row["failure_reason"],
         "cancellation_reason": row["cancellation_reason"],
+        "next_action": row.get("next_action"),
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
     }

@@ -78,7 +78,7 @@ FROM lock LEFT JOIN stored ON true;
 -- name: payment_get
 SELECT id, status, amount, currency, payment_method, description, metadata, refunded_amount,
        failure_reason, created_at, updated_at, capture_method, amount_capturable, amount_received,
-       cancellation_reason, client_secret
+       cancellation_reason, next_action, client_secret
 FROM api.payments WHERE id = %(id)s AND merchant_id = %(merchant_id)s;
 
 -- name: payment_lock
@@ -94,7 +94,7 @@ FOR UPDATE;
 -- The first page, newest first, read in payments_by_merchant_id's order.
 SELECT id, status, amount, currency, payment_method, description, metadata, refunded_amount,
        failure_reason, created_at, updated_at, capture_method, amount_capturable, amount_received,
-       cancellation_reason
+       cancellation_reason, next_action
 FROM api.payments
 WHERE merchant_id = %(merchant_id)s
   AND (%(status)s::text IS NULL OR status = %(status)s)
@@ -107,7 +107,7 @@ LIMIT %(limit)s;
 -- that for the index, and would read every payment newer than the cursor again.
 SELECT id, status, amount, currency, payment_method, description, metadata, refunded_amount,
        failure_reason, created_at, updated_at, capture_method, amount_capturable, amount_received,
-       cancellation_reason
+       cancellation_reason, next_action
 FROM api.payments
 WHERE merchant_id = %(merchant_id)s AND id < %(starting_after)s
   AND (%(status)s::text IS NULL OR status = %(status)s)
@@ -138,9 +138,10 @@ WITH incoming AS (
                          %(reasons)s::text[], %(refunded_totals)s::bigint[],
                          %(refund_ids)s::text[], %(refund_statuses)s::text[],
                          %(capturables)s::bigint[], %(captured)s::bigint[],
-                         %(cancellations)s::text[], %(at)s::timestamptz[])
+                         %(cancellations)s::text[], %(next_actions)s::jsonb[],
+                         %(at)s::timestamptz[])
         AS e(event_id, type, payment_id, reason, refunded_total, refund_id, refund_status,
-             capturable, captured, cancellation, at)
+             capturable, captured, cancellation, next_action, at)
 ), fresh AS (
     INSERT INTO api.processed_events (event_id) SELECT event_id FROM incoming
     ON CONFLICT DO NOTHING
@@ -158,6 +159,7 @@ WITH incoming AS (
         amount_received = CASE WHEN a.type = %(succeeded)s THEN coalesce(a.captured, p.amount)
                                ELSE p.amount_received END,
         cancellation_reason = coalesce(a.cancellation, p.cancellation_reason),
+        next_action = a.next_action,
         updated_at = a.at
     FROM applied a JOIN rules r ON r.type = a.type
     WHERE p.id = a.payment_id AND p.status = r.from_status
@@ -195,16 +197,16 @@ SELECT version, status FROM api.payments WHERE id = %(id)s AND merchant_id = %(m
 SELECT c.version, p.id, c.status, p.amount, p.currency, p.payment_method, p.description,
        p.metadata, c.refunded_amount, c.failure_reason, p.created_at, c.updated_at,
        p.capture_method, c.amount_capturable, c.amount_received, c.cancellation_reason,
-       p.client_secret
+       c.next_action, p.client_secret
 FROM api.payments p
 CROSS JOIN LATERAL (
     SELECT 1 AS version, %(created)s::text AS status, 0::bigint AS refunded_amount,
            NULL::text AS failure_reason, p.created_at AS updated_at,
            0::bigint AS amount_capturable, 0::bigint AS amount_received,
-           NULL::text AS cancellation_reason
+           NULL::text AS cancellation_reason, NULL::jsonb AS next_action
     UNION ALL
     SELECT version, status, refunded_amount, failure_reason, changed_at, amount_capturable,
-           amount_received, cancellation_reason
+           amount_received, cancellation_reason, next_action
     FROM api.payment_changes WHERE payment_id = p.id
 ) c
 WHERE p.id = %(id)s AND p.merchant_id = %(merchant_id)s AND c.version > %(after)s
@@ -213,7 +215,7 @@ ORDER BY c.version;
 -- name: payment_any
 SELECT id, merchant_id, status, amount, currency, payment_method, description, metadata,
        refunded_amount, failure_reason, created_at, updated_at, capture_method, amount_capturable,
-       amount_received, cancellation_reason
+       amount_received, cancellation_reason, next_action
 FROM api.payments WHERE id = %(id)s;
 
 -- name: payment_merchant
@@ -268,6 +270,7 @@ SELECT e.id, p.merchant_id, p.id, e.type, e.at,
            'refunded_amount', p.refunded_amount, 'failure_reason', p.failure_reason,
            'capture_method', p.capture_method, 'amount_capturable', p.amount_capturable,
            'amount_received', p.amount_received, 'cancellation_reason', p.cancellation_reason,
+           'next_action', p.next_action,
            'created_at', to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
            'updated_at', to_char(p.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
 FROM unnest(%(event_ids)s::uuid[], %(types)s::text[], %(payment_ids)s::text[],
@@ -311,7 +314,7 @@ SET status = 'processing', updated_at = %(at)s,
 WHERE id = %(id)s
 RETURNING id, status, amount, currency, payment_method, description, metadata, refunded_amount,
           failure_reason, created_at, updated_at, capture_method, amount_capturable,
-          amount_received, cancellation_reason;
+          amount_received, cancellation_reason, next_action;
 
 -- name: client_secret_access
 -- What a browser's client secret is checked against: the payment's own, and the origins its

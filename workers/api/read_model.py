@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from workers.core.config import Settings
@@ -39,7 +40,7 @@ from workers.core.events import (
     RequiresCapture,
     Succeeded,
 )
-from workers.core.projection import RELEASING, STATUS_ADVANCES
+from workers.core.projection import RELEASING, STATUS_ADVANCES, next_action_of
 from workers.core.sql import load_queries
 from workers.core.status import PaymentStatus
 from workers.core.topics import GROUP_API
@@ -89,12 +90,12 @@ def changes(items: Sequence[Received]) -> dict[str, Any]:
         name: []
         for name in ("event_ids", "types", "payment_ids", "reasons", "refunded_totals",
                      "refund_ids", "refund_statuses", "capturables", "captured", "cancellations",
-                     "at")
+                     "next_actions", "at")
     }  # fmt: skip
     for item in items:
         event = item.event
         row = (event.event_id, event.type.value, event.payment_id, *_details(event.data),
-               *_amounts(event.data), event.occurred_at)  # fmt: skip
+               *_amounts(event.data), _next_action(event.data), event.occurred_at)  # fmt: skip
         for column, value in zip(columns.values(), row, strict=True):
             column.append(value)
     return {**columns, **_RULES, "refunded_status": PaymentStatus.REFUNDED.value}
@@ -122,6 +123,11 @@ def _amounts(data: EventData) -> tuple[int | None, int | None, str | None]:
     return None, None, None
 
 
+def _next_action(data: EventData) -> Jsonb | None:
+    found = next_action_of(data)
+    return None if found is None else Jsonb(found)
+
+
 ROUTES: Final = register(
     Routes[ReadModel](
         ROLE,
@@ -133,6 +139,7 @@ ROUTES: Final = register(
             EventType.AUTHORIZATION_REQUESTED: IGNORE,
             EventType.PROCESSING: ReadModel.apply,
             EventType.REQUIRES_CAPTURE: ReadModel.apply,
+            EventType.REQUIRES_ACTION: ReadModel.apply,
             # The API moved the payment as it emitted these; applying them again changes
             # nothing, and keeps the read model's rules the projection's.
             EventType.CAPTURE_REQUESTED: ReadModel.apply,

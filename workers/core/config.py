@@ -344,6 +344,14 @@ class ProcessorSettings(_Section):
     # A failed payment is watched this long after its failure for a charge that lands late
     # (then reversed). Once named reversal_window_s, which is still read.
     late_charge_window_s: float = Field(default=86_400.0, gt=0)
+    # A payment waiting for its customer (3-D Secure) is given up this long after it began to
+    # wait: its charge is canceled at the gateway and it fails with action_expired. Stripe
+    # never expires a PaymentIntent itself (it stays requires_action until canceled); its
+    # Checkout gives a session a day, which is the default here.
+    requires_action_timeout_s: float = Field(default=86_400.0, gt=0)
+    # A charge the gateway holds as processing (async payment methods) is looked up this many
+    # times on the re-check schedule, then left to the gateway's webhook: never asked forever.
+    pending_max_checks: int = Field(default=8, ge=0, le=64)
 
     @model_validator(mode="before")
     @classmethod

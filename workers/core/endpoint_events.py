@@ -42,6 +42,7 @@ SECRET_PREFIX: Final = "whsec_"  # noqa: S105 (the scheme's prefix)
 WEBHOOK_EVENT_TYPES: Final = (
     EventType.SUCCEEDED, EventType.FAILED, EventType.REFUNDED, EventType.REFUND_FAILED,
     EventType.CHARGE_REVERSED, EventType.REQUIRES_CAPTURE, EventType.CANCELED,
+    EventType.REQUIRES_ACTION,
 )  # fmt: skip
 EVERY_EVENT: Final = "*"
 

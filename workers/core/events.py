@@ -41,6 +41,8 @@ class EventType(StrEnum):
     AUTHORIZATION_REQUESTED = "payment.authorization_requested"
     PROCESSING = "payment.processing"
     REQUIRES_CAPTURE = "payment.requires_capture"
+    # The customer must act (3-D Secure) before the gateway can settle the payment.
+    REQUIRES_ACTION = "payment.requires_action"
     CAPTURE_REQUESTED = "payment.capture_requested"
     CANCEL_REQUESTED = "payment.cancel_requested"
     SUCCEEDED = "payment.succeeded"
@@ -78,11 +80,36 @@ class Succeeded(EventData):
     amount_captured: Amount | None = Field(default=None, gt=0, le=MAX_AMOUNT)
 
 
+_GATEWAY_ID = r"^[A-Za-z0-9_]{1,255}$"
+_GATEWAY_WORD = r"^[a-z0-9_]{1,64}$"
+
+
+class RedirectToUrl(EventData):
+    url: str = Field(pattern=r"^https://", max_length=2048)
+
+
 class RequiresCapture(EventData):
     """The gateway holds ``amount_capturable`` on the card until a capture, a void or expiry."""
 
     authorization_id: str = Field(min_length=1, max_length=255)
     amount_capturable: Amount = Field(gt=0, le=MAX_AMOUNT)
+
+
+class NextAction(EventData):
+    """What the customer must do, in Stripe's shape: its type and, for a redirect, where to.
+
+    Only these are kept: a ``use_stripe_sdk`` action's data is for Stripe.js and carries the
+    intent's client secret."""
+
+    type: str = Field(pattern=_GATEWAY_WORD)
+    redirect_to_url: RedirectToUrl | None = None
+
+
+class RequiresAction(EventData):
+    """The gateway holds the payment until the customer acts (``charge_id``: its id there)."""
+
+    charge_id: str = Field(pattern=_GATEWAY_ID)
+    next_action: NextAction
 
 
 class CaptureRequested(EventData):
@@ -100,7 +127,7 @@ class Canceled(EventData):
 
 
 # Why a payment failed. The card's reasons are those a gateway reports (a decline code the
-# list does not name is card_declined); the last two are FlowPay's own.
+# list does not name is card_declined); the last three are FlowPay's own.
 FailureReason = Literal[
     "card_declined",
     "insufficient_funds",
@@ -110,6 +137,8 @@ FailureReason = Literal[
     "invalid_expiry",
     "processing_error",
     "authentication_failed",
+    # The customer did not complete the action asked of them (3-D Secure) in time.
+    "action_expired",
     "gateway_timeout",
     "gateway_error",
 ]
@@ -149,8 +178,6 @@ GatewayEventType = Literal[
     "payout.paid",
     "payout.failed",
 ]
-_GATEWAY_ID = r"^[A-Za-z0-9_]{1,255}$"
-_GATEWAY_WORD = r"^[a-z0-9_]{1,64}$"
 
 
 class GatewayReported(EventData):
@@ -171,6 +198,7 @@ PAYLOADS: Final[dict[EventType, type[EventData]]] = {
     EventType.AUTHORIZATION_REQUESTED: Initiated,
     EventType.PROCESSING: Processing,
     EventType.REQUIRES_CAPTURE: RequiresCapture,
+    EventType.REQUIRES_ACTION: RequiresAction,
     EventType.CAPTURE_REQUESTED: CaptureRequested,
     EventType.CANCEL_REQUESTED: CancelRequested,
     EventType.SUCCEEDED: Succeeded,

@@ -21,20 +21,24 @@ from workers.core.events import (
     Failed,
     Initiated,
     Refunded,
+    RequiresAction,
     RequiresCapture,
     Succeeded,
 )
 from workers.core.status import CaptureMethod, PaymentStatus
 
 Status = PaymentStatus
+# Where a charge's outcome may still come from (a customer's action only delays it).
+_UNSETTLED: Final = (Status.INITIATED, Status.PROCESSING, Status.REQUIRES_ACTION)
 STATUS_ADVANCES: Final[dict[EventType, tuple[Status, tuple[Status, ...]]]] = {
     EventType.PROCESSING: (Status.PROCESSING, (Status.INITIATED,)),
+    EventType.REQUIRES_ACTION: (Status.REQUIRES_ACTION, (Status.INITIATED, Status.PROCESSING)),
     EventType.REQUIRES_CAPTURE: (Status.REQUIRES_CAPTURE, (Status.INITIATED, Status.PROCESSING)),
     # The API moves the payment as it takes the request; the event says the same, once more.
     EventType.CAPTURE_REQUESTED: (Status.PROCESSING, (Status.REQUIRES_CAPTURE,)),
     EventType.CANCEL_REQUESTED: (Status.PROCESSING, (Status.REQUIRES_CAPTURE,)),
-    EventType.SUCCEEDED: (Status.SUCCEEDED, (Status.INITIATED, Status.PROCESSING)),
-    EventType.FAILED: (Status.FAILED, (Status.INITIATED, Status.PROCESSING)),
+    EventType.SUCCEEDED: (Status.SUCCEEDED, _UNSETTLED),
+    EventType.FAILED: (Status.FAILED, _UNSETTLED),
     EventType.CANCELED: (
         Status.CANCELED,
         (Status.INITIATED, Status.PROCESSING, Status.REQUIRES_CAPTURE),
@@ -75,6 +79,7 @@ def initial(event: Event) -> dict[str, Any]:
         "refunded_amount": 0,
         "failure_reason": None,
         "cancellation_reason": None,
+        "next_action": None,
         "created_at": at,
         "updated_at": at,
     }
@@ -103,6 +108,13 @@ def received(payment: dict[str, Any]) -> int:
     return int(payment.get("amount_received") or payment["amount"])
 
 
+def next_action_of(data: object) -> dict[str, Any] | None:
+    """The payment's ``next_action`` after an event with payload ``data`` (Stripe's shape)."""
+    if isinstance(data, RequiresAction):
+        return data.next_action.model_dump(exclude_none=True)
+    return None
+
+
 def _authorized_again(payment: dict[str, Any], event: Event) -> bool:
     return event.type is EventType.REQUIRES_CAPTURE and int(payment.get("amount_capturable", 0)) > 0
 
@@ -110,7 +122,8 @@ def _authorized_again(payment: dict[str, Any], event: Event) -> bool:
 def _amounts(payment: dict[str, Any], event: Event) -> dict[str, Any]:
     """What the event sets besides the status."""
     data = event.data
-    changes: dict[str, Any] = {}
+    # Shown while the payment waits for the customer; gone once it moves on.
+    changes: dict[str, Any] = {"next_action": next_action_of(data)}
     if event.type in RELEASING:
         changes["amount_capturable"] = 0
     if isinstance(data, Failed):

@@ -16,6 +16,8 @@ class PaymentStatus(StrEnum):
 
     INITIATED = "initiated"
     PROCESSING = "processing"
+    # The customer must act (3-D Secure); the gateway's report, or the wait's end, settles it.
+    REQUIRES_ACTION = "requires_action"
     REQUIRES_CAPTURE = "requires_capture"
     SUCCEEDED = "succeeded"
     FAILED = "failed"

@@ -160,6 +160,7 @@ ROUTES: Final = register(
             EventType.AUTHORIZATION_REQUESTED: Ledger.post,
             EventType.PROCESSING: Ledger.post,
             EventType.REQUIRES_CAPTURE: Ledger.post,
+            EventType.REQUIRES_ACTION: Ledger.post,
             EventType.CAPTURE_REQUESTED: Ledger.post,
             EventType.CANCEL_REQUESTED: Ledger.post,
             EventType.SUCCEEDED: Ledger.post,

@@ -29,6 +29,7 @@ from workers.core.events import (
     Refunded,
     RefundFailed,
     RefundRequested,
+    RequiresAction,
     RequiresCapture,
     Succeeded,
 )
@@ -173,6 +174,7 @@ _ROW_FIELDS: Final[dict[type[EventData], tuple[str | None, str | None, str | Non
     Initiated: ("amount", None, "currency"),
     Processing: (None, None, None),
     RequiresCapture: ("amount_capturable", "authorization_id", None),
+    RequiresAction: (None, "charge_id", None),
     CaptureRequested: ("amount_to_capture", None, None),
     CancelRequested: (None, None, None),
     Succeeded: ("amount_captured", "charge_id", None),

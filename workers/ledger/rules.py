@@ -41,8 +41,9 @@ X = a late charge's amount)::
                               charge_reversal (posted): Dr suspense X / Cr refunds_paid X
                               (the two transfers net to zero: suspense ends at 0, and the
                               gateway owes nothing for a charge it already gave back)
-    payment.processing, payment.requires_capture, payment.capture_requested,
-    payment.cancel_requested, payment.refund_requested, payment.refund_failed
+    payment.processing, payment.requires_action, payment.requires_capture,
+    payment.capture_requested, payment.cancel_requested, payment.refund_requested,
+    payment.refund_failed, gateway.reported
                               nothing; the event is still recorded as applied
 
 An event the rules cannot apply (a payment never initiated, resolved twice, a refund above what
@@ -274,6 +275,9 @@ class StandardRules:
             case (
                 EventType.PROCESSING
                 | EventType.REQUIRES_CAPTURE
+                # The charge waits for the customer: its pending transfer stands until the
+                # outcome (payment.succeeded or payment.failed) resolves it.
+                | EventType.REQUIRES_ACTION
                 | EventType.CAPTURE_REQUESTED
                 | EventType.CANCEL_REQUESTED
                 | EventType.REFUND_REQUESTED

@@ -136,6 +136,8 @@ ROUTES: Final = register(
             # Progress inside the executor, and its own compensation of a late charge.
             EventType.PROCESSING: IGNORE,
             EventType.CHARGE_REVERSED: IGNORE,
+            # The charge waits for the customer: its outcome is the step's answer.
+            EventType.REQUIRES_ACTION: IGNORE,
             # A gateway's webhook: the executing service settles by it and answers as usual.
             EventType.GATEWAY_REPORTED: IGNORE,
         },

@@ -22,8 +22,18 @@ from opentelemetry.trace import Span
 
 from workers.core import correlation, tracing
 from workers.core.config import ProcessorSettings
-from workers.core.events import EventType, Failed, Processing, Succeeded
+from workers.core.events import (
+    EventData,
+    EventType,
+    Failed,
+    Processing,
+    RedirectToUrl,
+    RequiresAction,
+    Succeeded,
+)
+from workers.core.events import NextAction as ActionShown
 from workers.processor.gateway import (
+    AwaitingCustomer,
     Charged,
     ChargeOutcome,
     ChargeRequest,
@@ -31,6 +41,7 @@ from workers.processor.gateway import (
     Gateway,
     GatewayCharge,
     GatewayUnreachable,
+    Pending,
     Rejected,
     timed,
 )
@@ -50,6 +61,7 @@ log = logging.getLogger(__name__)
 
 SUCCEEDED = apply(State.PROCESSING, Move.SUCCEED)
 FAILED = apply(State.PROCESSING, Move.FAIL)
+REQUIRES_ACTION = apply(State.PROCESSING, Move.REQUIRE_ACTION)
 
 
 @dataclass(frozen=True)
@@ -136,13 +148,17 @@ class Charging:
         found = ",".join(f"{c.id}:{c.status}" for c in charges) or None
         return list(charges), Attempt("lookup", "found" if charges else "none", found, ms)
 
-    def _verdict(self, payment: Payment, outcome: ChargeOutcome) -> Settle | None:
-        """What a charge's answer settles; None when it is unknown."""
+    def _verdict(self, payment: Payment, outcome: ChargeOutcome) -> Settle | Defer | None:
+        """What a charge's answer settles (or defers); None when it is unknown."""
         match outcome:
             case Charged(charge_id):
                 return succeeded(payment, charge_id)
             case Declined(code):
                 return failed(payment, code)
+            case AwaitingCustomer():
+                return self.awaiting(payment, outcome)
+            case Pending(charge_id):
+                return self.pending(payment, charge_id)
             case Rejected(detail):
                 log.error("gateway refused the charge of %s: %s", payment.payment_id, detail)
                 return failed(payment, "gateway_error")
@@ -162,6 +178,30 @@ class Charging:
     def delay(self, payment: Payment) -> float:
         return recheck_after_s(self.config, payment.checks)
 
+    def awaiting(self, payment: Payment, outcome: AwaitingCustomer) -> Settle:
+        """processing -> requires_action: shown to the merchant with its next action, and
+        looked up on the re-check schedule until the gateway reports or the wait ends."""
+        action = outcome.next_action
+        redirect = None if action.redirect_url is None else RedirectToUrl(url=action.redirect_url)
+        shown = ActionShown(type=action.type, redirect_to_url=redirect)
+        row = _event(payment, EventType.REQUIRES_ACTION, RequiresAction(
+            charge_id=outcome.charge_id, next_action=shown))  # fmt: skip
+        first = min(self.config.recheck_first_s, self.config.requires_action_timeout_s)
+        check = datetime.now(UTC) + timedelta(seconds=first)
+        return Settle(REQUIRES_ACTION, outcome.charge_id, None, check, row)
+
+    def pending(self, payment: Payment, charge_id: str) -> Defer:
+        """The gateway holds the charge and settles it later: looked up (by its id) on the
+        re-check schedule ``processor.pending_max_checks`` times, then left to its webhook."""
+        if payment.checks >= self.config.pending_max_checks:
+            log.warning(
+                "payment %s still pending at the gateway after %d checks: left to its webhook",
+                payment.payment_id,
+                payment.checks,
+            )
+            return Defer(None, charge_id)
+        return Defer(self.delay(payment), charge_id)
+
     def watched_failure(self, payment: Payment) -> Settle:
         """No charge found by the deadline: failed, and watched for a late charge."""
         watch = datetime.now(UTC) + timedelta(seconds=self.config.recheck_first_s)
@@ -179,7 +219,7 @@ def failed(payment: Payment, reason: str, watch_until: datetime | None = None) -
     return Settle(FAILED, None, reason, watch_until, row)
 
 
-def _event(payment: Payment, kind: EventType, data: Succeeded | Failed) -> tuple[object, ...]:
+def _event(payment: Payment, kind: EventType, data: EventData) -> tuple[object, ...]:
     return event_row(payment.payment_id, payment.merchant_id, payment.correlation_id, kind, data)
 
 

@@ -51,6 +51,35 @@ class Declined:
 
 
 @dataclass(frozen=True)
+class NextAction:
+    """What the customer must do before the payment can go on, as merchants are shown it.
+
+    ``type`` is the gateway's (``redirect_to_url``, ``use_stripe_sdk``, ...); ``redirect_url``
+    is where to send the customer when it is a redirect. No secret is ever kept here.
+    """
+
+    type: str
+    redirect_url: str | None = None
+
+
+@dataclass(frozen=True)
+class AwaitingCustomer:
+    """The customer must act (3-D Secure): the payment waits for them (``requires_action``)."""
+
+    charge_id: str
+    next_action: NextAction
+
+
+@dataclass(frozen=True)
+class Pending:
+    """The gateway holds the payment but its outcome comes later (Stripe: ``processing``, or a
+    PaymentIntent that was never confirmed); a look-up or a webhook settles it."""
+
+    charge_id: str
+    status: str
+
+
+@dataclass(frozen=True)
 class Rejected:
     """The gateway refused the request itself (4xx): retrying the same request cannot help."""
 
@@ -84,7 +113,9 @@ class GatewayRefund:
     amount: int
 
 
-ChargeOutcome = Charged | Declined | Rejected | Unknown
+# A charge answered: settled (charged, declined), refused, waiting (for the customer, or for a
+# payment method that settles later), or unknown.
+ChargeOutcome = Charged | Declined | AwaitingCustomer | Pending | Rejected | Unknown
 RefundOutcome = RefundDone | Rejected | Unknown
 
 

@@ -44,16 +44,23 @@ ATTEMPTS = Counter(
     " (answered, timeout, lost_ack, connect_error, server_error, conflict).",
     ["request", "outcome"],
 )
+REPORTS = Counter(
+    "flowpay_gateway_reports",
+    "The gateway's reports (its webhooks) by type and what came of each (applied, stale,"
+    " duplicate, contradicted, unknown_payment, refunds_rechecked, nothing_to_recheck,"
+    " not_flowpays).",
+    ["type", "outcome"],
+)
 RECONCILER_BACKLOG = Gauge(
     "flowpay_reconciler_backlog",
-    "Payments the reconciler watches, by state (processing: outcome unknown;"
-    " failed: watched for a late charge).",
+    "Payments the reconciler watches, by state (processing: outcome unknown or pending at the"
+    " gateway; requires_action: waiting for the customer; failed: watched for a late charge).",
     ["state"],
 )
 RECONCILER_DUE = Gauge(
     "flowpay_reconciler_due", "Watched payments whose re-check is due now, by state.", ["state"]
 )
-WATCHED_STATES: Final = ("processing", "failed")
+WATCHED_STATES: Final = ("processing", "requires_action", "failed")
 REFUND_BACKLOG = Gauge(
     "flowpay_reconciler_refund_backlog",
     "Refunds whose outcome is unknown, left requested for the reconciler to re-check.",

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from workers.core.ids import derived_key
+
+# A charge answers these too, so they are at home in gateway; re-exported for the operations.
+from workers.processor.gateway import AwaitingCustomer as AwaitingCustomer
 from workers.processor.gateway import Charged, ChargeRequest, Declined, Gateway, Rejected, Unknown
+from workers.processor.gateway import NextAction as NextAction
+from workers.processor.gateway import Pending as Pending
 
 
 @dataclass(frozen=True)
@@ -22,35 +27,6 @@ class Authorized:
 
     charge_id: str
     amount_capturable: int
-
-
-@dataclass(frozen=True)
-class NextAction:
-    """What the customer must do before the payment can go on, as merchants are shown it.
-
-    ``type`` is the gateway's (``redirect_to_url``, ``use_stripe_sdk``, ...); ``redirect_url``
-    is where to send the customer when it is a redirect. No secret is ever kept here.
-    """
-
-    type: str
-    redirect_url: str | None = None
-
-
-@dataclass(frozen=True)
-class AwaitingCustomer:
-    """The customer must act (3-D Secure): the payment waits for them (``requires_action``)."""
-
-    charge_id: str
-    next_action: NextAction
-
-
-@dataclass(frozen=True)
-class Pending:
-    """The gateway holds the payment but its outcome comes later (Stripe: ``processing``, or a
-    PaymentIntent that was never confirmed); a look-up or a webhook settles it."""
-
-    charge_id: str
-    status: str
 
 
 @dataclass(frozen=True)

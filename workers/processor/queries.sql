@@ -52,24 +52,29 @@ SET state = %(state)s, charge_id = %(charge_id)s, failure_reason = %(failure_rea
 WHERE payment_id = %(payment_id)s AND state = 'processing';
 
 -- name: payments_settle
--- Many payments processing -> succeeded | failed, each once, in one statement; RETURNING the
--- ones it moved (their events are staged with them).
+-- Many payments from the state each was found in (processing, requires_action) to its new one
+-- (succeeded, failed, requires_action), each once, in one statement; RETURNING the ones it
+-- moved (their events are staged with them). settled_at: when it left processing (a
+-- requires_action payment's wait is measured from it).
 UPDATE processor.payments p
-SET state = v.state, charge_id = v.charge_id, failure_reason = v.failure_reason,
-    next_check_at = v.next_check_at, settled_at = now(), updated_at = now()
-FROM unnest(%(payment_ids)s::text[], %(states)s::text[], %(charge_ids)s::text[],
-            %(reasons)s::text[], %(next_checks)s::timestamptz[])
-     AS v(payment_id, state, charge_id, failure_reason, next_check_at)
-WHERE p.payment_id = v.payment_id AND p.state = 'processing'
+SET state = v.state, charge_id = coalesce(v.charge_id, p.charge_id),
+    failure_reason = v.failure_reason, next_check_at = v.next_check_at, settled_at = now(),
+    updated_at = now()
+FROM unnest(%(payment_ids)s::text[], %(from_states)s::text[], %(states)s::text[],
+            %(charge_ids)s::text[], %(reasons)s::text[], %(next_checks)s::timestamptz[])
+     AS v(payment_id, from_state, state, charge_id, failure_reason, next_check_at)
+WHERE p.payment_id = v.payment_id AND p.state = v.from_state
 RETURNING p.payment_id;
 
 -- name: payments_defer
--- Many payments whose outcome is unknown, to the reconciler, in one statement.
+-- Many payments not settled yet, to the reconciler, in one statement (a NULL delay: no more
+-- checks, the gateway's report settles it); the gateway's charge id kept once known.
 UPDATE processor.payments p
 SET next_check_at = now() + make_interval(secs => v.after_s), checks = p.checks + v.counted,
-    updated_at = now()
+    charge_id = coalesce(v.charge_id, p.charge_id), updated_at = now()
 FROM unnest(%(payment_ids)s::text[], %(states)s::text[], %(after_s)s::float8[],
-            %(counted)s::int[]) AS v(payment_id, state, after_s, counted)
+            %(charge_ids)s::text[], %(counted)s::int[])
+     AS v(payment_id, state, after_s, charge_id, counted)
 WHERE p.payment_id = v.payment_id AND p.state = v.state;
 
 -- name: payment_defer
@@ -123,6 +128,12 @@ SET next_check_at = now() + make_interval(secs => %(after_s)s), checks = checks 
     updated_at = now()
 WHERE refund_id = %(refund_id)s AND status = 'requested';
 
+-- name: refunds_recheck_now
+-- The gateway reported a refund of the payment: its refunds whose outcome is unknown (the
+-- reconciler's) are looked at on its next pass.
+UPDATE processor.refunds SET next_check_at = now(), updated_at = now()
+WHERE payment_id = %(payment_id)s AND status = 'requested' AND next_check_at > now();
+
 -- name: refunds_due
 -- Claims refunds whose check is due, with a lease so that one reconciler handles each.
 UPDATE processor.refunds r
@@ -170,8 +181,9 @@ SELECT kind, outcome, detail, duration_ms, created_at
 FROM processor.attempts WHERE payment_id = %(payment_id)s ORDER BY id;
 
 -- name: reconciler_backlog
--- For metrics: payments the reconciler watches (processing: outcome unknown; failed: a late
--- charge may still land), and how many of them are due now.
+-- For metrics: payments the reconciler watches (processing: outcome unknown or pending at the
+-- gateway; requires_action: waiting for the customer; failed: a late charge may still land),
+-- and how many of them are due now.
 SELECT state, count(*), count(*) FILTER (WHERE next_check_at <= now())
 FROM processor.payments
 WHERE next_check_at IS NOT NULL

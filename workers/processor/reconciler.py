@@ -6,7 +6,8 @@ is re-checked on a backoff schedule (charged again with the same key while young
 past the deadline with no charge found it fails with ``gateway_timeout``, and a charge that
 lands after that, within ``processor.late_charge_window_s``, is refunded and reported as
 ``payment.charge_reversed``. Refunds whose outcome is unknown are re-checked here too
-(``workers.processor.refunds``).
+(``workers.processor.refunds``), and payments the gateway holds unsettled, waiting for the
+customer or processing (``workers.processor.waits``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from workers.processor.schedule import watch_over
 from workers.processor.settlements import Defer, Settle
 from workers.processor.states import State
 from workers.processor.store import Payment
+from workers.processor.waits import Waits
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +35,10 @@ RECONCILE_BATCH: Final = 100
 
 
 class Reconciler:
-    def __init__(self, charging: Charging, refunds: Refunds) -> None:
+    def __init__(self, charging: Charging, refunds: Refunds, waits: Waits) -> None:
         self.charging = charging
         self.refunds = refunds
+        self.waits = waits
         self.store = charging.store
         self.gateway = charging.gateway
         self.config = charging.config
@@ -73,7 +76,11 @@ class Reconciler:
             await self._recheck_payment(payment)
 
     async def _recheck_payment(self, payment: Payment) -> None:
-        if payment.state == State.PROCESSING:
+        if payment.state == State.REQUIRES_ACTION or (
+            payment.state == State.PROCESSING and payment.charge_id is not None
+        ):
+            await self.waits.recheck(payment)  # the gateway holds the charge: look it up by id
+        elif payment.state == State.PROCESSING:
             await self._recheck_unknown(payment)
         elif payment.state == State.FAILED:
             await self._watch_for_late_charge(payment)

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 class Attempt:
     """One gateway call, as ``processor.attempts`` records it."""
 
-    kind: str  # charge | lookup | refund | reversal
+    kind: str  # charge | lookup | refund | reversal | cancel | report
     outcome: str
     detail: str | None
     duration_ms: int
@@ -49,7 +49,8 @@ def detail_of(outcome: object) -> str | None:
 
 @dataclass(frozen=True)
 class Settle:
-    """processing -> ``state``, with the event that says so (made under the payment's span)."""
+    """The payment's state -> ``state`` (a ``Settlement`` names the one it is in), with the
+    event that says so (made under the payment's span)."""
 
     state: State
     charge_id: str | None
@@ -60,9 +61,11 @@ class Settle:
 
 @dataclass(frozen=True)
 class Defer:
-    """The outcome is unknown: the reconciler checks again after ``after_s``."""
+    """Not settled yet: the reconciler checks again after ``after_s`` (None: it stops asking,
+    and the gateway's report settles it); ``charge_id``: the gateway's, once it is known."""
 
-    after_s: float
+    after_s: float | None
+    charge_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,12 @@
     initiated --start--> processing --succeed--> succeeded --refund_full--> refunded
                                     \\--fail----> failed     \\--refund_partial--> succeeded
 
+A payment the customer must authenticate (3-D Secure) waits for them; the gateway's report
+(``gateway.reported``) or the end of the wait (``processor.requires_action_timeout_s``) settles it::
+
+    processing --require_action--> requires_action --succeed--> succeeded
+                                                  \\--fail----> failed
+
 Manual capture (the orchestrator's commands, ``workers.processor.captures``)::
 
     initiated --authorize--> requires_capture --capture--> succeeded
@@ -24,6 +30,7 @@ from workers.core.errors import FlowPayError
 class State(StrEnum):
     INITIATED = "initiated"
     PROCESSING = "processing"
+    REQUIRES_ACTION = "requires_action"
     REQUIRES_CAPTURE = "requires_capture"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -33,6 +40,7 @@ class State(StrEnum):
 
 class Move(StrEnum):
     START = "start"
+    REQUIRE_ACTION = "require_action"
     SUCCEED = "succeed"
     FAIL = "fail"
     REFUND_PARTIAL = "refund_partial"
@@ -48,6 +56,9 @@ TRANSITIONS: Final[dict[tuple[State, Move], State]] = {
     (State.INITIATED, Move.START): State.PROCESSING,
     (State.PROCESSING, Move.SUCCEED): State.SUCCEEDED,
     (State.PROCESSING, Move.FAIL): State.FAILED,
+    (State.PROCESSING, Move.REQUIRE_ACTION): State.REQUIRES_ACTION,
+    (State.REQUIRES_ACTION, Move.SUCCEED): State.SUCCEEDED,
+    (State.REQUIRES_ACTION, Move.FAIL): State.FAILED,
     (State.SUCCEEDED, Move.REFUND_PARTIAL): State.SUCCEEDED,
     (State.SUCCEEDED, Move.REFUND_FULL): State.REFUNDED,
     (State.INITIATED, Move.AUTHORIZE): State.REQUIRES_CAPTURE,
@@ -71,6 +82,11 @@ def apply(state: State, move: Move) -> State:
         return TRANSITIONS[(state, move)]
     except KeyError:
         raise InvalidTransition(state, move) from None
+
+
+def reaches(state: State, to: State) -> bool:
+    """Whether one move of the table takes a payment from ``state`` to ``to``."""
+    return any(start is state and end is to for (start, _move), end in TRANSITIONS.items())
 
 
 def refund_move(amount: int, refunded: int, refund: int) -> Move:

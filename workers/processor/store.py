@@ -28,7 +28,7 @@ from workers.core.events import (
 from workers.core.outbox import OutboxRow, outbox_row, stage_rows
 from workers.core.sql import load_queries
 from workers.processor.settlements import Attempt, Defer, Settle, Settlement, detail_of
-from workers.processor.states import Move, State, apply, refund_move
+from workers.processor.states import Move, State, apply, reaches, refund_move
 
 Q = load_queries("workers.processor")
 SOURCE: Final = "flowpay/processor"
@@ -178,6 +178,12 @@ class ProcessorStore:
         async with self.pool.connection() as conn:
             cursor = await conn.execute(Q[query], {"limit": limit, "lease_s": lease_s})
             return [str(row[0]) for row in await cursor.fetchall()]
+
+    async def recheck_refunds_now(self, payment_id: str) -> int:
+        """Have the reconciler look at the payment's unknown refunds now; how many."""
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(Q["refunds_recheck_now"], {"payment_id": payment_id})
+            return int(cursor.rowcount)
 
     async def release(self, payment_id: str) -> None:
         async with self.pool.connection() as conn:
@@ -402,14 +408,19 @@ async def _insert_attempts(conn: AsyncConnection[Any], made: list[tuple[str, Att
 
 
 async def _settle(conn: AsyncConnection[Any], settles: list[Settlement]) -> set[str]:
-    """processing -> each one's state, once; their events staged for those it moved."""
+    """Each from the state it is in to its verdict's, once; their events staged for those it
+    moved."""
     if not settles:
         return set()
     verdicts = [s.verdict for s in settles if isinstance(s.verdict, Settle)]
+    for settlement, verdict in zip(settles, verdicts, strict=True):
+        if not reaches(settlement.state, verdict.state):
+            raise ValueError(f"no move takes a payment from {settlement.state} to {verdict.state}")
     cursor = await conn.execute(
         Q["payments_settle"],
         {
             "payment_ids": [s.payment_id for s in settles],
+            "from_states": [s.state.value for s in settles],
             "states": [v.state.value for v in verdicts],
             "charge_ids": [v.charge_id for v in verdicts],
             "reasons": [v.reason for v in verdicts],
@@ -431,6 +442,7 @@ async def _defer(conn: AsyncConnection[Any], defers: list[Settlement]) -> None:
             "payment_ids": [s.payment_id for s in defers],
             "states": [s.state.value for s in defers],
             "after_s": [s.verdict.after_s for s in defers if isinstance(s.verdict, Defer)],
+            "charge_ids": [s.verdict.charge_id for s in defers if isinstance(s.verdict, Defer)],
             "counted": [1] * len(defers),
         },
     )

@@ -23,9 +23,11 @@ from workers.processor.charging import Charging, gather_all
 from workers.processor.gateways import make_gateway
 from workers.processor.reconciler import Reconciler
 from workers.processor.refunds import Refunds
+from workers.processor.reports import Reports
 from workers.processor.service import ROLE, Processor
 from workers.processor.settlements import Settler
 from workers.processor.store import ProcessorStore
+from workers.processor.waits import Waits
 
 # Poll batches in hand at once. Each is charged at once (up to processor.max_in_flight gateway
 # calls over all of them), and settles as its answers come back; more batches at once keep the
@@ -45,9 +47,11 @@ ROUTES: Final = register(
             EventType.REFUNDED: IGNORE,
             EventType.REFUND_FAILED: IGNORE,
             EventType.CHARGE_REVERSED: IGNORE,
-            # A gateway's own report (its webhook, through the API): the ledger records it;
-            # the processor does not act on it yet.
-            EventType.GATEWAY_REPORTED: IGNORE,
+            # A gateway's own report (its webhook, through the API): settles a payment that
+            # waits on the gateway.
+            EventType.GATEWAY_REPORTED: Processor.reported,
+            # Its own, as the others: the wait's end is the reconciler's (waits).
+            EventType.REQUIRES_ACTION: IGNORE,
             # Manual capture: the processor's work comes as the orchestrator's commands
             # (COMMAND_ROUTES); these events are the API's and its own answers.
             EventType.AUTHORIZATION_REQUESTED: IGNORE,
@@ -122,11 +126,12 @@ async def run(settings: Settings, stop: threading.Event) -> None:
     store = ProcessorStore(pool)
     charging = Charging(settings.processor, store, gateway, Settler(store))
     refunds = Refunds(settings, store, gateway)
+    waits = Waits(charging, gateway)
     reconciler_stop = asyncio.Event()
-    reconciler = asyncio.create_task(Reconciler(charging, refunds).run(reconciler_stop))
+    reconciler = asyncio.create_task(Reconciler(charging, refunds, waits).run(reconciler_stop))
     try:
         engines = (
-            Engine(settings, subscriber(Processor(charging, refunds))),
+            Engine(settings, subscriber(Processor(charging, refunds, Reports(charging)))),
             Engine(settings, command_subscriber(settings, Captures(store, gateway))),
         )
         await gather_all(_until_one_fails(engine, stop) for engine in engines)

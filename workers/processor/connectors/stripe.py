@@ -125,19 +125,15 @@ class StripeGateway:
         )
 
     async def charge(self, request: ChargeRequest) -> ChargeOutcome:
-        """``authorize`` as today's processor takes it: a payment that is not yet settled at
-        Stripe (waiting for the customer, processing, held) is unknown, so it is looked up
-        on the reconciler's schedule, never failed."""
+        """``authorize`` as an automatic charge: waiting for the customer (3-D Secure) and
+        processing (a payment method that settles later) are answered as such; a hold or a
+        cancel, which an automatic charge should not meet, is unknown (looked up later)."""
         outcome = await self.authorize(request)
         match outcome:
-            case Charged() | Declined() | Rejected() | Unknown():
+            case Charged() | Declined() | AwaitingCustomer() | Pending() | Rejected() | Unknown():
                 return outcome
-            case AwaitingCustomer():
-                return Unknown("requires_action")
             case Authorized():
                 return Unknown("requires_capture")
-            case Pending(status=status):
-                return Unknown(status)
             case Canceled():
                 return Unknown("canceled")
 

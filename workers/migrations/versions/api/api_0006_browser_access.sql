@@ -1,4 +1,4 @@
--- api 0005: browsers follow a payment's status (issue 16, client secrets and CORS).
+-- api 0006: browsers follow a payment's status (issue 16, client secrets and CORS).
 
 -- The origins (scheme://host[:port]) whose pages may use a client secret of the merchant's
 -- payments (CORS); none by default.

@@ -2,8 +2,8 @@
 
 from workers.migrations.steps import run_sql_file
 
-revision = "api_0005"
-down_revision = "api_0004"
+revision = "api_0006"
+down_revision = "api_0005"
 branch_labels = None
 depends_on = None
 

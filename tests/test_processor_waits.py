@@ -1,0 +1,94 @@
+"""What the processor makes of a charge the gateway holds unsettled (waiting for the customer, or
+processing) and of the gateway's reports: pure rules, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from workers.core.config import ProcessorSettings
+from workers.processor.charging import Charging
+from workers.processor.gateway import AwaitingCustomer, Charged, Declined, NextAction, Pending
+from workers.processor.operations import Canceled, GatewayPayment
+from workers.processor.reports import reason_of
+from workers.processor.settlements import Defer, Settle, Settler
+from workers.processor.states import State
+from workers.processor.store import Payment
+from workers.processor.waits import Expire, Waits
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+CONFIG = ProcessorSettings(
+    recheck_first_s=60, recheck_max_s=3600, requires_action_timeout_s=3600, pending_max_checks=3
+)
+WAITING = Payment(
+    "pay_1", "mer_1", 1999, "USD", "pm_card_threeDSecure2Required", "corr_1",
+    state=State.REQUIRES_ACTION.value, charge_id="pi_1", failure_reason=None, refunded_amount=0,
+    next_check_at=NOW, checks=0, reversed_charge_id=None, created_at=NOW, updated_at=NOW,
+    settled_at=NOW,
+)  # fmt: skip
+
+
+def waits() -> Waits:
+    # The verdicts read the settings alone: no store, gateway or settler is ever reached.
+    nothing: Any = None
+    return Waits(Charging(CONFIG, nothing, nothing, Settler(nothing)), nothing)
+
+
+def found(outcome: Any) -> GatewayPayment:
+    return GatewayPayment("pi_1", outcome, 1999, 0)
+
+
+STILL_WAITING = found(AwaitingCustomer("pi_1", NextAction("use_stripe_sdk")))
+
+
+def test_a_customer_still_away_is_asked_again_within_the_wait() -> None:
+    verdict = waits().verdict(WAITING, STILL_WAITING, NOW + timedelta(seconds=3570))
+    assert verdict == Defer(pytest.approx(30.0))  # never past the wait's end
+
+
+def test_a_wait_that_is_over_expires() -> None:
+    verdict = waits().verdict(WAITING, STILL_WAITING, NOW + timedelta(seconds=3601))
+    assert verdict == Expire()
+
+
+@pytest.mark.parametrize(
+    ("outcome", "state", "reason"),
+    [
+        (Charged("pi_1"), State.SUCCEEDED, None),
+        (Declined("authentication_failed"), State.FAILED, "authentication_failed"),
+        (Canceled("pi_1"), State.FAILED, "action_expired"),
+    ],
+)
+def test_what_the_gateway_holds_settles_a_waiting_payment(
+    outcome: Any, state: State, reason: str | None
+) -> None:
+    verdict = waits().verdict(WAITING, found(outcome), NOW)
+    assert isinstance(verdict, Settle)
+    assert (verdict.state, verdict.reason) == (state, reason)
+
+
+def test_a_charge_processing_at_the_gateway_is_asked_a_bounded_number_of_times() -> None:
+    processing = replace(WAITING, state=State.PROCESSING.value)
+    pending = found(Pending("pi_1", "processing"))
+    asked = waits().verdict(replace(processing, checks=2), pending, NOW)
+    assert asked == Defer(240.0, "pi_1")
+    left = waits().verdict(replace(processing, checks=3), pending, NOW)
+    assert left == Defer(None, "pi_1")  # no more checks: the webhook settles it
+
+
+def test_a_processing_charge_that_turns_to_the_customer_waits_for_them() -> None:
+    processing = replace(WAITING, state=State.PROCESSING.value)
+    verdict = waits().verdict(processing, STILL_WAITING, NOW)
+    assert isinstance(verdict, Settle)
+    assert verdict.state == State.REQUIRES_ACTION
+
+
+@pytest.mark.parametrize(
+    ("reported", "reason"),
+    [("insufficient_funds", "insufficient_funds"), ("lost_card", "card_declined"), (None, "card_declined")],
+)  # fmt: skip
+def test_a_reported_failure_is_one_of_flowpays_reasons(reported: str | None, reason: str) -> None:
+    assert reason_of(reported) == reason
