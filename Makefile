@@ -13,7 +13,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # Only the Python given: never a download of one.
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test chaos install lock lock-upgrade infra lint down status clean stripe-mock
+.PHONY: run test chaos install lock lock-upgrade infra lint down status clean stripe-mock browser
 
 run: infra  ## install, start the whole local stack, print where everything is, send a demo payment
 	$(FLOWPAY) dev up
@@ -21,7 +21,7 @@ run: infra  ## install, start the whole local stack, print where everything is, 
 	$(FLOWPAY) status $$($(BIN)/python -c "import json; print(json.load(open('.flowpay/demo-payment.json'))['id'])")
 	$(FLOWPAY) dev webhooks --wait 30 --payment $$($(BIN)/python -c "import json; print(json.load(open('.flowpay/demo-payment.json'))['id'])")
 
-test: infra lint stripe-mock  ## install, start PostgreSQL and Kafka, run the whole suite
+test: infra lint stripe-mock browser  ## install, start PostgreSQL and Kafka, run the whole suite
 	$(BIN)/pytest
 	$(BIN)/pytest -m 'chaos or serial' -n 0
 
@@ -57,6 +57,10 @@ stripe-mock: install
 .PHONY: bench
 bench: infra  ## every benchmark of issue 7 (under 15 min): tables, bench/results/, docs/performance.md
 	$(BIN)/python -m bench
+
+# Debian's Chromium and its chromedriver, for the real-browser tests: apt-get as root, once.
+browser: install
+	$(BIN)/python -m tests.helpers.browser
 
 lint: install
 	$(BIN)/ruff check .

@@ -16,7 +16,10 @@ CREATE SCHEMA IF NOT EXISTS notifier;
 CREATE TABLE IF NOT EXISTS api.merchants (
     id          text        PRIMARY KEY CHECK (id ~ '^mer_[A-Za-z0-9]+$'),
     name        text        NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    -- The origins (scheme://host[:port]) whose pages may use a client secret of the merchant's
+    -- payments (CORS); none by default.
+    allowed_origins text[]  NOT NULL DEFAULT '{}'
 );
 
 -- API keys are stored only as SHA-256 hashes; the key itself is shown once at creation.
@@ -62,7 +65,10 @@ CREATE TABLE IF NOT EXISTS api.payments (
                                 CHECK (cancellation_reason IN ('duplicate', 'fraudulent',
                                        'requested_by_customer', 'abandoned', 'expired')),
     -- While requires_action: what the customer must do (Stripe's shape: type, redirect_to_url).
-    next_action     jsonb
+    next_action     jsonb,
+    -- What lets a browser read this one payment (<id>_secret_<random>); shown to the merchant,
+    -- so kept as it is and compared in constant time. Payments made before it have none.
+    client_secret   text
 );
 -- GET /v1/payments pages a merchant's payments newest first by id (ids sort by creation time):
 -- this index gives each page in that order, so no page sorts or filters the merchant's whole

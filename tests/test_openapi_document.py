@@ -32,9 +32,14 @@ OPERATION_IDS = {
     ("post", "/v1/payments/{payment_id}/refunds"): "createRefund",
     ("get", "/v1/payments/{payment_id}/events"): "streamPaymentEvents",
     ("get", "/v1/events/stream"): "streamEvents",
+    ("options", "/v1/payments/{payment_id}"): "preflightPayment",
+    ("options", "/v1/payments/{payment_id}/events"): "preflightPaymentEvents",
     ("get", "/healthz"): "getHealth",
     ("get", "/readyz"): "getReadiness",
 }
+
+
+BROWSER_OPERATIONS = {"getPayment", "streamPaymentEvents"}
 
 
 @pytest.fixture(scope="module")
@@ -96,12 +101,19 @@ def test_every_error_answer_is_the_envelope_with_an_example_of_each_code(
 def test_every_merchant_operation_documents_the_codes_they_all_share(
     document: dict[str, Any],
 ) -> None:
-    merchant = [op for _, path, op in operations(document) if path.startswith("/v1/")]
+    # A browser's CORS preflight carries no key: it is answered by the page's origin.
+    merchant = [
+        op for method, path, op in operations(document)
+        if path.startswith("/v1/") and method != "options"
+    ]  # fmt: skip
     assert {op["operationId"] for op in merchant} >= {
-        i for (_, path), i in OPERATION_IDS.items() if path.startswith("/v1/")
-    }
+        i for (method, path), i in OPERATION_IDS.items()
+        if path.startswith("/v1/") and method != "options"
+    }  # fmt: skip
     for op in merchant:
-        assert op["security"] == [{"apiKey": []}]
+        # What a payment's client secret opens may be asked without a key.
+        browser = op["operationId"] in BROWSER_OPERATIONS
+        assert op["security"] == [{"apiKey": []}, *([{}] if browser else [])]
         answers = op["responses"]
         for code in (*MERCHANT_ERRORS, CODES["internal_error"]):
             assert code.code in documented_codes(answers[str(code.status)]), op["operationId"]
@@ -143,7 +155,12 @@ def test_the_event_stream_documents_its_frames_and_its_stream_cap(
     [text, event] = stream["anyOf"]
     assert text["type"] == "string"
     frame = document["components"]["schemas"][event["$ref"].rsplit("/", 1)[1]]
-    assert frame["properties"]["data"]["contentSchema"] == {"$ref": "#/components/schemas/Payment"}
+    assert frame["properties"]["data"]["contentSchema"] == {
+        "anyOf": [
+            {"$ref": "#/components/schemas/Payment"},
+            {"$ref": "#/components/schemas/PaymentView"},
+        ]
+    }
     assert frame["properties"]["data"]["contentMediaType"] == "application/json"
     assert frame["properties"]["id"]["pattern"] == "^[1-9][0-9]{0,8}$"
     assert {"rate_limited", "too_many_streams"} <= documented_codes(op["responses"]["429"])
@@ -195,3 +212,25 @@ def test_body_bounds_are_written_as_json_schema_says_them(document: dict[str, An
             assert not {"ge", "le", "gt", "lt"} & set(field), (model.__name__, name, field)
     amount = document["components"]["schemas"]["PaymentCreate"]["properties"]["amount"]
     assert (amount["minimum"], amount["type"]) == (1, "integer")
+
+
+def test_what_a_client_secret_opens_is_documented_with_its_refusals(
+    document: dict[str, Any],
+) -> None:
+    for method, _path, op in operations(document):
+        opens = op["operationId"] in BROWSER_OPERATIONS
+        params = {p["name"] for p in op.get("parameters", [])}
+        assert ("client_secret" in params) == (opens or method == "options"), op["operationId"]
+        if opens or method == "options":
+            assert "client_secret_invalid" in documented_codes(op["responses"]["401"])
+            assert "origin_not_allowed" in documented_codes(op["responses"]["403"])
+    read = document["paths"]["/v1/payments/{payment_id}"]["get"]["responses"]["200"]
+    view = document["components"]["schemas"]["PaymentView"]
+    assert read["content"]["application/json"]["schema"]["anyOf"][1] == {
+        "$ref": "#/components/schemas/PaymentView"
+    }
+    assert set(view["required"]) == {"id", "object", "status", "amount", "currency",
+                                     "failure_reason", "next_action"}  # fmt: skip
+    preflight = document["paths"]["/v1/payments/{payment_id}/events"]["options"]
+    assert preflight["security"] == []
+    assert "Access-Control-Allow-Origin" in preflight["responses"]["204"]["headers"]

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +13,7 @@ from typing import Any
 import psycopg
 
 from tests.conftest import flowpay
-from tests.helpers.flow import Flow, flow
+from tests.helpers.flow import Flow, flow, paused
 from tests.helpers.sse import Recording, record
 from workers.api.client import ApiClient
 from workers.api.merchants import create_merchant, list_keys, revoke_key
@@ -67,16 +64,6 @@ async def until(check: Callable[[], bool], what: str, timeout_s: float = 60) -> 
     while not check():
         assert time.monotonic() < deadline, f"never happened: {what}"
         await asyncio.sleep(0.05)
-
-
-@contextmanager
-def paused(process: subprocess.Popen[bytes]) -> Iterator[None]:
-    """A role stopped (SIGSTOP) for the block: its work waits for it, nothing is lost."""
-    process.send_signal(signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        process.send_signal(signal.SIGCONT)
 
 
 LISTENERS = (

@@ -17,7 +17,9 @@ from workers.core.logs import setup_logging
 from workers.core.sealing import keyring
 from workers.core.webhook_urls import check_webhook_url
 
-merchants_app = typer.Typer(help="Create and list merchants; issue and revoke their API keys.")
+merchants_app = typer.Typer(
+    help="Create and list merchants; issue and revoke their API keys; allow their origins."
+)
 
 
 def serve_api(
@@ -152,3 +154,50 @@ def merchants_keys(
         ["id", "prefix", "created", "revoked"],
         [(r.id, r.key_prefix, r.created_at, r.revoked_at) for r in rows],
     )
+
+
+MerchantId = Annotated[str, typer.Argument(help="The merchant (mer_...).")]
+
+
+@merchants_app.command("set-origins")
+def merchants_set_origins(
+    ctx: typer.Context,
+    merchant_id: MerchantId,
+    origins: Annotated[
+        list[str],
+        typer.Argument(help="scheme://host[:port] of each page allowed (replaces the list)."),
+    ],
+    as_json: Json = False,
+) -> None:
+    """Allow these origins' pages to use the merchant's client secrets (CORS); others refused."""
+    _origins(ctx, merchant_id, as_json, origins)
+
+
+@merchants_app.command("origins")
+def merchants_origins(ctx: typer.Context, merchant_id: MerchantId, as_json: Json = False) -> None:
+    """The origins whose pages may use the merchant's client secrets."""
+    _origins(ctx, merchant_id, as_json)
+
+
+@merchants_app.command("clear-origins")
+def merchants_clear_origins(
+    ctx: typer.Context, merchant_id: MerchantId, as_json: Json = False
+) -> None:
+    """Allow no origin: pages elsewhere can no longer use the merchant's client secrets."""
+    _origins(ctx, merchant_id, as_json, [])
+
+
+def _origins(
+    ctx: typer.Context, merchant_id: str, as_json: bool, new: list[str] | None = None
+) -> None:
+    """Show the merchant's allowed origins, after making them ``new`` if given."""
+    with connect(settings(ctx), "operator") as conn:
+        if new is None:
+            allowed = merchant_store.allowed_origins(conn, merchant_id)
+        else:
+            allowed = merchant_store.set_origins(conn, merchant_id, new)
+    if as_json:
+        print_json({"merchant_id": merchant_id, "allowed_origins": allowed})
+        return
+    rows = [(merchant_id, origin) for origin in allowed]
+    print_table("allowed origins", ["merchant", "origin"], rows)

@@ -7,6 +7,10 @@
   ``amount_too_large`` when the refund is more than the run left of its payment. (The
   configuration lets schemathesis' positive_data_acceptance take a 422 on POSTs, since no
   schema can say that a key is new or an amount still left; this check keeps the rest.)
+- ``created_resources_found``: what the run created is found by its creator until the run
+  deletes it. It stands in for schemathesis' ensure_resource_availability (excluded), which
+  takes a creation replayed with its key for a new resource: the answer is the first
+  creation's, whose resource the run may have deleted since, and its 404 then is right.
 - ``every_operation_succeeds``: each operation tested answered 2xx at least once, so a run
   that never reaches an operation's core (a refund of a succeeded payment, say) fails.
 """
@@ -127,6 +131,36 @@ class valid_post_refusals:  # a check is named by its class
             self.left[answer["id"]] = answer["amount"]
         elif answer["object"] == "refund" and answer["payment_id"] in self.left:
             self.left[answer["payment_id"]] -= answer["amount"]
+
+
+@schemathesis.check
+class created_resources_found:  # a check is named by its class
+    """No 404 to its creator for what the run created (a POST to a collection) and has not
+    deleted."""
+
+    def __init__(self) -> None:
+        self.creator: dict[str, str] = {}  # resource id -> the Authorization that created it
+        self.deleted: set[str] = set()
+        self.lock = threading.Lock()
+
+    def after_response(self, ctx: Any, response: Any, case: Any) -> None:
+        if not _targets_operation(case):
+            return
+        caller = response.request.headers.get("Authorization", "")
+        ids = {str(v) for v in (case.path_parameters or {}).values()}
+        ok, method = 200 <= response.status_code < 300, case.method.upper()
+        lost: list[str] = []
+        with self.lock:
+            if ok and method == "POST" and not ids:
+                answer = json.loads(response.content)
+                if isinstance(answer, dict) and isinstance(answer.get("id"), str):
+                    self.creator.setdefault(answer["id"], caller)
+            elif ok and method == "DELETE":
+                self.deleted |= ids
+            elif response.status_code == 404:
+                lost = [i for i in ids if self.creator.get(i) == caller and i not in self.deleted]
+        if lost:
+            raise AssertionError(f"{case.method} {case.path}: 404 for {', '.join(lost)}")
 
 
 @schemathesis.check

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -163,6 +164,16 @@ class Flow:
                 (payment_id.encode(),),
             ).fetchall()
         return [json.loads(bytes(r[0])) for r in rows]
+
+
+@contextmanager
+def paused(process: subprocess.Popen[bytes]) -> Iterator[None]:
+    """A role stopped (SIGSTOP) for the block: its work waits for it, nothing is lost."""
+    process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGCONT)
 
 
 @contextmanager

@@ -18,6 +18,8 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.exceptions import HTTPException
 
 from workers.api import (
+    browser_routes,
+    checkout_page,
     decisions,
     endpoint_routes,
     event_routes,
@@ -91,6 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stream.router(settings, feed))
     # Before /v1/events/{event_id}, which would take "stream" for an event id.
     app.include_router(event_stream.router(settings, feed))
+    app.include_router(browser_routes.router())
+    app.include_router(checkout_page.router())
     app.include_router(decisions.router(settings))
     app.include_router(endpoint_routes.router(settings))
     app.include_router(event_routes.router(settings))
@@ -151,10 +155,12 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
     @app.get(
         "/v1/payments/{payment_id}",
         **openapi.operation(
-            "getPayment", "Read a payment", tag="payments",
+            "getPayment", "Read a payment (with its client secret: a browser's reduced view)",
+            tag="payments", browser=True,
             errors=codes("resource_missing"),
             answers={"200": openapi.json_answer(
-                "The payment", "Payment",
+                "The payment (with client_secret: its PaymentView)", "Payment",
+                alternative="PaymentView",
                 links={
                     "StreamPaymentEvents": openapi.link(
                         "streamPaymentEvents", by_id, "Follow its status"
@@ -165,7 +171,13 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
             )},
         ),
     )  # fmt: skip
-    async def get_payment(request: Request, payment_id: openapi.PaymentId) -> Response:
+    async def get_payment(
+        request: Request,
+        payment_id: openapi.PaymentId,
+        client_secret: browser_routes.ClientSecret = None,
+    ) -> Response:
+        if client_secret is not None:
+            return await browser_routes.read_payment(request, payment_id, client_secret)
         services = services_of(request)
         merchant_id = await handling.merchant(request)
         payment = await payments.get_payment(services.pool, merchant_id, payment_id)

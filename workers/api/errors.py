@@ -115,6 +115,19 @@ CODES: Final = _codes(
         type=AUTHENTICATION,
     ),
     ErrorCode(
+        401,
+        "client_secret_invalid",
+        "The client secret is not this payment's (or there is no such payment).",
+        type=AUTHENTICATION,
+        param="client_secret",
+    ),
+    ErrorCode(
+        403,
+        "origin_not_allowed",
+        "The page's Origin is not one the merchant allowed to use client secrets.",
+        param="Origin",
+    ),
+    ErrorCode(
         404,
         "resource_missing",
         "No such payment: it does not exist, or it is another merchant's.",

@@ -13,12 +13,13 @@ TYPE_DESCRIPTION: Final = "`payment.succeeded`, `payment.refunded`, ..."
 def sse_frame(
     description: str,
     id_: dict[str, str],
-    schema: str,
+    schema: str | list[str],
     data_description: str,
     example: dict[str, str],
 ) -> dict[str, Any]:
     """The schema of one frame of a stream: its ``id`` (``id_``: pattern and description) and
-    its ``data``, JSON of the document's ``schema``."""
+    its ``data``, JSON of the document's ``schema`` (or of any one of several)."""
+    refs = [{"$ref": f"#/components/schemas/{name}"} for name in _listed(schema)]
     return {
         "type": "object",
         "description": description,
@@ -29,12 +30,16 @@ def sse_frame(
             "data": {
                 "type": "string",
                 "contentMediaType": "application/json",
-                "contentSchema": {"$ref": f"#/components/schemas/{schema}"},
+                "contentSchema": refs[0] if len(refs) == 1 else {"anyOf": refs},
                 "description": data_description,
             },
         },
         "examples": [example],
     }
+
+
+def _listed(schema: str | list[str]) -> list[str]:
+    return [schema] if isinstance(schema, str) else schema
 
 
 def event_stream(frame: str) -> dict[str, Any]:

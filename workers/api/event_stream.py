@@ -90,7 +90,7 @@ def router(settings: Settings, feed: ChangeFeed) -> APIRouter:
         cursor = await _start(services.pool, merchant_id, request.headers.get("last-event-id"))
         look = _looker(services.pool, cursor, like_pattern(type_))
         frames = _frames(feed, merchant_id, key_watch(services, request), look, heartbeat_s)
-        return counted(services, caller, frames)
+        return counted(services, caller.key, frames, {})
 
     return routes
 

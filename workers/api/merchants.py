@@ -1,4 +1,4 @@
-"""Merchants and their API keys, for the operator's CLI."""
+"""Merchants, their API keys and the origins they allow, for the operator's CLI."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from psycopg import Connection
 
 from workers.api.auth import key_hash, new_api_key
+from workers.api.origins import check_origins
 from workers.core.errors import NotFoundError
 from workers.core.ids import new_id
 from workers.core.sql import load_queries
@@ -95,3 +96,23 @@ def list_merchants(conn: Connection[Any]) -> list[MerchantRow]:
 
 def merchant_exists(conn: Connection[Any], merchant_id: str) -> bool:
     return conn.execute(Q["merchant_exists"], {"id": merchant_id}).fetchone() is not None
+
+
+def set_origins(conn: Connection[Any], merchant_id: str, origins: list[str]) -> list[str]:
+    """Make ``origins`` (checked, as browsers send them) all the merchant allows: the pages
+    that may use its payments' client secrets. An empty list allows none."""
+    checked = check_origins(origins)
+    with conn.transaction():
+        row = conn.execute(
+            Q["merchant_origins_set"], {"id": merchant_id, "origins": checked}
+        ).fetchone()
+    if row is None:
+        raise NotFoundError(f"no merchant {merchant_id}")
+    return list(row[0])
+
+
+def allowed_origins(conn: Connection[Any], merchant_id: str) -> list[str]:
+    row = conn.execute(Q["merchant_origins"], {"id": merchant_id}).fetchone()
+    if row is None:
+        raise NotFoundError(f"no merchant {merchant_id}")
+    return list(row[0])

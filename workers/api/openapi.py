@@ -26,6 +26,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from workers.api import endpoint_openapi, event_openapi, payout_openapi
+from workers.api.client_secrets import VIEW_FIELDS
 from workers.api.endpoint_schemas import (
     SecretRotation,
     WebhookEndpointCreate,
@@ -72,6 +73,10 @@ FlowPay's merchant API: create payments and refunds, read them, follow their sta
 - **Errors** come in one envelope, `{"error": {"type", "code", "param", "message"}}`: each
   operation lists the codes it can answer under each status, with an example of each.
 - **Live status**: `GET /v1/payments/{payment_id}/events` is a Server-Sent Events stream.
+- **Browsers**: a payment's `client_secret` (on its creation) lets your checkout page read
+  that one payment (`?client_secret=`, no key): its status, amount, currency, failure
+  reason and next action, and its event stream. Pages on other origins need the origin
+  allowed (CORS); `/checkout` is an example page.
 """
 TAGS: Final = [
     {"name": "payments", "description": "Payments: create, read, list, follow, capture, cancel"},
@@ -80,6 +85,7 @@ TAGS: Final = [
     {"name": "webhook_endpoints", "description": "Where your webhooks go, and their secrets"},
     {"name": "payouts", "description": "Your balance, and paying it out"},
     {"name": "health", "description": "For load balancers and orchestrators: no key needed"},
+    {"name": "checkout", "description": "An example page: a payment's live status in a browser"},
 ]
 
 PAYMENT_ID_EXAMPLE: Final = "pay_01JBZ3N6Q8X5V7T9R2M4K6H8F0"
@@ -192,8 +198,22 @@ PAYMENT: Final[dict[str, Any]] = {
         },
         "created_at": _MOMENT,
         "updated_at": _MOMENT,
+        "client_secret": {
+            **_NULLABLE_STRING,
+            "description": "Hand it to your checkout page: it lets a browser read this payment "
+            "alone (`?client_secret=`). Shown to you only (creation, `GET` and the stream with "
+            "your key); null for a payment made before client secrets",
+        },
     },
     "examples": [PAYMENT_EXAMPLE],
+}
+PAYMENT_VIEW: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "What a payment's client secret may read of it (a browser's view).",
+    "required": list(VIEW_FIELDS),
+    "additionalProperties": False,
+    "properties": {name: PAYMENT["properties"][name] for name in VIEW_FIELDS},
+    "examples": [{name: PAYMENT_EXAMPLE[name] for name in VIEW_FIELDS}],
 }
 NEXT_ACTION: Final[dict[str, Any]] = {
     "type": "object",
@@ -258,7 +278,9 @@ PAYMENT_EVENT: Final = event_openapi.sse_frame(
     {"pattern": "^[1-9][0-9]{0,8}$",
      "description": "The payment's version after the change (1: as created); "
      "send it back as Last-Event-ID to resume after it"},
-    "Payment", "The payment as `GET /v1/payments/{payment_id}` shows it",
+    ["Payment", "PaymentView"],
+    "The payment as `GET /v1/payments/{payment_id}` shows it to the stream's caller (with a "
+    "client secret: its PaymentView)",
     {"id": "3", "data": '{"id":"pay_01JBZ3N6Q8X5V7T9R2M4K6H8F0","...":"..."}'},
 )  # fmt: skip
 EVENT_STREAM: Final = event_openapi.event_stream("PaymentEvent")
@@ -282,6 +304,7 @@ SCHEMAS: Final = {
     "ErrorResponse": ERROR_RESPONSE,
     "Error": ERROR,
     "Payment": PAYMENT,
+    "PaymentView": PAYMENT_VIEW,
     "NextAction": NEXT_ACTION,
     "PaymentList": PAYMENT_LIST,
     "PaymentEvent": PAYMENT_EVENT,
@@ -333,12 +356,15 @@ def json_answer(
     *,
     headers: dict[str, Any] | None = None,
     links: dict[str, Any] | None = None,
+    alternative: str | None = None,
 ) -> dict[str, Any]:
-    """A success answer of one of the document's schemas, with X-Request-Id."""
+    """A success answer of one of the document's schemas (or of ``alternative``), with
+    X-Request-Id."""
+    body = ref(schema) if alternative is None else {"anyOf": [ref(schema), ref(alternative)]}
     answer: dict[str, Any] = {
         "description": description,
         "headers": {"X-Request-Id": REQUEST_ID, **(headers or {})},
-        "content": {"application/json": {"schema": ref(schema)}},
+        "content": {"application/json": {"schema": body}},
     }
     if links:
         answer["links"] = links
@@ -375,13 +401,15 @@ def operation(
     body: type[BaseModel] | None = None,
     body_bytes: int = 0,
     authenticated: bool = True,
+    browser: bool = False,
 ) -> dict[str, Any]:
     """FastAPI's route keyword arguments for an operation, as the document shows it.
 
     ``answers`` are its success answers by status; ``errors`` the codes it can answer beyond
     those every merchant route (``authenticated``) shares, and those of its ``body``;
     ``parameters`` those it reads from the request itself (FastAPI documents the others);
-    ``body_bytes`` the most its body may weigh (a limit no schema can state).
+    ``body_bytes`` the most its body may weigh (a limit no schema can state); ``browser``: a
+    payment's client secret may stand in for the key (``workers.api.client_secrets``).
     """
     declared = list(errors)
     extra: dict[str, Any] = {
@@ -390,6 +418,10 @@ def operation(
     }
     if authenticated:
         declared = [*MERCHANT_ERRORS, *declared]
+    if browser:
+        # The secret is a query parameter (EventSource sends no headers): no security scheme.
+        extra["security"].append({})
+        declared += codes("client_secret_invalid", "origin_not_allowed", "parameter_invalid")
     if body is not None:
         if body_bytes < 1:
             raise TypeError(f"{operation_id}: a body needs the most it may weigh (body_bytes)")

@@ -18,6 +18,7 @@ from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from workers.api.client_secrets import new_client_secret
 from workers.api.errors import ApiError, not_found
 from workers.api.idempotency import Answer, earlier_answer, in_use, lock_id
 from workers.api.schemas import PaymentCreate, RefundCreate
@@ -41,6 +42,11 @@ _COMPACT: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 def dumps(payload: Any) -> bytes:
     return _COMPACT.encode(payload).encode()
+
+
+def merchant_view(row: dict[str, Any]) -> dict[str, Any]:
+    """The payment as its merchant reads it: with the client secret to hand to its page."""
+    return {**payment_object(row), "client_secret": row["client_secret"]}
 
 
 def payment_object(row: dict[str, Any]) -> dict[str, Any]:
@@ -90,11 +96,12 @@ async def create_payment(
         correlation_id=correlation_id,
     )
     params = {**fields, "id": payment_id, "merchant_id": merchant_id, "created_at": now,
-              "capture_method": body.capture_method}  # fmt: skip
+              "capture_method": body.capture_method,
+              "client_secret": new_client_secret(payment_id)}  # fmt: skip
     row = {**params, "status": PaymentStatus.INITIATED, "refunded_amount": 0,
            "failure_reason": None, "updated_at": now, "amount_capturable": 0,
            "amount_received": 0, "cancellation_reason": None}  # fmt: skip
-    answer = Answer(202, dumps(payment_object(row)), f"/v1/payments/{payment_id}")
+    answer = Answer(202, dumps(merchant_view(row)), f"/v1/payments/{payment_id}")
     event_id, message_key, value, headers = outbox_row(event)
     try:
         async with pool.connection() as conn:
@@ -135,7 +142,7 @@ async def get_payment(
         names = [c.name for c in cursor.description or ()]
     if row is None:
         raise not_found("payment")
-    return payment_object(dict(zip(names, row, strict=True)))
+    return merchant_view(dict(zip(names, row, strict=True)))
 
 
 async def list_payments(

@@ -55,9 +55,10 @@ WITH lock AS MATERIALIZED (
 ), payment AS (
     INSERT INTO api.payments
         (id, merchant_id, amount, currency, payment_method, description, metadata, created_at,
-         updated_at, capture_method)
+         updated_at, capture_method, client_secret)
     SELECT %(id)s, %(merchant_id)s, %(amount)s, %(currency)s, %(payment_method)s,
-           %(description)s, %(metadata)s, %(created_at)s, %(created_at)s, %(capture_method)s
+           %(description)s, %(metadata)s, %(created_at)s, %(created_at)s, %(capture_method)s,
+           %(client_secret)s
     FROM fresh
     RETURNING id
 ), event AS (
@@ -77,7 +78,7 @@ FROM lock LEFT JOIN stored ON true;
 -- name: payment_get
 SELECT id, status, amount, currency, payment_method, description, metadata, refunded_amount,
        failure_reason, created_at, updated_at, capture_method, amount_capturable, amount_received,
-       cancellation_reason, next_action
+       cancellation_reason, next_action, client_secret
 FROM api.payments WHERE id = %(id)s AND merchant_id = %(merchant_id)s;
 
 -- name: payment_lock
@@ -196,7 +197,7 @@ SELECT version, status FROM api.payments WHERE id = %(id)s AND merchant_id = %(m
 SELECT c.version, p.id, c.status, p.amount, p.currency, p.payment_method, p.description,
        p.metadata, c.refunded_amount, c.failure_reason, p.created_at, c.updated_at,
        p.capture_method, c.amount_capturable, c.amount_received, c.cancellation_reason,
-       c.next_action
+       c.next_action, p.client_secret
 FROM api.payments p
 CROSS JOIN LATERAL (
     SELECT 1 AS version, %(created)s::text AS status, 0::bigint AS refunded_amount,
@@ -429,3 +430,17 @@ WHERE e.merchant_id = %(merchant_id)s AND (e.tx, e.seq) > (%(tx)s::xid8, %(seq)s
   AND e.type LIKE %(type)s
 ORDER BY e.tx, e.seq
 LIMIT %(limit)s;
+
+-- name: client_secret_access
+-- What a browser's client secret is checked against: the payment's own, and the origins its
+-- merchant allows.
+SELECT p.merchant_id, p.client_secret, m.allowed_origins
+FROM api.payments p JOIN api.merchants m ON m.id = p.merchant_id
+WHERE p.id = %(id)s;
+
+-- name: merchant_origins
+SELECT allowed_origins FROM api.merchants WHERE id = %(id)s;
+
+-- name: merchant_origins_set
+UPDATE api.merchants SET allowed_origins = %(origins)s WHERE id = %(id)s
+RETURNING allowed_origins;

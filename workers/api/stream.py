@@ -8,6 +8,9 @@ reconnecting; an N the payment has not reached is a conflict (409), not a malfor
 The key is checked again at each wake-up, so a stream ends within ``api.key_cache_s`` plus one
 heartbeat of its key being revoked.
 A key may hold at most ``api.max_streams_per_key`` streams open at once (``stream_quota.py``).
+A browser follows it with the payment's client secret instead of a key (``client_secrets.py``):
+the payment in its reduced view, with CORS headers for an allowed origin; the secret counts as
+a key of its own for the quota.
 
 Starlette's ``StreamingResponse`` rather than an SSE library: the route answers 404, 409, 400 or 204
 as ordinary responses before streaming, and Starlette already cancels the stream when the client
@@ -32,11 +35,11 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.types import Receive, Scope, Send
 
-from workers.api import openapi
-from workers.api.auth import Caller
+from workers.api import browser_routes, openapi
 from workers.api.change_feed import ChangeFeed
+from workers.api.client_secrets import browser_view
 from workers.api.errors import ApiError, codes, not_found, too_many_streams
-from workers.api.payments import check_lookable, dumps, payment_object
+from workers.api.payments import check_lookable, dumps, merchant_view, payment_object
 from workers.api.services import Services, services_of
 from workers.core.config import Settings
 from workers.core.db import database_url
@@ -94,7 +97,7 @@ def router(settings: Settings, feed: ChangeFeed) -> APIRouter:
         response_class=StreamingResponse,
         **openapi.operation(
             "streamPaymentEvents", "Follow a payment's status as Server-Sent Events",
-            tag="payments",
+            tag="payments", browser=True,
             parameters=[LAST_EVENT_ID_HEADER],
             errors=codes(
                 "last_event_id_invalid", "last_event_id_unknown", "resource_missing",
@@ -103,9 +106,16 @@ def router(settings: Settings, feed: ChangeFeed) -> APIRouter:
             answers={"200": _STREAM, "204": _NOTHING_MORE},
         ),
     )  # fmt: skip
-    async def payment_events(request: Request, payment_id: openapi.PaymentId) -> Response:
+    async def payment_events(
+        request: Request,
+        payment_id: openapi.PaymentId,
+        client_secret: browser_routes.ClientSecret = None,
+    ) -> Response:
         services = services_of(request)
-        caller = await services.auth.admit(request.headers.get("authorization"))
+        if client_secret is None:
+            caller = await _merchant(services, request)
+        else:
+            caller = await _browser(request, payment_id, client_secret)
         merchant_id = caller.merchant_id
         given = seen_version(request.headers.get("last-event-id"))
         version, status = await _head(services.pool, merchant_id, payment_id)
@@ -118,13 +128,42 @@ def router(settings: Settings, feed: ChangeFeed) -> APIRouter:
                 param="Last-Event-ID",
             )  # fmt: skip
         if seen == version and status in TERMINAL:
-            return Response(status_code=204)
-        current_merchant = key_watch(services, request)
-        return counted(services, caller, _frames(
-            services.pool, feed, current_merchant, payment_id, seen, heartbeat_s
-        ))  # fmt: skip
+            return Response(status_code=204, headers=caller.headers)
+        frames = _frames(services.pool, feed, caller, payment_id, seen, heartbeat_s)
+        return counted(services, caller.key, frames, caller.headers)
 
     return routes
+
+
+@dataclass(frozen=True)
+class StreamCaller:
+    """Who follows the stream: a merchant by its key, or a browser by the payment's secret."""
+
+    merchant_id: str
+    key: int  # its number in the shared tables (stream quota)
+    current_merchant: Callable[[], Awaitable[str | None]]  # None once it may no longer read
+    view: Callable[[dict[str, Any]], dict[str, Any]]  # what it sees of each change
+    headers: dict[str, str]  # its answers' own (CORS)
+
+
+async def _merchant(services: Services, request: Request) -> StreamCaller:
+    caller = await services.auth.admit(request.headers.get("authorization"))
+    watch = key_watch(services, request)
+    return StreamCaller(caller.merchant_id, caller.key, watch, merchant_view, {})
+
+
+async def _browser(request: Request, payment_id: str, secret: str) -> StreamCaller:
+    browser = await browser_routes.admit(request, payment_id, secret)
+
+    async def current_merchant() -> str | None:
+        return browser.merchant_id  # a client secret is good for its payment's life
+
+    def view(row: dict[str, Any]) -> dict[str, Any]:
+        return browser_view(payment_object(row))
+
+    return StreamCaller(
+        browser.merchant_id, browser.key, current_merchant, view, browser.cors_headers()
+    )
 
 
 def key_watch(services: Services, request: Request) -> Callable[[], Awaitable[str | None]]:
@@ -141,19 +180,25 @@ def key_watch(services: Services, request: Request) -> Callable[[], Awaitable[st
     return current_merchant
 
 
-def counted(services: Services, caller: Caller, frames: AsyncIterator[bytes]) -> CountedStream:
+def counted(
+    services: Services, key: int, frames: AsyncIterator[bytes], headers: dict[str, str]
+) -> CountedStream:
     """``frames`` as the answer, counted in the key's quota of open streams (429 when full)."""
-    if not services.streams.open(caller.key):
+    if not services.streams.open(key):
         raise too_many_streams(services.streams.per_key)
-    return CountedStream(frames, lambda: services.streams.close(caller.key))
+    return CountedStream(frames, lambda: services.streams.close(key), headers)
 
 
 class CountedStream(StreamingResponse):
     """An event stream that stays counted in its key's quota until it ends, however it ends
     (finished, client gone, server stopping): the response is always called once returned."""
 
-    def __init__(self, frames: AsyncIterator[bytes], closed: Callable[[], None]) -> None:
-        super().__init__(frames, media_type="text/event-stream", headers=STREAM_HEADERS)
+    def __init__(
+        self, frames: AsyncIterator[bytes], closed: Callable[[], None], headers: dict[str, str]
+    ) -> None:
+        super().__init__(
+            frames, media_type="text/event-stream", headers={**STREAM_HEADERS, **headers}
+        )
         self._closed = closed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -239,7 +284,7 @@ async def follow(
 async def _frames(
     pool: AsyncConnectionPool[Any],
     feed: ChangeFeed,
-    current_merchant: Callable[[], Awaitable[str | None]],
+    caller: StreamCaller,
     payment_id: str,
     seen: int,
     heartbeat_s: float,
@@ -248,7 +293,7 @@ async def _frames(
 
     async def look(merchant_id: str) -> Found:
         nonlocal seen
-        changes = await _changes(pool, merchant_id, payment_id, seen)
+        changes = await _changes(pool, merchant_id, payment_id, seen, caller.view)
         if not changes:
             return Found([])
         seen = changes[-1][0]
@@ -258,13 +303,17 @@ async def _frames(
     # Subscribed before the first read, so a change committed in between still wakes us.
     with feed.subscribe(payment_id) as changed:
         async for frame in follow(
-            changed, current_merchant, look, heartbeat_s, f"event stream of {payment_id}"
+            changed, caller.current_merchant, look, heartbeat_s, f"event stream of {payment_id}"
         ):
             yield frame
 
 
 async def _changes(
-    pool: AsyncConnectionPool[Any], merchant_id: str, payment_id: str, seen: int
+    pool: AsyncConnectionPool[Any],
+    merchant_id: str,
+    payment_id: str,
+    seen: int,
+    view: Callable[[dict[str, Any]], dict[str, Any]],
 ) -> list[tuple[int, dict[str, Any]]]:
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
         await cursor.execute(
@@ -277,4 +326,4 @@ async def _changes(
             },
         )
         rows = await cursor.fetchall()
-    return [(int(row["version"]), payment_object(row)) for row in rows]
+    return [(int(row["version"]), view(row)) for row in rows]

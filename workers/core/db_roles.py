@@ -89,6 +89,8 @@ def _operator() -> tuple[TableGrant, ...]:
         *read_everything,
         # `merchants create`, `create-key`, `revoke-key`.
         TableGrant("api.merchants", ("INSERT",)),
+        # `merchants set-origins` / `clear-origins`.
+        TableGrant("api.merchants", ("UPDATE",), columns=("allowed_origins",)),
         TableGrant("api.api_keys", ("INSERT",)),
         TableGrant("api.api_keys", ("UPDATE",), columns=("revoked_at",)),
         # The dev stack's demo endpoint, registered straight with the notifier (it writes a new,

@@ -26,6 +26,7 @@ from workers.core.config import Settings
 from workers.core.db import DEV_DATABASE, DEV_SUPERUSER, admin_url
 from workers.core.db_roles import create_roles, set_passwords
 from workers.core.errors import StackError
+from workers.devstack.apt import install_missing
 from workers.devstack.credentials import postgres_passwords
 from workers.devstack.paths import StackPaths
 from workers.devstack.procs import alive, read_pid, tail
@@ -81,23 +82,13 @@ def install(*, standby: bool = False) -> None:
             f"postgresql-{PG_MAJOR}-auto-failover": LIB_DIR / "pgautofailover.so",
             "pg-auto-failover-cli": Path(AUTOCTL),
         }
-    missing = [package for package, installed in wanted.items() if not installed.exists()]
-    if not missing:
-        return
-    if os.geteuid() != 0:
-        raise StackError(f"missing Debian packages: run 'apt-get install {' '.join(missing)}'")
-    log.info("installing %s with apt-get", " ".join(missing))
+    install_missing(wanted, before=_no_system_cluster)
+
+
+def _no_system_cluster() -> None:
     _CREATECLUSTER_CONF.parent.mkdir(parents=True, exist_ok=True)
     if not _CREATECLUSTER_CONF.exists():
         _CREATECLUSTER_CONF.write_text("create_main_cluster = false\n")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for argv in (
-        ["apt-get", "update", "-q"],
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
-    ):
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise StackError(f"{' '.join(argv)} failed: {done.stderr.strip()[-500:]}")
 
 
 def status(settings: Settings) -> PgStatus:

@@ -187,6 +187,8 @@ def endpoints(settings: Settings) -> dict[str, str]:
         "database_url": _redacted_url(settings),
         "kafka_bootstrap_servers": bootstrap_servers(settings),
         "api_url": api_url(settings),
+        # The example checkout page (workers/api/checkout_page.py), with what it needs to know.
+        "checkout_page_url": api_url(settings) + "/checkout#payment=<id>&client_secret=<secret>",
         "gateway_sim_url": gateway_sim_url(settings),
         "logs": str(StackPaths.of(settings).logs),
     }
