@@ -63,9 +63,9 @@ def stream(api: Api, payment_id: str, *, first_event: bool, **headers: str) -> h
     [
         ("OPTIONS", "/v1/payments", "GET, POST"),
         ("DELETE", "/v1/payments", "GET, POST"),
-        ("PUT", "/v1/payments/pay_x", "GET"),
+        ("PUT", "/v1/payments/pay_x", "GET, OPTIONS"),
         ("GET", "/v1/payments/pay_x/refunds", "POST"),
-        ("POST", "/v1/payments/pay_x/events", "GET"),
+        ("POST", "/v1/payments/pay_x/events", "GET, OPTIONS"),
         ("OPTIONS", "/healthz", "GET"),
     ],
 )
