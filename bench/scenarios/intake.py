@@ -45,6 +45,7 @@ BINDINGS = {
     "metadata": "'{}'::jsonb",
     "created_at": "now()",
     "capture_method": "'automatic'",
+    "client_secret": "('pay_' || :r::text || '_secret_' || md5(:r::text))",
     "status": "202",
     "value": "decode(:value, 'hex')",
     "headers": ":headers::jsonb",

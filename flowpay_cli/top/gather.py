@@ -24,8 +24,9 @@ from workers.notifier.metrics import delivery_counts
 from workers.outbox.metrics import Backlog, backlogs
 from workers.processor.metrics import Watched, reconciler_backlog
 
-# A busy role answers its scrape late (its metrics share the process): wait for it a while.
-SCRAPE_TIMEOUT_S: Final = 1.0
+# A busy role answers its scrape late (its metrics share the process; serve-api's sums every
+# server process's files): wait for it a while, or it shows as DOWN.
+SCRAPE_TIMEOUT_S: Final = 3.0
 # The role whose /metrics each port of [metrics] serves.
 ROLE_PORTS: Final = {
     "api": "api_port",

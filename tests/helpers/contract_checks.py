@@ -4,7 +4,8 @@
   operation documents under that status (the response's examples, one per code).
 - ``valid_post_refusals``: a schema-valid POST is refused 422 only for the state it met:
   ``idempotency_key_reused`` when the run had its key accepted with another request,
-  ``amount_too_large`` when the refund is more than the run left of its payment. (The
+  ``amount_too_large`` when the refund is more than the run left of its payment,
+  ``insufficient_balance`` when the payout is more than the refusal says is available. (The
   configuration lets schemathesis' positive_data_acceptance take a 422 on POSTs, since no
   schema can say that a key is new or an amount still left; this check keeps the rest.)
 - ``created_resources_found``: what the run created is found by its creator until the run
@@ -18,6 +19,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from typing import Any
 
@@ -103,12 +105,16 @@ class valid_post_refusals:  # a check is named by its class
                 return
             if response.status_code != 422 or not _is_positive(case):
                 return
-            unearned = self._unearned(_error(response)["code"], key, request, body, case)
+            error = _error(response)
+            unearned = self._unearned(error, key, request, body, case)
         if unearned:
             raise AssertionError(unearned)
 
-    def _unearned(self, code: str, key: str, request: str, body: Any, case: Any) -> str | None:
+    def _unearned(
+        self, error: dict[str, Any], key: str, request: str, body: Any, case: Any
+    ) -> str | None:
         """Why a 422 to a schema-valid request is not what the state the run left calls for."""
+        code, message = error["code"], str(error.get("message", ""))
         if code == "idempotency_key_reused":
             first = self.first.get(key)
             if first is None or first == request:
@@ -119,6 +125,14 @@ class valid_post_refusals:  # a check is named by its class
             amount = body.get("amount") if isinstance(body, dict) else None
             if left is None or amount is None or amount <= left:
                 return f"422 amount_too_large for {amount}, with {left} left to refund"
+            return None
+        if code == "insufficient_balance":
+            # The balance moves with the run's captures: the refusal's own figure, at its time.
+            said = re.match(r"amount: (\d+) ", message)
+            available = int(said[1]) if said else None
+            amount = body.get("amount") if isinstance(body, dict) else None
+            if available is None or amount is None or amount <= available:
+                return f"422 insufficient_balance for {amount}, with {available} available"
             return None
         return f"A schema-valid request was refused 422 {code}"
 
