@@ -69,6 +69,20 @@ def test_operation_ids_are_stable_readable_and_unique(document: dict[str, Any]) 
     assert {k: v for k, v in ids.items() if k in OPERATION_IDS} == OPERATION_IDS
 
 
+def test_every_link_names_parameters_its_target_takes(document: dict[str, Any]) -> None:
+    """A stateful run follows each link: one naming a parameter its target lacks is refused."""
+    by_id = {op["operationId"]: op for _, _, op in operations(document)}
+    wrong = [
+        f"{op['operationId']} -> {link['operationId']}: {name}"
+        for _, _, op in operations(document)
+        for answer in op.get("responses", {}).values()
+        for link in answer.get("links", {}).values()
+        for name in link.get("parameters", {})
+        if name not in {p["name"] for p in by_id[link["operationId"]].get("parameters", [])}
+    ]
+    assert wrong == []
+
+
 def test_every_schema_has_examples_it_accepts(document: dict[str, Any]) -> None:
     for name, schema in document["components"]["schemas"].items():
         assert schema.get("examples"), f"{name} has no examples"

@@ -34,7 +34,9 @@ def router(settings: Settings) -> APIRouter:
             answers={"202": openapi.json_answer(
                 "Accepted: the payout, pending (or, for a retry, as first answered)", "Payout",
                 headers={"Location": openapi.LOCATION, "Idempotent-Replayed": openapi.REPLAYED},
-                links={"GetPayout": openapi.link("getPayout", _BY_ID, "Read it")},
+                links={"GetPayout": openapi.link(
+                    "getPayout", _BY_ID, "Read it", parameter="payout_id"
+                )},
             )},
         ),
     )  # fmt: skip
