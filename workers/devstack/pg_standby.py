@@ -37,7 +37,6 @@ import psycopg
 from psycopg.rows import dict_row
 
 from workers.core.config import Settings
-from workers.core.db import DEV_SUPERUSER, dev_url
 from workers.core.errors import StackError
 from workers.devstack import postgres
 from workers.devstack.paths import StackPaths
@@ -190,9 +189,8 @@ def _settle(settings: Settings) -> list[NodeState]:
     _wait_state(settings, settled, say=lambda _now: _hurry_base_backup(settings))
     for node in nodes(settings):
         _set_partition_timeout(settings, node)
-    _wait_writable(settings, settings.dev.start_timeout_s)
-    lead = primary(status(settings))
-    postgres.ensure_database(settings, None if lead is None else lead.port)
+    lead = _wait_writable(settings, settings.dev.start_timeout_s)
+    postgres.ensure_database(settings, lead.port)
     return status(settings)
 
 
@@ -313,14 +311,26 @@ def _wait_state(
         time.sleep(0.5)
 
 
-def _wait_writable(settings: Settings, timeout_s: float) -> None:
-    """Until the multi-host URL reaches a server that takes writes, as every role's will."""
-    url = dev_url(settings, DEV_SUPERUSER, "postgres")
+def _wait_writable(settings: Settings, timeout_s: float) -> Server:
+    """The server that takes writes, once one does. Asked of the servers themselves: the
+    monitor's states of a pair just started again are those it last had."""
     deadline = time.monotonic() + timeout_s
-    while not _accepts(url):
+    while True:
+        for node in nodes(settings):
+            if _takes_writes(_node_url(node)):
+                return node
         if time.monotonic() > deadline:
             raise StackError(f"no PostgreSQL server took writes within {timeout_s:.0f}s")
         time.sleep(0.3)
+
+
+def _takes_writes(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    except psycopg.OperationalError:
+        return False
+    return row is not None and not row[0]
 
 
 def _hurry_base_backup(settings: Settings) -> None:
