@@ -224,10 +224,12 @@ def test_a_killed_primary_is_replaced_and_comes_back_as_the_standby(
         pg_standby.kill(stack.settings, lost.name)
         wait_for(lambda: _write(pool, table, 20), 90, "a write after the monitor promoted")
 
-    states = pg_standby.status(stack.settings)
-    promoted = pg_standby.primary(states)
-    assert promoted is not None
-    assert promoted.name != lost.name
+    # The promoted server takes writes a moment before the monitor records it as primary.
+    def promoted() -> bool:
+        now = pg_standby.primary(pg_standby.status(stack.settings))
+        return now is not None and now.name != lost.name
+
+    wait_for(promoted, 60, "the monitor to show the standby promoted")
     pg_standby.start(stack.settings, lost.name)
     pg_standby.wait_settled(stack.settings, 180)
     assert _rows(stack.settings, table) == set(range(21))
