@@ -193,14 +193,9 @@ def _install_routes(app: FastAPI, settings: Settings) -> None:
     )  # fmt: skip
     async def list_payments(
         request: Request,
-        limit: Annotated[int, Query(ge=1, le=100, description="Payments per page")] = 10,
+        limit: Annotated[int, openapi.page_limit("Payments")] = 10,
         starting_after: Annotated[
-            str | None,
-            Query(
-                max_length=255,
-                description="The last payment id of the previous page: the page after it",
-                examples=[openapi.PAYMENT_ID_EXAMPLE],
-            ),
+            str | None, openapi.starting_after("payment", openapi.PAYMENT_ID_EXAMPLE)
         ] = None,
         status: Annotated[
             str | None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from psycopg import AsyncConnection
 
 from workers.api import handling, openapi, webhook_endpoints
@@ -84,14 +84,9 @@ def router(settings: Settings) -> APIRouter:
     )  # fmt: skip
     async def list_endpoints(
         request: Request,
-        limit: Annotated[int, Query(ge=1, le=100, description="Endpoints per page")] = 10,
+        limit: Annotated[int, openapi.page_limit("Endpoints")] = 10,
         starting_after: Annotated[
-            str | None,
-            Query(
-                max_length=255,
-                description="The last endpoint id of the previous page: the page after it",
-                examples=[ENDPOINT_ID_EXAMPLE],
-            ),
+            str | None, openapi.starting_after("endpoint", ENDPOINT_ID_EXAMPLE)
         ] = None,
     ) -> Response:
         merchant_id = await handling.merchant(request)

@@ -49,14 +49,9 @@ def router(settings: Settings) -> APIRouter:
     )  # fmt: skip
     async def list_events(
         request: Request,
-        limit: Annotated[int, Query(ge=1, le=100, description="Events per page")] = 10,
+        limit: Annotated[int, openapi.page_limit("Events")] = 10,
         starting_after: Annotated[
-            str | None,
-            Query(
-                max_length=255,
-                description="The last event id of the previous page: the page after it",
-                examples=[EVENT_ID_EXAMPLE],
-            ),
+            str | None, openapi.starting_after("event", EVENT_ID_EXAMPLE)
         ] = None,
         type_: TypeFilter = None,
         created_gte: Annotated[

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Annotated, Any, Final
 
-from fastapi import FastAPI, Path
+from fastapi import FastAPI, Path, Query
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
@@ -369,6 +369,20 @@ def json_answer(
     if links:
         answer["links"] = links
     return answer
+
+
+def page_limit(things: str) -> Any:
+    """A list route's ``limit`` parameter (``things`` per page, 1 to 100)."""
+    return Query(ge=1, le=100, description=f"{things} per page")
+
+
+def starting_after(thing: str, example: str) -> Any:
+    """A list route's ``starting_after`` parameter: the last ``thing`` id of the page before."""
+    return Query(
+        max_length=255,
+        description=f"The last {thing} id of the previous page: the page after it",
+        examples=[example],
+    )
 
 
 def link(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from psycopg import AsyncConnection
 
 from workers.api import handling, openapi, payouts
@@ -70,14 +70,9 @@ def router(settings: Settings) -> APIRouter:
     )  # fmt: skip
     async def list_payouts(
         request: Request,
-        limit: Annotated[int, Query(ge=1, le=100, description="Payouts per page")] = 10,
+        limit: Annotated[int, openapi.page_limit("Payouts")] = 10,
         starting_after: Annotated[
-            str | None,
-            Query(
-                max_length=255,
-                description="The last payout id of the previous page: the page after it",
-                examples=[PAYOUT_EXAMPLE["id"]],
-            ),
+            str | None, openapi.starting_after("payout", PAYOUT_EXAMPLE["id"])
         ] = None,
     ) -> Response:
         merchant_id = await handling.merchant(request)
