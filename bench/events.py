@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator
 
+from workers.core import commands
 from workers.core.events import (
     Encoded,
     Event,
@@ -36,6 +37,27 @@ def initiated(payment: str, n: int = 0) -> Event:
 
 def initiated_many(count: int) -> list[Event]:
     return [initiated(payment_id(n), n) for n in range(count)]
+
+
+def charge_commands(count: int) -> list[Encoded]:
+    """The orchestrator's charge command for each of ``count`` new payments, encoded."""
+    encoded = []
+    for n, event in enumerate(initiated_many(count)):
+        data = event.payload(Initiated)
+        command = commands.new_command(
+            commands.CommandType.CHARGE,
+            command_id=uuid.uuid4(),
+            saga_id=f"saga_{event.payment_id}",
+            subject=event.payment_id,
+            merchant_id=MERCHANT,
+            data=commands.Charge(
+                amount=data.amount, currency=data.currency, payment_method=data.payment_method
+            ),
+            correlation_id=f"corr_bench{n}",
+            source=SOURCE,
+        )
+        encoded.append(commands.encode(command))
+    return encoded
 
 
 def lifecycles(count: int) -> Iterator[Event]:

@@ -1,8 +1,10 @@
-"""Bad messages on the payment topic: every worker dead-letters them and carries on; `flowpay dlq`."""
+"""Bad messages on the payment and command topics: every worker dead-letters them and carries
+on; `flowpay dlq`."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,21 +15,39 @@ from tests.conftest import env_for, flowpay
 from tests.helpers.kafka import committed_total, headers_of, produce_raw, read_topic
 from tests.helpers.servers import free_port, running
 from tests.helpers.waiting import wait_for
+from workers.core import commands
+from workers.core.commands import CommandType, Refund
 from workers.core.config import Settings
 from workers.core.events import EventType, RefundRequested, encode, new_event
 from workers.core.kafka import make_producer
-from workers.core.topics import topics
+from workers.core.topics import GROUP_PROCESSOR_COMMANDS, topics
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 FAST = {"FLOWPAY_WORKER__POLL_TIMEOUT_S": "0.1", "FLOWPAY_WORKER__MAX_ATTEMPTS": "2"}
-GROUPS = ("api", "processor", "notifier", "ledger")
+GROUPS = ("api", "processor", "notifier", "ledger", "orchestrator")
 
 
 def _bad_messages(settings: Settings) -> list[bytes]:
-    good = encode(_good_event()).value
-    unknown = good.replace(b"payment.refund_requested", b"payment.teleported")
+    return _spoiled(encode(_good_event()).value, b"payment.refund_requested", b"not an event")
+
+
+def _spoiled(good: bytes, type_: bytes, garbage: bytes) -> list[bytes]:
+    """Garbage, an unknown type and a missing field, made from a good message."""
+    unknown = good.replace(type_, b"payment.teleported")
     missing = json.dumps({k: v for k, v in json.loads(good).items() if k != "merchant_id"}).encode()
-    return [b"\x00\xffnot an event", unknown, missing]
+    return [b"\x00\xff" + garbage, unknown, missing]
+
+
+def _good_command() -> commands.Command:
+    return commands.new_command(
+        CommandType.REFUND,
+        command_id=uuid.uuid4(),
+        saga_id="saga_dlq",
+        subject="pay_dlq",
+        merchant_id="mer_dlq",
+        data=Refund(refund_id="re_dlq", amount=100),
+        correlation_id="corr_dlq",
+    )
 
 
 def _good_event(n: str = "") -> Any:
@@ -42,7 +62,8 @@ def _good_event(n: str = "") -> Any:
 
 @contextmanager
 def _every_consumer(settings: Settings) -> Iterator[None]:
-    """serve-api (the read model), run-processor, run-notifier and run-ledger, as processes."""
+    """serve-api (the read model), run-processor, run-notifier, run-ledger and
+    run-orchestrator, as processes."""
     env = {**env_for(settings), **FAST}
     port = free_port()
     with (
@@ -52,29 +73,31 @@ def _every_consumer(settings: Settings) -> Iterator[None]:
         running(["run-processor"], env),
         running(["run-notifier"], env),
         running(["run-ledger"], env),
+        running(["run-orchestrator"], env),
     ):
         yield
 
 
-def _handled_by_every_group(
-    settings: Settings, db: Conn, event_ids: list[str], refund_ids: list[str], sent: int
-) -> bool:
-    # The notifier passes over refund requests (no webhook), and what the read model does with
-    # one is no row of its own: having committed past every message is what they show.
-    for group in ("api", "notifier"):
+def _handled_by_every_group(settings: Settings, db: Conn, event_ids: list[str], sent: int) -> bool:
+    # The notifier and the processor pass over refund requests (no webhook; the processor waits
+    # for the orchestrator's command), and what the read model does with one is no row of its
+    # own: having committed past every message is what they show.
+    for group in ("api", "notifier", "processor"):
         if committed_total(settings, group, topics(settings).payments) < sent:
             return False
     counts = [
         db.execute(
-            "SELECT count(*) FROM processor.refunds WHERE refund_id = ANY(%s)"
-            " AND failure_reason IS NOT NULL",
-            (refund_ids,),
-        ).fetchone(),
-        db.execute(
-            "SELECT count(*) FROM ledger.events WHERE event_id::text = ANY(%s)", (event_ids,)
-        ).fetchone(),
+            f"SELECT count(*) FROM {schema}.events WHERE event_id::text = ANY(%s)", (event_ids,)
+        ).fetchone()
+        for schema in ("ledger", "orchestrator")
     ]
     return all(c == (len(event_ids),) for c in counts)
+
+
+def _refused(db: Conn) -> Any:
+    return db.execute(
+        "SELECT failure_reason FROM processor.refunds WHERE refund_id = 're_dlq'"
+    ).fetchone()
 
 
 def test_every_worker_dead_letters_bad_messages_and_carries_on(
@@ -86,20 +109,25 @@ def test_every_worker_dead_letters_bad_messages_and_carries_on(
     good = _good_event()
     encoded = encode(good)
     produce_raw(settings, names.payments, [encoded.value], key=encoded.key, headers=encoded.headers)
+    command = commands.encode(_good_command())
+    bad_commands = _spoiled(command.value, b"payment.refund", b"not a command")
+    produce_raw(settings, names.commands, bad_commands, key=b"pay_dlq")
+    produce_raw(settings, names.commands, [command.value], key=command.key, headers=command.headers)
     with _every_consumer(settings):
-        # The good message behind the bad ones reached every worker.
-        wait_for(lambda: _handled_by_every_group(settings, db, [str(good.event_id)], ["re_dlq"], 4))
-        dead = read_topic(settings, names.dead_letters, 3 * len(GROUPS))
+        # The good messages behind the bad ones reached every worker: the processor refused
+        # the refund command (no such payment).
+        wait_for(lambda: _handled_by_every_group(settings, db, [str(good.event_id)], 4))
+        wait_for(lambda: _refused(db) == ("invalid_state",))
+        dead = read_topic(settings, names.dead_letters, 3 * (len(GROUPS) + 1))
     by_group: dict[str, list[bytes | None]] = {}
     for message in dead:
         by_group.setdefault(headers_of(message)["dlq_group"], []).append(message.value())
-    assert sorted(by_group) == sorted(GROUPS)
+    assert sorted(by_group) == sorted((*GROUPS, GROUP_PROCESSOR_COMMANDS))
+    spoiled = by_group.pop(GROUP_PROCESSOR_COMMANDS)
+    assert sorted(v or b"" for v in spoiled) == sorted(bad_commands)
     assert all(sorted(v or b"" for v in values) == sorted(bad) for values in by_group.values())
     kinds = {headers_of(m)["dlq_error_type"] for m in dead}
-    assert kinds == {"MalformedEvent", "UnknownEventType"}
-    assert db.execute(
-        "SELECT failure_reason FROM processor.refunds WHERE refund_id = 're_dlq'"
-    ).fetchone() == ("invalid_state",)
+    assert kinds == {"MalformedEvent", "UnknownEventType", "MalformedCommand", "UnknownCommandType"}
 
 
 def test_garbage_interleaved_with_a_load_of_good_events_stops_no_consumer(
@@ -122,13 +150,9 @@ def test_garbage_interleaved_with_a_load_of_good_events_stops_no_consumer(
             producer.produce(names.payments, value=bad[garbage % len(bad)], key=encoded.key)
             garbage += 1
     assert producer.flush(30) == 0
-    refund_ids = [f"re_dlq{n}" for n in range(200)]
     with _every_consumer(settings):
         sent = len(good_ids) + garbage
-        wait_for(
-            lambda: _handled_by_every_group(settings, db, good_ids, refund_ids, sent),
-            timeout_s=120,
-        )
+        wait_for(lambda: _handled_by_every_group(settings, db, good_ids, sent), timeout_s=120)
         dead = read_topic(settings, names.dead_letters, garbage * len(GROUPS), timeout_s=60)
     assert len(dead) == garbage * len(GROUPS)
     per_group: dict[str, int] = {}

@@ -67,12 +67,19 @@ def test_every_command_type_has_a_decision_in_every_command_table(
     assert command_type in COMMAND_TABLES[name].table
 
 
-def test_the_processor_executes_the_manual_capture_and_payout_commands() -> None:
+def test_the_processor_executes_every_command() -> None:
     table = COMMAND_TABLES["processor-commands"].table
-    executed = {t for t, route in table.items() if route is not IGNORE}
-    assert executed == {
-        CommandType.AUTHORIZE, CommandType.CAPTURE, CommandType.VOID, CommandType.PAYOUT,
-    }  # fmt: skip
+    assert all(route is not IGNORE for route in table.values())
+    assert set(table) == set(CommandType)
+
+
+def test_the_processor_starts_no_work_from_the_events_the_orchestrator_acts_on() -> None:
+    """The sagas decide: a payment is charged, a refund sent, only on the orchestrator's
+    command, never on the event that asked for it."""
+    table = TABLES["processor"]
+    for kind in (EventType.INITIATED, EventType.REFUND_REQUESTED,
+                 EventType.AUTHORIZATION_REQUESTED, EventType.PAYOUT_REQUESTED):  # fmt: skip
+        assert table.route(kind) is IGNORE
 
 
 def test_the_consumers_tables_are_registered() -> None:

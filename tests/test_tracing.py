@@ -168,7 +168,7 @@ def test_one_payment_is_one_trace_across_every_process(settings: Settings, tmp_p
 
     api = tree.one("POST /v1/payments", "flowpay-api")
     assert api.parent_id is None  # the request is the root: its caller sent no traceparent
-    consumed = tree.one("processor payment.initiated", "flowpay-processor")
+    consumed = tree.one("processor payment.charge", "flowpay-processor")
     assert consumed.parent_id == api.span_id
     assert tree.one("outbox payment.initiated", "flowpay-outbox").parent_id == api.span_id
     assert tree.one("ledger payment.initiated", "flowpay-ledger").parent_id == api.span_id
@@ -199,7 +199,7 @@ def test_the_reconciler_s_checks_stay_in_the_payment_s_trace(
         hook.wait_for(1)
         tree = _wait_for_tree(traces, payment_id)
 
-    consumed = tree.one("processor payment.initiated", "flowpay-processor")
+    consumed = tree.one("processor payment.charge", "flowpay-processor")
     checks = {s.span_id: s for s in tree.spans if s.name == "reconciler check"}
     assert checks
     assert all(check.parent_id == consumed.span_id for check in checks.values())

@@ -1,7 +1,8 @@
 """Extra scenario (not in the default run): payments/s through the processor alone, from a
-topic pre-filled with ``payment.initiated`` events, with the gateway simulator at a fixed
-latency. Timed from the first settled payment to the last, so start-up is left out; so are
-its CPU time and PostgreSQL commits per payment, counted from the first settlement on."""
+command topic pre-filled with the orchestrator's charge commands, with the gateway simulator
+at a fixed latency. Timed from the first settled payment to the last, so start-up is left
+out; so are its CPU time and PostgreSQL commits per payment, counted from the first
+settlement on."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.env import isolated, poll
-from bench.events import encode_all, initiated_many, produce_all
+from bench.events import charge_commands, produce_all
 from bench.procstat import cpu_seconds
 from tests.helpers.servers import free_port
 from workers.core.config import Settings
@@ -30,9 +31,9 @@ class ProcessorSizes:
 
 def run(base: Settings, sizes: ProcessorSizes) -> dict[str, Any]:
     with isolated(base, "processor") as bench:
-        topic = topics(bench.settings).payments
+        topic = topics(bench.settings).commands
         producer = make_producer(bench.settings, "outbox")
-        produce_all(producer, topic, encode_all(initiated_many(sizes.payments)))
+        produce_all(producer, topic, charge_commands(sizes.payments))
         port = free_port()
         bench.start(
             "gateway-sim",

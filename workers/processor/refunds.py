@@ -1,4 +1,5 @@
-"""Refund requests: checked, sent to the gateway, and settled, or handed to the reconciler.
+"""Refunds, as the orchestrator's refund saga commands them: checked, sent to the gateway,
+and settled, or handed to the reconciler.
 
 A refund whose outcome is unknown (no answer, 5xx, 409) stays ``requested`` and the handler
 returns: it never holds a consumer slot while the gateway's refund API is down. The reconciler
@@ -13,8 +14,9 @@ from __future__ import annotations
 import logging
 from typing import Final
 
+from workers.core.commands import Command
+from workers.core.commands import Refund as RefundCommand
 from workers.core.config import Settings
-from workers.core.events import Event, RefundRequested
 from workers.core.observe import following_up
 from workers.processor.gateway import (
     Gateway,
@@ -44,20 +46,22 @@ class Refunds:
         self.store = store
         self.gateway = gateway
 
-    async def on_requested(self, event: Event) -> None:
-        """A ``payment.refund_requested`` event: refuse it, or record it and send it once."""
-        data = event.payload(RefundRequested)
+    async def execute(self, command: Command) -> None:
+        """The orchestrator's ``payment.refund`` command: refuse it, or record it and send it
+        once (a redelivered or resent command finds the refund recorded)."""
+        data = command.data
+        assert isinstance(data, RefundCommand), f"a {command.type} command is no refund"
         refund = await self.store.refund(data.refund_id)
         if refund is not None and not _ours_to_send(refund):
             return
-        payment = await self.store.get(event.payment_id)
+        payment = await self.store.get(command.subject)
         if refund is None:
             problem = await self._problem(payment, data.amount)
             if problem is not None:
-                correlation = event.correlation_id if payment is None else payment.correlation_id
-                await self.store.refund_refused(event, correlation, problem)
+                correlation = command.correlation_id if payment is None else payment.correlation_id
+                await self.store.refund_refused(command, correlation, problem)
                 return
-            await self.store.refund_requested(event)
+            await self.store.refund_requested(command)
             refund = await self.store.refund(data.refund_id)
         assert payment is not None
         assert refund is not None

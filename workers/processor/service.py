@@ -1,11 +1,11 @@
-"""What the processor does with a batch of events: start and charge the new payments, answer
-the refund requests, settle by the gateway's reports.
+"""What the processor does with a batch: charge and refund as the orchestrator's commands say,
+execute its manual-capture and payout commands, settle by the gateway's reports.
 
 These are the consumer engine's handlers (``workers.core.consuming``), set-based: the payments
-of a batch start in one transaction and are charged at once (``workers.processor.charging``),
-refund requests are taken at once, a payment's events one after another. Each event's work is
-done under a span of its own, made here so that the gateway calls and the events emitted hang
-under it, and its ids are on every line written meanwhile.
+of a batch of charge commands start in one transaction and are charged at once
+(``workers.processor.charging``), refunds are taken at once, a payment's messages one after
+another. Each charge's work is done under a span of its own, made here so that the gateway calls
+and the events emitted hang under it, and its ids are on every line written meanwhile.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from opentelemetry.trace import SpanKind
 from workers.core import correlation, tracing
 from workers.core.consuming import Batch, Received
 from workers.core.delivery import headers_of
-from workers.core.events import Event
 from workers.core.observe import handling
+from workers.processor.captures import Captures
 from workers.processor.charging import Charging, Job, gather_all
 from workers.processor.refunds import Refunds
 from workers.processor.reports import Reports
@@ -29,35 +29,46 @@ ROLE: Final = "processor"
 
 
 class Processor:
-    def __init__(self, charging: Charging, refunds: Refunds, reports: Reports) -> None:
+    """The handlers of both subscribers (``workers.processor.worker``): the payment events and
+    the orchestrator's commands."""
+
+    def __init__(
+        self, charging: Charging, refunds: Refunds, reports: Reports, captures: Captures
+    ) -> None:
         self.charging = charging
         self.refunds = refunds
         self.reports = reports
+        self.captures = captures
 
-    async def start(self, batch: Batch) -> None:
-        """``payment.initiated``: start and charge each payment, a round at a time (no round
-        holds a payment twice)."""
+    async def charge(self, batch: Batch) -> None:
+        """``payment.charge``: start and charge each payment, a round at a time (no round holds
+        a payment twice). A payment started before (a redelivery, a resend) is not charged
+        again: its answer is on the log already, or will be from the reconciler."""
         for round_ in batch.rounds():
             await self.charging.start([_job(item) for item in round_])
 
+    async def refund(self, batch: Batch) -> None:
+        """``payment.refund``: refuse each, or send it once to the gateway."""
+        await _each(batch, lambda item: self.refunds.execute(item.command))
+
+    async def execute(self, batch: Batch) -> None:
+        """Authorize, capture, void and payout commands."""
+        await self.captures.execute(batch)
+
     async def reported(self, batch: Batch) -> None:
         """``gateway.reported``: settle each payment the gateway reports on, once."""
-        await _each(batch, self.reports.on_reported)
-
-    async def refund(self, batch: Batch) -> None:
-        """``payment.refund_requested``: refuse each, or send it once to the gateway."""
-        await _each(batch, self.refunds.on_requested)
+        await _each(batch, lambda item: self.reports.on_reported(item.event))
 
 
-async def _each(batch: Batch, handle: Callable[[Event], Awaitable[None]]) -> None:
-    """``handle`` each event of ``batch``, a round at a time, the events of a round at once."""
+async def _each(batch: Batch, handle: Callable[[Received], Awaitable[None]]) -> None:
+    """``handle`` each message of ``batch``, a round at a time, those of a round at once."""
     for round_ in batch.rounds():
         await gather_all(_handled(item, handle) for item in round_)
 
 
-async def _handled(item: Received, handle: Callable[[Event], Awaitable[None]]) -> None:
+async def _handled(item: Received, handle: Callable[[Received], Awaitable[None]]) -> None:
     with handling(ROLE, headers_of(item.message)):
-        await handle(item.event)
+        await handle(item)
 
 
 def _job(item: Received) -> Job:
@@ -65,4 +76,4 @@ def _job(item: Received) -> Job:
     fields = correlation.of_headers(headers)
     name = f"{ROLE} {fields['event_type']}"
     span = tracing.started(name, SpanKind.CONSUMER, headers, fields)
-    return Job(NewPayment.of(item.event), span, fields)
+    return Job(NewPayment.of(item.command), span, fields)

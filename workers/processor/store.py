@@ -12,19 +12,17 @@ from psycopg import AsyncConnection
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
-from workers.core.commands import Command, Payout
+from workers.core.commands import Charge, Command, Payout
+from workers.core.commands import Refund as RefundCommand
 from workers.core.errors import TransientError
 from workers.core.events import (
     ChargeReversed,
-    Event,
     EventData,
     EventType,
-    Initiated,
     PayoutFailed,
     PayoutPaid,
     Refunded,
     RefundFailed,
-    RefundRequested,
     new_event,
 )
 from workers.core.outbox import OutboxRow, outbox_row, stage_rows
@@ -39,7 +37,7 @@ SCHEMA: Final = "processor"
 
 @dataclass(frozen=True)
 class NewPayment:
-    """A payment to start, as its ``payment.initiated`` event (or a command) describes it."""
+    """A payment to start, as the orchestrator's charge command describes it."""
 
     payment_id: str
     merchant_id: str
@@ -49,15 +47,16 @@ class NewPayment:
     correlation_id: str
 
     @classmethod
-    def of(cls, event: Event) -> NewPayment:
-        data = event.payload(Initiated)
+    def of(cls, command: Command) -> NewPayment:
+        data = command.data
+        assert isinstance(data, Charge), f"a {command.type} command starts no payment"
         return cls(
-            event.payment_id,
-            event.merchant_id,
+            command.subject,
+            command.merchant_id,
             data.amount,
             data.currency,
             data.payment_method,
-            event.correlation_id,
+            command.correlation_id,
         )
 
 
@@ -263,26 +262,23 @@ class ProcessorStore:
                 Q["refund_defer"], {"refund_id": refund.refund_id, "after_s": after_s}
             )
 
-    async def refund_requested(self, event: Event) -> None:
-        data = event.payload(RefundRequested)
+    async def refund_requested(self, command: Command) -> None:
         async with self.pool.connection() as conn:
-            await conn.execute(
-                Q["refund_insert"], _refund_row(event.payment_id, data, "requested", None)
-            )
+            await conn.execute(Q["refund_insert"], _refund_row(command, "requested", None))
 
-    async def refund_refused(self, event: Event, correlation_id: str, reason: str) -> None:
-        """Answer a refund request with ``payment.refund_failed`` (once)."""
-        data = event.payload(RefundRequested)
+    async def refund_refused(self, command: Command, correlation_id: str, reason: str) -> None:
+        """Answer a refund command with ``payment.refund_failed`` (once)."""
+        data = command.data
+        assert isinstance(data, RefundCommand)
         async with self.pool.connection() as conn, conn.transaction():
-            inserted = await conn.execute(
-                Q["refund_insert"], _refund_row(event.payment_id, data, "failed", reason)
-            )
+            row = _refund_row(command, "failed", reason)
+            inserted = await conn.execute(Q["refund_insert"], row)
             settled = await _settle_refund(conn, data.refund_id, "failed", None, reason)
             if inserted.rowcount or settled:
                 await self._emit(
                     conn,
-                    event.payment_id,
-                    event.merchant_id,
+                    command.subject,
+                    command.merchant_id,
                     correlation_id,
                     EventType.REFUND_FAILED,
                     RefundFailed(refund_id=data.refund_id, reason=reason),
@@ -514,12 +510,12 @@ async def _settle_refund(
     return bool(settled.rowcount)
 
 
-def _refund_row(
-    payment_id: str, data: RefundRequested, status: str, reason: str | None
-) -> dict[str, Any]:
+def _refund_row(command: Command, status: str, reason: str | None) -> dict[str, Any]:
+    data = command.data
+    assert isinstance(data, RefundCommand), f"a {command.type} command is no refund"
     return {
         "refund_id": data.refund_id,
-        "payment_id": payment_id,
+        "payment_id": command.subject,
         "amount": data.amount,
         "status": status,
         "failure_reason": reason,

@@ -1,5 +1,7 @@
-"""`flowpay run-processor`: the processor's two subscribers on the consumer engine (the payment
-events, and the orchestrator's commands) and the reconciler, on one event loop in one process."""
+"""`flowpay run-processor`: the processor's two subscribers on the consumer engine (the
+orchestrator's commands, which say what to charge, refund, authorize, capture, void and pay
+out; and the payment events, of which only the gateway's reports concern it) and the
+reconciler, on one event loop in one process."""
 
 from __future__ import annotations
 
@@ -38,8 +40,9 @@ ROUTES: Final = register(
     Routes[Processor](
         ROLE,
         {
-            EventType.INITIATED: Processor.start,
-            EventType.REFUND_REQUESTED: Processor.refund,
+            # The orchestrator's sagas start here; the processor acts on their commands.
+            EventType.INITIATED: IGNORE,
+            EventType.REFUND_REQUESTED: IGNORE,
             # The processor emits these itself: they come back and are passed over, undecoded.
             EventType.PROCESSING: IGNORE,
             EventType.SUCCEEDED: IGNORE,
@@ -69,33 +72,32 @@ ROUTES: Final = register(
 
 
 COMMAND_ROUTES: Final = register(
-    Routes[Captures](
+    Routes[Processor](
         f"{ROLE}-commands",
         {
-            CommandType.AUTHORIZE: Captures.execute,
-            CommandType.CAPTURE: Captures.execute,
-            CommandType.VOID: Captures.execute,
-            # Automatic payments and refunds still start from the payment events (ROUTES:
-            # payment.initiated, payment.refund_requested), which answer these commands too.
-            CommandType.CHARGE: IGNORE,
-            CommandType.REFUND: IGNORE,
-            CommandType.PAYOUT: Captures.execute,
+            CommandType.CHARGE: Processor.charge,
+            CommandType.REFUND: Processor.refund,
+            CommandType.AUTHORIZE: Processor.execute,
+            CommandType.CAPTURE: Processor.execute,
+            CommandType.VOID: Processor.execute,
+            CommandType.PAYOUT: Processor.execute,
         },
         CommandType,
     )
 )
 
 
-def command_subscriber(settings: Settings, captures: Captures) -> Subscriber[Captures]:
+def command_subscriber(settings: Settings, processor: Processor) -> Subscriber[Processor]:
     return Subscriber(
         GROUP_PROCESSOR_COMMANDS,
         ROLE,
         COMMAND_ROUTES,
-        captures,
+        processor,
         principal="processor",
         topics=(topics(settings).commands,),
         max_in_flight=BATCHES_IN_FLIGHT,
         decode=commands.decode,
+        spans=False,  # each command's span is the handler's: its gateway calls hang under it
     )
 
 
@@ -107,7 +109,7 @@ def subscriber(processor: Processor) -> Subscriber[Processor]:
         processor,
         principal="processor",
         max_in_flight=BATCHES_IN_FLIGHT,
-        spans=False,  # each event's span is the handler's: its charge and events hang under it
+        spans=False,  # each report's span is the handler's: what it settles hangs under it
     )
 
 
@@ -135,9 +137,10 @@ async def run(settings: Settings, stop: threading.Event) -> None:
     reconciler_stop = asyncio.Event()
     reconciler = asyncio.create_task(Reconciler(charging, refunds, waits).run(reconciler_stop))
     try:
+        processor = Processor(charging, refunds, Reports(charging), Captures(store, gateway))
         engines = (
-            Engine(settings, subscriber(Processor(charging, refunds, Reports(charging)))),
-            Engine(settings, command_subscriber(settings, Captures(store, gateway))),
+            Engine(settings, subscriber(processor)),
+            Engine(settings, command_subscriber(settings, processor)),
         )
         await gather_all(_until_one_fails(engine, stop) for engine in engines)
     finally:
