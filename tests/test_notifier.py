@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
@@ -29,9 +30,12 @@ from workers.core.consuming import Batch
 from workers.core.db import database_url
 from workers.core.events import Event, EventType, Initiated, Succeeded, new_event
 from workers.core.sealing import keyring
+from workers.core.sql import load_queries
 from workers.notifier.intake import Intake
 from workers.notifier.posting import Result
 from workers.notifier.sender import Due, Sender
+
+Q = load_queries("workers.notifier")
 
 
 @pytest.fixture
@@ -83,6 +87,27 @@ def test_a_recorded_delivery_is_sent_without_waiting_for_the_poll(
         assert shop.wait_status("delivered")["id"] == got.webhook_id
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
+
+
+def test_a_claim_queued_behind_an_intake_takes_what_that_intake_recorded(
+    settings: Settings, db: Conn, shop: Shop
+) -> None:
+    """A round's claim waits its turn (``deliveries_claim_lock``) behind an intake's
+    transaction; the deliveries that intake recorded are due to it, although its own
+    transaction began before they were made (they would otherwise wait for the next claim, up
+    to ``notifier.poll_interval_s`` later)."""
+    with psycopg.connect(database_url(settings, "notifier")) as claiming:
+        claiming.execute("SELECT 1")  # the claim's transaction has begun, as after its lock
+        db.execute(
+            "INSERT INTO notifier.deliveries (id, endpoint_id, event_id, merchant_id, payment_id,"
+            " event_type, body) VALUES ('msg_late', %s, gen_random_uuid(), %s, 'pay_late',"
+            " 'payment.succeeded', '{}'::bytea)",
+            (shop.endpoint.id, shop.merchant_id),
+        )
+        params = {"limit": 10, "lease_s": 30.0, "per_endpoint": 4}
+        claimed = claiming.execute(Q["deliveries_claim"], params).fetchall()
+        claiming.commit()
+    assert [row[0] for row in claimed] == ["msg_late"]
 
 
 def test_intake_records_a_batch_in_one_go_each_event_once(settings: Settings, shop: Shop) -> None:

@@ -173,6 +173,10 @@ SELECT pg_advisory_xact_lock(hashtext('notifier.deliveries_claim'));
 -- none beyond per_endpoint. The endpoints with pending deliveries are found by skipping through
 -- deliveries_due_by_endpoint one endpoint at a time, and only the first few due deliveries of
 -- each are read: a claim costs the number of such endpoints, not the length of any backlog.
+-- Times are the statement's, not the transaction's: a claim waits its turn (deliveries_claim_lock)
+-- behind an intake's transaction, and the deliveries that one recorded, due from its start, are
+-- due to this claim; with now() (this transaction's start, before the wait) they were not, and
+-- waited for the next claim, up to notifier.poll_interval_s later.
 WITH RECURSIVE pending(endpoint_id) AS (
     (SELECT endpoint_id FROM notifier.deliveries WHERE status = 'pending'
      ORDER BY endpoint_id LIMIT 1)
@@ -183,7 +187,7 @@ WITH RECURSIVE pending(endpoint_id) AS (
     FROM pending p WHERE p.endpoint_id IS NOT NULL
 ), leased AS (
     SELECT endpoint_id, count(*) AS n FROM notifier.deliveries
-    WHERE status = 'pending' AND leased_until IS NOT NULL AND leased_until >= now()
+    WHERE status = 'pending' AND leased_until IS NOT NULL AND leased_until >= statement_timestamp()
     GROUP BY endpoint_id
 ), chosen AS (
     SELECT due.id FROM pending p
@@ -193,7 +197,7 @@ WITH RECURSIVE pending(endpoint_id) AS (
                coalesce(l.n, 0) + row_number() OVER (ORDER BY d.next_attempt_at, d.id) AS slot
         FROM notifier.deliveries d
         WHERE d.endpoint_id = p.endpoint_id AND d.status = 'pending'
-          AND d.next_attempt_at <= now() AND (d.leased_until IS NULL OR d.leased_until < now())
+          AND d.next_attempt_at <= statement_timestamp() AND (d.leased_until IS NULL OR d.leased_until < statement_timestamp())
         ORDER BY d.next_attempt_at, d.id
         LIMIT %(per_endpoint)s
     ) due
@@ -202,10 +206,10 @@ WITH RECURSIVE pending(endpoint_id) AS (
     LIMIT %(limit)s
 )
 UPDATE notifier.deliveries d
-SET leased_until = now() + make_interval(secs => %(lease_s)s)
+SET leased_until = statement_timestamp() + make_interval(secs => %(lease_s)s)
 FROM notifier.endpoints e
 WHERE d.id = ANY (ARRAY(SELECT id FROM chosen)) AND e.id = d.endpoint_id
-  AND d.status = 'pending' AND (d.leased_until IS NULL OR d.leased_until < now())
+  AND d.status = 'pending' AND (d.leased_until IS NULL OR d.leased_until < statement_timestamp())
 RETURNING d.id, d.endpoint_id, e.url, e.status, d.body, d.attempts,
           d.payment_id, d.event_id::text, d.correlation_id, d.traceparent;
 
