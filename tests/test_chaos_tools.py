@@ -462,7 +462,7 @@ def test_a_hold_captured_above_itself_or_released_outside_its_ttl_is_named() -> 
     made = "2026-01-01T00:00:00.000000Z"
 
     def hold(ended: str, **changes: Any) -> dict[str, Any]:
-        return _authorization(created_at=made, ended_at=ended, amount=500, **changes)
+        return _authorization(**({"created_at": made, "ended_at": ended, "amount": 500} | changes))
 
     early = hold("2026-01-01T00:00:05.000000Z", status="canceled", amount_captured=0)
     late = hold("2026-01-01T00:02:00.000000Z", status="canceled", amount_captured=0)
