@@ -28,7 +28,10 @@ SELECT 1 FROM ledger.events WHERE payment_id = %(payment_id)s AND type = %(type)
 SELECT id, payment_id FROM api.refunds WHERE status = 'requested' ORDER BY created_at;
 
 -- name: read_model_events
-SELECT event_id FROM api.processed_events;
+-- A payout's outcome is recorded where the balance counts it, not with the payments' events.
+SELECT event_id FROM api.processed_events
+UNION
+SELECT event_id FROM api.balance_events;
 
 -- name: ledger_events
 SELECT event_id FROM ledger.events;
