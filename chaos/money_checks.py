@@ -106,9 +106,10 @@ def payouts_once(ev: Evidence) -> Violations:
     for payout_id, payout in by_id.items():
         found.extend(_payout_agrees(payout, paid.get(payout_id, [])))
     found.extend(_available_as_paid(ev))
-    house = defaultdict(int, {
-        b["currency"]: int(b["posted"]) for b in ev.balances if b["code"] == "payouts_paid"
-    })  # fmt: skip
+    house: dict[str, int] = defaultdict(int)
+    for b in ev.balances:
+        if b["code"] == "payouts_paid":
+            house[b["currency"]] += int(b["posted"])
     total: dict[str, int] = defaultdict(int)
     for p in ev.payouts:
         if p["status"] == "paid":
