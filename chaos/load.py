@@ -123,6 +123,7 @@ class Load:
         self.actions: list[Sent] = []  # captures and cancels
         self.payouts: list[Sent] = []  # payouts of a part of the balance
         self.overdrafts: list[Sent] = []  # payouts of more than the balance could ever be
+        self.payouts_skipped = 0  # planned when nothing could be paid out
         self._payout_rng = random.Random(f"payouts-{seed}")
         # Per merchant: what the refunds of its payments sent so far may take (never paid out).
         self._refunds_to_come: dict[str, int] = {m.id: 0 for m in merchants}
@@ -289,15 +290,10 @@ class Load:
         if plan.kind == "overdraft":
             amount, sent_to = OVERDRAFT, self.overdrafts
         else:
-            reply = await _ignoring_errors(client.balance())
-            if reply is None or reply.status != 200:
-                return
-            available = sum(
-                int(b["amount"]) for b in reply.body["available"] if b["currency"] == "USD"
-            )
-            spare = available - self._refunds_to_come[plan.merchant.id]
+            spare = await self._available(client) - self._refunds_to_come[plan.merchant.id]
             amount, sent_to = int(spare * plan.part), self.payouts
             if amount < 1:
+                self.payouts_skipped += 1
                 return
         body: dict[str, Any] = {"amount": amount, "currency": "USD"}
         if plan.destination is not None:
@@ -310,6 +306,18 @@ class Load:
         await self._until_answered(sent, lambda: client.create_payout(body, sent.key))
         if sent.accepted and plan.duplicate:
             await self._until_answered(sent, lambda: client.create_payout(body, sent.key))
+
+    async def _available(self, client: ApiClient) -> int:
+        """What the merchant's balance shows available, read as a client would: again after
+        no answer or a 5xx (0 if none came within GIVE_UP_S)."""
+        deadline = time.monotonic() + GIVE_UP_S
+        while time.monotonic() < deadline:
+            reply = await _ignoring_errors(client.balance())
+            if reply is not None and reply.status == 200:
+                amounts = reply.body["available"]
+                return sum(int(b["amount"]) for b in amounts if b["currency"] == "USD")
+            await asyncio.sleep(0.25)
+        return 0
 
     async def wait_terminal(
         self, merchant: Merchant, payment_id: str, timeout_s: float = GIVE_UP_S

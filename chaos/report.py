@@ -37,6 +37,7 @@ def summary(outcome: Outcome) -> dict[str, Any]:
         },
         "payouts": {
             "requests": len(outcome.payouts),
+            "skipped_nothing_spare": outcome.payouts_skipped,
             "accepted": sum(1 for p in outcome.payouts if p.accepted),
             "resent_same_key": sum(p.resends for p in outcome.payouts + outcome.overdrafts),
             "by_status": outcome.payout_statuses,
@@ -77,6 +78,8 @@ def show(data: dict[str, Any], console: Console) -> None:
     table.add_row("captures and cancels accepted", accepted, "", "")
     payouts = data["payouts"]
     table.add_row("payouts requested (of a part of the balance)", str(payouts["requests"]), "", "")
+    skipped = str(payouts["skipped_nothing_spare"])
+    table.add_row("payouts not sent: nothing spare in the balance", skipped, "", "")
     table.add_row("payouts accepted", str(payouts["accepted"]), "", "")
     for status, count in sorted(payouts["by_status"].items()):
         table.add_row(f"  {status}", str(count), "", "")

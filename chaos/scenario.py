@@ -78,6 +78,7 @@ class Outcome:
     payouts: list[Sent] = field(default_factory=list)  # of a part of the balance
     overdrafts: list[Sent] = field(default_factory=list)  # of more than could be there
     payout_statuses: dict[str, int] = field(default_factory=dict)
+    payouts_skipped: int = 0  # planned when the balance had nothing to spare
     statuses: dict[str, int] = field(default_factory=dict)
     faults: list[FaultRecord] = field(default_factory=list)
     violations: dict[str, list[str]] = field(default_factory=dict)
@@ -160,6 +161,7 @@ def _run_load(
         outcome.seconds["checks"] = time.monotonic() - checking
         outcome.sent, outcome.refunds, outcome.actions = load.payments, load.refunds, load.actions
         outcome.payouts, outcome.overdrafts = load.payouts, load.overdrafts
+        outcome.payouts_skipped = load.payouts_skipped
         for payment in evidence.payments:
             outcome.statuses[payment["status"]] = outcome.statuses.get(payment["status"], 0) + 1
         for payout in evidence.payouts:
