@@ -1,8 +1,7 @@
 """The things that must hold once the system has settled; each check names every violation.
 
-The evidence is gathered once (``chaos.evidence``): the payments as the API reports them, the
-gateway's charges, the whole event log, what the webhook receiver got, what the ledger says,
-and what each consumer group recorded.
+Each check reads the evidence gathered once (``chaos.evidence``); those of balances, payouts and
+holds are in ``chaos.money_checks``.
 """
 
 from __future__ import annotations
@@ -10,11 +9,10 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from chaos.eventlog import Logged
-from chaos.load import Sent
+from chaos.evidence import Evidence, Violations, paid_out, received
+from chaos.money_checks import balances_never_negative, holds_within_bounds, payouts_once
 from chaos.receiver import Receipt
 from chaos.settle import unreversed
 from workers.api.client import TERMINAL
@@ -32,36 +30,6 @@ ROUTES_OF: dict[str, Routes[Any]] = {
     GROUP_LEDGER: LEDGER,
     GROUP_NOTIFIER: NOTIFIER,
 }
-
-Violations = list[str]
-
-
-@dataclass
-class Evidence:
-    payments: list[dict[str, Any]]  # every merchant's, as GET /v1/payments lists them
-    sent: list[Sent]
-    refunds: list[Sent]
-    stuck_refunds: list[str]
-    leftovers: list[str]  # what was still in flight when settling gave up
-    charges: list[dict[str, Any]]
-    log: list[Logged]
-    dead_letter_topic: list[Logged]
-    receipts: list[Receipt]
-    failed_deliveries: list[str]
-    ledger_check: dict[str, Any]
-    balances: list[dict[str, Any]]
-    ledger_dead_letters: list[str]
-    recorded: dict[str, set[uuid.UUID]]  # consumer group -> event ids it recorded as applied
-    lag: dict[str, int]
-    merchants: list[str] = field(default_factory=list)
-    acknowledged: set[uuid.UUID] = field(default_factory=set)  # events the relays saw acked
-    actions: list[Sent] = field(default_factory=list)  # merchants' captures and cancels
-    authorizations: list[dict[str, Any]] = field(default_factory=list)  # the gateway's
-    unfinished_sagas: list[str] = field(default_factory=list)  # neither ended nor timed
-
-    def events(self) -> dict[uuid.UUID, Event]:
-        """Each event once (the relay publishes at least once, so some appear twice)."""
-        return {m.event.event_id: m.event for m in self.log if m.event is not None}
 
 
 def all_terminal(ev: Evidence) -> Violations:
@@ -125,15 +93,17 @@ def ledger_agrees(ev: Evidence) -> Violations:
     expected: dict[str, int] = dict.fromkeys(ev.merchants, 0)
     for p in ev.payments:
         if p["status"] in ("succeeded", "refunded"):
-            expected[p["merchant_id"]] += _received(p) - int(p["refunded_amount"])
+            expected[p["merchant_id"]] += received(p) - int(p["refunded_amount"])
+    for merchant, amount in paid_out(ev.payouts).items():
+        expected[merchant] = expected.get(merchant, 0) - amount
     posted = {
         b["merchant_id"]: int(b["posted"]) for b in ev.balances if b["code"] == "merchant_payable"
     }
     for merchant, amount in expected.items():
         if posted.get(merchant, 0) != amount:
             found.append(
-                f"merchant {merchant}: ledger posted {posted.get(merchant, 0)}, "
-                f"the API's succeeded payments minus refunds make {amount}"
+                f"merchant {merchant}: ledger posted {posted.get(merchant, 0)}, the API's "
+                f"succeeded payments minus refunds and payouts paid make {amount}"
             )
     found.extend(
         f"{b['account']} still has {b['pending']} pending" for b in ev.balances if b["pending"]
@@ -256,11 +226,6 @@ def acknowledged_kept(ev: Evidence) -> Violations:
     return found
 
 
-def _received(payment: dict[str, Any]) -> int:
-    """What a succeeded payment took: all of it, or what a partial capture took."""
-    return int(payment.get("amount_received") or payment["amount"])
-
-
 def authorizations_ended(ev: Evidence) -> Violations:
     """Every authorization was captured (at most what it held, as the payment reports) or
     voided, none is left holding a card's funds; every capture and cancel got a definite
@@ -284,9 +249,9 @@ def authorizations_ended(ev: Evidence) -> Violations:
         if len(held) > 1 or payment["status"] not in ("succeeded", "refunded"):
             ids = ", ".join(a["id"] for a in held)
             found.append(f"{payment['status']} payment {pid} was captured by {ids}")
-        elif held[0]["amount_captured"] != _received(payment):
+        elif held[0]["amount_captured"] != received(payment):
             found.append(
-                f"payment {pid} reports {_received(payment)} received, "
+                f"payment {pid} reports {received(payment)} received, "
                 f"its authorization captured {held[0]['amount_captured']}"
             )
     for action in ev.actions:
@@ -312,6 +277,9 @@ CHECKS: dict[str, Callable[[Evidence], Violations]] = {
     "9 every 202 and every acknowledged event kept": acknowledged_kept,
     "10 every authorization captured (within it) or voided": authorizations_ended,
     "11 every saga ended or waiting on its timer": sagas_finished,
+    "12 no merchant balance ever negative, the API's the ledger's": balances_never_negative,
+    "13 each payout paid at most once, every 202 paid or failed": payouts_once,
+    "14 captured within each hold, none held past its TTL": holds_within_bounds,
 }
 
 

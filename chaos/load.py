@@ -1,9 +1,16 @@
-"""Payments and refunds through the HTTP API, as merchants' clients send them, paced over the run.
+"""Payments, refunds and payouts through the HTTP API, as merchants' clients send them, paced
+over the run.
 
 A client whose request got no answer (a dropped connection, a 5xx, the API down) sends it again
 with the same idempotency key until it gets one; some requests are sent by an impatient client
 that gives up at once, to make that happen on purpose. Every decision comes from one seeded
-``random.Random``, drawn in payment order, so a seed gives the same load.
+``random.Random``, drawn in payment order, so a seed gives the same load; payouts draw from one
+of their own, and ask for a part of what the merchant's balance shows at that moment.
+
+A payout never takes what a refund still to come may need: refunds are made whatever the
+balance (as Stripe's), so one after a payout could take the balance below zero, which the
+checks forbid. Each merchant's planned refunds (a full refund counted whole) are kept back
+from what its payouts ask for.
 """
 
 from __future__ import annotations
@@ -19,11 +26,14 @@ from typing import Any, TypeVar
 import httpx
 
 from workers.api.client import TERMINAL, ApiClient, Reply
+from workers.core.money import MAX_AMOUNT
+from workers.gateway_sim.payouts import FAILING_DESTINATIONS
 
 # Where a manual payment's authorization has ended up: held, or never held (declined).
 AUTHORIZED = TERMINAL | {"requires_capture"}
 
 T = TypeVar("T")
+P = TypeVar("P")
 
 # Stripe's test methods: most cards work, some are declined.
 METHODS = ("pm_card_visa", "pm_card_chargeDeclined", "pm_card_chargeDeclinedInsufficientFunds")
@@ -37,6 +47,15 @@ MANUAL_FRACTION = 0.15
 MANUAL_ENDINGS = ("capture", "partial", "cancel", "expire")
 MANUAL_WEIGHTS = (45, 20, 20, 15)
 GIVE_UP_S = 240.0
+# Payouts: this many per payment sent, each for a part of the balance to a bank account that is
+# paid, to one of the simulator's failing test accounts, or for more than every payment of the
+# load together (sure to be refused, 422 insufficient_balance).
+PAYOUT_FRACTION = 0.1
+PAYOUT_KINDS = ("part", "failing", "overdraft")
+PAYOUT_WEIGHTS = (60, 20, 20)
+PAYOUT_PART = (0.1, 0.6)  # of what may be paid out
+# The most the API takes: far more than all the load's payments together.
+OVERDRAFT = MAX_AMOUNT
 
 
 @dataclass(frozen=True)
@@ -74,6 +93,16 @@ class Plan:
     capture: int | None = None  # what a partial capture takes
 
 
+@dataclass(frozen=True)
+class PayoutPlan:
+    merchant: Merchant
+    kind: str  # one of PAYOUT_KINDS
+    part: float  # of what may be paid out
+    destination: str | None
+    drop_first: bool
+    duplicate: bool
+
+
 class Load:
     def __init__(
         self,
@@ -92,6 +121,12 @@ class Load:
         self.payments: list[Sent] = []
         self.refunds: list[Sent] = []
         self.actions: list[Sent] = []  # captures and cancels
+        self.payouts: list[Sent] = []  # payouts of a part of the balance
+        self.overdrafts: list[Sent] = []  # payouts of more than the balance could ever be
+        self.payouts_skipped = 0  # planned when nothing could be paid out
+        self._payout_rng = random.Random(f"payouts-{seed}")
+        # Per merchant: what the refunds of its payments sent so far may take (never paid out).
+        self._refunds_to_come: dict[str, int] = {m.id: 0 for m in merchants}
         self.done = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="load", daemon=True)
@@ -151,20 +186,41 @@ class Load:
         capture = rng.randint(1, amount) if manual == "partial" else None
         return Plan(merchant, body, drop_first, duplicate, None, manual, capture)
 
+    def _payout_plan(self) -> PayoutPlan:
+        rng = self._payout_rng
+        merchant = rng.choice(self.merchants)
+        kind = rng.choices(PAYOUT_KINDS, PAYOUT_WEIGHTS)[0]
+        part = rng.uniform(*PAYOUT_PART)
+        failing = rng.choice(sorted(FAILING_DESTINATIONS))
+        drop_first = rng.random() < RETRY_FRACTION
+        duplicate = rng.random() < DUPLICATE_FRACTION
+        destination = failing if kind == "failing" else None
+        return PayoutPlan(merchant, kind, part, destination, drop_first, duplicate)
+
     async def _run(self) -> None:
         try:
             plans = [self._plan(i) for i in range(self.count)]
-            started = time.monotonic()
-            gap = self.duration_s / max(self.count, 1)
-            tasks = []
-            for index, plan in enumerate(plans):
-                await asyncio.sleep(max(0.0, started + index * gap - time.monotonic()))
-                tasks.append(asyncio.create_task(self._pay(plan)))
-            await asyncio.gather(*tasks)
+            payouts = [self._payout_plan() for _ in range(round(self.count * PAYOUT_FRACTION))]
+            paying = asyncio.create_task(self._paced(payouts, self._pay_out))
+            await self._paced(plans, self._pay)
+            await paying
         finally:
             self.done.set()
 
+    async def _paced(self, plans: list[P], act: Callable[[P], Coroutine[Any, Any, None]]) -> None:
+        """``act`` on each plan, evenly spread over the run, all of them to their end."""
+        started = time.monotonic()
+        gap = self.duration_s / max(len(plans), 1)
+        tasks: list[asyncio.Task[None]] = []
+        for index, plan in enumerate(plans):
+            await asyncio.sleep(max(0.0, started + index * gap - time.monotonic()))
+            tasks.append(asyncio.create_task(act(plan)))
+        await asyncio.gather(*tasks)
+
     async def _pay(self, plan: Plan) -> None:
+        if plan.refund is not None:
+            to_come = plan.refund or int(plan.body["amount"])
+            self._refunds_to_come[plan.merchant.id] += to_come
         sent = await self.pay(plan.merchant, plan.body, drop_first=plan.drop_first)
         if sent.accepted and plan.duplicate:
             await self._resend_payment(plan.merchant, sent)
@@ -226,6 +282,42 @@ class Load:
         sent = Sent(f"{plan.manual}-{payment_id}", plan.merchant.id, body | {"id": payment_id})
         self.actions.append(sent)
         await self._until_answered(sent, lambda: send(payment_id, body, sent.key))
+
+    async def _pay_out(self, plan: PayoutPlan) -> None:
+        """A payout as planned: of a part of what the balance shows may be paid out (skipped
+        when nothing may), or of more than the merchant could ever hold."""
+        client = self._clients[plan.merchant.id]
+        if plan.kind == "overdraft":
+            amount, sent_to = OVERDRAFT, self.overdrafts
+        else:
+            spare = await self._available(client) - self._refunds_to_come[plan.merchant.id]
+            amount, sent_to = int(spare * plan.part), self.payouts
+            if amount < 1:
+                self.payouts_skipped += 1
+                return
+        body: dict[str, Any] = {"amount": amount, "currency": "USD"}
+        if plan.destination is not None:
+            body["destination"] = plan.destination
+        sent = Sent(f"payout-{len(self.payouts) + len(self.overdrafts)}", plan.merchant.id, body)
+        sent_to.append(sent)
+        if plan.drop_first:
+            sent.resends += 1
+            await _ignoring_errors(self._impatient[plan.merchant.id].create_payout(body, sent.key))
+        await self._until_answered(sent, lambda: client.create_payout(body, sent.key))
+        if sent.accepted and plan.duplicate:
+            await self._until_answered(sent, lambda: client.create_payout(body, sent.key))
+
+    async def _available(self, client: ApiClient) -> int:
+        """What the merchant's balance shows available, read as a client would: again after
+        no answer or a 5xx (0 if none came within GIVE_UP_S)."""
+        deadline = time.monotonic() + GIVE_UP_S
+        while time.monotonic() < deadline:
+            reply = await _ignoring_errors(client.balance())
+            if reply is not None and reply.status == 200:
+                amounts = reply.body["available"]
+                return sum(int(b["amount"]) for b in amounts if b["currency"] == "USD")
+            await asyncio.sleep(0.25)
+        return 0
 
     async def wait_terminal(
         self, merchant: Merchant, payment_id: str, timeout_s: float = GIVE_UP_S

@@ -11,6 +11,9 @@ SELECT (SELECT count(*) FROM api.outbox WHERE published_at IS NULL)
      + (SELECT count(*) FROM processor.outbox WHERE published_at IS NULL)
      + (SELECT count(*) FROM orchestrator.outbox WHERE published_at IS NULL);
 
+-- name: unsettled_payouts
+SELECT count(*) FROM api.payouts WHERE status = 'pending';
+
 -- name: pending_deliveries
 SELECT count(*) FROM notifier.deliveries WHERE status = 'pending';
 
@@ -25,7 +28,10 @@ SELECT 1 FROM ledger.events WHERE payment_id = %(payment_id)s AND type = %(type)
 SELECT id, payment_id FROM api.refunds WHERE status = 'requested' ORDER BY created_at;
 
 -- name: read_model_events
-SELECT event_id FROM api.processed_events;
+-- A payout's outcome is recorded where the balance counts it, not with the payments' events.
+SELECT event_id FROM api.processed_events
+UNION
+SELECT event_id FROM api.balance_events;
 
 -- name: ledger_events
 SELECT event_id FROM ledger.events;
@@ -55,3 +61,15 @@ SELECT s.id, s.type, s.state, s.step FROM orchestrator.sagas s
 WHERE s.state NOT IN ('done', 'failed')
   AND NOT EXISTS (SELECT 1 FROM orchestrator.timers t WHERE t.saga_id = s.id AND t.status = 'armed')
 ORDER BY s.created_at;
+
+-- name: merchant_journal
+-- Every entry on a merchant's account, with its source event (the checks order them by when
+-- that happened) and whether its transaction is a payout's (its other side payouts_in_transit):
+-- a payout's pending entries are its reservation and their release, a payment's its incoming
+-- amount while it is in flight.
+SELECT a.merchant_id, a.currency, e.event_id, e.direction, e.phase, e.amount,
+       EXISTS (SELECT 1 FROM ledger.entries o JOIN ledger.accounts oa ON oa.id = o.account_id
+               WHERE o.txn_id = e.txn_id AND oa.code = 'payouts_in_transit') AS payout
+FROM ledger.entries e JOIN ledger.accounts a ON a.id = e.account_id
+WHERE a.code = 'merchant_payable'
+ORDER BY e.source_topic, e.source_partition, e.source_offset, e.txn_id, e.line;

@@ -35,6 +35,15 @@ def summary(outcome: Outcome) -> dict[str, Any]:
             "refunds_accepted": sum(1 for r in outcome.refunds if r.accepted),
             "captures_and_cancels_accepted": sum(1 for a in outcome.actions if a.accepted),
         },
+        "payouts": {
+            "requests": len(outcome.payouts),
+            "skipped_nothing_spare": outcome.payouts_skipped,
+            "accepted": sum(1 for p in outcome.payouts if p.accepted),
+            "resent_same_key": sum(p.resends for p in outcome.payouts + outcome.overdrafts),
+            "by_status": outcome.payout_statuses,
+            "overdrafts_refused": sum(1 for p in outcome.overdrafts if not p.accepted),
+            "overdrafts": len(outcome.overdrafts),
+        },
         "faults": recovery_stats(outcome.faults),
         "fault_log": [asdict(f) for f in outcome.faults],
         "recovery_means": RECOVERY_MEANS,
@@ -67,6 +76,18 @@ def show(data: dict[str, Any], console: Console) -> None:
     table.add_row("refunds accepted", str(payments["refunds_accepted"]), "", "")
     accepted = str(payments["captures_and_cancels_accepted"])
     table.add_row("captures and cancels accepted", accepted, "", "")
+    payouts = data["payouts"]
+    table.add_row("payouts requested (of a part of the balance)", str(payouts["requests"]), "", "")
+    skipped = str(payouts["skipped_nothing_spare"])
+    table.add_row("payouts not sent: nothing spare in the balance", skipped, "", "")
+    table.add_row("payouts accepted", str(payouts["accepted"]), "", "")
+    for status, count in sorted(payouts["by_status"].items()):
+        table.add_row(f"  {status}", str(count), "", "")
+    refused = f"{payouts['overdrafts_refused']} of {payouts['overdrafts']}"
+    table.add_row("payouts above any balance refused", refused, "", "")
+    table.add_row(
+        "payout requests resent with the same key", str(payouts["resent_same_key"]), "", ""
+    )
     for kind, stats in data["faults"].items():
         late = stats["count"] - stats["recovered"]
         count = f"{stats['count']}" + (f" ({late} not recovered)" if late else "")

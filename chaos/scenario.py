@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from psycopg.rows import class_row
 
 from chaos import eventlog, secrets, settle, stack
+from chaos.evidence import Evidence, JournalEntry
 from chaos.faults import KILL_KAFKA_LEADER, KILL_PG_PRIMARY, KINDS, REBALANCE, Injector, schedule
-from chaos.invariants import Evidence, check_all
+from chaos.invariants import check_all
 from chaos.load import Load, Merchant, Sent
 from chaos.receiver import Receiver, receiving
 from chaos.roles import Roles, start_roles
@@ -73,6 +75,10 @@ class Outcome:
     sent: list[Sent] = field(default_factory=list)
     refunds: list[Sent] = field(default_factory=list)
     actions: list[Sent] = field(default_factory=list)  # captures and cancels
+    payouts: list[Sent] = field(default_factory=list)  # of a part of the balance
+    overdrafts: list[Sent] = field(default_factory=list)  # of more than could be there
+    payout_statuses: dict[str, int] = field(default_factory=dict)
+    payouts_skipped: int = 0  # planned when the balance had nothing to spare
     statuses: dict[str, int] = field(default_factory=dict)
     faults: list[FaultRecord] = field(default_factory=list)
     violations: dict[str, list[str]] = field(default_factory=dict)
@@ -154,8 +160,13 @@ def _run_load(
         outcome.violations[STAYED_UP] = died
         outcome.seconds["checks"] = time.monotonic() - checking
         outcome.sent, outcome.refunds, outcome.actions = load.payments, load.refunds, load.actions
+        outcome.payouts, outcome.overdrafts = load.payouts, load.overdrafts
+        outcome.payouts_skipped = load.payouts_skipped
         for payment in evidence.payments:
             outcome.statuses[payment["status"]] = outcome.statuses.get(payment["status"], 0) + 1
+        for payout in evidence.payouts:
+            status = payout["status"]
+            outcome.payout_statuses[status] = outcome.payout_statuses.get(status, 0) + 1
     finally:
         load.close()
 
@@ -263,8 +274,10 @@ def _evidence(
     leftovers: list[str],
     outputs: Outputs,
 ) -> Evidence:
-    payments = [p for m in merchants for p in _listed(st, m)]
+    payments = [p for m in merchants for p in _listed(st, m, "payments")]
     with connect(st.settings, "operator") as conn:
+        with conn.cursor(row_factory=class_row(JournalEntry)) as cursor:
+            journal = cursor.execute(Q["merchant_journal"]).fetchall()
         stuck_refunds = [f"{r[0]} of {r[1]}" for r in conn.execute(Q["stuck_refunds"])]
         failed = [" ".join(str(x) for x in r) for r in conn.execute(Q["failed_deliveries"])]
         dead = [" ".join(str(x) for x in r) for r in conn.execute(Q["ledger_dead_letters"])]
@@ -299,16 +312,31 @@ def _evidence(
         actions=load.actions,
         authorizations=settle.sim_authorizations(st),
         unfinished_sagas=sagas,
+        payouts=[p for m in merchants for p in _listed(st, m, "payouts")],
+        payout_requests=load.payouts,
+        overdrafts=load.overdrafts,
+        gateway_payouts=settle.sim_payouts(st),
+        api_balances={
+            m.id: _get_json(f"{st.api_url}/v1/balance", headers=_auth(m)) for m in merchants
+        },
+        journal=journal,
+        authorization_ttl_s=st.settings.orchestrator.authorization_ttl_s,
+        release_grace_s=RECOVERY_TIMEOUT_S,
     )
 
 
-def _listed(st: stack.ChaosStack, merchant: Merchant) -> list[dict[str, Any]]:
-    """Every payment of the merchant, as the API lists them (newest first, 100 a page)."""
+def _auth(merchant: Merchant) -> dict[str, str]:
+    return {"Authorization": f"Bearer {merchant.api_key}"}
+
+
+def _listed(st: stack.ChaosStack, merchant: Merchant, what: str) -> list[dict[str, Any]]:
+    """Every payment (or payout) of the merchant, as the API lists them (newest first, 100 a
+    page)."""
     found: list[dict[str, Any]] = []
-    headers = {"Authorization": f"Bearer {merchant.api_key}"}
+    headers = _auth(merchant)
     params: dict[str, Any] = {"limit": 100}
     while True:
-        body = _get_json(f"{st.api_url}/v1/payments", params=params, headers=headers)
+        body = _get_json(f"{st.api_url}/v1/{what}", params=params, headers=headers)
         found.extend(p | {"merchant_id": merchant.id} for p in body["data"])
         if not body["has_more"]:
             return found

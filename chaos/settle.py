@@ -26,6 +26,10 @@ def sim_authorizations(stack: ChaosStack) -> list[dict[str, Any]]:
     return _sim_list(stack, "authorizations")
 
 
+def sim_payouts(stack: ChaosStack) -> list[dict[str, Any]]:
+    return _sim_list(stack, "payouts")
+
+
 def _sim_list(stack: ChaosStack, what: str) -> list[dict[str, Any]]:
     response = httpx.get(f"{stack.sim_url}/_sim/{what}", timeout=30)
     response.raise_for_status()
@@ -69,6 +73,7 @@ def in_flight(stack: ChaosStack) -> list[str]:
         for name, params, what in (
             ("unsettled_payments", terminal, "payments not yet terminal"),
             ("unsettled_refunds", None, "refunds not yet resolved"),
+            ("unsettled_payouts", None, "payouts not yet paid or failed"),
             ("unpublished", None, "outbox rows not yet published"),
             ("pending_deliveries", None, "webhook deliveries pending"),
         ):

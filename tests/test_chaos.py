@@ -43,6 +43,11 @@ def test_one_of_each_fault_under_load_breaks_no_invariant() -> None:
     assert outcome.refunds, "the load made no refund"
     assert outcome.statuses.get("canceled", 0) > 0, "no authorization was canceled or expired"
     assert any(a.accepted for a in outcome.actions), "the load captured or canceled nothing"
+    # Payouts were paid and failed (a failing test bank account), and those above any balance
+    # refused (invariant 13 checks each was refused).
+    assert outcome.payout_statuses.get("paid", 0) > 0, outcome.payout_statuses
+    assert outcome.payout_statuses.get("failed", 0) > 0, outcome.payout_statuses
+    assert outcome.overdrafts, "the load asked for no payout above the balance"
     # The secrets scan ran over something: it is one of the checks, and it found nothing.
     assert SECRETS in outcome.violations
 

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from chaos.eventlog import Logged
+from chaos.evidence import Evidence, JournalEntry
 from chaos.faults import FAILOVERS, KINDS, schedule
 from chaos.invariants import (
     CHECKS,
-    Evidence,
     acknowledged_kept,
     authorizations_ended,
     check_all,
@@ -22,10 +22,27 @@ from chaos.invariants import (
     webhooks_delivered,
 )
 from chaos.load import Sent
+from chaos.money_checks import (
+    REFUSED,
+    balances_never_negative,
+    holds_within_bounds,
+    payouts_once,
+)
 from chaos.receiver import Receipt
 from chaos.scenario import Config, fault_kinds
 from chaos.secrets import leaks
-from workers.core.events import EventType, Initiated, RefundRequested, Succeeded, new_event
+from workers.core.events import (
+    Event,
+    EventType,
+    Initiated,
+    PayoutFailed,
+    PayoutPaid,
+    PayoutRequested,
+    Refunded,
+    RefundRequested,
+    Succeeded,
+    new_event,
+)
 from workers.core.projection import iso
 
 
@@ -68,6 +85,20 @@ PAID = new_event(
     data=Succeeded(charge_id="ch_1"),
     source="test",
 )
+
+
+def _balance(available: int, pending: int = 0) -> dict[str, Any]:
+    """``GET /v1/balance`` of a merchant with this much in USD."""
+    return {
+        "available": [{"amount": available, "currency": "USD"}],
+        "pending": [{"amount": pending, "currency": "USD"}],
+    }
+
+
+def _entry(
+    event: Event, direction: str, phase: str, amount: int, *, payout: bool = False
+) -> JournalEntry:
+    return JournalEntry(event.merchant_id, "USD", event.event_id, direction, phase, amount, payout)
 
 
 def _evidence(**changes: Any) -> Evidence:
@@ -133,6 +164,15 @@ def _evidence(**changes: Any) -> Evidence:
         "merchants": ["mer_1"],
         "sent": [Sent("pay-1", "mer_1", {}, {"pay_1"}, "accepted")],
         "acknowledged": {STARTED.event_id, PAID.event_id},
+        "api_balances": {"mer_1": _balance(500)},
+        # The payment's pending credit, then its release and its posting.
+        "journal": [
+            _entry(STARTED, "credit", "pending", 500),
+            _entry(PAID, "debit", "pending", 500),
+            _entry(PAID, "credit", "posted", 500),
+        ],
+        "authorization_ttl_s": 20.0,
+        "release_grace_s": 90.0,
     }
     return Evidence(**(fields | changes))
 
@@ -265,4 +305,181 @@ def test_a_refused_capture_is_named_unless_the_authorization_had_expired() -> No
 def test_a_saga_neither_ended_nor_timed_is_named() -> None:
     assert sagas_finished(_evidence(unfinished_sagas=["sag_1 payment running charge"])) == [
         "saga sag_1 payment running charge is neither ended nor waiting on a timer"
+    ]
+
+
+def _payout_event(type_: EventType, data: Any, payout_id: str = "po_1") -> Event:
+    return new_event(type_, payment_id=payout_id, merchant_id="mer_1", data=data, source="test")
+
+
+# After pay_1 (500) succeeded: po_1 of 300 reserved and paid, po_2 of 100 reserved and failed.
+ASKED = _payout_event(EventType.PAYOUT_REQUESTED, PayoutRequested(amount=300, currency="USD"))
+SENT = _payout_event(EventType.PAYOUT_PAID, PayoutPaid(gateway_payout_id="gpo_1", amount=300))
+ASKED_2 = _payout_event(
+    EventType.PAYOUT_REQUESTED, PayoutRequested(amount=100, currency="USD"), "po_2"
+)
+BOUNCED = _payout_event(EventType.PAYOUT_FAILED, PayoutFailed(reason="payout_refused"), "po_2")
+
+
+def _with_payouts(**changes: Any) -> Evidence:
+    """The correct run of one payment, then a payout paid and one failed."""
+    good = _evidence()
+    payouts = [
+        {"id": "po_1", "merchant_id": "mer_1", "amount": 300, "currency": "USD", "status": "paid"},
+        {
+            "id": "po_2",
+            "merchant_id": "mer_1",
+            "amount": 100,
+            "currency": "USD",
+            "status": "failed",
+        },
+    ]
+    gateway = [
+        {"id": "gpo_1", "reference": "po_1", "status": "paid", "amount": 300},
+        {"id": "gpo_2", "reference": "po_2", "status": "failed", "amount": 100},
+    ]
+    journal = [
+        *good.journal,
+        _entry(ASKED, "debit", "pending", 300, payout=True),
+        _entry(SENT, "credit", "pending", 300, payout=True),
+        _entry(SENT, "debit", "posted", 300),
+        _entry(ASKED_2, "debit", "pending", 100, payout=True),
+        _entry(BOUNCED, "credit", "pending", 100, payout=True),
+    ]
+    balances = [
+        good.balances[0] | {"posted": 200},
+        good.balances[1],
+        {"account": "payouts_paid:USD", "code": "payouts_paid", "merchant_id": None,
+         "currency": "USD", "pending": 0, "posted": 300},
+    ]  # fmt: skip
+    requests = [
+        Sent("payout-0", "mer_1", {"amount": 300}, {"po_1"}, "accepted"),
+        Sent("payout-1", "mer_1", {"amount": 100}, {"po_2"}, "accepted"),
+    ]
+    overdraft = Sent("payout-2", "mer_1", {"amount": 10**12}, set(), REFUSED)
+    log = [
+        *good.log,
+        *(Logged(1, n, e, b"") for n, e in enumerate((ASKED, SENT, ASKED_2, BOUNCED))),
+    ]
+    fields: dict[str, Any] = {
+        "payouts": payouts,
+        "gateway_payouts": gateway,
+        "journal": journal,
+        "balances": balances,
+        "api_balances": {"mer_1": _balance(200)},
+        "payout_requests": requests,
+        "overdrafts": [overdraft],
+        "log": log,
+    }
+    return _evidence(**(fields | changes))
+
+
+def test_payouts_paid_and_failed_as_the_gateway_did_break_no_invariant() -> None:
+    good = _with_payouts()
+
+    for check in (ledger_agrees, balances_never_negative, payouts_once, holds_within_bounds):
+        assert check(good) == [], check.__name__
+
+
+def test_a_balance_below_zero_anywhere_in_the_journal_is_named() -> None:
+    good = _with_payouts()
+    # A refund of 250 after the payout of 300 took the balance, at that point, to -50; more
+    # payments afterwards bring it back.
+    back = new_event(EventType.REFUNDED, payment_id="pay_1", merchant_id="mer_1", source="test",
+                     data=Refunded(refund_id="re_1", amount=250, refunded_total=250))  # fmt: skip
+    later = new_event(EventType.SUCCEEDED, payment_id="pay_2", merchant_id="mer_1", source="test",
+                      data=Succeeded(charge_id="ch_2"))  # fmt: skip
+    journal = [
+        *good.journal,
+        _entry(back, "debit", "posted", 250),
+        _entry(later, "credit", "posted", 250),
+    ]
+    log = [*good.log, Logged(0, 2, back, b""), Logged(0, 3, later, b"")]
+
+    found = balances_never_negative(_with_payouts(journal=journal, log=log))
+
+    assert found == [
+        f"merchant mer_1 USD: the balance went to -50 with payment.refunded of pay_1 at "
+        f"{back.occurred_at.isoformat()}"
+    ]
+    short = [good.balances[0] | {"posted": -5}, *good.balances[1:]]
+    assert "merchant_payable:mer_1:USD ends at -5 posted" in balances_never_negative(
+        _with_payouts(balances=short)
+    )
+
+
+def test_an_api_balance_unlike_the_ledgers_is_named() -> None:
+    assert balances_never_negative(_with_payouts(api_balances={"mer_1": _balance(300, 40)})) == [
+        "merchant mer_1 USD: the API's balance is available 300, pending 40; the ledger's 200, 0"
+    ]
+    # A failed payout's amount never given back to available.
+    assert payouts_once(_with_payouts(api_balances={"mer_1": _balance(100)})) == [
+        "merchant mer_1: the API's balance is 100 available, its payments less refunds and "
+        "payouts not failed make 200"
+    ]
+
+
+def test_a_payout_paid_twice_or_unlike_the_gateway_is_named() -> None:
+    good = _with_payouts()
+    twice = [*good.gateway_payouts, good.gateway_payouts[0] | {"id": "gpo_3"}]
+    assert payouts_once(_with_payouts(gateway_payouts=twice)) == [
+        "payout po_1 was paid 2 times: gpo_1, gpo_3"
+    ]
+    paid_failed = [good.gateway_payouts[0], good.gateway_payouts[1] | {"status": "paid"}]
+    assert payouts_once(_with_payouts(gateway_payouts=paid_failed)) == [
+        "payout po_2 is failed but the gateway paid gpo_2"
+    ]
+    pending = [good.payouts[0], good.payouts[1] | {"status": "pending"}]
+    assert "payout po_2 is stuck in pending" in payouts_once(_with_payouts(payouts=pending))
+    house = [*good.balances[:2], good.balances[2] | {"posted": 600}]
+    assert payouts_once(_with_payouts(balances=house)) == [
+        "payouts_paid:USD is 600, the payouts paid make 300"
+    ]
+
+
+def test_an_overdraft_taken_or_a_payout_202_lost_is_named() -> None:
+    taken = Sent("payout-2", "mer_1", {"amount": 10**12}, {"po_9"}, "accepted")
+    lost = Sent("payout-3", "mer_1", {"amount": 5}, {"po_8"}, "accepted")
+    unanswered = Sent("payout-4", "mer_1", {"amount": 5}, set(), "rejected:400:parameter_invalid")
+    good = _with_payouts()
+
+    found = payouts_once(
+        _with_payouts(overdrafts=[taken], payout_requests=[*good.payout_requests, lost, unanswered])
+    )
+
+    assert found == [
+        "payout request payout-4 never got a definite answer: rejected:400:parameter_invalid",
+        "payout po_8 (payout-3) was answered 202 and is missing from the API's list",
+        "payout request payout-2 of 1000000000000, more than could ever be available, got accepted",
+    ]
+    # A part of the balance refused while another payout of the merchant's held it is an answer.
+    refused = Sent("payout-5", "mer_1", {"amount": 5}, set(), REFUSED)
+    assert payouts_once(_with_payouts(payout_requests=[*good.payout_requests, refused])) == []
+
+
+def test_a_hold_captured_above_itself_or_released_outside_its_ttl_is_named() -> None:
+    expired = _evidence().payments[0] | {"status": "canceled", "cancellation_reason": "expired"}
+    made = "2026-01-01T00:00:00.000000Z"
+
+    def hold(ended: str, **changes: Any) -> dict[str, Any]:
+        return _authorization(**({"created_at": made, "ended_at": ended, "amount": 500} | changes))
+
+    early = hold("2026-01-01T00:00:05.000000Z", status="canceled", amount_captured=0)
+    late = hold("2026-01-01T00:02:00.000000Z", status="canceled", amount_captured=0)
+    on_time = hold("2026-01-01T00:00:21.500000Z", status="canceled", amount_captured=0)
+    more = hold("2026-01-01T00:00:01.000000Z", amount_captured=501)
+
+    assert holds_within_bounds(_evidence(payments=[expired], authorizations=[on_time])) == []
+    assert holds_within_bounds(_evidence(payments=[expired], authorizations=[early])) == [
+        "authorization au_1 expired after 5.0 s, before its TTL of 20 s"
+    ]
+    assert holds_within_bounds(_evidence(payments=[expired], authorizations=[late])) == [
+        "authorization au_1 was held 120.0 s, past its TTL of 20 s"
+    ]
+    assert holds_within_bounds(_evidence(authorizations=[more])) == [
+        "authorization au_1 captured 501 of 500"
+    ]
+    other = hold("2026-01-01T00:00:01.000000Z", amount=800)
+    assert holds_within_bounds(_evidence(authorizations=[other])) == [
+        "authorization au_1 holds 800, payment pay_1 asked for 500"
     ]

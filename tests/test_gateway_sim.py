@@ -743,6 +743,26 @@ def test_a_payout_to_a_failing_test_account_fails_with_its_code(sim: Sim) -> Non
     assert (refused.status_code, error_of(refused)["code"]) == (422, "parameter_invalid")
 
 
+def test_the_simulators_own_lists_give_every_payout_and_when_each_hold_ended(
+    start: Start,
+) -> None:
+    """``/_sim/payouts`` and ``/_sim/authorizations`` list everything, whatever the reference:
+    the chaos checks count paid payouts per FlowPay payout and time each hold."""
+    with start() as sim:
+        paid, failed = payout(), payout(destination="ba_no_account")
+        for body in (paid, failed, paid):
+            assert sim.post("/v1/payouts", body, f"key-{body['reference']}").status_code == 200
+        listed = sim.get("/_sim/payouts").json()["data"]
+        assert [(p["reference"], p["status"]) for p in listed] == [
+            (paid["reference"], "paid"), (failed["reference"], "failed"),
+        ]  # fmt: skip
+        held, voided = authorize(sim), authorize(sim)
+        assert sim.post(f"/v1/authorizations/{voided['id']}/void", {}, new_key()).is_success
+        ended = {a["id"]: a["ended_at"] for a in sim.get("/_sim/authorizations").json()["data"]}
+        assert ended[held["id"]] is None
+        assert ended[voided["id"]] >= voided["created_at"]
+
+
 def test_payouts_are_faulted_like_charges(start: Start) -> None:
     with start(error_rate=1, faulted="payouts") as sim:
         body = payout()

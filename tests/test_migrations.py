@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -281,3 +282,71 @@ def test_db_migrate_and_status_commands(
     again = flowpay("db", "init", env=env)
     assert again.returncode == 0, again.stderr
     assert "up to date" in again.stdout
+
+
+def test_an_upgrade_fills_the_balance_of_merchants_paid_before_payouts(
+    new_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """api 0009: a merchant whose payments predate the balance projection gets its balance from
+    them (captures less refunds, less payouts not failed); one the read model keeps is left."""
+    url = new_database()
+    number = int(next(VERSIONS.glob("api/api_*_balance_backfill.sql")).name[4:8])
+    before = tmp_path / "versions"
+
+    def later(_folder: str, names: list[str]) -> list[str]:
+        return [
+            n for n in names if n == "__pycache__" or (n[:4] == "api_" and int(n[4:8]) >= number)
+        ]
+
+    shutil.copytree(VERSIONS, before, ignore=later)
+    migrate(url, locations=(before,))
+    assert revision("api", number) not in applied(url, (before,))
+    succeeded = uuid.uuid4()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO api.merchants (id, name) VALUES ('mer_old', 'Old'), ('mer_new', 'New')"
+        )
+        for pid, merchant, amount, currency, status, received, refunded in (
+            ("pay_auto", "mer_old", 1000, "EUR", "succeeded", 0, 0),  # before amount_received
+            ("pay_partial", "mer_old", 800, "EUR", "succeeded", 500, 0),
+            ("pay_refunded", "mer_old", 700, "EUR", "succeeded", 700, 200),
+            ("pay_whole", "mer_old", 300, "EUR", "refunded", 300, 300),
+            ("pay_failed", "mer_old", 900, "EUR", "failed", 0, 0),
+            ("pay_flight", "mer_old", 400, "EUR", "processing", 0, 0),
+            ("pay_usd", "mer_old", 250, "USD", "succeeded", 250, 0),
+            ("pay_kept", "mer_new", 600, "EUR", "succeeded", 600, 0),
+        ):
+            conn.execute(
+                "INSERT INTO api.payments (id, merchant_id, amount, currency, payment_method,"
+                " status, amount_received, refunded_amount) VALUES (%s, %s, %s, %s,"
+                " 'pm_card_visa', %s, %s, %s)",
+                (pid, merchant, amount, currency, status, received, refunded),
+            )
+        conn.execute(
+            "INSERT INTO api.events (id, merchant_id, payment_id, type, created_at, data)"
+            " VALUES (%s, 'mer_old', 'pay_auto', 'payment.succeeded', now(), '{}')",
+            (succeeded,),
+        )
+        # mer_new paid after api 0006: the read model keeps its row (less its payout).
+        conn.execute(
+            "INSERT INTO api.balances (merchant_id, currency, available) VALUES ('mer_new', 'EUR', 450)"
+        )
+        conn.execute(
+            "INSERT INTO api.payouts (id, merchant_id, amount, currency, status, created_at,"
+            " updated_at) VALUES ('po_1', 'mer_new', 150, 'EUR', 'paid', now(), now())"
+        )
+
+    assert revision("api", number) in [m.revision for m in migrate(url)]
+
+    with psycopg.connect(url) as conn:
+        balances = conn.execute(
+            "SELECT merchant_id, currency, available FROM api.balances ORDER BY 1, 2"
+        ).fetchall()
+        counted = conn.execute("SELECT event_id FROM api.balance_events").fetchall()
+    assert balances == [
+        ("mer_new", "EUR", 450),
+        ("mer_old", "EUR", 1000 + 500 + 500),
+        ("mer_old", "USD", 250),
+    ]
+    # The succeeded event, should the read model hear it again, is not credited twice.
+    assert counted == [(succeeded,)]

@@ -165,6 +165,14 @@ class ApiClient:
     ) -> Reply:
         return await self._post(f"/v1/payments/{payment_id}/cancel", body, idempotency_key)
 
+    async def create_payout(
+        self, body: dict[str, Any], idempotency_key: str | None = None
+    ) -> Reply:
+        return await self._post("/v1/payouts", body, idempotency_key)
+
+    async def balance(self) -> Reply:
+        return await self._send("GET", "/v1/balance")
+
     async def _post(self, path: str, body: dict[str, Any], idempotency_key: str | None) -> Reply:
         headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
         return await self._send("POST", path, json=body, headers=headers)

@@ -377,7 +377,13 @@ def _install_sim_routes(app: FastAPI, sim: Simulator) -> None:
     @app.get("/_sim/authorizations")
     async def every_authorization() -> Response:
         rows = await sim.store.read(lambda c: c.execute(Q["all_authorizations"]).fetchall())
-        return json_response({"data": [authorizations.authorization_object(r) for r in rows]})
+        data = [authorizations.authorization_object(r) | {"ended_at": r["ended_at"]} for r in rows]
+        return json_response({"data": data})
+
+    @app.get("/_sim/payouts")
+    async def every_payout() -> Response:
+        rows = await sim.store.read(lambda c: c.execute(Q["all_payouts"]).fetchall())
+        return json_response({"data": [payouts.payout_object(r) for r in rows]})
 
 
 def _install_error_handlers(app: FastAPI) -> None:

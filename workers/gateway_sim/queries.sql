@@ -102,7 +102,13 @@ SELECT * FROM charges WHERE reference = ? ORDER BY seq;
 SELECT * FROM charges ORDER BY seq;
 
 -- name: all_authorizations
-SELECT * FROM authorizations ORDER BY seq;
+-- With when it stopped holding (its capture or void), for the simulator's own listing.
+SELECT a.*, (SELECT min(x.created_at) FROM authorization_actions x
+             WHERE x.authorization_id = a.id) AS ended_at
+FROM authorizations a ORDER BY a.seq;
+
+-- name: all_payouts
+SELECT * FROM payouts ORDER BY seq;
 
 -- name: charge_insert
 INSERT INTO charges (
