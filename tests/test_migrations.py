@@ -288,7 +288,8 @@ def test_an_upgrade_fills_the_balance_of_merchants_paid_before_payouts(
     new_database: Callable[[], str], tmp_path: Path
 ) -> None:
     """api 0009: a merchant whose payments predate the balance projection gets its balance from
-    them (captures less refunds, less payouts not failed); one the read model keeps is left."""
+    them (captures less refunds, less payouts not failed); a row the read model made since is
+    recomputed over the whole history."""
     url = new_database()
     number = int(next(VERSIONS.glob("api/api_*_balance_backfill.sql")).name[4:8])
     before = tmp_path / "versions"
@@ -304,7 +305,8 @@ def test_an_upgrade_fills_the_balance_of_merchants_paid_before_payouts(
     succeeded = uuid.uuid4()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO api.merchants (id, name) VALUES ('mer_old', 'Old'), ('mer_new', 'New')"
+            "INSERT INTO api.merchants (id, name)"
+            " VALUES ('mer_old', 'Old'), ('mer_new', 'New'), ('mer_mixed', 'Mixed')"
         )
         for pid, merchant, amount, currency, status, received, refunded in (
             ("pay_auto", "mer_old", 1000, "EUR", "succeeded", 0, 0),  # before amount_received
@@ -315,6 +317,8 @@ def test_an_upgrade_fills_the_balance_of_merchants_paid_before_payouts(
             ("pay_flight", "mer_old", 400, "EUR", "processing", 0, 0),
             ("pay_usd", "mer_old", 250, "USD", "succeeded", 250, 0),
             ("pay_kept", "mer_new", 600, "EUR", "succeeded", 600, 0),
+            ("pay_before", "mer_mixed", 900, "EUR", "succeeded", 900, 0),
+            ("pay_after", "mer_mixed", 100, "EUR", "succeeded", 100, 0),
         ):
             conn.execute(
                 "INSERT INTO api.payments (id, merchant_id, amount, currency, payment_method,"
@@ -327,9 +331,11 @@ def test_an_upgrade_fills_the_balance_of_merchants_paid_before_payouts(
             " VALUES (%s, 'mer_old', 'pay_auto', 'payment.succeeded', now(), '{}')",
             (succeeded,),
         )
-        # mer_new paid after api 0006: the read model keeps its row (less its payout).
+        # mer_new paid after api 0006: the read model keeps its row (less its payout); mer_mixed
+        # was paid before and after, and its row counts only what came after.
         conn.execute(
-            "INSERT INTO api.balances (merchant_id, currency, available) VALUES ('mer_new', 'EUR', 450)"
+            "INSERT INTO api.balances (merchant_id, currency, available)"
+            " VALUES ('mer_new', 'EUR', 450), ('mer_mixed', 'EUR', 100)"
         )
         conn.execute(
             "INSERT INTO api.payouts (id, merchant_id, amount, currency, status, created_at,"
@@ -344,6 +350,7 @@ def test_an_upgrade_fills_the_balance_of_merchants_paid_before_payouts(
         ).fetchall()
         counted = conn.execute("SELECT event_id FROM api.balance_events").fetchall()
     assert balances == [
+        ("mer_mixed", "EUR", 1000),
         ("mer_new", "EUR", 450),
         ("mer_old", "EUR", 1000 + 500 + 500),
         ("mer_old", "USD", 250),

@@ -2,10 +2,11 @@
 --
 -- api 0006 installed api.balances empty, and the read model credits it only with the captures
 -- and refunds it hears from then on: a merchant paid before the upgrade showed no balance and
--- had every payout refused. Each merchant and currency without a row yet gets one: what its
--- succeeded payments took (a partial capture's amount_received; the amount for a payment made
--- before amount_received was kept) less their refunds, less its payouts in transit or paid.
--- Rows the read model already keeps are left as they are.
+-- had every payout refused. Each merchant and currency gets what its succeeded payments took
+-- (a partial capture's amount_received; the amount for a payment made before amount_received
+-- was kept) less their refunds, less its payouts in transit or paid: the read model's own rule
+-- over the API's whole history. A row the read model made after api 0006 is recomputed too: it
+-- lacks the payments made before.
 --
 -- The succeeded and refunded events of those payments are marked counted
 -- (api.balance_events): one the read model applied before the upgrade but had not yet
@@ -19,10 +20,9 @@ WITH held AS (
 ), filled AS (
     INSERT INTO api.balances (merchant_id, currency, available)
     SELECT h.merchant_id, h.currency, sum(h.amount)::bigint FROM held h
-    WHERE NOT EXISTS (SELECT 1 FROM api.balances b
-                      WHERE b.merchant_id = h.merchant_id AND b.currency = h.currency)
     GROUP BY h.merchant_id, h.currency
-    ON CONFLICT (merchant_id, currency) DO NOTHING
+    ON CONFLICT (merchant_id, currency)
+        DO UPDATE SET available = EXCLUDED.available, updated_at = now()
     RETURNING merchant_id, currency
 )
 INSERT INTO api.balance_events (event_id)
