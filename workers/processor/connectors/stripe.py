@@ -87,6 +87,7 @@ class StripeGateway:
         if stripe_config.api_key is None:
             raise ValueError("the Stripe connector needs gateway.stripe.api_key")
         self._deadline_s = stripe_config.timeout_s
+        self._return_url = stripe_config.return_url
         self._attempts = config.max_retries + 1
         self._wait = jittered(config.backoff_base_s, config.backoff_max_s)
         self._http = stripe.HTTPXClient(timeout=stripe_config.timeout_s)
@@ -115,8 +116,10 @@ class StripeGateway:
             "capture_method": request.capture_method,
             "metadata": {PAYMENT_REFERENCE: request.payment_id},
         }
-        if request.return_url is not None:
-            params["return_url"] = request.return_url
+        # Stripe refuses to confirm a payment that needs a redirect (3-D Secure) without one.
+        return_url = request.return_url or self._return_url
+        if return_url is not None:
+            params["return_url"] = return_url
         options = self._options(charge_key(request.payment_id))
         return await self._call(
             "POST /v1/payment_intents",
