@@ -58,6 +58,7 @@ from workers.processor.operations import (
     Canceled,
     CancelOutcome,
     CaptureOutcome,
+    FoundPayout,
     GatewayPayment,
     PayoutOutcome,
     PayoutRequest,
@@ -177,18 +178,12 @@ class StripeGateway:
         return [_as_charge(payment) for payment in await self.look_up(reference)]
 
     async def _retrieve(self, charge_id: str) -> list[GatewayPayment]:
-        try:
-            intent = await self._attempt(
-                "GET /v1/payment_intents/{id}",
-                lambda: self._client.v1.payment_intents.retrieve_async(_checked(charge_id)),
-            )
-        except stripe.InvalidRequestError as error:
-            if error.http_status == 404:
-                return []
-            raise GatewayUnreachable(_reason(error)) from None
-        except (stripe.StripeError, TimeoutError) as error:
-            raise GatewayUnreachable(_reason(error)) from None
-        return [_read(intent, outcomes.found_payment)]
+        found = await self._fetch(
+            "GET /v1/payment_intents/{id}",
+            lambda: self._client.v1.payment_intents.retrieve_async(_checked(charge_id)),
+            outcomes.found_payment,
+        )
+        return [] if found is None else [found]
 
     # --- refunds -------------------------------------------------------------------------
 
@@ -252,6 +247,17 @@ class StripeGateway:
             outcomes.payout_outcome,
         )
 
+    async def find_payout(self, payout_id: str, gateway_payout_id: str) -> FoundPayout:
+        """The payout as Stripe has it now, by its id there."""
+        found = await self._fetch(
+            "GET /v1/payouts/{id}",
+            lambda: self._client.v1.payouts.retrieve_async(_checked(gateway_payout_id)),
+            outcomes.payout_outcome,
+        )
+        if found is None:
+            raise GatewayUnreachable(f"Stripe has no payout {gateway_payout_id}")
+        return found
+
     # --- calls ---------------------------------------------------------------------------
 
     def _options(self, key: str) -> stripe.RequestOptions:
@@ -284,6 +290,25 @@ class StripeGateway:
         if isinstance(outcome, Declined):
             return Rejected(f"card error {outcome.code}")
         return outcome
+
+    async def _fetch(
+        self,
+        name: str,
+        call: Callable[[], Awaitable[Any]],
+        read: Callable[[Mapping[str, Any]], R],
+    ) -> R | None:
+        """One object by its id, read by ``read``; None if Stripe has none (404);
+        GatewayUnreachable without an answer, or with one out of shape."""
+        try:
+            return _read(await self._attempt(name, call), read)
+        except stripe.InvalidRequestError as error:
+            if error.http_status == 404:
+                return None
+            raise GatewayUnreachable(_reason(error)) from None
+        except (stripe.StripeError, TimeoutError) as error:
+            raise GatewayUnreachable(_reason(error)) from None
+        except outcomes.MalformedAnswer:
+            raise GatewayUnreachable("malformed_answer") from None
 
     async def _find(self, name: str, call: Callable[[], Awaitable[Any]]) -> list[Mapping[str, Any]]:
         """A list or search's objects; GatewayUnreachable without an answer."""
