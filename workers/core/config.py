@@ -362,8 +362,9 @@ class ProcessorSettings(_Section):
     # never expires a PaymentIntent itself (it stays requires_action until canceled); its
     # Checkout gives a session a day, which is the default here.
     requires_action_timeout_s: float = Field(default=86_400.0, gt=0)
-    # A charge the gateway holds as processing (async payment methods) is looked up this many
-    # times on the re-check schedule, then left to the gateway's webhook: never asked forever.
+    # A charge the gateway holds as processing (async payment methods), or a payout in transit
+    # (Stripe pays days later), is looked up this many times on the re-check schedule, then left
+    # to the gateway's webhook: never asked forever.
     pending_max_checks: int = Field(default=8, ge=0, le=64)
 
     @model_validator(mode="before")

@@ -84,17 +84,6 @@ SET next_check_at = now() + make_interval(secs => %(after_s)s), checks = checks 
     updated_at = now()
 WHERE payment_id = %(payment_id)s AND state = %(state)s;
 
--- name: payments_due
--- Claims payments whose check is due, with a lease so that one reconciler handles each.
-UPDATE processor.payments p
-SET next_check_at = now() + make_interval(secs => %(lease_s)s)
-FROM (SELECT payment_id FROM processor.payments
-      WHERE next_check_at <= now()
-      ORDER BY next_check_at LIMIT %(limit)s
-      FOR UPDATE SKIP LOCKED) due
-WHERE p.payment_id = due.payment_id
-RETURNING p.payment_id;
-
 -- name: payment_release
 UPDATE processor.payments SET next_check_at = NULL, updated_at = now()
 WHERE payment_id = %(payment_id)s;
@@ -133,17 +122,6 @@ WHERE refund_id = %(refund_id)s AND status = 'requested';
 -- reconciler's) are looked at on its next pass.
 UPDATE processor.refunds SET next_check_at = now(), updated_at = now()
 WHERE payment_id = %(payment_id)s AND status = 'requested' AND next_check_at > now();
-
--- name: refunds_due
--- Claims refunds whose check is due, with a lease so that one reconciler handles each.
-UPDATE processor.refunds r
-SET next_check_at = now() + make_interval(secs => %(lease_s)s)
-FROM (SELECT refund_id FROM processor.refunds
-      WHERE next_check_at <= now()
-      ORDER BY next_check_at LIMIT %(limit)s
-      FOR UPDATE SKIP LOCKED) due
-WHERE r.refund_id = due.refund_id
-RETURNING r.refund_id;
 
 -- name: payment_refundable
 -- What is left to refund: refunds still requested count as made (their outcome may be known
@@ -232,17 +210,18 @@ UPDATE processor.payouts
 SET next_check_at = now() + make_interval(secs => %(after_s)s), checks = checks + 1
 WHERE payout_id = %(payout_id)s AND status = 'in_transit';
 
--- name: payouts_due
--- Claims payouts in transit whose look-up is due, with a lease so that one reconciler handles
--- each.
-UPDATE processor.payouts p
+-- name: due_claim
+-- Claims the rows of a table the reconciler watches (payments, refunds, payouts; the table and
+-- its key are named by the caller) whose check is due, each with a lease so that one
+-- reconciler handles it.
+UPDATE processor.{table} t
 SET next_check_at = now() + make_interval(secs => %(lease_s)s)
-FROM (SELECT payout_id FROM processor.payouts
+FROM (SELECT {key} FROM processor.{table}
       WHERE next_check_at <= now()
       ORDER BY next_check_at LIMIT %(limit)s
       FOR UPDATE SKIP LOCKED) due
-WHERE p.payout_id = due.payout_id
-RETURNING p.payout_id;
+WHERE t.{key} = due.{key}
+RETURNING t.{key};
 
 -- name: command_record
 -- An executed command, in the transaction of its effects; nothing inserted: a redelivery.

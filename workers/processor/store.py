@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -206,19 +206,20 @@ class ProcessorStore:
 
     async def claim_due(self, limit: int, lease_s: float) -> list[str]:
         """Payments whose re-check is due, each leased to this reconciler for ``lease_s``."""
-        return await self._claim("payments_due", limit, lease_s)
+        return await self._claim("payments", "payment_id", limit, lease_s)
 
     async def claim_due_refunds(self, limit: int, lease_s: float) -> list[str]:
         """Refunds whose re-check is due, each leased to this reconciler for ``lease_s``."""
-        return await self._claim("refunds_due", limit, lease_s)
+        return await self._claim("refunds", "refund_id", limit, lease_s)
 
     async def claim_due_payouts(self, limit: int, lease_s: float) -> list[str]:
         """Payouts in transit whose look-up is due, each leased to this reconciler."""
-        return await self._claim("payouts_due", limit, lease_s)
+        return await self._claim("payouts", "payout_id", limit, lease_s)
 
-    async def _claim(self, query: str, limit: int, lease_s: float) -> list[str]:
+    async def _claim(self, table: str, key: str, limit: int, lease_s: float) -> list[str]:
+        query = Q["due_claim"].format(table=sql.Identifier(table), key=sql.Identifier(key))
         async with self.pool.connection() as conn:
-            cursor = await conn.execute(Q[query], {"limit": limit, "lease_s": lease_s})
+            cursor = await conn.execute(query, {"limit": limit, "lease_s": lease_s})
             return [str(row[0]) for row in await cursor.fetchall()]
 
     async def recheck_refunds_now(self, payment_id: str) -> int:
