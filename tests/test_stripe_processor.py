@@ -360,13 +360,16 @@ def test_an_authorization_needing_3d_secure_waits_then_is_captured_when_stripe_r
     captured = Fault(200, path="/capture", body={
         "id": "pi_3ds_manual", "object": "payment_intent", "status": "succeeded",
         "amount_received": 1500})  # fmt: skip
-    with stripe_stack(settings, tmp_path, REQUIRES_ACTION, faults=(captured,)) as (f, mock, front):
+    env = {"FLOWPAY_GATEWAY__STRIPE__RETURN_URL": "https://shop.example/back"}
+    with stripe_stack(settings, tmp_path, REQUIRES_ACTION, env, (captured,)) as (f, mock, front):
         s = Stack(f)
         payment_id = authorize_with_3ds(f)
         saga = s.saga(f"payment:{payment_id}")
         assert (saga["state"], saga["step"]) == ("running", "authorize")  # no decision to take yet
         intent = charge_of(f, payment_id)
-        assert "capture_method:manual" in mock.log.read_text()
+        sent = mock.log.read_text()
+        assert "capture_method:manual" in sent
+        assert "return_url:https://shop.example/back" in sent
 
         held = stripe_event("evt_3ds_held", "payment_intent.amount_capturable_updated",
                             payment_id, intent, status="requires_capture",

@@ -185,8 +185,8 @@ INSERT INTO processor.payouts
      correlation_id, next_check_at, settled_at)
 VALUES (%(payout_id)s, %(merchant_id)s, %(amount)s, %(currency)s, %(status)s,
         %(gateway_payout_id)s, %(failure)s, %(correlation_id)s,
-        CASE WHEN %(status)s = 'in_transit' THEN now() END,
-        CASE WHEN %(status)s <> 'in_transit' THEN now() END)
+        CASE WHEN %(status)s::text = 'in_transit' THEN now() END,
+        CASE WHEN %(status)s::text <> 'in_transit' THEN now() END)
 ON CONFLICT (payout_id) DO NOTHING;
 
 -- name: payout_get
@@ -207,7 +207,7 @@ RETURNING payout_id, merchant_id, amount, currency, status, gateway_payout_id, f
 -- A payout still in transit, looked up again after after_s (NULL: no more look-ups, the
 -- gateway's report settles it).
 UPDATE processor.payouts
-SET next_check_at = now() + make_interval(secs => %(after_s)s), checks = checks + 1
+SET next_check_at = now() + make_interval(secs => %(after_s)s::float8), checks = checks + 1
 WHERE payout_id = %(payout_id)s AND status = 'in_transit';
 
 -- name: due_claim
@@ -238,7 +238,7 @@ INSERT INTO processor.payments
      charge_id, failure_reason, settled_at, capture_method, next_check_at)
 VALUES (%(payment_id)s, %(merchant_id)s, %(amount)s, %(currency)s, %(payment_method)s,
         %(correlation_id)s, %(state)s, %(charge_id)s, %(failure_reason)s, now(), 'manual',
-        CASE WHEN %(state)s = 'requires_action' THEN now() END)
+        CASE WHEN %(state)s::text = 'requires_action' THEN now() END)
 ON CONFLICT (payment_id) DO NOTHING;
 
 -- name: payment_move
