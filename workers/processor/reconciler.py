@@ -42,6 +42,7 @@ class Reconciler:
         self.refunds = refunds
         self.waits = waits
         self.store = charging.store
+        # The gateway of every operation (the same client as charging's), which looks payouts up.
         self.payouts = Payouts(charging.store, waits.gateway)
         self.gateway = charging.gateway
         self.config = charging.config
