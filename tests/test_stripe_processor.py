@@ -395,17 +395,16 @@ def test_an_authorization_needing_3d_secure_waits_then_is_captured_when_stripe_r
 def test_an_authorization_found_completed_by_a_look_up_goes_on_to_requires_capture(
     settings: Settings, tmp_path: Path
 ) -> None:
-    # The reconciler's look-ups find it waiting, then (from the front) held for capture.
-    completed = Fault(200, path="/v1/payment_intents/pi_", body={
-        "id": "pi_3ds_manual", "object": "payment_intent", "status": "requires_capture",
-        "amount": 1999, "amount_capturable": 1999, "amount_received": 0})  # fmt: skip
     with stripe_stack(settings, tmp_path, REQUIRES_ACTION) as (f, mock, front):
         payment_id = authorize_with_3ds(f)
         intent = charge_of(f, payment_id)
         wait_for(lambda: f"GET /v1/payment_intents/{intent}" in mock.requests(),
                  what="a look-up finding the customer still away")  # fmt: skip
         assert f.payment(payment_id)["status"] == "requires_action"
-        front.faults.append(completed)
+        # The next look-up finds it (from the front) held for capture.
+        front.faults.append(Fault(200, path=f"/v1/payment_intents/{intent}", body={
+            "id": intent, "object": "payment_intent", "status": "requires_capture",
+            "amount": 1999, "amount_capturable": 1999, "amount_received": 0}))  # fmt: skip
         ready = Stack(f).reaches(payment_id, "requires_capture")
         assert ready["next_action"] is None
         wait_for(lambda: Stack(f).saga(f"payment:{payment_id}")["step"] == "await_decision",
