@@ -280,6 +280,11 @@ CREATE TABLE IF NOT EXISTS processor.payments (
     -- the payment was made for stays, as Stripe keeps ``amount`` beside ``amount_received``.
     amount_received bigint      CONSTRAINT processor_payments_received_range
                                 CHECK (amount_received > 0 AND amount_received <= amount),
+    -- manual: authorized by the orchestrator's command, captured or voided later; a manual
+    -- payment waiting for its customer (3-D Secure) goes on to requires_capture.
+    capture_method  text        NOT NULL DEFAULT 'automatic'
+                                CONSTRAINT processor_payments_capture_method_known
+                                CHECK (capture_method IN ('automatic', 'manual')),
     CONSTRAINT processor_payments_charged_when_succeeded
         CHECK (state NOT IN ('succeeded', 'refunded') OR charge_id IS NOT NULL),
     CONSTRAINT processor_payments_fully_refunded
@@ -328,21 +333,33 @@ CREATE TABLE IF NOT EXISTS processor.commands (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
--- Payouts sent through the gateway, each once, with its outcome (recorded with the event that
--- answers the payout saga's command).
+-- Payouts sent through the gateway, each once, with its outcome: paid or failed at once
+-- (recorded with the event that answers the payout saga's command), or in_transit (Stripe pays
+-- days later), settled later by the gateway's report or the reconciler's look-up, which emit
+-- the answering event then.
 CREATE TABLE IF NOT EXISTS processor.payouts (
     payout_id         text        PRIMARY KEY,
     merchant_id       text        NOT NULL,
     amount            bigint      NOT NULL CHECK (amount > 0 AND amount <= 1000000000000),
     currency          text        NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
-    status            text        NOT NULL CHECK (status IN ('paid', 'failed')),
+    status            text        NOT NULL CONSTRAINT processor_payouts_status_known
+                                  CHECK (status IN ('in_transit', 'paid', 'failed')),
     gateway_payout_id text,
     -- The gateway's failure code (or gateway_rejected); NULL when paid.
     failure           text,
     created_at        timestamptz NOT NULL DEFAULT now(),
+    -- The payout saga's, for the event a later settlement emits.
+    correlation_id    text,
+    -- Non-null: in transit, the reconciler looks it up then (checks: how many times it did).
+    next_check_at     timestamptz,
+    checks            integer     NOT NULL DEFAULT 0,
+    -- When it was paid or failed (NULL while in transit).
+    settled_at        timestamptz,
     CONSTRAINT processor_payouts_paid_at_the_gateway
-        CHECK (status <> 'paid' OR gateway_payout_id IS NOT NULL)
+        CHECK (status = 'failed' OR gateway_payout_id IS NOT NULL)
 );
+CREATE INDEX IF NOT EXISTS processor_payouts_due ON processor.payouts (next_check_at)
+    WHERE next_check_at IS NOT NULL;
 
 -- ---------------------------------------------------------------------------------------------
 -- outboxes: the relay polls them, at once again while they have rows. No NOTIFY on insert:

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 
 from tests.conftest import flowpay
 from tests.helpers.flow import Flow, flow
@@ -24,10 +25,15 @@ from tests.helpers.servers import free_port
 from tests.helpers.waiting import wait_for
 from tests.test_ledger_support import publish
 from tests.test_orchestrator import Stack
-from workers.core.config import Settings
+from workers.core.config import ProcessorSettings, Settings
 from workers.core.db import admin_url
-from workers.core.events import EventType, PayoutRequested, new_event
+from workers.core.events import EventType, GatewayReported, PayoutRequested, new_event
 from workers.core.topics import GROUP_PROCESSOR_COMMANDS, topics
+from workers.processor.gateway import Rejected, Unknown
+from workers.processor.operations import PayoutFailed as PayoutFailedAt
+from workers.processor.operations import PayoutOutcome, PayoutSent
+from workers.processor.payouts import next_look_up_s, outcome_row, reported_row
+from workers.processor.store import PayoutOutcomeRow, PayoutRecord
 
 
 @contextmanager
@@ -243,3 +249,50 @@ def test_merchants_are_told_of_paid_and_failed_payouts_by_webhook(
         assert all(r.signature_ok for r in told.values())
         # The API shows what the webhook said.
         assert payout_of(s, paid) | {"updated_at": 0} == told[paid].body["data"] | {"updated_at": 0}
+
+
+# --- payouts the gateway pays later: pure rules --------------------------------------------------
+
+PAYOUT_CONFIG = ProcessorSettings(recheck_first_s=60, recheck_max_s=3600, pending_max_checks=3)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "row"),
+    [
+        (PayoutSent("po_s1", "paid"), PayoutOutcomeRow("paid", "po_s1", None)),
+        # Stripe's payouts travel for days: recorded, the command done, landed later.
+        (PayoutSent("po_s1", "pending"), PayoutOutcomeRow("in_transit", "po_s1", None)),
+        (PayoutSent("po_s1", "in_transit"), PayoutOutcomeRow("in_transit", "po_s1", None)),
+        (PayoutFailedAt("po_s1", "account_closed"),
+         PayoutOutcomeRow("failed", "po_s1", "account_closed")),
+        (Rejected("HTTP 400"), PayoutOutcomeRow("failed", None, "gateway_rejected")),
+        (Unknown("timeout"), None),  # no answer: the command is taken again, same key
+    ],
+)  # fmt: skip
+def test_how_a_payout_stands_by_the_gateways_answer(
+    outcome: PayoutOutcome, row: PayoutOutcomeRow | None
+) -> None:
+    assert outcome_row(outcome) == row
+
+
+def payout_report(kind: str, failure: str | None = None) -> GatewayReported:
+    return GatewayReported(provider="stripe", gateway_event_id="evt_1", gateway_event_type=kind,
+                           object_id="po_s1", status=kind.split(".")[1], failure_reason=failure,
+                           livemode=False)  # fmt: skip
+
+
+def test_stripes_reports_say_paid_or_failed_with_its_code() -> None:
+    assert reported_row(payout_report("payout.paid")) == PayoutOutcomeRow("paid", "po_s1", None)
+    failed = reported_row(payout_report("payout.failed", "no_account"))
+    assert failed == PayoutOutcomeRow("failed", "po_s1", "no_account")
+    assert reported_row(payout_report("payout.failed")).failure == "failed"
+
+
+def in_transit(checks: int) -> PayoutRecord:
+    return PayoutRecord("po_1", "mer_1", 700, "EUR", "in_transit", "po_s1", None, "c", checks)
+
+
+def test_a_payout_in_transit_is_looked_up_a_bounded_number_of_times() -> None:
+    assert [next_look_up_s(PAYOUT_CONFIG, in_transit(n)) for n in range(4)] == [
+        60.0, 120.0, None, None,
+    ]  # fmt: skip

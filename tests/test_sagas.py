@@ -15,12 +15,15 @@ from workers.core.events import (
     EventType,
     Failed,
     Initiated,
+    NextAction,
     PayoutFailed,
     PayoutPaid,
     PayoutRequested,
     Processing,
+    RedirectToUrl,
     Refunded,
     RefundRequested,
+    RequiresAction,
     RequiresCapture,
     Succeeded,
     new_event,
@@ -256,6 +259,39 @@ def test_a_batch_walks_each_payments_events_in_order_through_one_instance() -> N
         ("ignored", None),
     ]
     assert [d.instance.state for d in decisions] == [SagaState.RUNNING, SagaState.DONE]
+
+
+def test_an_authorization_through_3d_secure_waits_then_goes_on_to_the_merchants_decision() -> None:
+    start = initiated(EventType.AUTHORIZATION_REQUESTED)
+    shown = NextAction(type="redirect_to_url",
+                       redirect_to_url=RedirectToUrl(url="https://hooks.stripe.com/3ds"))  # fmt: skip
+    waiting = event(EventType.REQUIRES_ACTION, RequiresAction(charge_id="pi_1", next_action=shown))
+    held = event(EventType.REQUIRES_CAPTURE,
+                 RequiresCapture(authorization_id="pi_1", amount_capturable=1000))  # fmt: skip
+    decisions, heard = machine.walk([start, waiting], {}, T0, TIMEOUTS)
+    # The customer's authentication answers nothing: the authorize step waits on.
+    assert [h.effect for h in heard] == ["started", "ignored"]
+    [begun] = decisions
+    assert (begun.instance.state, begun.instance.step) == (SagaState.RUNNING, "authorize")
+    # Its resend, while the customer is away, asks for the same authorization (the processor
+    # finds the payment waiting and answers nothing).
+    resent = machine.fire(begun.instance, begun.instance.current.seq, OnTimeout.RESEND,
+                          T0 + timedelta(seconds=60), TIMEOUTS)  # fmt: skip
+    [again] = resent.commands
+    assert (again.type, again.attempt) == (CommandType.AUTHORIZE, 2)
+    # Authenticated, the hold waits for the merchant with its expiry armed from then.
+    later = T0 + timedelta(seconds=90)
+    decided = machine.hear(resent.instance, held, later, TIMEOUTS)
+    assert (decided.instance.state, decided.instance.step) == (SagaState.WAITING, "await_decision")
+    assert decided.timer == machine.TimerPlan(OnTimeout.COMPENSATE, later + timedelta(seconds=3600))
+    assert decided.steps[0].answer_type == "payment.requires_capture"
+
+
+def test_an_authorization_whose_customer_never_authenticates_ends_failed() -> None:
+    saga = started(EventType.AUTHORIZATION_REQUESTED).instance
+    expired = hear(saga, EventType.FAILED, Failed(reason="action_expired"))
+    assert (expired.instance.state, expired.instance.outcome) == (SagaState.FAILED, "failed")
+    assert not expired.commands  # nothing was authorized: nothing to void
 
 
 def payout_started() -> Decision:

@@ -22,6 +22,10 @@ ALLOWED = {
     (State.REQUIRES_CAPTURE, Move.CAPTURE): State.SUCCEEDED,
     (State.REQUIRES_CAPTURE, Move.CAPTURE_FAIL): State.FAILED,
     (State.REQUIRES_CAPTURE, Move.VOID): State.CANCELED,
+    # Manual capture with 3-D Secure: the customer authenticates, then the hold is captured or
+    # canceled as any other (or the wait ends: fail).
+    (State.INITIATED, Move.REQUIRE_ACTION): State.REQUIRES_ACTION,
+    (State.REQUIRES_ACTION, Move.AUTHORIZE): State.REQUIRES_CAPTURE,
 }
 
 

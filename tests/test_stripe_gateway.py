@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from tests.helpers.servers import free_port
 from tests.helpers.stripe_faults import Fault, faulty_front
@@ -75,8 +75,9 @@ def mocks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Stripe
         }
 
 
-def config(base_url: str, **gateway: Any) -> GatewaySettings:
-    stripe = StripeSettings(api_key=SecretStr(API_KEY), base_url=base_url, timeout_s=2.0)
+def config(base_url: str, return_url: str | None = None, **gateway: Any) -> GatewaySettings:
+    stripe = StripeSettings(api_key=SecretStr(API_KEY), base_url=base_url, timeout_s=2.0,
+                            return_url=return_url)  # fmt: skip
     values = {"provider": "stripe", "stripe": stripe, "max_retries": 2, "backoff_base_s": 0.01,
               "backoff_max_s": 0.05, **gateway}  # fmt: skip
     return GatewaySettings(**values)
@@ -171,6 +172,36 @@ def test_3d_secure_waits_for_the_customer_with_the_redirect(mocks: dict[str, Str
     assert charged.next_action == outcome.next_action
     assert "return_url:https://shop.example/back" in sent(mock, mark)
     assert valid(mock, mark) == ["POST /v1/payment_intents"] * 2
+
+
+def test_the_configured_return_url_goes_with_every_confirmation(
+    mocks: dict[str, StripeMock],
+) -> None:
+    mock = mocks["requires_action"]
+    back = "https://shop.example/payments/return"
+    mark = mock.mark()
+    charged = run(mock.url, lambda g: g.charge(charge()), return_url=back)
+    authorized = run(mock.url, lambda g: g.authorize(charge("manual")), return_url=back)
+    assert isinstance(charged, AwaitingCustomer)
+    assert isinstance(authorized, AwaitingCustomer)
+    # stripe-mock validates it against Stripe's specification: a refusal fails valid().
+    assert valid(mock, mark) == ["POST /v1/payment_intents"] * 2
+    data = sent(mock, mark)
+    assert data.count(f"return_url:{back}") == 2
+    assert "capture_method:manual" in data
+    # A payment's own return URL, when it has one, goes instead.
+    mark = mock.mark()
+    own = ChargeRequest(PAYMENT, 1999, "EUR", "pm_card_visa", return_url="https://own.example/r")
+    run(mock.url, lambda g: g.charge(own), return_url=back)
+    assert "return_url:https://own.example/r" in sent(mock, mark)
+    assert back not in sent(mock, mark)
+
+
+def test_without_a_return_url_none_is_sent(mocks: dict[str, StripeMock]) -> None:
+    mock = mocks["succeeded"]
+    mark = mock.mark()
+    run(mock.url, lambda g: g.charge(charge()))
+    assert "return_url" not in sent(mock, mark)
 
 
 def test_a_declined_card_fails_with_its_reason(mocks: dict[str, StripeMock]) -> None:
@@ -354,3 +385,16 @@ def test_the_api_key_is_never_logged_nor_shown(
 
 def test_log_files_of_this_module_hold_no_key(mocks: dict[str, StripeMock]) -> None:
     assert all(API_KEY not in Path(m.log).read_text() for m in mocks.values())
+
+
+@pytest.mark.parametrize("url", ["http://shop.example/back", "shop.example/back", "ftp://x/y"])
+def test_a_return_url_a_customer_would_reach_in_the_clear_is_refused(url: str) -> None:
+    with pytest.raises(ValidationError, match="must be https"):
+        StripeSettings(return_url=url)
+
+
+def test_a_return_url_is_https_or_this_machine() -> None:
+    assert StripeSettings(return_url="https://shop.example/r?x=1").return_url == (
+        "https://shop.example/r?x=1"
+    )
+    assert StripeSettings(return_url="http://127.0.0.1:8000/r").return_url is not None

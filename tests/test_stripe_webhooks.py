@@ -76,6 +76,14 @@ def test_a_failed_intent_reports_flowpays_failure_reason() -> None:
     assert reported.report.failure_reason == "insufficient_funds"
 
 
+def test_an_authorization_completed_by_its_customer_reports_what_can_be_captured() -> None:
+    held = intent("pay_1", "requires_capture", amount_capturable=1999)
+    reported = report_of(stripe_event("payment_intent.amount_capturable_updated", held))
+    assert reported is not None
+    assert reported.reference == "pay_1"
+    assert (reported.report.status, reported.report.amount) == ("requires_capture", 1999)
+
+
 def test_a_refunded_charge_reports_the_amount_refunded_in_all() -> None:
     charge = {"id": "ch_1", "status": "succeeded", "amount": 1999, "amount_refunded": 500,
               "currency": "eur", "metadata": {"flowpay_payment_id": "pay_1"}}  # fmt: skip

@@ -61,8 +61,9 @@ FlowPay's merchant API: create payments and refunds, read them, follow their sta
   (`cancellation_reason: "expired"`).
 - **Customer authentication**: a card that needs 3-D Secure puts the payment at
   `requires_action`; its `next_action` says what the customer must do (for a redirect, the URL
-  to send them to). It then succeeds or fails as the gateway reports, or fails with
-  `action_expired` if the customer has not acted in time (a day by default).
+  to send them to). It then succeeds or fails as the gateway reports (a manual payment goes on
+  to `requires_capture`), or fails with `action_expired` if the customer has not acted in time
+  (a day by default).
 
 - **Authentication**: `Authorization: Bearer <your API key>` on every `/v1` request.
 - **Idempotency**: every `POST` carries an `Idempotency-Key`, new for each new request. The

@@ -161,6 +161,7 @@ def report_of(event: Mapping[str, Any]) -> Reported | None:
 def _amount(kind: str, obj: Mapping[str, Any]) -> int | None:
     field = {
         "payment_intent.succeeded": "amount_received",
+        "payment_intent.amount_capturable_updated": "amount_capturable",
         "charge.refunded": "amount_refunded",
     }.get(kind, "amount")
     value = obj.get(field)

@@ -272,6 +272,9 @@ class StripeSettings(_Section):
     timeout_s: float = Field(default=30.0, gt=0, le=300)
     # The signing secret (whsec_...) of the endpoint registered in Stripe's dashboard.
     webhook_secret: SecretStr | None = None
+    # Where Stripe sends a customer back after authenticating (3-D Secure) on its page: sent on
+    # every confirmation, as Stripe requires for a payment that may need a redirect.
+    return_url: str | None = Field(default=None, max_length=2048)
 
     @field_validator("api_key")
     @classmethod
@@ -291,12 +294,22 @@ class StripeSettings(_Section):
     @field_validator("base_url")
     @classmethod
     def _keys_never_in_the_clear(cls, url: str) -> str:
-        parsed = urlsplit(url)
-        local = parsed.scheme == "http" and parsed.hostname in _LOOPBACK_HOSTS
-        if not (parsed.scheme == "https" or local) or not parsed.hostname:
-            # The secret key travels in every request's Authorization header.
-            raise ValueError("must be https (plain http only to 127.0.0.1 or localhost)")
-        return url.rstrip("/")
+        # The secret key travels in every request's Authorization header.
+        return _https_or_loopback(url).rstrip("/")
+
+    @field_validator("return_url")
+    @classmethod
+    def _customers_come_back_safely(cls, url: str | None) -> str | None:
+        # The customer's browser lands there from their bank's page: never in the clear.
+        return None if url is None else _https_or_loopback(url)
+
+
+def _https_or_loopback(url: str) -> str:
+    parsed = urlsplit(url)
+    local = parsed.scheme == "http" and parsed.hostname in _LOOPBACK_HOSTS
+    if not (parsed.scheme == "https" or local) or not parsed.hostname:
+        raise ValueError("must be https (plain http only to 127.0.0.1 or localhost)")
+    return url
 
 
 class GatewaySettings(_Section):
@@ -349,8 +362,9 @@ class ProcessorSettings(_Section):
     # never expires a PaymentIntent itself (it stays requires_action until canceled); its
     # Checkout gives a session a day, which is the default here.
     requires_action_timeout_s: float = Field(default=86_400.0, gt=0)
-    # A charge the gateway holds as processing (async payment methods) is looked up this many
-    # times on the re-check schedule, then left to the gateway's webhook: never asked forever.
+    # A charge the gateway holds as processing (async payment methods), or a payout in transit
+    # (Stripe pays days later), is looked up this many times on the re-check schedule, then left
+    # to the gateway's webhook: never asked forever.
     pending_max_checks: int = Field(default=8, ge=0, le=64)
 
     @model_validator(mode="before")

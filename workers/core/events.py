@@ -179,6 +179,8 @@ class ChargeReversed(EventData):
 GatewayEventType = Literal[
     "payment_intent.succeeded",
     "payment_intent.payment_failed",
+    # A manual payment's authorization completed (3-D Secure): it can be captured now.
+    "payment_intent.amount_capturable_updated",
     "charge.refunded",
     "payout.paid",
     "payout.failed",

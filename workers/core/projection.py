@@ -33,7 +33,11 @@ _UNSETTLED: Final = (Status.INITIATED, Status.PROCESSING, Status.REQUIRES_ACTION
 STATUS_ADVANCES: Final[dict[EventType, tuple[Status, tuple[Status, ...]]]] = {
     EventType.PROCESSING: (Status.PROCESSING, (Status.INITIATED,)),
     EventType.REQUIRES_ACTION: (Status.REQUIRES_ACTION, (Status.INITIATED, Status.PROCESSING)),
-    EventType.REQUIRES_CAPTURE: (Status.REQUIRES_CAPTURE, (Status.INITIATED, Status.PROCESSING)),
+    # From requires_action: a manual payment whose customer authenticated (3-D Secure).
+    EventType.REQUIRES_CAPTURE: (
+        Status.REQUIRES_CAPTURE,
+        (Status.INITIATED, Status.PROCESSING, Status.REQUIRES_ACTION),
+    ),
     # The API moves the payment as it takes the request; the event says the same, once more.
     EventType.CAPTURE_REQUESTED: (Status.PROCESSING, (Status.REQUIRES_CAPTURE,)),
     EventType.CANCEL_REQUESTED: (Status.PROCESSING, (Status.REQUIRES_CAPTURE,)),

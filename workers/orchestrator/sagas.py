@@ -133,7 +133,11 @@ PAYMENT_AUTOMATIC: Final = Saga(
 )
 
 # Manual capture: authorize, then wait for the merchant's capture or cancel; an authorization
-# left uncaptured past its TTL is voided (the payment canceled, "expired").
+# left uncaptured past its TTL is voided (the payment canceled, "expired"). An authorization the
+# customer must authenticate (3-D Secure) answers first with payment.requires_action, which
+# answers no step: authorize waits on (a resend finds the payment waiting and is answered
+# nothing) until the customer has authenticated (payment.requires_capture: the TTL starts
+# then) or the processor gave up on them (payment.failed, action_expired: nothing was held).
 PAYMENT_MANUAL: Final = Saga(
     "payment_manual",
     SagaType.PAYMENT,

@@ -18,6 +18,7 @@ from workers.processor.gateway import (
     Charged,
     ChargeRequest,
     Declined,
+    GatewayUnreachable,
     HttpGateway,
     Rejected,
     card_body,
@@ -29,6 +30,7 @@ from workers.processor.operations import (
     CancelOutcome,
     Captured,
     CaptureOutcome,
+    FoundPayout,
     GatewayPayment,
     PaymentOutcome,
     PayoutFailed,
@@ -78,10 +80,15 @@ class SimGateway(HttpGateway):
             return reply
         if reply.status_code != 200:
             return _rejected(reply)
-        found = reply.json()
-        if found["status"] == "failed":
-            return PayoutFailed(str(found["id"]), str(found["failure_code"]))
-        return PayoutSent(str(found["id"]), str(found["status"]))
+        return _payout(reply.json())
+
+    async def find_payout(self, payout_id: str, gateway_payout_id: str) -> FoundPayout:
+        """The simulator's payout, by FlowPay's payout id (its reference there)."""
+        found = await self._list("/v1/payouts", payout_id)  # GatewayUnreachable
+        for payout in found:
+            if payout["id"] == gateway_payout_id:
+                return _payout(payout)
+        raise GatewayUnreachable(f"the simulator has no payout {gateway_payout_id}")
 
     async def look_up(self, payment_id: str, charge_id: str | None = None) -> list[GatewayPayment]:
         """The authorizations made for ``payment_id`` (by its reference)."""
@@ -104,6 +111,12 @@ def _outcome(authorization: dict[str, Any]) -> PaymentOutcome:
     if status == "canceled":
         return Canceled(str(authorization["id"]))
     return Declined(str(authorization.get("decline_code") or "card_declined"))
+
+
+def _payout(found: dict[str, Any]) -> FoundPayout:
+    if found["status"] == "failed":
+        return PayoutFailed(str(found["id"]), str(found["failure_code"]))
+    return PayoutSent(str(found["id"]), str(found["status"]))
 
 
 def _rejected(reply: httpx.Response) -> Rejected:

@@ -21,10 +21,17 @@ from workers.core.consuming import Batch, Received
 from workers.core.delivery import headers_of
 from workers.core.errors import PermanentError, TransientError
 from workers.core.events import Canceled as CanceledEvent
-from workers.core.events import EventType, Failed, RequiresCapture, Succeeded
+from workers.core.events import EventType, Failed, RequiresAction, RequiresCapture, Succeeded
 from workers.core.observe import handling
 from workers.processor.charging import gather_all
-from workers.processor.gateway import Charged, ChargeRequest, Declined, GatewayUnreachable, Rejected
+from workers.processor.gateway import (
+    AwaitingCustomer,
+    Charged,
+    ChargeRequest,
+    Declined,
+    GatewayUnreachable,
+    Rejected,
+)
 from workers.processor.operations import (
     Authorized,
     Canceled,
@@ -66,7 +73,7 @@ class Captures:
                 return
             payment = await self.store.get(command.subject)
             change = await self._change(command, payment)
-            await self.store.execute(command, change, lambda p: answer(command, p))
+            await self.store.execute(command, change, lambda p: answer(command, p, change))
 
     async def _change(self, command: Command, payment: Payment | None) -> Change | None:
         """What the command changes, after its gateway call; None: done before (a resend)."""
@@ -88,8 +95,9 @@ class Captures:
             command.subject, data.amount, data.currency, data.payment_method, "manual"
         )
         outcome = await self.gateway.authorize(request)
-        if not isinstance(outcome, (Authorized, Declined, Rejected)):
-            outcome = self._settled(await self._look_up(command.subject), Authorized, Declined)
+        if not isinstance(outcome, (Authorized, AwaitingCustomer, Declined, Rejected)):
+            found = await self._look_up(command.subject)
+            outcome = self._settled(found, Authorized, AwaitingCustomer, Declined)
         row: dict[str, Any] = {
             "payment_id": command.subject, "merchant_id": command.merchant_id,
             "amount": data.amount, "currency": data.currency,
@@ -97,16 +105,22 @@ class Captures:
         }  # fmt: skip
         charge: str | None
         reason: str | None
+        action = None
         match outcome:
             case Authorized(charge_id):
                 state, charge, reason = apply(State.INITIATED, Move.AUTHORIZE), charge_id, None
+            case AwaitingCustomer(charge_id, next_action):
+                # 3-D Secure: the customer authenticates, then the reconciler's look-up or
+                # Stripe's report moves it on to requires_capture (``workers.processor.waits``).
+                state, charge, reason = apply(State.INITIATED, Move.REQUIRE_ACTION), charge_id, None
+                action = next_action.shown()
             case Declined(code):
                 state, charge, reason = apply(State.INITIATED, Move.DECLINE), None, code
             case _:
                 log.error("gateway refused the authorization of %s: %s", command.subject, outcome)
                 state, charge, reason = State.FAILED, None, "gateway_error"
         params = {**row, "state": state, "charge_id": charge, "failure_reason": reason}
-        return Change("payment_authorized", params)
+        return Change("payment_authorized", params, action)
 
     async def _capture(self, payment: Payment, data: Capture) -> Change:
         key = capture_key(payment.payment_id)
@@ -174,12 +188,17 @@ def _move(
     return Change("payment_move", params)
 
 
-def answer(command: Command, payment: Payment) -> Answer | None:
-    """The event that answers ``command``, from the payment as it stands once it is executed;
-    None when the payment has moved past what the command asked (nothing to answer)."""
+def answer(command: Command, payment: Payment, change: Change | None = None) -> Answer | None:
+    """The event that answers ``command``, from the payment as it stands once it is executed
+    (and the ``change`` executing it made); None when the payment has moved past what the
+    command asked, or waits for its customer since an earlier try (nothing to answer)."""
     state = State(payment.state)
     if state == State.FAILED and command.type in (CommandType.AUTHORIZE, CommandType.CAPTURE):
         return EventType.FAILED, Failed(reason=payment.failure_reason or "gateway_error")
+    if state == State.REQUIRES_ACTION and change is not None and change.action is not None:
+        assert payment.charge_id is not None
+        waiting = RequiresAction(charge_id=payment.charge_id, next_action=change.action)
+        return EventType.REQUIRES_ACTION, waiting
     if command.type == CommandType.AUTHORIZE and state == State.REQUIRES_CAPTURE:
         assert payment.charge_id is not None
         hold = RequiresCapture(authorization_id=payment.charge_id, amount_capturable=payment.amount)

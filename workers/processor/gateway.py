@@ -20,6 +20,8 @@ import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from workers.core.config import GatewaySettings, Settings
+from workers.core.events import NextAction as ActionShown
+from workers.core.events import RedirectToUrl
 from workers.core.ids import derived_key
 from workers.core.retry import jittered
 from workers.processor import metrics
@@ -60,6 +62,11 @@ class NextAction:
 
     type: str
     redirect_url: str | None = None
+
+    def shown(self) -> ActionShown:
+        """As merchants see it, in Stripe's shape (an event's ``next_action``)."""
+        redirect = None if self.redirect_url is None else RedirectToUrl(url=self.redirect_url)
+        return ActionShown(type=self.type, redirect_to_url=redirect)
 
 
 @dataclass(frozen=True)

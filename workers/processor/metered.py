@@ -25,6 +25,7 @@ from workers.processor.operations import (
     AuthorizeOutcome,
     CancelOutcome,
     CaptureOutcome,
+    FoundPayout,
     GatewayPayment,
     OperationsGateway,
     PayoutOutcome,
@@ -79,6 +80,11 @@ class MeteredCaptureGateway(MeteredGateway):
 
     async def payout(self, request: PayoutRequest) -> PayoutOutcome:
         return await _metered("payout", self.operations.payout(request))
+
+    async def find_payout(self, payout_id: str, gateway_payout_id: str) -> FoundPayout:
+        return await _metered(
+            "payout_lookup", self.operations.find_payout(payout_id, gateway_payout_id)
+        )
 
     async def look_up(self, payment_id: str, charge_id: str | None = None) -> list[GatewayPayment]:
         return await _metered(

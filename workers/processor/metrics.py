@@ -25,7 +25,7 @@ GATEWAY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 1
 CALLS = Counter(
     "flowpay_gateway_calls",
     "Gateway calls by operation (charge, refund, lookup, refund_lookup, authorize, capture,"
-    " void, authorization_lookup) and outcome"
+    " void, authorization_lookup, payout, payout_lookup) and outcome"
     " (success, decline, rejected, unknown).",
     ["operation", "outcome"],
 )
@@ -47,8 +47,8 @@ ATTEMPTS = Counter(
 REPORTS = Counter(
     "flowpay_gateway_reports",
     "The gateway's reports (its webhooks) by type and what came of each (applied, stale,"
-    " duplicate, contradicted, unknown_payment, refunds_rechecked, nothing_to_recheck,"
-    " not_flowpays).",
+    " duplicate, contradicted, unknown_payment, unknown_payout, refunds_rechecked,"
+    " nothing_to_recheck).",
     ["type", "outcome"],
 )
 RECONCILER_BACKLOG = Gauge(

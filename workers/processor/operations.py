@@ -56,7 +56,7 @@ class PayoutRequest:
 @dataclass(frozen=True)
 class PayoutSent:
     gateway_payout_id: str
-    status: str  # pending | in_transit | paid: a later webhook says paid or failed
+    status: str  # pending | in_transit | paid: in transit, a later report says paid or failed
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,7 @@ AuthorizeOutcome = PaymentOutcome | Rejected | Unknown
 CaptureOutcome = Captured | Rejected | Unknown
 CancelOutcome = Canceled | Rejected | Unknown
 PayoutOutcome = PayoutSent | PayoutFailed | Rejected | Unknown
+FoundPayout = PayoutSent | PayoutFailed
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,11 @@ class CaptureGateway(Gateway, Protocol):
 
 class OperationsGateway(CaptureGateway, Protocol):
     async def payout(self, request: PayoutRequest) -> PayoutOutcome: ...
+
+    async def find_payout(self, payout_id: str, gateway_payout_id: str) -> FoundPayout:
+        """A payout sent before, as the gateway has it now (by its id there, or by FlowPay's
+        ``payout_id``); raises GatewayUnreachable without an answer, or if it has none."""
+        ...
 
 
 def authorize_key(payment_id: str) -> str:

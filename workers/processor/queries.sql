@@ -41,7 +41,7 @@ FROM processor.payments WHERE payment_id IN (SELECT payment_id FROM given);
 -- name: payment_get
 SELECT payment_id, merchant_id, amount, currency, payment_method, correlation_id, state,
        charge_id, failure_reason, refunded_amount, next_check_at, checks, reversed_charge_id,
-       created_at, updated_at, traceparent, settled_at, amount_received
+       created_at, updated_at, traceparent, settled_at, amount_received, capture_method
 FROM processor.payments WHERE payment_id = %(payment_id)s;
 
 -- name: payment_settle
@@ -84,17 +84,6 @@ SET next_check_at = now() + make_interval(secs => %(after_s)s), checks = checks 
     updated_at = now()
 WHERE payment_id = %(payment_id)s AND state = %(state)s;
 
--- name: payments_due
--- Claims payments whose check is due, with a lease so that one reconciler handles each.
-UPDATE processor.payments p
-SET next_check_at = now() + make_interval(secs => %(lease_s)s)
-FROM (SELECT payment_id FROM processor.payments
-      WHERE next_check_at <= now()
-      ORDER BY next_check_at LIMIT %(limit)s
-      FOR UPDATE SKIP LOCKED) due
-WHERE p.payment_id = due.payment_id
-RETURNING p.payment_id;
-
 -- name: payment_release
 UPDATE processor.payments SET next_check_at = NULL, updated_at = now()
 WHERE payment_id = %(payment_id)s;
@@ -133,17 +122,6 @@ WHERE refund_id = %(refund_id)s AND status = 'requested';
 -- reconciler's) are looked at on its next pass.
 UPDATE processor.refunds SET next_check_at = now(), updated_at = now()
 WHERE payment_id = %(payment_id)s AND status = 'requested' AND next_check_at > now();
-
--- name: refunds_due
--- Claims refunds whose check is due, with a lease so that one reconciler handles each.
-UPDATE processor.refunds r
-SET next_check_at = now() + make_interval(secs => %(lease_s)s)
-FROM (SELECT refund_id FROM processor.refunds
-      WHERE next_check_at <= now()
-      ORDER BY next_check_at LIMIT %(limit)s
-      FOR UPDATE SKIP LOCKED) due
-WHERE r.refund_id = due.refund_id
-RETURNING r.refund_id;
 
 -- name: payment_refundable
 -- What is left to refund: refunds still requested count as made (their outcome may be known
@@ -199,16 +177,51 @@ WHERE next_check_at IS NOT NULL;
 -- name: command_seen
 SELECT 1 FROM processor.commands WHERE command_id = %(command_id)s;
 
--- name: payout_seen
-SELECT 1 FROM processor.payouts WHERE payout_id = %(payout_id)s;
-
 -- name: payout_insert
--- A payout settled at the gateway, once; nothing inserted: settled before.
+-- A payout sent through the gateway, once; nothing inserted: sent before. One in transit is
+-- the reconciler's to look up (first at once: it looks again on the re-check schedule).
 INSERT INTO processor.payouts
-    (payout_id, merchant_id, amount, currency, status, gateway_payout_id, failure)
+    (payout_id, merchant_id, amount, currency, status, gateway_payout_id, failure,
+     correlation_id, next_check_at, settled_at)
 VALUES (%(payout_id)s, %(merchant_id)s, %(amount)s, %(currency)s, %(status)s,
-        %(gateway_payout_id)s, %(failure)s)
+        %(gateway_payout_id)s, %(failure)s, %(correlation_id)s,
+        CASE WHEN %(status)s::text = 'in_transit' THEN now() END,
+        CASE WHEN %(status)s::text <> 'in_transit' THEN now() END)
 ON CONFLICT (payout_id) DO NOTHING;
+
+-- name: payout_get
+SELECT payout_id, merchant_id, amount, currency, status, gateway_payout_id, failure,
+       correlation_id, checks
+FROM processor.payouts WHERE payout_id = %(payout_id)s;
+
+-- name: payout_land
+-- A payout in transit, paid or failed at the gateway: once, whoever tells it first (its
+-- report, the reconciler's look-up); the reconciler lets go of it at the same time.
+UPDATE processor.payouts
+SET status = %(status)s, failure = %(failure)s, next_check_at = NULL, settled_at = now()
+WHERE payout_id = %(payout_id)s AND status = 'in_transit'
+RETURNING payout_id, merchant_id, amount, currency, status, gateway_payout_id, failure,
+          correlation_id, checks;
+
+-- name: payout_defer
+-- A payout still in transit, looked up again after after_s (NULL: no more look-ups, the
+-- gateway's report settles it).
+UPDATE processor.payouts
+SET next_check_at = now() + make_interval(secs => %(after_s)s::float8), checks = checks + 1
+WHERE payout_id = %(payout_id)s AND status = 'in_transit';
+
+-- name: due_claim
+-- Claims the rows of a table the reconciler watches (payments, refunds, payouts; the table and
+-- its key are named by the caller) whose check is due, each with a lease so that one
+-- reconciler handles it.
+UPDATE processor.{table} t
+SET next_check_at = now() + make_interval(secs => %(lease_s)s)
+FROM (SELECT {key} FROM processor.{table}
+      WHERE next_check_at <= now()
+      ORDER BY next_check_at LIMIT %(limit)s
+      FOR UPDATE SKIP LOCKED) due
+WHERE t.{key} = due.{key}
+RETURNING t.{key};
 
 -- name: command_record
 -- An executed command, in the transaction of its effects; nothing inserted: a redelivery.
@@ -217,12 +230,15 @@ VALUES (%(command_id)s, %(payment_id)s, %(type)s)
 ON CONFLICT (command_id) DO NOTHING;
 
 -- name: payment_authorized
--- A manual payment, recorded once with its authorization's outcome (requires_capture or failed).
+-- A manual payment, recorded once with its authorization's outcome (requires_capture, failed,
+-- or requires_action: the customer must authenticate, and the reconciler looks it up from now
+-- on, as an automatic payment's wait).
 INSERT INTO processor.payments
     (payment_id, merchant_id, amount, currency, payment_method, correlation_id, state,
-     charge_id, failure_reason, settled_at)
+     charge_id, failure_reason, settled_at, capture_method, next_check_at)
 VALUES (%(payment_id)s, %(merchant_id)s, %(amount)s, %(currency)s, %(payment_method)s,
-        %(correlation_id)s, %(state)s, %(charge_id)s, %(failure_reason)s, now())
+        %(correlation_id)s, %(state)s, %(charge_id)s, %(failure_reason)s, now(), 'manual',
+        CASE WHEN %(state)s::text = 'requires_action' THEN now() END)
 ON CONFLICT (payment_id) DO NOTHING;
 
 -- name: payment_move

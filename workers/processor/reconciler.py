@@ -6,8 +6,9 @@ is re-checked on a backoff schedule (charged again with the same key while young
 past the deadline with no charge found it fails with ``gateway_timeout``, and a charge that
 lands after that, within ``processor.late_charge_window_s``, is refunded and reported as
 ``payment.charge_reversed``. Refunds whose outcome is unknown are re-checked here too
-(``workers.processor.refunds``), and payments the gateway holds unsettled, waiting for the
-customer or processing (``workers.processor.waits``).
+(``workers.processor.refunds``), payments the gateway holds unsettled, waiting for the
+customer or processing (``workers.processor.waits``), and payouts in transit
+(``workers.processor.payouts``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from workers.core.ids import derived_key
 from workers.core.observe import following_up
 from workers.processor.charging import Charging
 from workers.processor.gateway import GatewayCharge, RefundDone, timed
+from workers.processor.payouts import Payouts
 from workers.processor.refunds import Refunds
 from workers.processor.schedule import watch_over
 from workers.processor.settlements import Defer, Settle
@@ -40,6 +42,8 @@ class Reconciler:
         self.refunds = refunds
         self.waits = waits
         self.store = charging.store
+        # The gateway of every operation (the same client as charging's), which looks payouts up.
+        self.payouts = Payouts(charging.store, waits.gateway)
         self.gateway = charging.gateway
         self.config = charging.config
 
@@ -53,15 +57,18 @@ class Reconciler:
                 await asyncio.wait_for(stop.wait(), self.config.reconcile_interval_s)
 
     async def once(self) -> int:
-        """Re-check every payment and refund whose check is due; returns how many it looked at."""
+        """Re-check every payment, refund and payout whose check is due; returns how many it
+        looked at."""
         lease_s = max(60.0, self.config.recheck_first_s)
         due = await self.store.claim_due(RECONCILE_BATCH, lease_s)
         refunds = await self.store.claim_due_refunds(RECONCILE_BATCH, lease_s)
+        payouts = await self.store.claim_due_payouts(RECONCILE_BATCH, lease_s)
         await asyncio.gather(
             *(self._recheck(payment_id) for payment_id in due),
             *(self.refunds.recheck(refund_id) for refund_id in refunds),
+            *(self.payouts.recheck(payout_id, self.config) for payout_id in payouts),
         )
-        return len(due) + len(refunds)
+        return len(due) + len(refunds) + len(payouts)
 
     async def _recheck(self, payment_id: str) -> None:
         payment = await self.store.get(payment_id)

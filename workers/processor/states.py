@@ -15,6 +15,12 @@ Manual capture (the orchestrator's commands, ``workers.processor.captures``)::
               \\--decline--> failed              \\--capture_fail--> failed
                                                \\--void--> canceled
 
+An authorization the customer must authenticate (3-D Secure) waits for them as a charge does,
+then goes on to be captured or canceled::
+
+    initiated --require_action--> requires_action --authorize--> requires_capture
+                                                  \\--fail----> failed
+
 Every other move is impossible by construction; the database agrees, because each state change
 is an ``UPDATE ... WHERE state = <expected>``.
 """
@@ -63,6 +69,8 @@ TRANSITIONS: Final[dict[tuple[State, Move], State]] = {
     (State.SUCCEEDED, Move.REFUND_FULL): State.REFUNDED,
     (State.INITIATED, Move.AUTHORIZE): State.REQUIRES_CAPTURE,
     (State.INITIATED, Move.DECLINE): State.FAILED,
+    (State.INITIATED, Move.REQUIRE_ACTION): State.REQUIRES_ACTION,
+    (State.REQUIRES_ACTION, Move.AUTHORIZE): State.REQUIRES_CAPTURE,
     (State.REQUIRES_CAPTURE, Move.CAPTURE): State.SUCCEEDED,
     (State.REQUIRES_CAPTURE, Move.CAPTURE_FAIL): State.FAILED,
     (State.REQUIRES_CAPTURE, Move.VOID): State.CANCELED,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -25,6 +25,7 @@ from workers.core.events import (
     RefundFailed,
     new_event,
 )
+from workers.core.events import NextAction as ActionShown
 from workers.core.outbox import OutboxRow, outbox_row, stage_rows
 from workers.core.sql import load_queries
 from workers.processor.settlements import Attempt, Defer, Settle, Settlement, detail_of
@@ -77,6 +78,7 @@ class Payment(NewPayment):
     settled_at: datetime | None = None  # when it left processing (None while processing)
     # What a manual capture took (at most ``amount``; the rest was released). None: all of it.
     amount_received: int | None = None
+    capture_method: str = "automatic"  # manual: the orchestrator's authorize made it
 
     @property
     def received(self) -> int:
@@ -94,10 +96,12 @@ class Staged:
 
 @dataclass(frozen=True)
 class Change:
-    """A manual payment's state change, as a named query and its parameters."""
+    """A manual payment's state change, as a named query and its parameters; ``action``: what
+    its customer must do, when the authorization waits for them (requires_action)."""
 
     query: str  # payment_authorized | payment_move
     params: Mapping[str, Any]
+    action: ActionShown | None = None
 
 
 # The event that answers a command.
@@ -106,11 +110,27 @@ Answer = tuple[EventType, EventData]
 
 @dataclass(frozen=True)
 class PayoutOutcomeRow:
-    """How the gateway settled a payout: paid or failed, its id there, why it failed."""
+    """What the gateway did with a payout: paid, failed, or in_transit (paid or failed later);
+    its id there, why it failed."""
 
     status: str
     gateway_payout_id: str | None
     failure: str | None
+
+
+@dataclass(frozen=True)
+class PayoutRecord:
+    """A payout as the processor holds it."""
+
+    payout_id: str
+    merchant_id: str
+    amount: int
+    currency: str
+    status: str  # in_transit | paid | failed
+    gateway_payout_id: str | None
+    failure: str | None
+    correlation_id: str | None
+    checks: int
 
 
 @dataclass(frozen=True)
@@ -185,15 +205,20 @@ class ProcessorStore:
 
     async def claim_due(self, limit: int, lease_s: float) -> list[str]:
         """Payments whose re-check is due, each leased to this reconciler for ``lease_s``."""
-        return await self._claim("payments_due", limit, lease_s)
+        return await self._claim("payments", "payment_id", limit, lease_s)
 
     async def claim_due_refunds(self, limit: int, lease_s: float) -> list[str]:
         """Refunds whose re-check is due, each leased to this reconciler for ``lease_s``."""
-        return await self._claim("refunds_due", limit, lease_s)
+        return await self._claim("refunds", "refund_id", limit, lease_s)
 
-    async def _claim(self, query: str, limit: int, lease_s: float) -> list[str]:
+    async def claim_due_payouts(self, limit: int, lease_s: float) -> list[str]:
+        """Payouts in transit whose look-up is due, each leased to this reconciler."""
+        return await self._claim("payouts", "payout_id", limit, lease_s)
+
+    async def _claim(self, table: str, key: str, limit: int, lease_s: float) -> list[str]:
+        query = Q["due_claim"].format(table=sql.Identifier(table), key=sql.Identifier(key))
         async with self.pool.connection() as conn:
-            cursor = await conn.execute(Q[query], {"limit": limit, "lease_s": lease_s})
+            cursor = await conn.execute(query, {"limit": limit, "lease_s": lease_s})
             return [str(row[0]) for row in await cursor.fetchall()]
 
     async def recheck_refunds_now(self, payment_id: str) -> int:
@@ -363,14 +388,17 @@ class ProcessorStore:
                 )
         return True
 
-    async def payout_known(self, payout_id: str) -> bool:
+    async def payout(self, payout_id: str) -> PayoutRecord | None:
         async with self.pool.connection() as conn:
-            cursor = await conn.execute(Q["payout_seen"], {"payout_id": payout_id})
-            return await cursor.fetchone() is not None
+            cursor = conn.cursor(row_factory=class_row(PayoutRecord))
+            await cursor.execute(Q["payout_get"], {"payout_id": payout_id})
+            found: PayoutRecord | None = await cursor.fetchone()
+            return found
 
-    async def payout_settled(self, command: Command, outcome: PayoutOutcomeRow | None) -> None:
+    async def payout_sent(self, command: Command, outcome: PayoutOutcomeRow | None) -> None:
         """In one transaction: record ``command`` as executed and, with ``outcome`` (None: the
-        payout was settled before), the payout and the event that answers it, once."""
+        payout was sent before), the payout, once, with the event that answers it when the
+        gateway settled it at once (one in transit is answered when it lands)."""
         data = command.data
         assert isinstance(data, Payout)
         async with self.pool.connection() as conn, conn.transaction():
@@ -381,20 +409,43 @@ class ProcessorStore:
                 {"payout_id": command.subject, "merchant_id": command.merchant_id,
                  "amount": data.amount, "currency": data.currency, "status": outcome.status,
                  "gateway_payout_id": outcome.gateway_payout_id,
-                 "failure": outcome.failure},
+                 "failure": outcome.failure, "correlation_id": command.correlation_id},
             )  # fmt: skip
-            if not inserted.rowcount:
-                return
-            reply: EventData
-            if outcome.status == "paid":
-                assert outcome.gateway_payout_id is not None
-                kind = EventType.PAYOUT_PAID
-                reply = PayoutPaid(gateway_payout_id=outcome.gateway_payout_id, amount=data.amount)
-            else:
-                kind, reply = EventType.PAYOUT_FAILED, PayoutFailed(reason="payout_refused")
-            await self._emit(
-                conn, command.subject, command.merchant_id, command.correlation_id, kind, reply
-            )
+            if inserted.rowcount and outcome.status != "in_transit":
+                payout = PayoutRecord(command.subject, command.merchant_id, data.amount,
+                                      data.currency, outcome.status, outcome.gateway_payout_id,
+                                      outcome.failure, command.correlation_id, 0)  # fmt: skip
+                await self._emit_payout(conn, payout)
+
+    async def payout_landed(self, payout_id: str, outcome: PayoutOutcomeRow) -> bool:
+        """A payout in transit, paid or failed at the gateway, with its event: once (False: it
+        had landed already)."""
+        params = {"payout_id": payout_id, "status": outcome.status, "failure": outcome.failure}
+        async with self.pool.connection() as conn, conn.transaction():
+            cursor = conn.cursor(row_factory=class_row(PayoutRecord))
+            await cursor.execute(Q["payout_land"], params)
+            landed = await cursor.fetchone()
+            if landed is not None:
+                await self._emit_payout(conn, landed)
+        return landed is not None
+
+    async def defer_payout(self, payout_id: str, after_s: float | None) -> None:
+        """Look the payout in transit up again after ``after_s`` (None: leave it to the
+        gateway's report)."""
+        async with self.pool.connection() as conn:
+            await conn.execute(Q["payout_defer"], {"payout_id": payout_id, "after_s": after_s})
+
+    async def _emit_payout(self, conn: AsyncConnection[Any], payout: PayoutRecord) -> None:
+        reply: EventData
+        if payout.status == "paid":
+            assert payout.gateway_payout_id is not None
+            kind = EventType.PAYOUT_PAID
+            reply = PayoutPaid(gateway_payout_id=payout.gateway_payout_id, amount=payout.amount)
+        else:
+            kind, reply = EventType.PAYOUT_FAILED, PayoutFailed(reason="payout_refused")
+        # A payout recorded before its correlation id was kept: its own id stands in.
+        correlation_id = payout.correlation_id or payout.payout_id
+        await self._emit(conn, payout.payout_id, payout.merchant_id, correlation_id, kind, reply)
 
     async def attempts(self, payment_id: str) -> list[tuple[Any, ...]]:
         async with self.pool.connection() as conn:

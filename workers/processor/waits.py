@@ -1,8 +1,9 @@
 """Payments the gateway holds unsettled, re-checked by the reconciler: waiting for the customer
-(``requires_action``: 3-D Secure) or processing at the gateway (a payment method that settles
-later, its charge id known).
+(``requires_action``: 3-D Secure, of a charge or of a manual payment's authorization) or
+processing at the gateway (a payment method that settles later, its charge id known).
 
-Each check looks the charge up by its id. A charge that has settled settles the payment; one
+Each check looks the charge up by its id. A charge that has settled settles the payment; a
+manual payment's authorization the customer completed moves it on to ``requires_capture``; one
 still waiting for the customer is asked again on the re-check schedule until
 ``processor.requires_action_timeout_s`` from when the wait began, and then canceled at the
 gateway (so the customer can no longer complete it) and failed with ``action_expired``; one
@@ -17,6 +18,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from workers.core.events import EventType, RequiresCapture
 from workers.processor.charging import Charging, failed, succeeded
 from workers.processor.gateway import (
     AwaitingCustomer,
@@ -26,12 +28,20 @@ from workers.processor.gateway import (
     Pending,
     timed,
 )
-from workers.processor.operations import Canceled, CaptureGateway, GatewayPayment, cancel_key
+from workers.processor.operations import (
+    Authorized,
+    Canceled,
+    GatewayPayment,
+    OperationsGateway,
+    cancel_key,
+)
 from workers.processor.settlements import Attempt, Defer, Settle, attempt_of
-from workers.processor.states import State
-from workers.processor.store import Payment
+from workers.processor.states import Move, State, apply
+from workers.processor.store import Payment, event_row
 
 log = logging.getLogger(__name__)
+
+AUTHORIZED = apply(State.REQUIRES_ACTION, Move.AUTHORIZE)
 
 
 @dataclass(frozen=True)
@@ -43,7 +53,7 @@ Verdict = Settle | Defer
 
 
 class Waits:
-    def __init__(self, charging: Charging, gateway: CaptureGateway) -> None:
+    def __init__(self, charging: Charging, gateway: OperationsGateway) -> None:
         self.charging = charging
         self.gateway = gateway
         self.config = charging.config
@@ -79,6 +89,8 @@ class Waits:
                 return self.charging.pending(payment, charge_id)
             case AwaitingCustomer() if payment.state == State.PROCESSING:
                 return self.charging.awaiting(payment, outcome)
+            case Authorized(charge_id) if held(payment):
+                return authorized(payment, charge_id)
             case Canceled():
                 # Canceled at the gateway (by an operator, or an expiry half done): nothing
                 # can be charged any more.
@@ -106,6 +118,22 @@ class Waits:
             log.info("payment %s: the customer did not act in time", payment.payment_id)
             return failed(payment, "action_expired")
         return Defer(self.charging.delay(payment))
+
+
+def held(payment: Payment) -> bool:
+    """Whether the gateway holding the payment's funds moves it on: a manual payment whose
+    customer was authenticating (an automatic one is never left held)."""
+    return payment.state == State.REQUIRES_ACTION and payment.capture_method == "manual"
+
+
+def authorized(payment: Payment, charge_id: str) -> Settle:
+    """requires_action -> requires_capture: the customer authenticated a manual payment, whose
+    hold now waits for the merchant's capture or cancel (``payment.requires_capture`` answers
+    the payment saga's authorize step, as an authorization without 3-D Secure does)."""
+    hold = RequiresCapture(authorization_id=charge_id, amount_capturable=payment.amount)
+    row = event_row(payment.payment_id, payment.merchant_id, payment.correlation_id,
+                    EventType.REQUIRES_CAPTURE, hold)  # fmt: skip
+    return Settle(AUTHORIZED, charge_id, None, None, row)
 
 
 def _looked(found: list[GatewayPayment], ms: int) -> Attempt:

@@ -58,6 +58,7 @@ from workers.processor.operations import (
     Canceled,
     CancelOutcome,
     CaptureOutcome,
+    FoundPayout,
     GatewayPayment,
     PayoutOutcome,
     PayoutRequest,
@@ -87,6 +88,7 @@ class StripeGateway:
         if stripe_config.api_key is None:
             raise ValueError("the Stripe connector needs gateway.stripe.api_key")
         self._deadline_s = stripe_config.timeout_s
+        self._return_url = stripe_config.return_url
         self._attempts = config.max_retries + 1
         self._wait = jittered(config.backoff_base_s, config.backoff_max_s)
         self._http = stripe.HTTPXClient(timeout=stripe_config.timeout_s)
@@ -115,8 +117,10 @@ class StripeGateway:
             "capture_method": request.capture_method,
             "metadata": {PAYMENT_REFERENCE: request.payment_id},
         }
-        if request.return_url is not None:
-            params["return_url"] = request.return_url
+        # Stripe refuses to confirm a payment that needs a redirect (3-D Secure) without one.
+        return_url = request.return_url or self._return_url
+        if return_url is not None:
+            params["return_url"] = return_url
         options = self._options(charge_key(request.payment_id))
         return await self._call(
             "POST /v1/payment_intents",
@@ -174,18 +178,12 @@ class StripeGateway:
         return [_as_charge(payment) for payment in await self.look_up(reference)]
 
     async def _retrieve(self, charge_id: str) -> list[GatewayPayment]:
-        try:
-            intent = await self._attempt(
-                "GET /v1/payment_intents/{id}",
-                lambda: self._client.v1.payment_intents.retrieve_async(_checked(charge_id)),
-            )
-        except stripe.InvalidRequestError as error:
-            if error.http_status == 404:
-                return []
-            raise GatewayUnreachable(_reason(error)) from None
-        except (stripe.StripeError, TimeoutError) as error:
-            raise GatewayUnreachable(_reason(error)) from None
-        return [_read(intent, outcomes.found_payment)]
+        found = await self._fetch(
+            "GET /v1/payment_intents/{id}",
+            lambda: self._client.v1.payment_intents.retrieve_async(_checked(charge_id)),
+            outcomes.found_payment,
+        )
+        return [] if found is None else [found]
 
     # --- refunds -------------------------------------------------------------------------
 
@@ -249,6 +247,17 @@ class StripeGateway:
             outcomes.payout_outcome,
         )
 
+    async def find_payout(self, payout_id: str, gateway_payout_id: str) -> FoundPayout:
+        """The payout as Stripe has it now, by its id there."""
+        found = await self._fetch(
+            "GET /v1/payouts/{id}",
+            lambda: self._client.v1.payouts.retrieve_async(_checked(gateway_payout_id)),
+            outcomes.payout_outcome,
+        )
+        if found is None:
+            raise GatewayUnreachable(f"Stripe has no payout {gateway_payout_id}")
+        return found
+
     # --- calls ---------------------------------------------------------------------------
 
     def _options(self, key: str) -> stripe.RequestOptions:
@@ -281,6 +290,25 @@ class StripeGateway:
         if isinstance(outcome, Declined):
             return Rejected(f"card error {outcome.code}")
         return outcome
+
+    async def _fetch(
+        self,
+        name: str,
+        call: Callable[[], Awaitable[Any]],
+        read: Callable[[Mapping[str, Any]], R],
+    ) -> R | None:
+        """One object by its id, read by ``read``; None if Stripe has none (404);
+        GatewayUnreachable without an answer, or with one out of shape."""
+        try:
+            return _read(await self._attempt(name, call), read)
+        except stripe.InvalidRequestError as error:
+            if error.http_status == 404:
+                return None
+            raise GatewayUnreachable(_reason(error)) from None
+        except (stripe.StripeError, TimeoutError) as error:
+            raise GatewayUnreachable(_reason(error)) from None
+        except outcomes.MalformedAnswer:
+            raise GatewayUnreachable("malformed_answer") from None
 
     async def _find(self, name: str, call: Callable[[], Awaitable[Any]]) -> list[Mapping[str, Any]]:
         """A list or search's objects; GatewayUnreachable without an answer."""

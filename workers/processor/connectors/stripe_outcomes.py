@@ -44,11 +44,11 @@ from workers.processor.operations import (
     AwaitingCustomer,
     Canceled,
     Captured,
+    FoundPayout,
     GatewayPayment,
     NextAction,
     PaymentOutcome,
     PayoutFailed,
-    PayoutOutcome,
     PayoutSent,
     Pending,
 )
@@ -149,7 +149,9 @@ def found_refund(refund: Mapping[str, Any]) -> GatewayRefund:
     )
 
 
-def payout_outcome(payout: Mapping[str, Any]) -> PayoutOutcome:
+def payout_outcome(payout: Mapping[str, Any]) -> FoundPayout:
+    """A Payout: failed and canceled are failures with Stripe's code; pending, in_transit and
+    paid are sent (the first two land later: Stripe's webhook or a look-up says how)."""
     payout_id = _id(payout.get("id"))
     status = _word(payout.get("status"), "status")
     if status in ("failed", "canceled"):
