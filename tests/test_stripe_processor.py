@@ -286,11 +286,13 @@ def test_a_payout_in_transit_frees_its_command_and_lands_by_stripes_webhook_once
         # Looked up at Stripe by its id a bounded number of times, then left to the webhook.
         wait_for(lambda: (payout_row(f, payout_id) or {}).get("checks") == 2,
                  what="the reconciler's look-ups")  # fmt: skip
-        # The orchestrator's resends find it in transit: nothing sent again, nothing answered.
-        wait_for(lambda: (payout_row(f, payout_id) or {}).get("commands", 0) >= 3,
+        # The orchestrator's resends find it in transit: nothing sent again, nothing answered;
+        # once the reconciler has let go, each resend looks it up once (a report may be lost).
+        taken = (payout_row(f, payout_id) or {})["commands"]
+        wait_for(lambda: (payout_row(f, payout_id) or {}).get("commands", 0) >= taken + 2,
                  what="resent commands taken")  # fmt: skip
         assert mock.requests().count("POST /v1/payouts") == 1
-        assert mock.requests().count(f"GET /v1/payouts/{gateway_id}") == 2
+        assert mock.requests().count(f"GET /v1/payouts/{gateway_id}") >= 2 + 1
         assert f.emitted(payout_id) == []
         assert payout_row(f, payout_id)["next_check_at"] is None  # type: ignore[index]
 

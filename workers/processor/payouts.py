@@ -14,11 +14,14 @@ report), and the answering event is emitted then. A report that contradicts a la
 is logged and counted, never applied.
 
 A redelivered command is found recorded and calls nothing; a resend (the orchestrator's, after
-``orchestrator.command_timeout_s``) of a payout sent before calls nothing either: its answer is
-staged already, or comes when it lands. No answer from the gateway to the send is a
-``TransientError``: the engine takes the command again after a backoff, with the same key, so
-the gateway answers with the payout it made, if it made one; a payout is never taken for failed
-without the gateway's word.
+``orchestrator.command_timeout_s``) of a payout sent before sends nothing: its answer is staged
+already, or comes when it lands. Once the reconciler's look-ups are spent, each resend looks the
+payout up once more, so that one whose report never came (a webhook endpoint misconfigured or
+down past the gateway's retries) still lands, at the pace of the command timeout.
+
+No answer from the gateway to the send is a ``TransientError``: the engine takes the command
+again after a backoff, with the same key, so the gateway answers with the payout it made, if it
+made one; a payout is never taken for failed without the gateway's word.
 """
 
 from __future__ import annotations
@@ -53,10 +56,13 @@ class Payouts:
 
     async def execute(self, command: Command) -> None:
         """One ``payout.send`` not executed before (``Captures`` dedupes and routes it)."""
-        if await self.store.payout(command.subject) is not None:
-            await self.store.payout_sent(command, None)
+        payout = await self.store.payout(command.subject)
+        if payout is None:
+            await self.store.payout_sent(command, await self._send(command))
             return
-        await self.store.payout_sent(command, await self._send(command))
+        await self.store.payout_sent(command, None)
+        if payout.status == IN_TRANSIT and payout.next_check_at is None and command.attempt > 1:
+            await self._landed(payout)  # left to the report, which may never come
 
     async def _send(self, command: Command) -> PayoutOutcomeRow:
         data = command.data
@@ -76,20 +82,28 @@ class Payouts:
         """The reconciler's look-up of a payout in transit: land it if the gateway has settled
         it, else look again later, ``config.pending_max_checks`` times in all."""
         payout = await self.store.payout(payout_id)
-        if payout is None or payout.status != IN_TRANSIT or payout.gateway_payout_id is None:
+        if payout is None or payout.status != IN_TRANSIT:
             return
+        if not await self._landed(payout):
+            await self.store.defer_payout(payout_id, next_look_up_s(config, payout))
+
+    async def _landed(self, payout: PayoutRecord) -> bool:
+        """Look a payout in transit up at the gateway and land it if the gateway has settled
+        it; whether it did."""
+        if payout.gateway_payout_id is None:
+            return False
         try:
             found: FoundPayout | None = await self.gateway.find_payout(
-                payout_id, payout.gateway_payout_id
+                payout.payout_id, payout.gateway_payout_id
             )
         except GatewayUnreachable as exc:
-            log.info("payout %s: no answer from the gateway (%s)", payout_id, exc)
-            found = None
+            log.info("payout %s: no answer from the gateway (%s)", payout.payout_id, exc)
+            return False
         row = None if found is None else outcome_row(found)
-        if row is not None and row.status != IN_TRANSIT:
-            await self.store.payout_landed(payout_id, row)
-            return
-        await self.store.defer_payout(payout_id, next_look_up_s(config, payout))
+        if row is None or row.status == IN_TRANSIT:
+            return False
+        await self.store.payout_landed(payout.payout_id, row)
+        return True
 
 
 async def on_reported(store: ProcessorStore, payout_id: str, report: GatewayReported) -> str:

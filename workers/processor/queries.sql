@@ -191,7 +191,7 @@ ON CONFLICT (payout_id) DO NOTHING;
 
 -- name: payout_get
 SELECT payout_id, merchant_id, amount, currency, status, gateway_payout_id, failure,
-       correlation_id, checks
+       correlation_id, checks, next_check_at
 FROM processor.payouts WHERE payout_id = %(payout_id)s;
 
 -- name: payout_land

@@ -131,6 +131,8 @@ class PayoutRecord:
     failure: str | None
     correlation_id: str | None
     checks: int
+    # When the reconciler looks it up next; None once it is left to the gateway's report.
+    next_check_at: datetime | None = None
 
 
 @dataclass(frozen=True)
