@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
+from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from flowpay_cli.commands import (
-    api,
-    deploy,
-    dev,
-    dlq,
-    gateway_sim,
-    health,
-    infra,
-    kafka,
-    ledger,
-    listen,
-    outbox,
-    pay,
-    payments,
-    payouts,
-    processor,
-    sagas,
-    secret_keys,
-    top,
-    webhooks,
-)
 from flowpay_cli.context import state
 from flowpay_cli.output import error_line
 from workers.core.errors import FlowPayError
@@ -40,17 +21,63 @@ except ImportError:  # pragma: no cover - older typer on top of click
 
 EXIT_USAGE = 2
 
-app = typer.Typer(
-    name="flowpay",
-    help="FlowPay: payments as idempotent, recorded, recoverable workflows.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    add_completion=False,
-)
+# Every command: its name, the module of flowpay_cli.commands that holds it, the attribute, and
+# whether it is a group (a Typer of its own). Only the invoked command's module is imported: a
+# role's process (`flowpay run-processor`) loads its own service, not every other one.
+COMMANDS: dict[str, tuple[str, str, bool]] = {
+    "dev": ("dev", "app", True),
+    "db": ("infra", "db_app", True),
+    "topics": ("infra", "topics_app", True),
+    "kafka": ("kafka", "app", True),
+    "health": ("health", "health", False),
+    "serve-api": ("api", "serve_api", False),
+    "pay": ("pay", "pay", False),
+    "listen": ("listen", "listen", False),
+    "run-outbox": ("outbox", "run_outbox", False),
+    "serve-gateway-sim": ("gateway_sim", "serve_gateway_sim", False),
+    "run-processor": ("processor", "run_processor", False),
+    "refund": ("payments", "refund", False),
+    "capture": ("payments", "capture", False),
+    "cancel": ("payments", "cancel", False),
+    "payout": ("payouts", "payout", False),
+    "balance": ("payouts", "balance", False),
+    "run-notifier": ("webhooks", "run_notifier", False),
+    "run-ledger": ("ledger", "run_ledger", False),
+    "run-orchestrator": ("sagas", "run_orchestrator", False),
+    "sagas": ("sagas", "app", True),
+    "replay": ("ledger", "replay", False),
+    "ledger": ("ledger", "ledger_app", True),
+    "webhooks": ("webhooks", "app", True),
+    "dlq": ("dlq", "app", True),
+    "status": ("payments", "status", False),
+    "top": ("top", "top", False),
+    "merchants": ("api", "merchants_app", True),
+    "secrets": ("secret_keys", "app", True),
+    "deploy": ("deploy", "app", True),
+}
 
 
-@app.callback()
+def build(names: tuple[str, ...] = tuple(COMMANDS)) -> typer.Typer:
+    """The `flowpay` app with the commands ``names`` (all of them by default)."""
+    built = typer.Typer(
+        name="flowpay",
+        help="FlowPay: payments as idempotent, recorded, recoverable workflows.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        add_completion=False,
+    )
+    built.callback()(main)
+    for name in names:
+        module, attribute, group = COMMANDS[name]
+        target = getattr(importlib.import_module(f"flowpay_cli.commands.{module}"), attribute)
+        if group:
+            built.add_typer(target, name=name)
+        else:
+            built.command(name)(target)
+    return built
+
+
 def main(
     ctx: typer.Context,
     config: Annotated[
@@ -63,41 +90,34 @@ def main(
     state(ctx).config_file = config
 
 
-app.add_typer(dev.app, name="dev")
-app.add_typer(infra.db_app, name="db")
-app.add_typer(infra.topics_app, name="topics")
-app.add_typer(kafka.app, name="kafka")
-app.command("health")(health.health)
-app.command("serve-api")(api.serve_api)
-app.command("pay")(pay.pay)
-app.command("listen")(listen.listen)
-app.command("run-outbox")(outbox.run_outbox)
-app.command("serve-gateway-sim")(gateway_sim.serve_gateway_sim)
-app.command("run-processor")(processor.run_processor)
-app.command("refund")(payments.refund)
-app.command("capture")(payments.capture)
-app.command("cancel")(payments.cancel)
-app.command("payout")(payouts.payout)
-app.command("balance")(payouts.balance)
-app.command("run-notifier")(webhooks.run_notifier)
-app.command("run-ledger")(ledger.run_ledger)
-app.command("run-orchestrator")(sagas.run_orchestrator)
-app.add_typer(sagas.app, name="sagas")
-app.command("replay")(ledger.replay)
-app.add_typer(ledger.ledger_app, name="ledger")
-app.add_typer(webhooks.app, name="webhooks")
-app.add_typer(dlq.app, name="dlq")
-app.command("status")(payments.status)
-app.command("top")(top.top)
-app.add_typer(api.merchants_app, name="merchants")
-app.add_typer(secret_keys.app, name="secrets")
-app.add_typer(deploy.app, name="deploy")
+def invoked(argv: list[str]) -> tuple[str, ...]:
+    """The command ``argv`` names, alone; every command when it names none we know (the help,
+    or an unknown name, which the whole app answers with its list)."""
+    rest = iter(argv)
+    for arg in rest:
+        if arg == "--config":
+            next(rest, None)
+        elif not arg.startswith("-"):
+            return (arg,) if arg in COMMANDS else tuple(COMMANDS)
+    return tuple(COMMANDS)
+
+
+@cache
+def _whole() -> typer.Typer:
+    return build()
+
+
+def __getattr__(name: str) -> Any:
+    """``app``: the whole app, with every command (what tests and tools walk)."""
+    if name == "app":
+        return _whole()
+    raise AttributeError(name)
 
 
 def run() -> None:
     """Console-script entry point."""
     try:
-        result = app(standalone_mode=False)
+        result = build(invoked(sys.argv[1:]))(standalone_mode=False)
     except NoArgsIsHelpError as exc:
         sys.stdout.write(exc.ctx.get_help() + "\n" if exc.ctx is not None else "")
         sys.exit(EXIT_USAGE)
