@@ -23,8 +23,10 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 # Compressed for tests: four attempts a fraction of a second apart, short deadlines and polls.
 FAST = {
     "FLOWPAY_NOTIFIER__SCHEDULE_S": "[0, 0.3, 0.3, 0.3]",
-    "FLOWPAY_NOTIFIER__ATTEMPT_DEADLINE_S": "1",
-    "FLOWPAY_NOTIFIER__LEASE_S": "3",
+    # Short enough for the retry tests, long enough for a receiver on a machine the whole
+    # parallel suite loads (at 1 s, first attempts timed out and were retried).
+    "FLOWPAY_NOTIFIER__ATTEMPT_DEADLINE_S": "3",
+    "FLOWPAY_NOTIFIER__LEASE_S": "6",
     "FLOWPAY_NOTIFIER__POLL_INTERVAL_S": "0.1",
     "FLOWPAY_WORKER__POLL_TIMEOUT_S": "0.1",
 }
