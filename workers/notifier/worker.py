@@ -17,6 +17,7 @@ from workers.core.consuming import IGNORE, Engine, Routes, Subscriber, register
 from workers.core.db import connect, database_url
 from workers.core.events import EventType
 from workers.core.lifecycle import install_stop_handlers
+from workers.core.loop import run_async
 from workers.core.sealing import Keyring, keyring
 from workers.core.topics import GROUP_NOTIFIER
 from workers.notifier import endpoint_changes, metrics
@@ -70,7 +71,7 @@ def serve(settings: Settings) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     stop = install_stop_handlers(settings.worker.grace_period_s)
     metrics.start(settings)
-    asyncio.run(run(settings, keys, stop))
+    run_async(run(settings, keys, stop))
 
 
 def _keys(settings: Settings) -> Keyring:

@@ -18,6 +18,7 @@ from workers.core.consuming import IGNORE, Engine, Routes, Subscriber, register
 from workers.core.db import database_url
 from workers.core.events import EventType
 from workers.core.lifecycle import install_stop_handlers
+from workers.core.loop import run_async
 from workers.core.topics import GROUP_PROCESSOR, GROUP_PROCESSOR_COMMANDS, topics
 from workers.processor import metrics
 from workers.processor.captures import Captures
@@ -117,7 +118,7 @@ def serve(settings: Settings) -> None:
     observe.start(settings, ROLE)
     stop = install_stop_handlers(settings.worker.grace_period_s)
     metrics.start(settings)
-    asyncio.run(run(settings, stop))
+    run_async(run(settings, stop))
 
 
 async def run(settings: Settings, stop: threading.Event) -> None:

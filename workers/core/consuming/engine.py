@@ -29,6 +29,7 @@ from workers.core.kafka import (
     log_consumer_error,
     make_consumer,
 )
+from workers.core.loop import run_async
 from workers.core.metrics import LagProbe
 from workers.core.topics import topics
 
@@ -295,4 +296,4 @@ class Engine:
 
 def run(settings: Settings, subscriber: Subscriber[Any], stop: threading.Event) -> None:
     """Run ``subscriber`` until ``stop`` is set (in its own event loop, in this thread)."""
-    asyncio.run(Engine(settings, subscriber).run(stop))
+    run_async(Engine(settings, subscriber).run(stop))
