@@ -7,10 +7,21 @@ one outage do not come back in step.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
 
-from tenacity import RetryCallState, Retrying, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+T = TypeVar("T")
 
 
 def jittered(first_s: float, max_s: float) -> wait_random_exponential:
@@ -25,3 +36,37 @@ def delays(first_s: float, max_s: float) -> Iterator[float]:
     for attempt in itertools.count(1):
         state.attempt_number = attempt
         yield wait(state)
+
+
+async def retried(
+    call: Callable[[], Awaitable[T]],
+    errors: type[BaseException],
+    *,
+    attempts: int,
+    first_s: float,
+    max_s: float,
+) -> T:
+    """``call()`` until it returns, at most ``attempts`` times while it raises ``errors``, with
+    the one backoff between attempts; the last error is raised.
+
+    The first attempt runs bare: nearly every call succeeds at once, and tenacity's controller
+    costs as much CPU as a local HTTP request. Only a failure starts it, for the rest of the
+    schedule (the second delay's bound is twice the first's, and so on).
+    """
+    try:
+        return await call()
+    except errors:
+        if attempts <= 1:
+            raise
+    await asyncio.sleep(next(delays(first_s, max_s)))
+
+    async def attempt() -> T:  # a coroutine function: tenacity awaits only those
+        return await call()
+
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(attempts - 1),
+        wait=jittered(2 * first_s, max_s),
+        retry=retry_if_exception_type(errors),
+        reraise=True,
+    )
+    return await retrying(attempt)

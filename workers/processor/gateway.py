@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from workers.core.config import GatewaySettings, Settings
 from workers.core.events import NextAction as ActionShown
 from workers.core.events import RedirectToUrl
 from workers.core.ids import derived_key
-from workers.core.retry import jittered
+from workers.core.retry import retried
 from workers.processor import metrics
 
 CaptureMethod = Literal["automatic", "manual"]
@@ -265,18 +264,13 @@ class HttpGateway:
     async def _retrying(self, call: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
         """``call`` until it answers, retried with the one backoff shape (``workers.core.retry``);
         _Retryable once the retries run out."""
-
-        async def attempt() -> httpx.Response:  # a coroutine function: tenacity awaits it
-            return await call()
-
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.config.max_retries + 1),
-            wait=jittered(self.config.backoff_base_s, self.config.backoff_max_s),
-            retry=retry_if_exception_type(_Retryable),
-            reraise=True,
+        return await retried(
+            call,
+            _Retryable,
+            attempts=self.config.max_retries + 1,
+            first_s=self.config.backoff_base_s,
+            max_s=self.config.backoff_max_s,
         )
-        response: httpx.Response = await retrying(attempt)
-        return response
 
     async def _post(self, path: str, body: dict[str, Any], key: str) -> httpx.Response:
         return await self._send("POST", path, json=body, headers={"Idempotency-Key": key})
