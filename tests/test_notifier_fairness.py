@@ -16,11 +16,11 @@ from tests.helpers.receiver import Receiver, receiver
 from tests.helpers.servers import free_port, running
 from tests.helpers.shop import FAST, Conn, Shop
 from tests.helpers.waiting import wait_for
-from workers.core.config import Settings
+from workers.core.config import NotifierSettings, Settings
 from workers.core.events import EventType
 
 BACKLOG = 10_000
-PER_ENDPOINT = 4  # notifier.max_in_flight_per_endpoint's default
+PER_ENDPOINT = NotifierSettings().max_in_flight_per_endpoint  # the default, which this runs
 FRESH_WITHIN_S = 2.0
 
 pytestmark = pytest.mark.serial
