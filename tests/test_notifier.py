@@ -110,6 +110,33 @@ def test_a_claim_queued_behind_an_intake_takes_what_that_intake_recorded(
     assert [row[0] for row in claimed] == ["msg_late"]
 
 
+def test_a_claim_passes_over_a_delivery_another_round_is_recording(
+    settings: Settings, db: Conn, shop: Shop
+) -> None:
+    """A round records its attempts before its turn to claim, so it may hold a delivery's row
+    while it waits for the turn. A claim (holding the turn) whose snapshot shows that delivery
+    due (its lease lapsed while it was sent) passes over it rather than waiting for it: the
+    two would otherwise wait for each other."""
+    for delivery_id in ("msg_recording", "msg_free"):
+        db.execute(
+            "INSERT INTO notifier.deliveries (id, endpoint_id, event_id, merchant_id, payment_id,"
+            " event_type, body) VALUES (%s, %s, gen_random_uuid(), %s, 'pay_rec',"
+            " 'payment.succeeded', '{}'::bytea)",
+            (delivery_id, shop.endpoint.id, shop.merchant_id),
+        )
+    url = database_url(settings, "notifier")
+    with psycopg.connect(url) as recording, psycopg.connect(url) as claiming:
+        recording.execute(
+            "UPDATE notifier.deliveries SET status = 'delivered' WHERE id = 'msg_recording'"
+        )
+        claiming.execute("SET lock_timeout = '5s'")  # a claim that waited would fail the test
+        params = {"limit": 10, "lease_s": 30.0, "per_endpoint": 4}
+        claimed = claiming.execute(Q["deliveries_claim"], params).fetchall()
+        claiming.commit()
+        recording.commit()
+    assert [row[0] for row in claimed] == ["msg_free"]
+
+
 def test_intake_records_a_batch_in_one_go_each_event_once(settings: Settings, shop: Shop) -> None:
     def event(kind: EventType, data: Initiated | Succeeded) -> Event:
         return new_event(

@@ -204,11 +204,16 @@ WITH RECURSIVE pending(endpoint_id) AS (
     WHERE p.endpoint_id IS NOT NULL AND due.slot <= %(per_endpoint)s
     ORDER BY due.slot, due.next_attempt_at, due.id
     LIMIT %(limit)s
+), free AS (
+    -- A row another sender's round is recording (its lease lapsed while it was sent) is
+    -- passed over, never waited for: that round takes this turn after its rows.
+    SELECT id FROM notifier.deliveries WHERE id = ANY (ARRAY(SELECT id FROM chosen))
+    FOR UPDATE SKIP LOCKED
 )
 UPDATE notifier.deliveries d
 SET leased_until = statement_timestamp() + make_interval(secs => %(lease_s)s)
 FROM notifier.endpoints e
-WHERE d.id = ANY (ARRAY(SELECT id FROM chosen)) AND e.id = d.endpoint_id
+WHERE d.id = ANY (ARRAY(SELECT id FROM free)) AND e.id = d.endpoint_id
   AND d.status = 'pending' AND (d.leased_until IS NULL OR d.leased_until < statement_timestamp())
 RETURNING d.id, d.endpoint_id, e.url, e.status, d.body, d.attempts,
           d.payment_id, d.event_id::text, d.correlation_id, d.traceparent;

@@ -153,10 +153,16 @@ class Sender:
         if not finished and room <= 0:
             return [], []
         async with self.pool.connection() as conn, conn.transaction():
-            if room > 0:  # first: claims take turns, every row lock after the turn
-                await conn.execute(Q["deliveries_claim_lock"])
             outcomes = await conclude(conn, self.config, finished) if finished else []
-            due = await self._claim(conn, room) if room > 0 else []
+            if room > 0:
+                # The claims' turn only now, held to the commit: what was just recorded is out
+                # of the count of attempts in flight, and the turn is held as briefly as it can
+                # be (the intakes wait for it too). The rows recorded above are locked by this
+                # transaction; a claim in another process skips them rather than waiting.
+                await conn.execute(Q["deliveries_claim_lock"])
+                due = await self._claim(conn, room)
+            else:
+                due = []
         return outcomes, due
 
     async def _claim(self, conn: psycopg.AsyncConnection[Any], limit: int) -> list[Due]:
