@@ -10,6 +10,7 @@ with a key of the session's own.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -183,3 +184,10 @@ def db(settings: Settings) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
     """The test's database, as its administrator."""
     with psycopg.connect(admin_url(settings), autocommit=True) as conn:
         yield conn
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGINT heard, in this process and in every one the tests start: a suite started in the
+    background of a non-interactive shell inherits SIGINT ignored, and so would each role and
+    CLI the tests stop with it (``flowpay listen`` would never see its Ctrl-C)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
