@@ -255,16 +255,18 @@ def test_dead_receiver_fails_then_retry_failed_delivers(
     assert {r.webhook_id for r in hook.got} == {failed["id"]}
 
 
+# An attempt that hangs stays in flight (unanswered, its lease live) long enough to kill the
+# process under it.
+UNANSWERED_FOR_LONG = {
+    "FLOWPAY_NOTIFIER__ATTEMPT_DEADLINE_S": "10",
+    "FLOWPAY_NOTIFIER__LEASE_S": "12",
+}
+
+
 def test_sigkill_mid_send_loses_no_delivery(shop: Shop, hook: Receiver, settings: Settings) -> None:
     hook.script = ["hang"]
     hook.hang_s = 3
-    long = {
-        "FLOWPAY_NOTIFIER__ATTEMPT_DEADLINE_S": "10",
-        "FLOWPAY_NOTIFIER__LEASE_S": "12",
-        # As many in flight as hang: none is answered, and unrecorded, when the process dies.
-        "FLOWPAY_NOTIFIER__MAX_IN_FLIGHT_PER_ENDPOINT": "4",
-    }
-    env = {**env_for(settings), **FAST, **long}
+    env = {**env_for(settings), **FAST, **UNANSWERED_FOR_LONG}
     with running(["run-notifier"], env) as first:
         shop.publish("pay_F", EventType.INITIATED, EventType.SUCCEEDED)
         hook.wait_for(1)  # the first attempt is in flight, unanswered
@@ -285,12 +287,8 @@ def test_sigkill_mid_batch_loses_no_delivery_and_keeps_each_webhook_id(
     payment_ids = [f"pay_M{n}" for n in range(30)]
     for payment_id in payment_ids:
         shop.publish(payment_id, EventType.INITIATED, EventType.SUCCEEDED)
-    long = {
-        "FLOWPAY_NOTIFIER__ATTEMPT_DEADLINE_S": "10",
-        "FLOWPAY_NOTIFIER__LEASE_S": "12",
-        # As many in flight as hang: none is answered, and unrecorded, when the process dies.
-        "FLOWPAY_NOTIFIER__MAX_IN_FLIGHT_PER_ENDPOINT": "4",
-    }
+    # As many in flight as hang: none is answered, and unrecorded, when the process dies.
+    long = {**UNANSWERED_FOR_LONG, "FLOWPAY_NOTIFIER__MAX_IN_FLIGHT_PER_ENDPOINT": "4"}
     with running(["run-notifier"], {**env_for(settings), **FAST, **long}) as first:
         in_flight = {r.webhook_id for r in hook.wait_for(4)}
         first.send_signal(signal.SIGKILL)
