@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from flowpay_cli.main import COMMANDS, invoked
 from tests.conftest import flowpay
 from workers.core.heartbeat import heartbeat_path
 
@@ -24,6 +25,23 @@ def test_help_lists_every_command_of_the_mission_with_one_line_each() -> None:
         if line.startswith("  ") and line.split()
     }
     assert set(MISSION_COMMANDS) <= listed
+
+
+@pytest.mark.parametrize(
+    ("argv", "built"),
+    [
+        (["run-processor"], ("run-processor",)),
+        (["--config", "run-ledger", "dlq", "list"], ("dlq",)),  # --config takes the next word
+        (["--config=flowpay.toml", "webhooks", "list"], ("webhooks",)),
+        (["--help"], None),
+        ([], None),
+        (["no-such-command"], None),
+    ],
+)
+def test_only_the_invoked_command_is_built(argv: list[str], built: tuple[str, ...] | None) -> None:
+    """A role's process loads its own command's module; the help and an unknown name get every
+    command (the whole app lists them, or says which it does not know)."""
+    assert invoked(argv) == (built if built is not None else tuple(COMMANDS))
 
 
 @pytest.mark.parametrize(
