@@ -27,6 +27,12 @@ SELECT count(*) FROM processor.payments WHERE state IN ('succeeded', 'failed');
 SELECT count(*), extract(epoch FROM max(updated_at) - min(updated_at))::float8
 FROM processor.payments WHERE state IN ('succeeded', 'failed');
 
+-- name: analyze_stages
+-- Fresh statistics first: autovacuum may not yet have seen the burst's rows, and with tables
+-- it believes empty the planner nests seq scans of both outboxes (minutes for a burst).
+ANALYZE api.payments, api.outbox, processor.payments, processor.outbox, ledger.events,
+        notifier.deliveries;
+
 -- name: stages_in_window
 -- Where each completed payment's time went, in seconds after its acceptance: its event leaves
 -- the API's outbox, the processor first sees it (its row), settles it, its success event

@@ -277,6 +277,7 @@ def _point(
 def _stages(bench: Bench, window: Window) -> dict[str, float]:
     """Median milliseconds from acceptance to each step: which stage the latency is spent in."""
     with bench.connect() as conn:
+        conn.execute(Q["analyze_stages"])
         cursor = conn.execute(Q["stages_in_window"], {"t0": window.t0, "t1": window.t1})
         names = [c.name for c in cursor.description or ()]
         rows = cursor.fetchall()
