@@ -134,12 +134,12 @@ WHERE r.id = %(id)s AND p.merchant_id = %(merchant_id)s;
 -- authorization takes no other (projection._authorized_again). Each payment row is updated at
 -- most once, so the change trigger numbers and announces each change.
 WITH incoming AS (
-    SELECT * FROM unnest(%(event_ids)s::uuid[], %(types)s::text[], %(payment_ids)s::text[],
-                         %(reasons)s::text[], %(refunded_totals)s::bigint[],
-                         %(refund_ids)s::text[], %(refund_statuses)s::text[],
-                         %(capturables)s::bigint[], %(captured)s::bigint[],
-                         %(cancellations)s::text[], %(next_actions)s::jsonb[],
-                         %(at)s::timestamptz[])
+    SELECT * FROM unnest(%(event_ids)b::uuid[], %(types)b::text[], %(payment_ids)b::text[],
+                         %(reasons)b::text[], %(refunded_totals)b::bigint[],
+                         %(refund_ids)b::text[], %(refund_statuses)b::text[],
+                         %(capturables)b::bigint[], %(captured)b::bigint[],
+                         %(cancellations)b::text[], %(next_actions)b::jsonb[],
+                         %(at)b::timestamptz[])
         AS e(event_id, type, payment_id, reason, refunded_total, refund_id, refund_status,
              capturable, captured, cancellation, next_action, at)
 ), fresh AS (
@@ -149,12 +149,12 @@ WITH incoming AS (
 ), applied AS (
     SELECT incoming.* FROM incoming JOIN fresh USING (event_id)
 ), rules AS (
-    SELECT * FROM unnest(%(rule_types)s::text[], %(rule_to)s::text[], %(rule_from)s::text[])
+    SELECT * FROM unnest(%(rule_types)b::text[], %(rule_to)b::text[], %(rule_from)b::text[])
         AS r(type, status, from_status)
 ), advanced AS (
     UPDATE api.payments p
     SET status = r.status, failure_reason = a.reason,
-        amount_capturable = CASE WHEN a.type = ANY(%(releasing)s::text[]) THEN 0
+        amount_capturable = CASE WHEN a.type = ANY(%(releasing)b::text[]) THEN 0
                                  ELSE coalesce(a.capturable, p.amount_capturable) END,
         amount_received = CASE WHEN a.type = %(succeeded)s THEN coalesce(a.captured, p.amount)
                                ELSE p.amount_received END,
@@ -273,8 +273,8 @@ SELECT e.id, p.merchant_id, p.id, e.type, e.at,
            'next_action', p.next_action,
            'created_at', to_char(p.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
            'updated_at', to_char(p.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
-FROM unnest(%(event_ids)s::uuid[], %(types)s::text[], %(payment_ids)s::text[],
-            %(at)s::timestamptz[]) AS e(id, type, payment_id, at)
+FROM unnest(%(event_ids)b::uuid[], %(types)b::text[], %(payment_ids)b::text[],
+            %(at)b::timestamptz[]) AS e(id, type, payment_id, at)
 JOIN api.payments p ON p.id = e.payment_id
 ON CONFLICT (id) DO NOTHING;
 
@@ -371,8 +371,8 @@ ORDER BY currency;
 -- A round's captures (+) and refunds (-) into the merchants' balances, each event once; an
 -- amount of NULL is the payment's whole amount (an automatic charge).
 WITH given AS (
-    SELECT * FROM unnest(%(event_ids)s::uuid[], %(payment_ids)s::text[],
-                         %(amounts)s::bigint[], %(signs)s::int[])
+    SELECT * FROM unnest(%(event_ids)b::uuid[], %(payment_ids)b::text[],
+                         %(amounts)b::bigint[], %(signs)b::int[])
                   AS g(event_id, payment_id, amount, sign)
 ), fresh AS (
     INSERT INTO api.balance_events (event_id) SELECT event_id FROM given
@@ -392,8 +392,8 @@ DO UPDATE SET available = b.available + excluded.available, updated_at = now();
 -- A round's payout.paid and payout.failed, each once: the payout takes its outcome, and a
 -- failed one's amount goes back to what the merchant may pay out (the saga's compensation).
 WITH given AS (
-    SELECT * FROM unnest(%(event_ids)s::uuid[], %(payout_ids)s::text[], %(statuses)s::text[],
-                         %(reasons)s::text[])
+    SELECT * FROM unnest(%(event_ids)b::uuid[], %(payout_ids)b::text[], %(statuses)b::text[],
+                         %(reasons)b::text[])
                   AS g(event_id, payout_id, status, reason)
 ), fresh AS (
     INSERT INTO api.balance_events (event_id) SELECT event_id FROM given

@@ -8,8 +8,8 @@ ON CONFLICT (event_id) DO NOTHING;
 -- name: outbox_insert_rows
 -- Many events in one statement, in the order given (each event once, as above).
 INSERT INTO {schema}.outbox (event_id, message_key, value, headers)
-SELECT * FROM unnest(%(event_ids)s::uuid[], %(keys)s::bytea[], %(values)s::bytea[],
-                     %(headers)s::jsonb[])
+SELECT * FROM unnest(%(event_ids)b::uuid[], %(keys)b::bytea[], %(values)b::bytea[],
+                     %(headers)b::jsonb[])
 ON CONFLICT (event_id) DO NOTHING;
 
 -- name: outbox_events_of
@@ -24,13 +24,13 @@ INSERT INTO ops.dlq_replays (dead_letter, topic, forced) VALUES (%(dead_letter)s
 -- The roles' privileges (workers.core.db_roles).
 
 -- name: roles_present
-SELECT rolname FROM pg_roles WHERE rolname = ANY(%(names)s::text[]) ORDER BY rolname;
+SELECT rolname FROM pg_roles WHERE rolname = ANY(%(names)b::text[]) ORDER BY rolname;
 
 -- name: schemas_present
-SELECT nspname FROM pg_namespace WHERE nspname = ANY(%(names)s::text[]) ORDER BY nspname;
+SELECT nspname FROM pg_namespace WHERE nspname = ANY(%(names)b::text[]) ORDER BY nspname;
 
 -- name: functions_present
-SELECT f FROM unnest(%(names)s::text[]) AS f WHERE to_regprocedure(f) IS NOT NULL ORDER BY f;
+SELECT f FROM unnest(%(names)b::text[]) AS f WHERE to_regprocedure(f) IS NOT NULL ORDER BY f;
 
 -- name: grantable_tables
 -- The tables of the schemas named: their columns in order, and the sequences their columns own
@@ -44,7 +44,7 @@ SELECT n.nspname, c.relname,
                AND d.deptype IN ('a', 'i') AND s.relkind = 'S'
              ORDER BY 1)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = ANY(%(names)s::text[]) AND c.relkind IN ('r', 'p')
+WHERE n.nspname = ANY(%(names)b::text[]) AND c.relkind IN ('r', 'p')
 ORDER BY n.nspname, c.relname;
 
 -- name: owner_adopt

@@ -10,14 +10,14 @@ SELECT generation FROM {schema}.state;
 
 -- name: cursors_ensure
 INSERT INTO {schema}.cursors (source_topic, source_partition)
-SELECT t, p FROM unnest(%(topics)s::text[], %(partitions)s::int[]) AS w (t, p)
+SELECT t, p FROM unnest(%(topics)b::text[], %(partitions)b::int[]) AS w (t, p)
 ON CONFLICT DO NOTHING;
 
 -- name: cursors_lock
 -- In key order, so two consumers (a rebalance overlap) never deadlock on them.
 SELECT c.source_topic, c.source_partition, c.next_offset, c.chain_seq, c.chain_hash
 FROM {schema}.cursors c
-JOIN unnest(%(topics)s::text[], %(partitions)s::int[]) AS w (t, p)
+JOIN unnest(%(topics)b::text[], %(partitions)b::int[]) AS w (t, p)
   ON c.source_topic = w.t AND c.source_partition = w.p
 ORDER BY c.source_topic, c.source_partition
 FOR UPDATE OF c;
@@ -28,12 +28,12 @@ SELECT source_partition, next_offset FROM {schema}.cursors WHERE source_topic = 
 -- name: cursors_save
 UPDATE {schema}.cursors c
 SET next_offset = v.n, chain_seq = v.seq, chain_hash = v.h, updated_at = now()
-FROM unnest(%(topics)s::text[], %(partitions)s::int[], %(offsets)s::bigint[],
-            %(seqs)s::bigint[], %(hashes)s::bytea[]) AS v (t, p, n, seq, h)
+FROM unnest(%(topics)b::text[], %(partitions)b::int[], %(offsets)b::bigint[],
+            %(seqs)b::bigint[], %(hashes)b::bytea[]) AS v (t, p, n, seq, h)
 WHERE c.source_topic = v.t AND c.source_partition = v.p;
 
 -- name: events_seen
-SELECT event_id FROM {schema}.events WHERE event_id = ANY(%(ids)s::uuid[]);
+SELECT event_id FROM {schema}.events WHERE event_id = ANY(%(ids)b::uuid[]);
 
 -- name: payment_states
 -- What the ledger holds per payment, derived from its transactions (rules.PaymentState.after
@@ -47,7 +47,7 @@ WITH per_phase AS (
            min(split_part(e.account_id, ':', 1)) FILTER (WHERE e.direction = 'debit') AS debited
     FROM {schema}.transactions t
     JOIN {schema}.entries e ON e.txn_id = t.id
-    WHERE t.payment_id = ANY(%(payment_ids)s::text[])
+    WHERE t.payment_id = ANY(%(payment_ids)b::text[])
     GROUP BY t.id, e.phase
 ), txns AS (
     SELECT id, kind, payment_id, merchant_id, reference, min(currency) AS currency,
@@ -73,8 +73,8 @@ GROUP BY payment_id;
 
 -- name: accounts_add
 INSERT INTO {schema}.accounts (id, code, merchant_id, currency, normal_side)
-SELECT * FROM unnest(%(ids)s::text[], %(codes)s::text[], %(merchants)s::text[],
-                     %(currencies)s::text[], %(sides)s::text[])
+SELECT * FROM unnest(%(ids)b::text[], %(codes)b::text[], %(merchants)b::text[],
+                     %(currencies)b::text[], %(sides)b::text[])
 ON CONFLICT DO NOTHING;
 
 -- name: events_copy

@@ -117,7 +117,7 @@ WHERE endpoint_id = %(endpoint_id)s AND status = 'failed' AND last_error = 'endp
 -- name: events_mark_processed
 -- Which of a batch's events are new: a redelivered one records nothing twice.
 INSERT INTO notifier.processed_events (event_id)
-SELECT unnest(%(event_ids)s::uuid[])
+SELECT unnest(%(event_ids)b::uuid[])
 ON CONFLICT DO NOTHING
 RETURNING event_id;
 
@@ -126,7 +126,7 @@ SELECT payment_id, object FROM notifier.payments WHERE payment_id = ANY(%(paymen
 
 -- name: payments_put
 INSERT INTO notifier.payments (payment_id, merchant_id, object)
-SELECT * FROM unnest(%(payment_ids)s::text[], %(merchant_ids)s::text[], %(objects)s::jsonb[])
+SELECT * FROM unnest(%(payment_ids)b::text[], %(merchant_ids)b::text[], %(objects)b::jsonb[])
 ON CONFLICT (payment_id) DO UPDATE SET object = EXCLUDED.object, updated_at = now();
 
 -- name: endpoints_of_merchants
@@ -151,10 +151,10 @@ INSERT INTO notifier.deliveries
 SELECT id, endpoint_id, event_id, merchant_id, payment_id, event_type, body, correlation_id,
        traceparent, status, last_error,
        CASE WHEN leased THEN now() + make_interval(secs => %(lease_s)s) END
-FROM unnest(%(ids)s::text[], %(endpoint_ids)s::text[], %(event_ids)s::uuid[],
-            %(merchant_ids)s::text[], %(payment_ids)s::text[], %(event_types)s::text[],
-            %(bodies)s::bytea[], %(correlation_ids)s::text[], %(traceparents)s::text[],
-            %(statuses)s::text[], %(last_errors)s::text[], %(leased)s::boolean[])
+FROM unnest(%(ids)b::text[], %(endpoint_ids)b::text[], %(event_ids)b::uuid[],
+            %(merchant_ids)b::text[], %(payment_ids)b::text[], %(event_types)b::text[],
+            %(bodies)b::bytea[], %(correlation_ids)b::text[], %(traceparents)b::text[],
+            %(statuses)b::text[], %(last_errors)b::text[], %(leased)b::boolean[])
      AS v(id, endpoint_id, event_id, merchant_id, payment_id, event_type, body, correlation_id,
           traceparent, status, last_error, leased)
 ON CONFLICT ON CONSTRAINT deliveries_once_per_event_and_endpoint DO NOTHING
@@ -221,15 +221,15 @@ RETURNING d.id, d.endpoint_id, e.url, e.status, d.body, d.attempts,
 -- name: attempts_insert
 INSERT INTO notifier.attempts
     (delivery_id, attempt, started_at, duration_ms, status_code, error, response_head)
-SELECT * FROM unnest(%(delivery_ids)s::text[], %(attempts)s::int[], %(started_at)s::timestamptz[],
-                     %(durations)s::int[], %(status_codes)s::int[], %(errors)s::text[],
-                     %(heads)s::text[]);
+SELECT * FROM unnest(%(delivery_ids)b::text[], %(attempts)b::int[], %(started_at)b::timestamptz[],
+                     %(durations)b::int[], %(status_codes)b::int[], %(errors)b::text[],
+                     %(heads)b::text[]);
 
 -- name: deliveries_delivered
 UPDATE notifier.deliveries d
 SET status = 'delivered', attempts = d.attempts + 1, delivered_at = now(), leased_until = NULL,
     last_status = v.status_code, last_error = NULL
-FROM unnest(%(ids)s::text[], %(status_codes)s::int[]) AS v(id, status_code)
+FROM unnest(%(ids)b::text[], %(status_codes)b::int[]) AS v(id, status_code)
 WHERE d.id = v.id AND d.status = 'pending';
 
 -- name: endpoints_succeeded

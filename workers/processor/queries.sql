@@ -14,9 +14,9 @@ ON CONFLICT (payment_id) DO NOTHING;
 -- the rows of payments recorded before (a redelivery), as they stand. A payment another
 -- transaction inserts meanwhile is in neither (this statement's snapshot predates it).
 WITH given AS (
-    SELECT * FROM unnest(%(payment_ids)s::text[], %(merchant_ids)s::text[],
-                         %(amounts)s::bigint[], %(currencies)s::text[], %(methods)s::text[],
-                         %(correlation_ids)s::text[], %(traceparents)s::text[])
+    SELECT * FROM unnest(%(payment_ids)b::text[], %(merchant_ids)b::text[],
+                         %(amounts)b::bigint[], %(currencies)b::text[], %(methods)b::text[],
+                         %(correlation_ids)b::text[], %(traceparents)b::text[])
                   AS g(payment_id, merchant_id, amount, currency, payment_method,
                        correlation_id, traceparent)
 ), started AS (
@@ -60,8 +60,8 @@ UPDATE processor.payments p
 SET state = v.state, charge_id = coalesce(v.charge_id, p.charge_id),
     failure_reason = v.failure_reason, next_check_at = v.next_check_at, settled_at = now(),
     updated_at = now()
-FROM unnest(%(payment_ids)s::text[], %(from_states)s::text[], %(states)s::text[],
-            %(charge_ids)s::text[], %(reasons)s::text[], %(next_checks)s::timestamptz[])
+FROM unnest(%(payment_ids)b::text[], %(from_states)b::text[], %(states)b::text[],
+            %(charge_ids)b::text[], %(reasons)b::text[], %(next_checks)b::timestamptz[])
      AS v(payment_id, from_state, state, charge_id, failure_reason, next_check_at)
 WHERE p.payment_id = v.payment_id AND p.state = v.from_state
 RETURNING p.payment_id;
@@ -72,8 +72,8 @@ RETURNING p.payment_id;
 UPDATE processor.payments p
 SET next_check_at = now() + make_interval(secs => v.after_s), checks = p.checks + v.counted,
     charge_id = coalesce(v.charge_id, p.charge_id), updated_at = now()
-FROM unnest(%(payment_ids)s::text[], %(states)s::text[], %(after_s)s::float8[],
-            %(charge_ids)s::text[], %(counted)s::int[])
+FROM unnest(%(payment_ids)b::text[], %(states)b::text[], %(after_s)b::float8[],
+            %(charge_ids)b::text[], %(counted)b::int[])
      AS v(payment_id, state, after_s, charge_id, counted)
 WHERE p.payment_id = v.payment_id AND p.state = v.state;
 
@@ -152,8 +152,8 @@ VALUES (%(payment_id)s, %(kind)s, %(outcome)s, %(detail)s, %(duration_ms)s);
 -- name: attempts_insert
 -- A group of gateway calls, recorded with the settlements they led to.
 INSERT INTO processor.attempts (payment_id, kind, outcome, detail, duration_ms)
-SELECT * FROM unnest(%(payment_ids)s::text[], %(kinds)s::text[], %(outcomes)s::text[],
-                     %(details)s::text[], %(durations)s::int[]);
+SELECT * FROM unnest(%(payment_ids)b::text[], %(kinds)b::text[], %(outcomes)b::text[],
+                     %(details)b::text[], %(durations)b::int[]);
 
 -- name: attempts_of
 SELECT kind, outcome, detail, duration_ms, created_at
