@@ -18,6 +18,7 @@ from bench.env import base_settings, isolated
 from bench.machine import describe
 from bench.scenarios import clients, e2e, intake, outbox, processor, replay
 from workers.core.config import Settings
+from workers.core.lifecycle import unwind_on_sigterm
 
 DEFAULT = ("intake", "outbox", "e2e", "replay", "clients")
 # Scenario 6 (resources) is measured during scenario 3: asking for it runs e2e.
@@ -123,6 +124,7 @@ def runners(args: argparse.Namespace) -> dict[str, Callable[[Settings], dict[str
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse(argv)
+    unwind_on_sigterm()  # a stopped benchmark stops its roles and stacks
     wanted = list(dict.fromkeys(ALIASES.get(s, s) for s in args.scenarios)) or list(DEFAULT)
     started = time.monotonic()
     base = base_settings()

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from chaos.report import show, summary, write_json
 from chaos.scenario import ROOT, Config, run
+from workers.core.lifecycle import unwind_on_sigterm
 
 
 def main() -> None:
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the stack's logs")
     parser.add_argument("--reports", type=Path, default=ROOT / "reports")
     args = parser.parse_args()
+    unwind_on_sigterm()  # a stopped scenario stops its roles and stack
     config = Config(
         payments=args.payments,
         duration_s=args.duration,

@@ -41,6 +41,17 @@ def install_stop_handlers(grace_period_s: float) -> threading.Event:
     return stop
 
 
+def unwind_on_sigterm() -> None:
+    """SIGTERM ends the program as Ctrl-C would, by an exception (``SystemExit``, status 143):
+    its ``finally`` and ``with`` blocks still stop what it started. For harnesses that run a
+    stack of processes (the benchmark, the chaos scenario), not for roles, which drain."""
+    signal.signal(signal.SIGTERM, _exit_by_exception)
+
+
+def _exit_by_exception(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _grace_expired() -> None:
     log.warning("grace period over before the drain finished: exiting now")
     os._exit(EXIT_FORCED)
