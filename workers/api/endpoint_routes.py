@@ -62,6 +62,7 @@ def router(settings: Settings) -> APIRouter:
         **openapi.operation(
             "createWebhookEndpoint", "Add a webhook endpoint (its secret is shown once)", tag=TAG,
             body=WebhookEndpointCreate, body_bytes=limit,
+            errors=codes("webhook_endpoints_at_limit"),
             answers=_endpoint("Created: the endpoint, with its `secret`", "201"),
         ),
     )  # fmt: skip
@@ -70,7 +71,9 @@ def router(settings: Settings) -> APIRouter:
             conn: AsyncConnection[Any], merchant_id: str, body: WebhookEndpointCreate, cid: str
         ) -> Answer:
             url = await webhook_endpoints.checked_url(body.url, settings.notifier)
-            return await webhook_endpoints.create(conn, keys, merchant_id, body, url, cid)
+            return await webhook_endpoints.create(
+                conn, keys, merchant_id, body, url, cid, most=settings.api.max_webhook_endpoints
+            )
 
         return await handling.idempotent_post(request, limit, WebhookEndpointCreate, work)
 

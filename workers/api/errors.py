@@ -159,6 +159,12 @@ CODES: Final = _codes(
         "your events still kept.",
         param="Last-Event-ID",
     ),
+    ErrorCode(
+        409,
+        "webhook_endpoints_at_limit",
+        "The merchant has as many webhook endpoints as allowed (the message says how many): "
+        "delete one to add another.",
+    ),
     ErrorCode(413, "request_too_large", "The request body is over the size limit."),
     ErrorCode(415, "unsupported_media_type", "The request body is not sent as application/json."),
     ErrorCode(422, "body_invalid", "The request body is not a JSON object."),

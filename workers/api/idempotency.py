@@ -49,9 +49,10 @@ def request_hash(method: str, path: str, canonical_body: Any) -> bytes:
     return hashlib.sha256(f"{method}\n{path}\n{body}".encode()).digest()
 
 
-def lock_id(merchant_id: str, key: str) -> int:
-    """The key's advisory lock: held by the one transaction working on (merchant, key)."""
-    digest = hashlib.sha256(f"{merchant_id}\0{key}".encode()).digest()
+def lock_id(*parts: str) -> int:
+    """The advisory lock of ``parts``: (merchant, key) is held by the one transaction working on
+    that request; ("webhook_endpoints", merchant) by one adding an endpoint for the merchant."""
+    digest = hashlib.sha256("\0".join(parts).encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 

@@ -101,8 +101,9 @@ def add_endpoint_as_operator(settings: Settings, merchant_id: str, url: str) -> 
             if await found.fetchone() is None:
                 raise NotFoundError(f"no merchant {merchant_id}")
             answer = await webhook_endpoints.create(
-                conn, keys, merchant_id, body, checked, f"operator-{uuid.uuid4()}"
-            )
+                conn, keys, merchant_id, body, checked, f"operator-{uuid.uuid4()}",
+                most=settings.api.max_webhook_endpoints,
+            )  # fmt: skip
         shown: dict[str, Any] = json.loads(answer.body)
         return shown
 

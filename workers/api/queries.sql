@@ -228,6 +228,15 @@ FROM api.refunds WHERE id = %(id)s;
 -- name: merchant_exists
 SELECT 1 FROM api.merchants WHERE id = %(id)s;
 
+-- name: endpoints_lock
+-- Held to the end of the transaction that adds an endpoint, so that two added at once cannot
+-- both take a merchant's last place. Its own statement: what follows must read after it.
+SELECT pg_advisory_xact_lock(%(lock)s);
+
+-- name: endpoints_held
+SELECT count(*) FROM api.webhook_endpoints
+WHERE merchant_id = %(merchant_id)s AND deleted_at IS NULL;
+
 -- name: endpoint_insert
 INSERT INTO api.webhook_endpoints
     (id, merchant_id, url, description, enabled_events, created_at, updated_at)

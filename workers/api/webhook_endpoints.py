@@ -26,7 +26,7 @@ from workers.api.endpoint_schemas import (
     WebhookEndpointUpdate,
 )
 from workers.api.errors import ApiError, not_found
-from workers.api.idempotency import Answer
+from workers.api.idempotency import Answer, lock_id
 from workers.api.payments import dumps
 from workers.core.config import NotifierSettings
 from workers.core.endpoint_events import (
@@ -89,8 +89,12 @@ async def create(
     body: WebhookEndpointCreate,
     url: str,
     correlation_id: str,
+    *,
+    most: int,
 ) -> Answer:
-    """A new endpoint and its secret (``url`` already checked), in the caller's transaction."""
+    """A new endpoint and its secret (``url`` already checked), in the caller's transaction;
+    409 when the merchant already has ``most``."""
+    await _room_for_one(conn, merchant_id, most)
     now = datetime.now(UTC)
     events = enabled(body.enabled_events)
     row: dict[str, Any] = {"id": new_id("we"), "merchant_id": merchant_id, "url": url,
@@ -109,6 +113,17 @@ async def create(
         f"/v1/webhook_endpoints/{row['id']}",
         stored=dumps(shown),
     )
+
+
+async def _room_for_one(conn: Conn, merchant_id: str, most: int) -> None:
+    await conn.execute(Q["endpoints_lock"], {"lock": lock_id("webhook_endpoints", merchant_id)})
+    held = await (await conn.execute(Q["endpoints_held"], {"merchant_id": merchant_id})).fetchone()
+    if held is not None and held[0] >= most:
+        raise ApiError(
+            409,
+            "webhook_endpoints_at_limit",
+            f"a merchant may have {most} webhook endpoints at most: delete one to add another",
+        )
 
 
 async def update(

@@ -231,6 +231,9 @@ class ApiSettings(_Section):
     rate_limit_burst: int = Field(default=200, ge=1)
     # Event streams one API key may hold open at once, over all server processes.
     max_streams_per_key: int = Field(default=100, ge=1, le=65_535)
+    # Webhook endpoints a merchant may have at once (each takes a share of the notifier's
+    # connections and attempts in flight); deleted ones do not count.
+    max_webhook_endpoints: int = Field(default=16, ge=1, le=1000)
     # How long GET /v1/events keeps each event of a merchant's payments.
     events_retention_days: int = Field(default=30, ge=1, le=3650)
 
