@@ -127,8 +127,9 @@ class valid_post_refusals:  # a check is named by its class
                 return f"422 amount_too_large for {amount}, with {left} left to refund"
             return None
         if code == "insufficient_balance":
-            # The balance moves with the run's captures: the refusal's own figure, at its time.
-            said = re.match(r"amount: (\d+) ", message)
+            # The balance moves with the run's captures: the refusal's own figure, at its time
+            # (below zero after refunds of what was paid out, as README says it may go).
+            said = re.match(r"amount: (-?\d+) ", message)
             available = int(said[1]) if said else None
             amount = body.get("amount") if isinstance(body, dict) else None
             if available is None or amount is None or amount <= available:
