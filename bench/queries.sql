@@ -28,8 +28,8 @@ SELECT count(*), extract(epoch FROM max(updated_at) - min(updated_at))::float8
 FROM processor.payments WHERE state IN ('succeeded', 'failed');
 
 -- name: analyze_stages
--- Fresh statistics first: autovacuum may not yet have seen the burst's rows, and with tables
--- it believes empty the planner nests seq scans of both outboxes (minutes for a burst).
+-- Fresh statistics first: autovacuum may not yet have seen the point's rows, so the planner
+-- would estimate about one payment in the window and nest seq scans of both outboxes.
 ANALYZE api.payments, api.outbox, processor.payments, processor.outbox, ledger.events,
         notifier.deliveries;
 

@@ -216,7 +216,7 @@ def test_streams_follow_changes_applied_by_any_server_process(
                         return counts[-1] == 2
 
                     await until(both_listen, "one listener in each server process")
-                assert max(counts) == 2, counts  # never one a stream
+                assert max(counts) == 2, counts  # never one listener per stream
             async with asyncio.timeout(60):
                 return await asyncio.gather(*tasks)
 
