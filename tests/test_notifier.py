@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
@@ -27,10 +28,18 @@ from tests.helpers.shop import FAST, Conn, Shop
 from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 from workers.core.consuming import Batch
-from workers.core.db import database_url
+from workers.core.db import admin_url, database_url
+from workers.core.endpoint_events import (
+    EndpointEventType,
+    encode_endpoint_event,
+    new_endpoint_event,
+)
 from workers.core.events import Event, EventType, Initiated, Succeeded, new_event
+from workers.core.kafka import produce_sync
 from workers.core.sealing import keyring
 from workers.core.sql import load_queries
+from workers.core.topics import topics
+from workers.notifier.endpoint_catch_up import EndpointCatchUp
 from workers.notifier.intake import Intake
 from workers.notifier.posting import Result
 from workers.notifier.sender import Due, Sender
@@ -167,7 +176,7 @@ def test_intake_records_a_batch_in_one_go_each_event_once(settings: Settings, sh
         await pool.open()
         try:
             sender = Keeping(settings.notifier, pool, keyring(settings))
-            intake = Intake(settings.notifier, pool, sender)
+            intake = Intake(settings.notifier, pool, sender, EndpointCatchUp(settings))
             await intake.take(Batch(items, dead_letter=lambda _m, _e: None))
             return sender
         finally:
@@ -190,6 +199,60 @@ def test_intake_records_a_batch_in_one_go_each_event_once(settings: Settings, sh
 
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_a_payment_after_an_endpoint_change_waits_for_it_to_be_applied(
+    settings: Settings, shop: Shop, hook: Receiver
+) -> None:
+    """The change and the payment's events come on different topics, to different consumers:
+    while the change is not applied, the payment's webhook waits rather than go by the
+    endpoint as it was (or be lost, to an endpoint not yet created)."""
+    ports = MetricPorts()
+    env = {**env_for(settings), **FAST, **ports.env()}
+    with receiver(free_port()) as moved_to, running(["run-notifier"], env):
+        moved_to.secret = shop.endpoint.secret
+        moved = new_endpoint_event(
+            EndpointEventType.UPDATED,
+            endpoint_id=shop.endpoint.id,
+            merchant_id=shop.merchant_id,
+            source="test",
+            url=moved_to.url,
+            enabled_events=("*",),
+        )
+        with psycopg.connect(admin_url(settings)) as holder:
+            # The consumer of endpoint changes blocks on the endpoint's row until this ends.
+            holder.execute(
+                "SELECT 1 FROM notifier.endpoints WHERE id = %s FOR UPDATE", (shop.endpoint.id,)
+            )
+            encoded = encode_endpoint_event(moved)
+            produce_sync(
+                shop.producer,
+                topics(settings).webhook_endpoints,
+                key=encoded.key,
+                value=encoded.value,
+                headers=encoded.headers,
+            )
+            shop.publish("pay_M", EventType.INITIATED, EventType.SUCCEEDED)
+            wait_for(
+                lambda: waiting_for_endpoints(ports) == 1, 30, "the intake waiting for the change"
+            )
+            holder.rollback()
+        [got] = moved_to.wait_for(1)
+        wait_for(lambda: waiting_for_endpoints(ports) == 0, 30, "the intake done waiting")
+    assert (got.body["type"], got.body["data"]["id"], got.signature_ok) == (
+        "payment.succeeded",
+        "pay_M",
+        True,
+    )
+    assert hook.got == []  # nothing went by the endpoint as it was
+
+
+def waiting_for_endpoints(ports: MetricPorts) -> float | None:
+    try:
+        samples = ports.scrape("notifier")
+    except httpx.ConnectError:
+        return None  # not serving its metrics yet
+    return value(samples, "flowpay_webhook_intake_waiting_for_endpoints")
 
 
 def test_retries_after_500s_and_timeouts_keep_the_webhook_id(

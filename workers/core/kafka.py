@@ -307,7 +307,7 @@ _COORDINATOR_SETTLING = frozenset(
 )
 
 
-def _coordinator_settling(exc: BaseException) -> bool:
+def coordinator_settling(exc: BaseException) -> bool:
     if not isinstance(exc, KafkaException):
         return False
     error = exc.args[0]
@@ -324,7 +324,7 @@ def commit_offsets(
     """
     try:
         for attempt in Retrying(
-            retry=retry_if_exception(_coordinator_settling),
+            retry=retry_if_exception(coordinator_settling),
             wait=wait_exponential(multiplier=0.1, max=2.0),
             stop=stop_before_delay(timeout_s),
             reraise=True,
@@ -351,7 +351,7 @@ _LEADERSHIP_SETTLING = frozenset(
 )
 
 
-def _leadership_settling(exc: BaseException) -> bool:
+def leadership_settling(exc: BaseException) -> bool:
     if not isinstance(exc, KafkaException):
         return False
     error = exc.args[0]
@@ -367,7 +367,7 @@ def watermarks(
     answers NOT_LEADER_FOR_PARTITION for a moment.
     """
     for attempt in Retrying(
-        retry=retry_if_exception(_leadership_settling),
+        retry=retry_if_exception(leadership_settling),
         wait=wait_fixed(0.1),
         stop=stop_after_delay(timeout_s),
         reraise=True,

@@ -12,6 +12,7 @@ intake never waits on a merchant's server.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -32,6 +33,7 @@ from workers.core.projection import advance, initial
 from workers.core.sealing import Keyring
 from workers.core.sql import load_queries
 from workers.core.webhooks import webhook_body
+from workers.notifier.endpoint_catch_up import EndpointCatchUp
 from workers.notifier.endpoint_secrets import Signing, load_secrets, no_secret
 from workers.notifier.endpoints import ENDPOINT_DISABLED
 from workers.notifier.posting import Due
@@ -59,14 +61,22 @@ Notified = tuple[Received, dict[str, Any]]  # an event, and the payment's view i
 
 class Intake:
     def __init__(
-        self, config: NotifierSettings, pool: AsyncConnectionPool[Any], sender: Sender
+        self,
+        config: NotifierSettings,
+        pool: AsyncConnectionPool[Any],
+        sender: Sender,
+        catch_up: EndpointCatchUp,
     ) -> None:
         self.config = config
         self.pool = pool
         self.sender = sender
+        self.catch_up = catch_up
 
     async def take(self, batch: Batch) -> None:
-        """A batch's events in one transaction; its fresh deliveries to the sender."""
+        """A batch's events in one transaction; its fresh deliveries to the sender, to the
+        endpoints as changed by every change published before the batch."""
+        if any(item.event.type in NOTIFIED for item in batch.items):
+            await self.catch_up.since(time.monotonic())
         rows: list[_Row] = []
         reserved = 0
         try:

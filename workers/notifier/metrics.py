@@ -30,6 +30,11 @@ ENDPOINTS_DISABLED = Counter(
     "Webhook endpoints the notifier disabled, by reason (gone, failing).",
     ["reason"],
 )
+WAITING_FOR_ENDPOINTS = Gauge(
+    "flowpay_webhook_intake_waiting_for_endpoints",
+    "Intake batches waiting for the endpoint changes published before them to be applied"
+    " (long above 0: the consumer of endpoint changes is stuck or far behind).",
+)
 BY_STATUS = Gauge(
     "flowpay_webhook_deliveries_by_status",
     "Webhook deliveries by status (pending, delivered, failed).",

@@ -21,6 +21,7 @@ from workers.core.loop import run_async
 from workers.core.sealing import Keyring, keyring
 from workers.core.topics import GROUP_NOTIFIER
 from workers.notifier import endpoint_changes, metrics
+from workers.notifier.endpoint_catch_up import EndpointCatchUp
 from workers.notifier.endpoint_secrets import check_keys
 from workers.notifier.intake import NOTIFIED, Intake
 from workers.notifier.sender import Sender
@@ -98,7 +99,8 @@ async def run(settings: Settings, keys: Keyring, stop: threading.Event) -> None:
     )
     await pool.open()
     sender = Sender(settings.notifier, pool, keys)
-    engine = Engine(settings, subscriber(Intake(settings.notifier, pool, sender)))
+    intake = Intake(settings.notifier, pool, sender, EndpointCatchUp(settings))
+    engine = Engine(settings, subscriber(intake))
     # The engine's stop ends the sender's claims too; attempts in flight end and are recorded.
     sending = asyncio.create_task(sender.run(engine.stopping))
     # A sender that fails stops the process (its supervisor starts it anew), not just sending.
