@@ -79,16 +79,18 @@ ON CONFLICT DO NOTHING;
 
 -- name: events_copy
 COPY {schema}.events (event_id, type, payment_id, merchant_id, amount, currency, reference,
-                      outcome, source_topic, source_partition, source_offset) FROM STDIN;
+                      outcome, source_topic, source_partition, source_offset)
+FROM STDIN (FORMAT BINARY);
 
 -- name: transactions_copy
 COPY {schema}.transactions (id, kind, payment_id, merchant_id, reference, pending_of, event_id,
                             source_topic, source_partition, source_offset, seq, prev_hash, hash)
-FROM STDIN;
+FROM STDIN (FORMAT BINARY);
 
 -- name: entries_copy
 COPY {schema}.entries (txn_id, line, account_id, direction, phase, amount, currency, event_id,
-                       source_topic, source_partition, source_offset) FROM STDIN;
+                       source_topic, source_partition, source_offset)
+FROM STDIN (FORMAT BINARY);
 
 -- name: dead_letter_add
 INSERT INTO {schema}.dead_letters

@@ -54,6 +54,16 @@ class Cursor(NamedTuple):
     hash: bytes
 
 
+# The COPYs' column types, in their columns' order (queries.sql): binary COPY, as each value's
+# text form costs the client its formatting and the server its parsing.
+EVENT_TYPES: Final = ("uuid", "text", "text", "text", "int8", "text", "text", "text", "text",
+                      "int4", "int8")  # fmt: skip
+TRANSACTION_TYPES: Final = ("uuid", "text", "text", "text", "text", "uuid", "uuid", "text",
+                            "int4", "int8", "int8", "bytea", "bytea")  # fmt: skip
+ENTRY_TYPES: Final = ("uuid", "int2", "text", "text", "text", "int8", "text", "uuid", "text",
+                      "int4", "int8")  # fmt: skip
+
+
 class EventRow(NamedTuple):
     """A row of ``events``, its fields in the order of the ``events_copy`` columns."""
 
@@ -147,6 +157,7 @@ class LedgerStore:
         with conn.cursor() as cur:
             if writes.events:
                 with cur.copy(self.q["events_copy"]) as copy:
+                    copy.set_types(EVENT_TYPES)
                     for row in writes.events:
                         copy.write_row(row)  # already in the columns' order
             if writes.accounts:
@@ -166,23 +177,22 @@ class LedgerStore:
                 cur.execute(self.q["cursors_save"], _cursor_params(writes.cursors))
 
     def _copy_txns(self, cur: psycopg.Cursor[Any], txns: list[ChainedTxn]) -> None:
-        # Each transaction's two ids as text, once: COPY reads a uuid column from its text,
-        # and psycopg's uuid dumper (Python) would run again for each of its entries.
-        ids = [(str(c.record.id), str(c.record.event_id)) for c in txns]
         with cur.copy(self.q["transactions_copy"]) as copy:
-            for c, (txn_id, event_id) in zip(txns, ids, strict=True):
+            copy.set_types(TRANSACTION_TYPES)
+            for c in txns:
                 t = c.record
                 copy.write_row(
-                    (txn_id, t.kind, t.payment_id, t.merchant_id, t.reference, t.pending_of,
-                     event_id, t.topic, t.partition, t.offset, t.seq, c.prev_hash, c.hash)
+                    (t.id, t.kind, t.payment_id, t.merchant_id, t.reference, t.pending_of,
+                     t.event_id, t.topic, t.partition, t.offset, t.seq, c.prev_hash, c.hash)
                 )  # fmt: skip
         with cur.copy(self.q["entries_copy"]) as copy:
-            for c, (txn_id, event_id) in zip(txns, ids, strict=True):
+            copy.set_types(ENTRY_TYPES)
+            for c in txns:
                 t = c.record
                 for e in t.entries:
                     copy.write_row(
-                        (txn_id, e.line, e.account_id, e.direction, e.phase, e.amount,
-                         e.currency, event_id, t.topic, t.partition, t.offset)
+                        (t.id, e.line, e.account_id, e.direction, e.phase, e.amount,
+                         e.currency, t.event_id, t.topic, t.partition, t.offset)
                     )  # fmt: skip
 
     def check_now(self, conn: Conn) -> None:
