@@ -174,12 +174,14 @@ def test_intake_records_a_batch_in_one_go_each_event_once(settings: Settings, sh
             database_url(settings, "notifier"), open=False
         )
         await pool.open()
+        catch_up = EndpointCatchUp(settings)
         try:
             sender = Keeping(settings.notifier, pool, keyring(settings))
-            intake = Intake(settings.notifier, pool, sender, EndpointCatchUp(settings))
+            intake = Intake(settings.notifier, pool, sender, catch_up)
             await intake.take(Batch(items, dead_letter=lambda _m, _e: None))
             return sender
         finally:
+            catch_up.close()
             await pool.close()
 
     sender = asyncio.run(take())

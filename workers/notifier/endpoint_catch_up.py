@@ -12,7 +12,9 @@ those ends is applied. A change made before a payment is among them: the relay p
 API's writes in the order they were committed, each batch acknowledged whole before it takes
 the next outbox, where the payment's outcome (the processor's) is.
 
-One check covers every batch polled before it began, so batches in a row share one.
+A check is one ListOffsets request for the ends, and an OffsetFetch for the group's offsets
+only when what it has been seen to commit falls short of them (committed offsets only grow). One
+check covers every batch polled before it began.
 """
 
 from __future__ import annotations
@@ -22,23 +24,19 @@ import time
 from collections.abc import Mapping
 from typing import Final
 
-from confluent_kafka import ConsumerGroupTopicPartitions
-from confluent_kafka.admin import (  # type: ignore[attr-defined]
-    AdminClient,
-    ListOffsetsResultInfo,
-    OffsetSpec,
-)
+from confluent_kafka import OFFSET_END
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from workers.core.config import Settings
 from workers.core.errors import TransientError
 from workers.core.kafka import (
+    Consumer,
     KafkaException,
     TopicPartition,
     coordinator_settling,
     group_id,
     leadership_settling,
-    make_admin,
+    make_consumer,
 )
 from workers.core.topics import GROUP_NOTIFIER_ENDPOINTS, topics
 from workers.notifier import metrics
@@ -52,7 +50,6 @@ RECHECK_S: Final = 0.05
 # How long the topic's partitions are taken as known: a partition added is seen this late.
 PARTITIONS_KEPT_S: Final = 10.0
 REQUEST_TIMEOUT_S: Final = 5.0
-_LATEST: Final = OffsetSpec.latest()  # type: ignore[no-untyped-call]
 
 
 class EndpointsBehind(TransientError):
@@ -60,12 +57,14 @@ class EndpointsBehind(TransientError):
 
 
 class EndpointCatchUp:
-    def __init__(self, settings: Settings, admin: AdminClient | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.topic = topics(settings).webhook_endpoints
         self.group = group_id(settings, GROUP_NOTIFIER_ENDPOINTS)
-        self.admin = admin if admin is not None else make_admin(settings, "notifier")
+        # In the group, to read its committed offsets; it never subscribes, so never joins it.
+        self.consumer: Consumer = make_consumer(settings, GROUP_NOTIFIER_ENDPOINTS, "notifier")
         self._lock = asyncio.Lock()
         self._covered = float("-inf")  # when the last check that passed began
+        self._reached: dict[int, int] = {}  # the highest offset seen committed, by partition
         self._partitions: list[int] = []
         self._partitions_read = float("-inf")
 
@@ -82,6 +81,9 @@ class EndpointCatchUp:
                 raise EndpointsBehind(f"cannot read the endpoint changes' offsets: {exc}") from exc
             self._covered = began
 
+    def close(self) -> None:
+        self.consumer.close()
+
     async def _wait(self) -> None:
         ends: dict[int, int] | None = None  # read once: changes made since need not wait
         waiting = False
@@ -94,51 +96,54 @@ class EndpointCatchUp:
             ):
                 with attempt:
                     if ends is None:
-                        ends = await self._ends()
-                    ends = {p: ends[p] for p in _behind(ends, await self._committed(list(ends)))}
-                    if ends:
+                        ends = await asyncio.to_thread(self._ends)
+                    behind = _behind(ends, self._reached)
+                    if behind:
+                        self._learn(await asyncio.to_thread(self._committed, sorted(behind)))
+                        behind = _behind(ends, self._reached)
+                    if behind:
                         if not waiting:
                             metrics.WAITING_FOR_ENDPOINTS.inc()
                             waiting = True
                         raise EndpointsBehind(
                             f"endpoint changes not applied within {WAIT_S:g}s: group"
-                            f" {self.group} is behind on {self.topic} partitions {sorted(ends)}"
+                            f" {self.group} is behind on {self.topic} partitions {sorted(behind)}"
                         )
         finally:
             if waiting:
                 metrics.WAITING_FOR_ENDPOINTS.dec()
 
-    async def _ends(self) -> dict[int, int]:
-        """The end offset of each partition of the topic, read now."""
-        specs = {TopicPartition(self.topic, p): _LATEST for p in await self._known()}
-        futures = self.admin.list_offsets(specs, request_timeout=REQUEST_TIMEOUT_S)
-        ends: dict[int, int] = {}
-        for tp, future in futures.items():
-            info: ListOffsetsResultInfo = await asyncio.wrap_future(future)
-            ends[tp.partition] = int(info.offset)
-        return ends
+    def _learn(self, committed: Mapping[int, int]) -> None:
+        for partition, offset in committed.items():
+            self._reached[partition] = max(self._reached.get(partition, 0), offset)
 
-    async def _committed(self, partitions: list[int]) -> dict[int, int]:
-        request = ConsumerGroupTopicPartitions(
-            self.group, [TopicPartition(self.topic, p) for p in partitions]
-        )
-        futures = self.admin.list_consumer_group_offsets(
-            [request], request_timeout=REQUEST_TIMEOUT_S
-        )
-        found: ConsumerGroupTopicPartitions = await asyncio.wrap_future(futures[self.group])
-        return {tp.partition: int(tp.offset) for tp in found.topic_partitions or ()}
+    def _ends(self) -> dict[int, int]:
+        """The end offset of each partition of the topic, read now: OFFSET_END as the time
+        asks for each partition's latest offset, all in one request per leader."""
+        wanted = [TopicPartition(self.topic, p, OFFSET_END) for p in self._known()]
+        found = self.consumer.offsets_for_times(wanted, timeout=REQUEST_TIMEOUT_S)
+        return _offsets(found)
 
-    async def _known(self) -> list[int]:
+    def _committed(self, partitions: list[int]) -> dict[int, int]:
+        wanted = [TopicPartition(self.topic, p) for p in partitions]
+        return _offsets(self.consumer.committed(wanted, timeout=REQUEST_TIMEOUT_S))
+
+    def _known(self) -> list[int]:
         if time.monotonic() - self._partitions_read > PARTITIONS_KEPT_S:
-            metadata = await asyncio.to_thread(
-                self.admin.list_topics, self.topic, timeout=REQUEST_TIMEOUT_S
-            )
+            metadata = self.consumer.list_topics(self.topic, timeout=REQUEST_TIMEOUT_S)
             topic = metadata.topics[self.topic]
             if topic.error is not None:
-                raise EndpointsBehind(f"cannot see {self.topic}: {topic.error}")
+                raise KafkaException(topic.error)
             self._partitions = sorted(topic.partitions)
             self._partitions_read = time.monotonic()
         return self._partitions
+
+
+def _offsets(found: list[TopicPartition]) -> dict[int, int]:
+    for tp in found:
+        if tp.error is not None:
+            raise KafkaException(tp.error)
+    return {tp.partition: int(tp.offset) for tp in found}
 
 
 def _worth_waiting(exc: BaseException) -> bool:
@@ -147,7 +152,7 @@ def _worth_waiting(exc: BaseException) -> bool:
     return isinstance(exc, EndpointsBehind) or leadership_settling(exc) or coordinator_settling(exc)
 
 
-def _behind(ends: Mapping[int, int], committed: Mapping[int, int]) -> set[int]:
+def _behind(ends: Mapping[int, int], reached: Mapping[int, int]) -> set[int]:
     """The partitions whose committed offset is short of their end; a group that never
     committed on a partition (a negative offset) has applied nothing of it."""
-    return {p for p, end in ends.items() if max(committed.get(p, 0), 0) < end}
+    return {p for p, end in ends.items() if max(reached.get(p, 0), 0) < end}

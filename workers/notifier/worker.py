@@ -99,7 +99,8 @@ async def run(settings: Settings, keys: Keyring, stop: threading.Event) -> None:
     )
     await pool.open()
     sender = Sender(settings.notifier, pool, keys)
-    intake = Intake(settings.notifier, pool, sender, EndpointCatchUp(settings))
+    catch_up = EndpointCatchUp(settings)
+    intake = Intake(settings.notifier, pool, sender, catch_up)
     engine = Engine(settings, subscriber(intake))
     # The engine's stop ends the sender's claims too; attempts in flight end and are recorded.
     sending = asyncio.create_task(sender.run(engine.stopping))
@@ -113,4 +114,5 @@ async def run(settings: Settings, keys: Keyring, stop: threading.Event) -> None:
         stop.set()  # the endpoint changes' thread stops with the rest
         await sending
         await asyncio.to_thread(changes.join)
+        await asyncio.to_thread(catch_up.close)
         await pool.close()
