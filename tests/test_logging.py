@@ -21,8 +21,9 @@ from tests.helpers.flow import flow
 from tests.helpers.receiver import receiver
 from tests.helpers.servers import free_port, running
 from workers.api.app import create_app
-from workers.core import correlation
+from workers.core import correlation, observe
 from workers.core.config import Settings
+from workers.core.events import EventType, Initiated, encode, new_event
 from workers.core.logs import LogFormat, redact, setup_logging
 from workers.devstack.roles import role_env
 
@@ -153,6 +154,35 @@ def test_fields_added_to_every_line_are_masked_and_bounded(fmt: LogFormat) -> No
         line = json.loads(written)
         assert line["correlation_id"] == "Bearer [redacted]"
         assert line["payment_id"] == line["event_id"] == "[invalid]"
+
+
+def test_the_relay_logs_a_batch_in_one_line_and_its_events_only_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    events = [
+        new_event(
+            EventType.INITIATED,
+            payment_id=f"pay_{n}",
+            merchant_id="mer_1",
+            data=Initiated(amount=100, currency="USD", payment_method="pm_card_visa"),
+            source="test",
+        )
+        for n in range(3)
+    ]
+    batch = [encode(event).headers for event in events]
+    caplog.set_level(logging.INFO, logger="flowpay.events")
+    observe.published("outbox", "api.outbox", batch, time.time_ns())
+    [line] = caplog.records
+    assert line.getMessage().startswith("outbox published 3 events from api.outbox, ")
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="flowpay.events")
+    observe.published("outbox", "api.outbox", batch, time.time_ns())
+    _, *per_event = caplog.records
+    assert [(r.levelno, getattr(r, "payment_id", None)) for r in per_event] == [
+        (logging.DEBUG, "pay_0"),
+        (logging.DEBUG, "pay_1"),
+        (logging.DEBUG, "pay_2"),
+    ]
 
 
 def test_http_clients_request_lines_are_off_at_info() -> None:

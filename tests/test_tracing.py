@@ -82,7 +82,7 @@ def test_a_batch_s_spans_are_children_of_each_event_s_creator(
     spans: InMemorySpanExporter,
 ) -> None:
     _, stored = _staged_in_a_span()
-    observe.published("outbox", [stored], time.time_ns())
+    observe.published("outbox", "api.outbox", [stored], time.time_ns())
     relay, api = spans.get_finished_spans()[::-1]
     assert relay.name == "outbox payment.initiated"
     assert relay.parent is not None

@@ -1,10 +1,10 @@
 """The hooks the consumers and the relay call for their work: log lines and spans.
 
-The consumer engine reports each handler call (a batch): one line for the batch at INFO (or a
-WARNING when it failed), one line per event at DEBUG carrying the event's ids
-(``workers.core.correlation``), and a span per event that is a child of the span that created
-the event (``workers.core.tracing``). Only CloudEvents headers are read, so a message that will
-not decode still gets its ids on the lines about it.
+The consumer engine reports each handler call (a batch), and the relay each batch it published:
+one line for the batch at INFO (or a WARNING when it failed), one line per event at DEBUG
+carrying the event's ids (``workers.core.correlation``), and a span per event that is a child
+of the span that created the event (``workers.core.tracing``). Only CloudEvents headers are
+read, so a message that will not decode still gets its ids on the lines about it.
 """
 
 from __future__ import annotations
@@ -77,10 +77,7 @@ def handled_batch(
             spans_of(messages), (ended_ns - started_ns) / 1e6, f" ({error!r})" if error else "",
             extra=fields,
         )  # fmt: skip
-    if log.isEnabledFor(logging.DEBUG):
-        for message in messages:
-            fields = correlation.of_headers(headers_of(message))
-            log.debug("%s %s %s", role, outcome, fields["event_type"], extra=fields)
+    _event_lines(role, outcome, map(headers_of, messages))
     if spans and error is None and tracing.enabled():
         _spans(role, [headers_of(m) for m in messages], started_ns, ended_ns, SpanKind.CONSUMER)
 
@@ -99,22 +96,30 @@ def spans_of(messages: Sequence[Message]) -> str:
     )
 
 
-def published(role: str, batch: Iterable[Headers | None], started_ns: int) -> None:
-    """After the relay published a batch: a line and a producer span per event."""
-    _batch_done(role, "published", batch, started_ns, SpanKind.PRODUCER)
-
-
-def _batch_done(
-    role: str, verb: str, batch: Iterable[Headers | None], started_ns: int, kind: SpanKind
-) -> None:
+def published(role: str, outbox: str, batch: Sequence[Headers | None], started_ns: int) -> None:
+    """After the relay published a batch of ``outbox``: its line, its events' lines and a
+    producer span per event."""
     ended_ns = time.time_ns()
     if log.isEnabledFor(logging.INFO):
-        batch = list(batch)
+        # A batch of one is about one payment: the line carries its ids.
+        fields = correlation.of_headers(batch[0]) if len(batch) == 1 else {}
+        log.info(
+            "%s published %d event%s from %s, %.1f ms",
+            role, len(batch), "" if len(batch) == 1 else "s", outbox,
+            (ended_ns - started_ns) / 1e6,
+            extra=fields,
+        )  # fmt: skip
+    _event_lines(role, "published", batch)
+    if tracing.enabled():
+        _spans(role, batch, started_ns, ended_ns, SpanKind.PRODUCER)
+
+
+def _event_lines(role: str, verb: str, batch: Iterable[Headers | None]) -> None:
+    """A line per event at DEBUG, with its ids: with them, one payment's path can be grepped."""
+    if log.isEnabledFor(logging.DEBUG):
         for headers in batch:
             fields = correlation.of_headers(headers)
-            log.info("%s %s %s", role, verb, fields["event_type"], extra=fields)
-    if tracing.enabled():
-        _spans(role, batch, started_ns, ended_ns, kind)
+            log.debug("%s %s %s", role, verb, fields["event_type"], extra=fields)
 
 
 def _spans(

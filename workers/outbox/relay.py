@@ -155,10 +155,7 @@ class OutboxRelay:
             store.mark_published(conn, schema, [row.id for row in rows])
             self._publisher.confirm(sent, self._stop, self._heartbeat.beat)
         metrics.published(schema, len(rows))
-        observe.published(ROLE, [row.headers for row in rows], started_ns)
-        log.debug(
-            "published %d events from %s.outbox (up to id %d)", len(rows), schema, rows[-1].id
-        )
+        observe.published(ROLE, f"{schema}.outbox", [row.headers for row in rows], started_ns)
         return len(rows)
 
     def _router(self, schema: str) -> Callable[[OutboxRow], str]:
