@@ -266,14 +266,19 @@ def test_only_a_live_process_outside_the_stack_makes_up_give_up_at_once(
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()  # a holder seen a moment ago that has let go since
     ours = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)"],
+        [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"],
         env=os.environ | {STACK_ENV: str(tmp_path.resolve())},
+        stdout=subprocess.PIPE,
     )
     try:
+        # Until its program runs, a child started a moment ago still has its parent's
+        # environment, without the stack's mark.
+        assert ours.stdout is not None
+        assert ours.stdout.readline() == b"up\n"
         assert outsider(own, os.getpid())
         assert outsider(own, None)  # a process of another user
         assert not outsider(own, ended.pid)
         assert not outsider(own, ours.pid)
     finally:
         ours.kill()
-        ours.wait()
+        ours.communicate()
