@@ -33,10 +33,6 @@ from workers.devstack import stack
 from workers.migrations.runner import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
-# The modules that start whole stacks (every role, or a cluster of brokers and databases) run
-# one test at a time, on one xdist worker: several at once on two cores starved each other's
-# processes for minutes, past the bounds their waits allow.
-WHOLE_STACK = pytest.mark.xdist_group("whole_stack")
 TEMPLATE_DB = "flowpay_test_template"
 # The key every test's settings (and every role a test starts) seal webhook secrets with.
 SECRETS_KEY = generate_key()

@@ -17,7 +17,7 @@ import pytest
 from filelock import FileLock
 from psycopg_pool import ConnectionPool
 
-from tests.conftest import ROOT, WHOLE_STACK, flowpay, override
+from tests.conftest import ROOT, flowpay, override
 from tests.helpers.shared_stack import clean_env, shared_dir, shared_stack
 from tests.helpers.waiting import wait_for
 from workers.core.config import Settings, load_settings
@@ -37,7 +37,7 @@ from workers.core.topics import topics
 from workers.devstack import cluster, kafka, pg_standby, shape
 from workers.devstack.paths import StackPaths
 
-pytestmark = [WHOLE_STACK, pytest.mark.timeout(600)]
+pytestmark = pytest.mark.timeout(600)
 OWNER = "owner"  # the role that owns the schema: the test's table is its own
 
 

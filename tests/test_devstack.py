@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import ROOT, WHOLE_STACK, flowpay
+from tests.conftest import ROOT, flowpay
 from tests.helpers.kafka import read_topic
 from workers.core.config import Settings, load_settings
 from workers.core.db import admin_url
@@ -23,8 +23,6 @@ from workers.core.ports import free_port
 from workers.core.topics import topics
 from workers.devstack.paths import StackPaths
 from workers.devstack.procs import wait_gone
-
-pytestmark = WHOLE_STACK
 
 
 @pytest.fixture

@@ -25,14 +25,12 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import ROOT, WHOLE_STACK, env_for, flowpay, override
+from tests.conftest import ROOT, env_for, flowpay, override
 from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 from workers.core.ports import free_port
 from workers.devstack.health import outsider
 from workers.devstack.roles import ROLES, STACK_ENV, role_marker
-
-pytestmark = WHOLE_STACK
 
 WAIT_S = "120"  # the roles of a loaded 2-core machine can take a while to start
 
