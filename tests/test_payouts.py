@@ -173,9 +173,12 @@ def test_fifty_payouts_at_once_never_overdraw_and_each_is_paid_once(
         refused = [a.json()["error"] for a in answers if a.status_code == 422]
         assert {(e["code"], e["param"]) for e in refused} == {("insufficient_balance", "amount")}
         assert available(s) == 0
-        # A retry is answered as first, reserving nothing again.
-        again = pay_out(0)
+        # A retry of an accepted payout is answered as first, reserving nothing again.
+        first = next(n for n, a in enumerate(answers) if a.status_code == 202)
+        again = pay_out(first)
         assert again.headers.get("Idempotent-Replayed") == "true"
+        assert again.json()["id"] == answers[first].json()["id"]
+        assert available(s) == 0
         accepted = [a.json()["id"] for a in answers if a.status_code == 202]
         for payout_id in accepted:
             wait_for(lambda p=payout_id: payout_of(s, p)["status"] == "paid", what=payout_id)
