@@ -178,6 +178,11 @@ def test_fifty_payouts_at_once_never_overdraw_and_each_is_paid_once(
         again = pay_out(first)
         assert again.headers.get("Idempotent-Replayed") == "true"
         assert again.json()["id"] == answers[first].json()["id"]
+        # A refusal did nothing and is not kept: its retry is judged afresh.
+        refused_first = next(n for n, a in enumerate(answers) if a.status_code == 422)
+        afresh = pay_out(refused_first)
+        assert afresh.status_code == 422
+        assert "Idempotent-Replayed" not in afresh.headers
         assert available(s) == 0
         accepted = [a.json()["id"] for a in answers if a.status_code == 202]
         for payout_id in accepted:
