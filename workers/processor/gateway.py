@@ -9,8 +9,6 @@ never "failed": the caller looks the charge up.
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from workers.core.config import GatewaySettings, Settings
 from workers.core.events import NextAction as ActionShown
 from workers.core.events import RedirectToUrl
 from workers.core.ids import derived_key
+from workers.core.outbound_http import PooledTransport
 from workers.core.retry import retried
 from workers.processor import metrics
 
@@ -167,10 +166,6 @@ class _Retryable(Exception):
 # 429: rate limited. Neither says what became of the request: retry, then the outcome is unknown.
 RETRYABLE_4XX: Final = frozenset({409, 429})
 
-# httpx's pool costs grow with its size, so connections are spread over several small clients.
-_CONNECTIONS_PER_CLIENT = 16
-
-
 class HttpGateway:
     def __init__(
         self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None
@@ -179,24 +174,15 @@ class HttpGateway:
         headers = {}
         if self.config.api_key is not None:
             headers["Authorization"] = f"Bearer {self.config.api_key.get_secret_value()}"
-        shards = max(1, -(-self.config.max_connections // _CONNECTIONS_PER_CLIENT))
-        per_client = min(self.config.max_connections, _CONNECTIONS_PER_CLIENT)
-        self._clients = [
-            httpx.AsyncClient(
-                base_url=gateway_url(settings),
-                headers=headers,
-                timeout=self.config.timeout_s,
-                limits=httpx.Limits(
-                    max_connections=per_client, max_keepalive_connections=per_client
-                ),
-                transport=transport,
-            )
-            for _ in range(shards)
-        ]
-        self._next = itertools.cycle(self._clients)
+        self._client = httpx.AsyncClient(
+            base_url=gateway_url(settings),
+            headers=headers,
+            timeout=self.config.timeout_s,
+            transport=transport or PooledTransport(self.config.max_connections),
+        )
 
     async def close(self) -> None:
-        await asyncio.gather(*(c.aclose() for c in self._clients))
+        await self._client.aclose()
 
     async def charge(self, request: ChargeRequest) -> ChargeOutcome:
         body = card_body(request)
@@ -280,7 +266,7 @@ class HttpGateway:
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = await next(self._next).request(method, path, **kwargs)
+            response = await self._client.request(method, path, **kwargs)
         except httpx.TimeoutException as exc:
             metrics.attempted(method, path, exc)
             raise _Retryable("timeout") from None
