@@ -6,14 +6,22 @@ every pooled connection on each request, polling each socket, and wraps each rea
 cancel scope: on a pool of hundreds of connections that is most of a call's CPU. aiohttp keys its
 pool by host and parses HTTP in C, for about a fifth of the CPU per call.
 
-Errors: ``httpx_aiohttp`` turns aiohttp's into httpx's; an aiohttp error it leaves as it is
-(a malformed answer, say) is raised as ``httpx.TransportError``, so callers catch httpx's tree
-alone. Proxies from the environment are never used; redirects never followed.
+Errors are httpx's alone, as httpcore would raise them: ``httpx_aiohttp`` maps aiohttp's, but
+maps every lost connection to ``ConnectTimeout``; here only a timeout is a timeout:
+
+* a connection that could not be made: ``httpx.ConnectError``;
+* one lost or broken during the exchange: ``httpx.RemoteProtocolError`` (the server closed it)
+  or ``httpx.ReadError``;
+* any other aiohttp error (a malformed answer): ``httpx.TransportError``.
+
+Proxies from the environment are never used; redirects never followed.
 """
 
 from __future__ import annotations
 
 import ssl
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 
 import aiohttp
 import httpx
@@ -23,15 +31,16 @@ from httpx_aiohttp import AiohttpTransport
 class PooledTransport(AiohttpTransport):
     """Up to ``max_connections`` kept-alive connections, over every host together.
 
-    ``resolver`` finds a host's addresses (aiohttp's default: the system's, in a thread); it
-    is asked on each new connection, never from a cache.
+    ``resolver`` makes what finds a host's addresses (aiohttp's default: the system's, in a
+    thread), in the event loop, on the first request; it is asked on each new connection,
+    never from a cache.
     """
 
     def __init__(
         self,
         max_connections: int,
         keepalive_s: float = 5.0,
-        resolver: aiohttp.abc.AbstractResolver | None = None,
+        resolver: Callable[[], aiohttp.abc.AbstractResolver] | None = None,
     ) -> None:
         super().__init__(
             limits=httpx.Limits(max_connections=max_connections, keepalive_expiry=keepalive_s),
@@ -46,13 +55,54 @@ class PooledTransport(AiohttpTransport):
             limit_per_host=0,
             keepalive_timeout=self.limits.keepalive_expiry,
             ssl=self.ssl_context if isinstance(self.ssl_context, ssl.SSLContext) else True,
-            resolver=self._resolver,
+            resolver=self._resolver() if self._resolver else None,
             use_dns_cache=False,
         )
         return aiohttp.ClientSession(connector=connector, trust_env=False)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        try:
-            return await super().handle_async_request(request)
-        except aiohttp.ClientError as exc:
-            raise httpx.TransportError(f"{type(exc).__name__}: {exc}", request=request) from exc
+        with _as_httpx(request):
+            response = await super().handle_async_request(request)
+        response.stream = _Body(response.stream, request)
+        return response
+
+
+class _Body(httpx.AsyncByteStream):
+    """An answer's body, its errors as ``_as_httpx`` gives them."""
+
+    def __init__(self, body: httpx.AsyncByteStream | httpx.SyncByteStream, request: httpx.Request):
+        assert isinstance(body, httpx.AsyncByteStream)
+        self._body, self._request = body, request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _as_httpx(self._request):
+            async for chunk in self._body:
+                yield chunk
+
+    async def aclose(self) -> None:
+        with _as_httpx(self._request):
+            await self._body.aclose()
+
+
+@contextmanager
+def _as_httpx(request: httpx.Request) -> Iterator[None]:
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        cause = exc.__cause__
+        if cause is None or isinstance(cause, TimeoutError):
+            raise
+        raise _transport_error(cause, request) from cause
+    except aiohttp.ClientError as exc:
+        raise _transport_error(exc, request) from exc
+
+
+def _transport_error(cause: BaseException, request: httpx.Request) -> httpx.TransportError:
+    message = f"{type(cause).__name__}: {cause}"
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(message, request=request)
+    if isinstance(cause, aiohttp.ServerDisconnectedError):
+        return httpx.RemoteProtocolError(message, request=request)
+    if isinstance(cause, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
+        return httpx.ReadError(message, request=request)
+    return httpx.TransportError(message, request=request)

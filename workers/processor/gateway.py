@@ -166,6 +166,7 @@ class _Retryable(Exception):
 # 429: rate limited. Neither says what became of the request: retry, then the outcome is unknown.
 RETRYABLE_4XX: Final = frozenset({409, 429})
 
+
 class HttpGateway:
     def __init__(
         self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None
