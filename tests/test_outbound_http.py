@@ -1,0 +1,103 @@
+"""The outbound transport raises httpx's errors as httpcore would: only a timeout is a timeout.
+
+Against real sockets on 127.0.0.1, each server misbehaving in one way. What an error is decides
+what FlowPay records (a gateway attempt's outcome, a webhook attempt's error), so a lost
+connection must never read as a timeout, nor a timeout as a lost connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+
+import httpx
+import pytest
+
+from workers.core.outbound_http import PooledTransport
+
+Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n"
+
+
+async def _answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(2)  # the body, b"{}"
+        writer.write(OK + b'{"ok": true}')
+        await writer.drain()
+
+
+async def _close_unanswered(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+
+
+async def _never_answer(reader: asyncio.StreamReader, _writer: asyncio.StreamWriter) -> None:
+    await reader.read()  # until the client gives up and closes
+
+
+async def _garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+    await writer.drain()
+    writer.close()
+
+
+async def _body_cut_short(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+    await writer.drain()
+    writer.close()
+
+
+async def _post(serve: Serve | None, timeout_s: float = 5.0) -> httpx.Response:
+    """One POST of ``{}`` to a server doing ``serve`` (None: to a port nothing listens on)."""
+    if serve is None:
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]
+        return await _send(port, timeout_s)
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    async with server:
+        return await _send(server.sockets[0].getsockname()[1], timeout_s)
+
+
+async def _send(port: int, timeout_s: float) -> httpx.Response:
+    async with httpx.AsyncClient(transport=PooledTransport(4), timeout=timeout_s) as client:
+        return await client.post(f"http://127.0.0.1:{port}/", content=b"{}")
+
+
+def test_an_answer_comes_through_and_its_connection_is_kept() -> None:
+    async def twice() -> list[httpx.Response]:
+        server = await asyncio.start_server(_answer_ok, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        async with server, httpx.AsyncClient(transport=PooledTransport(4)) as client:
+            # The server answers on one connection only: a second would wait for ever.
+            return [await client.post(url, content=b"{}") for _ in range(2)]
+
+    answers = asyncio.run(twice())
+    assert [(a.status_code, a.json()) for a in answers] == [(200, {"ok": True})] * 2
+
+
+@pytest.mark.parametrize(
+    ("serve", "raised"),
+    [
+        (None, httpx.ConnectError),
+        (_close_unanswered, httpx.RemoteProtocolError),
+        (_garbage, httpx.TransportError),
+        (_body_cut_short, httpx.TransportError),
+    ],
+    ids=["refused", "closed-unanswered", "not-http", "body-cut-short"],
+)
+def test_a_lost_or_broken_exchange_is_a_transport_error_never_a_timeout(
+    serve: Serve | None, raised: type[httpx.TransportError]
+) -> None:
+    with pytest.raises(raised) as caught:
+        asyncio.run(_post(serve))
+    assert not isinstance(caught.value, httpx.TimeoutException), repr(caught.value)
+
+
+def test_no_answer_in_time_is_a_read_timeout() -> None:
+    with pytest.raises(httpx.ReadTimeout):
+        asyncio.run(_post(_never_answer, timeout_s=0.2))
