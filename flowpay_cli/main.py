@@ -14,11 +14,6 @@ from flowpay_cli.context import state
 from flowpay_cli.output import error_line
 from workers.core.errors import FlowPayError
 
-try:  # typer >= 0.29 carries its own copy of click
-    from typer._click.exceptions import ClickException, NoArgsIsHelpError
-except ImportError:  # pragma: no cover - older typer on top of click
-    from click.exceptions import ClickException, NoArgsIsHelpError  # type: ignore[assignment]
-
 EXIT_USAGE = 2
 
 # Every command: its name, the module of flowpay_cli.commands that holds it, the attribute, and
@@ -114,15 +109,24 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
+def _usage_errors() -> tuple[type[typer.TyperException], ...]:
+    if hasattr(typer, "TyperException"):  # typer >= 0.29 raises its own
+        return (typer.TyperException,)
+    from click import ClickException  # earlier typer runs on click (the same methods)
+
+    return (ClickException,)  # type: ignore[return-value]
+
+
 def run() -> None:
     """Console-script entry point."""
     try:
         result = build(invoked(sys.argv[1:]))(standalone_mode=False)
-    except NoArgsIsHelpError as exc:
-        sys.stdout.write(exc.ctx.get_help() + "\n" if exc.ctx is not None else "")
-        sys.exit(EXIT_USAGE)
-    except ClickException as exc:
-        error_line(exc.format_message())
+    except _usage_errors() as exc:  # a usage error, or a group called with no command
+        ctx: typer.Context | None = getattr(exc, "ctx", None)
+        if ctx is not None and exc.format_message() == ctx.get_help():
+            sys.stdout.write(ctx.get_help() + "\n")
+        else:
+            error_line(exc.format_message())
         sys.exit(EXIT_USAGE)
     except FlowPayError as exc:
         error_line(str(exc))
