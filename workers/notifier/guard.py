@@ -20,7 +20,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from workers.core.config import NotifierSettings
 from workers.core.outbound_http import PooledTransport
-from workers.core.webhook_urls import IPAddress, check_address, check_scheme
+from workers.core.webhook_urls import check_address, check_scheme, literal_address
 
 
 class GuardedResolver(AbstractResolver):
@@ -52,19 +52,7 @@ class GuardedTransport(PooledTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         check_scheme(request.url.scheme, self.settings)
         host = request.url.host
-        literal = _address_in(host)
+        literal = literal_address(host)
         if literal is not None:  # an address is connected to as it is, never resolved
             check_address(host, literal, self.settings)
         return await super().handle_async_request(request)
-
-
-def _address_in(host: str) -> IPAddress | None:
-    """The address ``host`` is written as, if it is one."""
-    try:
-        return ip_address(host.split("%", 1)[0])
-    except ValueError:
-        pass
-    try:  # the forms only the system's parser takes: 2130706433, 127.1, 0x7f.0.0.1
-        return ip_address(socket.inet_aton(host))
-    except OSError:
-        return None
