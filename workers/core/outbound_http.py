@@ -19,7 +19,6 @@ Proxies from the environment are never used; redirects never followed.
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 
@@ -54,7 +53,7 @@ class PooledTransport(AiohttpTransport):
             limit=self.limits.max_connections or 0,
             limit_per_host=0,
             keepalive_timeout=self.limits.keepalive_expiry,
-            ssl=self.ssl_context if isinstance(self.ssl_context, ssl.SSLContext) else True,
+            ssl=self.ssl_context,
             resolver=self._resolver() if self._resolver else None,
             use_dns_cache=False,
         )
