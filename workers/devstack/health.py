@@ -20,7 +20,16 @@ from workers.core.config import Settings
 from workers.core.errors import StackError
 from workers.devstack import roles
 from workers.devstack.paths import StackPaths
-from workers.devstack.procs import Listeners, alive, descendants, describe, listeners, tail
+from workers.devstack.procs import (
+    Listeners,
+    alive,
+    descendants,
+    describe,
+    how_ended,
+    listeners,
+    read_pid,
+    tail,
+)
 from workers.devstack.roles import Address, Recorded, Role
 
 LOG_LINES = 10
@@ -108,9 +117,10 @@ def wait_ready(settings: Settings, wait_s: float, say: Callable[[str], None]) ->
     deadline = time.monotonic() + wait_s
     exits_before = {name: r.restarts for name, r in roles.recorded(settings).items()}
     while True:
-        if roles.live_supervisor(settings) is None:
+        ended = _supervisor_ended(settings)
+        if ended is not None:
             log = StackPaths.of(settings).supervisor_log
-            raise NotReady(f"the supervisor exited; last lines of {log}:\n{tail(log)}")
+            raise NotReady(f"the supervisor {ended}; last lines of {log}:\n{tail(log)}")
         down = {n: h for n, h in role_health(settings).items() if h.state != "running"}
         if not down:
             return
@@ -133,6 +143,18 @@ def wait_ready(settings: Settings, wait_s: float, say: Callable[[str], None]) ->
             raise NotReady(_explain(settings, down, f" within {wait_s:.0f}s"))
         say(f"waiting for {', '.join(down)} ({left:.0f}s left)")
         time.sleep(0.5)
+
+
+def _supervisor_ended(settings: Settings) -> str | None:
+    """How the stack's supervisor ended; None while it runs.
+
+    A recorded PID not recognised as the supervisor gives up the wait only once that process
+    is known to have ended; `dev up`, its parent, then says how (a signal, an exit code).
+    """
+    if roles.live_supervisor(settings) is not None:
+        return None
+    pid = read_pid(StackPaths.of(settings).supervisor_pid)
+    return "is not running" if pid is None else how_ended(pid)
 
 
 def outsider(settings: Settings, pid: int | None) -> bool:

@@ -39,16 +39,36 @@ def alive(pid: int | None, marker: str) -> bool:
         return False
     except PermissionError:
         pass
-    state = _state(pid)
-    return state not in ("Z", "X", "") and marker in cmdline(pid)
+    line = _settled_cmdline(pid)
+    return line is not None and marker in line
 
 
-def _state(pid: int) -> str:
+# A process's new command line shows in /proc only once exec has set up its memory, a moment
+# after exec closed the pipe whose closing tells the parent the start succeeded.
+_EXEC_SETTLE_S = 10.0
+_PF_KTHREAD = 0x00200000  # from <linux/sched.h>: kernel threads have no command line
+
+
+def _settled_cmdline(pid: int) -> str | None:
+    """``pid``'s command line; None for a process that is gone or a zombie."""
+    deadline = time.monotonic() + _EXEC_SETTLE_S
+    while True:
+        stat = _stat(pid)
+        if not stat or stat[0] in ("Z", "X"):
+            return None
+        line = cmdline(pid)
+        if line or int(stat[6]) & _PF_KTHREAD or time.monotonic() >= deadline:
+            return line
+        time.sleep(0.01)
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name: state, ppid, ..., flags, ..."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return ""
-    return stat.rsplit(")", 1)[-1].split()[0]
+        return []
+    return stat.rsplit(")", 1)[-1].split()
 
 
 def spawn(
@@ -102,6 +122,22 @@ def wait_gone(pid: int, marker: str, timeout_s: float) -> bool:
 def _reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def how_ended(pid: int) -> str | None:
+    """How ``pid`` ended ("exited with code 1", "was killed by SIGKILL"); None while it runs.
+
+    Its exit status is known only to its parent: of a process this one did not start, only that
+    it ended.
+    """
+    try:
+        waited, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None if alive(pid, "") else "ended"
+    if waited == 0:
+        return None
+    code = os.waitstatus_to_exitcode(status)
+    return f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
 
 
 def tail(path: Path, lines: int = 20) -> str:
