@@ -30,6 +30,7 @@ from workers.core.outbox import EMITTING_SCHEMAS, stage
 from workers.core.topics import topics
 from workers.devstack import kafka
 from workers.devstack.paths import StackPaths
+from workers.outbox import store
 from workers.outbox.relay import FIRST_IDLE_WAIT_S, OutboxRelay, next_idle_wait
 from workers.outbox.store import Pruned
 
@@ -408,3 +409,15 @@ def test_lost_database_connections_are_reopened(settings: Settings, db: Conn) ->
         stage_events(db, "processor", [after])
         wait_for(lambda: unpublished(db) == 0)
     assert str(after.event_id) in {event_id(m) for m in read_all(settings)}
+
+
+def test_a_round_works_only_on_the_outboxes_with_rows_waiting(settings: Settings, db: Conn) -> None:
+    assert store.waiting(db) == []
+    stage_events(db, "processor", [processing("pay_1")])
+    assert store.waiting(db) == ["processor"]
+    stage_events(db, "api", [initiated("pay_2")])
+    assert store.waiting(db) == ["api", "processor"]
+
+    with OutboxRelay(fast(settings)) as relay:
+        assert relay.publish_once() == 2
+    assert store.waiting(db) == []

@@ -4,6 +4,11 @@
 -- One relay at a time per schema: two relays taking alternate batches would reorder a payment.
 SELECT pg_try_advisory_xact_lock(%s);
 
+-- name: waiting
+-- Whether {schema}'s outbox has a row to publish (on its partial index): ORed over every
+-- schema into one statement, so that a round with nothing to do costs one round trip.
+EXISTS (SELECT 1 FROM {schema}.outbox WHERE published_at IS NULL)
+
 -- name: claim_batch
 -- No row locks: the caller holds the schema's relay lock (try_lock), so no other relay reads
 -- these rows until its transaction ends, and nothing else changes unpublished rows.

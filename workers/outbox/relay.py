@@ -131,9 +131,10 @@ class OutboxRelay:
             self._wait(self._idle_wait)
 
     def _round(self, conn: Conn) -> tuple[int, bool]:
-        """Publish one batch per schema; ``more`` when a full batch says rows may be waiting."""
+        """Publish one batch per schema with rows waiting; ``more`` when a full batch says
+        rows may be left."""
         total, more = 0, False
-        for schema in EMITTING_SCHEMAS:
+        for schema in store.waiting(conn):
             if self._stop.is_set():
                 break
             count = self._publish_batch(conn, schema)

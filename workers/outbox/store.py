@@ -46,6 +46,13 @@ def query(name: str, schema: str = "api") -> sql.Composed:
     return load_queries("workers.outbox")[name].format(schema=sql.Identifier(schema))
 
 
+def waiting(conn: Conn) -> list[str]:
+    """The emitting schemas whose outbox has rows to publish, in EMITTING_SCHEMAS's order."""
+    probes = sql.SQL(", ").join(query("waiting", schema) for schema in EMITTING_SCHEMAS)
+    row = conn.execute(sql.SQL("SELECT {}").format(probes)).fetchone()
+    return [schema for schema, pending in zip(EMITTING_SCHEMAS, row or (), strict=True) if pending]
+
+
 def try_lock(conn: Conn, schema: str) -> bool:
     row = conn.execute(query("try_lock", schema), (lock_key(schema),)).fetchone()
     return row is not None and row[0] is True
