@@ -13,6 +13,7 @@ import pytest
 
 from tests.helpers import api as api_fixtures
 from tests.helpers.api import CARD, Api, error_of
+from tests.helpers.db import Conn
 from workers.api.idempotency import lock_id
 from workers.core.config import Settings
 from workers.core.db import admin_url
@@ -28,7 +29,6 @@ from workers.core.events import (
 from workers.core.kafka import make_producer, produce_sync
 from workers.core.topics import topics
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 # The module's API server, its database and two merchants per test (tests/helpers/api.py).
 server, settings, api = api_fixtures.server, api_fixtures.settings, api_fixtures.api
 

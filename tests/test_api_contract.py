@@ -14,15 +14,14 @@ from typing import Any
 
 import httpx
 import jsonschema
-import psycopg
 import pytest
 
 from tests.helpers import api as api_fixtures
 from tests.helpers.api import CARD, Api, error_of
 from tests.helpers.contract import conforms
+from tests.helpers.db import Conn
 from workers.api.openapi import documented_codes
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 server, settings, api = api_fixtures.server, api_fixtures.settings, api_fixtures.api
 
 

@@ -10,13 +10,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from tests.helpers import api as api_fixtures
 from tests.helpers.api import CARD, Api, error_of, table_counts
+from tests.helpers.db import Conn
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 JSON = {"Content-Type": "application/json"}
 
 # The module's API server, its database and two merchants per test (tests/helpers/api.py).

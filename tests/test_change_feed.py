@@ -7,14 +7,13 @@ import asyncio
 import contextlib
 from typing import Any
 
-import psycopg
 import pytest
 
+from tests.helpers.db import Conn
 from workers.api.change_feed import WAKE_ALL_PER_S, ChangeFeed
 from workers.core.config import Settings
 from workers.core.db import database_url
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 STREAMS = 200
 LISTENER = (
     "SELECT pid FROM pg_stat_activity"

@@ -21,18 +21,17 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-import psycopg
 from selenium import webdriver
 
 from tests.helpers.api import CARD, Api, serving_api
 from tests.helpers.browser import chromium
+from tests.helpers.db import Conn
 from tests.helpers.flow import Flow, flow, paused
 from tests.helpers.servers import free_port, server_processes
 from tests.helpers.waiting import wait_for
 from workers.api.merchants import create_merchant, set_origins
 from workers.core.config import Settings
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 # One server process: the API restarts in half the time.
 ONE_SERVER = {"FLOWPAY_API__WORKERS": "1"}
 STATIC = Path(__file__).resolve().parents[1] / "workers" / "api" / "static"

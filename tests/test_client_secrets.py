@@ -7,17 +7,16 @@ import json
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from tests.conftest import env_for, flowpay
 from tests.helpers import api as api_fixtures
 from tests.helpers.api import CARD, Api, error_of
+from tests.helpers.db import Conn
 from workers.api.merchants import create_merchant, set_origins
 from workers.api.origins import OriginInvalid, check_origin, check_origins
 from workers.core.config import Settings
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 server, settings, api = api_fixtures.server, api_fixtures.settings, api_fixtures.api
 SHOP = "https://shop.example"
 VIEW = {"id", "object", "status", "amount", "currency", "failure_reason", "next_action"}

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 from psycopg import errors
 
 from tests.conftest import env_for, flowpay
+from tests.helpers.db import Conn
 from workers.api.merchants import create_merchant
 from workers.core.config import DATABASE_ROLES, DatabaseRole, Settings
 from workers.core.db import connect, database_url, role_name
@@ -21,8 +21,6 @@ from workers.core.db_roles import ACCESS, UNSAFE_ATTRIBUTES, apply_grants
 from workers.core.sealing import keyring
 from workers.migrations.runner import migrate
 from workers.notifier.endpoints import NewEndpoint, register_endpoint
-
-Conn = psycopg.Connection[tuple[Any, ...]]
 
 
 @pytest.fixture

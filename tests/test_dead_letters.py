@@ -9,9 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import psycopg
-
 from tests.conftest import env_for, flowpay
+from tests.helpers.db import Conn
 from tests.helpers.kafka import committed_total, headers_of, produce_raw, read_topic
 from tests.helpers.servers import free_port, running
 from tests.helpers.waiting import wait_for
@@ -22,7 +21,6 @@ from workers.core.events import EventType, RefundRequested, encode, new_event
 from workers.core.kafka import make_producer
 from workers.core.topics import GROUP_PROCESSOR_COMMANDS, topics
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 FAST = {"FLOWPAY_WORKER__POLL_TIMEOUT_S": "0.1", "FLOWPAY_WORKER__MAX_ATTEMPTS": "2"}
 GROUPS = ("api", "processor", "notifier", "ledger", "orchestrator")
 

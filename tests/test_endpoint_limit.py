@@ -6,18 +6,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from tests.conftest import env_for, flowpay
 from tests.helpers.api import api_server, error_of
+from tests.helpers.db import Conn
 from workers.api.merchants import create_merchant
 from workers.core.config import Settings
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 MOST = 3
 LIMITED = {"FLOWPAY_API__MAX_WEBHOOK_ENDPOINTS": str(MOST), "FLOWPAY_API__READ_MODEL": "false"}
 URL = "http://127.0.0.1:9/hooks"

@@ -7,19 +7,19 @@ import signal
 import subprocess
 import sys
 import tempfile
-from typing import IO, Any
+from typing import IO
 
 import psycopg
 import pytest
 
 from tests.conftest import ROOT, env_for
+from tests.helpers.db import Conn
 from tests.helpers.engine import GROUP, amount, event
 from tests.helpers.kafka import committed_total, produce_events
 from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 from workers.core.topics import topics
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 EXIT_FORCED = 3  # workers.core.lifecycle: the grace period ran out
 
 

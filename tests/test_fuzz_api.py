@@ -15,20 +15,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 
 from tests.helpers.api import CARD, Api
 from tests.helpers.contract import run_schemathesis
+from tests.helpers.db import Conn
 from tests.helpers.flow import flow
 from tests.helpers.waiting import wait_for
 from workers.api.merchants import create_merchant
 from workers.core.config import Settings
 from workers.core.db import admin_url
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 SEED = os.environ.get("CONTRACT_SEED", "1")
 MAX_TIME_S = int(os.environ.get("CONTRACT_MAX_TIME", "0")) or None
 # Enough for every operation and phase, bounded for CI.

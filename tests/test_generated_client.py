@@ -14,16 +14,14 @@ import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from tests.helpers import api as api_fixtures
 from tests.helpers.api import Api
+from tests.helpers.db import Conn
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 server, settings, api = api_fixtures.server, api_fixtures.settings, api_fixtures.api
 
 CODEGEN = Path(sys.prefix) / "codegen" / "bin"

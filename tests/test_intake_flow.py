@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 import httpx
-import psycopg
 
 from tests.conftest import env_for
+from tests.helpers.db import Conn
 from tests.helpers.kafka import headers_of, read_topic
 from tests.helpers.servers import free_port, running
 from workers.api.merchants import create_merchant
 from workers.core.config import Settings
 from workers.core.events import decode
 from workers.core.topics import topics
-
-Conn = psycopg.Connection[tuple[Any, ...]]
 
 
 def test_accepted_payment_reaches_the_topic_keyed_with_headers(

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.helpers.db import Conn
 from tests.test_ledger_consumer import UnbalancedRefunds
 from tests.test_ledger_replay import build
-from tests.test_ledger_support import Conn, balances, mixed, nonzero, quick, snapshot
+from tests.test_ledger_support import balances, mixed, nonzero, quick, snapshot
 from workers.core.config import Settings
 from workers.core.events import EventType
 from workers.ledger import bulk

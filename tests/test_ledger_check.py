@@ -15,8 +15,8 @@ from typer.testing import CliRunner, Result
 
 from flowpay_cli.commands import ledger as ledger_cli
 from tests.conftest import env_for
+from tests.helpers.db import Conn
 from tests.test_ledger_support import (
-    Conn,
     balances,
     ledger_thread,
     merged,

@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 
 from tests.conftest import _drop_database, _new_database, isolated_database, override
+from tests.helpers.db import Conn
 from tests.helpers.kafka import headers_of, read_topic
 from tests.test_ledger_support import (
-    Conn,
     balances,
     connect_to,
     consumed,

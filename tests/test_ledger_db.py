@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.test_ledger_support import Conn
+from tests.helpers.db import Conn
 from workers.core.db import mapped_errors
 from workers.core.errors import ConstraintViolation
 from workers.ledger.chain import GENESIS

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.helpers.db import Conn
 from tests.test_ledger_replay import build
-from tests.test_ledger_support import Conn, mixed, quick, snapshot
+from tests.test_ledger_support import mixed, quick, snapshot
 from workers.core.config import Settings
 from workers.ledger import replay
 from workers.ledger.check import run_checks

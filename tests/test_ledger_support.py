@@ -16,6 +16,7 @@ from typing import IO, Any
 import psycopg
 
 from tests.conftest import ROOT, env_for, override
+from tests.helpers.db import Conn
 from tests.helpers.engine import running
 from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
@@ -49,7 +50,6 @@ from workers.ledger.applier import Applier
 from workers.ledger.consumer import Ledger, subscriber
 from workers.ledger.rules import STANDARD_RULES, PostingRules
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 Balances = dict[tuple[str, str], int]  # (account, phase) -> balance on its normal side
 
 

@@ -17,12 +17,12 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from tests.conftest import ROOT, env_for, flowpay
+from tests.helpers.db import Conn
 from workers.core.config import Settings
 from workers.core.db import admin_url
 from workers.devstack.postgres import BIN_DIR
 from workers.migrations.runner import VERSIONS, MigrationError, migrate, status
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 HISTORIES = {"api", "processor", "ledger", "notifier", "ops", "orchestrator"}
 # Every migration FlowPay ships, by revision: <history>_<NNNN>.
 SHIPPED = sorted(

@@ -20,11 +20,12 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from tests.conftest import env_for, flowpay
+from tests.helpers.db import Conn
 from tests.helpers.messages import received
 from tests.helpers.metrics import MetricPorts, value
 from tests.helpers.receiver import Receiver, receiver
 from tests.helpers.servers import free_port, running
-from tests.helpers.shop import FAST, Conn, Shop
+from tests.helpers.shop import FAST, Shop
 from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 from workers.core.consuming import Batch

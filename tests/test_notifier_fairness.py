@@ -11,10 +11,11 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import env_for
+from tests.helpers.db import Conn
 from tests.helpers.hostile import SILENT, Hostile, hostile_endpoints
 from tests.helpers.receiver import Receiver, receiver
 from tests.helpers.servers import free_port, running
-from tests.helpers.shop import FAST, Conn, Shop
+from tests.helpers.shop import FAST, Shop
 from tests.helpers.waiting import wait_for
 from workers.core.config import NotifierSettings, Settings
 from workers.core.events import EventType

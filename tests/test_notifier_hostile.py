@@ -17,6 +17,7 @@ import httpx
 import psycopg
 import pytest
 
+from tests.helpers.db import Conn
 from tests.helpers.flow import Flow, flow
 from tests.helpers.hostile import BEHAVIOURS, DRIP, HUGE, NUL, SILENT, ZONELESS, hostile_endpoints
 from tests.helpers.receiver import receiver
@@ -28,7 +29,6 @@ from workers.core.db import admin_url
 from workers.core.sealing import keyring
 from workers.notifier.endpoints import register_endpoint
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 SCHEDULE_S = (0, 0.5, 0.5)  # three attempts: every hostile delivery runs to its end in the test
 HOSTILE_ENV = {
     "FLOWPAY_NOTIFIER__SCHEDULE_S": str(list(SCHEDULE_S)),

@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import env_for, flowpay, override
+from tests.helpers.db import Conn
 from tests.helpers.receiver import Receiver, receiver
 from tests.helpers.servers import free_port, running
-from tests.helpers.shop import FAST, Conn, Shop
+from tests.helpers.shop import FAST, Shop
 from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 from workers.core.events import EventType

@@ -17,10 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from tests.conftest import ROOT, env_for, override
+from tests.helpers.db import Conn
 from tests.helpers.kafka import headers_of, read_topic
 from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
@@ -33,8 +33,6 @@ from workers.devstack.paths import StackPaths
 from workers.outbox import store
 from workers.outbox.relay import FIRST_IDLE_WAIT_S, OutboxRelay, next_idle_wait
 from workers.outbox.store import Pruned
-
-Conn = psycopg.Connection[tuple[Any, ...]]
 
 
 def fast(settings: Settings, **outbox: Any) -> Settings:

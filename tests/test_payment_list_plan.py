@@ -8,14 +8,13 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 from psycopg import sql
 
+from tests.helpers.db import Conn
 from workers.api.merchants import create_merchant
 from workers.core.sql import load_queries
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 Q = load_queries("workers.api")
 HISTORY = 500  # the merchant's payments
 EVERY = 200  # one payment in EVERY is the merchant's: a small one among many

@@ -14,18 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from tests.conftest import env_for, flowpay
 from tests.helpers.api import api_server, error_of
+from tests.helpers.db import Conn
 from tests.helpers.servers import server_processes
 from workers.api.merchants import create_merchant
 from workers.api.rate_limit import RateLimiter
 from workers.api.shared_state import ENV, RATE_TABLE, SharedState, shared_for_server
 from workers.core.config import Settings
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 KEY, OTHER = 12345, 67890
 NOW = 1000.0
 # Slow enough that the bucket of one process per server process would show: twice the burst.

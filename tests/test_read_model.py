@@ -8,12 +8,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 
 from tests.conftest import ROOT, env_for, override
+from tests.helpers.db import Conn
 from tests.helpers.engine import running
 from tests.helpers.kafka import committed_total, produce_events
 from tests.helpers.servers import free_port
@@ -41,7 +41,6 @@ from workers.core.events import (
 from workers.core.projection import advance, initial
 from workers.core.topics import GROUP_API, topics
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 MERCHANT = "mer_rm"
 AMOUNT = 1000
 

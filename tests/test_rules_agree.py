@@ -7,18 +7,15 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
-import psycopg
 import pytest
 
+from tests.helpers.db import Conn
 from tests.test_ledger_support import ledger_thread, mixed, publish, quick, wait_consumed
 from workers.core.config import Settings
 from workers.core.status import PaymentStatus
 from workers.ledger.rules import STANDARD_RULES, PaymentState, transaction_id
 from workers.ledger.store import LedgerStore
-
-Conn = psycopg.Connection[tuple[Any, ...]]
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,8 @@
 from __future__ import annotations
 
-from typing import Any
-
-import psycopg
 import pytest
 
+from tests.helpers.db import Conn
 from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 from workers.core.db import database_url, mapped_errors
@@ -13,8 +11,6 @@ from workers.core.kafka import create_topics, delete_topics, describe_topics, ma
 from workers.core.sql import parse_queries
 from workers.core.topics import topics
 from workers.migrations.runner import migrate
-
-Conn = psycopg.Connection[tuple[Any, ...]]
 
 
 def test_migrating_an_up_to_date_database_applies_nothing_and_keeps_data(

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import psycopg
 import pytest
 from pydantic import SecretStr, ValidationError
 
 from tests.conftest import env_for, flowpay, override
+from tests.helpers.db import Conn
 from workers.api.merchants import create_merchant
 from workers.core.config import SecretsSettings, Settings
 from workers.core.db import connect
@@ -26,7 +25,6 @@ from workers.notifier.endpoint_secrets import (
 )
 from workers.notifier.endpoints import NewEndpoint, register_endpoint
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 OLD, NEW = generate_key(), generate_key()
 
 

@@ -13,17 +13,15 @@ import uuid
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from tests.conftest import env_for, flowpay
 from tests.helpers import api as api_fixtures
 from tests.helpers.api import CARD, Api, error_of, table_counts
+from tests.helpers.db import Conn
 from tests.helpers.waiting import wait_for
 from workers.core.config import Settings
 from workers.core.ids import new_id
-
-Conn = psycopg.Connection[tuple[Any, ...]]
 
 # The module's API server, its database and two merchants per test (tests/helpers/api.py).
 server, settings, api = api_fixtures.server, api_fixtures.settings, api_fixtures.api

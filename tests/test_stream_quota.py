@@ -8,19 +8,17 @@ import signal
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from tests.helpers.api import CARD, Api, api_server, error_of
+from tests.helpers.db import Conn
 from tests.helpers.servers import server_processes
 from tests.helpers.waiting import wait_for
 from workers.api.merchants import create_merchant
 from workers.core.config import Settings
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 PER_KEY = 3
 
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import psycopg
-
+from tests.helpers.db import Conn
 from workers.api.merchants import create_merchant
 from workers.core.config import Settings
 from workers.core.events import EventType, Failed, Initiated, Succeeded, encode, new_event
@@ -19,7 +18,6 @@ from workers.core.sealing import keyring
 from workers.core.topics import topics
 from workers.notifier.endpoints import NewEndpoint, register_endpoint
 
-Conn = psycopg.Connection[tuple[Any, ...]]
 # Compressed for tests: four attempts a fraction of a second apart, short deadlines and polls.
 FAST = {
     "FLOWPAY_NOTIFIER__SCHEDULE_S": "[0, 0.3, 0.3, 0.3]",
