@@ -30,14 +30,17 @@ FROM processor.payments WHERE state IN ('succeeded', 'failed');
 -- name: analyze_stages
 -- Fresh statistics first: autovacuum may not yet have seen the point's rows, so the planner
 -- would estimate about one payment in the window and nest seq scans of both outboxes.
-ANALYZE api.payments, api.outbox, processor.payments, processor.outbox, ledger.events,
-        notifier.deliveries;
+ANALYZE api.payments, api.outbox, orchestrator.events, orchestrator.outbox, processor.payments,
+        processor.outbox, ledger.events, notifier.deliveries;
 
 -- name: stages_in_window
 -- Where each completed payment's time went, in seconds after its acceptance: its event leaves
--- the API's outbox, the processor first sees it (its row), settles it, its success event
--- leaves the processor's outbox, the ledger posts it, the notifier records and delivers it.
+-- the API's outbox, the orchestrator hears it and its charge command leaves the orchestrator's
+-- outbox, the processor first sees it (its row), settles it, its success event leaves the
+-- processor's outbox, the ledger posts it, the notifier records and delivers it.
 SELECT extract(epoch FROM ao.published_at - p.created_at)::float8 AS api_event_published,
+       extract(epoch FROM oe.received_at - p.created_at)::float8 AS orchestrator_received,
+       extract(epoch FROM oc.published_at - p.created_at)::float8 AS command_published,
        extract(epoch FROM pp.created_at - p.created_at)::float8 AS processor_received,
        extract(epoch FROM pp.updated_at - p.created_at)::float8 AS processor_settled,
        extract(epoch FROM po.published_at - p.created_at)::float8 AS success_event_published,
@@ -46,6 +49,10 @@ SELECT extract(epoch FROM ao.published_at - p.created_at)::float8 AS api_event_p
        extract(epoch FROM d.delivered_at - p.created_at)::float8 AS webhook_delivered
 FROM api.payments p
 JOIN api.outbox ao ON ao.message_key = convert_to(p.id, 'UTF8')
+JOIN (SELECT subject, min(received_at) AS received_at FROM orchestrator.events GROUP BY subject)
+     oe ON oe.subject = p.id
+JOIN (SELECT message_key, min(published_at) AS published_at FROM orchestrator.outbox
+      GROUP BY message_key) oc ON oc.message_key = convert_to(p.id, 'UTF8')
 JOIN processor.payments pp ON pp.payment_id = p.id
 JOIN processor.outbox po ON po.message_key = convert_to(p.id, 'UTF8')
      AND convert_from(po.value, 'UTF8')::jsonb ->> 'type' = 'payment.succeeded'
