@@ -62,6 +62,18 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def machine_jiffies() -> tuple[int, int]:
+    """(all, idle) CPU time of the whole machine so far, in clock ticks (/proc/stat)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields), fields[3] + fields[4]  # idle and iowait
+
+
+def busy_between(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of the machine's CPU time in use between two ``machine_jiffies``."""
+    total = after[0] - before[0]
+    return 1 - (after[1] - before[1]) / total if total else 0.0
+
+
 def peak_rss_mb(pid: int) -> float:
     """The largest resident set any process of the tree has had (VmHWM), in MB."""
     peak = 0

@@ -34,6 +34,7 @@ def tables(record: dict[str, Any]) -> list[Table]:
     if "e2e" in found:
         out.append(e2e.table(found["e2e"], best_intake))
         out.append(e2e.stages_table(found["e2e"]))
+        out.append(e2e.costs_table(found["e2e"]))
         out.append(e2e.per_payment_table(found["e2e"]))
     if "replay" in found:
         out.append(replay.table(found["replay"]))

@@ -21,7 +21,7 @@ from typing import Any
 
 from bench import loadgen, profile
 from bench.env import Bench, isolated, poll
-from bench.procstat import Usage, cpu_seconds, watching
+from bench.procstat import Usage, busy_between, cpu_seconds, machine_jiffies, watching
 from bench.scenarios.intake import start_api
 from tests.helpers.servers import free_port
 from workers.api.merchants import NewMerchant, create_merchant
@@ -64,9 +64,12 @@ def run(base: Settings, sizes: EndToEndSizes) -> dict[str, Any]:
     with isolated(base, "e2e") as bench:
         merchant, url = _start_roles(bench, sizes)
         _run_once(bench, merchant, url, rate=5, seconds=1, sizes=sizes)  # every group joined
-        with watching(_processes(bench, base)) as usage:
+        processes = _processes(bench, base)
+        with watching(processes) as usage:
             burst = _median_burst(bench, merchant, url, sizes)
-            points, profiled = _sweep(bench, merchant, url, burst["completed_per_s"], sizes)
+            points, profiled = _sweep(
+                bench, merchant, url, burst["completed_per_s"], sizes, processes
+            )
     return {
         "sizes": sizes.__dict__,
         "max": burst,
@@ -223,7 +226,12 @@ def _commits(bench: Bench) -> int:
 
 
 def _sweep(
-    bench: Bench, merchant: NewMerchant, url: str, maximum: float, sizes: EndToEndSizes
+    bench: Bench,
+    merchant: NewMerchant,
+    url: str,
+    maximum: float,
+    sizes: EndToEndSizes,
+    processes: dict[str, int],
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     points, profiled = [], None
     busiest = _busiest(bench)
@@ -234,9 +242,11 @@ def _sweep(
         if sizes.profile and index == len(sizes.fractions) - 1:
             out = bench.tmp / "profile.txt"
             spy = profile.start(bench.roles[busiest].pid, sizes.seconds, out)
+        before = _Costs.now(bench, processes)
         window, sent = _run_once(
             bench, merchant, url, rate=rate, seconds=sizes.seconds, sizes=sizes
         )
+        costs = before.since(bench, processes, _accepted(bench, window))
         if spy is not None:
             spy.wait(60)
             profiled = {
@@ -244,8 +254,36 @@ def _sweep(
                 "at_fraction": fraction,
                 **profile.summarise(bench.tmp / "profile.txt"),
             }
-        points.append(_point(bench, window, fraction, rate, sent))
+        points.append({**_point(bench, window, fraction, rate, sent), **costs})
     return points, profiled
+
+
+@dataclass(frozen=True)
+class _Costs:
+    """What a stretch of offered load cost: CPU of each process, commits, the machine's use."""
+
+    cpu_s: dict[str, float]
+    commits: int
+    jiffies: tuple[int, int]
+
+    @classmethod
+    def now(cls, bench: Bench, processes: dict[str, int]) -> _Costs:
+        cpu = {name: cpu_seconds(pid) for name, pid in processes.items()}
+        return cls(cpu, _commits(bench), machine_jiffies())
+
+    def since(self, bench: Bench, processes: dict[str, int], payments: int) -> dict[str, Any]:
+        """Per payment accepted since this snapshot: CPU ms of each process, and commits; and
+        how busy the whole machine was (at 100 % every stage also waits for a core)."""
+        after = _Costs.now(bench, processes)
+        per = max(1, payments)
+        return {
+            "machine_busy": round(busy_between(self.jiffies, after.jiffies), 3),
+            "commits_per_payment": round((after.commits - self.commits) / per, 2),
+            "cpu_ms_per_payment": {
+                name: round(1000 * (after.cpu_s[name] - self.cpu_s[name]) / per, 2)
+                for name in processes
+            },
+        }
 
 
 def _busiest(bench: Bench) -> str:
@@ -340,6 +378,28 @@ def per_payment_table(result: dict[str, Any]) -> tuple[str, list[str], list[list
         " serve-api includes the read model)"
     )
     return title, ["process", "CPU ms per payment"], rows
+
+
+def costs_table(result: dict[str, Any]) -> tuple[str, list[str], list[list[Any]]]:
+    """What a payment costs at each offered load: a small batch costs about what a large one
+    does, so the lower the load, the more each payment costs."""
+    points = [p for p in result["points"] if "machine_busy" in p]
+    shared = ("postgresql", "kafka")
+    rows = [
+        [
+            _load(p),
+            f"{p['offered_per_s']:.0f}",
+            f"{p['machine_busy']:.0%}",
+            p["commits_per_payment"],
+            f"{sum(ms for n, ms in p['cpu_ms_per_payment'].items() if n not in shared):.1f}",
+            *(f"{p['cpu_ms_per_payment'].get(name, 0.0):.1f}" for name in shared),
+        ]
+        for p in points
+    ]
+    columns = [
+        "load", "offered/s", "machine busy", "commits", "roles CPU ms", "PostgreSQL ms", "Kafka ms"
+    ]  # fmt: skip
+    return "3. What one payment costs, by offered load (per payment accepted)", columns, rows
 
 
 def stages_table(result: dict[str, Any]) -> tuple[str, list[str], list[list[Any]]]:
