@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from tests.conftest import override
+from workers.core.config import load_settings
+from workers.devstack.health import NotReady, wait_ready
+from workers.devstack.paths import StackPaths
 from workers.devstack.procs import alive, how_ended
 
 
@@ -54,3 +59,17 @@ def test_a_process_is_recognised_the_moment_its_start_returns() -> None:
         finally:
             child.kill()
             child.wait()
+
+
+def test_dev_up_says_how_its_supervisor_ended(tmp_path: Path) -> None:
+    settings = override(load_settings(None), "dev", home=tmp_path)
+    paths = StackPaths.of(settings)
+    paths.logs.mkdir(parents=True)
+    paths.supervisor_log.write_text("started\n")
+    supervisor = _child("import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    os.waitid(os.P_PID, supervisor.pid, os.WEXITED | os.WNOWAIT)
+    paths.supervisor_pid.write_text(f"{supervisor.pid}\n")
+
+    with pytest.raises(NotReady, match=r"^the supervisor was killed by SIGKILL; last lines"):
+        wait_ready(settings, 60, lambda _step: None)
+    supervisor.returncode = -9  # reaped by wait_ready

@@ -148,13 +148,13 @@ def wait_ready(settings: Settings, wait_s: float, say: Callable[[str], None]) ->
 def _supervisor_ended(settings: Settings) -> str | None:
     """How the stack's supervisor ended; None while it runs.
 
-    A recorded PID not recognised as the supervisor gives up the wait only once that process
-    is known to have ended; `dev up`, its parent, then says how (a signal, an exit code).
+    `dev up` started it, so it can say how: a signal, or an exit code. A recorded PID that
+    runs something else now means it ended too.
     """
     if roles.live_supervisor(settings) is not None:
         return None
     pid = read_pid(StackPaths.of(settings).supervisor_pid)
-    return "is not running" if pid is None else how_ended(pid)
+    return (how_ended(pid) if pid is not None else None) or "is not running"
 
 
 def outsider(settings: Settings, pid: int | None) -> bool:
