@@ -5,8 +5,8 @@
 SELECT pg_try_advisory_xact_lock(%s);
 
 -- name: waiting
--- Whether {schema}'s outbox has a row to publish (on its partial index): ORed over every
--- schema into one statement, so that a round with nothing to do costs one round trip.
+-- Whether {schema}'s outbox has a row to publish (on its partial index): one column per
+-- schema of one SELECT (store.waiting), so that a round with nothing to do costs one statement.
 EXISTS (SELECT 1 FROM {schema}.outbox WHERE published_at IS NULL)
 
 -- name: claim_batch
