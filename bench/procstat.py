@@ -10,16 +10,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workers.devstack.procs import stat_fields
+
 _TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses: split after its closing one.
-    return text.rsplit(")", 1)[1].split()
 
 
 def children(pid: int) -> list[int]:
@@ -51,8 +44,8 @@ def cpu_seconds(pid: int) -> float:
     """CPU time of ``pid``, of its live descendants and of the children it has reaped."""
     total = 0.0
     for index, member in enumerate(tree(pid)):
-        fields = _stat_fields(member)
-        if fields is None:
+        fields = stat_fields(member)
+        if not fields:
             continue
         # utime, stime, then cutime, cstime (reaped children; counted once, at the root).
         used = int(fields[11]) + int(fields[12])

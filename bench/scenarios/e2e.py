@@ -246,7 +246,7 @@ def _sweep(
         window, sent = _run_once(
             bench, merchant, url, rate=rate, seconds=sizes.seconds, sizes=sizes
         )
-        costs = before.since(bench, processes, _accepted(bench, window))
+        after = _Costs.now(bench, processes)  # before the point's own queries add to it
         if spy is not None:
             spy.wait(60)
             profiled = {
@@ -254,7 +254,8 @@ def _sweep(
                 "at_fraction": fraction,
                 **profile.summarise(bench.tmp / "profile.txt"),
             }
-        points.append({**_point(bench, window, fraction, rate, sent), **costs})
+        point = _point(bench, window, fraction, rate, sent)
+        points.append({**point, **after.since(before, point["accepted"])})
     return points, profiled
 
 
@@ -271,17 +272,17 @@ class _Costs:
         cpu = {name: cpu_seconds(pid) for name, pid in processes.items()}
         return cls(cpu, _commits(bench), machine_jiffies())
 
-    def since(self, bench: Bench, processes: dict[str, int], payments: int) -> dict[str, Any]:
-        """Per payment accepted since this snapshot: CPU ms of each process, and commits; and
-        how busy the whole machine was (at 100 % every stage also waits for a core)."""
-        after = _Costs.now(bench, processes)
+    def since(self, before: _Costs, payments: int) -> dict[str, Any]:
+        """Per payment accepted between ``before`` and this snapshot: CPU ms of each process,
+        and commits; and how busy the whole machine was (at 100 % every stage also waits for
+        a core)."""
         per = max(1, payments)
         return {
-            "machine_busy": round(busy_between(self.jiffies, after.jiffies), 3),
-            "commits_per_payment": round((after.commits - self.commits) / per, 2),
+            "machine_busy": round(busy_between(before.jiffies, self.jiffies), 3),
+            "commits_per_payment": round((self.commits - before.commits) / per, 2),
             "cpu_ms_per_payment": {
-                name: round(1000 * (after.cpu_s[name] - self.cpu_s[name]) / per, 2)
-                for name in processes
+                name: round(1000 * (used - before.cpu_s[name]) / per, 2)
+                for name, used in self.cpu_s.items()
             },
         }
 

@@ -151,10 +151,12 @@ def _supervisor_ended(settings: Settings) -> str | None:
     `dev up` started it, so it can say how: a signal, or an exit code. A recorded PID that
     runs something else now means it ended too.
     """
-    if roles.live_supervisor(settings) is not None:
-        return None
     pid = read_pid(StackPaths.of(settings).supervisor_pid)
-    return (how_ended(pid) if pid is not None else None) or "is not running"
+    if pid is None:
+        return "is not running"
+    if roles.runs(settings, pid, roles.SUPERVISOR_MARKER):
+        return None
+    return how_ended(pid) or "is not running"
 
 
 def outsider(settings: Settings, pid: int | None) -> bool:

@@ -53,7 +53,7 @@ def _settled_cmdline(pid: int) -> str | None:
     """``pid``'s command line; None for a process that is gone or a zombie."""
     deadline = time.monotonic() + _EXEC_SETTLE_S
     while True:
-        stat = _stat(pid)
+        stat = stat_fields(pid)
         if not stat or stat[0] in ("Z", "X"):
             return None
         line = cmdline(pid)
@@ -62,12 +62,14 @@ def _settled_cmdline(pid: int) -> str | None:
         time.sleep(0.01)
 
 
-def _stat(pid: int) -> list[str]:
-    """The fields of /proc/<pid>/stat after the command name: state, ppid, ..., flags, ..."""
+def stat_fields(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, ..., flags, ...,
+    utime, stime, cutime, cstime, ...); none once the process is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return []
+    # The command name may hold spaces and parentheses: split after its closing one.
     return stat.rsplit(")", 1)[-1].split()
 
 
