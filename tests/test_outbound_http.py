@@ -101,3 +101,70 @@ def test_a_lost_or_broken_exchange_is_a_transport_error_never_a_timeout(
 def test_no_answer_in_time_is_a_read_timeout() -> None:
     with pytest.raises(httpx.ReadTimeout):
         asyncio.run(_post(_never_answer, timeout_s=0.2))
+
+
+class _ClosesKeptAlive:
+    """Answers the first request of each connection, then closes it when the next one comes."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(2)
+        self.requests += 1
+        writer.write(OK + b'{"ok": true}')
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")
+        self.requests += 1
+        writer.close()  # as a server whose idle timeout ran out as the request came
+
+
+async def _post_twice(headers: dict[str, str]) -> tuple[list[int | str], int]:
+    serve = _ClosesKeptAlive()
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    outcomes: list[int | str] = []
+    async with server, httpx.AsyncClient(transport=PooledTransport(4)) as client:
+        for _ in range(2):
+            try:
+                outcomes.append(
+                    (await client.post(url, content=b"{}", headers=headers)).status_code
+                )
+            except httpx.TransportError as exc:
+                outcomes.append(type(exc).__name__)
+    return outcomes, serve.requests
+
+
+@pytest.mark.parametrize("key", ["Idempotency-Key", "webhook-id"])
+def test_a_keyed_request_on_a_kept_alive_connection_closed_unanswered_is_sent_again(
+    key: str,
+) -> None:
+    outcomes, requests = asyncio.run(_post_twice({key: "pay_1"}))
+    assert outcomes == [200, 200]
+    assert requests == 3  # the second request reached the server twice: once closed, once answered
+
+
+def test_an_unkeyed_post_closed_unanswered_is_never_sent_again() -> None:
+    outcomes, requests = asyncio.run(_post_twice({}))
+    assert outcomes == [200, "RemoteProtocolError"]
+    assert requests == 2
+
+
+def test_a_keyed_request_on_a_fresh_connection_closed_unanswered_is_not_sent_again() -> None:
+    requests = 0
+
+    async def close_unanswered(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        requests += 1
+        await _close_unanswered(reader, writer)
+
+    async def post() -> None:
+        server = await asyncio.start_server(close_unanswered, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        async with server, httpx.AsyncClient(transport=PooledTransport(4)) as client:
+            await client.post(url, content=b"{}", headers={"webhook-id": "msg_1"})
+
+    with pytest.raises(httpx.RemoteProtocolError):
+        asyncio.run(post())
+    assert requests == 1

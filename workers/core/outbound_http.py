@@ -14,6 +14,12 @@ maps every lost connection to ``ConnectTimeout``; here only a timeout is a timeo
   or ``httpx.ReadError``;
 * any other aiohttp error (a malformed answer): ``httpx.TransportError``.
 
+A server may close a kept-alive connection at any moment, without saying so first (RFC 9112
+9.3.1). A request sent on a reused connection that the server closed before answering is sent
+again on another connection when its receiver can tell the copies apart: its method is
+idempotent, or it carries a key the receiver dedupes by (a gateway's ``Idempotency-Key``, a
+webhook's ``webhook-id``). Each such try drops one pooled connection, so the retries end.
+
 Proxies from the environment are never used; redirects never followed.
 """
 
@@ -21,10 +27,25 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from types import SimpleNamespace
+from typing import Final
 
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
+
+IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+DEDUPE_KEYS: Final = ("idempotency-key", "webhook-id")
+
+
+class _Attempt:
+    """Whether the connection one try of a request was sent on came from the pool."""
+
+    reused = False
+
+
+_ATTEMPT: ContextVar[_Attempt] = ContextVar("outbound_http_attempt")
 
 
 class PooledTransport(AiohttpTransport):
@@ -57,13 +78,46 @@ class PooledTransport(AiohttpTransport):
             resolver=self._resolver() if self._resolver else None,
             use_dns_cache=False,
         )
-        return aiohttp.ClientSession(connector=connector, trust_env=False)
+        tracing = aiohttp.TraceConfig()
+        tracing.on_connection_reuseconn.append(_note_reused)
+        return aiohttp.ClientSession(connector=connector, trust_env=False, trace_configs=[tracing])
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        with _as_httpx(request):
-            response = await super().handle_async_request(request)
+        while True:
+            attempt = _Attempt()
+            token = _ATTEMPT.set(attempt)
+            try:
+                with _as_httpx(request):
+                    response = await super().handle_async_request(request)
+                break
+            except httpx.TransportError as exc:
+                if not (attempt.reused and _closed_unanswered(exc) and _replayable(request)):
+                    raise
+            finally:
+                _ATTEMPT.reset(token)
         response.stream = _Body(response.stream, request)
         return response
+
+
+async def _note_reused(
+    _session: aiohttp.ClientSession, _context: SimpleNamespace, _params: object
+) -> None:
+    _ATTEMPT.get().reused = True
+
+
+def _closed_unanswered(exc: httpx.TransportError) -> bool:
+    """Whether the server closed the connection before any answer (not a refused connect)."""
+    cause = exc.__cause__
+    return isinstance(cause, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError) and not (
+        isinstance(cause, aiohttp.ClientConnectorError)
+    )
+
+
+def _replayable(request: httpx.Request) -> bool:
+    """Whether the receiver can tell a second copy of ``request`` from a new request."""
+    if not isinstance(request.stream, httpx.ByteStream):
+        return False  # a streamed body cannot be sent twice
+    return request.method in IDEMPOTENT_METHODS or any(k in request.headers for k in DEDUPE_KEYS)
 
 
 class _Body(httpx.AsyncByteStream):
