@@ -370,7 +370,7 @@ def test_refund_of_another_merchants_payment_is_404(api: Api, db: Conn) -> None:
 
 
 def _publish(settings: Settings, *events: Any) -> None:
-    producer = make_producer(settings, "test")
+    producer = make_producer(settings, "operator")
     for event in events:
         encoded = encode(event)
         produce_sync(

@@ -40,7 +40,9 @@ def documented(doc: dict[str, Any], method: str, path: str, status: int) -> set[
 
 def stream(api: Api, payment_id: str, *, first_event: bool, **headers: str) -> httpx.Response:
     """The event stream's answer: with its first event when ``first_event`` (then let go)."""
-    sent = {"Authorization": f"Bearer {api.key}"} | {k: v.encode() for k, v in headers.items()}
+    sent = {b"Authorization": f"Bearer {api.key}".encode()} | {
+        k.encode(): v.encode() for k, v in headers.items()
+    }
     url = f"{api.url}/v1/payments/{payment_id}/events"
     with httpx.stream("GET", url, headers=sent, timeout=30) as response:
         body = b""

@@ -125,7 +125,12 @@ def test_body_at_the_limit_is_read_and_judged_on_its_content(api: Api, db: Conn)
 
 
 def _post_with_key(api: Api, key: bytes) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {api.key}", "Idempotency-Key": key, **JSON}
+    # Bytes throughout: the key is raw bytes, and httpx takes no mix of str and bytes.
+    headers = {
+        b"Authorization": f"Bearer {api.key}".encode(),
+        b"Idempotency-Key": key,
+        **{name.encode(): value.encode() for name, value in JSON.items()},
+    }
     return httpx.post(api.url + "/v1/payments", content=json.dumps(CARD), headers=headers)
 
 

@@ -14,18 +14,17 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from confluent_kafka.admin import ConfigResource, ResourceType  # type: ignore[attr-defined]
 from filelock import FileLock
 from psycopg_pool import ConnectionPool
 
 from tests.conftest import ROOT, flowpay, override
 from tests.helpers.shared_stack import clean_env, shared_dir, shared_stack
 from tests.helpers.waiting import wait_for
-from workers.core.config import Settings, load_settings
+from workers.core.config import DatabaseRole, Settings, load_settings
 from workers.core.db import database_url, make_pool
 from workers.core.kafka import (
-    ConfigResource,
     Consumer,
-    ResourceType,
     create_topics,
     make_admin,
     make_consumer,
@@ -38,7 +37,7 @@ from workers.devstack import cluster, kafka, pg_standby, shape
 from workers.devstack.paths import StackPaths
 
 pytestmark = pytest.mark.timeout(600)
-OWNER = "owner"  # the role that owns the schema: the test's table is its own
+OWNER: DatabaseRole = "owner"  # the role that owns the schema: the test's table is its own
 
 
 class Cluster:

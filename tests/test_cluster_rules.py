@@ -8,9 +8,9 @@ import psycopg.conninfo
 import pytest
 
 from tests.test_config import _clean_env as _clean_env  # autouse: no FLOWPAY_* from outside
-from workers.core.config import ConfigError, Settings, load_settings
+from workers.core.config import Settings, load_settings
 from workers.core.db import dev_url
-from workers.core.errors import StackError
+from workers.core.errors import ConfigError, StackError
 from workers.core.kafka import bootstrap_servers
 from workers.devstack import shape
 from workers.devstack.cluster import (

@@ -134,7 +134,7 @@ def test_garbage_interleaved_with_a_load_of_good_events_stops_no_consumer(
     """Every fifth message is garbage, on 200 payments spread over every partition."""
     names = topics(settings)
     bad = _bad_messages(settings)
-    producer = make_producer(settings, "test")
+    producer = make_producer(settings, "operator")
     good_ids: list[str] = []
     garbage = 0
     for n in range(200):

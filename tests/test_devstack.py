@@ -92,7 +92,7 @@ def test_killed_components_come_back_with_their_data(
         conn.execute("INSERT INTO api.merchants (id, name) VALUES ('mer_survivor', 'Survivor')")
     names = topics(settings)
     create_topics(settings)
-    produce_sync(make_producer(settings, "test"), names.payments, key=b"k", value=b"kept")
+    produce_sync(make_producer(settings, "operator"), names.payments, key=b"k", value=b"kept")
 
     before = _status(own_stack)
     for name in ("postgres", "kafka"):

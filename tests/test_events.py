@@ -108,7 +108,7 @@ def test_event_travels_through_kafka_with_key_and_headers(settings: Settings) ->
     encoded = encode(event)
     topic = topics(settings).payments
     produce_sync(
-        make_producer(settings, "test"),
+        make_producer(settings, "operator"),
         topic,
         key=encoded.key,
         value=encoded.value,

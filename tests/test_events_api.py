@@ -92,7 +92,7 @@ def test_events_list_what_happened_to_the_merchants_payments(
         assert [e["data"]["object"]["id"] for e in failures] == [failed["id"]]
         assert _get(stack, "/v1/events", type="payment.*").json()["data"]
         assert _get(stack, "/v1/events", type="payment").json()["data"] == []
-        later = _get(stack, "/v1/events", **{"created[gte]": int(time.time()) + 3600})
+        later = _get(stack, "/v1/events", **{"created[gte]": str(int(time.time()) + 3600)})
         assert later.json()["data"] == []
 
         # Another merchant sees none of them, and cannot read one by its id.

@@ -31,7 +31,7 @@ def _fresh(base: Settings, **kafka: object) -> Settings:
 def test_producers_are_idempotent_and_wait_for_every_insync_replica(
     base_settings: Settings,
 ) -> None:
-    config = producer_config(base_settings, "test")
+    config = producer_config(base_settings, "operator")
     assert (config["acks"], config["enable.idempotence"]) == ("all", True)
     assert config["compression.type"] == "lz4"
     assert config["message.timeout.ms"] >= 60_000  # rides out a leader election
@@ -40,7 +40,7 @@ def test_producers_are_idempotent_and_wait_for_every_insync_replica(
 def test_consumers_commit_only_what_was_handled_and_skip_aborted_writes(
     base_settings: Settings,
 ) -> None:
-    config = consumer_config(base_settings, "ledger", "test")
+    config = consumer_config(base_settings, "ledger", "operator")
     assert config["enable.auto.commit"] is False
     assert config["enable.auto.offset.store"] is False
     assert config["isolation.level"] == "read_committed"

@@ -113,8 +113,9 @@ def test_a_consumer_principal_reads_in_its_own_group_only(secured: Settings) -> 
 
         def refused() -> bool:
             message = consumer.poll(0.5)
-            if message is not None and message.error() is not None:
-                errors.append(message.error().code())
+            error = None if message is None else message.error()
+            if error is not None:
+                errors.append(error.code())
             return KafkaError.GROUP_AUTHORIZATION_FAILED in errors
 
         wait_for(refused, 30, "the group to be refused")

@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import _drop_database, _new_database, isolated_database, override
 from tests.helpers.db import Conn
 from tests.helpers.kafka import headers_of, read_topic
+from tests.helpers.waiting import wait_for
 from tests.test_ledger_support import (
     balances,
     connect_to,
@@ -26,7 +27,6 @@ from tests.test_ledger_support import (
     start_ledger_process,
     stop_process,
     wait_consumed,
-    wait_for,
 )
 from workers.core.config import Settings
 from workers.core.events import Event, EventType, Succeeded

@@ -274,7 +274,7 @@ def merged(*scenarios: Scenario) -> Scenario:
 
 def publish(settings: Settings, events: list[Event], *, twice: bool = False) -> int:
     """Produce the events (each twice in a row with ``twice``); returns how many messages."""
-    producer = make_producer(settings, "test")
+    producer = make_producer(settings, "operator")
     errors: list[KafkaError] = []
 
     def delivered(error: KafkaError | None, _message: Message) -> None:
@@ -300,7 +300,7 @@ def publish(settings: Settings, events: list[Event], *, twice: bool = False) -> 
 
 
 def produce_raw(settings: Settings, value: bytes, key: bytes = b"pay_raw") -> None:
-    producer = make_producer(settings, "test")
+    producer = make_producer(settings, "operator")
     producer.produce(topics(settings).payments, key=key, value=value)
     assert producer.flush(30) == 0
 

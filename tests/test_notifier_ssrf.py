@@ -82,7 +82,7 @@ def test_every_attempt_checks_the_address_it_connects_to(
     with running(["run-notifier"], env):
         shop.publish("pay_S", EventType.INITIATED, EventType.SUCCEEDED)
         wait_for(lambda: _attempted(db) == len(refused), 60, "an attempt at each endpoint")
-    errors = dict(
+    errors: dict[str, str] = dict(
         db.execute(
             "SELECT e.url, a.error FROM notifier.attempts a"
             " JOIN notifier.deliveries d ON d.id = a.delivery_id"
@@ -148,7 +148,7 @@ def _tls_receiver(cert: Path, tmp_path: Path) -> Iterator[dict[str, Any]]:
     seen: dict[str, Any] = {"port": free_port()}
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, tmp_path / "localhost.key")
-    context.sni_callback = lambda sock, name, ctx: seen.update(sni=name)  # type: ignore[assignment,func-returns-value]
+    context.sni_callback = lambda sock, name, ctx: seen.update(sni=name)
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:

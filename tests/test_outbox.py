@@ -84,7 +84,7 @@ def _scalar(db: Conn, query: str) -> int:
 
 def topic_size(settings: Settings, topic: str) -> int:
     """Messages on ``topic``: the sum of its partitions' high watermarks."""
-    consumer = make_consumer(settings, f"size-{uuid.uuid4().hex}", "test-size")
+    consumer = make_consumer(settings, f"size-{uuid.uuid4().hex}", "operator")
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         marks = [consumer.get_watermark_offsets(TopicPartition(topic, p), 10) for p in partitions]

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -185,8 +186,13 @@ def test_fifty_payouts_at_once_never_overdraw_and_each_is_paid_once(
         assert "Idempotent-Replayed" not in afresh.headers
         assert available(s) == 0
         accepted = [a.json()["id"] for a in answers if a.status_code == 202]
+
+        def paid(payout_id: str) -> bool:
+            status: str = payout_of(s, payout_id)["status"]
+            return status == "paid"
+
         for payout_id in accepted:
-            wait_for(lambda p=payout_id: payout_of(s, p)["status"] == "paid", what=payout_id)
+            wait_for(partial(paid, payout_id), what=payout_id)
         assert s.sim_stats()["payouts"] == 30
         listed = httpx.get(f"{s.flow.api_url}/v1/payouts", params={"limit": 100},
                            headers={"Authorization": f"Bearer {s.flow.api_key}"}).json()  # fmt: skip

@@ -153,10 +153,11 @@ ROUTES = [
 def test_malformed_or_wrong_keys_are_401_on_every_route(
     api: Api, db: Conn, method: str, path: str, authorization: bytes
 ) -> None:
+    # Bytes throughout: the authorization is raw bytes, and httpx takes no mix of str and bytes.
     headers = {
-        "Authorization": authorization,
-        "Idempotency-Key": str(uuid.uuid4()),
-        "Content-Type": "application/json",
+        b"Authorization": authorization,
+        b"Idempotency-Key": str(uuid.uuid4()).encode(),
+        b"Content-Type": b"application/json",
     }
     body = json.dumps(CARD) if method == "POST" else None
     before = table_counts(db)

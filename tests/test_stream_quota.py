@@ -62,8 +62,13 @@ def api(server: tuple[str, int], db: Conn) -> Api:
 @contextmanager
 def streams() -> Iterator[list[Stream]]:
     opened: list[Stream] = []
+
+    def close_all() -> None:
+        for s in opened:
+            s.close()
+
     with ExitStack() as stack:
-        stack.callback(lambda: [s.close() for s in opened])
+        stack.callback(close_all)
         yield opened
 
 

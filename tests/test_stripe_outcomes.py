@@ -207,7 +207,7 @@ def test_card_errors_fail_with_their_reason(
     code: str | None, decline_code: str | None, reason: str
 ) -> None:
     assert failure_reason(code, decline_code) == reason
-    error = stripe.CardError(
+    error = stripe.CardError(  # type: ignore[no-untyped-call]  # stripe's __init__ is unannotated
         "Your card was declined.", "payment_method", code, http_status=402,
         json_body={"error": card_error(code or "", decline_code)},
     )  # fmt: skip
@@ -281,7 +281,7 @@ def test_each_error_shape(error: Exception, expected: Verdict) -> None:
     ],
 )
 def test_network_failures_are_retried_then_unknown(cause: Exception, reason: str) -> None:
-    error = stripe.APIConnectionError(
+    error = stripe.APIConnectionError(  # type: ignore[no-untyped-call]  # unannotated in stripe
         "Unexpected error communicating with Stripe", should_retry=True
     )
     error.__cause__ = cause
@@ -305,7 +305,7 @@ def test_no_error_but_a_card_error_is_ever_a_decline() -> None:
 
 def test_a_hostile_message_is_kept_short_and_printable() -> None:
     error = api_error(stripe.InvalidRequestError, 400, "invalid_request_error", "bad")
-    assert error.json_body is not None
+    assert isinstance(error.json_body, dict)
     error.json_body["error"]["message"] = "line\x00\x1b[31m\n" + "x" * 10_000
     outcome = verdict(error).outcome
     assert isinstance(outcome, Rejected)
@@ -314,7 +314,7 @@ def test_a_hostile_message_is_kept_short_and_printable() -> None:
 
 
 def test_a_code_out_of_shape_is_not_kept() -> None:
-    error = stripe.CardError(
+    error = stripe.CardError(  # type: ignore[no-untyped-call]  # stripe's __init__ is unannotated
         "m", None, "card_declined", http_status=402,
         json_body={"error": card_error("card_declined", "<script>" * 20)},
     )  # fmt: skip

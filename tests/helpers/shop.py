@@ -41,7 +41,7 @@ class Shop:
         self.endpoint: NewEndpoint = register_endpoint(
             db, merchant.id, url, settings.notifier, keyring(settings)
         )
-        self.producer = make_producer(settings, "test")
+        self.producer = make_producer(settings, "operator")
 
     def publish(self, payment_id: str, *kinds: EventType) -> None:
         data = {

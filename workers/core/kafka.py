@@ -33,7 +33,6 @@ from tenacity import (
 
 from workers.core.config import KafkaRole, Settings
 from workers.core.errors import StackError, TransientError
-from workers.core.events import Headers
 from workers.core.kafka_security import security_config, verify_access
 from workers.core.topics import topic_configs
 
@@ -160,7 +159,7 @@ def produce_sync(
     *,
     key: bytes | None,
     value: bytes | None,
-    headers: Headers | None = None,
+    headers: Sequence[tuple[str, str | bytes | None]] | None = None,
     timeout_s: float = 30.0,
 ) -> Message:
     """Produce one message and wait for its acknowledgement; TransientError if it is not acked."""
@@ -169,7 +168,8 @@ def produce_sync(
         topic,
         key=key,
         value=value,
-        headers=headers,
+        # A list: librdkafka's binding takes a list or a dict of headers, not any sequence.
+        headers=None if headers is None else list(headers),
         on_delivery=lambda e, m: outcome.append((e, m)),
     )
     producer.flush(timeout_s)

@@ -33,6 +33,9 @@ H = TypeVar("H")
 # An unbound method of the handlers' class: ``def apply(self, batch: Batch) -> None`` or
 # ``async def apply(self, batch: Batch) -> None``.
 Handler = Callable[[H, Batch], object]
+# The table's key: ``EventType`` or another ``kinds``. A TypeVar because Mapping is invariant in
+# its key, so that a ``dict[EventType, ...]`` built beforehand is a table too.
+E = TypeVar("E", bound=StrEnum)
 
 
 class Routes(Generic[H]):
@@ -42,7 +45,7 @@ class Routes(Generic[H]):
     def __init__(
         self,
         name: str,
-        table: Mapping[StrEnum, Handler[H] | _Ignore],
+        table: Mapping[E, Handler[H] | _Ignore],
         kinds: type[StrEnum] = EventType,
     ) -> None:
         missing = [t.value for t in kinds if t not in table]
@@ -50,7 +53,7 @@ class Routes(Generic[H]):
             raise IncompleteRoutes(f"{name}: no decision for {', '.join(missing)}")
         self.name = name
         self.kinds = kinds
-        self.table: dict[StrEnum, Handler[H] | _Ignore] = dict(table)
+        self.table: dict[StrEnum, Handler[H] | _Ignore] = {t: r for t, r in table.items()}
         # By the type's name, as the ce_type header carries it: ignored messages are passed
         # over without decoding their body.
         self._ignored = frozenset(t.value for t, r in self.table.items() if r is IGNORE)
