@@ -7,17 +7,19 @@ each role logs in as itself (``tests/conftest.py``), so these are the privileges
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import psycopg
 import pytest
-from psycopg import errors
+from psycopg import errors, sql
 
 from tests.conftest import env_for, flowpay
 from tests.helpers.db import Conn
 from workers.api.merchants import create_merchant
 from workers.core.config import DATABASE_ROLES, DatabaseRole, Settings
-from workers.core.db import connect, database_url, role_name
-from workers.core.db_roles import ACCESS, UNSAFE_ATTRIBUTES, apply_grants
+from workers.core.db import admin_url, connect, database_url, role_name
+from workers.core.db_roles import ACCESS, UNSAFE_ATTRIBUTES, apply_grants, apply_roles
 from workers.core.sealing import keyring
 from workers.migrations.runner import migrate
 from workers.notifier.endpoints import NewEndpoint, register_endpoint
@@ -204,3 +206,23 @@ def test_the_dev_stack_runs_each_role_as_itself_and_never_shows_a_password(
     shown = flowpay("dev", "status", "--json", env=env_for(base_settings))
     assert shown.returncode == 0, shown.stderr
     assert not [user for user, password in passwords.items() if password in shown.stdout]
+
+
+def test_setups_setting_the_same_roles_at_once_all_succeed(settings: Settings) -> None:
+    """Two `dev up` of one stack, or two `db init`, each set every role's password: PostgreSQL
+    refuses concurrent changes to one role ("tuple concurrently updated") unless they queue."""
+    user = "flowpay_test_concurrent_setup"
+
+    def set_up(_: int) -> None:
+        with psycopg.connect(admin_url(settings), autocommit=True) as conn:
+            for _ in range(10):
+                apply_roles(conn, [], {user: "not-a-secret"})
+
+    with psycopg.connect(admin_url(settings), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(user)))
+        admin.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(user)))
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(set_up, range(8)))  # raises the first failure
+        finally:
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(user)))

@@ -39,6 +39,8 @@ Q = load_queries("workers.core")
 Privilege = Literal["SELECT", "INSERT", "UPDATE", "DELETE"]
 ROWS: Final[tuple[Privilege, ...]] = ("SELECT", "INSERT", "UPDATE")
 OWNER: Final = role_name("owner")
+# Held while roles and passwords are set ("Flor"): see apply_roles.
+ROLES_LOCK: Final = 0x466C6F72
 
 
 @dataclass(frozen=True)
@@ -255,6 +257,22 @@ def database_name(settings: Settings) -> str:
     """FlowPay's database: the one the owner's URL names."""
     params = conninfo_to_dict(database_url(settings, "owner"))
     return str(params.get("dbname") or params.get("user") or "postgres")
+
+
+def apply_roles(
+    conn: Connection[Any], statements: Iterable[sql.Composed], passwords: dict[str, str]
+) -> None:
+    """``statements`` (roles, grants), then ``passwords``, in one transaction, one such
+    transaction at a time on this database.
+
+    Roles are rows of a shared catalog that PostgreSQL updates without a row lock: two sessions
+    altering one role at once fail with "tuple concurrently updated" (two ``dev up`` of one
+    stack, two ``db init``). The advisory lock is per database, as FlowPay's setups are."""
+    with conn.transaction():
+        conn.execute(Q["roles_lock"], {"lock": ROLES_LOCK})
+        for statement in statements:
+            conn.execute(statement)
+        set_passwords(conn, passwords)
 
 
 def set_passwords(conn: Connection[Any], passwords: dict[str, str]) -> None:

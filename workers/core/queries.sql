@@ -23,6 +23,9 @@ INSERT INTO ops.dlq_replays (dead_letter, topic, forced) VALUES (%(dead_letter)s
 
 -- The roles' privileges (workers.core.db_roles).
 
+-- name: roles_lock
+SELECT pg_advisory_xact_lock(%(lock)s);
+
 -- name: roles_present
 SELECT rolname FROM pg_roles WHERE rolname = ANY(%(names)b::text[]) ORDER BY rolname;
 

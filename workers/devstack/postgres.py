@@ -11,6 +11,7 @@ With ``dev.pg_standby`` the stack runs two servers and pg_auto_failover instead
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pwd
@@ -24,7 +25,7 @@ from psycopg.conninfo import make_conninfo
 
 from workers.core.config import Settings
 from workers.core.db import DEV_DATABASE, DEV_SUPERUSER, admin_url
-from workers.core.db_roles import create_roles, set_passwords
+from workers.core.db_roles import apply_roles, create_roles
 from workers.core.errors import StackError
 from workers.devstack.apt import install_missing
 from workers.devstack.credentials import postgres_passwords
@@ -207,11 +208,9 @@ def ensure_database(settings: Settings, port: int | None = None) -> None:
         with psycopg.connect(socket, autocommit=True, connect_timeout=10) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
             if exists.fetchone() is None:
-                conn.execute(f"CREATE DATABASE {DATABASE}")
-            with conn.transaction():
-                for statement in create_roles(settings):
-                    conn.execute(statement)
-                set_passwords(conn, postgres_passwords(settings))
+                with contextlib.suppress(psycopg.errors.DuplicateDatabase):  # another up made it
+                    conn.execute(f"CREATE DATABASE {DATABASE}")
+            apply_roles(conn, create_roles(settings), postgres_passwords(settings))
     except psycopg.OperationalError as exc:
         ports = ", ".join(str(p) for p in settings.dev.pg_ports)
         raise StackError(f"PostgreSQL on port {ports} refused: {exc}") from None

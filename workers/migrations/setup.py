@@ -15,7 +15,7 @@ from psycopg.conninfo import make_conninfo
 
 from workers.core.config import Settings
 from workers.core.db import admin_url, database_url
-from workers.core.db_roles import database_name, init_statements, set_passwords, url_passwords
+from workers.core.db_roles import apply_roles, database_name, init_statements, url_passwords
 from workers.core.errors import DatabaseError
 from workers.migrations.runner import Migration, migrate
 
@@ -32,10 +32,8 @@ def run_as_admin(
     """``statements``, then ``passwords``, in one transaction on FlowPay's database."""
     url = make_conninfo(admin_url(settings), dbname=database_name(settings))
     try:
-        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn, conn.transaction():
-            for statement in statements:
-                conn.execute(statement)
-            set_passwords(conn, passwords)
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            apply_roles(conn, statements, passwords)
     except psycopg.Error as exc:
         # The server's words name roles and objects, never a password (they are sent hashed).
         raise DatabaseError(f"db init failed, nothing was changed: {exc}".strip()) from None
