@@ -160,13 +160,22 @@ class Engine:
                     timeout=WAIT_SLICE_S,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
+                await self._on_kafka(self._housekeeping, consumer, lag)
             else:
-                batch = await self._on_kafka(consume_ready, consumer, worker.batch_size, poll_s)
+                batch = await self._on_kafka(self._poll, consumer, lag, worker.batch_size, poll_s)
                 if batch:
                     self._dispatch(batch)
-                else:
-                    await self._on_kafka(self.offsets.idle, consumer)
-            await self._on_kafka(self._housekeeping, consumer, lag)
+
+    def _poll(
+        self, consumer: Consumer, lag: LagProbe, batch_size: int, timeout_s: float
+    ) -> list[Message]:
+        """On the Kafka thread, in one hand-over (each costs the loop a wake-up): commit and
+        observe lag when due, then the next batch; with none, the idle look at the offsets."""
+        self._housekeeping(consumer, lag)
+        batch = consume_ready(consumer, batch_size, timeout_s)
+        if not batch:
+            self.offsets.idle(consumer)
+        return batch
 
     def _housekeeping(self, consumer: Consumer, lag: LagProbe) -> None:
         self.offsets.commit(consumer)
