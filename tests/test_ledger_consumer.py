@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import _drop_database, _new_database, isolated_database, override
 from tests.helpers.db import Conn
-from tests.helpers.kafka import headers_of, read_topic
+from tests.helpers.kafka import committed_total, headers_of, read_topic
 from tests.helpers.waiting import wait_for
 from tests.test_ledger_support import (
     balances,
@@ -31,7 +31,7 @@ from tests.test_ledger_support import (
 from workers.core.config import Settings
 from workers.core.events import Event, EventType, Succeeded
 from workers.core.heartbeat import heartbeat_age
-from workers.core.topics import topics
+from workers.core.topics import GROUP_LEDGER, topics
 from workers.ledger.check import run_checks
 from workers.ledger.inspect import ledger_view
 from workers.ledger.rules import PaymentState, StandardRules, Transfer, transaction_id
@@ -81,6 +81,18 @@ def test_posts_every_event_as_the_rules_say_and_records_each_source(
         == count(db, "SELECT count(*) FROM ledger.entries")
         > 0
     )
+
+
+def test_kafka_is_told_the_stored_offsets_for_lag_monitoring(settings: Settings, db: Conn) -> None:
+    settings = quick(settings, batch_size=5)  # many batches: Kafka hears of them in fewer commits
+    sent = publish(settings, mixed(36).events)
+    with ledger_thread(settings):
+        wait_consumed(db, sent)
+        wait_for(
+            lambda: committed_total(settings, GROUP_LEDGER, topics(settings).payments) == sent,
+            timeout_s=30,
+            what=f"the ledger group's committed offsets at the {sent} stored",
+        )
 
 
 def test_the_status_view_lists_a_payments_postings(settings: Settings, db: Conn) -> None:

@@ -19,8 +19,9 @@ from workers.core.kafka import Consumer, KafkaException, Message, TopicPartition
 
 log = logging.getLogger(__name__)
 
-# Kafka mode: how often finished offsets are committed while work flows (and at every stop and
-# rebalance); a commit is a broker round trip, so not one per batch.
+# How often offsets are committed to Kafka while work flows (and at every stop and rebalance);
+# a commit is a broker round trip and a write to the group's log, so not one per batch. In
+# store mode the commit only shows lag to monitoring, as often.
 COMMIT_EVERY_S: Final = 0.5
 # Store mode: with no messages coming, how often the engine still asks the store whether its
 # offsets moved (the ledger: a replay swapped a rebuilt ledger in, maybe behind what was read).
@@ -130,6 +131,9 @@ class StoredOffsets:
         self._reload = False
         self._moved: set[Partition] = set()
         self._next_idle_check = 0.0
+        # Positions applied since the last report to Kafka, for lag monitoring.
+        self._unreported: dict[Partition, int] = {}
+        self._last_report = 0.0
 
     def batch(self, items: Sequence[Received], dead_letter: DeadLetterSink) -> Batch:
         wanted = {item.partition for item in items}
@@ -166,16 +170,22 @@ class StoredOffsets:
             self._seek_or_reload(consumer, behind)
         self._reload = False
         self._moved.clear()
-        # For lag monitoring only: the stored offsets are the truth.
-        done = [TopicPartition(t, n, o) for (t, n), o in self.positions.items() if (t, n) in ends]
-        if done:
-            try:
-                consumer.commit(offsets=done, asynchronous=True)
-            except KafkaException as exc:
-                log.debug("offset commit for monitoring failed: %s", exc)
+        self._unreported.update((p, o) for p, o in self.positions.items() if p in ends)
 
-    def commit(self, _consumer: Consumer, *, now: bool = False) -> None:
-        """The store committed them with the effects."""
+    def commit(self, consumer: Consumer, *, now: bool = False) -> None:
+        """The store committed them with the effects; Kafka is told, when due, for lag
+        monitoring only (the stored offsets are the truth)."""
+        if not self._unreported:
+            return
+        if not now and time.monotonic() - self._last_report < COMMIT_EVERY_S:
+            return
+        self._last_report = time.monotonic()
+        done = [TopicPartition(t, n, o) for (t, n), o in self._unreported.items()]
+        self._unreported.clear()
+        try:
+            consumer.commit(offsets=done, asynchronous=True)
+        except KafkaException as exc:
+            log.debug("offset commit for monitoring failed: %s", exc)
 
     def idle(self, consumer: Consumer) -> None:
         if time.monotonic() < self._next_idle_check:
@@ -208,13 +218,15 @@ class StoredOffsets:
         )
         consumer.assign(partitions)
 
-    def revoked(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.commit(consumer, now=True)
         self.lost(partitions)
 
     def lost(self, partitions: list[TopicPartition]) -> None:
         log.info("%s: revoked %s", self.role, ", ".join(f"[{tp.partition}]" for tp in partitions))
         for tp in partitions:
             self.positions.pop((tp.topic, tp.partition), None)
+            self._unreported.pop((tp.topic, tp.partition), None)
 
     def _seek_or_reload(self, consumer: Consumer, partitions: list[Partition]) -> None:
         unknown = [p for p in partitions if p not in self.positions]
