@@ -279,6 +279,18 @@ def test_retries_after_500s_and_timeouts_keep_the_webhook_id(
     assert errors == ["500", "timeout", "500", "200"]
 
 
+def test_an_endpoints_cookies_are_neither_kept_nor_sent_back(
+    shop: Shop, hook: Receiver, notifier: Any
+) -> None:
+    # A jar that kept them would grow with every answer of a hostile endpoint.
+    hook.script = [(500, {"Set-Cookie": "session=abc; Path=/"})]
+    shop.publish("pay_K", EventType.INITIATED, EventType.SUCCEEDED)
+    shop.wait_status("delivered")
+    first, second = hook.wait_for(2)
+    assert (first.answer, second.answer) == ((500, {"Set-Cookie": "session=abc; Path=/"}), 200)
+    assert "cookie" not in second.headers
+
+
 def test_retry_after_is_honoured(shop: Shop, hook: Receiver, notifier: Any) -> None:
     hook.script = [(503, {"Retry-After": "2"})]
     shop.publish("pay_C", EventType.INITIATED, EventType.SUCCEEDED)

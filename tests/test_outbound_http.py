@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
-from workers.core.outbound_http import PooledTransport
+from workers.core.outbound_http import PooledTransport, cookieless
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n"
@@ -168,3 +168,28 @@ def test_a_keyed_request_on_a_fresh_connection_closed_unanswered_is_not_sent_aga
     with pytest.raises(httpx.RemoteProtocolError):
         asyncio.run(post())
     assert requests == 1
+
+
+def test_a_cookieless_client_neither_keeps_nor_sends_back_a_servers_cookies() -> None:
+    heads: list[bytes] = []
+
+    async def sets_cookies(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            heads.append(await reader.readuntil(b"\r\n\r\n"))
+            await reader.readexactly(2)
+            writer.write(OK.replace(b"\r\n\r\n", b"\r\nSet-Cookie: s=1; Path=/\r\n\r\n"))
+            writer.write(b'{"ok": true}')
+            await writer.drain()
+
+    async def twice() -> httpx.Cookies:
+        server = await asyncio.start_server(sets_cookies, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        transport = PooledTransport(4)
+        async with server, httpx.AsyncClient(transport=transport, cookies=cookieless()) as client:
+            for _ in range(2):
+                assert (await client.post(url, content=b"{}")).cookies == {"s": "1"}
+            return client.cookies
+
+    assert len(asyncio.run(twice())) == 0
+    assert len(heads) == 2
+    assert not any(b"cookie:" in head.lower() for head in heads)

@@ -20,7 +20,8 @@ again on another connection when its receiver can tell the copies apart: its met
 idempotent, or it carries a key the receiver dedupes by (a gateway's ``Idempotency-Key``, a
 webhook's ``webhook-id``). Each such try drops one pooled connection, so the retries end.
 
-Proxies from the environment are never used; redirects never followed.
+Proxies from the environment are never used; redirects never followed; cookies never kept
+(``cookieless``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import TYPE_CHECKING, Final
 
 import aiohttp
@@ -42,6 +44,12 @@ if TYPE_CHECKING:
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 DEDUPE_KEYS: Final = ("idempotency-key", "webhook-id")
+
+
+def cookieless() -> CookieJar:
+    """A client's cookie jar that takes none: an answer's ``Set-Cookie`` is neither kept (a
+    hostile server could grow the jar without end) nor sent back on a later request."""
+    return CookieJar(DefaultCookiePolicy(allowed_domains=[]))
 
 
 class _Attempt:

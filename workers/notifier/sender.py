@@ -32,6 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from workers.core.config import NotifierSettings
 from workers.core.observe import following_up
+from workers.core.outbound_http import cookieless
 from workers.core.sealing import Keyring
 from workers.core.sql import load_queries
 from workers.notifier import metrics
@@ -48,12 +49,13 @@ __all__ = ["Due", "Sender", "http_client"]
 
 
 def http_client(config: NotifierSettings) -> httpx.AsyncClient:
-    """The client every attempt goes through: checked addresses, no redirects, no proxies, and
-    a kept-alive connection for each attempt that can be in flight."""
+    """The client every attempt goes through: checked addresses, no redirects, no proxies, no
+    cookies, and a kept-alive connection for each attempt that can be in flight."""
     return httpx.AsyncClient(
         transport=GuardedTransport(config, config.max_concurrent),
         timeout=config.attempt_deadline_s,
         headers={"User-Agent": USER_AGENT},
+        cookies=cookieless(),
         follow_redirects=False,
     )
 
