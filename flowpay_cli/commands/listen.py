@@ -32,6 +32,7 @@ from workers.api.events import TYPE_PATTERN
 from workers.core.endpoint_events import SECRET_PREFIX, new_webhook_secret
 from workers.core.errors import FlowPayError
 from workers.core.ids import new_id
+from workers.core.outbound_http import Outbound, PooledTransport
 from workers.core.webhooks import webhook_body
 from workers.devstack.demo import demo_api_key
 from workers.devstack.stack import api_url
@@ -145,7 +146,7 @@ async def _forward_all(
 
     async with (
         ApiClient(base_url, key, connections=1) as api,
-        httpx.AsyncClient(follow_redirects=False, headers={"User-Agent": USER_AGENT}) as http,
+        Outbound(PooledTransport(1), timeout_s, {"User-Agent": USER_AGENT}) as http,
         aclosing(api.stream(STREAM, params=query, on_open=opened)) as stream,
     ):
         async for frame in stream:

@@ -1,10 +1,14 @@
-"""The transport of FlowPay's outbound HTTP: httpx's client over aiohttp's connection pool.
+"""FlowPay's outbound HTTP: httpx's requests over aiohttp's connection pool.
 
 The processor's gateway calls and the notifier's webhooks keep httpx's API (requests, responses,
-timeouts, exceptions); only the transport differs. httpx's own pool (httpcore on anyio) scans
-every pooled connection on each request, polling each socket, and wraps each read and write in a
-cancel scope: on a pool of hundreds of connections that is most of a call's CPU. aiohttp keys its
-pool by host and parses HTTP in C, for about a fifth of the CPU per call.
+timeouts, exceptions); the transport and the client differ. ``Outbound`` hands each request
+straight to the transport: httpx's client adds auth, redirects, cookies and event hooks, which
+outbound calls never use, and they were most of a call's CPU outside the transport.
+
+httpx's own pool (httpcore on anyio) scans every pooled connection on each request, polling each
+socket, and wraps each read and write in a cancel scope: on a pool of hundreds of connections
+that is most of a call's CPU. aiohttp keys its pool by host and parses HTTP in C, for about a
+fifth of the CPU per call.
 
 Errors are httpx's alone, as httpcore would raise them: ``httpx_aiohttp`` maps aiohttp's, but
 maps every lost connection to ``ConnectTimeout``; here only a timeout is a timeout:
@@ -20,18 +24,17 @@ again on another connection when its receiver can tell the copies apart: its met
 idempotent, or it carries a key the receiver dedupes by (a gateway's ``Idempotency-Key``, a
 webhook's ``webhook-id``). Each such try drops one pooled connection, so the retries end.
 
-Proxies from the environment are never used; redirects never followed; cookies never kept
-(``cookieless``).
+Proxies from the environment are never used; redirects never followed; cookies never kept (a
+hostile server's would grow a jar without end) nor sent.
 """
 
 from __future__ import annotations
 
 import ssl
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import TYPE_CHECKING, Final
 
 import aiohttp
@@ -46,10 +49,60 @@ IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT",
 DEDUPE_KEYS: Final = ("idempotency-key", "webhook-id")
 
 
-def cookieless() -> CookieJar:
-    """A client's cookie jar that takes none: an answer's ``Set-Cookie`` is neither kept (a
-    hostile server could grow the jar without end) nor sent back on a later request."""
-    return CookieJar(DefaultCookiePolicy(allowed_domains=[]))
+class Outbound:
+    """Requests to ``transport``, each with ``timeout_s`` for every phase (connect, pool, write,
+    read) and ``headers`` under its own. Used as an async context manager, or closed."""
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport,
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.transport = transport
+        self._extensions = {"timeout": httpx.Timeout(timeout_s).as_dict()}
+        self._headers = {"Accept": "*/*", **(headers or {})}
+
+    def request(
+        self,
+        method: str,
+        url: httpx.URL | str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> httpx.Request:
+        return httpx.Request(
+            method,
+            url,
+            headers={**self._headers, **(headers or {})},
+            content=content,
+            extensions=self._extensions,
+        )
+
+    @asynccontextmanager
+    async def stream(self, request: httpx.Request) -> AsyncIterator[httpx.Response]:
+        """The answer, its body still to be read; closed when the block ends."""
+        response = await self.transport.handle_async_request(request)
+        response.request = request
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def send(self, request: httpx.Request) -> httpx.Response:
+        """The answer, read whole."""
+        async with self.stream(request) as response:
+            await response.aread()
+        return response
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+    async def __aenter__(self) -> Outbound:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
 
 
 class _Attempt:

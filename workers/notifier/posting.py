@@ -17,6 +17,7 @@ from typing import Final
 import httpx
 
 from workers.core import webhooks
+from workers.core.outbound_http import Outbound
 from workers.notifier.answers import HEAD_BYTES, describe, retry_after_s, sanitise
 
 USER_AGENT: Final = "FlowPay-Webhooks/1"
@@ -77,7 +78,7 @@ def unsigned(error: str) -> Result:
     return Result(None, error, None, datetime.now(UTC), 0, None)
 
 
-async def post(http: httpx.AsyncClient, delivery: Due, deadline_s: float) -> Result:
+async def post(http: Outbound, delivery: Due, deadline_s: float) -> Result:
     """Send ``delivery`` once; whatever happens, the outcome as a ``Result``.
 
     Once a status has arrived it is the outcome, even if the body then fails or times out
@@ -102,12 +103,13 @@ async def post(http: httpx.AsyncClient, delivery: Due, deadline_s: float) -> Res
     )
 
 
-async def _exchange(http: httpx.AsyncClient, delivery: Due, answer: _Answer) -> None:
+async def _exchange(http: Outbound, delivery: Due, answer: _Answer) -> None:
     headers = webhooks.headers(delivery.secrets, delivery.id, delivery.body)
     headers["Content-Type"] = "application/json"
     # Compressed answers could expand far beyond what was read: ask for none, decode none.
     headers["Accept-Encoding"] = "identity"
-    async with http.stream("POST", delivery.url, content=delivery.body, headers=headers) as got:
+    request = http.request("POST", delivery.url, headers=headers, content=delivery.body)
+    async with http.stream(request) as got:
         answer.status_code, answer.retry_after = got.status_code, got.headers.get("retry-after")
         head, read = bytearray(), 0
         async for chunk in got.aiter_raw():

@@ -25,14 +25,13 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
 import psycopg
 from opentelemetry.trace import SpanKind
 from psycopg_pool import AsyncConnectionPool
 
 from workers.core.config import NotifierSettings
 from workers.core.observe import following_up
-from workers.core.outbound_http import cookieless
+from workers.core.outbound_http import Outbound
 from workers.core.sealing import Keyring
 from workers.core.sql import load_queries
 from workers.notifier import metrics
@@ -48,15 +47,13 @@ Q = load_queries("workers.notifier")
 __all__ = ["Due", "Sender", "http_client"]
 
 
-def http_client(config: NotifierSettings) -> httpx.AsyncClient:
-    """The client every attempt goes through: checked addresses, no redirects, no proxies, no
+def http_client(config: NotifierSettings) -> Outbound:
+    """What every attempt goes through: checked addresses, no redirects, no proxies, no
     cookies, and a kept-alive connection for each attempt that can be in flight."""
-    return httpx.AsyncClient(
-        transport=GuardedTransport(config, config.max_concurrent),
-        timeout=config.attempt_deadline_s,
-        headers={"User-Agent": USER_AGENT},
-        cookies=cookieless(),
-        follow_redirects=False,
+    return Outbound(
+        GuardedTransport(config, config.max_concurrent),
+        config.attempt_deadline_s,
+        {"User-Agent": USER_AGENT},
     )
 
 
@@ -213,7 +210,7 @@ class Sender:
         self._finished.append((delivery, result))
         self._wake.set()
 
-    async def attempt(self, http: httpx.AsyncClient, delivery: Due) -> Result:
+    async def attempt(self, http: Outbound, delivery: Due) -> Result:
         """One POST, with the event's ids on its log lines and a span in the event's trace."""
         with following_up(
             f"webhook attempt {delivery.attempts + 1}",
