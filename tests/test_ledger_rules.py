@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -342,7 +341,7 @@ def test_the_hash_covers_every_entry() -> None:
     [chained] = plan.writes.txns
     assert digest(GENESIS, chained.record) == chained.hash
     record = chained.record
-    tampered = replace(record, entries=(replace(record.entries[0], amount=999), record.entries[1]))
+    tampered = record._replace(entries=(record.entries[0]._replace(amount=999), record.entries[1]))
     assert digest(GENESIS, tampered) != chained.hash
 
 

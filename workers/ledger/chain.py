@@ -10,9 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
 from operator import attrgetter
-from typing import Final
+from typing import Final, NamedTuple
 
 GENESIS: Final = bytes(32)
 # What json.dumps(body, separators=(",", ":"), ensure_ascii=False) uses, made once: dumps
@@ -21,8 +20,9 @@ _CANONICAL: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _BY_LINE: Final = attrgetter("line")
 
 
-@dataclass(frozen=True, slots=True)
-class EntryRecord:
+class EntryRecord(NamedTuple):
+    """An entry as stored (a tuple: a record is made for every entry a batch writes)."""
+
     line: int
     account_id: str
     direction: str
@@ -31,8 +31,7 @@ class EntryRecord:
     currency: str
 
 
-@dataclass(frozen=True, slots=True)
-class TxnRecord:
+class TxnRecord(NamedTuple):
     """A journal transaction as stored, with its entries."""
 
     id: uuid.UUID

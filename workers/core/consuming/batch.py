@@ -81,9 +81,14 @@ def ends_of(items: Iterable[Received]) -> dict[Partition, int]:
     return ends
 
 
-def receive(message: Message, decoder: Decoder = decode) -> Received:
+def receive(
+    message: Message, decoder: Decoder = decode, headers: Headers | None = None
+) -> Received:
+    """``headers``: the message's, when already read (reading them copies them)."""
     try:
-        decoded: Envelope | EventError = decoder(message.value(), raw_headers(message))
+        decoded: Envelope | EventError = decoder(
+            message.value(), raw_headers(message) if headers is None else headers
+        )
     except EventError as exc:
         decoded = exc
     return Received(message, decoded)

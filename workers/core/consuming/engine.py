@@ -189,11 +189,13 @@ class Engine:
             error = message.error()
             if error is not None:
                 log_consumer_error(self.role, error)
-            elif routes.ignores(header(raw_headers(message), "ce_type")):
+                continue
+            headers = raw_headers(message)
+            if routes.ignores(header(headers, "ce_type")):
                 self.offsets.passed_over(message)  # never decoded: nothing is done with it
                 ignored += 1
             else:
-                item = receive(message, self.subscriber.decode)
+                item = receive(message, self.subscriber.decode, headers)
                 decoded = item.decoded
                 if not isinstance(decoded, EventError) and routes.route(decoded.type) is IGNORE:
                     self.offsets.passed_over(message)
