@@ -266,15 +266,20 @@ def test_a_request_without_an_id_gets_one_and_errors_echo_it_too(
 
 
 def _wait_for_lines(log_dir: Path, request_id: str) -> dict[str, list[dict[str, Any]]]:
-    """Each role's JSON lines that carry ``request_id``, once the webhook's attempt is logged."""
+    """Each role's JSON lines that carry ``request_id``, once the webhook's attempt and the
+    ledger's success are logged (the notifier and the ledger take the event independently)."""
     deadline = time.monotonic() + 30
     while True:
         found = {
             role: _lines_with(log_dir / f"{role}.log", request_id) for role in ROLES_ON_THE_PATH
         }
-        if any("webhook attempt" in line["message"] for line in found["notifier"]):
+        attempted = any("webhook attempt" in line["message"] for line in found["notifier"])
+        posted = any(line.get("event_type") == "payment.succeeded" for line in found["ledger"])
+        if attempted and posted:
             return found
-        assert time.monotonic() < deadline, f"no webhook attempt logged: {found['notifier']}"
+        assert time.monotonic() < deadline, (
+            f"not all logged: {found['notifier']}, {found['ledger']}"
+        )
         time.sleep(0.2)
 
 
