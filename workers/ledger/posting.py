@@ -56,6 +56,10 @@ class NeedsRetry(TransientError):
 Item = Received
 
 
+# What the ledger holds for a payment it has not seen yet (states are immutable: shared).
+NEW_PAYMENT: Final = PaymentState()
+
+
 @dataclass
 class Plan:
     writes: Writes
@@ -117,7 +121,7 @@ class Planner:
         seen: set[uuid.UUID],
         verdict: Verdict,
     ) -> None:
-        state = states.get(event.payment_id, PaymentState())
+        state = states.get(event.payment_id) or NEW_PAYMENT
         try:
             transfers = self.rules.transfers(event, state)
         except Exception as exc:

@@ -68,6 +68,7 @@ is left, ...) raises ``PostingRefused``: the message is dead-lettered, never hal
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 from collections.abc import Sequence
@@ -146,22 +147,29 @@ class Account:
     code: Code
     currency: str
     merchant_id: str | None = None
+    # Its row's key, asked for every line a batch writes: made once.
+    id: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def id(self) -> str:
-        if self.merchant_id is None:
-            return f"{self.code}:{self.currency}"
-        return f"{self.code}:{self.merchant_id}:{self.currency}"
+    def __post_init__(self) -> None:
+        account_id = (
+            f"{self.code}:{self.currency}"
+            if self.merchant_id is None
+            else f"{self.code}:{self.merchant_id}:{self.currency}"
+        )
+        object.__setattr__(self, "id", account_id)
 
     @property
     def normal_side(self) -> Direction:
         return NORMAL_SIDE[self.code]
 
 
+# Accounts are values: each is made once (per merchant and currency, within a bound) and shared.
+@functools.lru_cache(maxsize=256)
 def house(code: Code, currency: str) -> Account:
     return Account(code, currency)
 
 
+@functools.lru_cache(maxsize=65536)
 def merchant_payable(merchant_id: str, currency: str) -> Account:
     return Account(Code.MERCHANT_PAYABLE, currency, merchant_id)
 
