@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -173,3 +174,43 @@ def test_lookup_without_an_answer_raises() -> None:
 
     with pytest.raises(GatewayUnreachable):
         asyncio.run(go())
+
+
+class _Endless(httpx.AsyncByteStream):
+    """A body without end as far as a client can tell (64 MiB, so that a client without a bound
+    fails rather than fills the machine); counts what was read of it."""
+
+    def __init__(self) -> None:
+        self.read = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while self.read < 64 * 1024 * 1024:
+            self.read += 65536
+            yield b"x" * 65536
+
+
+def test_an_answer_without_end_is_cut_off_and_the_outcome_unknown() -> None:
+    calls: list[httpx.Request] = []
+    bodies: list[_Endless] = []
+
+    def endless(request: httpx.Request) -> httpx.Response:
+        bodies.append(_Endless())
+        return httpx.Response(200, stream=bodies[-1])
+
+    assert charge(gateway(endless, calls, retries=1)) == Unknown("answer_refused")
+    assert {c.headers["Idempotency-Key"] for c in calls} == {charge_key("pay_1")}
+    assert len(calls) == 2
+    # Read up to the bound (1 MiB) and a chunk past it, never further.
+    assert all(body.read <= 1024 * 1024 + 65536 for body in bodies)
+
+
+def test_a_compressed_answer_not_asked_for_is_refused() -> None:
+    calls: list[httpx.Request] = []
+    gzipped = gzip.compress(json.dumps({"id": "ch_1", "status": "succeeded"}).encode())
+
+    def compressed(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=gzipped)
+
+    assert charge(gateway(compressed, calls, retries=0)) == Unknown("answer_refused")
+    [request] = calls
+    assert request.headers["Accept-Encoding"] == "identity"

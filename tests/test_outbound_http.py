@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
-from workers.core.outbound_http import Outbound, PooledTransport
+from workers.core.outbound_http import AnswerRefused, Outbound, PooledTransport
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n"
@@ -193,3 +193,32 @@ def test_a_servers_cookies_are_neither_kept_nor_sent_back() -> None:
     ] * 2
     assert len(heads) == 2
     assert not any(b"cookie:" in head.lower() for head in heads)
+
+
+def test_an_answer_over_the_bound_is_refused_and_its_connection_closed() -> None:
+    sent: list[int] = []
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"x" * 16384
+        try:
+            while True:  # until the client closes the connection
+                writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                await writer.drain()
+                sent.append(len(chunk))
+        except ConnectionError:
+            pass
+
+    async def post() -> None:
+        server = await asyncio.start_server(endless, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        async with server, Outbound(PooledTransport(4), 5.0, max_answer_bytes=100_000) as http:
+            async with asyncio.timeout(30):  # without a bound the read would never end
+                await http.send(http.request("POST", url, content=b"{}"))
+
+    with pytest.raises(AnswerRefused, match="over 100000 bytes"):
+        asyncio.run(post())
+    # The server stopped once the client closed: it sent little more than the bound and
+    # what the sockets' buffers hold, not an endless stream.
+    assert sum(sent) < 100_000 + 16 * 1024 * 1024

@@ -25,7 +25,11 @@ idempotent, or it carries a key the receiver dedupes by (a gateway's ``Idempoten
 webhook's ``webhook-id``). Each such try drops one pooled connection, so the retries end.
 
 Proxies from the environment are never used; redirects never followed; cookies never kept (a
-hostile server's would grow a jar without end) nor sent.
+hostile server's would grow a jar without end) nor sent. Answers are asked for uncompressed
+(a compressed one could expand far beyond what was read), and ``send`` reads at most
+``max_answer_bytes`` of one:
+
+* ``AnswerRefused`` (an ``httpx.TransportError``): an answer too large, or compressed unasked.
 """
 
 from __future__ import annotations
@@ -47,21 +51,29 @@ if TYPE_CHECKING:
 
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 DEDUPE_KEYS: Final = ("idempotency-key", "webhook-id")
+MAX_ANSWER_BYTES: Final = 1024 * 1024
+
+
+class AnswerRefused(httpx.TransportError):
+    """An answer ``send`` will not read: larger than its bound, or compressed though not asked."""
 
 
 class Outbound:
     """Requests to ``transport``, each with ``timeout_s`` for every phase (connect, pool, write,
-    read) and ``headers`` under its own. Used as an async context manager, or closed."""
+    read) and ``headers`` under its own; answers read whole up to ``max_answer_bytes``. Used as
+    an async context manager, or closed."""
 
     def __init__(
         self,
         transport: httpx.AsyncBaseTransport,
         timeout_s: float,
         headers: Mapping[str, str] | None = None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         self.transport = transport
         self._extensions = {"timeout": httpx.Timeout(timeout_s).as_dict()}
-        self._headers = {"Accept": "*/*", **(headers or {})}
+        self._headers = {"Accept": "*/*", "Accept-Encoding": "identity", **(headers or {})}
+        self._max_answer_bytes = max_answer_bytes
 
     def request(
         self,
@@ -90,10 +102,26 @@ class Outbound:
             await response.aclose()
 
     async def send(self, request: httpx.Request) -> httpx.Response:
-        """The answer, read whole."""
+        """The answer, read whole; ``AnswerRefused`` (its connection closed, the rest unread)
+        when it is larger than ``max_answer_bytes`` or compressed."""
         async with self.stream(request) as response:
-            await response.aread()
-        return response
+            encoding = response.headers.get("content-encoding", "identity").strip().lower()
+            if encoding != "identity":
+                raise AnswerRefused(f"answer compressed unasked ({encoding[:40]})", request=request)
+            body = bytearray()
+            async for chunk in response.aiter_bytes():  # identity: as they came
+                body += chunk
+                if len(body) > self._max_answer_bytes:
+                    raise AnswerRefused(
+                        f"answer over {self._max_answer_bytes} bytes", request=request
+                    )
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            content=bytes(body),
+            request=request,
+            extensions=response.extensions,
+        )
 
     async def aclose(self) -> None:
         await self.transport.aclose()

@@ -22,7 +22,7 @@ from workers.core.config import GatewaySettings, Settings
 from workers.core.events import NextAction as ActionShown
 from workers.core.events import RedirectToUrl
 from workers.core.ids import derived_key
-from workers.core.outbound_http import Outbound, PooledTransport
+from workers.core.outbound_http import AnswerRefused, Outbound, PooledTransport
 from workers.core.retry import retried
 from workers.processor import metrics
 
@@ -291,6 +291,9 @@ class HttpGateway:
         except httpx.TimeoutException as exc:
             metrics.attempted(method, path, exc)
             raise _Retryable("timeout") from None
+        except AnswerRefused as exc:
+            metrics.attempted(method, path, exc)
+            raise _Retryable("answer_refused") from None
         except httpx.TransportError as exc:
             metrics.attempted(method, path, exc)
             raise _Retryable("connection") from None

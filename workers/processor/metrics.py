@@ -17,6 +17,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from workers.core.config import Settings
 from workers.core.metrics import DatabaseSampler, serve_metrics
+from workers.core.outbound_http import AnswerRefused
 from workers.core.sql import load_queries
 
 Q = load_queries("workers.processor")
@@ -89,6 +90,8 @@ def _attempt_outcome(failure: BaseException | None, status: int) -> str:
         return "timeout"
     if isinstance(failure, httpx.ConnectError):
         return "connect_error"
+    if isinstance(failure, AnswerRefused):
+        return "answer_refused"
     if failure is not None:
         return "lost_ack"
     if status == 409:
