@@ -24,8 +24,9 @@ from workers.core.delivery import TRANSIENT, Verdicts, offset_of, partition_of, 
 from workers.core.errors import EventError, PermanentError
 from workers.core.events import Event
 from workers.core.kafka import Message
+from workers.ledger.known_states import KnownStates
 from workers.ledger.posting import Item, NeedsRetry, Plan, Planner, Verdict
-from workers.ledger.rules import PostingRules
+from workers.ledger.rules import PaymentState, PostingRules
 from workers.ledger.store import Conn, Cursor, LedgerStore, Partition
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class Applier:
     ) -> None:
         self.store = store
         self.planner = Planner(rules)
+        self.known = KnownStates()
         self.max_attempts = max_attempts
         self.dead_letter: DeadLetterSink = no_dead_letter_topic  # the batch in hand's
         # Per message of the batch in hand, kept across its retries.
@@ -62,7 +64,8 @@ class Applier:
         """Apply ``items`` (offset order within a partition) on top of ``cursors``, sending
         what cannot apply to ``dead_letter``.
 
-        Returns the cursors after them; the caller stores nothing else and commits.
+        Returns the cursors after them; the caller stores nothing else, commits, then calls
+        ``committed``.
         """
         self.postings.clear()
         self.dead_letter = dead_letter
@@ -75,7 +78,7 @@ class Applier:
         try:
             with conn.transaction():
                 # Only certain verdicts here: anything to count goes to the slow path.
-                after = self._apply(conn, items, cursors, _permanent_only)
+                after = self._apply(conn, items, cursors, _permanent_only, stage=True)
         except NeedsRetry as exc:  # a rule failed: counted on the way below
             log.warning("ledger batch refused (%r); applying it one message at a time", exc)
             return self._one_at_a_time(conn, items, cursors)
@@ -86,12 +89,17 @@ class Applier:
             return self._one_at_a_time(conn, items, cursors)
         return after
 
+    def committed(self) -> None:
+        """The caller's transaction committed what ``apply`` returned."""
+        self.known.committed()
+
     def _one_at_a_time(
         self, conn: Conn, items: Sequence[Item], cursors: dict[Partition, Cursor]
     ) -> dict[Partition, Cursor]:
         """Each message in its own savepoint. A message to retry holds back the rest of its
         partition (order matters there) but not the other partitions, so that one pass counts
         an attempt for every failing message; then the whole batch rolls back and is retried."""
+        self.known.clear()
         after = cursors
         held: dict[Partition, NeedsRetry] = {}
         for item in items:
@@ -111,14 +119,29 @@ class Applier:
         items: Sequence[Item],
         cursors: dict[Partition, Cursor],
         verdict: Verdict,
+        stage: bool = False,
     ) -> dict[Partition, Cursor]:
         events = [i.decoded for i in items if isinstance(i.decoded, Event)]
         seen = self.store.seen(conn, [e.event_id for e in events])
-        states = self.store.payment_states(conn, sorted({e.payment_id for e in events}))
+        partitions = {
+            i.decoded.payment_id: i.partition for i in items if isinstance(i.decoded, Event)
+        }
+        states = self._states(conn, cursors, partitions)
         plan = self.planner.plan(items, cursors, states, seen, verdict)
         self._write(conn, plan)
         self.applied += len(plan.writes.events)
+        if stage:
+            self.known.stage(states, partitions, plan.writes.cursors)
         return plan.writes.cursors
+
+    def _states(
+        self, conn: Conn, cursors: dict[Partition, Cursor], partitions: dict[str, Partition]
+    ) -> dict[str, PaymentState]:
+        """The payments' states: those this process committed last, the rest from the store."""
+        states, missing = self.known.lookup(cursors, partitions)
+        if missing:
+            states.update(self.store.payment_states(conn, sorted(missing)))
+        return states
 
     def _apply_alone(
         self, conn: Conn, item: Item, cursors: dict[Partition, Cursor]
@@ -139,6 +162,7 @@ class Applier:
         self, conn: Conn, item: Item, cursors: dict[Partition, Cursor], exc: BaseException
     ) -> dict[Partition, Cursor]:
         """Record ``item`` as dead-lettered (already sent) and move its partition past it."""
+        self.known.clear()
         self._sent.add(_key(item.message))
         self.rejected += 1
         return self._record_rejected(conn, item, cursors, exc)

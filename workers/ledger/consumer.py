@@ -88,6 +88,7 @@ class Ledger:
                 if i.partition in cursors and i.offset >= cursors[i.partition].next_offset
             ]
             self.applier.apply(conn, items, cursors, batch.dead_letter)
+        self.applier.committed()
         metrics.committed(self.applier.applied - applied_before, self.applier.postings)
 
     def load(self, partitions: Sequence[Partition]) -> dict[Partition, int]:
