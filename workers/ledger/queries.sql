@@ -316,6 +316,11 @@ DROP SCHEMA IF EXISTS {schema} CASCADE;
 -- name: shadow_install
 SELECT public.ledger_install(%(schema)s);
 
+-- name: shadow_analyze
+-- Statistics for the tables a batch reads (payment_states, events_seen): without them the
+-- planner takes the growing shadow for tiny and scans it whole on every batch.
+ANALYZE {schema}.events, {schema}.transactions, {schema}.entries;
+
 -- name: shadow_copy_accounts
 INSERT INTO {schema}.accounts (id, code, merchant_id, currency, normal_side, created_at)
 SELECT id, code, merchant_id, currency, normal_side, created_at FROM {live}.accounts;

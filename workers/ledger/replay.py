@@ -76,6 +76,8 @@ REPLAY_LOCK: Final = 0x4C656468
 REPLAY_BATCH_MIN: Final = 5000
 # Below this many messages one process beats several: spawning one costs ~1 s of imports.
 PARALLEL_MIN = 20_000
+# The shadow is analyzed as it grows: first at this many messages, then at each doubling.
+ANALYZE_FIRST: Final = 10_000
 
 
 class ReplayError(FlowPayError):
@@ -131,6 +133,8 @@ class Replay:
         self._conn: Conn | None = None
         self._shadow_built = False
         self._suspended: list[bulk.Suspended] = []  # the shadow's checks, until restored
+        self._rebuilt = 0  # messages rebuilt so far
+        self._analyze_at = ANALYZE_FIRST  # messages read when the shadow is next analyzed
 
     def __enter__(self) -> Replay:
         return self
@@ -185,6 +189,7 @@ class Replay:
 
         def read(count: int) -> None:
             metrics.replay_read(count)
+            self._keep_statistics(count)
             progress(count)
 
         groups = _groups([s for s in self.spans if s.count], os.cpu_count() or 1)
@@ -198,6 +203,15 @@ class Replay:
             self.applied = self._rebuild_spans(self.spans, read)
         self._restore_checks()
         return self.applied
+
+    def _keep_statistics(self, count: int) -> None:
+        """ANALYZE the shadow each time what was read since the last one is as much again as
+        what it held then (a few times a replay); between batches, in the replaying process or
+        beside its parts."""
+        self._rebuilt += count
+        if self._rebuilt >= self._analyze_at:
+            self._connection().execute(self.q["shadow_analyze"])
+            self._analyze_at = 2 * self._rebuilt
 
     def _rebuild_spans(self, spans: list[Span], progress: Callable[[int], None]) -> int:
         applier = Applier(
@@ -312,6 +326,7 @@ class Replay:
                 cursors = store.lock_cursors(conn, {item.partition for item in items})
                 fresh = [i for i in items if i.offset >= cursors[i.partition].next_offset]
                 applier.apply(conn, fresh, cursors, no_dead_letter_topic)
+            applier.committed()
 
         def rolled_back(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
