@@ -16,6 +16,7 @@ POSTED = PaymentState(resolution=Kind.POST, captured=500)
 
 def committed_batch(known: KnownStates) -> None:
     """A batch that leaves pay_a (partition 0) refunded and pay_b (partition 1) posted."""
+    known.begin()
     known.lookup(START, {"pay_a": P0, "pay_b": P1})
     known.stage({"pay_a": REFUNDED, "pay_b": POSTED}, {"pay_a": P0, "pay_b": P1}, AFTER)
     known.committed()
@@ -31,13 +32,15 @@ def test_a_committed_batch_s_states_are_known_to_the_next_batch() -> None:
 
 def test_a_batch_that_did_not_commit_leaves_nothing() -> None:
     known = KnownStates()
+    known.begin()
     known.lookup(START, {"pay_a": P0})
     known.stage({"pay_a": REFUNDED}, {"pay_a": P0}, AFTER)
-    # Rolled back: the caller never says committed, and the next batch starts over.
-    states, missing = known.lookup(START, {"pay_a": P0})
-    known.committed()  # a late call has nothing staged to keep
-    assert (states, missing) == ({}, ["pay_a"])
+    # Rolled back: the caller never says committed. The next batch has nothing to apply and
+    # commits: nothing of the first is kept.
+    known.begin()
+    known.committed()
     assert len(known) == 0
+    assert known.lookup(AFTER, {"pay_a": P0}) == ({}, ["pay_a"])
 
 
 def test_a_partition_someone_else_wrote_forgets_every_state() -> None:
@@ -64,6 +67,7 @@ def test_the_oldest_states_go_first_beyond_the_limit() -> None:
     known = KnownStates(limit=2)
     cursors = dict(START)
     for n in range(3):
+        known.begin()
         known.lookup(cursors, {f"pay_{n}": P0})
         cursors = {**cursors, P0: Cursor(n + 1, n + 1, bytes([n]) * 32)}
         known.stage({f"pay_{n}": POSTED}, {f"pay_{n}": P0}, cursors)

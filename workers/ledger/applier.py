@@ -69,6 +69,7 @@ class Applier:
         """
         self.postings.clear()
         self.dead_letter = dead_letter
+        self.known.begin()
         if not items:
             return cursors
         # A batch other than the one retried: forget what was decided about the previous one.

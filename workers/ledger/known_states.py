@@ -12,7 +12,8 @@ partition for a while, replay swapped the ledger, a batch went one message at a 
 message was dead-lettered), every state is dropped and the database asked again.
 
 A batch's states are staged while its transaction is open and kept only once the caller says
-it committed: a rolled-back batch leaves nothing behind.
+it committed; each batch ``begin``s by dropping what was staged: a rolled-back batch leaves
+nothing behind.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ class KnownStates:
         """The states known of ``payments`` (each with the partition its events are read
         from) and the payments to ask the database for, given the batch's ``cursors`` as
         locked: everything is forgotten when one of them is not where this process left it."""
-        self._staged = None
         if any(self._cursors.get(p, c) != c for p, c in cursors.items()):
             self.clear()
         known: dict[str, PaymentState] = {}
@@ -64,6 +64,10 @@ class KnownStates:
             else:
                 missing.append(payment)
         return known, missing
+
+    def begin(self) -> None:
+        """A new batch: what an earlier one staged and never committed is dropped."""
+        self._staged = None
 
     def stage(
         self,
