@@ -8,19 +8,16 @@ SELECT pg_advisory_xact_lock_shared(%(lock)s);
 -- name: generation_get
 SELECT generation FROM {schema}.state;
 
--- name: cursors_ensure
-INSERT INTO {schema}.cursors (source_topic, source_partition)
-SELECT t, p FROM unnest(%(topics)b::text[], %(partitions)b::int[]) AS w (t, p)
-ON CONFLICT DO NOTHING;
-
 -- name: cursors_lock
--- In key order, so two consumers (a rebalance overlap) never deadlock on them.
-SELECT c.source_topic, c.source_partition, c.next_offset, c.chain_seq, c.chain_hash
-FROM {schema}.cursors c
-JOIN unnest(%(topics)b::text[], %(partitions)b::int[]) AS w (t, p)
-  ON c.source_topic = w.t AND c.source_partition = w.p
-ORDER BY c.source_topic, c.source_partition
-FOR UPDATE OF c;
+-- Each partition's cursor, made when new, locked until the transaction ends: in one statement,
+-- the update that changes nothing takes the lock on an existing row (as FOR UPDATE would, then
+-- returning its latest version) and the insert holds a new one's. In key order, so two
+-- consumers (a rebalance overlap) never deadlock on them.
+INSERT INTO {schema}.cursors AS c (source_topic, source_partition)
+SELECT t, p FROM unnest(%(topics)b::text[], %(partitions)b::int[]) AS w (t, p)
+ORDER BY t, p
+ON CONFLICT (source_topic, source_partition) DO UPDATE SET next_offset = c.next_offset
+RETURNING c.source_topic, c.source_partition, c.next_offset, c.chain_seq, c.chain_hash;
 
 -- name: cursors_of_topic
 SELECT source_partition, next_offset FROM {schema}.cursors WHERE source_topic = %(topic)s;
@@ -98,11 +95,9 @@ INSERT INTO {schema}.dead_letters
 VALUES (%(topic)s, %(partition)s, %(offset)s, %(event_id)s, %(error_type)s, %(error)s);
 
 -- name: constraints_now
--- Fires the deferred balance checks at once, so a failure is caught inside a savepoint.
-SET CONSTRAINTS ALL IMMEDIATE;
-
--- name: constraints_deferred
-SET CONSTRAINTS ALL DEFERRED;
+-- Fires the deferred balance checks at once, so a failure is caught inside a savepoint, then
+-- defers them again: two statements in one round trip (no parameters, so never prepared).
+SET CONSTRAINTS ALL IMMEDIATE; SET CONSTRAINTS ALL DEFERRED;
 
 -- name: balances
 SELECT a.id, a.code, a.merchant_id, a.currency, a.normal_side,

@@ -126,7 +126,6 @@ class LedgerStore:
     def lock_cursors(self, conn: Conn, partitions: Iterable[Partition]) -> dict[Partition, Cursor]:
         wanted = sorted(set(partitions))
         params = {"topics": [t for t, _ in wanted], "partitions": [p for _, p in wanted]}
-        conn.execute(self.q["cursors_ensure"], params)
         rows = conn.execute(self.q["cursors_lock"], params).fetchall()
         return {(t, p): Cursor(int(n), int(seq), bytes(h)) for t, p, n, seq, h in rows}
 
@@ -200,7 +199,6 @@ class LedgerStore:
         if self.bulk:
             return  # nothing deferred: write() checked the balances
         conn.execute(self.q["constraints_now"])
-        conn.execute(self.q["constraints_deferred"])
 
 
 def _check_balanced(txn: TxnRecord) -> None:
