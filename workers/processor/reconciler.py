@@ -115,6 +115,9 @@ class Reconciler:
         if payment.reversed_charge_id:
             await self.store.release(payment.payment_id)
             return
+        # The window is over only for a lookup asked after its end: one asked just before the
+        # end and answered after it could miss a charge made in between.
+        asked_at = _now()
         charges, looked = await self.charging.look_up(payment)
         await self.store.attempt(
             payment.payment_id, looked.kind, looked.outcome, looked.detail, looked.duration_ms
@@ -122,7 +125,7 @@ class Reconciler:
         late = [c for c in charges or () if c.status == "succeeded"]
         if late:
             await self._reverse(payment, late[0])
-        elif charges is not None and watch_over(self.config, _failed_at(payment), _now()):
+        elif charges is not None and watch_over(self.config, _failed_at(payment), asked_at):
             await self.store.release(payment.payment_id)
         else:
             await self.store.defer(payment, self.charging.delay(payment))
