@@ -174,7 +174,9 @@ def test_the_late_charge_watch_ends_a_window_after_the_failure(
         wait_for(lambda: not _deferred(f, payment_id), timeout_s=30, what="the watch to end")
         # When the processor settled the payment as failed (the failed event is stamped a
         # little later, once the settling transaction has staged it).
-        failed_at = _settled_at(f, payment_id)
+        state = f.processor_state(payment_id)
+        assert state is not None
+        failed_at = state["settled_at"]
         looked_up = [a["created_at"] for a in _attempts(f, payment_id) if a["kind"] == "lookup"]
         # It watched the whole window, measured from the failure: its last lookup was asked
         # after the window's end (the attempt is recorded once answered).
@@ -352,16 +354,6 @@ def _settled(f: Flow, payment_id: str) -> bool:
 
 def _sim_stats(f: Flow) -> dict[str, Any]:
     return dict(httpx.get(f.sim_url + "/_sim/stats").json())
-
-
-def _settled_at(f: Flow, payment_id: str) -> datetime:
-    with psycopg.connect(admin_url(f.settings)) as conn:
-        row = conn.execute(
-            "SELECT settled_at FROM processor.payments WHERE payment_id = %s", (payment_id,)
-        ).fetchone()
-    assert row is not None
-    assert isinstance(row[0], datetime)
-    return row[0]
 
 
 def _attempts(f: Flow, payment_id: str) -> list[dict[str, Any]]:

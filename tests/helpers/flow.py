@@ -139,8 +139,8 @@ class Flow:
     def processor_state(self, payment_id: str) -> dict[str, Any] | None:
         with psycopg.connect(admin_url(self.settings)) as conn:
             row = conn.execute(
-                "SELECT state, charge_id, failure_reason, next_check_at, reversed_charge_id, refunded_amount"
-                " FROM processor.payments WHERE payment_id = %s",
+                "SELECT state, charge_id, failure_reason, next_check_at, reversed_charge_id,"
+                " refunded_amount, settled_at FROM processor.payments WHERE payment_id = %s",
                 (payment_id,),
             ).fetchone()
         if row is None:
@@ -152,6 +152,7 @@ class Flow:
             "next_check_at",
             "reversed_charge_id",
             "refunded_amount",
+            "settled_at",
         )
         return dict(zip(keys, row, strict=True))
 
