@@ -288,19 +288,22 @@ class HttpGateway:
         method = request.method
         try:
             response = await self._http.send(request)
-        except httpx.TimeoutException as exc:
+        except httpx.TransportError as exc:  # no answer to go by: a timeout, a lost connection
             metrics.attempted(method, path, exc)
-            raise _Retryable("timeout") from None
-        except AnswerRefused as exc:
-            metrics.attempted(method, path, exc)
-            raise _Retryable("answer_refused") from None
-        except httpx.TransportError as exc:
-            metrics.attempted(method, path, exc)
-            raise _Retryable("connection") from None
+            raise _Retryable(_unanswered(exc)) from None
         metrics.attempted(method, path, None, response.status_code)
         if response.status_code >= 500 or response.status_code in RETRYABLE_4XX:
             raise _Retryable(f"http_{response.status_code}")
         return response
+
+
+def _unanswered(exc: httpx.TransportError) -> str:
+    """Why a call has no answer to go by, as its outcome's reason."""
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, AnswerRefused):
+        return "answer_refused"
+    return "connection"
 
 
 def card_body(request: ChargeRequest) -> dict[str, Any]:
