@@ -23,8 +23,9 @@ SCHEMA = "ledger_bulk_test"
 
 
 def checks_of(db: Conn, schema: str) -> list[tuple[str, str, str, str]]:
-    """The schema's foreign keys and constraint triggers, with its name taken out."""
-    rows = db.execute(queries(schema)["bulk_deferrable_checks"], {"schema": schema}).fetchall()
+    """What a load suspends of the schema, with its name taken out."""
+    params = {"schema": schema, "unread": list(bulk.UNREAD_WHILE_LOADING)}
+    rows = db.execute(queries(schema)["bulk_deferrable_checks"], params).fetchall()
     return [(k, t, n, d.replace(f"{schema}.", "<schema>.")) for k, t, n, d in rows]
 
 
@@ -35,7 +36,8 @@ def test_a_swapped_in_ledger_has_every_check_a_fresh_install_has(
     scenario = mixed(12)
     build(settings, db, scenario)
     installed = checks_of(db, "ledger")
-    assert {k for k, *_ in installed} == {"foreign key", "trigger"}
+    assert {k for k, *_ in installed} == {"foreign key", "trigger", "unique", "index"}
+    assert {n for _, _, n, _ in installed} >= set(bulk.UNREAD_WHILE_LOADING), "none renamed"
     with Replay(settings, from_offset=0) as job:
         job.prepare()
         assert checks_of(db, "ledger_shadow") == [], "suspended while the shadow loads"
@@ -97,4 +99,19 @@ def test_restoring_the_checks_refuses_rows_that_break_a_foreign_key(
         (uuid.uuid4(), uuid.uuid4(), GENESIS, GENESIS),
     )
     with pytest.raises(bulk.BulkLoadRefused, match="transactions_event_id_fkey"):
+        bulk.restore(db, SCHEMA, loading)
+
+
+def test_restoring_the_checks_refuses_rows_that_break_a_unique_index_dropped_for_the_load(
+    db: Conn, loading: list[bulk.Suspended]
+) -> None:
+    # Two transactions at one position of a partition's hash chain: its index was not there.
+    for offset in (0, 1):
+        db.execute(
+            f"INSERT INTO {SCHEMA}.transactions (id, kind, payment_id, merchant_id, event_id,"
+            " source_topic, source_partition, source_offset, seq, prev_hash, hash)"
+            " VALUES (%s, 'authorize', %s, 'mer_a', %s, 't', 0, %s, 1, %s, %s)",
+            (uuid.uuid4(), f"pay_{offset}", uuid.uuid4(), offset, GENESIS, GENESIS),
+        )
+    with pytest.raises(bulk.BulkLoadRefused, match="transactions_chain_position"):
         bulk.restore(db, SCHEMA, loading)

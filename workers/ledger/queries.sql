@@ -45,7 +45,8 @@ WITH per_phase AS (
     FROM {schema}.transactions t
     JOIN {schema}.entries e ON e.txn_id = t.id
     WHERE t.payment_id = ANY(%(payment_ids)b::text[])
-    GROUP BY t.id, e.phase
+    -- Every column named: a replay's shadow loads without the primary key (workers.ledger.bulk).
+    GROUP BY t.id, t.kind, t.payment_id, t.merchant_id, t.reference, e.phase
 ), txns AS (
     SELECT id, kind, payment_id, merchant_id, reference, min(currency) AS currency,
            max(debits)::bigint AS amount,
@@ -434,8 +435,9 @@ ALTER SCHEMA {schema} RENAME TO {live};
 SELECT public.ledger_install(%(live)s), public.ledger_install(%(previous)s);
 
 -- name: bulk_deferrable_checks
--- The per-row checks of a schema that a bulk load can do without until it is complete: its
--- foreign keys and its constraint triggers, each with the DDL that creates it again.
+-- The per-row work of a schema that a bulk load can do without until it is complete: its
+-- foreign keys, its constraint triggers, and the indexes named in %(unread)s (unique ones as
+-- their constraints), each with the DDL that creates it again.
 SELECT 'foreign key' AS kind, r.relname, c.conname, pg_get_constraintdef(c.oid)
 FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid
 WHERE c.connamespace = %(schema)s::regnamespace AND c.contype = 'f'
@@ -443,4 +445,12 @@ UNION ALL
 SELECT 'trigger', r.relname, t.tgname, pg_get_triggerdef(t.oid)
 FROM pg_trigger t JOIN pg_class r ON r.oid = t.tgrelid
 WHERE r.relnamespace = %(schema)s::regnamespace AND t.tgconstraint <> 0 AND NOT t.tgisinternal
+UNION ALL
+SELECT CASE WHEN c.oid IS NULL THEN 'index' ELSE 'unique' END, r.relname, i.relname,
+       CASE WHEN c.oid IS NULL THEN pg_get_indexdef(i.oid) ELSE pg_get_constraintdef(c.oid) END
+FROM pg_index x
+JOIN pg_class i ON i.oid = x.indexrelid
+JOIN pg_class r ON r.oid = x.indrelid
+LEFT JOIN pg_constraint c ON c.conindid = i.oid AND c.conrelid = r.oid AND c.contype IN ('p', 'u')
+WHERE r.relnamespace = %(schema)s::regnamespace AND i.relname = ANY(%(unread)s::text[])
 ORDER BY 1, 2, 3;
