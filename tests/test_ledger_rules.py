@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections import Counter
 from typing import Any
@@ -28,7 +30,7 @@ from workers.core.events import (
     Succeeded,
 )
 from workers.core.status import CancellationReason
-from workers.ledger.chain import GENESIS, digest
+from workers.ledger.chain import GENESIS, EntryRecord, TxnRecord, digest
 from workers.ledger.posting import NeedsRetry, Planner, _event_row
 from workers.ledger.rules import (
     STANDARD_RULES,
@@ -343,6 +345,33 @@ def test_the_hash_covers_every_entry() -> None:
     record = chained.record
     tampered = record._replace(entries=(record.entries[0]._replace(amount=999), record.entries[1]))
     assert digest(GENESIS, tampered) != chained.hash
+
+
+def test_the_hash_is_sha256_of_the_previous_one_and_the_documented_canonical_json() -> None:
+    """Every stored hash depends on these bytes: whatever encoder digest() uses, they must stay
+    json.dumps(body, separators=(",", ":"), ensure_ascii=False) in UTF-8."""
+    awkward = "".join(chr(c) for c in range(0x800)) + "\u2028\u2029\ufeff\U0001f600\"'\\"
+    prev = hashlib.sha256(b"previous").digest()
+    for text, pending_of, number in [
+        (awkward, uuid.uuid4(), 2**63 - 1),
+        ("pay_1", None, 0),
+        ("ré\x00f\n", uuid.UUID(int=0), 1),
+    ]:
+        record = TxnRecord(
+            uuid.uuid4(), "refund", text, text[::-1], text, pending_of, uuid.uuid4(),
+            "t.payments", number % 7, number, number + 1,
+            (EntryRecord(2, text, "credit", "posted", number, "EUR"),
+             EntryRecord(1, "refunds_paid:EUR", "debit", "posted", number, "EUR")),
+        )  # fmt: skip
+        body = [
+            record.seq, str(record.id), record.kind, record.payment_id, record.merchant_id,
+            record.reference, None if pending_of is None else str(pending_of),
+            str(record.event_id), record.topic, record.partition, record.offset,
+            [[1, "refunds_paid:EUR", "debit", "posted", number, "EUR"],
+             [2, text, "credit", "posted", number, "EUR"]],
+        ]  # fmt: skip
+        canonical = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        assert digest(prev, record) == hashlib.sha256(prev + canonical).digest()
 
 
 def test_transaction_ids_are_uuid5_of_the_event_id_and_index() -> None:

@@ -8,15 +8,13 @@ derived from the event log is hashed (no timestamps), so a replay rebuilds ident
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from operator import attrgetter
 from typing import Final, NamedTuple
 
+from pydantic_core import to_json
+
 GENESIS: Final = bytes(32)
-# What json.dumps(body, separators=(",", ":"), ensure_ascii=False) uses, made once: dumps
-# with arguments builds a new encoder per call (~1 us a transaction in a replay).
-_CANONICAL: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _BY_LINE: Final = attrgetter("line")
 
 
@@ -49,7 +47,12 @@ class TxnRecord(NamedTuple):
 
 
 def digest(prev_hash: bytes, txn: TxnRecord) -> bytes:
-    """sha256(previous hash || canonical JSON of the transaction and its entries)."""
+    """sha256(previous hash || canonical JSON of the transaction and its entries).
+
+    The canonical JSON is ``json.dumps(body, separators=(",", ":"), ensure_ascii=False)``
+    encoded as UTF-8, byte for byte; pydantic-core's encoder writes the same bytes for these
+    values (strings, integers, None, lists) in a fifth of the time, and a test holds the two
+    equal, since every stored hash depends on them."""
     body = [
         txn.seq,
         str(txn.id),
@@ -67,5 +70,4 @@ def digest(prev_hash: bytes, txn: TxnRecord) -> bytes:
             for e in sorted(txn.entries, key=_BY_LINE)
         ],
     ]
-    canonical = _CANONICAL.encode(body).encode()
-    return hashlib.sha256(prev_hash + canonical).digest()
+    return hashlib.sha256(prev_hash + to_json(body)).digest()
