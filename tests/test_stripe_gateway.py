@@ -18,6 +18,7 @@ from tests.helpers.servers import free_port
 from tests.helpers.stripe_faults import Fault, faulty_front
 from tests.helpers.stripe_mock import StripeMock, stripe_mock
 from workers.core.config import GatewaySettings, StripeSettings
+from workers.core.outbound_http import MAX_ANSWER_BYTES
 from workers.processor.connectors.stripe import StripeGateway
 from workers.processor.gateway import (
     Charged,
@@ -354,6 +355,30 @@ def test_a_gateway_nobody_answers_at_is_unknown_and_a_lookup_unreachable() -> No
     assert run(url, lambda g: g.charge(charge())) == Unknown("connection")
     with pytest.raises(GatewayUnreachable, match="connection"):
         run(url, lambda g: g.look_up(PAYMENT))
+
+
+def test_an_answer_over_the_bound_is_refused_unread_and_the_outcome_unknown(
+    mocks: dict[str, StripeMock],
+) -> None:
+    """Stripe's answer is outside input too: one of 2 MiB (a charge that succeeded, padded) is
+    read no further than MAX_ANSWER_BYTES, retried with the same key, then unknown."""
+    padded = {"id": "pi_3X", "object": "payment_intent", "status": "succeeded",
+              "amount_received": 1999, "metadata": {"flowpay_payment_id": PAYMENT},
+              "description": "x" * (2 * MAX_ANSWER_BYTES)}  # fmt: skip
+    faults = [Fault(200, body=padded)] * 3
+    with faulty_front(mocks["succeeded"].url, *faults) as front:
+        outcome = run(front.url, lambda g: g.charge(charge()), max_retries=2)
+    assert outcome == Unknown("answer_refused")
+    assert front.keys() == [charge_key(PAYMENT)] * 3
+
+
+def test_a_servers_cookies_are_neither_kept_nor_sent_back(mocks: dict[str, StripeMock]) -> None:
+    fault = Fault(503, {"type": "api_error"}, {"Set-Cookie": "tracker=abc; Path=/"})
+    with faulty_front(mocks["succeeded"].url, fault) as front:
+        outcome = run(front.url, lambda g: g.charge(charge()))
+    assert isinstance(outcome, Charged)
+    assert len(front.seen) == 2
+    assert "cookie" not in front.seen[1]
 
 
 def test_a_card_error_answer_is_a_decline_at_once(mocks: dict[str, StripeMock]) -> None:

@@ -1,7 +1,8 @@
 """The Stripe connector: FlowPay's gateway operations on Stripe's official SDK.
 
-It uses the SDK's async client (``StripeClient`` with its httpx-based ``HTTPXClient``), so calls
-run on the processor's event loop like the simulator's: hundreds in flight cost no threads.
+It uses the SDK's async client (``StripeClient``) over FlowPay's outbound HTTP (``StripeHTTP``),
+so calls run on the processor's event loop like the simulator's: hundreds in flight cost no
+threads, and answers are bounded as the simulator's are.
 The SDK's own retries are off; one policy, FlowPay's, retries with tenacity
 (``workers.core.retry``): 429, ``Stripe-Should-Retry: true``, 409, 5xx, timeouts and lost
 connections, each attempt under one deadline (``gateway.stripe.timeout_s``), each with the
@@ -38,6 +39,7 @@ from workers.core.stripe_terms import (
 )
 from workers.processor import metrics
 from workers.processor.connectors import stripe_outcomes as outcomes
+from workers.processor.connectors.stripe_http import StripeHTTP
 from workers.processor.gateway import (
     Charged,
     ChargeOutcome,
@@ -91,7 +93,7 @@ class StripeGateway:
         self._return_url = stripe_config.return_url
         self._attempts = config.max_retries + 1
         self._wait = jittered(config.backoff_base_s, config.backoff_max_s)
-        self._http = stripe.HTTPXClient(timeout=stripe_config.timeout_s)
+        self._http = StripeHTTP(stripe_config.timeout_s, config.max_connections)
         self._client = stripe.StripeClient(
             stripe_config.api_key.get_secret_value(),
             base_addresses={"api": stripe_config.base_url},
@@ -103,7 +105,7 @@ class StripeGateway:
         return "StripeGateway()"  # never the key
 
     async def close(self) -> None:
-        await self._http.close_async()  # type: ignore[no-untyped-call]
+        await self._http.close_async()
 
     # --- payments ------------------------------------------------------------------------
 

@@ -13,10 +13,10 @@ A PaymentIntent, by its status (what creating it answered, or what a look-up fou
     canceled                                    -> Canceled
 
 An error (``verdict``): a card error is a decline with its reason; 429, ``Stripe-Should-Retry:
-true``, 409, 5xx, timeouts and lost connections are retried, and once the retries run out the
-outcome is *unknown* (looked up, never a decline); 401/403 are unknown too (nothing was done,
-and once the key is mended the reconciler's next try goes through); any other refusal (400, 404)
-is ``Rejected``. Everything read from an answer is bounded and checked: an answer that does
+true``, 409, 5xx, timeouts, lost connections and answers refused unread (over their bound, or
+compressed) are retried, and once the retries run out the outcome is *unknown* (looked up, never
+a decline); 401/403 are unknown too (nothing was done, and once the key is mended the
+reconciler's next try goes through); any other refusal (400, 404) is ``Rejected``. Everything read from an answer is bounded and checked: an answer that does
 not fit is ``MalformedAnswer``, which the connector treats as unknown.
 """
 
@@ -29,6 +29,7 @@ from typing import Any, Final
 import httpx
 import stripe
 
+from workers.core.outbound_http import AnswerRefused
 from workers.core.stripe_terms import ID, WORD, as_code, failure_reason
 from workers.processor.gateway import (
     Charged,
@@ -168,11 +169,19 @@ def verdict(error: Exception) -> Verdict:
         reason = "timeout" if isinstance(error, TimeoutError) else "malformed_answer"
         return Verdict(isinstance(error, TimeoutError), Unknown(reason))
     if isinstance(error, stripe.APIConnectionError):
-        timed_out = isinstance(error.__cause__, httpx.TimeoutException)
-        return Verdict(True, Unknown("timeout" if timed_out else "connection"))
+        return Verdict(True, Unknown(_unanswered(error.__cause__)))
     if not isinstance(error, stripe.StripeError):
         raise TypeError(f"not an answer from Stripe: {type(error).__name__}") from error
     return _answered(error)
+
+
+def _unanswered(cause: BaseException | None) -> str:
+    """Why a call got no answer FlowPay would read."""
+    if isinstance(cause, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(cause, AnswerRefused):
+        return "answer_refused"  # over its bound, or compressed unasked
+    return "connection"
 
 
 def _answered(error: stripe.StripeError) -> Verdict:
