@@ -53,7 +53,7 @@ UNREAD_WHILE_LOADING: Final = (
 )
 # Dropped in this order (a foreign key before the unique index it references), created again
 # in the reverse one (each foreign key over rows already unique, the triggers last).
-_DROP_ORDER: Final = ("foreign key", "trigger", "unique", "index")
+_DROP_ORDER: Final = ("trigger", "foreign key", "unique", "index")
 
 
 def suspend(conn: Conn, schema: str) -> list[Suspended]:
