@@ -16,8 +16,9 @@ An error (``verdict``): a card error is a decline with its reason; 429, ``Stripe
 true``, 409, 5xx, timeouts, lost connections and answers refused unread (over their bound, or
 compressed) are retried, and once the retries run out the outcome is *unknown* (looked up, never
 a decline); 401/403 are unknown too (nothing was done, and once the key is mended the
-reconciler's next try goes through); any other refusal (400, 404) is ``Rejected``. Everything read from an answer is bounded and checked: an answer that does
-not fit is ``MalformedAnswer``, which the connector treats as unknown.
+reconciler's next try goes through); any other refusal (400, 404) is ``Rejected``. Everything
+read from an answer is bounded and checked: an answer that does not fit is ``MalformedAnswer``,
+which the connector treats as unknown.
 """
 
 from __future__ import annotations
