@@ -7,8 +7,9 @@
    batch to the shadow with the same planner and applier as ``run-ledger`` (one transaction per
    batch; messages that cannot be applied are recorded in the shadow, not dead-lettered again).
    The shadow loads in bulk: its foreign keys, balance triggers and the indexes a load never
-   reads are suspended from ``prepare`` to the end of ``rebuild`` (``workers.ledger.bulk`` says how nothing gets past them); groups of
-   partitions are rebuilt in parallel, a process per core (``workers.ledger.fanout``).
+   reads are suspended from ``prepare`` to the end of ``rebuild`` (``workers.ledger.bulk`` says
+   how nothing gets past them); groups of partitions are rebuilt in parallel, a process per core
+   (``workers.ledger.fanout``).
 3. ``verify`` runs every ``ledger check`` on the shadow; ``changes`` lists the balances the
    rebuild changes, against the live entries below the same offsets.
 4. ``swap``: under the lock every run-ledger batch holds shared, the live schema becomes
