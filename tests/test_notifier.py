@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 from psycopg_pool import AsyncConnectionPool
 
 from tests.conftest import env_for, flowpay
@@ -36,11 +37,18 @@ from workers.core.endpoint_events import (
     new_endpoint_event,
 )
 from workers.core.events import Event, EventType, Initiated, Succeeded, new_event
-from workers.core.kafka import produce_sync
+from workers.core.kafka import (
+    TopicPartition,
+    make_consumer,
+    make_producer,
+    produce_sync,
+    watermarks,
+)
 from workers.core.sealing import keyring
 from workers.core.sql import load_queries
-from workers.core.topics import topics
-from workers.notifier.endpoint_catch_up import EndpointCatchUp
+from workers.core.topics import GROUP_NOTIFIER_ENDPOINTS, topics
+from workers.notifier import endpoint_catch_up
+from workers.notifier.endpoint_catch_up import EndpointCatchUp, EndpointsBehind
 from workers.notifier.intake import Intake
 from workers.notifier.posting import Result
 from workers.notifier.sender import Due, Sender
@@ -202,6 +210,40 @@ def test_intake_records_a_batch_in_one_go_each_event_once(settings: Settings, sh
 
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_the_wait_for_endpoint_changes_ends_at_its_bound_and_passes_once_they_are_applied(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing applies a change published before the batch: the wait gives up at its bound
+    (EndpointsBehind: the batch is retried later) rather than hold the intake for ever, and the
+    waiting gauge goes back down; once the group has committed past the change, it passes."""
+    monkeypatch.setattr(endpoint_catch_up, "WAIT_S", 0.5)
+    topic = topics(settings).webhook_endpoints
+    producer = make_producer(settings, "api")
+    produce_sync(producer, topic, key=b"we_1", value=b"{}")
+
+    async def wait_for_changes() -> None:
+        catch_up = EndpointCatchUp(settings)
+        try:
+            await catch_up.since(time.monotonic())
+        finally:
+            catch_up.close()
+
+    with pytest.raises(EndpointsBehind, match=r"not applied within 0\.5s"):
+        asyncio.run(wait_for_changes())
+    assert REGISTRY.get_sample_value("flowpay_webhook_intake_waiting_for_endpoints") == 0
+
+    group = make_consumer(settings, GROUP_NOTIFIER_ENDPOINTS, "notifier")
+    try:
+        ends = [
+            TopicPartition(topic, p, watermarks(group, topic, p)[1])
+            for p in group.list_topics(topic, timeout=10).topics[topic].partitions
+        ]
+        group.commit(offsets=ends, asynchronous=False)
+    finally:
+        group.close()
+    asyncio.run(wait_for_changes())
 
 
 def test_a_payment_after_an_endpoint_change_waits_for_it_to_be_applied(
