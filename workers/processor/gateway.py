@@ -290,19 +290,20 @@ class HttpGateway:
             response = await self._http.send(request)
         except httpx.TransportError as exc:  # no answer to go by: a timeout, a lost connection
             metrics.attempted(method, path, exc)
-            raise _Retryable(_unanswered(exc)) from None
+            raise _Retryable(unanswered(exc)) from None
         metrics.attempted(method, path, None, response.status_code)
         if response.status_code >= 500 or response.status_code in RETRYABLE_4XX:
             raise _Retryable(f"http_{response.status_code}")
         return response
 
 
-def _unanswered(exc: httpx.TransportError) -> str:
-    """Why a call has no answer to go by, as its outcome's reason."""
+def unanswered(exc: BaseException | None) -> str:
+    """Why a call has no answer to go by (``exc``: what outbound HTTP raised), as its outcome's
+    reason; every connector's calls go over ``workers.core.outbound_http``."""
     if isinstance(exc, httpx.TimeoutException):
         return "timeout"
     if isinstance(exc, AnswerRefused):
-        return "answer_refused"
+        return "answer_refused"  # over its bound, or compressed unasked
     return "connection"
 
 

@@ -27,10 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-import httpx
 import stripe
 
-from workers.core.outbound_http import AnswerRefused
 from workers.core.stripe_terms import ID, WORD, as_code, failure_reason
 from workers.processor.gateway import (
     Charged,
@@ -40,6 +38,7 @@ from workers.processor.gateway import (
     RefundOutcome,
     Rejected,
     Unknown,
+    unanswered,
 )
 from workers.processor.operations import (
     Authorized,
@@ -170,19 +169,10 @@ def verdict(error: Exception) -> Verdict:
         reason = "timeout" if isinstance(error, TimeoutError) else "malformed_answer"
         return Verdict(isinstance(error, TimeoutError), Unknown(reason))
     if isinstance(error, stripe.APIConnectionError):
-        return Verdict(True, Unknown(_unanswered(error.__cause__)))
+        return Verdict(True, Unknown(unanswered(error.__cause__)))
     if not isinstance(error, stripe.StripeError):
         raise TypeError(f"not an answer from Stripe: {type(error).__name__}") from error
     return _answered(error)
-
-
-def _unanswered(cause: BaseException | None) -> str:
-    """Why a call got no answer FlowPay would read."""
-    if isinstance(cause, httpx.TimeoutException):
-        return "timeout"
-    if isinstance(cause, AnswerRefused):
-        return "answer_refused"  # over its bound, or compressed unasked
-    return "connection"
 
 
 def _answered(error: stripe.StripeError) -> Verdict:
