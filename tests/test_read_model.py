@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -232,6 +233,31 @@ def test_the_read_model_and_the_projection_apply_the_same_status_rules(
 def _unstartable(settings: Settings) -> Settings:
     """Settings whose consumer librdkafka refuses to create (the checks are bypassed)."""
     return override(settings, "kafka", session_timeout_ms=-1)
+
+
+def _native_names() -> dict[int, str]:
+    """This process's threads as the kernel names them, by thread id."""
+    tasks = Path(f"/proc/{os.getpid()}/task").iterdir()
+    return {int(task.name): (task / "comm").read_text().rstrip("\n") for task in tasks}
+
+
+def test_the_read_models_threads_are_named_for_the_os(settings: Settings, db: Conn) -> None:
+    start = initiated("pay_rn")
+    stored(db, start)
+    produce_events(settings, [start, ev(EventType.PROCESSING, "pay_rn", Processing())])
+    stop = threading.Event()
+    thread = read_model.start(settings, stop)
+    try:
+        consumed(settings, 2)
+        names = _native_names()
+        # Its own thread, and the engine's Kafka and handler threads (cut to 15 bytes).
+        assert thread.native_id is not None
+        assert names[thread.native_id] == read_model.ROLE
+        assert sum(name == f"{read_model.ROLE}-" for name in names.values()) >= 2, names
+    finally:
+        stop.set()
+        thread.join(30)
+    assert db.execute("SELECT status FROM api.payments").fetchone() == ("processing",)
 
 
 def test_a_read_model_that_dies_stops_its_process(settings: Settings) -> None:

@@ -44,6 +44,7 @@ from workers.core.events import (
 from workers.core.projection import RELEASING, STATUS_ADVANCES, next_action_of
 from workers.core.sql import load_queries
 from workers.core.status import PaymentStatus
+from workers.core.threads import name_native
 from workers.core.topics import GROUP_API
 
 Q = load_queries("workers.api")
@@ -219,6 +220,7 @@ def start(
     pool = make_pool(settings, "api", name=ROLE)
 
     def consume() -> None:
+        name_native()
         try:
             run(settings, subscriber(ReadModel(pool, settings.api.events_retention_days)), stop)
         except BaseException:

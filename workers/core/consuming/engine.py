@@ -31,6 +31,7 @@ from workers.core.kafka import (
 )
 from workers.core.loop import run_async
 from workers.core.metrics import LagProbe
+from workers.core.threads import name_native
 from workers.core.topics import topics
 
 log = logging.getLogger(__name__)
@@ -82,9 +83,13 @@ class Engine:
         )
         self.stopping = asyncio.Event()
         # Every call on the consumer from one thread, one at a time; handlers in their own.
-        self._kafka = ThreadPoolExecutor(1, thread_name_prefix=f"{self.role}-kafka")
+        self._kafka = ThreadPoolExecutor(
+            1, thread_name_prefix=f"{self.role}-kafka", initializer=name_native
+        )
         self._pool = ThreadPoolExecutor(
-            subscriber.max_in_flight, thread_name_prefix=f"{self.role}-handler"
+            subscriber.max_in_flight,
+            thread_name_prefix=f"{self.role}-handler",
+            initializer=name_native,
         )
         self.caller = Caller(
             group=subscriber.group,
