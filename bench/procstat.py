@@ -55,6 +55,26 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def threads_cpu_seconds(pid: int, prefixes: tuple[str, ...]) -> float:
+    """CPU time of the live threads of ``pid``'s tree whose kernel name starts with one of
+    ``prefixes`` (``workers.core.threads`` names them)."""
+    total = 0
+    for member in tree(pid):
+        try:
+            tasks = list(Path(f"/proc/{member}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                name = (task / "comm").read_text().rstrip("\n")
+            except OSError:
+                continue  # the thread ended meanwhile
+            fields = stat_fields(member, int(task.name)) if name.startswith(prefixes) else []
+            if fields:
+                total += int(fields[11]) + int(fields[12])
+    return total / _TICKS
+
+
 def machine_jiffies() -> tuple[int, int]:
     """(all, idle) CPU time of the whole machine so far, in clock ticks (/proc/stat)."""
     fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]

@@ -62,11 +62,13 @@ def _settled_cmdline(pid: int) -> str | None:
         time.sleep(0.01)
 
 
-def stat_fields(pid: int) -> list[str]:
-    """The fields of /proc/<pid>/stat after the command name (state, ppid, ..., flags, ...,
-    utime, stime, cutime, cstime, ...); none once the process is gone."""
+def stat_fields(pid: int, task: int | None = None) -> list[str]:
+    """The fields of /proc/<pid>/stat (or of one of its threads, /proc/<pid>/task/<task>/stat)
+    after the command name (state, ppid, ..., flags, ..., utime, stime, cutime, cstime, ...);
+    none once the process or thread is gone."""
+    where = f"/proc/{pid}" if task is None else f"/proc/{pid}/task/{task}"
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"{where}/stat").read_text()
     except OSError:
         return []
     # The command name may hold spaces and parentheses: split after its closing one.
