@@ -27,7 +27,8 @@ run: infra  ## install, start the whole local stack, print where everything is, 
 
 test: infra lint stripe-mock browser  ## install, start PostgreSQL and Kafka, run the whole suite
 	$(BIN)/pytest
-	$(BIN)/pytest -m 'chaos or serial' -n 0
+	$(BIN)/pytest -m chaos -n 3
+	$(BIN)/pytest -m serial -n 0
 
 chaos: install  ## the chaos scenario at full size (python -m chaos --help), then a random contract run
 	$(BIN)/python -m chaos

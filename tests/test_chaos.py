@@ -1,7 +1,8 @@
 """The chaos scenario, CI-sized: a few hundred payments, one fault of each kind, every invariant.
 
 It runs on a stack of its own (it kills its Kafka and restarts its PostgreSQL), so the shared
-stack is untouched; `make test` runs it after the main suite (`pytest -m chaos -n 0`).
+stack is untouched; `make test` runs it after the main suite, its three tests at once on their
+three stacks (`pytest -m chaos -n 3`): loaded together, every invariant must hold all the same.
 """
 
 from __future__ import annotations
