@@ -12,11 +12,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
-
 from chaos import stack as stack_
 from chaos.receiver import FAILING, HANGING, HEALTHY, Receiver
 from chaos.roles import KILLABLE, Roles
+from workers.core import local_http
 
 # A rate high enough that most charges in the window meet the fault.
 GATEWAY_FAULTS = {
@@ -122,5 +121,7 @@ class Injector:
             self.roles.remove(instance)
 
     def _sim_faults(self, flags: dict[str, float]) -> None:
-        response = httpx.post(f"{self.stack.sim_url}/_sim/faults", json=flags, timeout=10)
+        response = local_http.client().post(
+            f"{self.stack.sim_url}/_sim/faults", json=flags, timeout=10
+        )
         response.raise_for_status()

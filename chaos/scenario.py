@@ -31,6 +31,7 @@ from chaos.load import Load, Merchant, Sent
 from chaos.receiver import Receiver, receiving
 from chaos.roles import Roles, start_roles
 from workers.api.merchants import create_merchant
+from workers.core import local_http
 from workers.core.db import connect
 from workers.core.sealing import keyring
 from workers.core.sql import load_queries
@@ -349,7 +350,7 @@ def _get_json(url: str, **kwargs: Any) -> Any:
     deadline = time.monotonic() + 60
     while True:
         try:
-            response = httpx.get(url, timeout=30, **kwargs)
+            response = local_http.client().get(url, timeout=30, **kwargs)
             if response.status_code < 500 or time.monotonic() > deadline:
                 response.raise_for_status()
                 return response.json()

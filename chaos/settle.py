@@ -6,10 +6,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
 from chaos import eventlog
 from chaos.stack import ChaosStack
+from workers.core import local_http
 from workers.core.db import connect
 from workers.core.sql import load_queries
 from workers.core.status import TERMINAL
@@ -31,7 +30,7 @@ def sim_payouts(stack: ChaosStack) -> list[dict[str, Any]]:
 
 
 def _sim_list(stack: ChaosStack, what: str) -> list[dict[str, Any]]:
-    response = httpx.get(f"{stack.sim_url}/_sim/{what}", timeout=30)
+    response = local_http.client().get(f"{stack.sim_url}/_sim/{what}", timeout=30)
     response.raise_for_status()
     return list(response.json()["data"])
 
@@ -81,7 +80,7 @@ def in_flight(stack: ChaosStack) -> list[str]:
             if count:
                 left.append(f"{count} {what}")
         failed = {str(r[0]) for r in conn.execute(Q["failed_payments"]).fetchall()}
-    held = httpx.get(f"{stack.sim_url}/_sim/stats", timeout=10).json()["held"]
+    held = local_http.client().get(f"{stack.sim_url}/_sim/stats", timeout=10).json()["held"]
     if held:
         left.append(f"{held} gateway requests still held by the simulator")
     late = unreversed(sim_charges(stack), failed)

@@ -15,6 +15,7 @@ from tests.helpers import api as api_fixtures
 from tests.helpers.api import CARD, Api, error_of
 from tests.helpers.db import Conn
 from workers.api.idempotency import lock_id
+from workers.core import local_http
 from workers.core.config import Settings
 from workers.core.db import admin_url
 from workers.core.events import (
@@ -231,13 +232,17 @@ def test_missing_or_unknown_keys_are_401(
     headers = {"Idempotency-Key": "k1", "Content-Type": "application/json"}
     if authorization:
         headers["Authorization"] = authorization
-    response = httpx.post(api.url + "/v1/payments", content=json.dumps(CARD), headers=headers)
+    response = local_http.client().post(
+        api.url + "/v1/payments", content=json.dumps(CARD), headers=headers
+    )
     assert response.status_code == 401
     error = error_of(response)
     assert (error["type"], error["code"]) == ("authentication_error", code)
     assert count(db, "api.idempotency_keys", api) == 0
     assert (
-        httpx.get(api.url + "/v1/payments", headers={"Authorization": "Bearer nope"}).status_code
+        local_http.client()
+        .get(api.url + "/v1/payments", headers={"Authorization": "Bearer nope"})
+        .status_code
         == 401
     )
 
@@ -296,14 +301,14 @@ def test_cursor_of_another_merchant_is_404(api: Api) -> None:
 
 def test_unknown_routes_and_methods_use_the_envelope(api: Api) -> None:
     assert error_of(api.get("/v1/nothing-here"))["code"] == "resource_missing"
-    response = httpx.delete(api.url + "/v1/payments")
+    response = local_http.client().delete(api.url + "/v1/payments")
     assert response.status_code == 405
     assert error_of(response)["code"] == "method_not_allowed"
 
 
 def test_health_and_readiness(api: Api) -> None:
-    assert httpx.get(api.url + "/healthz").json() == {"status": "ok"}
-    assert httpx.get(api.url + "/readyz").json() == {"status": "ready"}
+    assert local_http.client().get(api.url + "/healthz").json() == {"status": "ok"}
+    assert local_http.client().get(api.url + "/readyz").json() == {"status": "ready"}
 
 
 # --- refunds -----------------------------------------------------------------------------

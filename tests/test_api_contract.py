@@ -21,12 +21,13 @@ from tests.helpers.api import CARD, Api, error_of
 from tests.helpers.contract import conforms
 from tests.helpers.db import Conn
 from workers.api.openapi import documented_codes
+from workers.core import local_http
 
 server, settings, api = api_fixtures.server, api_fixtures.settings, api_fixtures.api
 
 
 def document(api: Api) -> dict[str, Any]:
-    return dict(httpx.get(api.url + "/openapi.json").json())
+    return dict(local_http.client().get(api.url + "/openapi.json").json())
 
 
 def operation(doc: dict[str, Any], method: str, path: str) -> dict[str, Any]:
@@ -44,7 +45,7 @@ def stream(api: Api, payment_id: str, *, first_event: bool, **headers: str) -> h
         k.encode(): v.encode() for k, v in headers.items()
     }
     url = f"{api.url}/v1/payments/{payment_id}/events"
-    with httpx.stream("GET", url, headers=sent, timeout=30) as response:
+    with local_http.client().stream("GET", url, headers=sent, timeout=30) as response:
         body = b""
         if response.status_code != 200:
             body = response.read()
@@ -73,7 +74,9 @@ def stream(api: Api, payment_id: str, *, first_event: bool, **headers: str) -> h
 def test_405_allows_every_method_the_path_takes(
     api: Api, method: str, path: str, allowed: str
 ) -> None:
-    response = httpx.request(method, api.url + path, headers={"Authorization": f"Bearer {api.key}"})
+    response = local_http.client().request(
+        method, api.url + path, headers={"Authorization": f"Bearer {api.key}"}
+    )
     assert response.status_code == 405
     assert error_of(response)["code"] == "method_not_allowed"
     assert response.headers["allow"] == allowed

@@ -15,6 +15,7 @@ import pytest
 from tests.helpers import api as api_fixtures
 from tests.helpers.api import CARD, Api, error_of, table_counts
 from tests.helpers.db import Conn
+from workers.core import local_http
 
 JSON = {"Content-Type": "application/json"}
 
@@ -113,7 +114,9 @@ def test_huge_streamed_body_without_length_is_413(api: Api, db: Conn) -> None:
 
     def send() -> httpx.Response:
         headers = {"Authorization": f"Bearer {api.key}", "Idempotency-Key": "big", **JSON}
-        return httpx.post(api.url + "/v1/payments", content=chunks(), headers=headers, timeout=60)
+        return local_http.client().post(
+            api.url + "/v1/payments", content=chunks(), headers=headers, timeout=60
+        )
 
     _refused(db, send, 413, "request_too_large")
 
@@ -131,7 +134,9 @@ def _post_with_key(api: Api, key: bytes) -> httpx.Response:
         b"Idempotency-Key": key,
         **{name.encode(): value.encode() for name, value in JSON.items()},
     }
-    return httpx.post(api.url + "/v1/payments", content=json.dumps(CARD), headers=headers)
+    return local_http.client().post(
+        api.url + "/v1/payments", content=json.dumps(CARD), headers=headers
+    )
 
 
 @pytest.mark.parametrize("key", [b"caf\xc3\xa9", b"\xff", "ключ".encode(), b"a b"])

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
 from selenium import webdriver
 
 from tests.helpers.api import CARD, Api, serving_api
@@ -30,6 +29,7 @@ from tests.helpers.flow import Flow, flow, paused
 from tests.helpers.servers import free_port, server_processes
 from tests.helpers.waiting import wait_for
 from workers.api.merchants import create_merchant, set_origins
+from workers.core import local_http
 from workers.core.config import Settings
 
 # One server process: the API restarts in half the time.
@@ -118,7 +118,7 @@ def test_the_page_follows_a_payment_through_an_api_restart_and_stops_at_204(
         # It ended on the API's 204 (its last reconnect, with Last-Event-ID: 3): the
         # EventSource is closed, which per the HTML standard means no reconnect ever again.
         assert browser.execute_script("return window.checkoutStream.readyState") == 2
-        answer = httpx.get(
+        answer = local_http.client().get(
             f"{f.api_url}/v1/payments/{payment['id']}/events",
             params={"client_secret": payment["client_secret"]},
             headers={"Last-Event-ID": "3", "Origin": f"http://127.0.0.1:{port}"},

@@ -15,6 +15,7 @@ from tests.helpers.api import CARD, Api, error_of
 from tests.helpers.db import Conn
 from workers.api.merchants import create_merchant, set_origins
 from workers.api.origins import OriginInvalid, check_origin, check_origins
+from workers.core import local_http
 from workers.core.config import Settings
 
 server, settings, api = api_fixtures.server, api_fixtures.settings, api_fixtures.api
@@ -35,7 +36,9 @@ def _browser(
     """A request as a browser sends it: no API key, the secret in the query string."""
     sent = {**headers, **({"Origin": origin} if origin else {})}
     params = {} if secret is None else {"client_secret": secret}
-    return httpx.request(method, api.url + path, params=params, headers=sent, timeout=30)
+    return local_http.client().request(
+        method, api.url + path, params=params, headers=sent, timeout=30
+    )
 
 
 def test_the_create_answer_and_the_merchants_get_carry_the_client_secret(api: Api) -> None:
@@ -158,7 +161,9 @@ def test_the_stream_opens_with_the_secret_in_the_reduced_view(api: Api, db: Conn
     set_origins(db, api.merchant_id, [SHOP])
     url = f"{api.url}/v1/payments/{payment['id']}/events"
     params = {"client_secret": payment["client_secret"]}
-    with httpx.stream("GET", url, params=params, headers={"Origin": SHOP}, timeout=30) as r:
+    with local_http.client().stream(
+        "GET", url, params=params, headers={"Origin": SHOP}, timeout=30
+    ) as r:
         assert r.status_code == 200
         assert r.headers["access-control-allow-origin"] == SHOP
         lines = r.iter_lines()

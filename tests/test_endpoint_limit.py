@@ -14,6 +14,7 @@ from tests.conftest import env_for, flowpay
 from tests.helpers.api import api_server, error_of
 from tests.helpers.db import Conn
 from workers.api.merchants import create_merchant
+from workers.core import local_http
 from workers.core.config import Settings
 
 MOST = 3
@@ -60,7 +61,7 @@ def test_a_deleted_endpoint_frees_its_place(limited: str, db: Conn) -> None:
     merchant = create_merchant(db, "Tidy")
     made = asyncio.run(_add_at_once(limited, merchant.api_key, MOST))
     headers = {"Authorization": f"Bearer {merchant.api_key}"}
-    deleted = httpx.delete(
+    deleted = local_http.client().delete(
         f"{limited}/v1/webhook_endpoints/{made[0].json()['id']}", headers=headers, timeout=30
     )
     assert deleted.status_code == 200, deleted.text

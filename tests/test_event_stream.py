@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
@@ -22,6 +21,7 @@ from psycopg.types.json import Jsonb
 from tests.helpers.flow import Flow, flow
 from tests.helpers.sse import Recording, record
 from workers.api.merchants import create_merchant
+from workers.core import local_http
 from workers.core.config import Settings
 from workers.core.db import admin_url
 
@@ -101,7 +101,7 @@ def test_every_event_of_the_merchants_payments_as_it_happens_then_resumed(
         headers = {"Authorization": f"Bearer {f.api_key}"}
         for frame, event in zip(every.events, every.objects, strict=True):
             assert frame.id == event["id"]
-            got = httpx.get(f"{f.api_url}/v1/events/{event['id']}", headers=headers)
+            got = local_http.client().get(f"{f.api_url}/v1/events/{event['id']}", headers=headers)
             assert got.json() == event  # each frame is the event as GET shows it
         # The last carries the payment as GET shows it, but for its client secret, which only
         # the payment's own reads show.

@@ -21,6 +21,7 @@ from tests.helpers.waiting import wait_for
 from workers.api.errors import ApiError
 from workers.api.events import like_pattern, parse_event_id
 from workers.api.merchants import create_merchant
+from workers.core import local_http
 from workers.core.config import Settings
 from workers.core.db import admin_url
 
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.timeout(240)
 
 
 def _get(stack: Flow, path: str, key: str | None = None, **params: Any) -> httpx.Response:
-    return httpx.get(
+    return local_http.client().get(
         stack.api_url + path,
         params=params,
         headers={"Authorization": f"Bearer {key or stack.api_key}"},

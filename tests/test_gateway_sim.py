@@ -25,6 +25,7 @@ import pytest
 
 from tests.helpers.servers import free_port, running
 from tests.helpers.waiting import wait_for
+from workers.core import local_http
 
 # How long a "timeout" fault holds a request before the late charge: well past the client
 # timeouts below, short enough to keep the file fast.
@@ -61,7 +62,9 @@ class Sim:
         self, path: str, body: Any, key: str | None = None, timeout: float = 10
     ) -> httpx.Response:
         headers = {} if key is None else {"Idempotency-Key": key}
-        return httpx.post(self.url + path, json=body, headers=headers, timeout=timeout)
+        return local_http.client().post(
+            self.url + path, json=body, headers=headers, timeout=timeout
+        )
 
     def charge(self, body: Any, key: str | None = None, timeout: float = 10) -> httpx.Response:
         return self.post("/v1/charges", body, key or new_key(), timeout)
@@ -74,7 +77,7 @@ class Sim:
         )
 
     def get(self, path: str, **params: str) -> httpx.Response:
-        return httpx.get(self.url + path, params=params, timeout=10)
+        return local_http.client().get(self.url + path, params=params, timeout=10)
 
     def by_reference(self, reference: str) -> list[dict[str, Any]]:
         response = self.get("/v1/charges", reference=reference)
@@ -91,7 +94,7 @@ class Sim:
         return dict(self.get("/_sim/stats").json())
 
     def set_faults(self, **changes: Any) -> httpx.Response:
-        return httpx.post(self.url + "/_sim/faults", json=changes, timeout=10)
+        return local_http.client().post(self.url + "/_sim/faults", json=changes, timeout=10)
 
 
 Start = Callable[..., AbstractContextManager[Sim]]
@@ -243,7 +246,7 @@ def test_a_charge_needs_an_idempotency_key_and_json(sim: Sim) -> None:
     missing = sim.post("/v1/charges", card())
     assert missing.status_code == 400
     assert error_of(missing)["code"] == "idempotency_key_missing"
-    garbled = httpx.post(
+    garbled = local_http.client().post(
         sim.url + "/v1/charges", content=b"{not json", headers={"Idempotency-Key": new_key()}
     )
     assert garbled.status_code == 400

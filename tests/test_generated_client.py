@@ -15,12 +15,12 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.helpers import api as api_fixtures
 from tests.helpers.api import Api
 from tests.helpers.db import Conn
+from workers.core import local_http
 
 server, settings, api = api_fixtures.server, api_fixtures.settings, api_fixtures.api
 
@@ -81,7 +81,7 @@ def generate(url: str, into: Path) -> None:
     if not (CODEGEN / "openapi-python-client").exists():
         pytest.fail(f"{CODEGEN} has no openapi-python-client: run `make install`")
     document, config = into / "openapi.json", into / "codegen.yaml"
-    document.write_text(httpx.get(url + "/openapi.json").text)
+    document.write_text(local_http.client().get(url + "/openapi.json").text)
     config.write_text(CONFIG)
     _run(
         [str(CODEGEN / "openapi-python-client"), "generate", "--path", str(document),

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import time
 
-import httpx
-
 from tests.conftest import env_for
 from tests.helpers.db import Conn
 from tests.helpers.kafka import headers_of, read_topic
 from tests.helpers.servers import free_port, running
 from workers.api.merchants import create_merchant
+from workers.core import local_http
 from workers.core.config import Settings
 from workers.core.events import decode
 from workers.core.topics import topics
@@ -28,7 +27,7 @@ def test_accepted_payment_reaches_the_topic_keyed_with_headers(
         running(["serve-api", "--port", str(port)], env, health_url=url + "/healthz"),
         running(["run-outbox"], env),
     ):
-        response = httpx.post(
+        response = local_http.client().post(
             url + "/v1/payments",
             json={"amount": 4200, "currency": "EUR", "payment_method": "pm_card_visa"},
             headers={

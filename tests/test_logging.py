@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import Request, Response
 from fastapi.testclient import TestClient
@@ -21,7 +20,7 @@ from tests.helpers.flow import flow
 from tests.helpers.receiver import receiver
 from tests.helpers.servers import free_port, running
 from workers.api.app import create_app
-from workers.core import correlation, observe
+from workers.core import correlation, local_http, observe
 from workers.core.config import Settings
 from workers.core.events import EventType, Initiated, encode, new_event
 from workers.core.logs import LogFormat, redact, setup_logging
@@ -189,7 +188,7 @@ def test_http_clients_request_lines_are_off_at_info() -> None:
     stream = io.StringIO()
     setup_logging("INFO", "tester", "json", stream=stream)
     with receiver(free_port()) as hook:
-        assert httpx.post(hook.url, content=b"{}").status_code == 200
+        assert local_http.client().post(hook.url, content=b"{}").status_code == 200
     assert hook.url not in stream.getvalue()
     assert "HTTP Request" not in stream.getvalue()
 
@@ -256,7 +255,9 @@ def test_a_request_without_an_id_gets_one_and_errors_echo_it_too(
     with flow(settings, tmp_path) as f:
         made = f.create_payment().headers["x-request-id"]
         assert uuid.UUID(made)
-        refused = httpx.get(f.api_url + "/v1/payments/pay_x", headers={"X-Request-Id": "r-404"})
+        refused = local_http.client().get(
+            f.api_url + "/v1/payments/pay_x", headers={"X-Request-Id": "r-404"}
+        )
         assert refused.status_code == 401
         assert refused.headers["x-request-id"] == "r-404"
         unusable = "x" * 500

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from prometheus_client import REGISTRY
 
@@ -24,6 +23,7 @@ from tests.helpers.metrics import (
 from tests.helpers.servers import free_port, running
 from tests.helpers.waiting import wait_for
 from tests.test_ledger_support import mixed, publish, quick
+from workers.core import local_http
 from workers.core.config import Settings
 from workers.core.topics import ALL_GROUPS, GROUP_NOTIFIER_ENDPOINTS, topics
 from workers.ledger.replay import Replay
@@ -215,7 +215,7 @@ def test_several_api_server_processes_are_added_up(settings: Settings) -> None:
         # only adding up the processes' files shows them.
         before = value(metrics.scrape("api"), "flowpay_api_requests_total", **healthz)
         for _ in range(20):
-            httpx.get(url + "/healthz")  # a connection each: the kernel spreads them
+            local_http.client().get(url + "/healthz")  # a connection each: the kernel spreads them
         after = value(metrics.scrape("api"), "flowpay_api_requests_total", **healthz)
         assert after - before == 20
 

@@ -13,7 +13,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 
@@ -24,6 +23,7 @@ from tests.helpers.receiver import receiver
 from tests.helpers.servers import free_port
 from tests.helpers.waiting import wait_for
 from workers.api.merchants import create_merchant
+from workers.core import local_http
 from workers.core.config import NotifierSettings, Settings
 from workers.core.db import admin_url
 from workers.core.sealing import keyring
@@ -102,7 +102,7 @@ def _hostile_merchants(settings: Settings, url_of: Any) -> list[str]:
 
 
 def _pay(f: Flow, api_key: str) -> None:
-    response = httpx.post(
+    response = local_http.client().post(
         f.api_url + "/v1/payments",
         json={"amount": 500, "currency": "USD", "payment_method": "pm_card_visa"},
         headers={"Authorization": f"Bearer {api_key}", "Idempotency-Key": f"h-{time.time_ns()}"},

@@ -19,7 +19,7 @@ from tests.conftest import flowpay
 from tests.helpers.flow import Flow, flow
 from tests.helpers.kafka import committed_total
 from tests.helpers.waiting import wait_for
-from workers.core import commands
+from workers.core import commands, local_http
 from workers.core.config import Settings
 from workers.core.db import admin_url
 from workers.core.errors import FlowPayError
@@ -41,7 +41,9 @@ class Stack:
             "Authorization": f"Bearer {self.flow.api_key}",
             "Idempotency-Key": key or f"k-{time.monotonic_ns()}",
         }
-        return httpx.post(self.flow.api_url + path, json=body, headers=headers, timeout=30)
+        return local_http.client().post(
+            self.flow.api_url + path, json=body, headers=headers, timeout=30
+        )
 
     def payment(self, payment_id: str) -> dict[str, Any]:
         return self.flow.payment(payment_id)
@@ -71,11 +73,15 @@ class Stack:
         return payment_id
 
     def sim_stats(self) -> dict[str, Any]:
-        return dict(httpx.get(self.flow.sim_url + "/_sim/stats").json())
+        return dict(local_http.client().get(self.flow.sim_url + "/_sim/stats").json())
 
     def sim_authorization(self, payment_id: str) -> dict[str, Any]:
         params = {"reference": payment_id}
-        found = httpx.get(self.flow.sim_url + "/v1/authorizations", params=params).json()["data"]
+        found = (
+            local_http.client()
+            .get(self.flow.sim_url + "/v1/authorizations", params=params)
+            .json()["data"]
+        )
         [authorization] = found
         return dict(authorization)
 
@@ -237,7 +243,7 @@ def test_a_refused_capture_fails_the_payment_and_its_saga_ends(
         payment_id = s.manual()
         # The hold lapses at the gateway (released there, not by FlowPay): the capture is refused.
         held = s.sim_authorization(payment_id)["id"]
-        lapsed = httpx.post(
+        lapsed = local_http.client().post(
             f"{s.flow.sim_url}/v1/authorizations/{held}/void",
             json={},
             headers={"Idempotency-Key": f"lapsed-{payment_id}"},

@@ -26,6 +26,7 @@ from tests.helpers.servers import free_port
 from tests.helpers.waiting import wait_for
 from tests.test_ledger_support import publish
 from tests.test_orchestrator import Stack
+from workers.core import local_http
 from workers.core.config import ProcessorSettings, Settings
 from workers.core.db import admin_url
 from workers.core.events import EventType, GatewayReported, PayoutRequested, new_event
@@ -59,7 +60,11 @@ def ended(s: Stack, payout_id: str) -> dict[str, Any]:
 
 
 def sim_payouts(s: Stack, payout_id: str) -> list[dict[str, Any]]:
-    found = httpx.get(f"{s.flow.sim_url}/v1/payouts", params={"reference": payout_id}).json()
+    found = (
+        local_http.client()
+        .get(f"{s.flow.sim_url}/v1/payouts", params={"reference": payout_id})
+        .json()
+    )
     return list(found["data"])
 
 
@@ -135,7 +140,7 @@ def _commands_done(s: Stack, total: int) -> bool:
 
 def balance(s: Stack) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {s.flow.api_key}"}
-    got = httpx.get(f"{s.flow.api_url}/v1/balance", headers=headers, timeout=30)
+    got = local_http.client().get(f"{s.flow.api_url}/v1/balance", headers=headers, timeout=30)
     assert got.status_code == 200, got.text
     return dict(got.json())
 
@@ -147,7 +152,9 @@ def available(s: Stack, currency: str = "USD") -> int:
 
 def payout_of(s: Stack, payout_id: str) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {s.flow.api_key}"}
-    got = httpx.get(f"{s.flow.api_url}/v1/payouts/{payout_id}", headers=headers, timeout=30)
+    got = local_http.client().get(
+        f"{s.flow.api_url}/v1/payouts/{payout_id}", headers=headers, timeout=30
+    )
     assert got.status_code == 200, got.text
     return dict(got.json())
 
@@ -194,7 +201,7 @@ def test_fifty_payouts_at_once_never_overdraw_and_each_is_paid_once(
         for payout_id in accepted:
             wait_for(partial(paid, payout_id), what=payout_id)
         assert s.sim_stats()["payouts"] == 30
-        listed = httpx.get(f"{s.flow.api_url}/v1/payouts", params={"limit": 100},
+        listed = local_http.client().get(f"{s.flow.api_url}/v1/payouts", params={"limit": 100},
                            headers={"Authorization": f"Bearer {s.flow.api_key}"}).json()  # fmt: skip
         assert sorted(p["id"] for p in listed["data"]) == sorted(accepted)
         assert available(s) == 0

@@ -10,7 +10,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 from psycopg.rows import dict_row
@@ -19,6 +18,7 @@ from tests.conftest import flowpay
 from tests.helpers.flow import Flow, flow
 from tests.helpers.metrics import MetricPorts, value
 from tests.helpers.waiting import wait_for
+from workers.core import local_http
 from workers.core.config import Settings
 from workers.core.db import admin_url
 
@@ -281,9 +281,11 @@ def test_a_refund_whose_answer_is_lost_is_found_and_made_once(
         assert (done["status"], done["refunded_amount"]) == ("succeeded", 400)
         [charge] = f.sim_charges(payment["id"])
         assert charge["amount_refunded"] == 400
-        [refund] = httpx.get(f.sim_url + "/v1/refunds", params={"reference": refund_id}).json()[
-            "data"
-        ]
+        [refund] = (
+            local_http.client()
+            .get(f.sim_url + "/v1/refunds", params={"reference": refund_id})
+            .json()["data"]
+        )
         assert _api_refund(f, refund_id) == ("succeeded", None)
         assert refund["amount"] == 400
 
@@ -353,7 +355,7 @@ def _settled(f: Flow, payment_id: str) -> bool:
 
 
 def _sim_stats(f: Flow) -> dict[str, Any]:
-    return dict(httpx.get(f.sim_url + "/_sim/stats").json())
+    return dict(local_http.client().get(f.sim_url + "/_sim/stats").json())
 
 
 def _attempts(f: Flow, payment_id: str) -> list[dict[str, Any]]:
@@ -392,13 +394,13 @@ def _emitted_at(f: Flow, payment_id: str, kind: str) -> datetime:
 
 
 def _set_faults(f: Flow, **changes: object) -> None:
-    assert httpx.post(f.sim_url + "/_sim/faults", json=changes).status_code == 200
+    assert local_http.client().post(f.sim_url + "/_sim/faults", json=changes).status_code == 200
 
 
 def _charge_at_the_gateway(f: Flow, reference: str) -> str:
     """A charge made for ``reference`` outside the processor (as one landing late); its id."""
     body = {"amount": 1999, "currency": "USD", "payment_method": "pm_card_visa"}
-    response = httpx.post(
+    response = local_http.client().post(
         f.sim_url + "/v1/charges",
         json=body | {"reference": reference},
         headers={"Idempotency-Key": f"late-{reference}"},

@@ -12,7 +12,6 @@ import time
 import uuid
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import env_for, flowpay
@@ -20,6 +19,7 @@ from tests.helpers import api as api_fixtures
 from tests.helpers.api import CARD, Api, error_of, table_counts
 from tests.helpers.db import Conn
 from tests.helpers.waiting import wait_for
+from workers.core import local_http
 from workers.core.config import Settings
 from workers.core.ids import new_id
 
@@ -161,7 +161,9 @@ def test_malformed_or_wrong_keys_are_401_on_every_route(
     }
     body = json.dumps(CARD) if method == "POST" else None
     before = table_counts(db)
-    response = httpx.request(method, api.url + path, content=body, headers=headers, timeout=30)
+    response = local_http.client().request(
+        method, api.url + path, content=body, headers=headers, timeout=30
+    )
     assert response.status_code == 401, response.text
     assert error_of(response)["type"] == "authentication_error"
     assert table_counts(db) == before

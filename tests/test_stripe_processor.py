@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 
@@ -19,6 +18,7 @@ from tests.helpers.stripe_mock import StripeMock, post_stripe_event, stripe_mock
 from tests.helpers.waiting import wait_for
 from tests.test_orchestrator import Stack
 from tests.test_payouts import request_payout
+from workers.core import local_http
 from workers.core.config import Settings
 from workers.core.db import admin_url
 from workers.core.events import EventType
@@ -166,7 +166,9 @@ def test_3d_secure_shows_requires_action_until_stripes_webhook_settles_it(
     waiting = f.wait_for(payment["id"], lambda p: p["status"] == "requires_action")
     action = {"type": "redirect_to_url", "redirect_to_url": {"url": REDIRECT}}
     assert waiting["next_action"] == action
-    events = httpx.get(f"{f.api_url}/v1/events", headers={"Authorization": f"Bearer {f.api_key}"})
+    events = local_http.client().get(
+        f"{f.api_url}/v1/events", headers={"Authorization": f"Bearer {f.api_key}"}
+    )
     shown = [e for e in events.json()["data"] if e["type"] == "payment.requires_action"]
     assert [e["data"]["object"]["next_action"] for e in shown] == [action]
     intent = charge_of(f, payment["id"])

@@ -16,6 +16,7 @@ import stripe
 
 from tests.helpers.api import Api, api, api_server, error_of, settings, table_counts
 from workers.api.stripe_webhooks import PATH, report_of
+from workers.core import local_http
 from workers.core.config import Settings
 from workers.core.events import EventType, GatewayReported
 from workers.core.outbox import events_of
@@ -132,7 +133,7 @@ def deliver(api: Api, body: bytes, signature: str | None) -> httpx.Response:
     headers = {"Content-Type": "application/json; charset=utf-8"}
     if signature is not None:
         headers["Stripe-Signature"] = signature
-    return httpx.post(api.url + PATH, content=body, headers=headers, timeout=30)
+    return local_http.client().post(api.url + PATH, content=body, headers=headers, timeout=30)
 
 
 def signed(event: Any, *, at: int | None = None) -> tuple[bytes, str]:

@@ -24,6 +24,7 @@ from tests.helpers.servers import free_port
 from tests.helpers.waiting import wait_for
 from workers.api.merchants import create_merchant
 from workers.api.operator import add_endpoint_as_operator
+from workers.core import local_http
 from workers.core.config import Settings
 from workers.core.db import admin_url
 from workers.core.endpoint_events import decode_endpoint_event
@@ -41,7 +42,9 @@ def _call(stack: Flow, method: str, path: str, body: Any = None, key: str | None
     headers = {"Authorization": f"Bearer {key or stack.api_key}"}
     if method == "POST":
         headers["Idempotency-Key"] = idempotency_key or f"we-{time.monotonic_ns()}"
-    return httpx.request(method, stack.api_url + path, json=body, headers=headers, timeout=30)
+    return local_http.client().request(
+        method, stack.api_url + path, json=body, headers=headers, timeout=30
+    )
 
 
 def _delivered(hooks: Receiver, payment_id: str, count: int = 1) -> list[Any]:

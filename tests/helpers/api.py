@@ -23,6 +23,7 @@ from tests.conftest import env_for
 from tests.helpers.servers import free_port, running, server_processes
 from tests.helpers.waiting import wait_for
 from workers.api.merchants import create_merchant
+from workers.core import local_http
 from workers.core.config import Settings
 
 CARD = {"amount": 1999, "currency": "USD", "payment_method": "pm_card_visa"}
@@ -69,7 +70,7 @@ class Api:
         if body is not None and not isinstance(body, bytes):
             body = json.dumps(body).encode()
             sent.setdefault("Content-Type", "application/json")
-        return httpx.post(self.url + path, content=body, headers=sent, timeout=30)
+        return local_http.client().post(self.url + path, content=body, headers=sent, timeout=30)
 
     def pay(self, body: Any = CARD, idem: str | None = None, **kwargs: Any) -> httpx.Response:
         return self.post(
@@ -78,7 +79,7 @@ class Api:
 
     def get(self, path: str, *, key: str | None = None, **params: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {key or self.key}"}
-        return httpx.get(self.url + path, headers=headers, params=params, timeout=30)
+        return local_http.client().get(self.url + path, headers=headers, params=params, timeout=30)
 
 
 @pytest.fixture(scope="module")

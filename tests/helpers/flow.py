@@ -17,6 +17,7 @@ import psycopg
 from tests.conftest import env_for
 from tests.helpers.servers import free_port, running
 from workers.api.merchants import create_merchant
+from workers.core import local_http
 from workers.core.config import Settings
 from workers.core.db import admin_url
 from workers.core.sealing import keyring
@@ -60,7 +61,7 @@ class Flow:
         amount: int = 1999,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        return httpx.post(
+        return local_http.client().post(
             self.api_url + "/v1/payments",
             json={"amount": amount, "currency": "USD", "payment_method": method},
             headers={
@@ -83,7 +84,7 @@ class Flow:
 
     def refund(self, payment_id: str, amount: int | None = None) -> httpx.Response:
         body = {} if amount is None else {"amount": amount}
-        return httpx.post(
+        return local_http.client().post(
             f"{self.api_url}/v1/payments/{payment_id}/refunds",
             json=body,
             headers={
@@ -94,7 +95,7 @@ class Flow:
         )
 
     def payment(self, payment_id: str) -> dict[str, Any]:
-        response = httpx.get(
+        response = local_http.client().get(
             f"{self.api_url}/v1/payments/{payment_id}",
             headers={"Authorization": f"Bearer {self.api_key}"},
         )
@@ -112,10 +113,12 @@ class Flow:
             time.sleep(0.1)
 
     def faults(self, **faults: float) -> None:
-        assert httpx.post(self.sim_url + "/_sim/faults", json=faults).status_code == 200
+        assert (
+            local_http.client().post(self.sim_url + "/_sim/faults", json=faults).status_code == 200
+        )
 
     def sim_charges(self, reference: str | None = None) -> list[dict[str, Any]]:
-        data = httpx.get(self.sim_url + "/_sim/charges").json()["data"]
+        data = local_http.client().get(self.sim_url + "/_sim/charges").json()["data"]
         return [c for c in data if reference is None or c["reference"] == reference]
 
     def start_sim(self, *flags: str) -> None:

@@ -16,6 +16,7 @@ from tests.helpers.flow import Flow, flow
 from tests.helpers.receiver import Receiver, receiver
 from tests.helpers.servers import free_port
 from tests.helpers.waiting import wait_for
+from workers.core import local_http
 from workers.core.config import Settings
 from workers.core.db import admin_url
 from workers.core.sealing import keyring
@@ -46,7 +47,7 @@ class MetricPorts:
 
 
 def scrape(url: str) -> Samples:
-    text = httpx.get(url, timeout=5).text
+    text = local_http.client().get(url, timeout=5).text
     return {
         (s.name, frozenset(s.labels.items())): float(s.value)
         for family in text_string_to_metric_families(text)

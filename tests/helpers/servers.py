@@ -14,6 +14,7 @@ from typing import IO
 import httpx
 
 from tests.conftest import ROOT
+from workers.core import local_http
 from workers.core.ports import free_port as free_port  # where tests have imported it from
 
 
@@ -62,7 +63,7 @@ def _wait_healthy(process: subprocess.Popen[bytes], url: str, log: Path) -> None
                 f"server exited with {process.returncode}: {log.read_text()[-2000:]}"
             )
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if local_http.client().get(url, timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

@@ -34,6 +34,7 @@ from tests.conftest import ROOT
 from tests.helpers.servers import free_port
 from tests.helpers.waiting import wait_for
 from workers.api.stripe_webhooks import PATH
+from workers.core import local_http
 
 MODULE: Final = "github.com/stripe/stripe-mock"
 # Its specification is Stripe's API version 2026-08-26.dahlia, the pinned SDK's (stripe 15.6.2).
@@ -129,7 +130,7 @@ def post_stripe_event(api_url: str, event: dict[str, Any], secret: str) -> httpx
     """``event`` sent to FlowPay's Stripe webhook route, signed by the SDK's own helper."""
     body = json.dumps(event)
     header = stripe.WebhookSignature.generate_signature_header(body, secret)
-    return httpx.post(
+    return local_http.client().post(
         api_url + PATH,
         content=body,
         headers={"Stripe-Signature": header, "Content-Type": "application/json"},

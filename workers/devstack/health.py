@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from workers.core import local_http
 from workers.core.config import Settings
 from workers.core.errors import StackError
 from workers.devstack import roles
@@ -94,7 +95,7 @@ def _ask(role: Role, address: Address) -> str | None:
         return None
     url = health_url(role, address)
     try:
-        status = httpx.get(url, timeout=2.0).status_code
+        status = local_http.client().get(url, timeout=2.0).status_code
     except httpx.HTTPError as exc:
         return f"GET {url}: {exc or type(exc).__name__}"
     return None if status == 200 else f"GET {url}: HTTP {status}"

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from workers.core import local_http
 from workers.core.config import Settings
 from workers.core.db import connect, database_url
 from workers.core.errors import StackError
@@ -113,7 +114,7 @@ def wait_http(url: str, timeout_s: float, log: Path) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if local_http.client().get(url, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
