@@ -73,7 +73,8 @@ def streams() -> Iterator[list[Stream]]:
 
 
 def _open(api: Api, opened: list[Stream], key: str | None = None) -> Stream:
-    payment = api.pay(CARD, key=key).json()["id"]
+    # Not kept alive: the only connections to the server are the streams (counted below).
+    payment = api.pay(CARD, key=key, Connection="close").json()["id"]
     stream = Stream(api.url, key or api.key, payment)
     opened.append(stream)
     return stream
