@@ -120,7 +120,10 @@ def test_hundred_concurrent_identical_requests_create_one_payment(api: Api, db: 
     async def fire() -> list[httpx.Response]:
         headers = {"Authorization": f"Bearer {api.key}", "Idempotency-Key": "race-1"}
         clients = [
-            httpx.AsyncClient(base_url=api.url, headers=headers, timeout=30) for _ in range(100)
+            httpx.AsyncClient(
+                base_url=api.url, headers=headers, timeout=30, verify=local_http.tls_context()
+            )
+            for _ in range(100)
         ]
         try:
             return await asyncio.gather(*(c.post("/v1/payments", json=CARD) for c in clients))

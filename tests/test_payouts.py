@@ -201,8 +201,15 @@ def test_fifty_payouts_at_once_never_overdraw_and_each_is_paid_once(
         for payout_id in accepted:
             wait_for(partial(paid, payout_id), what=payout_id)
         assert s.sim_stats()["payouts"] == 30
-        listed = local_http.client().get(f"{s.flow.api_url}/v1/payouts", params={"limit": 100},
-                           headers={"Authorization": f"Bearer {s.flow.api_key}"}).json()  # fmt: skip
+        listed = (
+            local_http.client()
+            .get(
+                f"{s.flow.api_url}/v1/payouts",
+                params={"limit": 100},
+                headers={"Authorization": f"Bearer {s.flow.api_key}"},
+            )
+            .json()
+        )
         assert sorted(p["id"] for p in listed["data"]) == sorted(accepted)
         assert available(s) == 0
         s.ledger_check()

@@ -17,6 +17,7 @@ from tests.helpers.db import Conn
 from tests.helpers.servers import server_processes
 from tests.helpers.waiting import wait_for
 from workers.api.merchants import create_merchant
+from workers.core import local_http
 from workers.core.config import Settings
 
 PER_KEY = 3
@@ -26,7 +27,7 @@ class Stream:
     """One open event stream, on a connection of its own."""
 
     def __init__(self, url: str, key: str, payment_id: str) -> None:
-        self._http = httpx.Client(base_url=url, timeout=30)
+        self._http = httpx.Client(base_url=url, timeout=30, verify=local_http.tls_context())
         request = self._http.build_request(
             "GET", f"/v1/payments/{payment_id}/events", headers={"Authorization": f"Bearer {key}"}
         )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from workers.api.client import StreamEvent, sse_events
+from workers.core import local_http
 
 
 @dataclass(kw_only=True)
@@ -33,7 +34,7 @@ async def record(
     """Read until the server ends the stream (``ended``), or hang up after ``stop_after``
     events; a refusal's body goes to ``body``."""
     async with (
-        httpx.AsyncClient(base_url=api_url, timeout=30) as http,
+        httpx.AsyncClient(base_url=api_url, timeout=30, verify=local_http.tls_context()) as http,
         http.stream("GET", path, headers=headers, params=params) as response,
     ):
         into.status = response.status_code

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import httpx
 
+from workers.core.local_http import tls_context
 from workers.core.status import TERMINAL
 
 __all__ = ["TERMINAL", "ApiClient", "Reply", "StreamRefused"]
@@ -80,6 +81,7 @@ class ApiClient:
             headers={"Authorization": f"Bearer {api_key}"},
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             timeout=timeout_s,
+            verify=tls_context(),  # `flowpay pay` makes one client per worker
         )
 
     async def __aenter__(self) -> ApiClient:
