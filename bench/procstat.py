@@ -55,10 +55,10 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def threads_cpu_seconds(pid: int, prefixes: tuple[str, ...]) -> float:
+def threads_cpu_seconds(pid: int, prefixes: tuple[str, ...]) -> tuple[float, int]:
     """CPU time of the live threads of ``pid``'s tree whose kernel name starts with one of
-    ``prefixes`` (``workers.core.threads`` names them)."""
-    total = 0
+    ``prefixes`` (``workers.core.threads`` names them), and how many there are."""
+    total = found = 0
     for member in tree(pid):
         try:
             tasks = list(Path(f"/proc/{member}/task").iterdir())
@@ -72,7 +72,8 @@ def threads_cpu_seconds(pid: int, prefixes: tuple[str, ...]) -> float:
             fields = stat_fields(member, int(task.name)) if name.startswith(prefixes) else []
             if fields:
                 total += int(fields[11]) + int(fields[12])
-    return total / _TICKS
+                found += 1
+    return total / _TICKS, found
 
 
 def machine_jiffies() -> tuple[int, int]:

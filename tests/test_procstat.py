@@ -28,11 +28,12 @@ def test_the_cpu_of_named_threads_is_found_by_their_name() -> None:
     thread.start()
     try:
         burned.wait()
-        found = threads_cpu_seconds(os.getpid(), (NAME[:12],))
+        found, threads = threads_cpu_seconds(os.getpid(), (NAME[:12],))
+        assert threads == 1
         # The kernel's per-thread figure moves in clock ticks: a few of them either way.
         assert BUSY_S - 0.05 <= found <= BUSY_S + 0.05
         assert found <= cpu_seconds(os.getpid())
-        assert threads_cpu_seconds(os.getpid(), ("no-such-thread",)) == 0
+        assert threads_cpu_seconds(os.getpid(), ("no-such-thread",)) == (0, 0)
     finally:
         hold.set()
         thread.join()

@@ -237,8 +237,13 @@ def _unstartable(settings: Settings) -> Settings:
 
 def _native_names() -> dict[int, str]:
     """This process's threads as the kernel names them, by thread id."""
-    tasks = Path(f"/proc/{os.getpid()}/task").iterdir()
-    return {int(task.name): (task / "comm").read_text().rstrip("\n") for task in tasks}
+    names = {}
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            names[int(task.name)] = (task / "comm").read_text().rstrip("\n")
+        except OSError:
+            continue  # a thread that ended meanwhile
+    return names
 
 
 def test_the_read_models_threads_are_named_for_the_os(settings: Settings, db: Conn) -> None:
