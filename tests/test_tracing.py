@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 from opentelemetry import trace
@@ -218,15 +218,28 @@ class Tree:
         return found[0]
 
 
+# The spans the tests look at, by the process that records them (each writes its own file, on
+# its own schedule: one process's span may be written after a later one's).
+LOOKED_AT: Final = (
+    ("POST /v1/payments", "flowpay-api"),
+    ("processor payment.charge", "flowpay-processor"),
+    ("gateway charge", "flowpay-processor"),
+    ("outbox payment.succeeded", "flowpay-outbox"),
+    ("ledger payment.succeeded", "flowpay-ledger"),
+    ("notifier payment.succeeded", "flowpay-notifier"),
+    ("webhook attempt 1", "flowpay-notifier"),
+)
+
+
 def _wait_for_tree(traces: Path, payment_id: str) -> Tree:
-    """Every span of the payment's trace, once the notifier's webhook attempt is among them."""
+    """Every span of the payment's trace, once each of ``LOOKED_AT`` is among them."""
     deadline = time.monotonic() + 30
     while True:
         spans = _read_spans(traces)
         ids = {s.trace_id for s in spans if s.attributes.get("flowpay.payment_id") == payment_id}
         assert len(ids) <= 1, f"the payment's spans are in {len(ids)} traces"
         tree = Tree([s for s in spans if s.trace_id in ids])
-        if any(s.name == "webhook attempt 1" for s in tree.spans):
+        if set(LOOKED_AT) <= {(s.name, s.service) for s in tree.spans}:
             return tree
         assert time.monotonic() < deadline, f"spans so far: {[s.name for s in tree.spans]}"
         time.sleep(0.2)

@@ -138,7 +138,7 @@ class ApiClient:
                     if got.status_code == 204:
                         return  # the event last seen was the stream's last
                     if got.status_code == 429:
-                        wait = _retry_after(got) or retry_s
+                        wait = retry_after(got) or retry_s
                     elif 400 <= got.status_code < 500:
                         await got.aread()
                         raise StreamRefused(_reply(got))
@@ -187,7 +187,7 @@ class ApiClient:
         started = time.perf_counter()
         for _ in range(RATE_LIMITED_TRIES - 1):
             response = await self._http.request(method, path, **kwargs)
-            wait = _retry_after(response)
+            wait = retry_after(response)
             if wait is None:
                 break
             await asyncio.sleep(wait)
@@ -196,7 +196,7 @@ class ApiClient:
         return _reply(response, time.perf_counter() - started)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def retry_after(response: httpx.Response) -> float | None:
     """Seconds to wait before sending a rate-limited request again; None if it was not one."""
     retry_after = response.headers.get("Retry-After", "")
     if response.status_code != 429 or not retry_after.isdigit():
