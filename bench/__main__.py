@@ -66,6 +66,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     a.add_argument(
         "--no-profile", action="store_true", help="no py-spy (relay, replay, busiest e2e role)"
     )
+    a.add_argument("--e2e-profile-role", help="py-spy on this role (default: the busiest)")
     a = p.add_argument_group("4. replay")
     a.add_argument("--replay-payments", type=int, default=100_000)
     a = p.add_argument_group("5. Kafka clients")
@@ -112,6 +113,7 @@ def runners(args: argparse.Namespace) -> dict[str, Callable[[Settings], dict[str
                 latency_ms=args.gateway_latency_ms,
                 api_workers=args.api_workers,
                 profile=not args.no_profile,
+                profile_role=args.e2e_profile_role,
             ),
         ),
         "replay": lambda s: replay.run(

@@ -64,6 +64,7 @@ class EndToEndSizes:
     # A burst is measured to its last payment: wait that long for it.
     burst_drain_timeout_s: float = 900.0
     profile: bool = True
+    profile_role: str | None = None  # py-spy on this role; None: the busiest after the burst
     instances: int = 1  # of each consumer role and relay (docs/scaling.md compares 1 and 2)
 
 
@@ -76,6 +77,8 @@ class Window:
 def run(base: Settings, sizes: EndToEndSizes) -> dict[str, Any]:
     with isolated(base, "e2e") as bench:
         merchant, url = _start_roles(bench, sizes)
+        if sizes.profile_role not in (None, *bench.roles):
+            raise ValueError(f"no role {sizes.profile_role!r}: one of {', '.join(bench.roles)}")
         _run_once(bench, merchant, url, rate=5, seconds=1, sizes=sizes)  # every group joined
         processes = _processes(bench, base)
         with watching(processes) as usage:
@@ -254,7 +257,7 @@ def _sweep(
     processes: dict[str, int],
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     points, profiled = [], None
-    busiest = _busiest(bench)
+    busiest = sizes.profile_role or _busiest(bench)
     for index, fraction in enumerate(sizes.fractions):
         rate = max(1.0, round(maximum * fraction, 1))
         # The profiler runs through the last (highest) rate only: the others stay unperturbed.
