@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 Offsets = KafkaOffsets | StoredOffsets
 Work = Callable[[Batch], Awaitable[None]]
+Work0 = Callable[[], Awaitable[None]]
 
 
 class Stopped(Exception):
@@ -72,6 +73,7 @@ class Caller:
         self.stopping = stopping
         self.pool = pool
         self.spans = spans
+        self._works: dict[Handler[Any], Work] = {}
 
     async def call(self, handler: Handler[Any], items: Sequence[Received]) -> None:
         """Hand ``items`` to ``handler`` until they are done; raises Stopped."""
@@ -123,6 +125,12 @@ class Caller:
         metrics.counted(self.group, metrics.DEAD_LETTER)
 
     def _work(self, handler: Handler[Any]) -> Work:
+        work = self._works.get(handler)
+        if work is None:
+            work = self._works[handler] = self._make_work(handler)
+        return work
+
+    def _make_work(self, handler: Handler[Any]) -> Work:
         if inspect.iscoroutinefunction(handler):
 
             async def on_the_loop(batch: Batch) -> None:
@@ -161,16 +169,19 @@ class Caller:
             metrics.handled(self.group, metrics.RETRY, attempt.started, len(items))
             observe.handled_batch(self.role, "retry", messages, attempt.started_ns, error)
 
-        retrying = AsyncRetrying(
-            wait=jittered(FIRST_RETRY_S, self.worker.retry_max_backoff_s),
-            # Only a handler's errors meet the policy; a cancellation (or a crash) goes through.
-            retry=retry_if_exception(lambda exc: isinstance(exc, Exception) and retry_if(exc)),
-            sleep=self._sleep,
-            before_sleep=retrying_after,
-            reraise=True,
-        )
+        def retrying() -> AsyncRetrying:
+            return AsyncRetrying(
+                wait=jittered(FIRST_RETRY_S, self.worker.retry_max_backoff_s),
+                # Only a handler's errors meet the policy; a cancellation (or a crash) goes
+                # through.
+                retry=retry_if_exception(lambda exc: isinstance(exc, Exception) and retry_if(exc)),
+                sleep=self._sleep,
+                before_sleep=retrying_after,
+                reraise=True,
+            )
+
         try:
-            await retrying(once)
+            await _first_then(retrying, once)
         except Stopped:
             raise
         except Exception as exc:
@@ -190,6 +201,28 @@ class Caller:
         except TimeoutError:
             return
         raise Stopped
+
+
+async def _first_then(retrying: Callable[[], AsyncRetrying], once: Work0) -> None:
+    """``once`` under a ``retrying()``, its first attempt outside: most calls succeed at once,
+    and the retry machinery costs as much as a small batch's own bookkeeping.
+
+    A first attempt that fails is handed to the policy as its first attempt, raising the same
+    error, so the policy sees exactly what it would have seen."""
+    try:
+        await once()
+        return
+    except Exception as exc:
+        first: Exception | None = exc
+
+    async def attempt() -> None:
+        nonlocal first
+        if first is not None:
+            error, first = first, None
+            raise error
+        await once()
+
+    await retrying()(attempt)
 
 
 class _Attempt:

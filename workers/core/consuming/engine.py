@@ -165,7 +165,10 @@ class Engine:
                     timeout=WAIT_SLICE_S,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
-                await self._on_kafka(self._housekeeping, consumer, lag)
+                if len(self._units) >= self.subscriber.max_in_flight:
+                    # Still full: commit and observe lag while the calls run. With a unit
+                    # done, the next poll does both in the same hand-over.
+                    await self._on_kafka(self._housekeeping, consumer, lag)
             else:
                 batch = await self._on_kafka(self._poll, consumer, lag, worker.batch_size, poll_s)
                 if batch:
