@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workers.devstack.procs import stat_fields
+from workers.devstack.procs import named_stat, stat_fields
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -55,25 +55,23 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def threads_cpu_seconds(pid: int, prefixes: tuple[str, ...]) -> tuple[float, int]:
-    """CPU time of the live threads of ``pid``'s tree whose kernel name starts with one of
-    ``prefixes`` (``workers.core.threads`` names them), and how many there are."""
-    total = found = 0
+def threads_cpu_seconds(pid: int, prefixes: tuple[str, ...]) -> dict[str, tuple[float, int]]:
+    """Per prefix: the CPU time of the live threads of ``pid``'s tree whose kernel name starts
+    with it (``workers.core.threads`` names them), and how many there are."""
+    ticks = dict.fromkeys(prefixes, 0)
+    found = dict.fromkeys(prefixes, 0)
     for member in tree(pid):
         try:
-            tasks = list(Path(f"/proc/{member}/task").iterdir())
+            tasks = [int(task.name) for task in Path(f"/proc/{member}/task").iterdir()]
         except OSError:
             continue
         for task in tasks:
-            try:
-                name = (task / "comm").read_text().rstrip("\n")
-            except OSError:
-                continue  # the thread ended meanwhile
-            fields = stat_fields(member, int(task.name)) if name.startswith(prefixes) else []
-            if fields:
-                total += int(fields[11]) + int(fields[12])
-                found += 1
-    return total / _TICKS, found
+            name, fields = named_stat(member, task)
+            prefix = next((p for p in prefixes if name.startswith(p)), None)
+            if prefix is not None and fields:
+                ticks[prefix] += int(fields[11]) + int(fields[12])
+                found[prefix] += 1
+    return {prefix: (ticks[prefix] / _TICKS, found[prefix]) for prefix in prefixes}
 
 
 def machine_jiffies() -> tuple[int, int]:

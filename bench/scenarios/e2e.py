@@ -235,10 +235,11 @@ def _cpu(bench: Bench) -> dict[str, float]:
     used = {name: cpu_seconds(process.pid) for name, process in bench.roles.items()}
     if "api" in bench.roles:
         pid = bench.roles["api"].pid
-        if not threads_cpu_seconds(pid, READ_MODEL_THREADS[:1])[1]:
+        threads = threads_cpu_seconds(pid, READ_MODEL_THREADS)
+        if not threads[READ_MODEL_THREADS[0]][1]:
             # Unnamed, they would leave only librdkafka's: a small figure, and a wrong one.
             raise RuntimeError("bench: no thread of serve-api is named for the read model")
-        used[READ_MODEL] = threads_cpu_seconds(pid, READ_MODEL_THREADS)[0]
+        used[READ_MODEL] = sum(seconds for seconds, _count in threads.values())
     return used
 
 

@@ -66,13 +66,20 @@ def stat_fields(pid: int, task: int | None = None) -> list[str]:
     """The fields of /proc/<pid>/stat (or of one of its threads, /proc/<pid>/task/<task>/stat)
     after the command name (state, ppid, ..., flags, ..., utime, stime, cutime, cstime, ...);
     none once the process or thread is gone."""
+    return named_stat(pid, task)[1]
+
+
+def named_stat(pid: int, task: int | None = None) -> tuple[str, list[str]]:
+    """The command name (a thread's own, as it gave it to the kernel) and ``stat_fields``;
+    ("", []) once the process or thread is gone."""
     where = f"/proc/{pid}" if task is None else f"/proc/{pid}/task/{task}"
     try:
         stat = Path(f"{where}/stat").read_text()
     except OSError:
-        return []
-    # The command name may hold spaces and parentheses: split after its closing one.
-    return stat.rsplit(")", 1)[-1].split()
+        return "", []
+    # The command name may hold spaces and parentheses: it ends at the last closing one.
+    head, _, rest = stat.rpartition(")")
+    return head.partition("(")[2], rest.split()
 
 
 def spawn(
