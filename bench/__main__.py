@@ -16,14 +16,14 @@ from typing import Any
 from bench import report
 from bench.env import base_settings, isolated
 from bench.machine import describe
-from bench.scenarios import clients, e2e, intake, outbox, processor, replay
+from bench.scenarios import clients, e2e, engine, intake, outbox, processor, replay
 from workers.core.config import Settings
 from workers.core.lifecycle import unwind_on_sigterm
 
 DEFAULT = ("intake", "outbox", "e2e", "replay", "clients")
 # Scenario 6 (resources) is measured during scenario 3: asking for it runs e2e.
 ALIASES = {"resources": "e2e", "end-to-end": "e2e"}
-CHOICES = (*DEFAULT, "processor", *ALIASES)
+CHOICES = (*DEFAULT, "processor", "engine", *ALIASES)
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -45,7 +45,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="*",
         choices=[[], *CHOICES],
         metavar="scenario",
-        help=f"any of {', '.join(CHOICES)} (default: all but processor)",
+        help=f"any of {', '.join(CHOICES)} (default: all but processor and engine)",
     )
     p.add_argument("--smoke", action="store_true", help="tiny sizes: check the harness only")
     p.add_argument("--no-docs", action="store_true", help="leave docs/performance.md alone")
@@ -73,6 +73,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     a.add_argument("--client-messages", type=int, default=200_000)
     a = p.add_argument_group("processor alone (extra)")
     a.add_argument("--processor-payments", type=int, default=5000)
+    a = p.add_argument_group("consumer engine alone (extra)")
+    a.add_argument("--engine-events", type=int, default=engine.EngineSizes.events)
+    a.add_argument("--engine-rate", type=float, default=engine.EngineSizes.rate)
     args = p.parse_args(argv)
     if args.smoke:
         _shrink(args)
@@ -86,6 +89,7 @@ def _shrink(args: argparse.Namespace) -> None:
     args.e2e_burst, args.e2e_seconds, args.e2e_fractions = 20, 1.0, (0.5, 1.0)
     args.e2e_bursts = 1
     args.processor_payments, args.no_profile = 20, True
+    args.engine_events, args.engine_rate = 300, 1000.0
 
 
 def runners(args: argparse.Namespace) -> dict[str, Callable[[Settings], dict[str, Any]]]:
@@ -121,6 +125,7 @@ def runners(args: argparse.Namespace) -> dict[str, Callable[[Settings], dict[str
         ),
         "clients": lambda s: clients.run(s, clients.ClientSizes(args.client_messages)),
         "processor": lambda s: processor.run(s, processor.ProcessorSizes(args.processor_payments)),
+        "engine": lambda s: engine.run(s, engine.EngineSizes(args.engine_events, args.engine_rate)),
     }
 
 

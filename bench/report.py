@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.scenarios import clients, e2e, intake, outbox, processor, replay
+from bench.scenarios import clients, e2e, engine, intake, outbox, processor, replay
 from flowpay_cli.output import print_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +46,8 @@ def tables(record: dict[str, Any]) -> list[Table]:
         out += _profile_tables(found["e2e"])
     if "processor" in found:
         out.append(processor.table(found["processor"]))
+    if "engine" in found:
+        out.append(engine.table(found["engine"]))
     targets = _targets(found)
     if targets:
         out.append(("Against issue 7's targets", ["target", "measured", "met"], targets))

@@ -14,7 +14,7 @@ from workers.core.config import Settings
 # kafka-python reads its protocol schemas through a deprecated importlib.resources call.
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_cheap_scenarios_run_at_minimal_size(base_settings: Settings) -> None:
-    record = main(["intake", "outbox", "replay", "clients", "--smoke"])
+    record = main(["intake", "outbox", "replay", "clients", "engine", "--smoke"])
 
     found = record["scenarios"]
     assert record["postgresql"]["synchronous_commit"] == "on"
@@ -28,3 +28,9 @@ def test_cheap_scenarios_run_at_minimal_size(base_settings: Settings) -> None:
     assert found["replay"]["replay"]["checks_failed"] == []
     for client in ("confluent-kafka", "kafka-python"):
         assert found["clients"]["clients"][client]["consume"]["messages_per_s"] > 0
+    for part, read in (("steady", 300), ("backlog", 600)):  # the backlog reads both parts'
+        engine = found["engine"][part]
+        assert engine["events"] + engine["read_before"] == read
+        # Each of its threads found by the name it gave the kernel, or its CPU would be 0.
+        assert engine["threads"] == {"loop": 1, "kafka": 1, "handler": 1}
+    assert found["engine"]["steady"]["read_before"] == 1  # one event, before the steady rate

@@ -1,0 +1,165 @@
+"""Extra scenario (not in the default run): what the consumer engine itself costs.
+
+A subscriber whose handler does nothing reads payment events, in this process, twice: as they
+arrive at a steady rate (small poll batches, as every consumer sees them below its maximum),
+then from a backlog (full batches, as in a burst). Reported: the CPU time of each of the
+engine's threads (its loop, its Kafka thread, its handler thread) per event and per handler
+call, from /proc, counted from the first call on. librdkafka's own threads are the client's,
+not the engine's, and are left out (the producer's share this process)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+from bench.env import isolated, poll
+from bench.events import initiated, payment_id, produce_all
+from bench.procstat import threads_cpu_seconds
+from workers.core.config import Settings
+from workers.core.consuming import Batch, Routes, Subscriber
+from workers.core.consuming import run as run_engine
+from workers.core.events import Encoded, EventType, encode
+from workers.core.kafka import Producer, make_producer
+from workers.core.threads import NAME_BYTES, name_native
+from workers.core.topics import topics
+
+ROLE: Final = "engine"
+# The kernel keeps the first NAME_BYTES of a thread's name: these prefixes fit.
+THREADS: Final = {kind: f"{ROLE}-{kind}"[:NAME_BYTES] for kind in ("loop", "kafka", "handler")}
+# The steady part produces this often, each time what is due by then.
+_STEP_S: Final = 0.01
+
+
+@dataclass(frozen=True)
+class EngineSizes:
+    events: int = 20_000  # in each part
+    rate: float = 2000.0  # events/s of the steady part
+    keys: int = 1000  # payments the events are spread over
+    timeout_s: float = 300.0
+
+
+class _Counting:
+    """The handler: counts what it is given, nothing else."""
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.total_calls = 0
+        self.first = threading.Event()
+
+    def take(self, batch: Batch) -> None:
+        self.events += len(batch.items)
+        self.total_calls += 1
+        self.first.set()
+
+
+def run(base: Settings, sizes: EngineSizes) -> dict[str, Any]:
+    with isolated(base, "engine") as bench:
+        messages = _messages(sizes)
+        steady = _part(bench.settings, "steady", messages, sizes, rate=sizes.rate)
+        # A fresh group reads the topic from its start: the steady part's events, then these.
+        backlog = _part(bench.settings, "backlog", messages, sizes, rate=0.0, before=len(messages))
+    return {"sizes": sizes.__dict__, "steady": steady, "backlog": backlog}
+
+
+def _messages(sizes: EngineSizes) -> list[Encoded]:
+    payments = [payment_id(n) for n in range(sizes.keys)]
+    return [encode(initiated(payments[n % sizes.keys], n)) for n in range(sizes.events)]
+
+
+def _part(
+    settings: Settings,
+    name: str,
+    messages: list[Encoded],
+    sizes: EngineSizes,
+    *,
+    rate: float,
+    before: int = 0,
+) -> dict[str, Any]:
+    """A new group reading the topic, which holds ``before`` events: ``messages`` produced at
+    a steady ``rate``, or (0) all of them before it starts."""
+    topic = topics(settings).payments
+    producer = make_producer(settings, "outbox")
+    # One event first: the group has joined and read it before anything is counted.
+    produce_all(producer, topic, messages[:1])
+    if not rate:
+        produce_all(producer, topic, messages[1:])
+    counting, stop = _Counting(), threading.Event()
+    subscriber = Subscriber(f"bench-engine-{name}", ROLE, _routes(), counting, principal="api")
+    loop = threading.Thread(target=_loop, args=(settings, subscriber, stop), name=THREADS["loop"])
+    loop.start()
+    try:
+        if not counting.first.wait(sizes.timeout_s):
+            raise RuntimeError(f"bench: the engine read nothing in {sizes.timeout_s:.0f}s")
+        cpu_before, seen, calls_before = _threads(), counting.events, counting.total_calls
+        started = time.monotonic()
+        if rate:
+            _paced(producer, topic, messages[1:], rate)
+        total = before + len(messages)
+        if not poll(lambda: counting.events >= total, sizes.timeout_s, every_s=0.01):
+            raise RuntimeError(f"bench: the engine read {counting.events} of {total} events")
+        cpu_after, seconds = _threads(), time.monotonic() - started
+    finally:
+        stop.set()
+        loop.join(60)
+    events, calls = counting.events - seen, counting.total_calls - calls_before
+    used = {kind: cpu_after[kind][0] - cpu_before[kind][0] for kind in THREADS}
+    return {
+        "events": events,
+        "read_before": seen,  # by the first call, before counting began
+        "threads": {kind: count for kind, (_cpu, count) in cpu_after.items()},
+        "seconds": round(seconds, 2),
+        "events_per_s": round(events / seconds, 1) if seconds else 0.0,
+        "calls": calls,
+        "events_per_call": round(events / max(1, calls), 1),
+        "us_per_event": {kind: round(1e6 * cpu / max(1, events), 1) for kind, cpu in used.items()},
+        "us_per_call": {kind: round(1e6 * cpu / max(1, calls), 1) for kind, cpu in used.items()},
+    }
+
+
+def _routes() -> Routes[_Counting]:
+    return Routes(ROLE, dict.fromkeys(EventType, _Counting.take))
+
+
+def _loop(settings: Settings, subscriber: Subscriber[_Counting], stop: threading.Event) -> None:
+    name_native()
+    run_engine(settings, subscriber, stop)
+
+
+def _threads() -> dict[str, tuple[float, int]]:
+    """CPU seconds so far of each kind of the engine's threads, and how many there are."""
+    found = threads_cpu_seconds(os.getpid(), tuple(THREADS.values()))
+    return {kind: found[prefix] for kind, prefix in THREADS.items()}
+
+
+def _paced(producer: Producer, topic: str, messages: list[Encoded], rate: float) -> None:
+    """Produce ``messages`` at ``rate`` a second: every step, what is due by then."""
+    started, sent = time.monotonic(), 0
+    while sent < len(messages):
+        due = min(len(messages), int((time.monotonic() - started) * rate) + 1)
+        if due > sent:
+            produce_all(producer, topic, messages[sent:due])
+            sent = due
+        time.sleep(_STEP_S)
+
+
+def table(result: dict[str, Any]) -> tuple[str, list[str], list[list[Any]]]:
+    rows = []
+    for part in ("steady", "backlog"):
+        found = result[part]
+        per_event, per_call = found["us_per_event"], found["us_per_call"]
+        rows.append(
+            [
+                part,
+                found["events"],
+                f"{found['events_per_s']:.0f}",
+                found["events_per_call"],
+                *(f"{per_event[k]:.1f} / {per_call[k]:.0f}" for k in THREADS),
+            ]
+        )
+    title = "Consumer engine alone, handler doing nothing (extra)"
+    columns = ["part", "events", "events/s", "events per call",
+               *(f"{k} thread us per event / per call" for k in THREADS)]  # fmt: skip
+    return title, columns, rows
