@@ -35,6 +35,7 @@ def tables(record: dict[str, Any]) -> list[Table]:
         out.append(e2e.table(found["e2e"], best_intake))
         out.append(e2e.stages_table(found["e2e"]))
         out.append(e2e.costs_table(found["e2e"]))
+        out.append(e2e.roles_table(found["e2e"]))
         out.append(e2e.per_payment_table(found["e2e"]))
     if "replay" in found:
         out.append(replay.table(found["replay"]))

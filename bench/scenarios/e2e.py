@@ -232,10 +232,15 @@ def _burst(bench: Bench, merchant: NewMerchant, url: str, sizes: EndToEndSizes) 
 
 def _cpu(bench: Bench) -> dict[str, float]:
     """CPU seconds so far of each role (its process tree), and of the read model alone."""
-    used = {name: cpu_seconds(process.pid) for name, process in bench.roles.items()}
-    if "api" in bench.roles:
-        pid = bench.roles["api"].pid
-        threads = threads_cpu_seconds(pid, READ_MODEL_THREADS)
+    return _with_read_model({name: process.pid for name, process in bench.roles.items()})
+
+
+def _with_read_model(processes: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each of ``processes`` (its tree), and of the read model alone
+    when serve-api is among them."""
+    used = {name: cpu_seconds(pid) for name, pid in processes.items()}
+    if "api" in processes:
+        threads = threads_cpu_seconds(processes["api"], READ_MODEL_THREADS)
         if not threads[READ_MODEL_THREADS[0]][1]:
             # Unnamed, they would leave only librdkafka's: a small figure, and a wrong one.
             raise RuntimeError("bench: no thread of serve-api is named for the read model")
@@ -293,8 +298,7 @@ class _Costs:
 
     @classmethod
     def now(cls, bench: Bench, processes: dict[str, int]) -> _Costs:
-        cpu = {name: cpu_seconds(pid) for name, pid in processes.items()}
-        return cls(cpu, _commits(bench), machine_jiffies())
+        return cls(_with_read_model(processes), _commits(bench), machine_jiffies())
 
     def since(self, before: _Costs, payments: int) -> dict[str, Any]:
         """Per payment accepted between ``before`` and this snapshot: CPU ms of each process,
@@ -410,13 +414,14 @@ def costs_table(result: dict[str, Any]) -> tuple[str, list[str], list[list[Any]]
     does, so the lower the load, the more each payment costs."""
     points = [p for p in result["points"] if "machine_busy" in p]
     shared = ("postgresql", "kafka")
+    apart = (*shared, READ_MODEL)  # the read model is inside serve-api's figure
     rows = [
         [
             _load(p),
             f"{p['offered_per_s']:.0f}",
             f"{p['machine_busy']:.0%}",
             p["commits_per_payment"],
-            f"{sum(ms for n, ms in p['cpu_ms_per_payment'].items() if n not in shared):.1f}",
+            f"{sum(ms for n, ms in p['cpu_ms_per_payment'].items() if n not in apart):.1f}",
             *(f"{p['cpu_ms_per_payment'].get(name, 0.0):.1f}" for name in shared),
         ]
         for p in points
@@ -425,6 +430,18 @@ def costs_table(result: dict[str, Any]) -> tuple[str, list[str], list[list[Any]]
         "load", "offered/s", "machine busy", "commits", "roles CPU ms", "PostgreSQL ms", "Kafka ms"
     ]  # fmt: skip
     return "3. What one payment costs, by offered load (per payment accepted)", columns, rows
+
+
+def roles_table(result: dict[str, Any]) -> tuple[str, list[str], list[list[Any]]]:
+    """Each role's CPU per payment at each offered load: where a small batch's cost lands."""
+    points = [p for p in result["points"] if "machine_busy" in p]
+    shared = ("postgresql", "kafka")  # in the costs table
+    names = [n for n in (points[0]["cpu_ms_per_payment"] if points else {}) if n not in shared]
+    rows = [
+        [_load(p), *(f"{p['cpu_ms_per_payment'].get(n, 0.0):.2f}" for n in names)] for p in points
+    ]
+    title = "3. CPU ms per payment of each role, by offered load (api includes the read model)"
+    return title, ["load", *names], rows
 
 
 def stages_table(result: dict[str, Any]) -> tuple[str, list[str], list[list[Any]]]:
