@@ -37,16 +37,15 @@ class Received:
     # Read once from the message: routing, ordering and the ledger's planner ask often.
     partition: Partition = field(init=False)
     offset: int = field(init=False)
-    key: bytes | None = field(init=False)
 
     def __post_init__(self) -> None:
-        message = self.message
-        object.__setattr__(self, "partition", (topic_of(message), partition_of(message)))
-        object.__setattr__(self, "offset", offset_of(message))
-        key = message.key()
-        object.__setattr__(
-            self, "key", key if isinstance(key, bytes) or key is None else str(key).encode()
-        )
+        object.__setattr__(self, "partition", (topic_of(self.message), partition_of(self.message)))
+        object.__setattr__(self, "offset", offset_of(self.message))
+
+    @property
+    def key(self) -> bytes | None:
+        key = self.message.key()
+        return key if isinstance(key, bytes) or key is None else str(key).encode()
 
     @property
     def envelope(self) -> Envelope:
