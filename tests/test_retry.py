@@ -6,8 +6,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_none
 
-from workers.core.retry import delays, retried
+from workers.core.retry import delays, first_then, retried
 
 
 class Flaky(Exception):
@@ -67,3 +68,33 @@ def test_the_delays_double_their_bound_up_to_the_cap() -> None:
     for _ in range(50):
         drawn = list(zip(delays(0.1, 0.5), bounds, strict=False))
         assert all(0 <= delay <= bound for delay, bound in drawn)
+
+
+def test_a_policy_is_built_only_once_a_first_attempt_failed() -> None:
+    built: list[AsyncRetrying] = []
+
+    def policy() -> AsyncRetrying:
+        built.append(AsyncRetrying(stop=stop_after_attempt(3), wait=wait_none(), reraise=True))
+        return built[-1]
+
+    made, call = calls_failing(0, Flaky())
+    assert asyncio.run(first_then(policy, call)) == "answered at 1"
+    assert (made, built) == ([1], [])
+
+
+def test_the_policy_sees_a_failed_first_attempt_as_its_own_first() -> None:
+    made, call = calls_failing(2, Flaky())
+    seen: list[tuple[int, str]] = []
+
+    def noted(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        seen.append((state.attempt_number, type(error).__name__))
+
+    def policy() -> AsyncRetrying:
+        return AsyncRetrying(
+            stop=stop_after_attempt(5), wait=wait_none(), before_sleep=noted, reraise=True
+        )
+
+    assert asyncio.run(first_then(policy, call)) == "answered at 3"
+    assert made == [1, 2, 3]  # the failed first attempt is not made again
+    assert seen == [(1, "Flaky"), (2, "Flaky")]

@@ -7,7 +7,6 @@ one outage do not come back in step.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
@@ -40,33 +39,44 @@ def delays(first_s: float, max_s: float) -> Iterator[float]:
 
 async def retried(
     call: Callable[[], Awaitable[T]],
-    errors: type[BaseException],
+    errors: type[Exception],
     *,
     attempts: int,
     first_s: float,
     max_s: float,
 ) -> T:
     """``call()`` until it returns, at most ``attempts`` times while it raises ``errors``, with
-    the one backoff between attempts; the last error is raised.
+    the one backoff between attempts; the last error is raised."""
+    return await first_then(
+        lambda: AsyncRetrying(
+            stop=stop_after_attempt(attempts),
+            wait=jittered(first_s, max_s),
+            retry=retry_if_exception_type(errors),
+            reraise=True,
+        ),
+        call,
+    )
 
-    The first attempt runs bare: nearly every call succeeds at once, and tenacity's controller
-    costs as much CPU as a local HTTP request. Only a failure starts it, for the rest of the
-    schedule (the second delay's bound is twice the first's, and so on).
-    """
+
+async def first_then(retrying: Callable[[], AsyncRetrying], call: Callable[[], Awaitable[T]]) -> T:
+    """``call()`` under the policy ``retrying()`` makes, its first attempt bare: nearly every
+    call succeeds at once, and tenacity's controller costs as much CPU as a small call's own
+    work, so only a failure builds one.
+
+    The failed first attempt is handed to the policy as its own first attempt, raising the same
+    error, so the policy sees what it would have seen (its traceback then shows the second
+    call's frames too)."""
     try:
         return await call()
-    except errors:
-        if attempts <= 1:
-            raise
-    await asyncio.sleep(next(delays(first_s, max_s)))
+    except Exception as exc:
+        first: Exception | None = exc
 
     async def attempt() -> T:  # a coroutine function: tenacity awaits only those
+        nonlocal first
+        if first is not None:
+            error, first = first, None
+            raise error
         return await call()
 
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(attempts - 1),
-        wait=jittered(2 * first_s, max_s),
-        retry=retry_if_exception_type(errors),
-        reraise=True,
-    )
-    return await retrying(attempt)
+    result: T = await retrying()(attempt)
+    return result

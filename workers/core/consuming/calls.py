@@ -30,13 +30,12 @@ from workers.core.consuming.offsets import KafkaOffsets, StoredOffsets
 from workers.core.consuming.routing import Handler
 from workers.core.delivery import FIRST_RETRY_S, TRANSIENT, DeadLetters, Verdicts
 from workers.core.kafka import Message
-from workers.core.retry import jittered
+from workers.core.retry import first_then, jittered
 
 log = logging.getLogger(__name__)
 
 Offsets = KafkaOffsets | StoredOffsets
 Work = Callable[[Batch], Awaitable[None]]
-Work0 = Callable[[], Awaitable[None]]
 
 
 class Stopped(Exception):
@@ -181,7 +180,7 @@ class Caller:
             )
 
         try:
-            await _first_then(retrying, once)
+            await first_then(retrying, once)
         except Stopped:
             raise
         except Exception as exc:
@@ -201,28 +200,6 @@ class Caller:
         except TimeoutError:
             return
         raise Stopped
-
-
-async def _first_then(retrying: Callable[[], AsyncRetrying], once: Work0) -> None:
-    """``once`` under a ``retrying()``, its first attempt outside: most calls succeed at once,
-    and the retry machinery costs as much as a small batch's own bookkeeping.
-
-    A first attempt that fails is handed to the policy as its first attempt, raising the same
-    error, so the policy sees exactly what it would have seen."""
-    try:
-        await once()
-        return
-    except Exception as exc:
-        first: Exception | None = exc
-
-    async def attempt() -> None:
-        nonlocal first
-        if first is not None:
-            error, first = first, None
-            raise error
-        await once()
-
-    await retrying()(attempt)
 
 
 class _Attempt:
