@@ -57,7 +57,8 @@ def cpu_seconds(pid: int) -> float:
 
 def threads_cpu_seconds(pid: int, prefixes: tuple[str, ...]) -> dict[str, tuple[float, int]]:
     """Per prefix: the CPU time of the live threads of ``pid``'s tree whose kernel name starts
-    with it (``workers.core.threads`` names them), and how many there are."""
+    with it (``workers.core.threads`` names them), and how many there are. A thread counts
+    once, under the first of ``prefixes`` its name starts with."""
     ticks = dict.fromkeys(prefixes, 0)
     found = dict.fromkeys(prefixes, 0)
     for member in tree(pid):

@@ -47,6 +47,8 @@ RETRY_SCHEDULE_S = [0, 1, 2, 4, 8, 16]
 # librdkafka's, for serve-api has no Kafka client but the read model's.
 READ_MODEL = "read model (in api)"
 READ_MODEL_THREADS = (read_model.ROLE[:NAME_BYTES], "rdk:")
+# The stack's shared processes, apart from the roles in the cost tables.
+SHARED = ("postgresql", "kafka")
 
 
 @dataclass(frozen=True)
@@ -413,8 +415,7 @@ def costs_table(result: dict[str, Any]) -> tuple[str, list[str], list[list[Any]]
     """What a payment costs at each offered load: a small batch costs about what a large one
     does, so the lower the load, the more each payment costs."""
     points = [p for p in result["points"] if "machine_busy" in p]
-    shared = ("postgresql", "kafka")
-    apart = (*shared, READ_MODEL)  # the read model is inside serve-api's figure
+    apart = (*SHARED, READ_MODEL)  # the read model is inside serve-api's figure
     rows = [
         [
             _load(p),
@@ -422,7 +423,7 @@ def costs_table(result: dict[str, Any]) -> tuple[str, list[str], list[list[Any]]
             f"{p['machine_busy']:.0%}",
             p["commits_per_payment"],
             f"{sum(ms for n, ms in p['cpu_ms_per_payment'].items() if n not in apart):.1f}",
-            *(f"{p['cpu_ms_per_payment'].get(name, 0.0):.1f}" for name in shared),
+            *(f"{p['cpu_ms_per_payment'].get(name, 0.0):.1f}" for name in SHARED),
         ]
         for p in points
     ]
@@ -435,8 +436,7 @@ def costs_table(result: dict[str, Any]) -> tuple[str, list[str], list[list[Any]]
 def roles_table(result: dict[str, Any]) -> tuple[str, list[str], list[list[Any]]]:
     """Each role's CPU per payment at each offered load: where a small batch's cost lands."""
     points = [p for p in result["points"] if "machine_busy" in p]
-    shared = ("postgresql", "kafka")  # in the costs table
-    names = [n for n in (points[0]["cpu_ms_per_payment"] if points else {}) if n not in shared]
+    names = [n for n in (points[0]["cpu_ms_per_payment"] if points else {}) if n not in SHARED]
     rows = [
         [_load(p), *(f"{p['cpu_ms_per_payment'].get(n, 0.0):.2f}" for n in names)] for p in points
     ]

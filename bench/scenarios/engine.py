@@ -4,7 +4,7 @@ A subscriber whose handler does nothing reads payment events, in this process, t
 arrive at a steady rate (small poll batches, as every consumer sees them below its maximum),
 then from a backlog (full batches, as in a burst). Reported: the CPU time of each of the
 engine's threads (its loop, its Kafka thread, its handler thread) per event and per handler
-call, from /proc, counted from the first call on. librdkafka's own threads are the client's,
+call, from /proc, counted after the first call. librdkafka's own threads are the client's,
 not the engine's, and are left out (the producer's share this process)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
-from bench.env import isolated, poll
+from bench.env import isolated
 from bench.events import initiated, payment_id, produce_all
 from bench.procstat import threads_cpu_seconds
 from workers.core.config import Settings
@@ -42,17 +42,41 @@ class EngineSizes:
 
 
 class _Counting:
-    """The handler: counts what it is given, nothing else."""
+    """The handler: counts what it is given, nothing else. One handler thread writes the
+    counts (the subscriber takes one call at a time); the bench reads them.
 
-    def __init__(self) -> None:
+    Its first call waits until the bench has read the threads' CPU, so that what is counted
+    after it starts exactly there."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
         self.events = 0
         self.total_calls = 0
         self.first = threading.Event()
+        self.go = threading.Event()
+        self.done = threading.Event()
+        self.error: BaseException | None = None
 
     def take(self, batch: Batch) -> None:
         self.events += len(batch.items)
         self.total_calls += 1
+        if not self.first.is_set():
+            self.first.set()
+            self.go.wait()
+        if self.events >= self.total:
+            self.done.set()
+
+    def failed(self, error: BaseException) -> None:
+        """The engine stopped with ``error``: whoever waits wakes."""
+        self.error = error
         self.first.set()
+        self.done.set()
+
+    def wait(self, event: threading.Event, timeout_s: float) -> None:
+        if not event.wait(timeout_s):
+            raise RuntimeError(f"bench: the engine read {self.events} of {self.total} events")
+        if self.error is not None:
+            raise RuntimeError("bench: the engine failed") from self.error
 
 
 def run(base: Settings, sizes: EngineSizes) -> dict[str, Any]:
@@ -83,27 +107,28 @@ def _part(
     topic = topics(settings).payments
     producer = make_producer(settings, "outbox")
     # One event first: the group has joined and read it before anything is counted.
-    produce_all(producer, topic, messages[:1])
+    _produce(producer, topic, messages[:1])
     if not rate:
-        produce_all(producer, topic, messages[1:])
-    counting, stop = _Counting(), threading.Event()
+        _produce(producer, topic, messages[1:])
+    counting, stop = _Counting(before + len(messages)), threading.Event()
     subscriber = Subscriber(f"bench-engine-{name}", ROLE, _routes(), counting, principal="api")
     loop = threading.Thread(target=_loop, args=(settings, subscriber, stop), name=THREADS["loop"])
     loop.start()
     try:
-        if not counting.first.wait(sizes.timeout_s):
-            raise RuntimeError(f"bench: the engine read nothing in {sizes.timeout_s:.0f}s")
+        counting.wait(counting.first, sizes.timeout_s)
         cpu_before, seen, calls_before = _threads(), counting.events, counting.total_calls
+        counting.go.set()
         started = time.monotonic()
         if rate:
             _paced(producer, topic, messages[1:], rate)
-        total = before + len(messages)
-        if not poll(lambda: counting.events >= total, sizes.timeout_s, every_s=0.01):
-            raise RuntimeError(f"bench: the engine read {counting.events} of {total} events")
+        counting.wait(counting.done, sizes.timeout_s)
         cpu_after, seconds = _threads(), time.monotonic() - started
     finally:
+        counting.go.set()
         stop.set()
         loop.join(60)
+    if loop.is_alive():
+        raise RuntimeError("bench: the engine did not stop within 60 s")
     events, calls = counting.events - seen, counting.total_calls - calls_before
     used = {kind: cpu_after[kind][0] - cpu_before[kind][0] for kind in THREADS}
     return {
@@ -125,7 +150,16 @@ def _routes() -> Routes[_Counting]:
 
 def _loop(settings: Settings, subscriber: Subscriber[_Counting], stop: threading.Event) -> None:
     name_native()
-    run_engine(settings, subscriber, stop)
+    try:
+        run_engine(settings, subscriber, stop)
+    except BaseException as exc:
+        subscriber.handlers.failed(exc)
+        raise
+
+
+def _produce(producer: Producer, topic: str, messages: list[Encoded]) -> None:
+    if produce_all(producer, topic, messages):
+        raise RuntimeError(f"bench: Kafka refused some of {len(messages)} events")
 
 
 def _threads() -> dict[str, tuple[float, int]]:
@@ -140,7 +174,7 @@ def _paced(producer: Producer, topic: str, messages: list[Encoded], rate: float)
     while sent < len(messages):
         due = min(len(messages), int((time.monotonic() - started) * rate) + 1)
         if due > sent:
-            produce_all(producer, topic, messages[sent:due])
+            _produce(producer, topic, messages[sent:due])
             sent = due
         time.sleep(_STEP_S)
 
