@@ -18,6 +18,7 @@ from typing import Any, Final
 from bench.env import isolated
 from bench.events import initiated, payment_id, produce_all
 from bench.procstat import threads_cpu_seconds
+from workers.core import heap
 from workers.core.config import Settings
 from workers.core.consuming import Batch, Routes, Subscriber
 from workers.core.consuming import run as run_engine
@@ -113,6 +114,7 @@ def _part(
     counting, stop = _Counting(before + len(messages)), threading.Event()
     subscriber = Subscriber(f"bench-engine-{name}", ROLE, _routes(), counting, principal="api")
     loop = threading.Thread(target=_loop, args=(settings, subscriber, stop), name=THREADS["loop"])
+    heap.settle()  # as every role does before its loop
     loop.start()
     try:
         counting.wait(counting.first, sizes.timeout_s)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -39,7 +38,7 @@ from workers.api.request_context import RequestContext
 from workers.api.routing import RequestRoute, allowed_methods
 from workers.api.schemas import PaymentCreate, RefundCreate, parse_body
 from workers.api.services import Services, services_of
-from workers.core import observe
+from workers.core import heap, observe
 from workers.core.config import Settings, load_settings
 from workers.core.db import database_url
 from workers.core.lifecycle import exit_with_parent
@@ -67,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = Services(settings, pool)
         stop = threading.Event()
         thread = read_model.start(settings, stop) if settings.api.read_model else None
-        _spare_startup_objects_from_gc()
+        heap.settle()
         try:
             yield
         finally:
@@ -102,14 +101,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(payout_routes.router(settings))
     openapi.install(app)
     return app
-
-
-def _spare_startup_objects_from_gc() -> None:
-    # What start-up built (modules, FastAPI's routes and models, the pool) lives as long as
-    # the process: freezing it keeps the collector from walking it again at every full
-    # collection, a few percent of each request's CPU otherwise.
-    gc.collect()
-    gc.freeze()
 
 
 def _install_routes(app: FastAPI, settings: Settings) -> None:

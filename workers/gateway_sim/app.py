@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
+from workers.core import heap
 from workers.core.requests import StrictBody
 from workers.gateway_sim import authorizations, payouts
 from workers.gateway_sim.db import Q
@@ -238,6 +239,7 @@ def create_app(config: SimConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         sim.store.open()
+        heap.settle()
         hide = _HideLostAcks()
         uvicorn_errors = logging.getLogger("uvicorn.error")
         uvicorn_errors.addFilter(hide)

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Sequence
 from typing import Final
 
-from workers.core import observe
+from workers.core import heap, observe
 from workers.core.config import Settings
 from workers.core.consuming import (
     Batch,
@@ -52,7 +52,9 @@ def serve(settings: Settings, rules: PostingRules = STANDARD_RULES) -> None:
     observe.start(settings, ROLE)
     stop = install_stop_handlers(settings.worker.grace_period_s)
     metrics.start(settings)
-    consume(settings, Ledger(settings, rules), stop)
+    ledger = Ledger(settings, rules)
+    heap.settle()
+    consume(settings, ledger, stop)
 
 
 def consume(settings: Settings, ledger: Ledger, stop: threading.Event) -> None:

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from psycopg_pool import AsyncConnectionPool
 
-from workers.core import observe
+from workers.core import heap, observe
 from workers.core.config import Settings
 from workers.core.consuming import IGNORE, Engine, Routes, Subscriber, register
 from workers.core.db import connect, database_url
@@ -72,6 +72,7 @@ def serve(settings: Settings) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     stop = install_stop_handlers(settings.worker.grace_period_s)
     metrics.start(settings)
+    heap.settle()
     run_async(run(settings, keys, stop))
 
 

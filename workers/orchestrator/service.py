@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from psycopg_pool import ConnectionPool
 
-from workers.core import observe, tracing
+from workers.core import heap, observe, tracing
 from workers.core.config import Settings
 from workers.core.consuming import IGNORE, Batch, Routes, Subscriber, register, run
 from workers.core.delivery import headers_of
@@ -44,6 +44,7 @@ def serve(settings: Settings) -> None:
     try:
         timers = threading.Thread(target=orchestrator.run_timers, args=(stop,), name="timers")
         timers.start()
+        heap.settle()
         run(settings, subscriber(orchestrator), stop)
         stop.set()
         timers.join()

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from psycopg_pool import AsyncConnectionPool
 
-from workers.core import commands, observe
+from workers.core import commands, heap, observe
 from workers.core.commands import CommandType
 from workers.core.config import Settings
 from workers.core.consuming import IGNORE, Engine, Routes, Subscriber, register
@@ -118,6 +118,7 @@ def serve(settings: Settings) -> None:
     observe.start(settings, ROLE)
     stop = install_stop_handlers(settings.worker.grace_period_s)
     metrics.start(settings)
+    heap.settle()
     run_async(run(settings, stop))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gc
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -316,8 +315,4 @@ class Engine:
 
 def run(settings: Settings, subscriber: Subscriber[Any], stop: threading.Event) -> None:
     """Run ``subscriber`` until ``stop`` is set (in its own event loop, in this thread)."""
-    # What the process made to start (modules, pydantic's validators, settings) lives as long
-    # as it does. Left to the collector, every full collection walks all of it again, and
-    # decoding a batch allocates enough to trigger them often.
-    gc.freeze()
     run_async(Engine(settings, subscriber).run(stop))
