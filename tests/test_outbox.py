@@ -419,3 +419,19 @@ def test_a_round_works_only_on_the_outboxes_with_rows_waiting(settings: Settings
     with OutboxRelay(fast(settings)) as relay:
         assert relay.publish_once() == 2
     assert store.waiting(db) == []
+
+
+def test_a_round_commits_every_outbox_it_published_together(settings: Settings, db: Conn) -> None:
+    # One transaction for the round's batches (its one wait on Kafka covers them all): the
+    # marks share the transaction's timestamp; one batch's missing acknowledgement undoes all.
+    stage_events(db, "api", [initiated("pay_1")])
+    stage_events(db, "processor", [processing("pay_2")])
+    with OutboxRelay(fast(settings)) as relay:
+        assert relay.publish_once() == 2
+    marks = db.execute(
+        "SELECT (SELECT max(published_at) FROM api.outbox),"
+        " (SELECT max(published_at) FROM processor.outbox)"
+    ).fetchone()
+    assert marks is not None
+    assert marks[0] is not None
+    assert marks[0] == marks[1]

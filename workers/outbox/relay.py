@@ -3,12 +3,13 @@
 Events go to the payment event log; the orchestrator's commands to the command topic (each
 outbox's topic is ``workers.core.outbox.OUTBOXES``'s), both keyed by payment id.
 
-A batch is read, produced, marked published (while Kafka acknowledges) and committed once
-every message is acknowledged, in one transaction; anything short of every acknowledgement
-rolls the transaction back and the batch goes again later. A crash between producing and
-committing repeats events, never loses them; consumers dedupe by event id. One relay at a time
-works on a schema (a transaction-level advisory lock), so several relays neither double-publish
-nor reorder one payment's events.
+A round reads a batch from each outbox with rows waiting, produces and marks them published
+(while Kafka acknowledges) and commits once every message is acknowledged, in one transaction;
+anything short of every acknowledgement rolls the round back and its batches go again later.
+The round waits on Kafka once for all its batches, not once per outbox. A crash between
+producing and committing repeats events, never loses them; consumers dedupe by event id. One
+relay at a time works on a schema (a transaction-level advisory lock), so several relays
+neither double-publish nor reorder one payment's events.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
 
 import psycopg
 
-from workers.core import observe
+from workers.core import heap, observe
 from workers.core.config import Settings
 from workers.core.db import connect
 from workers.core.events import header
@@ -31,7 +33,7 @@ from workers.core.outbox import EMITTING_SCHEMAS, topic_of
 from workers.core.retry import delays
 from workers.core.topics import topics
 from workers.outbox import metrics, store
-from workers.outbox.publisher import ROLE, BatchPublisher, NotAcknowledged
+from workers.outbox.publisher import ROLE, BatchPublisher, NotAcknowledged, Sent
 from workers.outbox.store import Conn, OutboxRow, Pruned
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,17 @@ def serve(settings: Settings) -> None:
     observe.start(settings, ROLE)
     stop = install_stop_handlers(settings.worker.grace_period_s)
     metrics.start(settings)
-    OutboxRelay(settings).run(stop)
+    relay = OutboxRelay(settings)
+    heap.settle()
+    relay.run(stop)
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    schema: str
+    rows: list[OutboxRow]
+    sent: Sent
+    started_ns: int
 
 
 class OutboxRelay:
@@ -131,33 +143,35 @@ class OutboxRelay:
             self._wait(self._idle_wait)
 
     def _round(self, conn: Conn) -> tuple[int, bool]:
-        """Publish one batch per schema with rows waiting; ``more`` when a full batch says
-        rows may be left."""
-        total, more = 0, False
-        for schema in store.waiting(conn):
-            if self._stop.is_set():
-                break
-            count = self._publish_batch(conn, schema)
-            total += count
-            more = more or count >= self.settings.outbox.batch_size
-        return total, more
-
-    def _publish_batch(self, conn: Conn, schema: str) -> int:
+        """One batch from each outbox with rows waiting, in one transaction; ``more`` when a
+        full batch says rows may be left."""
+        waiting = store.waiting(conn)
+        if not waiting:
+            return 0, False
         with conn.transaction():
-            if not store.try_lock(conn, schema):
-                return 0  # another relay is on this schema; it will drain it
-            rows = store.claim(conn, schema, self.settings.outbox.batch_size)
-            if not rows:
-                return 0
-            started_ns = time.time_ns()
-            sent = self._publisher.send(self._router(schema), rows)
-            # The rows are marked while Kafka acknowledges them; the mark commits only once
-            # every acknowledgement is in (confirm raises otherwise, rolling it back).
-            store.mark_published(conn, schema, [row.id for row in rows])
-            self._publisher.confirm(sent, self._stop, self._heartbeat.beat)
-        metrics.published(schema, len(rows))
-        observe.published(ROLE, f"{schema}.outbox", [row.headers for row in rows], started_ns)
-        return len(rows)
+            batches = [b for schema in waiting if (b := self._send_batch(conn, schema))]
+            # Every batch is with the producer before the first wait: one wait for them all.
+            for batch in batches:
+                self._publisher.confirm(batch.sent, self._stop, self._heartbeat.beat)
+        for batch in batches:
+            metrics.published(batch.schema, len(batch.rows))
+            headers = [row.headers for row in batch.rows]
+            observe.published(ROLE, f"{batch.schema}.outbox", headers, batch.started_ns)
+        full = self.settings.outbox.batch_size
+        return sum(len(b.rows) for b in batches), any(len(b.rows) >= full for b in batches)
+
+    def _send_batch(self, conn: Conn, schema: str) -> _Batch | None:
+        """Claim ``schema``'s oldest rows, hand them to the producer and mark them published
+        (the mark commits only with the round, once every acknowledgement is in)."""
+        if self._stop.is_set() or not store.try_lock(conn, schema):
+            return None  # stopping; or another relay is on this schema and will drain it
+        rows = store.claim(conn, schema, self.settings.outbox.batch_size)
+        if not rows:
+            return None
+        started_ns = time.time_ns()
+        sent = self._publisher.send(self._router(schema), rows)
+        store.mark_published(conn, schema, [row.id for row in rows])
+        return _Batch(schema, rows, sent, started_ns)
 
     def _router(self, schema: str) -> Callable[[OutboxRow], str]:
         default = self.topic_of[schema]
