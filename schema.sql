@@ -470,6 +470,8 @@ CREATE INDEX IF NOT EXISTS deliveries_due_by_endpoint
     ON notifier.deliveries (endpoint_id, next_attempt_at, id) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_leased ON notifier.deliveries (endpoint_id)
     WHERE status = 'pending' AND leased_until IS NOT NULL;
+-- The gauges count the pending and the failed deliveries every second, each on its index.
+CREATE INDEX IF NOT EXISTS deliveries_failed ON notifier.deliveries (id) WHERE status = 'failed';
 
 CREATE TABLE IF NOT EXISTS notifier.attempts (
     id            bigserial   PRIMARY KEY,

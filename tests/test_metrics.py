@@ -115,9 +115,16 @@ def test_every_stage_moves_its_metrics(stack: Stack) -> None:
         value(notifier, "flowpay_webhook_deliveries_total", outcome="delivered", attempt="1")
         == count
     )
-    # Sampled from the database once a second: it may trail the delivery just made.
-    notifier = _moved(
-        stack, "notifier", "flowpay_webhook_deliveries_by_status", count, status="delivered"
+    # Sampled from the database once a second: what waits and what failed (the counter above
+    # has the delivered ones).
+    wait_for(
+        lambda: (
+            label_values(
+                stack.metrics.scrape("notifier"), "flowpay_webhook_deliveries_by_status", "status"
+            )
+            == {"pending", "failed"}
+        ),
+        PATIENCE_S,
     )
     assert (
         value(notifier, "flowpay_handler_outcomes_total", group="notifier", outcome="ok")

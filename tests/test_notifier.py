@@ -18,6 +18,7 @@ import httpx
 import psycopg
 import pytest
 from prometheus_client import REGISTRY
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from tests.conftest import env_for, flowpay
@@ -50,6 +51,7 @@ from workers.core.topics import GROUP_NOTIFIER_ENDPOINTS, topics
 from workers.notifier import endpoint_catch_up
 from workers.notifier.endpoint_catch_up import EndpointCatchUp, EndpointsBehind
 from workers.notifier.intake import Intake
+from workers.notifier.metrics import delivery_counts
 from workers.notifier.posting import Result
 from workers.notifier.sender import Due, Sender
 
@@ -126,6 +128,33 @@ def test_a_claim_queued_behind_an_intake_takes_what_that_intake_recorded(
         claimed = claiming.execute(Q["deliveries_claim"], params).fetchall()
         claiming.commit()
     assert [row[0] for row in claimed] == ["msg_late"]
+
+
+def test_the_gauges_count_what_waits_and_what_failed_each_on_its_index(
+    db: Conn, shop: Shop
+) -> None:
+    for delivery_id, status in [("msg_p", "pending"), ("msg_f1", "failed"), ("msg_f2", "failed"),
+                                ("msg_d1", "delivered"), ("msg_d2", "delivered")]:  # fmt: skip
+        db.execute(
+            "INSERT INTO notifier.deliveries (id, endpoint_id, event_id, merchant_id, payment_id,"
+            " event_type, body, status) VALUES (%s, %s, gen_random_uuid(), %s, 'pay_g',"
+            " 'payment.succeeded', '{}'::bytea, %s)",
+            (delivery_id, shop.endpoint.id, shop.merchant_id, status),
+        )
+    assert delivery_counts(db) == {"pending": 1, "failed": 2}
+    # Sampled every second for ever: its cost follows what waits and what failed, not every
+    # delivery ever made (the planner would walk the table while it is this small).
+    with db.transaction():
+        db.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(
+            str(row[0])
+            for row in db.execute(sql.SQL("EXPLAIN {}").format(Q["deliveries_by_status"]))
+        )
+    scanned = {
+        line.split(" using ")[1].split()[0] for line in plan.splitlines() if " using " in line
+    }
+    assert "deliveries_failed" in scanned
+    assert scanned <= {"deliveries_failed", "deliveries_due", "deliveries_due_by_endpoint"}
 
 
 def test_a_claim_passes_over_a_delivery_another_round_is_recording(

@@ -17,7 +17,8 @@ Q = load_queries("workers.notifier")
 OUTCOMES: Final = ("delivered", "retry", "failed", "gone", "disabled")
 # gone (it answered 410) | failing (every attempt failed for notifier.disable_after_s)
 DISABLE_REASONS: Final = ("gone", "failing")
-STATUSES: Final = ("pending", "delivered", "failed")
+# What the gauge counts: delivered ones only grow (the deliveries counter has them).
+STATUSES: Final = ("pending", "failed")
 
 DELIVERIES = Counter(
     "flowpay_webhook_deliveries",
@@ -37,7 +38,7 @@ WAITING_FOR_ENDPOINTS = Gauge(
 )
 BY_STATUS = Gauge(
     "flowpay_webhook_deliveries_by_status",
-    "Webhook deliveries by status (pending, delivered, failed).",
+    "Webhook deliveries waiting or failed, by status (pending, failed).",
     ["status"],
 )
 
@@ -51,9 +52,9 @@ def endpoint_disabled(reason: str) -> None:
 
 
 def delivery_counts(conn: psycopg.Connection[tuple[object, ...]]) -> dict[str, int]:
-    """Deliveries per status (also what `flowpay top` shows)."""
-    rows = cast(list[tuple[str, int]], conn.execute(Q["deliveries_by_status"]).fetchall())
-    return {status: 0 for status in STATUSES} | dict(rows)
+    """Deliveries pending and failed (also what `flowpay top` shows)."""
+    row = cast(tuple[int, int], conn.execute(Q["deliveries_by_status"]).fetchone())
+    return dict(zip(STATUSES, row, strict=True))
 
 
 def start(settings: Settings) -> None:
