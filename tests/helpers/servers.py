@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO
 
 import httpx
+import psutil
 
 from tests.conftest import ROOT
 from workers.core import local_http
@@ -74,16 +75,15 @@ def _wait_healthy(process: subprocess.Popen[bytes], url: str, log: Path) -> None
 def server_processes(pid: int) -> set[int]:
     """The children of ``pid`` that multiprocessing spawned (not its resource tracker): the
     server processes of a ``serve-api --workers N`` running as ``pid``."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    found: set[int] = set()
+    try:
+        children = psutil.Process(pid).children()
+    except psutil.Error:
+        return found  # exited meanwhile
+    for child in children:
         try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue  # exited meanwhile
-        # The command name (field 2) may hold spaces; the parent pid follows its closing paren.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
-            found.add(int(entry.name))
+            if any("spawn_main" in part for part in child.cmdline()):
+                found.add(child.pid)
+        except psutil.Error:
+            continue
     return found
