@@ -31,6 +31,7 @@ from workers.core.topics import topics
 from workers.devstack import kafka
 from workers.devstack.paths import StackPaths
 from workers.outbox import store
+from workers.outbox.publisher import NotAcknowledged
 from workers.outbox.relay import FIRST_IDLE_WAIT_S, OutboxRelay, next_idle_wait
 from workers.outbox.store import Pruned
 
@@ -422,8 +423,8 @@ def test_a_round_works_only_on_the_outboxes_with_rows_waiting(settings: Settings
 
 
 def test_a_round_commits_every_outbox_it_published_together(settings: Settings, db: Conn) -> None:
-    # One transaction for the round's batches (its one wait on Kafka covers them all): the
-    # marks share the transaction's timestamp; one batch's missing acknowledgement undoes all.
+    # One transaction for the round's batches, whose one wait on Kafka covers them all: the
+    # marks share the transaction's timestamp.
     stage_events(db, "api", [initiated("pay_1")])
     stage_events(db, "processor", [processing("pay_2")])
     with OutboxRelay(fast(settings)) as relay:
@@ -435,3 +436,20 @@ def test_a_round_commits_every_outbox_it_published_together(settings: Settings, 
     assert marks is not None
     assert marks[0] is not None
     assert marks[0] == marks[1]
+
+
+def test_an_outbox_kafka_does_not_acknowledge_holds_back_no_other(
+    settings: Settings, db: Conn
+) -> None:
+    stage_events(db, "api", [initiated("pay_1")])
+    stuck = processing("pay_2")
+    stage_events(db, "processor", [stuck])
+    with OutboxRelay(fast(settings, delivery_timeout_s=1.0)) as relay:
+        relay.topic_of["processor"] = f"{topics(settings).payments}.missing"  # never created
+        with pytest.raises(NotAcknowledged):
+            relay.publish_once()
+    assert store.waiting(db) == ["processor"]  # the API's batch committed, this one did not
+    assert _scalar(db, "SELECT count(*) FROM processor.outbox WHERE published_at IS NULL") == 1
+    with OutboxRelay(fast(settings)) as relay:
+        assert relay.publish_once() == 1  # the next round publishes it
+    assert str(stuck.event_id) in {event_id(m) for m in read_all(settings)}

@@ -125,6 +125,11 @@ class BatchPublisher:
         if queued or any(error.fatal() for error in acks.errors):
             self._discard()
 
+    def abandon(self) -> None:
+        """Drop whatever is still queued (the caller rolled its batches back): none of it
+        may reach Kafka after the rows are published again, perhaps by another relay."""
+        self._discard()
+
     def _discard(self) -> None:
         if self._producer is not None:
             self._producer.purge()

@@ -3,10 +3,12 @@
 Events go to the payment event log; the orchestrator's commands to the command topic (each
 outbox's topic is ``workers.core.outbox.OUTBOXES``'s), both keyed by payment id.
 
-A round reads a batch from each outbox with rows waiting, produces and marks them published
-(while Kafka acknowledges) and commits once every message is acknowledged, in one transaction;
-anything short of every acknowledgement rolls the round back and its batches go again later.
-The round waits on Kafka once for all its batches, not once per outbox. A crash between
+A round reads a batch from each outbox with rows waiting and hands every batch to the producer
+before it waits for any acknowledgement: one wait on Kafka for them all. In the round's one
+transaction, each batch is marked published once all of its own messages are acknowledged; a
+batch short of that is left unmarked and goes again later, without holding back the others.
+Anything else that fails rolls the round back, and what it had queued is dropped from the
+producer, so that nothing of it reaches Kafka after the rows are claimed again. A crash between
 producing and committing repeats events, never loses them; consumers dedupe by event id. One
 relay at a time works on a schema (a transaction-level advisory lock), so several relays
 neither double-publish nor reorder one payment's events.
@@ -143,26 +145,32 @@ class OutboxRelay:
             self._wait(self._idle_wait)
 
     def _round(self, conn: Conn) -> tuple[int, bool]:
-        """One batch from each outbox with rows waiting, in one transaction; ``more`` when a
-        full batch says rows may be left."""
+        """One batch from each outbox with rows waiting (see the module's docstring). Raises
+        the first batch's NotAcknowledged once the others are committed; ``more`` when a full
+        batch says rows may be left."""
         waiting = store.waiting(conn)
         if not waiting:
             return 0, False
-        with conn.transaction():
-            batches = [b for schema in waiting if (b := self._send_batch(conn, schema))]
-            # Every batch is with the producer before the first wait: one wait for them all.
-            for batch in batches:
-                self._publisher.confirm(batch.sent, self._stop, self._heartbeat.beat)
-        for batch in batches:
+        try:
+            with conn.transaction():
+                batches = [b for schema in waiting if (b := self._send_batch(conn, schema))]
+                confirmed, refused = self._confirm(batches)
+                for batch in confirmed:
+                    store.mark_published(conn, batch.schema, [row.id for row in batch.rows])
+        except BaseException:
+            self._publisher.abandon()
+            raise
+        for batch in confirmed:
             metrics.published(batch.schema, len(batch.rows))
             headers = [row.headers for row in batch.rows]
             observe.published(ROLE, f"{batch.schema}.outbox", headers, batch.started_ns)
+        if refused is not None:
+            raise refused
         full = self.settings.outbox.batch_size
         return sum(len(b.rows) for b in batches), any(len(b.rows) >= full for b in batches)
 
     def _send_batch(self, conn: Conn, schema: str) -> _Batch | None:
-        """Claim ``schema``'s oldest rows, hand them to the producer and mark them published
-        (the mark commits only with the round, once every acknowledgement is in)."""
+        """Claim ``schema``'s oldest rows and hand them to the producer."""
         if self._stop.is_set() or not store.try_lock(conn, schema):
             return None  # stopping; or another relay is on this schema and will drain it
         rows = store.claim(conn, schema, self.settings.outbox.batch_size)
@@ -170,8 +178,21 @@ class OutboxRelay:
             return None
         started_ns = time.time_ns()
         sent = self._publisher.send(self._router(schema), rows)
-        store.mark_published(conn, schema, [row.id for row in rows])
         return _Batch(schema, rows, sent, started_ns)
+
+    def _confirm(self, batches: list[_Batch]) -> tuple[list[_Batch], NotAcknowledged | None]:
+        """The batches whose every message Kafka acknowledged, and the first refusal."""
+        confirmed: list[_Batch] = []
+        refused: NotAcknowledged | None = None
+        for batch in batches:
+            try:
+                self._publisher.confirm(batch.sent, self._stop, self._heartbeat.beat)
+            except NotAcknowledged as exc:
+                log.warning("%s.outbox: %s; that batch goes again later", batch.schema, exc)
+                refused = refused or exc
+            else:
+                confirmed.append(batch)
+        return confirmed, refused
 
     def _router(self, schema: str) -> Callable[[OutboxRow], str]:
         default = self.topic_of[schema]
@@ -200,7 +221,7 @@ class OutboxRelay:
         if isinstance(exc, psycopg.OperationalError):
             self._disconnect()  # a broken connection does not always know it is broken
         if self._stop.is_set():
-            log.info("stopping with a batch unconfirmed; it will be published again: %s", exc)
+            log.info("stopping with a round unconfirmed; it will be published again: %s", exc)
             return
         self.failures += 1
         if self._outage_since is None:
