@@ -49,6 +49,7 @@ from workers.core.sealing import keyring
 from workers.core.sql import load_queries
 from workers.core.topics import GROUP_NOTIFIER_ENDPOINTS, topics
 from workers.notifier import endpoint_catch_up
+from workers.notifier import metrics as notifier_metrics
 from workers.notifier.endpoint_catch_up import EndpointCatchUp, EndpointsBehind
 from workers.notifier.intake import Intake
 from workers.notifier.metrics import delivery_counts
@@ -118,12 +119,7 @@ def test_a_claim_queued_behind_an_intake_takes_what_that_intake_recorded(
     to ``notifier.poll_interval_s`` later)."""
     with psycopg.connect(database_url(settings, "notifier")) as claiming:
         claiming.execute("SELECT 1")  # the claim's transaction has begun, as after its lock
-        db.execute(
-            "INSERT INTO notifier.deliveries (id, endpoint_id, event_id, merchant_id, payment_id,"
-            " event_type, body) VALUES ('msg_late', %s, gen_random_uuid(), %s, 'pay_late',"
-            " 'payment.succeeded', '{}'::bytea)",
-            (shop.endpoint.id, shop.merchant_id),
-        )
+        _delivery(db, shop, "msg_late", payment_id="pay_late")
         params = {"limit": 10, "lease_s": 30.0, "per_endpoint": 4}
         claimed = claiming.execute(Q["deliveries_claim"], params).fetchall()
         claiming.commit()
@@ -135,26 +131,54 @@ def test_the_gauges_count_what_waits_and_what_failed_each_on_its_index(
 ) -> None:
     for delivery_id, status in [("msg_p", "pending"), ("msg_f1", "failed"), ("msg_f2", "failed"),
                                 ("msg_d1", "delivered"), ("msg_d2", "delivered")]:  # fmt: skip
-        db.execute(
-            "INSERT INTO notifier.deliveries (id, endpoint_id, event_id, merchant_id, payment_id,"
-            " event_type, body, status) VALUES (%s, %s, gen_random_uuid(), %s, 'pay_g',"
-            " 'payment.succeeded', '{}'::bytea, %s)",
-            (delivery_id, shop.endpoint.id, shop.merchant_id, status),
-        )
+        _delivery(db, shop, delivery_id, payment_id="pay_g", status=status)
     assert delivery_counts(db) == {"pending": 1, "failed": 2}
+    notifier_metrics.sample(db)
+    assert _gauges() == {"pending": 1.0, "failed": 2.0}  # delivered ones are the counter's
     # Sampled every second for ever: its cost follows what waits and what failed, not every
     # delivery ever made (the planner would walk the table while it is this small).
     with db.transaction():
         db.execute("SET LOCAL enable_seqscan = off")
-        plan = "\n".join(
-            str(row[0])
-            for row in db.execute(sql.SQL("EXPLAIN {}").format(Q["deliveries_by_status"]))
-        )
-    scanned = {
-        line.split(" using ")[1].split()[0] for line in plan.splitlines() if " using " in line
+        explain = sql.SQL("EXPLAIN (FORMAT JSON) {}").format(Q["deliveries_by_status"])
+        row = db.execute(explain).fetchone()
+    assert row is not None
+    nodes = list(_plan_nodes(row[0][0]["Plan"]))
+    assert not [n for n in nodes if n["Node Type"] == "Seq Scan"]
+    indexes = {n["Index Name"] for n in nodes if "Index Name" in n}
+    assert "deliveries_failed" in indexes
+    assert indexes <= {"deliveries_failed", "deliveries_due", "deliveries_due_by_endpoint"}
+
+
+def _gauges() -> dict[str, float]:
+    return {
+        s.labels["status"]: s.value
+        for metric in REGISTRY.collect()
+        if metric.name == "flowpay_webhook_deliveries_by_status"
+        for s in metric.samples
     }
-    assert "deliveries_failed" in scanned
-    assert scanned <= {"deliveries_failed", "deliveries_due", "deliveries_due_by_endpoint"}
+
+
+def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", ()):
+        yield from _plan_nodes(child)
+
+
+def _delivery(
+    db: Conn,
+    shop: Shop,
+    delivery_id: str,
+    *,
+    payment_id: str,
+    status: str = "pending",
+    event_type: str = "payment.succeeded",
+) -> None:
+    """A delivery to the shop's endpoint, written as the intake would (body left empty)."""
+    db.execute(
+        "INSERT INTO notifier.deliveries (id, endpoint_id, event_id, merchant_id, payment_id,"
+        " event_type, body, status) VALUES (%s, %s, gen_random_uuid(), %s, %s, %s, '{}', %s)",
+        (delivery_id, shop.endpoint.id, shop.merchant_id, payment_id, event_type, status),
+    )
 
 
 def test_a_claim_passes_over_a_delivery_another_round_is_recording(
@@ -165,12 +189,7 @@ def test_a_claim_passes_over_a_delivery_another_round_is_recording(
     due (its lease lapsed while it was sent) passes over it rather than waiting for it: the
     two would otherwise wait for each other."""
     for delivery_id in ("msg_recording", "msg_free"):
-        db.execute(
-            "INSERT INTO notifier.deliveries (id, endpoint_id, event_id, merchant_id, payment_id,"
-            " event_type, body) VALUES (%s, %s, gen_random_uuid(), %s, 'pay_rec',"
-            " 'payment.succeeded', '{}'::bytea)",
-            (delivery_id, shop.endpoint.id, shop.merchant_id),
-        )
+        _delivery(db, shop, delivery_id, payment_id="pay_rec")
     url = database_url(settings, "notifier")
     with psycopg.connect(url) as recording, psycopg.connect(url) as claiming:
         recording.execute(
@@ -642,11 +661,7 @@ def test_attempt_lines_name_the_endpoint_never_its_url(
 def test_an_answer_the_database_refuses_is_recorded_without_it(
     settings: Settings, shop: Shop, hook: Receiver
 ) -> None:
-    shop.db.execute(
-        "INSERT INTO notifier.deliveries (id, endpoint_id, event_id, merchant_id, payment_id,"
-        " event_type, body) VALUES ('msg_N', %s, gen_random_uuid(), %s, 'pay_N', 'payment.failed', '{}')",
-        (shop.endpoint.id, shop.merchant_id),
-    )
+    _delivery(shop.db, shop, "msg_N", payment_id="pay_N", event_type="payment.failed")
     pending = shop.delivery()
     due = Due(
         pending["id"], shop.endpoint.id, hook.url, (shop.endpoint.secret,), "enabled", b"{}", 0

@@ -103,7 +103,7 @@ class Snapshot:
     outbox: list[Backlog] = field(default_factory=list)
     gateway_in_flight: int | None = None
     reconciler: list[Watched] = field(default_factory=list)
-    webhooks: dict[str, int] = field(default_factory=dict)  # deliveries per status
+    webhooks: dict[str, int] = field(default_factory=dict)  # deliveries pending and failed
     webhook_failed_attempts: int | None = None  # attempts that failed, since the notifier began
     dead_letters: dict[str, int] = field(default_factory=dict)  # per group, since roles began
 

@@ -60,9 +60,10 @@ def delivery_counts(conn: psycopg.Connection[tuple[object, ...]]) -> dict[str, i
 def start(settings: Settings) -> None:
     """Serve the notifier's metrics, and keep the per-status counts current."""
     if serve_metrics(settings, settings.metrics.notifier_port) is not None:
-        DatabaseSampler(settings, "notifier", _sample).start()
+        DatabaseSampler(settings, "notifier", sample).start()
 
 
-def _sample(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+def sample(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Set the per-status gauges from the database."""
     for status, count in delivery_counts(conn).items():
         BY_STATUS.labels(status).set(count)
