@@ -3,9 +3,9 @@
 A role's start-up (modules, pydantic's validators and models, FastAPI's routes, settings,
 pools) builds a heap that lives as long as the process. Left to the collector, every full
 collection walks all of it again, and a busy role allocates enough (decoded events, SQL
-parameters, requests) to trigger collections often: measured on the consumer engine alone,
-about half of its loop's CPU from a backlog. Each role settles its heap once it has started,
-just before its loop.
+parameters, requests) to trigger collections often (docs/performance.md has what it cost).
+Each role settles its heap once its start-up is done, before its loop: for those whose loop
+builds its pools and engines itself, those are left to the collector, a small part.
 """
 
 from __future__ import annotations

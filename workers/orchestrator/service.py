@@ -43,8 +43,8 @@ def serve(settings: Settings) -> None:
     orchestrator = Orchestrator(settings, db.pool(settings))
     try:
         timers = threading.Thread(target=orchestrator.run_timers, args=(stop,), name="timers")
-        timers.start()
         heap.settle()
+        timers.start()
         run(settings, subscriber(orchestrator), stop)
         stop.set()
         timers.join()
