@@ -8,6 +8,8 @@ ever holds one).
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,9 +19,13 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay
 
 from workers.core.config import DatabaseRole, Settings
 from workers.core.errors import ConstraintViolation, TransientError
+from workers.core.retry import jittered
+
+log = logging.getLogger(__name__)
 
 # Taken by a migration run for its whole transaction, so that runs wait for each other (any
 # constant unique to FlowPay); replay's swap of the ledger schema takes it too.
@@ -31,6 +37,16 @@ ROLE_PREFIX: Final = "flowpay_"
 # Per host of a multi-host URL: a server that accepts no connection (hung, unreachable) is
 # skipped after this long.
 MULTI_HOST_CONNECT_TIMEOUT_S: Final = 5
+# How long a role's start-up waits for a database that is not up yet (restarting, failing over).
+START_WAIT_S: Final = 60.0
+# What a server answers that waiting will not change.
+_REFUSED_FOR_GOOD: Final = (
+    "authentication failed",
+    "no password supplied",
+    "does not exist",
+    "no pg_hba.conf entry",
+    "permission denied",
+)
 
 
 def role_name(role: DatabaseRole) -> str:
@@ -87,6 +103,37 @@ def connect(
     settings: Settings, role: DatabaseRole, *, autocommit: bool = False
 ) -> psycopg.Connection[tuple[object, ...]]:
     return psycopg.connect(database_url(settings, role), autocommit=autocommit, connect_timeout=10)
+
+
+def connect_at_start(
+    settings: Settings, role: DatabaseRole, *, within_s: float = START_WAIT_S
+) -> psycopg.Connection[tuple[object, ...]]:
+    """``connect`` for a role's start-up checks: a server that is starting, restarting or
+    failing over is waited for (as the pools wait for it), for up to ``within_s``; refused
+    credentials or a missing database fail at once."""
+    for attempt in Retrying(
+        retry=retry_if_exception(_unavailable),
+        wait=jittered(0.2, 5.0),
+        stop=stop_after_delay(within_s),
+        before_sleep=functools.partial(_waiting, role),
+        reraise=True,
+    ):
+        with attempt:
+            return connect(settings, role)
+    raise AssertionError("unreachable: the last attempt returned or raised")
+
+
+def _waiting(role: DatabaseRole, state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    log.warning("%s: the database is not available yet (%s); waiting", role, error)
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """A failed connection worth trying again: not one the server refused for good."""
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    text = str(exc)
+    return not any(marker in text for marker in _REFUSED_FOR_GOOD)
 
 
 def make_pool(

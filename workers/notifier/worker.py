@@ -14,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from workers.core import heap, observe
 from workers.core.config import Settings
 from workers.core.consuming import IGNORE, Engine, Routes, Subscriber, register
-from workers.core.db import connect, database_url
+from workers.core.db import connect_at_start, database_url
 from workers.core.events import EventType
 from workers.core.lifecycle import install_stop_handlers
 from workers.core.loop import run_async
@@ -80,7 +80,7 @@ def _keys(settings: Settings) -> Keyring:
     """The keys that open the endpoints' secrets. Without one, or without one the secrets need,
     the notifier could sign nothing: ConfigError (one line, exit 2) before anything starts."""
     keys = keyring(settings)
-    with connect(settings, ROLE) as conn:
+    with connect_at_start(settings, ROLE) as conn:
         uses = check_keys(conn, keys)
     plain = sum(use.secrets for use in uses if use.key_id is None)
     if plain:
