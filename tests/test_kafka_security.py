@@ -74,7 +74,11 @@ def test_the_payment_flow_runs_with_each_role_as_its_own_principal(
     # Each principal may read in its own consumer group only and only the relay's may write the
     # payments topic, so a role that authenticated as any other principal would stall the flow.
     env = {"FLOWPAY_CONFIG": str(broker.config), **FAST_NOTIFIER}
-    with receiver(free_port()) as hook, flow(secured, tmp_path, extra_env=env) as f:
+    with (
+        broker.principals(),
+        receiver(free_port()) as hook,
+        flow(secured, tmp_path, extra_env=env) as f,
+    ):
         hook.secret = f.start_downstream(hook.url)
         payment = f.pay()
         f.wait_for(payment["id"], lambda p: p["status"] == "succeeded")
@@ -193,19 +197,21 @@ def test_plain_dev_up_refuses_while_the_secure_broker_runs(broker: SecureBroker)
 def test_dev_up_adds_a_principal_that_came_after_the_storage_was_formatted(
     broker: SecureBroker,
 ) -> None:
-    # --add-scram works at format time only. The orchestrator's principal, which no other test
-    # uses, stands for a role FlowPay gains later: gone from the broker, `dev up` brings it back.
+    # --add-scram works at format time only. The orchestrator's principal stands for a role
+    # FlowPay gains later: gone from the broker, `dev up` brings it back. The payment flow's
+    # test runs an orchestrator on this broker: never at the same time (principals()).
     user = secure.username("orchestrator")
     admin = make_admin(secure.as_broker(broker.settings), "operator")
     deletion = UserScramCredentialDeletion(user, ScramMechanism.SCRAM_SHA_512)
-    admin.alter_user_scram_credentials([deletion])[user].result()
-    wait_for(lambda: _refused(broker.settings, "orchestrator"), 30, "the deletion to apply")
-    done = flowpay(
-        "--config", str(broker.user_config), "dev", "up", "--secure", "--infra-only",
-        env=clean_env(), timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    check_access(broker.settings, "orchestrator")
+    with broker.principals(changing=True):
+        admin.alter_user_scram_credentials([deletion])[user].result()
+        wait_for(lambda: _refused(broker.settings, "orchestrator"), 30, "the deletion to apply")
+        done = flowpay(
+            "--config", str(broker.user_config), "dev", "up", "--secure", "--infra-only",
+            env=clean_env(), timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        check_access(broker.settings, "orchestrator")
 
 
 def _refused(settings: Settings, role: KafkaRole) -> bool:

@@ -8,6 +8,7 @@ that prefix and topics the operator creates.
 
 from __future__ import annotations
 
+import fcntl
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +35,19 @@ class SecureBroker:
     def env(self, settings: Settings) -> dict[str, str]:
         """For `flowpay` subprocesses: ``settings``' database and topics on this broker."""
         return {**env_for(settings), "FLOWPAY_CONFIG": str(self.config)}
+
+    @contextmanager
+    def principals(self, *, changing: bool = False) -> Iterator[None]:
+        """Held by a test that runs roles on this broker (shared), or that takes a principal's
+        credentials away for a while (``changing``: alone). The xdist workers share the broker,
+        and a role started while its credentials are gone is refused."""
+        path = StackPaths.of(self.settings).home / "principals.lock"
+        with path.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX if changing else fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @contextmanager
