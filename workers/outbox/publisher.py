@@ -72,7 +72,7 @@ class BatchPublisher:
             for row in rows:
                 _produce(producer, topic_of(row), row, acks)
         except KafkaException as exc:
-            self._discard()
+            self.abandon()
             raise NotAcknowledged(f"Kafka refused a message: {exc.args[0]}") from None
         return Sent(acks, len(rows))
 
@@ -123,14 +123,12 @@ class BatchPublisher:
         # poisons the producer: either way start afresh. Otherwise keep the producer id.
         queued = self._producer is not None and len(self._producer) > 0
         if queued or any(error.fatal() for error in acks.errors):
-            self._discard()
+            self.abandon()
 
     def abandon(self) -> None:
-        """Drop whatever is still queued (the caller rolled its batches back): none of it
-        may reach Kafka after the rows are published again, perhaps by another relay."""
-        self._discard()
-
-    def _discard(self) -> None:
+        """Drop whatever is still queued and the producer with it (the caller rolled its
+        batches back, or the producer is spent): none of it may reach Kafka after the rows are
+        published again, perhaps by another relay."""
         if self._producer is not None:
             self._producer.purge()
             self._producer.flush(0)
