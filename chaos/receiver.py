@@ -6,6 +6,7 @@ Each merchant's endpoint is ``/hooks/<merchant id>``, so the receiver knows whos
 
 from __future__ import annotations
 
+import socketserver
 import threading
 import time
 from collections.abc import Iterator
@@ -88,6 +89,13 @@ def serving(port: int, handler: type[BaseHTTPRequestHandler]) -> Iterator[None]:
     """An HTTP server on 127.0.0.1:``port`` in a thread of its own, until the block ends."""
     server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     server.daemon_threads = True
+    with running(server):
+        yield
+
+
+@contextmanager
+def running(server: socketserver.BaseServer) -> Iterator[None]:
+    """``server`` serving in a thread of its own until the block ends; then shut and closed."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -15,6 +15,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import SecretStr
 
+from chaos.receiver import running
 from tests.conftest import override
 from workers.core.config import Settings
 from workers.core.db import connect_at_start, database_url, role_name
@@ -64,14 +65,10 @@ class _Forward(socketserver.BaseRequestHandler):
 @contextmanager
 def _forwarder(port: int, target: tuple[str, int]) -> Iterator[None]:
     handler = type("Forward", (_Forward,), {"target": target})
-    with socketserver.ThreadingTCPServer(("127.0.0.1", port), handler) as server:
-        server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            server.shutdown()
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", port), handler)
+    server.daemon_threads = True
+    with running(server):
+        yield
 
 
 def _through(settings: Settings, port: int, **changes: str) -> Settings:
